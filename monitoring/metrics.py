@@ -1,0 +1,21 @@
+"""Every Prometheus metric the service exports, declared once, with bounded label values.
+
+Label values come from closed sets (enums, fixed component names), never from user input, so
+the number of series stays bounded whatever clients send.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter
+
+AUDIT_ENTRIES = Counter(
+    "wedsync_audit_entries_total",
+    "Audit log entries written, by action and outcome.",
+    ["action", "outcome"],
+)
+
+READINESS_FAILURES = Counter(
+    "wedsync_readiness_failures_total",
+    "Readiness probes that found a dependency down, by component.",
+    ["component"],
+)

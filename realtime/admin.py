@@ -1,0 +1,17 @@
+from __future__ import annotations
+
+from django.contrib import admin
+from django.http import HttpRequest
+
+from realtime.models import RealtimeTicket
+
+
+@admin.register(RealtimeTicket)
+class RealtimeTicketAdmin(admin.ModelAdmin[RealtimeTicket]):
+    list_display = ("user", "created_at", "expires_at", "used_at")
+    list_filter = ("used_at", "created_at")
+    search_fields = ("user__username",)
+    readonly_fields = ("ticket_hash", "user", "token_generation", "created_at", "expires_at", "used_at")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False

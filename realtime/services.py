@@ -1,0 +1,75 @@
+"""Socket tickets: single-use, short-lived passes for ``/ws/v1/?ticket=...``."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import timedelta
+
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.utils import timezone
+
+from realtime.models import RealtimeTicket
+from wedsync.models import AuditOutcome
+from wedsync.selectors import token_generation_current
+from wedsync.services.audit import AuditAction, ClientInfo, audit_record
+
+
+class TicketRefused(Exception):
+    def __init__(self, *, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def _ticket_hash(raw: str) -> str:
+    return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def ticket_issue(*, user: User, client: ClientInfo) -> tuple[str, int]:
+    """A new ticket for ``user`` and its lifetime in seconds. Only its hash is stored."""
+    raw = secrets.token_urlsafe(32)
+    ttl = settings.REALTIME_TICKET_TTL
+    RealtimeTicket.objects.create(
+        ticket_hash=_ticket_hash(raw),
+        user=user,
+        token_generation=token_generation_current(user_id=user.pk),
+        expires_at=timezone.now() + timedelta(seconds=ttl),
+    )
+    audit_record(action=AuditAction.TICKET_ISSUE, outcome=AuditOutcome.SUCCESS, actor=user, client=client)
+    return raw, ttl
+
+
+def ticket_consume(*, raw: str) -> User:
+    """Use a ticket up. Succeeds once, within its lifetime, for a user whose tokens were not revoked.
+
+    The caller (the socket's authentication) audits the outcome with the connection's details.
+
+    The conditional UPDATE is what makes it single-use: of two sockets racing with one ticket
+    (on one node or two), exactly one sees its row change.
+    """
+    digest = _ticket_hash(raw)
+    now = timezone.now()
+    claimed = RealtimeTicket.objects.filter(ticket_hash=digest, used_at__isnull=True, expires_at__gt=now).update(
+        used_at=now
+    )
+    ticket = RealtimeTicket.objects.select_related("user").filter(ticket_hash=digest).first()
+    if ticket is None:
+        raise TicketRefused(reason="unknown", message="Unknown ticket.")
+    if not claimed:
+        if ticket.used_at is not None:
+            raise TicketRefused(reason="used", message="The ticket has already been used.")
+        raise TicketRefused(reason="expired", message="The ticket has expired.")
+    user = ticket.user
+    if not user.is_active:
+        raise TicketRefused(reason="inactive", message="The user is deactivated.")
+    if ticket.token_generation != token_generation_current(user_id=user.pk):
+        raise TicketRefused(reason="revoked", message="The ticket has been revoked.")
+    return user
+
+
+def tickets_purge_expired(*, older_than: timedelta = timedelta(hours=1)) -> int:
+    """Delete tickets that expired more than ``older_than`` ago; returns how many."""
+    deleted, _ = RealtimeTicket.objects.filter(expires_at__lt=timezone.now() - older_than).delete()
+    return deleted

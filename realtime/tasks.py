@@ -1,0 +1,10 @@
+from __future__ import annotations
+
+from celery import shared_task
+
+from realtime.services import tickets_purge_expired
+
+
+@shared_task(name="realtime.tasks.purge_expired_tickets", ignore_result=True)
+def purge_expired_tickets() -> int:
+    return tickets_purge_expired()

@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import pytest
+from django.test import Client, override_settings
+
+from tests.servers import redis_server
+
+pytestmark = pytest.mark.django_db
+
+
+def test_healthz_answers_without_touching_dependencies(client: Client) -> None:
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+@pytest.mark.requires_redis
+@pytest.mark.requires_postgres
+def test_readyz_is_ready_with_the_real_services(client: Client) -> None:
+    response = client.get("/readyz")
+    assert response.status_code == 200, response.content
+    assert response.json()["checks"] == {"database": "ok", "channel_layer": "ok"}
+
+
+def test_readyz_names_a_stopped_redis() -> None:
+    with redis_server() as server:
+        layer = {
+            "default": {
+                "BACKEND": "channels_redis.core.RedisChannelLayer",
+                "CONFIG": {"hosts": [{"address": server.url}]},
+            }
+        }
+        with override_settings(CHANNEL_LAYERS=layer):
+            assert Client().get("/readyz").status_code == 200
+            server.stop()
+            response = Client().get("/readyz")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "unavailable"
+    assert body["down"] == ["channel_layer"]
+    assert "Connection" in body["checks"]["channel_layer"]
+    assert body["checks"]["database"] == "ok"
+
+
+def test_metrics_are_exported(client: Client) -> None:
+    client.get("/healthz")
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    text = response.content.decode()
+    assert "django_http_requests_total_by_view_transport_method_total" in text
+    assert "wedsync_readiness_failures_total" in text
+
+
+def test_admin_login_page_is_served(client: Client) -> None:
+    assert client.get("/admin/login/").status_code == 200
+
+
+def test_openapi_schema_describes_the_token_endpoints(client: Client) -> None:
+    response = client.get("/api/v1/schema/")
+    assert response.status_code == 200
+    assert b"/api/v1/auth/token/" in response.content and b"bearerAuth" in response.content

@@ -1,0 +1,149 @@
+"""Settings read the environment through typed helpers that stop start-up on a bad value."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from wedsync.env import env_bool, env_choice, env_float, env_int, env_int_map, env_list, env_str
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_env_int_reads_and_bounds() -> None:
+    assert env_int("X", default=3, environ={}) == 3
+    assert env_int("X", default=3, environ={"X": " 42 "}) == 42
+    with pytest.raises(ImproperlyConfigured, match="X must be a whole number, got '64k'"):
+        env_int("X", default=3, environ={"X": "64k"})
+    with pytest.raises(ImproperlyConfigured, match="X must be at least 10"):
+        env_int("X", default=3, minimum=10, environ={"X": "9"})
+    with pytest.raises(ImproperlyConfigured, match="X must be at most 5"):
+        env_int("X", default=3, maximum=5, environ={"X": "6"})
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("1", True), ("TRUE", True), ("on", True), ("0", False), ("no", False)])
+def test_env_bool_accepts_the_usual_spellings(raw: str, expected: bool) -> None:
+    assert env_bool("FLAG", default=not expected, environ={"FLAG": raw}) is expected
+
+
+def test_env_bool_refuses_anything_else() -> None:
+    with pytest.raises(ImproperlyConfigured, match="FLAG must be a boolean"):
+        env_bool("FLAG", default=False, environ={"FLAG": "maybe"})
+
+
+def test_env_str_required_and_default() -> None:
+    with pytest.raises(ImproperlyConfigured, match="SECRET must be set"):
+        env_str("SECRET", environ={})
+    assert env_str("S", default="d", environ={"S": ""}) == "d"
+
+
+def test_env_float_list_and_choice() -> None:
+    assert env_float("F", default=1.0, environ={"F": "2.5"}) == 2.5
+    with pytest.raises(ImproperlyConfigured, match="F must be a number"):
+        env_float("F", default=1.0, environ={"F": "fast"})
+    assert env_list("L", default=["a"], environ={"L": "x, y,,z "}) == ["x", "y", "z"]
+    with pytest.raises(ImproperlyConfigured, match="C must be one of core, pubsub"):
+        env_choice("C", default="core", choices=("core", "pubsub"), environ={"C": "kafka"})
+
+
+def test_env_int_map_merges_over_defaults_and_names_mistakes() -> None:
+    defaults = {"guest": 5, "planner": 50}
+    allowed = frozenset(defaults)
+    assert env_int_map("M", default=defaults, allowed_keys=allowed, environ={"M": '{"guest": 10}'}) == {
+        "guest": 10,
+        "planner": 50,
+    }
+    for raw, complaint in [
+        ("{guest: 1}", "M must be a JSON object"),
+        ("[1]", "M must be a JSON object, got list"),
+        ('{"bouncer": 1}', "unknown key 'bouncer'"),
+        ('{"guest": -1}', "'guest' must be a whole number >= 0"),
+        ('{"guest": true}', "'guest' must be a whole number"),
+    ]:
+        with pytest.raises(ImproperlyConfigured, match=complaint):
+            env_int_map("M", default=defaults, allowed_keys=allowed, environ={"M": raw})
+
+
+def _start_with(env: dict[str, str], *command: str) -> subprocess.CompletedProcess[str]:
+    clean = {
+        "PATH": os.environ["PATH"],
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "DJANGO_SETTINGS_MODULE": "wedsync.settings",
+        "WEDSYNC_VAR_DIR": os.environ.get("WEDSYNC_VAR_DIR", "/tmp/wedsync-test-var"),
+        **env,
+    }
+    args = command or ("-c", "import django; django.setup(); print('started')")
+    return subprocess.run(
+        [sys.executable, *args], env=clean, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def _production_env() -> dict[str, str]:
+    return {"DEBUG": "0", "SECRET_KEY": secrets.token_urlsafe(60), "ALLOWED_HOSTS": "wedsync.example.com"}
+
+
+def test_embedded_development_profile_starts_with_no_environment() -> None:
+    result = _start_with({"DEBUG": "1"})
+    assert result.returncode == 0, result.stderr
+    assert "started" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "complaint"),
+    [
+        ("REALTIME_MAX_FRAME", "64k", "REALTIME_MAX_FRAME must be a whole number"),
+        ("REALTIME_RATE_LIMITS", '{"guest": "lots"}', "REALTIME_RATE_LIMITS: 'guest' must be a whole number"),
+        ("REALTIME_DEVICE_LIMITS", '{"guest": 0}', "REALTIME_DEVICE_LIMITS: 'guest' must be a whole number >= 1"),
+        ("DEBUG", "perhaps", "DEBUG must be a boolean"),
+        ("DATABASE_URL", "mysql://db/wedsync", "DATABASE_URL must be a postgres://"),
+        ("REDIS_URL", "http://cache", "REDIS_URL must be a redis://"),
+        ("REALTIME_CHANNEL_LAYER", "kafka", "REALTIME_CHANNEL_LAYER must be one of core, pubsub"),
+        ("WEDSYNC_PERMISSION_OVERRIDES", '{"guest": {"fly": "all"}}', "unknown permission 'fly'"),
+    ],
+)
+def test_a_bad_value_stops_start_up_naming_the_variable(variable: str, value: str, complaint: str) -> None:
+    result = _start_with({**_production_env(), variable: value})
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    assert complaint in result.stderr
+
+
+def test_production_refuses_to_start_without_a_secret_key() -> None:
+    env = _production_env()
+    del env["SECRET_KEY"]
+    result = _start_with(env)
+    assert result.returncode != 0 and "SECRET_KEY must be set" in result.stderr
+
+
+def test_production_refuses_a_wildcard_host() -> None:
+    result = _start_with({**_production_env(), "ALLOWED_HOSTS": "*"})
+    assert result.returncode != 0 and "ALLOWED_HOSTS may contain '*' only with DEBUG on" in result.stderr
+
+
+def test_production_profile_passes_check_deploy_with_no_warnings() -> None:
+    result = _start_with(_production_env(), "manage.py", "check", "--deploy", "--fail-level", "WARNING")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "System check identified no issues (0 silenced)." in result.stdout
+
+
+def test_environment_overrides_limits_without_code() -> None:
+    result = _start_with(
+        {
+            **_production_env(),
+            "REALTIME_RATE_LIMITS": '{"guest": 12}',
+            "REALTIME_DEVICE_LIMITS": '{"planner": 9}',
+            "REALTIME_MAX_FRAME": "131072",
+        },
+        "-c",
+        "import django; django.setup(); from django.conf import settings as s; "
+        "print(s.REALTIME_RATE_LIMITS['guest'], s.REALTIME_RATE_LIMITS['planner'], "
+        "s.REALTIME_DEVICE_LIMITS['planner'], s.REALTIME_DEVICE_LIMITS['guest'], s.REALTIME_MAX_FRAME)",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["12", "50", "9", "2", "131072"]

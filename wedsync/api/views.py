@@ -1,0 +1,71 @@
+"""Token endpoints. Thin: validate input, call one service, shape the reply."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import status
+from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
+from rest_framework.views import APIView
+
+from wedsync.api.errors import Unauthorized
+from wedsync.api.serializers import LogoutRequest, TokenObtainRequest, TokenPairResponse, TokenRefreshRequest
+from wedsync.services.audit import ClientInfo
+from wedsync.services.auth import TokenRefused, session_logout, token_pair_obtain, token_pair_refresh
+
+
+class TokenObtainView(APIView):
+    authentication_classes: list[type] = []
+    permission_classes = [AllowAny]
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "auth"  # slows password guessing per client address
+
+    @extend_schema(request=TokenObtainRequest, responses={200: TokenPairResponse}, summary="Log in: get tokens")
+    def post(self, request: Request) -> Response:
+        body = TokenObtainRequest(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            pair = token_pair_obtain(
+                username=body.validated_data["username"],
+                password=body.validated_data["password"],
+                client=ClientInfo.from_request(request),
+            )
+        except TokenRefused as exc:
+            raise Unauthorized(exc.message) from None
+        return Response(asdict(pair))
+
+
+class TokenRefreshView(APIView):
+    authentication_classes: list[type] = []
+    permission_classes = [AllowAny]
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "auth"
+
+    @extend_schema(request=TokenRefreshRequest, responses={200: TokenPairResponse}, summary="Rotate a refresh token")
+    def post(self, request: Request) -> Response:
+        body = TokenRefreshRequest(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            pair = token_pair_refresh(refresh=body.validated_data["refresh"], client=ClientInfo.from_request(request))
+        except TokenRefused as exc:
+            raise Unauthorized(exc.message) from None
+        return Response(asdict(pair))
+
+
+class LogoutView(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(request=LogoutRequest, responses={204: None}, summary="Log out everywhere: revoke every token")
+    def post(self, request: Request) -> Response:
+        body = LogoutRequest(data=request.data)
+        body.is_valid(raise_exception=True)
+        session_logout(
+            user=request.user,  # type: ignore[arg-type]
+            refresh=body.validated_data.get("refresh") or None,
+            client=ClientInfo.from_request(request),
+        )
+        return Response(status=status.HTTP_204_NO_CONTENT)

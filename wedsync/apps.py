@@ -1,0 +1,9 @@
+from django.apps import AppConfig
+
+
+class WedsyncConfig(AppConfig):
+    name = "wedsync"
+    verbose_name = "Weddings"
+
+    def ready(self) -> None:
+        from wedsync.api import schema  # noqa: F401  (registers the OpenAPI auth extension)

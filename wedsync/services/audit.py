@@ -1,0 +1,82 @@
+"""Writing the audit log. Every access decision (granted or refused) goes through :func:`audit_record`."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from django.contrib.auth.models import AnonymousUser, User
+from django.http import HttpRequest
+
+from monitoring.metrics import AUDIT_ENTRIES
+from wedsync.models import AuditLog, AuditOutcome
+
+logger = structlog.get_logger(__name__)
+
+_USER_AGENT_MAX = 512
+
+
+class AuditAction(enum.StrEnum):
+    TOKEN_ISSUE = "auth.token.issue"
+    TOKEN_REFRESH = "auth.token.refresh"
+    TOKEN_REFUSE = "auth.token.refuse"
+    LOGOUT = "auth.logout"
+    TOKENS_REVOKE = "auth.tokens.revoke"
+    API_AUTH_REFUSE = "api.auth.refuse"
+    TICKET_ISSUE = "realtime.ticket.issue"
+    MEMBER_ADD = "member.add"
+    MEMBER_CHANGE = "member.change"
+    MEMBER_REMOVE = "member.remove"
+
+
+@dataclass(frozen=True, slots=True)
+class ClientInfo:
+    """Where a request came from, for the audit log."""
+
+    ip: str | None
+    user_agent: str
+
+    @classmethod
+    def from_request(cls, request: HttpRequest) -> ClientInfo:
+        return cls(
+            ip=request.META.get("REMOTE_ADDR") or None,
+            user_agent=str(request.META.get("HTTP_USER_AGENT", ""))[:_USER_AGENT_MAX],
+        )
+
+
+def audit_record(
+    *,
+    action: AuditAction,
+    outcome: AuditOutcome,
+    actor: User | AnonymousUser | None = None,
+    actor_label: str = "",
+    wedding_id: int | None = None,
+    target: str = "",
+    client: ClientInfo | None = None,
+    details: dict[str, Any] | None = None,
+) -> AuditLog:
+    known_actor = actor if isinstance(actor, User) else None
+    entry = AuditLog.objects.create(
+        actor=known_actor,
+        actor_label=(actor_label or (known_actor.get_username() if known_actor else ""))[:150],
+        wedding_id=wedding_id,
+        action=action.value,
+        target=target[:200],
+        outcome=outcome,
+        ip=client.ip if client else None,
+        user_agent=client.user_agent[:_USER_AGENT_MAX] if client else "",
+        details=details or {},
+    )
+    AUDIT_ENTRIES.labels(action=action.value, outcome=str(outcome)).inc()
+    logger.info(
+        "audit",
+        action=action.value,
+        outcome=str(outcome),
+        actor=entry.actor_label,
+        wedding=wedding_id,
+        target=target,
+        ip=entry.ip,
+    )
+    return entry

@@ -1,0 +1,220 @@
+"""The demo seed: weddings with a member of every role, for trying the service and for load tests.
+
+Idempotent: weddings are found by slug and users by username, so running it again updates dates
+and passwords and issues fresh tokens without creating duplicates. Built with bulk queries so that
+50 weddings x 200 guests take seconds, not minutes.
+"""
+
+from __future__ import annotations
+
+import zoneinfo
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import make_password
+from django.contrib.auth.models import User
+from django.db import transaction
+from django.utils import timezone
+
+from wedsync.models import (
+    LocationZone,
+    Member,
+    Rsvp,
+    Task,
+    TimelineItem,
+    UserTokenGeneration,
+    Wedding,
+    WeddingStatus,
+)
+from wedsync.permissions import KEY_PERSON_ROLES, Role
+from wedsync.services.auth import access_token_issue
+
+DEMO_PASSWORD = "wedsync-demo-2026"
+DEMO_ADMIN_USERNAME = "demo-admin"
+_CEREMONY_LOCAL_TIME = time(15, 0)
+
+# Who each wedding has besides its guests; the couple are two people.
+_CREW: tuple[tuple[str, Role, str, str], ...] = (
+    ("couple1", Role.COUPLE, "Ana", "Silva"),
+    ("couple2", Role.COUPLE, "Ben", "Carter"),
+    ("planner", Role.PLANNER, "Priya", "Nair"),
+    ("venue", Role.VENUE, "Victor", "Hale"),
+    ("photographer", Role.PHOTOGRAPHER, "Paula", "Moreno"),
+    ("videographer", Role.VIDEOGRAPHER, "Vik", "Lund"),
+    ("caterer", Role.CATERER, "Carmen", "Ruiz"),
+    ("florist", Role.FLORIST, "Flora", "Baker"),
+    ("musician", Role.MUSICIAN, "Miles", "Quinn"),
+    ("officiant", Role.OFFICIANT, "Olu", "Adeyemi"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DemoMember:
+    member_id: int
+    user_id: int
+    role: str
+    username: str
+    password: str
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class DemoWedding:
+    wedding: Wedding
+    members: list[DemoMember]
+
+
+def _schedule(
+    *, tz: zoneinfo.ZoneInfo, now: datetime, today: bool, ceremony_in: int | None
+) -> tuple[datetime, datetime]:
+    """(ceremony_at, local date as datetime) for the seed's flags."""
+    if ceremony_in is not None:
+        ceremony = (now + timedelta(minutes=ceremony_in)).replace(microsecond=0)
+    else:
+        local_today = now.astimezone(tz).date()
+        day = local_today if today else local_today + timedelta(days=(5 - local_today.weekday()) % 7 or 7)
+        ceremony = datetime.combine(day, _CEREMONY_LOCAL_TIME, tzinfo=tz)
+    return ceremony.astimezone(zoneinfo.ZoneInfo("UTC")), ceremony.astimezone(tz)
+
+
+def _ensure_users(specs: list[tuple[str, str, str]], password_hash: str) -> dict[str, User]:
+    """Users by username, created or given the demo password; ``specs`` are (username, first, last)."""
+    user_model = get_user_model()
+    usernames = [username for username, _first, _last in specs]
+    user_model.objects.bulk_create(
+        [
+            user_model(username=username, first_name=first, last_name=last, password=password_hash)
+            for username, first, last in specs
+        ],
+        ignore_conflicts=True,
+    )
+    user_model.objects.filter(username__in=usernames).update(password=password_hash, is_active=True)
+    return {user.username: user for user in user_model.objects.filter(username__in=usernames)}
+
+
+def _seed_records(*, wedding: Wedding, members: dict[str, Member]) -> None:
+    """A small timeline and task list, created once per wedding."""
+    if wedding.timeline_items.exists():
+        return
+    start = wedding.ceremony_at
+    plan = (
+        ("Florist setup", -180, -120, LocationZone.CEREMONY_AREA, ("florist",)),
+        ("Getting ready photos", -150, -60, LocationZone.BRIDAL_SUITE, ("photographer", "videographer")),
+        ("Ceremony", 0, 40, LocationZone.CEREMONY_AREA, ("officiant", "musician", "photographer", "videographer")),
+        ("Cocktail hour", 45, 105, LocationZone.COCKTAIL_AREA, ("caterer", "musician")),
+        ("Reception dinner", 120, 240, LocationZone.RECEPTION_HALL, ("caterer", "venue", "photographer")),
+    )
+    for title, begin, end, zone, vendors in plan:
+        item = TimelineItem.objects.create(
+            wedding=wedding,
+            title=title,
+            starts_at=start + timedelta(minutes=begin),
+            ends_at=start + timedelta(minutes=end),
+            location=zone,
+        )
+        item.assigned_vendors.set([members[key] for key in vendors])
+    Task.objects.bulk_create(
+        [
+            Task(
+                wedding=wedding,
+                title="Confirm final guest count with caterer",
+                assignee=members["planner"],
+                due=start - timedelta(days=3),
+            ),
+            Task(
+                wedding=wedding,
+                title="Deliver shot list",
+                assignee=members["photographer"],
+                due=start - timedelta(days=1),
+            ),
+            Task(wedding=wedding, title="Sound check", assignee=members["musician"], due=start - timedelta(hours=2)),
+        ]
+    )
+
+
+def demo_seed(
+    *,
+    weddings: int = 1,
+    guests: int = 3,
+    today: bool = False,
+    ceremony_in: int | None = None,
+    time_zone: str = "Europe/London",
+    password: str = DEMO_PASSWORD,
+    token_lifetime: timedelta | None = None,
+) -> list[DemoWedding]:
+    """Create or refresh ``weddings`` demo weddings, each with every role and ``guests`` guests."""
+    tz = zoneinfo.ZoneInfo(time_zone)
+    now = timezone.now()
+    ceremony_at, local_ceremony = _schedule(tz=tz, now=now, today=today, ceremony_in=ceremony_in)
+    password_hash = make_password(password)  # hashed once: hashing per user would take minutes
+    results: list[DemoWedding] = []
+    with transaction.atomic():
+        admin = _ensure_users([(DEMO_ADMIN_USERNAME, "Demo", "Admin")], password_hash)[DEMO_ADMIN_USERNAME]
+        get_user_model().objects.filter(pk=admin.pk).update(is_staff=True, is_superuser=True)
+        for number in range(1, weddings + 1):
+            wedding, _created = Wedding.objects.update_or_create(
+                slug=f"demo-{number}",
+                defaults={
+                    "name": f"Demo wedding {number}: Ana & Ben",
+                    "date": local_ceremony.date(),
+                    "time_zone": time_zone,
+                    "venue_name": "Quinta da Luz",
+                    "venue_address": "Estrada da Luz 12, Sintra",
+                    "ceremony_at": ceremony_at,
+                    "status": WeddingStatus.CONFIRMED,
+                },
+            )
+            prefix = f"demo{number}"
+            specs = [(f"{prefix}-{key}", first, last) for key, _role, first, last in _CREW]
+            specs += [(f"{prefix}-guest{index:03d}", "Guest", f"{index:03d}") for index in range(1, guests + 1)]
+            users = _ensure_users(specs, password_hash)
+            roles = {f"{prefix}-{key}": role for key, role, _first, _last in _CREW}
+            Member.objects.bulk_create(
+                [
+                    Member(
+                        user=users[username],
+                        wedding=wedding,
+                        role=roles.get(username, Role.GUEST),
+                        is_key_person=roles.get(username, Role.GUEST) in KEY_PERSON_ROLES,
+                        vendor_company=f"{first} {last} Studio" if roles.get(username, Role.GUEST).is_vendor else "",
+                    )
+                    for username, first, last in specs
+                ],
+                ignore_conflicts=True,
+            )
+            wedding_members = {
+                member.user.username: member
+                for member in Member.objects.filter(wedding=wedding, user__username__in=users).select_related("user")
+            }
+            Member.objects.filter(pk__in=[m.pk for m in wedding_members.values()]).update(is_active=True)
+            Rsvp.objects.bulk_create(
+                [Rsvp(guest=member) for member in wedding_members.values() if member.role == Role.GUEST],
+                ignore_conflicts=True,
+            )
+            _seed_records(
+                wedding=wedding,
+                members={username.removeprefix(f"{prefix}-"): m for username, m in wedding_members.items()},
+            )
+            generations = dict(
+                UserTokenGeneration.objects.filter(user__in=users.values()).values_list("user_id", "generation")
+            )
+            results.append(
+                DemoWedding(
+                    wedding=wedding,
+                    members=[
+                        DemoMember(
+                            member_id=member.pk,
+                            user_id=member.user_id,
+                            role=member.role,
+                            username=username,
+                            password=password,
+                            token=access_token_issue(
+                                user=member.user, lifetime=token_lifetime, generation=generations.get(member.user_id, 0)
+                            ),
+                        )
+                        for username, member in sorted(wedding_members.items(), key=lambda item: item[1].pk)
+                    ],
+                )
+            )
+    return results

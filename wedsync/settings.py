@@ -1,0 +1,345 @@
+"""WedSync Realtime settings, driven by the environment.
+
+With no environment at all the service runs *embedded*: SQLite, the in-memory channel layer, the
+local-memory cache and a Celery broker on the filesystem, so ``make run`` works on a bare machine.
+``DATABASE_URL`` switches to PostgreSQL; ``REDIS_URL`` switches the channel layer, the cache, and
+Celery's broker and result backend to Redis. Every variable is read through :mod:`wedsync.env`,
+which stops start-up with the variable's name when a value is malformed.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import dj_database_url
+import django_stubs_ext
+from django.core.exceptions import ImproperlyConfigured
+
+from wedsync.env import (
+    env_bool,
+    env_choice,
+    env_float,
+    env_int,
+    env_int_map,
+    env_list,
+    env_optional_str,
+    env_str,
+)
+from wedsync.logs import logging_config
+from wedsync.permissions import Role, build_matrix
+
+# Lets admin and queryset classes be subscripted at run time (ModelAdmin[Wedding]) for mypy.
+django_stubs_ext.monkeypatch()
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env_str("WEDSYNC_VAR_DIR", default=str(BASE_DIR / "var")))
+
+# --- Core -----------------------------------------------------------------------------------------
+
+DEBUG = env_bool("DEBUG", default=False)
+
+_DEV_SECRET_KEY = "django-insecure-wedsync-development-only-key-never-use-in-production"
+if DEBUG:
+    SECRET_KEY = env_str("SECRET_KEY", default=_DEV_SECRET_KEY)
+else:
+    SECRET_KEY = env_str("SECRET_KEY")  # required: a production process must not start without one
+    if SECRET_KEY == _DEV_SECRET_KEY or len(SECRET_KEY) < 50:
+        raise ImproperlyConfigured("SECRET_KEY must be a random string of at least 50 characters")
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
+if "*" in ALLOWED_HOSTS and not DEBUG:
+    raise ImproperlyConfigured("ALLOWED_HOSTS may contain '*' only with DEBUG on")
+
+CSRF_TRUSTED_ORIGINS = env_list(
+    "CSRF_TRUSTED_ORIGINS",
+    default=[f"{scheme}://{host}" for host in ALLOWED_HOSTS if host != "*" for scheme in ("http", "https")],
+)
+for _origin in CSRF_TRUSTED_ORIGINS:
+    _parts = urlsplit(_origin)
+    if _parts.scheme not in ("http", "https") or not _parts.netloc:
+        raise ImproperlyConfigured(f"CSRF_TRUSTED_ORIGINS: {_origin!r} must look like https://host[:port]")
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "channels",
+    "rest_framework",
+    "rest_framework_simplejwt.token_blacklist",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_prometheus",
+    "wedsync",
+    "realtime",
+    "presence",
+    "monitoring",
+]
+
+MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
+]
+
+ROOT_URLCONF = "wedsync.urls"
+WSGI_APPLICATION = "wedsync.wsgi.application"
+ASGI_APPLICATION = "wedsync.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------------------
+
+DATABASE_URL = env_optional_str("DATABASE_URL")
+if DATABASE_URL:
+    if urlsplit(DATABASE_URL).scheme not in ("postgres", "postgresql", "pgsql", "sqlite"):
+        raise ImproperlyConfigured("DATABASE_URL must be a postgres:// (or sqlite://) URL")
+    _database = dj_database_url.parse(
+        DATABASE_URL, conn_max_age=env_int("DATABASE_CONN_MAX_AGE", default=60, minimum=0), conn_health_checks=True
+    )
+else:
+    VAR_DIR.mkdir(parents=True, exist_ok=True)  # embedded mode keeps its files here
+    _database = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(VAR_DIR / "wedsync.sqlite3")}
+    # SQLite serialises writers; waiting beats failing with "database is locked" under bursts.
+    _database["OPTIONS"] = {"timeout": 20, "transaction_mode": "IMMEDIATE"}
+_database.setdefault("TEST", {})
+DATABASES: dict[str, dict[str, Any]] = {"default": _database}  # type: ignore[dict-item]
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Redis: channel layer, cache, Celery ------------------------------------------------------------
+
+REDIS_URL = env_optional_str("REDIS_URL")
+if REDIS_URL and urlsplit(REDIS_URL).scheme not in ("redis", "rediss", "unix"):
+    raise ImproperlyConfigured("REDIS_URL must be a redis://, rediss:// or unix:// URL")
+
+# redis-py 8 defaults to a 5 s socket timeout, which races channels-redis's 5 s blocking read and
+# kills idle channel-layer readers (channels_redis issue 422); 30 s is safely above the read, and
+# keepalives plus health checks still notice a dead peer. Its pool raises past 100 connections
+# instead of waiting, so it is sized for a busy node.
+REDIS_SOCKET_TIMEOUT = env_float("REDIS_SOCKET_TIMEOUT", default=30.0, minimum=6.0)
+REDIS_MAX_CONNECTIONS = env_int("REDIS_MAX_CONNECTIONS", default=2000, minimum=10)
+
+
+def redis_connection_options() -> dict[str, Any]:
+    """Options for every redis-py connection pool the service opens."""
+    return {
+        "socket_timeout": REDIS_SOCKET_TIMEOUT,
+        "socket_connect_timeout": 5,
+        "socket_keepalive": True,
+        "health_check_interval": 15,
+        "max_connections": REDIS_MAX_CONNECTIONS,
+    }
+
+
+REALTIME_CHANNEL_LAYER = env_choice("REALTIME_CHANNEL_LAYER", default="core", choices=("core", "pubsub"))
+if REDIS_URL:
+    _layer_host = {"address": REDIS_URL, **redis_connection_options()}
+    CHANNEL_LAYERS: dict[str, dict[str, Any]] = {
+        "default": {
+            "BACKEND": (
+                "channels_redis.pubsub.RedisPubSubChannelLayer"
+                if REALTIME_CHANNEL_LAYER == "pubsub"
+                else "channels_redis.core.RedisChannelLayer"
+            ),
+            "CONFIG": {"hosts": [_layer_host]},
+        }
+    }
+    if REALTIME_CHANNEL_LAYER == "core":
+        CHANNEL_LAYERS["default"]["CONFIG"].update(
+            {
+                "capacity": env_int("REALTIME_LAYER_CAPACITY", default=1000, minimum=1),
+                # Memberships of a SIGKILLed node expire instead of lingering for a day.
+                "group_expiry": env_int("REALTIME_GROUP_EXPIRY", default=3600, minimum=60),
+                "prefix": "wedsync",
+            }
+        )
+    CACHES: dict[str, dict[str, Any]] = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "wedsync",
+            "OPTIONS": {
+                "socket_timeout": 5,
+                "socket_connect_timeout": 5,
+                "health_check_interval": 15,
+            },
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "wedsync"}}
+
+# Celery: Redis in production; embedded, a filesystem broker that needs no server.
+CELERY_TIMEZONE = "UTC"
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
+    "realtime-purge-expired-tickets": {"task": "realtime.tasks.purge_expired_tickets", "schedule": 3600.0},
+}
+if REDIS_URL:
+    CELERY_BROKER_URL = REDIS_URL
+    CELERY_RESULT_BACKEND = REDIS_URL
+    CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, Any] = {"socket_timeout": REDIS_SOCKET_TIMEOUT}
+else:
+    _broker_dir = VAR_DIR / "celery-broker"
+    for _folder in (_broker_dir / "queue", _broker_dir / "processed", VAR_DIR / "celery-results"):
+        _folder.mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_URL = "filesystem://"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir / "queue"),
+        "data_folder_out": str(_broker_dir / "queue"),
+        "processed_folder": str(_broker_dir / "processed"),
+        "store_processed": False,
+    }
+    CELERY_RESULT_BACKEND = f"file://{VAR_DIR / 'celery-results'}"
+
+# --- Auth -----------------------------------------------------------------------------------------
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+JWT_ACCESS_TTL = env_int("JWT_ACCESS_TTL", default=15 * 60, minimum=30, maximum=24 * 3600)
+JWT_REFRESH_TTL = env_int("JWT_REFRESH_TTL", default=24 * 3600, minimum=60)
+REALTIME_TICKET_TTL = env_int("REALTIME_TICKET_TTL", default=60, minimum=5, maximum=600)
+
+SIMPLE_JWT = {
+    "ACCESS_TOKEN_LIFETIME": timedelta(seconds=JWT_ACCESS_TTL),
+    "REFRESH_TOKEN_LIFETIME": timedelta(seconds=JWT_REFRESH_TTL),
+    "ROTATE_REFRESH_TOKENS": True,
+    "BLACKLIST_AFTER_ROTATION": True,
+    "UPDATE_LAST_LOGIN": False,
+    "ALGORITHM": "HS256",
+    "SIGNING_KEY": env_str("JWT_SIGNING_KEY", default=SECRET_KEY),
+    "AUDIENCE": "wedsync",
+    "ISSUER": "wedsync",
+    "LEEWAY": 5,
+    "AUTH_HEADER_TYPES": ("Bearer",),
+}
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "wedsync.api.authentication.RevocableJWTAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "wedsync.api.errors.api_exception_handler",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    "DEFAULT_THROTTLE_RATES": {"auth": env_str("API_AUTH_RATE", default="30/min")},
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "WedSync Realtime staff API",
+    "DESCRIPTION": "Tokens, tickets and the staff API of the WedSync real-time service.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI's files come from the sidecar package, so the docs work without a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+
+# --- Realtime protocol ------------------------------------------------------------------------------
+
+REALTIME_MAX_FRAME = env_int("REALTIME_MAX_FRAME", default=64 * 1024, minimum=1024, maximum=16 * 1024 * 1024)
+REALTIME_NODE_NAME = env_str("REALTIME_NODE_NAME", default="n1")
+
+_ROLE_KEYS = frozenset(role.value for role in Role)
+# Messages per member per minute, shared across nodes (PROTOCOL.md section 5).
+REALTIME_RATE_LIMITS = env_int_map(
+    "REALTIME_RATE_LIMITS",
+    default={
+        role.value: (50 if role in (Role.PLANNER, Role.COUPLE) else 5 if role == Role.GUEST else 20) for role in Role
+    },
+    allowed_keys=_ROLE_KEYS,
+)
+# Devices per member at once.
+REALTIME_DEVICE_LIMITS = env_int_map(
+    "REALTIME_DEVICE_LIMITS",
+    default={
+        role.value: (5 if role in (Role.PLANNER, Role.COUPLE) else 2 if role == Role.GUEST else 3) for role in Role
+    },
+    allowed_keys=_ROLE_KEYS,
+    minimum=1,
+)
+REALTIME_DEVICE_LIMIT_POLICY = env_choice(
+    "REALTIME_DEVICE_LIMIT_POLICY", default="close_oldest", choices=("close_oldest", "refuse_newest")
+)
+
+_permission_overrides = env_optional_str("WEDSYNC_PERMISSION_OVERRIDES")
+try:
+    PERMISSION_MATRIX = build_matrix(overrides=json.loads(_permission_overrides) if _permission_overrides else None)
+except json.JSONDecodeError as _exc:
+    raise ImproperlyConfigured(f"WEDSYNC_PERMISSION_OVERRIDES must be a JSON object: {_exc}") from None
+
+# --- HTTP security (check --deploy clean when DEBUG is off) -------------------------------------------
+
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SESSION_COOKIE_SECURE = not DEBUG
+CSRF_COOKIE_SECURE = not DEBUG
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", default=not DEBUG)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
+SECURE_HSTS_PRELOAD = not DEBUG
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+# Health and metrics are probed over plain HTTP by the load balancer and Prometheus.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+
+# --- I18n, static ---------------------------------------------------------------------------------
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
+if DEBUG:
+    STORAGES["staticfiles"] = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}
+
+# --- Logging: one JSON line per record, rendered by structlog ------------------------------------------
+
+LOG_LEVEL = env_choice("LOG_LEVEL", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+LOGGING = logging_config(level=LOG_LEVEL)
