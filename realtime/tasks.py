@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from realtime.services import tickets_purge_expired
+from realtime.services.tickets import tickets_purge_expired
 
 
 @shared_task(name="realtime.tasks.purge_expired_tickets", ignore_result=True)

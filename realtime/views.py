@@ -7,7 +7,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from realtime.services import ticket_issue
+from realtime.services.tickets import ticket_issue
 from wedsync.api.serializers import TicketResponse
 from wedsync.services.audit import ClientInfo
 

@@ -7,7 +7,7 @@ import time_machine
 from django.conf import settings
 
 from realtime.models import RealtimeTicket
-from realtime.services import ticket_issue
+from realtime.services.tickets import ticket_issue
 from realtime.tasks import purge_expired_tickets
 from tests.personas import WeddingParty
 from wedsync.celery import app

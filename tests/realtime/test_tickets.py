@@ -12,7 +12,7 @@ from django.urls import reverse
 from rest_framework.test import APIClient
 
 from realtime.models import RealtimeTicket
-from realtime.services import TicketRefused, ticket_consume, ticket_issue
+from realtime.services.tickets import TicketRefused, ticket_consume, ticket_issue
 from tests.personas import WeddingParty
 from wedsync.services.audit import ClientInfo
 from wedsync.services.auth import access_token_issue, tokens_revoke_for_user

@@ -29,6 +29,10 @@ class AuditAction(enum.StrEnum):
     MEMBER_ADD = "member.add"
     MEMBER_CHANGE = "member.change"
     MEMBER_REMOVE = "member.remove"
+    SOCKET_CONNECT = "realtime.connect"
+    SOCKET_REFUSE = "realtime.connect.refuse"
+    SUBSCRIBE_REFUSE = "realtime.subscribe.refuse"
+    PUBLISH_REFUSE = "realtime.publish.refuse"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,112 @@
+"""Every name the realtime layer puts on the wire or in Redis: topics, event types, priorities,
+channel-layer groups and message types. Built here and nowhere else, so a rename is one change.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+
+from wedsync.permissions import Permission
+
+# --- Topics (client-facing) -------------------------------------------------------------------------
+
+_TOPIC = re.compile(r"^wedding:([1-9][0-9]{0,17})$")
+
+
+def wedding_topic(wedding_id: int) -> str:
+    return f"wedding:{wedding_id}"
+
+
+def wedding_id_from_topic(topic: str) -> int | None:
+    """The wedding a ``wedding:<id>`` topic names, or None when it is not such a topic."""
+    match = _TOPIC.match(topic)
+    return int(match.group(1)) if match else None
+
+
+# --- Priorities ---------------------------------------------------------------------------------------
+
+
+class Priority(enum.IntEnum):
+    """Higher value goes first. ``emergency`` and ``critical`` are never conflated or dropped."""
+
+    LOW = 1
+    NORMAL = 2
+    HIGH = 3
+    CRITICAL = 4
+    EMERGENCY = 5
+
+    @property
+    def wire(self) -> str:
+        return self.name.lower()
+
+    @classmethod
+    def from_wire(cls, value: str) -> Priority:
+        return cls[value.upper()]
+
+    @property
+    def must_be_acknowledged(self) -> bool:
+        return self >= Priority.CRITICAL
+
+
+PRIORITY_WIRE_NAMES: tuple[str, ...] = tuple(priority.wire for priority in Priority)
+
+
+# --- Event types --------------------------------------------------------------------------------------
+
+
+class EventType(enum.StrEnum):
+    CHAT_MESSAGE = "chat.message"
+    RSVP_UPDATED = "rsvp.updated"
+    TIMELINE_CHANGED = "timeline.changed"
+    VENDOR_STATUS = "vendor.status"
+    TASK_UPDATED = "task.updated"
+    EMERGENCY_ALERT = "emergency.alert"
+    ALERT_RAISED = "alert.raised"
+    ALERT_RESOLVED = "alert.resolved"
+    RECORD_UPDATED = "record.updated"
+    RECORD_CONFLICT = "record.conflict"
+
+
+# Types only the server publishes (alerts, and record changes made by ``sync``).
+SERVER_ONLY_TYPES: frozenset[EventType] = frozenset(
+    {EventType.ALERT_RAISED, EventType.ALERT_RESOLVED, EventType.RECORD_UPDATED, EventType.RECORD_CONFLICT}
+)
+
+DEFAULT_PRIORITY: dict[EventType, Priority] = {
+    EventType.CHAT_MESSAGE: Priority.NORMAL,
+    EventType.RSVP_UPDATED: Priority.NORMAL,
+    EventType.TIMELINE_CHANGED: Priority.HIGH,
+    EventType.VENDOR_STATUS: Priority.NORMAL,
+    EventType.TASK_UPDATED: Priority.NORMAL,
+    EventType.EMERGENCY_ALERT: Priority.EMERGENCY,
+    EventType.ALERT_RAISED: Priority.CRITICAL,
+    EventType.ALERT_RESOLVED: Priority.HIGH,
+    EventType.RECORD_UPDATED: Priority.HIGH,
+    EventType.RECORD_CONFLICT: Priority.HIGH,
+}
+
+# The permission a member needs to publish each client type (``None``: see the audience rules).
+PUBLISH_PERMISSION: dict[EventType, Permission | None] = {
+    EventType.CHAT_MESSAGE: Permission.CHAT,
+    EventType.RSVP_UPDATED: Permission.EDIT_RSVP,
+    EventType.TIMELINE_CHANGED: Permission.EDIT_TIMELINE,
+    EventType.VENDOR_STATUS: None,  # vendors about themselves, planner and couple about anyone
+    EventType.TASK_UPDATED: None,  # the planner, the couple, or the task's assignee
+    EventType.EMERGENCY_ALERT: Permission.SEND_EMERGENCY,
+}
+
+# --- Channel-layer groups and message types (server-internal) ----------------------------------------
+# Fan-out crosses the channel layer once per node: a node's channel joins the group of every wedding
+# it has subscribers for, and the node hands each event to its local sockets (docs/architecture.md).
+
+
+def wedding_group(wedding_id: int) -> str:
+    return f"wedding.{wedding_id}"
+
+
+# Every node's channel is in this group: control messages (revocations, device limits) go here.
+NODES_GROUP = "nodes"
+
+LAYER_EVENT = "wedding.event"
+LAYER_CONTROL = "node.control"

@@ -1,0 +1,243 @@
+"""Protocol v1 message types (docs/protocol.md): every client frame's schema, and the server frames.
+
+Client frames are decoded straight from the socket's text into these structs by msgspec, which
+checks types, required fields, lengths and refuses unknown fields, before any service is called.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from presence.vocabulary import VendorActivity
+from realtime.names import EventType
+from wedsync.models.records import LocationZone, RsvpStatus, TaskStatus
+
+ErrorCode = Literal[
+    "bad_json",
+    "invalid",
+    "unknown_op",
+    "unauthorized",
+    "forbidden",
+    "not_found",
+    "not_subscribed",
+    "rate_limited",
+    "too_large",
+    "conflict",
+    "unavailable",
+    "server_error",
+]
+
+Ref = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+Topic = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+Seq = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+PriorityName = Literal["low", "normal", "high", "critical", "emergency"]
+Target = Annotated[str, msgspec.Meta(min_length=3, max_length=64)]
+
+
+class _Frame(msgspec.Struct, tag_field="op", forbid_unknown_fields=True):
+    pass
+
+
+class Subscribe(_Frame, tag="subscribe"):
+    ref: Ref
+    topic: Topic
+    since: Seq | None = None
+    epoch: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    min_priority: PriorityName = "low"
+
+
+class Unsubscribe(_Frame, tag="unsubscribe"):
+    ref: Ref
+    topic: Topic
+
+
+class Publish(_Frame, tag="publish"):
+    ref: Ref
+    topic: Topic
+    type: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    data: dict[str, Any]
+    to: Annotated[list[Target], msgspec.Meta(min_length=1, max_length=100)] | None = None
+    priority: PriorityName | None = None
+    idempotency_key: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] | None = None
+
+
+class Ack(_Frame, tag="ack"):
+    topic: Topic
+    seq: Seq
+    ref: Ref | None = None
+
+
+class Auth(_Frame, tag="auth"):
+    ref: Ref
+    token: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
+
+
+class Presence(_Frame, tag="presence"):
+    ref: Ref
+    topic: Topic
+    state: dict[str, Any]
+
+
+class Heartbeat(_Frame, tag="heartbeat"):
+    ref: Ref | None = None
+
+
+class SyncOp(msgspec.Struct, forbid_unknown_fields=True):
+    record: Literal["timeline_item", "task", "rsvp"]
+    id: int | None
+    base_version: int | None
+    changes: dict[str, Any]
+
+
+class Sync(_Frame, tag="sync"):
+    ref: Ref
+    topic: Topic
+    record: Literal["timeline_item", "task", "rsvp"] | None = None
+    id: int | None = None
+    base_version: int | None = None
+    changes: dict[str, Any] | None = None
+    atomic: bool = False
+    ops: list[SyncOp] | None = None
+
+
+ClientFrame = Subscribe | Unsubscribe | Publish | Ack | Auth | Presence | Heartbeat | Sync
+CLIENT_OPS: frozenset[str] = frozenset(
+    str(struct.__struct_config__.tag)
+    for struct in (Subscribe, Unsubscribe, Publish, Ack, Auth, Presence, Heartbeat, Sync)
+)
+
+_decoder = msgspec.json.Decoder(ClientFrame)
+_encoder = msgspec.json.Encoder()
+
+
+class FrameError(Exception):
+    """A client frame that could not be accepted: the protocol code, a message, and its ref if known."""
+
+    def __init__(self, *, code: ErrorCode, message: str, ref: str | None = None) -> None:
+        super().__init__(message)
+        self.code: ErrorCode = code
+        self.message = message
+        self.ref = ref
+
+
+def _ref_of(raw: str | bytes) -> str | None:
+    try:
+        loose = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return None
+    ref = loose.get("ref") if isinstance(loose, dict) else None
+    return ref if isinstance(ref, str) and len(ref) <= 128 else None
+
+
+def frame_decode(raw: str | bytes) -> ClientFrame:
+    """Decode and validate one client frame, or raise :class:`FrameError` with the protocol code."""
+    try:
+        frame: ClientFrame = _decoder.decode(raw)
+        return frame
+    except msgspec.ValidationError as exc:
+        error = exc
+    except msgspec.DecodeError:
+        raise FrameError(code="bad_json", message="The frame is not valid JSON.") from None
+    try:
+        loose = msgspec.json.decode(raw)
+    except msgspec.DecodeError:  # valid JSON for one decoder is valid for the other; kept for safety
+        raise FrameError(code="bad_json", message="The frame is not valid JSON.") from None
+    if not isinstance(loose, dict):
+        raise FrameError(code="invalid", message="A frame must be a JSON object.")
+    ref = _ref_of(raw)
+    op = loose.get("op")
+    if not isinstance(op, str):
+        raise FrameError(code="invalid", message="Missing `op`: every frame names its operation.", ref=ref)
+    if op not in CLIENT_OPS:
+        raise FrameError(code="unknown_op", message=f"Unknown op {op[:40]!r}.", ref=ref)
+    raise FrameError(code="invalid", message=str(error), ref=ref)
+
+
+def encode(frame: dict[str, Any]) -> str:
+    return _encoder.encode(frame).decode()
+
+
+def iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def reply_ok(ref: str | None, data: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"op": "reply", "ref": ref, "status": "ok", "data": data or {}}
+
+
+def reply_error(ref: str | None, code: ErrorCode, message: str, **extra: Any) -> dict[str, Any]:
+    return {"op": "reply", "ref": ref, "status": "error", "error": {"code": code, "message": message, **extra}}
+
+
+def error_frame(code: ErrorCode, message: str) -> dict[str, Any]:
+    return {"op": "error", "code": code, "message": message}
+
+
+# --- The ``data`` of each event type a client may publish -------------------------------------------
+
+ShortText = Annotated[str, msgspec.Meta(max_length=500)]
+MemberId = Annotated[int, msgspec.Meta(ge=1)]
+
+
+class _Data(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    pass
+
+
+class ChatData(_Data):
+    text: Annotated[str, msgspec.Meta(min_length=1, max_length=4000)]
+    reply_to: Seq | None = None
+
+
+class RsvpData(_Data):
+    member: MemberId | None = None  # the guest concerned; the sender when omitted
+    status: RsvpStatus | None = None
+    meal: Annotated[str, msgspec.Meta(max_length=100)] | None = None
+    plus_ones: Annotated[int, msgspec.Meta(ge=0, le=20)] | None = None
+    dietary_notes: Annotated[str, msgspec.Meta(max_length=1000)] | None = None
+
+
+class TimelineData(_Data):
+    item: MemberId  # the timeline item's id
+    summary: ShortText | None = None
+
+
+class VendorStatusData(_Data):
+    activity: VendorActivity
+    member: MemberId | None = None  # the vendor concerned; the sender when omitted
+    eta_minutes: Annotated[int, msgspec.Meta(ge=0, le=1440)] | None = None
+    note: ShortText | None = None
+
+
+class TaskData(_Data):
+    task: MemberId  # the task's id
+    status: TaskStatus | None = None
+    note: ShortText | None = None
+
+
+class EmergencyData(_Data):
+    message: Annotated[str, msgspec.Meta(min_length=1, max_length=1000)]
+    location: LocationZone | None = None
+
+
+EVENT_DATA_SCHEMAS: dict[EventType, type[_Data]] = {
+    EventType.CHAT_MESSAGE: ChatData,
+    EventType.RSVP_UPDATED: RsvpData,
+    EventType.TIMELINE_CHANGED: TimelineData,
+    EventType.VENDOR_STATUS: VendorStatusData,
+    EventType.TASK_UPDATED: TaskData,
+    EventType.EMERGENCY_ALERT: EmergencyData,
+}
+
+
+def event_data_validate(event_type: EventType, data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` checked against its type's schema and normalised, or :class:`FrameError` (invalid)."""
+    schema = EVENT_DATA_SCHEMAS[event_type]
+    try:
+        checked = msgspec.convert(data, schema)
+    except msgspec.ValidationError as exc:
+        raise FrameError(code="invalid", message=f"data: {exc}") from None
+    normalised: dict[str, Any] = msgspec.to_builtins(checked)
+    return normalised

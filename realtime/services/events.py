@@ -1,0 +1,242 @@
+"""Publishing: the one way an event enters the system.
+
+:func:`event_publish` stores the event with the wedding's next ``seq`` (a transactional outbox: the
+same transaction may also hold the record change that caused it) and, only after that transaction
+commits, hands it to the channel layer once for every node that has subscribers. Nodes that miss it
+find the gap by ``seq`` and read it back from this log (docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import transaction
+
+from realtime.audience import Audience, AudienceError, audience_default, audience_narrow
+from realtime.models import Event, WeddingStream
+from realtime.names import (
+    DEFAULT_PRIORITY,
+    LAYER_EVENT,
+    PUBLISH_PERMISSION,
+    SERVER_ONLY_TYPES,
+    EventType,
+    Priority,
+    wedding_group,
+    wedding_topic,
+)
+from realtime.protocol import FrameError, event_data_validate, iso
+from wedsync.models import AuditOutcome, Member, Task
+from wedsync.permissions import Permission, Role, role_has_permission
+from wedsync.services.audit import AuditAction, ClientInfo, audit_record
+
+logger = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class PublishedEvent:
+    id: uuid.UUID
+    wedding_id: int
+    seq: int
+    duplicate: bool  # an idempotent retry: the first publish's seq and id
+
+
+class PublishRefused(Exception):
+    def __init__(self, *, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def event_frame(event: Event, *, replay: bool) -> dict[str, Any]:
+    """The ``event`` server frame of PROTOCOL.md section 4."""
+    return {
+        "op": "event",
+        "topic": wedding_topic(event.wedding_id),
+        "seq": event.seq,
+        "id": str(event.id),
+        "type": event.type,
+        "priority": Priority(event.priority).wire,
+        "from": event.sender or None,
+        "data": event.data,
+        "at": iso(event.created_at),
+        "replay": replay,
+    }
+
+
+def layer_message(event: Event) -> dict[str, Any]:
+    """What crosses the channel layer: the frame plus what a node needs to route it locally."""
+    return {
+        "type": LAYER_EVENT,
+        "wedding": event.wedding_id,
+        "seq": event.seq,
+        "priority": event.priority,
+        "roles": event.audience_roles,
+        "members": event.audience_members,
+        "frame": event_frame(event, replay=False),
+    }
+
+
+def _fan_out(message: dict[str, Any]) -> None:
+    """After commit: one channel-layer message per node. A failure loses nothing (the event is
+    stored and nodes repair gaps from the log), so it is logged, not raised."""
+    try:
+        async_to_sync(get_channel_layer().group_send)(wedding_group(message["wedding"]), message)
+    except Exception:
+        logger.exception("fanout.send_failed", wedding=message["wedding"], seq=message["seq"])
+
+
+def _sender_view(member: Member) -> dict[str, Any]:
+    return {"member": member.pk, "role": member.role, "name": member.name}
+
+
+def event_publish(
+    *,
+    wedding_id: int,
+    event_type: EventType,
+    data: dict[str, Any],
+    sender: Member | None = None,
+    audience: Audience | None = None,
+    priority: Priority | None = None,
+    idempotency_key: str | None = None,
+) -> PublishedEvent:
+    """Store an event under the wedding's next ``seq`` and fan it out after commit.
+
+    ``audience`` defaults to PROTOCOL.md's table for the type. With an ``idempotency_key`` a
+    repeated publish by the same sender stores nothing and returns the first event.
+    """
+    resolved = audience or audience_default(event_type=event_type, wedding_id=wedding_id, sender=sender, data=data)
+    roles, members = resolved.as_stored()
+    with transaction.atomic():
+        WeddingStream.objects.bulk_create([WeddingStream(wedding_id=wedding_id)], ignore_conflicts=True)
+        # The stream row's lock serialises publishers of one wedding: seq is gap-free, and the
+        # idempotency check below cannot race another publish of the same key.
+        stream = WeddingStream.objects.select_for_update().get(wedding_id=wedding_id)
+        if idempotency_key is not None and sender is not None:
+            first = (
+                Event.objects.filter(sender_member=sender, idempotency_key=idempotency_key)
+                .values_list("id", "wedding_id", "seq")
+                .first()
+            )
+            if first is not None:
+                return PublishedEvent(id=first[0], wedding_id=first[1], seq=first[2], duplicate=True)
+        stream.last_seq += 1
+        stream.save(update_fields=["last_seq"])
+        event = Event.objects.create(
+            wedding_id=wedding_id,
+            seq=stream.last_seq,
+            type=event_type.value,
+            priority=(priority or DEFAULT_PRIORITY[event_type]).value,
+            sender_member=sender,
+            sender=_sender_view(sender) if sender else {},
+            audience_roles=roles,
+            audience_members=members,
+            data=data,
+            idempotency_key=idempotency_key if sender is not None else None,
+        )
+        message = layer_message(event)
+        transaction.on_commit(lambda: _fan_out(message))
+    return PublishedEvent(id=event.id, wedding_id=wedding_id, seq=event.seq, duplicate=False)
+
+
+def _refuse(*, member: Member, code: str, message: str, event_type: str, client: ClientInfo | None) -> PublishRefused:
+    if code == "forbidden":
+        audit_record(
+            action=AuditAction.PUBLISH_REFUSE,
+            outcome=AuditOutcome.REFUSED,
+            actor=member.user,
+            wedding_id=member.wedding_id,
+            target=f"type:{event_type}"[:200],
+            client=client,
+            details={"member": member.pk, "role": member.role, "reason": message},
+        )
+    return PublishRefused(code=code, message=message)
+
+
+def _may_publish(*, member: Member, event_type: EventType, data: dict[str, Any]) -> bool:
+    role = member.role
+    concerned = data.get("member")
+    if event_type is EventType.RSVP_UPDATED:
+        own = concerned in (None, member.pk)
+        return role_has_permission(role=role, permission=Permission.EDIT_RSVP, own=own)
+    if event_type is EventType.VENDOR_STATUS:
+        if role in (Role.PLANNER, Role.COUPLE):
+            return True
+        return Role(role).is_vendor and concerned in (None, member.pk)
+    if event_type is EventType.TASK_UPDATED:
+        if role in (Role.PLANNER, Role.COUPLE):
+            return True
+        task_id = data.get("task")
+        return (
+            isinstance(task_id, int)
+            and Task.objects.filter(pk=task_id, wedding_id=member.wedding_id, assignee=member).exists()
+        )
+    permission = PUBLISH_PERMISSION[event_type]
+    return permission is not None and role_has_permission(role=role, permission=permission)
+
+
+def member_event_publish(
+    *,
+    member: Member,
+    type_name: str,
+    data: dict[str, Any],
+    to: list[str] | None = None,
+    priority_name: str | None = None,
+    idempotency_key: str | None = None,
+    client: ClientInfo | None = None,
+) -> PublishedEvent:
+    """A member's ``publish``: checks type, data, permission and ``to``, then :func:`event_publish`.
+
+    Raises :class:`PublishRefused` (``invalid``, ``forbidden``) with the reason; refusals of
+    permission are audited.
+    """
+    try:
+        event_type = EventType(type_name)
+    except ValueError:
+        raise PublishRefused(code="invalid", message=f"type: unknown event type {type_name[:64]!r}") from None
+    if event_type in SERVER_ONLY_TYPES:
+        raise _refuse(
+            member=member,
+            code="forbidden",
+            message=f"{event_type} is sent by the server only",
+            event_type=event_type,
+            client=client,
+        )
+    try:
+        data = event_data_validate(event_type, data)
+    except FrameError as exc:
+        raise PublishRefused(code="invalid", message=exc.message) from None
+    if not _may_publish(member=member, event_type=event_type, data=data):
+        raise _refuse(
+            member=member,
+            code="forbidden",
+            message=f"a {member.role} may not publish {event_type} here",
+            event_type=event_type,
+            client=client,
+        )
+    priority = DEFAULT_PRIORITY[event_type]
+    if priority_name is not None and Priority.from_wire(priority_name) != priority:
+        # Clients choose among low/normal/high; critical is the server's and emergency the alert's.
+        if priority >= Priority.CRITICAL or Priority.from_wire(priority_name) >= Priority.CRITICAL:
+            raise PublishRefused(code="invalid", message=f"priority: {priority_name} is not allowed for {event_type}")
+        priority = Priority.from_wire(priority_name)
+    audience = audience_default(event_type=event_type, wedding_id=member.wedding_id, sender=member, data=data)
+    if to is not None:
+        try:
+            audience = audience_narrow(default=audience, to=to, wedding_id=member.wedding_id)
+        except AudienceError as exc:
+            raise PublishRefused(code="invalid", message=str(exc)) from None
+        audience = audience.with_member(member.pk)
+    return event_publish(
+        wedding_id=member.wedding_id,
+        event_type=event_type,
+        data=data,
+        sender=member,
+        audience=audience,
+        priority=priority,
+        idempotency_key=idempotency_key,
+    )

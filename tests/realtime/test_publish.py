@@ -1,0 +1,231 @@
+"""Storing events: gap-free seq, idempotency, audiences, and who may publish what."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from django.db import connection
+
+from realtime.audience import Audience, audience_default
+from realtime.models import Event, WeddingStream
+from realtime.names import EventType, Priority
+from realtime.services.events import PublishRefused, member_event_publish
+from tests.factories import TaskFactory, TimelineItemFactory
+from tests.personas import WeddingParty
+from wedsync.models import AuditLog
+
+pytestmark = pytest.mark.django_db
+
+
+def chat(party: WeddingParty, text: str = "hello", **kwargs):
+    return member_event_publish(member=party.priya, type_name="chat.message", data={"text": text}, **kwargs)
+
+
+def test_seq_counts_up_per_wedding(party: WeddingParty) -> None:
+    assert [chat(party, str(i)).seq for i in range(3)] == [1, 2, 3]
+    stored = list(Event.objects.filter(wedding=party.wedding).values_list("seq", "type", "priority"))
+    assert stored == [
+        (1, "chat.message", Priority.NORMAL),
+        (2, "chat.message", Priority.NORMAL),
+        (3, "chat.message", Priority.NORMAL),
+    ]
+    assert WeddingStream.objects.get(wedding=party.wedding).last_seq == 3
+
+
+def test_sender_is_frozen_on_the_event(party: WeddingParty) -> None:
+    published = chat(party)
+    event = Event.objects.get(pk=published.id)
+    assert event.sender == {"member": party.priya.pk, "role": "planner", "name": party.priya.name}
+
+
+def test_idempotency_key_stores_once(party: WeddingParty) -> None:
+    first = chat(party, idempotency_key="retry-1")
+    again = chat(party, "different text, same key", idempotency_key="retry-1")
+    assert (again.id, again.seq, again.duplicate) == (first.id, first.seq, True)
+    assert Event.objects.count() == 1
+    other_sender = member_event_publish(
+        member=party.ana, type_name="chat.message", data={"text": "x"}, idempotency_key="retry-1"
+    )
+    assert not other_sender.duplicate and other_sender.seq == 2
+
+
+@pytest.mark.requires_postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_publishers_get_distinct_gap_free_seqs(party: WeddingParty) -> None:
+    start = threading.Barrier(6)
+    seqs: list[int] = []
+
+    def publish_many() -> None:
+        start.wait()
+        try:
+            for i in range(10):
+                seqs.append(chat(party, f"m{i}").seq)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=publish_many) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(seqs) == list(range(1, 61))
+    assert sorted(Event.objects.values_list("seq", flat=True)) == list(range(1, 61))
+
+
+@pytest.mark.parametrize(
+    ("event_type", "roles"),
+    [
+        (
+            EventType.CHAT_MESSAGE,
+            {
+                "couple",
+                "planner",
+                "venue",
+                "photographer",
+                "videographer",
+                "caterer",
+                "florist",
+                "musician",
+                "officiant",
+                "guest",
+            },
+        ),
+        (
+            EventType.EMERGENCY_ALERT,
+            {
+                "couple",
+                "planner",
+                "venue",
+                "photographer",
+                "videographer",
+                "caterer",
+                "florist",
+                "musician",
+                "officiant",
+                "guest",
+            },
+        ),
+        (EventType.VENDOR_STATUS, {"couple", "planner"}),
+        (EventType.RSVP_UPDATED, {"couple", "planner"}),
+        (EventType.TASK_UPDATED, {"planner"}),
+        (EventType.TIMELINE_CHANGED, {"couple", "planner"}),
+    ],
+)
+def test_default_audience_roles(party: WeddingParty, event_type: EventType, roles: set[str]) -> None:
+    audience = audience_default(event_type=event_type, wedding_id=party.wedding.pk, sender=party.priya, data={})
+    assert audience.roles == roles
+    assert audience.members == {party.priya.pk}
+
+
+def test_timeline_audience_adds_the_assigned_vendors(party: WeddingParty) -> None:
+    item = TimelineItemFactory(wedding=party.wedding)
+    item.assigned_vendors.set([party.paula, party.miles])
+    audience = audience_default(
+        event_type=EventType.TIMELINE_CHANGED, wedding_id=party.wedding.pk, sender=party.priya, data={"item": item.pk}
+    )
+    assert audience.members == {party.paula.pk, party.miles.pk, party.priya.pk}
+    assert not audience.includes(member_id=party.carmen.pk, role="caterer")
+
+
+def test_task_audience_is_planner_and_assignee(party: WeddingParty) -> None:
+    task = TaskFactory(wedding=party.wedding, assignee=party.flora)
+    audience = audience_default(
+        event_type=EventType.TASK_UPDATED, wedding_id=party.wedding.pk, sender=party.ana, data={"task": task.pk}
+    )
+    assert audience == Audience.of(roles={"planner"}, members={party.flora.pk, party.ana.pk})
+
+
+def test_rsvp_audience_is_couple_planner_and_that_guest(party: WeddingParty) -> None:
+    published = member_event_publish(member=party.gil, type_name="rsvp.updated", data={"status": "attending"})
+    event = Event.objects.get(pk=published.id)
+    assert (event.audience_roles, event.audience_members) == (["couple", "planner"], [party.gil.pk])
+
+
+def test_to_narrows_but_never_widens(party: WeddingParty) -> None:
+    published = member_event_publish(
+        member=party.paula,
+        type_name="vendor.status",
+        data={"activity": "en_route"},
+        to=["role:planner", "role:guest", f"member:{party.carmen.pk}"],
+    )
+    event = Event.objects.get(pk=published.id)
+    # vendor.status reaches couple + planner: guests and the caterer are outside it.
+    assert (event.audience_roles, event.audience_members) == (["planner"], [party.paula.pk])
+
+
+def test_to_with_a_member_of_another_wedding_is_invalid(party: WeddingParty) -> None:
+    with pytest.raises(PublishRefused) as refused:
+        chat(party, to=["member:999999"])
+    assert refused.value.code == "invalid" and "member:999999" in refused.value.message
+
+
+@pytest.mark.parametrize(
+    ("persona", "type_name", "data"),
+    [
+        ("gil", "timeline.changed", {"item": 1}),
+        ("olu", "timeline.changed", {"item": 1}),
+        ("gil", "emergency.alert", {"message": "help"}),
+        ("gil", "vendor.status", {"activity": "en_route"}),
+        ("paula", "vendor.status", {"activity": "en_route", "member": 1}),
+        ("gil", "rsvp.updated", {"status": "declined", "member": 1}),
+        ("carmen", "rsvp.updated", {"status": "declined"}),
+        ("priya", "alert.raised", {}),
+        ("priya", "record.updated", {}),
+        ("carmen", "task.updated", {"task": 1}),
+    ],
+)
+def test_forbidden_publishes_are_refused_and_audited(
+    party: WeddingParty, persona: str, type_name: str, data: dict
+) -> None:
+    member = getattr(party, persona)
+    with pytest.raises(PublishRefused) as refused:
+        member_event_publish(member=member, type_name=type_name, data=data)
+    assert refused.value.code == "forbidden"
+    assert Event.objects.count() == 0
+    entry = AuditLog.objects.get(action="realtime.publish.refuse")
+    assert (entry.actor_id, entry.wedding_id, entry.outcome) == (member.user_id, party.wedding.pk, "refused")
+
+
+def test_task_assignee_may_publish_about_their_task(party: WeddingParty) -> None:
+    task = TaskFactory(wedding=party.wedding, assignee=party.carmen)
+    assert (
+        member_event_publish(
+            member=party.carmen, type_name="task.updated", data={"task": task.pk, "status": "done"}
+        ).seq
+        == 1
+    )
+
+
+@pytest.mark.parametrize(
+    ("type_name", "data", "message"),
+    [
+        ("chat.shout", {"text": "x"}, "unknown event type"),
+        ("chat.message", {}, "data: Object missing required field `text`"),
+        ("chat.message", {"text": "x", "html": "<b>"}, "unknown field `html`"),
+        ("chat.message", {"text": ""}, "data: Expected `str` of length >= 1"),
+        ("emergency.alert", {"message": "x", "location": "moon"}, "$.location"),
+    ],
+)
+def test_invalid_publishes_name_the_problem(party: WeddingParty, type_name: str, data: dict, message: str) -> None:
+    with pytest.raises(PublishRefused) as refused:
+        member_event_publish(member=party.priya, type_name=type_name, data=data)
+    assert refused.value.code == "invalid"
+    assert message in refused.value.message
+    assert Event.objects.count() == 0
+
+
+def test_priority_rules(party: WeddingParty) -> None:
+    low = chat(party, priority_name="low")
+    assert Event.objects.get(pk=low.id).priority == Priority.LOW
+    for name in ("critical", "emergency"):
+        with pytest.raises(PublishRefused):
+            chat(party, priority_name=name)
+    with pytest.raises(PublishRefused):
+        member_event_publish(
+            member=party.priya, type_name="emergency.alert", data={"message": "x"}, priority_name="low"
+        )
+    alert = member_event_publish(
+        member=party.victor, type_name="emergency.alert", data={"message": "fire in the kitchen"}
+    )
+    assert Event.objects.get(pk=alert.id).priority == Priority.EMERGENCY
