@@ -6,10 +6,13 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
+import structlog
 from django.conf import settings
 from django.db import connection
 
 from monitoring.metrics import READINESS_FAILURES
+
+logger = structlog.get_logger(__name__)
 
 _PROBE_TIMEOUT = 1.0
 
@@ -44,12 +47,13 @@ _CHECKS: dict[str, Callable[[], str | None]] = {
 }
 
 
-def readiness_report() -> dict[str, str]:
-    """``component -> "ok"`` or what is wrong with it. Ready when every value is ``"ok"``."""
-    report: dict[str, str] = {}
+def readiness_report() -> dict[str, str | None]:
+    """``component -> None`` when it answers, else what is wrong with it (for the log, not the public)."""
+    report: dict[str, str | None] = {}
     for component, check in _CHECKS.items():
         problem = check()
         if problem is not None:
             READINESS_FAILURES.labels(component=component).inc()
-        report[component] = problem or "ok"
+            logger.warning("readiness.down", component=component, problem=problem)
+        report[component] = problem
     return report

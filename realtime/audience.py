@@ -65,7 +65,7 @@ def audience_default(
         item_id = _int_or_none(data.get("item"))
         vendors = (
             TimelineItem.assigned_vendors.through.objects.filter(
-                timelineitem_id=item_id, timelineitem__wedding_id=wedding_id
+                timelineitem_id=item_id, timelineitem__wedding_id=wedding_id, member__wedding_id=wedding_id
             ).values_list("member_id", flat=True)
             if item_id is not None
             else []

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
+from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.forms import BaseInlineFormSet, ModelForm
 from django.http import HttpRequest
@@ -16,6 +17,8 @@ from django.http import HttpRequest
 from wedsync.models import AuditLog, Member, Rsvp, Task, TimelineItem, UserTokenGeneration, Wedding
 from wedsync.services.audit import ClientInfo
 from wedsync.services.members import member_remove, member_save
+from wedsync.services.records import record_save
+from wedsync.services.weddings import wedding_delete
 
 
 def _save_member(request: HttpRequest, member: Member) -> None:
@@ -43,6 +46,13 @@ class WeddingAdmin(admin.ModelAdmin[Wedding]):
         from django.db.models import Count
 
         return super().get_queryset(request).annotate(_member_count=Count("members"))
+
+    def delete_model(self, request: HttpRequest, obj: Wedding) -> None:
+        wedding_delete(wedding=obj, actor=request.user, client=ClientInfo.from_request(request))  # type: ignore[arg-type]
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Wedding]) -> None:
+        for wedding in queryset:
+            self.delete_model(request, wedding)
 
     @admin.display(description="Members", ordering="_member_count")
     def member_count(self, wedding: Wedding) -> int:
@@ -88,8 +98,30 @@ class MemberAdmin(admin.ModelAdmin[Member]):
             self.delete_model(request, member)
 
 
+class _RecordAdmin(admin.ModelAdmin[Any]):
+    """Record edits go through record_save: version bumped, change audited."""
+
+    def save_model(self, request: HttpRequest, obj: Any, form: ModelForm[Any], change: bool) -> None:
+        record_save(record=obj, actor=request.user, client=ClientInfo.from_request(request))  # type: ignore[arg-type]
+
+
+class TimelineItemForm(ModelForm[TimelineItem]):
+    class Meta:
+        model = TimelineItem
+        fields = ("wedding", "title", "starts_at", "ends_at", "location", "assigned_vendors", "notes")
+
+    def clean(self) -> dict[str, Any]:
+        cleaned: dict[str, Any] = super().clean() or {}
+        wedding, vendors = cleaned.get("wedding"), cleaned.get("assigned_vendors") or []
+        strangers = [vendor for vendor in vendors if wedding is not None and vendor.wedding_id != wedding.pk]
+        if strangers:
+            raise ValidationError({"assigned_vendors": f"{strangers[0]} is not a member of {wedding}."})
+        return cleaned
+
+
 @admin.register(TimelineItem)
-class TimelineItemAdmin(admin.ModelAdmin[TimelineItem]):
+class TimelineItemAdmin(_RecordAdmin):
+    form = TimelineItemForm
     list_display = ("title", "wedding", "starts_at", "ends_at", "location", "version")
     list_filter = ("location", "wedding__date")
     search_fields = ("title", "notes", "wedding__name")
@@ -99,7 +131,7 @@ class TimelineItemAdmin(admin.ModelAdmin[TimelineItem]):
 
 
 @admin.register(Task)
-class TaskAdmin(admin.ModelAdmin[Task]):
+class TaskAdmin(_RecordAdmin):
     list_display = ("title", "wedding", "assignee", "status", "due", "version")
     list_filter = ("status", "wedding__date")
     search_fields = ("title", "wedding__name", "assignee__user__username")
@@ -108,7 +140,7 @@ class TaskAdmin(admin.ModelAdmin[Task]):
 
 
 @admin.register(Rsvp)
-class RsvpAdmin(admin.ModelAdmin[Rsvp]):
+class RsvpAdmin(_RecordAdmin):
     list_display = ("guest", "status", "meal", "plus_ones", "version")
     list_filter = ("status", "guest__wedding__date")
     search_fields = ("guest__user__username", "guest__display_name", "meal", "dietary_notes")

@@ -117,15 +117,9 @@ def env_int_map(
     Used for per-role limits: ``REALTIME_RATE_LIMITS='{"guest": 10}'`` changes guests only.
     """
     merged = dict(default)
-    value = _raw(name, environ)
-    if not value:
+    parsed = env_json_object(name, environ=environ)
+    if parsed is None:
         return merged
-    try:
-        parsed: Any = json.loads(value)
-    except json.JSONDecodeError as exc:
-        raise ImproperlyConfigured(f"{name} must be a JSON object: {exc}") from None
-    if not isinstance(parsed, dict):
-        raise ImproperlyConfigured(f"{name} must be a JSON object, got {type(parsed).__name__}")
     for key, item in parsed.items():
         if key not in allowed_keys:
             raise ImproperlyConfigured(f"{name}: unknown key {key!r}; allowed: {', '.join(sorted(allowed_keys))}")
@@ -133,3 +127,17 @@ def env_int_map(
             raise ImproperlyConfigured(f"{name}: {key!r} must be a whole number >= {minimum}, got {item!r}")
         merged[key] = item
     return merged
+
+
+def env_json_object(name: str, *, environ: Mapping[str, str] | None = None) -> dict[str, Any] | None:
+    """A JSON object, or None when unset."""
+    value = _raw(name, environ)
+    if not value:
+        return None
+    try:
+        parsed: Any = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise ImproperlyConfigured(f"{name} must be a JSON object: {exc}") from None
+    if not isinstance(parsed, dict):
+        raise ImproperlyConfigured(f"{name} must be a JSON object, got {type(parsed).__name__}")
+    return parsed

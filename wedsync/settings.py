@@ -9,7 +9,7 @@ which stops start-up with the variable's name when a value is malformed.
 
 from __future__ import annotations
 
-import json
+import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from wedsync.env import (
     env_float,
     env_int,
     env_int_map,
+    env_json_object,
     env_list,
     env_optional_str,
     env_str,
@@ -40,7 +41,10 @@ VAR_DIR = Path(env_str("WEDSYNC_VAR_DIR", default=str(BASE_DIR / "var")))
 
 # --- Core -----------------------------------------------------------------------------------------
 
-DEBUG = env_bool("DEBUG", default=False)
+# Embedded mode (no DATABASE_URL) is a developer's machine: debug defaults on there, off elsewhere,
+# so that a deployment, which always names its database, never starts in debug by omission.
+EMBEDDED = env_optional_str("DATABASE_URL") is None
+DEBUG = env_bool("DEBUG", default=EMBEDDED)
 
 _DEV_SECRET_KEY = "django-insecure-wedsync-development-only-key-never-use-in-production"
 if DEBUG:
@@ -53,10 +57,18 @@ else:
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
 if "*" in ALLOWED_HOSTS and not DEBUG:
     raise ImproperlyConfigured("ALLOWED_HOSTS may contain '*' only with DEBUG on")
+if not ALLOWED_HOSTS:
+    raise ImproperlyConfigured("ALLOWED_HOSTS must name at least one host")
 
 CSRF_TRUSTED_ORIGINS = env_list(
     "CSRF_TRUSTED_ORIGINS",
-    default=[f"{scheme}://{host}" for host in ALLOWED_HOSTS if host != "*" for scheme in ("http", "https")],
+    # These are also the origins a browser socket may come from: plain http only while developing.
+    default=[
+        f"{scheme}://{host}"
+        for host in ALLOWED_HOSTS
+        if host != "*"
+        for scheme in (("http", "https") if DEBUG else ("https",))
+    ],
 )
 for _origin in CSRF_TRUSTED_ORIGINS:
     _parts = urlsplit(_origin)
@@ -234,6 +246,9 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
+JWT_SIGNING_KEY = env_str("JWT_SIGNING_KEY", default=SECRET_KEY)
+if len(JWT_SIGNING_KEY) < 32:
+    raise ImproperlyConfigured("JWT_SIGNING_KEY must be at least 32 characters (HS256 wants 256 bits)")
 JWT_ACCESS_TTL = env_int("JWT_ACCESS_TTL", default=15 * 60, minimum=30, maximum=24 * 3600)
 JWT_REFRESH_TTL = env_int("JWT_REFRESH_TTL", default=24 * 3600, minimum=60)
 REALTIME_TICKET_TTL = env_int("REALTIME_TICKET_TTL", default=60, minimum=5, maximum=600)
@@ -245,12 +260,17 @@ SIMPLE_JWT = {
     "BLACKLIST_AFTER_ROTATION": True,
     "UPDATE_LAST_LOGIN": False,
     "ALGORITHM": "HS256",
-    "SIGNING_KEY": env_str("JWT_SIGNING_KEY", default=SECRET_KEY),
+    "SIGNING_KEY": JWT_SIGNING_KEY,
     "AUDIENCE": "wedsync",
     "ISSUER": "wedsync",
     "LEEWAY": 5,
     "AUTH_HEADER_TYPES": ("Bearer",),
 }
+
+API_AUTH_RATE = env_str("API_AUTH_RATE", default="30/min")
+if not re.fullmatch(r"[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)", API_AUTH_RATE):
+    raise ImproperlyConfigured(f"API_AUTH_RATE must look like 30/min (N/s, /min, /hour or /day), got {API_AUTH_RATE!r}")
+TRUSTED_PROXIES = env_int("TRUSTED_PROXIES", default=0, minimum=0, maximum=5)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -261,7 +281,10 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "wedsync.api.errors.api_exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
-    "DEFAULT_THROTTLE_RATES": {"auth": env_str("API_AUTH_RATE", default="30/min")},
+    "DEFAULT_THROTTLE_RATES": {"auth": API_AUTH_RATE},
+    # Client addresses come from REMOTE_ADDR unless this many proxies in front are trusted to set
+    # X-Forwarded-For; trusting the header blindly would let anyone dodge the login throttle.
+    "NUM_PROXIES": TRUSTED_PROXIES,
 }
 
 SPECTACULAR_SETTINGS = {
@@ -302,15 +325,13 @@ REALTIME_DEVICE_LIMIT_POLICY = env_choice(
     "REALTIME_DEVICE_LIMIT_POLICY", default="close_oldest", choices=("close_oldest", "refuse_newest")
 )
 
-_permission_overrides = env_optional_str("WEDSYNC_PERMISSION_OVERRIDES")
-try:
-    PERMISSION_MATRIX = build_matrix(overrides=json.loads(_permission_overrides) if _permission_overrides else None)
-except json.JSONDecodeError as _exc:
-    raise ImproperlyConfigured(f"WEDSYNC_PERMISSION_OVERRIDES must be a JSON object: {_exc}") from None
+PERMISSION_MATRIX = build_matrix(overrides=env_json_object("WEDSYNC_PERMISSION_OVERRIDES"))
 
 # --- HTTP security (check --deploy clean when DEBUG is off) -------------------------------------------
 
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Only behind a proxy that sets (and strips client-sent) X-Forwarded-Proto.
+if TRUSTED_PROXIES:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SESSION_COOKIE_SECURE = not DEBUG
 CSRF_COOKIE_SECURE = not DEBUG
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", default=not DEBUG)
@@ -322,6 +343,8 @@ SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 # Health and metrics are probed over plain HTTP by the load balancer and Prometheus.
 SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+# Who may read /metrics (Prometheus scrapers); everyone else gets 403.
+METRICS_ALLOWED_IPS = frozenset(env_list("METRICS_ALLOWED_IPS", default=["127.0.0.1", "::1"]))
 
 # --- I18n, static ---------------------------------------------------------------------------------
 

@@ -3,7 +3,7 @@ from django.urls import include, path
 from django.views.generic import TemplateView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from monitoring.views import healthz, readyz
+from monitoring.views import healthz, metrics, readyz
 from realtime.views import TicketCreateView
 from wedsync.api.views import LogoutView, TokenObtainView, TokenRefreshView
 
@@ -22,5 +22,5 @@ urlpatterns = [
     path("api/v1/", include(api_v1)),
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
-    path("", include("django_prometheus.urls")),
+    path("metrics", metrics, name="metrics"),
 ]

@@ -38,13 +38,17 @@ def test_readyz_names_a_stopped_redis() -> None:
     body = response.json()
     assert body["status"] == "unavailable"
     assert body["down"] == ["channel_layer"]
-    assert "Connection" in body["checks"]["channel_layer"]
-    assert body["checks"]["database"] == "ok"
+    assert body["checks"] == {"database": "ok", "channel_layer": "down"}
+    assert str(server.port) not in response.content.decode()  # no internals for the public
+
+
+def test_metrics_are_only_for_the_monitoring_network(client: Client) -> None:
+    assert client.get("/metrics", REMOTE_ADDR="203.0.113.50").status_code == 403
 
 
 def test_metrics_are_exported(client: Client) -> None:
     client.get("/healthz")
-    response = client.get("/metrics")
+    response = client.get("/metrics", REMOTE_ADDR="127.0.0.1")
     assert response.status_code == 200
     text = response.content.decode()
     assert "django_http_requests_total_by_view_transport_method_total" in text

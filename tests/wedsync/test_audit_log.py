@@ -90,3 +90,19 @@ def test_the_admin_shows_entries_but_cannot_change_or_delete_them(entry: AuditLo
     )
     assert admin_client.get(reverse("admin:wedsync_auditlog_add")).status_code == 403
     assert AuditLog.objects.get(pk=entry.pk).outcome == "success"
+
+
+def test_a_new_instance_with_an_existing_pk_cannot_overwrite(entry: AuditLog) -> None:
+    from django.db import IntegrityError
+
+    forged = AuditLog(pk=entry.pk, action="forged", outcome="success")
+    with pytest.raises(IntegrityError), transaction.atomic():
+        forged.save()
+    assert AuditLog.objects.get(pk=entry.pk).action == "auth.token.issue"
+
+
+def test_bulk_upserts_are_refused(entry: AuditLog) -> None:
+    forged = AuditLog(pk=entry.pk, action="forged", outcome="success")
+    with pytest.raises(AuditLogIsAppendOnly):
+        AuditLog.objects.bulk_create([forged], update_conflicts=True, unique_fields=["id"], update_fields=["action"])
+    assert AuditLog.objects.get(pk=entry.pk).action == "auth.token.issue"

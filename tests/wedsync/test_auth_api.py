@@ -216,3 +216,74 @@ def test_password_guessing_is_throttled(api: APIClient, party: WeddingParty) -> 
     assert (
         api.post(TOKEN_URL, {"username": "x", "password": "y"}, format="json").json()["error"]["code"] == "rate_limited"
     )
+
+
+def test_forged_forwarded_for_does_not_dodge_the_throttle(api: APIClient, party: WeddingParty) -> None:
+    statuses = [
+        api.post(
+            TOKEN_URL,
+            {"username": party.ana.user.username, "password": "guess"},
+            format="json",
+            HTTP_X_FORWARDED_FOR=f"10.0.0.{i}",
+        ).status_code
+        for i in range(31)
+    ]
+    assert statuses[-1] == 429
+
+
+@pytest.mark.requires_postgres
+@pytest.mark.django_db(transaction=True)
+def test_racing_refreshes_with_one_token_rotate_it_once(party: WeddingParty) -> None:
+    import threading
+
+    from django.db import connection
+
+    from wedsync.services.audit import ClientInfo
+    from wedsync.services.auth import TokenRefused, token_pair_obtain, token_pair_refresh
+
+    client = ClientInfo(ip="127.0.0.1", user_agent="race")
+    refresh = token_pair_obtain(username=party.ana.user.username, password=PASSWORD, client=client).refresh
+    start = threading.Barrier(6)
+    outcomes: list[str] = []
+
+    def race() -> None:
+        start.wait()
+        try:
+            token_pair_refresh(refresh=refresh, client=client)
+            outcomes.append("rotated")
+        except TokenRefused as exc:
+            outcomes.append(exc.reason)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=race) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert outcomes.count("rotated") == 1
+    assert len(outcomes) == 6
+
+
+def test_a_request_without_credentials_is_audited(api: APIClient) -> None:
+    assert api.post(PROTECTED_URL).status_code == 401
+    entry = AuditLog.objects.get(action="api.refuse")
+    assert (entry.outcome, entry.target, entry.details["status"]) == ("refused", f"POST {PROTECTED_URL}", 401)
+
+
+def test_a_revoked_token_refusal_names_the_user(api: APIClient, party: WeddingParty) -> None:
+    access = obtain(api, party.olu)["access"]
+    from wedsync.services.auth import tokens_revoke_for_user
+
+    tokens_revoke_for_user(user_id=party.olu.user_id, reason="test")
+    assert call_protected(api, access) == 401
+    assert AuditLog.objects.get(action="api.auth.refuse").actor_id == party.olu.user_id
+
+
+def test_deleting_a_wedding_revokes_its_members_tokens(api: APIClient, party: WeddingParty) -> None:
+    from wedsync.services.weddings import wedding_delete
+
+    access = obtain(api, party.gil)["access"]
+    wedding_delete(wedding=party.wedding, actor=None)
+    assert call_protected(api, access) == 401
+    assert AuditLog.objects.filter(action="wedding.delete").count() == 1

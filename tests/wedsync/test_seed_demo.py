@@ -3,10 +3,16 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import os
+import subprocess
+import sys
 import zoneinfo
+from pathlib import Path
 
 import pytest
-from django.core.management import call_command
+from django.contrib.auth.models import User
+from django.core.management import CommandError, call_command
+from django.test import override_settings
 from django.utils import timezone
 
 from wedsync.models import Member, Rsvp, Wedding
@@ -70,10 +76,47 @@ def test_ceremony_in_minutes() -> None:
 
 def test_human_output_says_how_to_log_in() -> None:
     out = io.StringIO()
-    call_command("seed_demo", stdout=out)
+    with override_settings(DEBUG=True):
+        call_command("seed_demo", stdout=out)
     text = out.getvalue()
     assert "password is 'wedsync-demo-2026'" in text
-    assert "demo1-planner" in text and "/admin/" in text
+    assert "demo1-planner" in text and "/admin/ as 'demo-admin'" in text
+    assert User.objects.get(username="demo-admin").is_superuser
+
+
+def test_no_known_password_superuser_outside_debug() -> None:
+    out = io.StringIO()
+    call_command("seed_demo", stdout=out)
+    assert "createsuperuser" in out.getvalue()
+    assert not User.objects.filter(username="demo-admin").exists()
+
+
+def test_if_empty_seeds_only_once() -> None:
+    assert len(seed("--if-empty")["weddings"]) == 1
+    assert seed("--if-empty") == {"weddings": []}
+    assert Wedding.objects.count() == 1
+
+
+def test_absurd_ceremony_offset_is_a_clear_error() -> None:
+    with pytest.raises(CommandError, match="within a year"):
+        seed("--ceremony-in", "99999999999")
+
+
+def test_json_on_stdout_is_exactly_one_object_end_to_end(tmp_path: Path) -> None:
+    env = {key: value for key, value in os.environ.items() if key not in ("DATABASE_URL", "REDIS_URL")}
+    env.update(DJANGO_SETTINGS_MODULE="wedsync.settings", DEBUG="1", WEDSYNC_VAR_DIR=str(tmp_path))
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], env=env, check=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "manage.py", "seed_demo", "--json", "--guests", "1"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+        env=env,
+    )
+    payload, end = json.JSONDecoder().raw_decode(result.stdout)
+    assert result.stdout[end:].strip() == ""
+    assert len(payload["weddings"][0]["members"]) == 11
 
 
 def test_token_ttl_for_load_tests() -> None:

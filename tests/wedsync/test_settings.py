@@ -88,10 +88,26 @@ def _production_env() -> dict[str, str]:
     return {"DEBUG": "0", "SECRET_KEY": secrets.token_urlsafe(60), "ALLOWED_HOSTS": "wedsync.example.com"}
 
 
-def test_embedded_development_profile_starts_with_no_environment() -> None:
-    result = _start_with({"DEBUG": "1"})
+def test_no_environment_at_all_starts_embedded() -> None:
+    result = _start_with(
+        {},
+        "-c",
+        "import django; django.setup(); from django.conf import settings as s; "
+        "print(s.DEBUG, s.DATABASES['default']['ENGINE'], s.CHANNEL_LAYERS['default']['BACKEND'], s.CELERY_BROKER_URL)",
+    )
     assert result.returncode == 0, result.stderr
-    assert "started" in result.stdout
+    assert result.stdout.split() == [
+        "True",
+        "django.db.backends.sqlite3",
+        "channels.layers.InMemoryChannelLayer",
+        "filesystem://",
+    ]
+
+
+def test_a_deployment_that_names_its_database_defaults_to_debug_off() -> None:
+    env = {"DATABASE_URL": "postgres://postgres@127.0.0.1:5432/none", "ALLOWED_HOSTS": "wedsync.example.com"}
+    result = _start_with(env)
+    assert result.returncode != 0 and "SECRET_KEY must be set" in result.stderr
 
 
 @pytest.mark.parametrize(
@@ -105,6 +121,11 @@ def test_embedded_development_profile_starts_with_no_environment() -> None:
         ("REDIS_URL", "http://cache", "REDIS_URL must be a redis://"),
         ("REALTIME_CHANNEL_LAYER", "kafka", "REALTIME_CHANNEL_LAYER must be one of core, pubsub"),
         ("WEDSYNC_PERMISSION_OVERRIDES", '{"guest": {"fly": "all"}}', "unknown permission 'fly'"),
+        ("WEDSYNC_PERMISSION_OVERRIDES", "[1]", "WEDSYNC_PERMISSION_OVERRIDES must be a JSON object, got list"),
+        ("API_AUTH_RATE", "lots", "API_AUTH_RATE must look like 30/min"),
+        ("JWT_SIGNING_KEY", "short", "JWT_SIGNING_KEY must be at least 32 characters"),
+        ("ALLOWED_HOSTS", ",", "ALLOWED_HOSTS must name at least one host"),
+        ("TRUSTED_PROXIES", "-1", "TRUSTED_PROXIES must be at least 0"),
     ],
 )
 def test_a_bad_value_stops_start_up_naming_the_variable(variable: str, value: str, complaint: str) -> None:

@@ -30,6 +30,7 @@ class RevocableJWTAuthentication(BaseAuthentication):
             audit_record(
                 action=AuditAction.API_AUTH_REFUSE,
                 outcome=AuditOutcome.REFUSED,
+                actor=refused.user,
                 target=request.path[:200],
                 client=ClientInfo.from_request(request),
                 details={"reason": refused.reason},

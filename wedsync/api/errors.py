@@ -12,6 +12,9 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
+from wedsync.models import AuditOutcome
+from wedsync.services.audit import AuditAction, ClientInfo, audit_record
+
 logger = structlog.get_logger(__name__)
 
 
@@ -37,7 +40,32 @@ _CODES: tuple[tuple[type[exceptions.APIException], str], ...] = (
 )
 
 
+# Refusals raised here without an audit entry of their own (bad tokens and passwords are audited
+# where they are judged).
+_AUDITED_HERE: tuple[type[exceptions.APIException], ...] = (
+    exceptions.NotAuthenticated,
+    exceptions.PermissionDenied,
+    exceptions.Throttled,
+)
+
+
+def _audit_refusal(exc: exceptions.APIException, context: dict[str, Any]) -> None:
+    request = context.get("request")
+    if request is None:
+        return
+    audit_record(
+        action=AuditAction.API_REFUSE,
+        outcome=AuditOutcome.REFUSED,
+        actor=getattr(request, "user", None),
+        target=f"{request.method} {request.path}"[:200],
+        client=ClientInfo.from_request(request),
+        details={"status": exc.status_code, "reason": str(exc.detail)[:200]},
+    )
+
+
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
+    if isinstance(exc, _AUDITED_HERE):
+        _audit_refusal(exc, context)
     response = exception_handler(exc, context)
     if response is None:
         logger.exception("api.unhandled_error", view=type(context.get("view")).__name__)

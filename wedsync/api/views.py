@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
+from django.contrib.auth import logout as django_logout
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.permissions import AllowAny, IsAuthenticated
@@ -68,4 +69,5 @@ class LogoutView(APIView):
             refresh=body.validated_data.get("refresh") or None,
             client=ClientInfo.from_request(request),
         )
+        django_logout(request._request)  # a browser session ends too
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -20,6 +20,12 @@ class AuditLogQuerySet(models.QuerySet["AuditLog"]):
     update = _refuse
     delete = _refuse
     bulk_update = _refuse
+
+    def bulk_create(self, objs: Any, *args: Any, **kwargs: Any) -> list[AuditLog]:
+        if kwargs.get("update_conflicts") or kwargs.get("ignore_conflicts"):
+            _refuse()
+        return super().bulk_create(objs, *args, **kwargs)
+
     update_or_create = _refuse
     aupdate = _refuse
     adelete = _refuse
@@ -68,6 +74,10 @@ class AuditLog(models.Model):
     def save(self, *args: Any, **kwargs: Any) -> None:
         if not self._state.adding:
             _refuse()
+        # Always an INSERT: a new instance given an existing pk must not overwrite that entry.
+        kwargs["force_insert"] = True
+        kwargs.pop("force_update", None)
+        kwargs.pop("update_fields", None)
         super().save(*args, **kwargs)
 
     def delete(self, *args: Any, **kwargs: Any) -> NoReturn:

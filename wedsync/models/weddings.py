@@ -103,5 +103,7 @@ class Member(models.Model):
         return Role(self.role).is_vendor
 
     def clean(self) -> None:
+        if self.role not in Role.__members__.values():
+            return  # the field's own choices validation reports it
         if not Role(self.role).is_vendor and (self.vendor_company or self.vendor_contact):
             raise ValidationError({"vendor_company": "Only vendor members carry vendor details."})

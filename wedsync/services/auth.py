@@ -18,6 +18,7 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from rest_framework_simplejwt.exceptions import ExpiredTokenError, TokenError
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
+from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
 from wedsync.models import AuditOutcome, UserTokenGeneration
@@ -30,10 +31,11 @@ GENERATION_CLAIM = "gen"
 class TokenRefused(Exception):
     """A credential or token was not accepted; ``reason`` is a short stable code for the audit log."""
 
-    def __init__(self, *, reason: str, message: str) -> None:
+    def __init__(self, *, reason: str, message: str, user: User | None = None) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
+        self.user = user  # when the token named a real user (revoked, deactivated)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,9 +56,9 @@ def _user_for_claims(*, user_id: object, generation: object) -> User:
     """The live user a verified token names, or :class:`TokenRefused` if it was revoked."""
     user = get_user_model().objects.filter(pk=str(user_id)).first()
     if user is None or not user.is_active:
-        raise TokenRefused(reason="inactive", message="The user is unknown or deactivated.")
+        raise TokenRefused(reason="inactive", message="The user is unknown or deactivated.", user=user)
     if generation != token_generation_current(user_id=user.pk):
-        raise TokenRefused(reason="revoked", message="The token has been revoked.")
+        raise TokenRefused(reason="revoked", message="The token has been revoked.", user=user)
     return user
 
 
@@ -102,20 +104,26 @@ def token_pair_obtain(*, username: str, password: str, client: ClientInfo) -> To
 def token_pair_refresh(*, refresh: str, client: ClientInfo) -> TokenPair:
     """Rotate a refresh token: the old one is blacklisted, a new pair is issued."""
     try:
-        old = RefreshToken(refresh)  # type: ignore[arg-type]  # checks signature, expiry, type and blacklist
-        user = _user_for_claims(user_id=old[jwt_settings.USER_ID_CLAIM], generation=old.get(GENERATION_CLAIM))
+        with transaction.atomic():
+            old = RefreshToken(refresh)  # type: ignore[arg-type]  # checks signature, expiry, type, blacklist
+            user = _user_for_claims(user_id=old[jwt_settings.USER_ID_CLAIM], generation=old.get(GENERATION_CLAIM))
+            # Two refreshes racing with one token: the row lock lets one through, the other then
+            # finds it blacklisted. Without it both could rotate and the token would branch.
+            outstanding = OutstandingToken.objects.select_for_update().filter(jti=old[jwt_settings.JTI_CLAIM]).first()
+            if outstanding is None or BlacklistedToken.objects.filter(token=outstanding).exists():
+                raise TokenRefused(reason="reused", message="The refresh token has already been used.", user=user)
+            BlacklistedToken.objects.create(token=outstanding)
+            pair = _pair_for(user)
     except (TokenError, TokenRefused) as exc:
         refused = _token_refused_from(exc) if isinstance(exc, TokenError) else exc
         audit_record(
             action=AuditAction.TOKEN_REFUSE,
             outcome=AuditOutcome.REFUSED,
+            actor=refused.user,
             client=client,
             details={"reason": refused.reason, "grant": "refresh"},
         )
         raise refused from None
-    with transaction.atomic():
-        old.blacklist()
-        pair = _pair_for(user)
     audit_record(action=AuditAction.TOKEN_REFRESH, outcome=AuditOutcome.SUCCESS, actor=user, client=client)
     return pair
 

@@ -142,16 +142,25 @@ def demo_seed(
     time_zone: str = "Europe/London",
     password: str = DEMO_PASSWORD,
     token_lifetime: timedelta | None = None,
+    with_admin: bool = False,
+    only_if_empty: bool = False,
 ) -> list[DemoWedding]:
-    """Create or refresh ``weddings`` demo weddings, each with every role and ``guests`` guests."""
+    """Create or refresh ``weddings`` demo weddings, each with every role and ``guests`` guests.
+
+    ``with_admin`` also makes the ``demo-admin`` superuser with the demo password (development
+    only: the command passes DEBUG). ``only_if_empty`` does nothing when any wedding exists.
+    """
+    if only_if_empty and Wedding.objects.exists():
+        return []
     tz = zoneinfo.ZoneInfo(time_zone)
     now = timezone.now()
     ceremony_at, local_ceremony = _schedule(tz=tz, now=now, today=today, ceremony_in=ceremony_in)
     password_hash = make_password(password)  # hashed once: hashing per user would take minutes
     results: list[DemoWedding] = []
     with transaction.atomic():
-        admin = _ensure_users([(DEMO_ADMIN_USERNAME, "Demo", "Admin")], password_hash)[DEMO_ADMIN_USERNAME]
-        get_user_model().objects.filter(pk=admin.pk).update(is_staff=True, is_superuser=True)
+        if with_admin:
+            admin = _ensure_users([(DEMO_ADMIN_USERNAME, "Demo", "Admin")], password_hash)[DEMO_ADMIN_USERNAME]
+            get_user_model().objects.filter(pk=admin.pk).update(is_staff=True, is_superuser=True)
         for number in range(1, weddings + 1):
             wedding, _created = Wedding.objects.update_or_create(
                 slug=f"demo-{number}",

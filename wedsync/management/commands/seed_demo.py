@@ -5,9 +5,9 @@ import zoneinfo
 from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from wedsync.models import Wedding
 from wedsync.services.demo import DEMO_ADMIN_USERNAME, DEMO_PASSWORD, demo_seed
 
 
@@ -42,10 +42,8 @@ class Command(BaseCommand):
             raise CommandError(f"--time-zone: unknown time zone {options['time_zone']!r}")
         if options["token_ttl"] and options["token_ttl"] > 24 * 3600:
             raise CommandError("--token-ttl must be at most 86400 seconds")
-        if options["if_empty"] and Wedding.objects.exists():
-            if not options["json"]:
-                self.stdout.write("Weddings exist already; not seeding. Run seed_demo without --if-empty to refresh.")
-            return
+        if options["ceremony_in"] is not None and abs(options["ceremony_in"]) > 366 * 24 * 60:
+            raise CommandError("--ceremony-in must be within a year (525600 minutes) of now")
         weddings = demo_seed(
             weddings=options["weddings"],
             guests=options["guests"],
@@ -53,7 +51,15 @@ class Command(BaseCommand):
             ceremony_in=options["ceremony_in"],
             time_zone=options["time_zone"],
             token_lifetime=timedelta(seconds=options["token_ttl"]) if options["token_ttl"] else None,
+            with_admin=settings.DEBUG,
+            only_if_empty=options["if_empty"],
         )
+        if not weddings:
+            if not options["json"]:
+                self.stdout.write("Weddings exist already; not seeding. Run seed_demo without --if-empty to refresh.")
+            else:
+                self.stdout.write(json.dumps({"weddings": []}))
+            return
         if options["json"]:
             payload = {
                 "weddings": [
@@ -93,6 +99,9 @@ class Command(BaseCommand):
                 self.stdout.write(f"  ... and {hidden} more guests")
         self.stdout.write("")
         self.stdout.write(f"Every demo user's password is {DEMO_PASSWORD!r}.")
-        self.stdout.write(f"Admin panel: /admin/ as {DEMO_ADMIN_USERNAME!r} (same password).")
+        if settings.DEBUG:
+            self.stdout.write(f"Admin panel: /admin/ as {DEMO_ADMIN_USERNAME!r} (same password).")
+        else:
+            self.stdout.write("No demo admin outside DEBUG: create one with manage.py createsuperuser.")
         self.stdout.write('Tokens: POST /api/v1/auth/token/ with {"username": ..., "password": ...}.')
         self.stdout.write("Run with --json for ready-made access tokens.")
