@@ -1,5 +1,9 @@
-"""WebSocket routes. The protocol endpoint ``/ws/v1/`` lands with the realtime core."""
+"""WebSocket routes: protocol version 1 at ``/ws/v1/``."""
 
-from django.urls import URLPattern, URLResolver
+from django.urls import URLPattern, URLResolver, path
 
-websocket_urlpatterns: list[URLPattern | URLResolver] = []
+from realtime.consumers import RealtimeConsumer
+
+websocket_urlpatterns: list[URLPattern | URLResolver] = [
+    path("ws/v1/", RealtimeConsumer.as_asgi()),
+]

@@ -9,7 +9,10 @@ django_asgi_app = get_asgi_application()  # set up Django before importing anyth
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
+from realtime import daphne_support  # noqa: E402
 from realtime.routing import websocket_urlpatterns  # noqa: E402
+
+daphne_support.install()  # protocol close codes, frame limits, write back-pressure, drain on SIGTERM
 
 application = ProtocolTypeRouter(
     {

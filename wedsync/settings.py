@@ -9,7 +9,9 @@ which stops start-up with the variable's name when a value is malformed.
 
 from __future__ import annotations
 
+import os
 import re
+import socket
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -301,7 +303,12 @@ SPECTACULAR_SETTINGS = {
 # --- Realtime protocol ------------------------------------------------------------------------------
 
 REALTIME_MAX_FRAME = env_int("REALTIME_MAX_FRAME", default=64 * 1024, minimum=1024, maximum=16 * 1024 * 1024)
-REALTIME_NODE_NAME = env_str("REALTIME_NODE_NAME", default="n1")
+# Every server process is a node; two on one machine need different names.
+REALTIME_NODE_NAME = env_str("REALTIME_NODE_NAME", default=f"{socket.gethostname()}-{os.getpid()}")
+REALTIME_RETENTION_DAYS = env_int("REALTIME_RETENTION_DAYS", default=7, minimum=1)
+# A socket whose unsent frames pass either bound is too slow: it is closed with 4008 and resumes.
+REALTIME_OUTBOX_MAX_FRAMES = env_int("REALTIME_OUTBOX_MAX_FRAMES", default=1000, minimum=10)
+REALTIME_OUTBOX_MAX_BYTES = env_int("REALTIME_OUTBOX_MAX_BYTES", default=2 * 1024 * 1024, minimum=64 * 1024)
 
 _ROLE_KEYS = frozenset(role.value for role in Role)
 # Messages per member per minute, shared across nodes (PROTOCOL.md section 5).

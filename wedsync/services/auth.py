@@ -24,6 +24,7 @@ from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 from wedsync.models import AuditOutcome, UserTokenGeneration
 from wedsync.selectors import token_generation_current
 from wedsync.services.audit import AuditAction, ClientInfo, audit_record
+from wedsync.signals import tokens_revoked
 
 GENERATION_CLAIM = "gen"
 
@@ -162,6 +163,7 @@ def tokens_revoke_for_user(
         state.generation += 1  # the row is locked, so concurrent revocations each count
         state.reason = reason[:64]
         state.save(update_fields=["generation", "reason", "changed_at"])
+        tokens_revoked.send(sender=UserTokenGeneration, user_id=user_id, generation=state.generation)
         audit_record(
             action=AuditAction.TOKENS_REVOKE,
             outcome=AuditOutcome.SUCCESS,

@@ -10,6 +10,7 @@ from django.db import transaction
 from wedsync.models import AuditOutcome, Member
 from wedsync.services.audit import AuditAction, ClientInfo, audit_record
 from wedsync.services.auth import tokens_revoke_for_user
+from wedsync.signals import member_access_changed
 
 # Changing any of these changes what the member may see or do, so the user's tokens are revoked.
 _ACCESS_FIELDS = ("role", "is_active", "wedding_id", "user_id")
@@ -44,6 +45,14 @@ def member_save(*, member: Member, actor: User | None, client: ClientInfo | None
             }
         access_changed = before is not None and any(field in changed for field in _ACCESS_FIELDS)
         if access_changed and before is not None:
+            # Sockets hear "unsubscribed, and why" before the token revocation closes them.
+            member_access_changed.send(
+                sender=Member,
+                user_id=before.user_id,
+                wedding_id=before.wedding_id,
+                member_id=member.pk,
+                reason="deactivated" if not member.is_active else "role_changed",
+            )
             for user_id in {before.user_id, member.user_id}:
                 tokens_revoke_for_user(user_id=user_id, reason="member_changed", actor=actor, client=client)
         audit_record(
@@ -63,6 +72,9 @@ def member_remove(*, member: Member, actor: User | None, client: ClientInfo | No
     with transaction.atomic():
         member_id, wedding_id, user_id, role = member.pk, member.wedding_id, member.user_id, member.role
         member.delete()
+        member_access_changed.send(
+            sender=Member, user_id=user_id, wedding_id=wedding_id, member_id=member_id, reason="removed"
+        )
         tokens_revoke_for_user(user_id=user_id, reason="member_removed", actor=actor, client=client)
         audit_record(
             action=AuditAction.MEMBER_REMOVE,

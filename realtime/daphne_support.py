@@ -1,0 +1,185 @@
+"""What daphne needs to speak PROTOCOL.md exactly (docs/decisions/0003-daphne-integration.md).
+
+Stock daphne 4.2 cannot send close codes 1001 or 1009 through ASGI (autobahn's ``sendClose``
+accepts only 1000 and 3000-4999), drops an over-long frame with a TCP reset instead of a close
+frame, buffers writes without limit and never tells the app, and closes sockets on SIGTERM with
+no close frame at all. This module, installed from ``wedsync/asgi.py`` before daphne starts its
+server, fixes those four at the protocol level:
+
+- frames and messages over ``REALTIME_MAX_FRAME`` are refused from their header, before the
+  payload is buffered: an ``error``/``too_large`` frame, then close 1009;
+- the app may close with any code of the protocol (1001, 1003, 1009, 4xxx);
+- :func:`write_gate_for` exposes the transport's flow control to the consumer, so a slow reader
+  fills the consumer's bounded queue (and is cut off with 4008) instead of daphne's memory;
+- SIGTERM/SIGINT close every socket with 1001, let consumers run their disconnect, then stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+logger = structlog.get_logger(__name__)
+
+DRAIN_GRACE_SECONDS = 10.0
+_installed = False
+
+
+class WriteGate:
+    """A Twisted push producer: paused while the socket's send buffer is over Twisted's 64 KiB mark."""
+
+    def __init__(self) -> None:
+        self._writable = asyncio.Event()
+        self._writable.set()
+
+    # Twisted calls these from the reactor, which under daphne is the asyncio loop's thread.
+    def pauseProducing(self) -> None:
+        self._writable.clear()
+
+    def resumeProducing(self) -> None:
+        self._writable.set()
+
+    def stopProducing(self) -> None:
+        self._writable.set()
+
+    @property
+    def writable(self) -> bool:
+        return self._writable.is_set()
+
+    async def wait_writable(self) -> None:
+        await self._writable.wait()
+
+
+def _daphne_protocol(send: Callable[..., Any]) -> Any | None:
+    """The daphne protocol object behind an ASGI ``send`` (``partial(Server.handle_reply, protocol)``)."""
+    for _ in range(4):
+        args = getattr(send, "args", None)
+        if args:
+            return args[0]
+        inner = getattr(getattr(send, "__self__", None), "real_send", None)  # channels' session wrapper
+        if inner is None:
+            return None
+        send = inner
+    return None
+
+
+def write_gate_for(send: Callable[..., Any]) -> WriteGate | None:
+    """A gate that tracks this socket's transport, or None when not served by daphne (tests)."""
+    protocol = _daphne_protocol(send)
+    transport = getattr(protocol, "transport", None)
+    if transport is None or not hasattr(transport, "registerProducer"):
+        return None
+    gate = WriteGate()
+    try:
+        if getattr(transport, "producer", None) is not None:
+            transport.unregisterProducer()  # the finished HTTP upgrade's producer
+        transport.registerProducer(gate, True)
+    except Exception:  # an unexpected transport: run without back-pressure rather than fail the socket
+        logger.warning("write_gate.unavailable", transport=type(transport).__name__)
+        return None
+    return gate
+
+
+def install() -> None:
+    """Patch daphne's WebSocket factory and signal handling. Idempotent; a no-op without daphne."""
+    global _installed
+    if _installed or "daphne.cli" not in sys.modules:  # only inside `python -m daphne`
+        return
+    try:
+        import daphne.server
+        from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
+    except ImportError:  # pragma: no cover - daphne is a dependency, but the app also runs elsewhere
+        return
+    from django.conf import settings
+
+    max_frame = settings.REALTIME_MAX_FRAME
+
+    class ProtocolV1(WebSocketProtocol):  # type: ignore[misc]
+        def _max_message_size_exceeded(self, size: int, limit: int, reason: str) -> None:
+            if self.state == self.STATE_OPEN:
+                message = {"op": "error", "code": "too_large", "message": f"Frames are limited to {limit} bytes."}
+                self.sendMessage(json.dumps(message).encode(), False)
+            self._fail_connection(self.CLOSE_STATUS_CODE_MESSAGE_TOO_BIG, "frame too large")
+
+        def serverClose(self, code: int | None = None, reason: str | None = None) -> None:
+            if self.state != self.STATE_OPEN:
+                return
+            self.sendCloseFrame(code=code or 1000, reasonUtf8=(reason or "").encode()[:123] or None)
+
+    class FactoryV1(WebSocketFactory):  # type: ignore[misc]
+        protocol = ProtocolV1
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            # A close frame, not a TCP reset, when we fail a connection (1009 must reach the client).
+            self.setProtocolOptions(failByDrop=False)
+
+        def setProtocolOptions(self, **options: Any) -> None:
+            # daphne passes its 1 MiB defaults (or CLI values); never accept more than the protocol's.
+            for key in ("maxFramePayloadSize", "maxMessagePayloadSize"):
+                if key in options:
+                    options[key] = min(options[key] or max_frame, max_frame)
+            super().setProtocolOptions(**options)
+
+    daphne.server.WebSocketFactory = FactoryV1
+    _install_drain(daphne.server, WebSocketProtocol)
+    _installed = True
+
+
+def _install_drain(daphne_server_module: Any, protocol_class: type) -> None:
+    from twisted.internet import reactor as twisted_reactor
+
+    reactor: Any = twisted_reactor
+
+    def open_sockets(server: Any) -> list[Any]:
+        return [
+            protocol
+            for protocol, details in list(server.connections.items())
+            if isinstance(protocol, protocol_class)
+            and details.get("application_instance") is not None
+            and not details["application_instance"].done()
+        ]
+
+    def drain() -> None:
+        servers = [server for server in _servers if server is not None]
+        sockets = [protocol for server in servers for protocol in open_sockets(server)]
+        logger.info("drain.start", sockets=len(sockets))
+        for protocol in sockets:
+            if protocol.state == protocol.STATE_OPEN:
+                protocol.sendCloseFrame(code=1001, reasonUtf8=b"node shutting down")
+        deadline = time.monotonic() + DRAIN_GRACE_SECONDS
+
+        def wait_then_stop() -> None:
+            remaining = [protocol for server in servers for protocol in open_sockets(server)]
+            if not remaining or time.monotonic() > deadline:
+                logger.info("drain.done", remaining=len(remaining))
+                reactor.stop()
+            else:
+                reactor.callLater(0.05, wait_then_stop)
+
+        wait_then_stop()
+
+    def on_signal(*_args: Any) -> None:
+        reactor.callFromThread(drain)
+
+    def install_handlers() -> None:
+        # After Twisted installed its own handlers, which stop at once without close frames.
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+
+    _servers: list[Any] = []
+    original_run = daphne_server_module.Server.run
+
+    def run(self: Any) -> Any:
+        _servers.append(self)
+        return original_run(self)
+
+    daphne_server_module.Server.run = run
+    reactor.callWhenRunning(install_handlers)

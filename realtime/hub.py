@@ -1,0 +1,374 @@
+"""The node hub: fan-out that crosses the channel layer once per node (docs/architecture.md).
+
+Each server process (a node) owns one channel-layer channel. For every wedding with subscribers
+here, that channel joins the wedding's group, so a publish costs one layer message per node, not
+per socket. A :class:`WeddingFeed` per wedding takes those messages strictly in ``seq`` order: a
+message whose ``seq`` skips ahead means the layer dropped something (capacity, a Redis restart),
+and the feed reads the missing events back from the log before going on. A poll of the streams'
+heads catches a dropped *last* event, which no later event would reveal. Subscriptions then hand
+each event to their socket's outbox if the member is in its audience.
+
+State here is this process's own sockets only; everything other nodes must see (the log, the
+streams, presence, limits) lives in the database or Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import structlog
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+
+from realtime.names import LAYER_CONTROL, LAYER_EVENT, NODES_GROUP, Priority, wedding_group
+from realtime.protocol import encode
+from realtime.selectors import MembershipView, Replay, events_after, events_replay, stream_head, stream_heads
+
+logger = structlog.get_logger(__name__)
+
+POLL_INTERVAL = 1.0
+IDLE_FEED_SECONDS = 60.0
+RETRY_DELAY = 0.5
+
+
+class Socket(Protocol):
+    """What the hub needs of a connected socket (the consumer)."""
+
+    connection_id: str
+    user_id: int
+
+    def push_event(self, text: str, *, priority: Priority, topic: str, seq: int) -> None: ...
+
+    def on_control(self, message: dict[str, Any]) -> None: ...
+
+
+@dataclass(slots=True, eq=False)
+class Subscription:
+    socket: Socket
+    topic: str
+    member_id: int
+    role: str
+    min_priority: int
+    cursor: int = 0  # the highest seq this subscription has handled (delivered or filtered out)
+    held: list[dict[str, Any]] | None = field(default_factory=list)  # live events held during replay
+
+    def offer(self, message: dict[str, Any]) -> None:
+        if self.held is not None:
+            self.held.append(message)
+        else:
+            self._deliver(message)
+
+    def _deliver(self, message: dict[str, Any]) -> None:
+        seq: int = message["seq"]
+        if seq <= self.cursor:
+            return  # already sent by the replay
+        self.cursor = seq
+        if message["priority"] < self.min_priority:
+            return
+        if self.role in message["roles"] or self.member_id in message["members"]:
+            self.socket.push_event(message["text"], priority=Priority(message["priority"]), topic=self.topic, seq=seq)
+
+    def go_live(self, *, upto: int) -> None:
+        """After the replay up to ``upto``: deliver what was held (newer events only), then live."""
+        self.cursor = max(self.cursor, upto)
+        held, self.held = self.held or [], None
+        for message in held:
+            self._deliver(message)
+
+
+_REPAIR = "repair"
+
+
+class WeddingFeed:
+    """One wedding's events on this node, in seq order, gaps repaired from the log."""
+
+    def __init__(self, *, wedding_id: int, last_seq: int) -> None:
+        self.wedding_id = wedding_id
+        self.last_seq = last_seq
+        self.subscriptions: dict[str, Subscription] = {}
+        self.inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.suspected_head = 0
+        self.idle_since: float | None = None
+        self.task = asyncio.create_task(self._run(), name=f"feed-{wedding_id}")
+
+    async def _run(self) -> None:
+        while True:
+            message = await self.inbox.get()
+            if message.get("type") == _REPAIR:
+                await self._repair(upto=message["upto"])
+                continue
+            seq = message["seq"]
+            if seq <= self.last_seq:
+                continue  # a duplicate, or already read from the log
+            if seq > self.last_seq + 1:
+                logger.info("feed.gap", wedding=self.wedding_id, after=self.last_seq, got=seq)
+                await self._repair(upto=seq - 1)
+            self._dispatch(message)
+
+    async def _repair(self, *, upto: int) -> None:
+        while self.last_seq < upto:
+            try:
+                missed = await database_sync_to_async(events_after)(
+                    wedding_id=self.wedding_id, after=self.last_seq, upto=upto
+                )
+            except Exception:
+                logger.exception("feed.repair_failed", wedding=self.wedding_id)
+                await asyncio.sleep(RETRY_DELAY)
+                continue
+            if not missed:
+                return
+            for message in missed:
+                self._dispatch(message)
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        if message["seq"] != self.last_seq + 1:
+            logger.error("feed.out_of_order", wedding=self.wedding_id, last=self.last_seq, got=message["seq"])
+        self.last_seq = message["seq"]
+        message["text"] = encode(message["frame"])  # once per node, shared by every local socket
+        for subscription in list(self.subscriptions.values()):
+            subscription.offer(message)
+
+    def stop(self) -> None:
+        self.task.cancel()
+
+
+class NodeHub:
+    """This process's sockets and feeds. One per event loop (see :func:`node_hub`)."""
+
+    def __init__(self) -> None:
+        self.layer = get_channel_layer()
+        self.channel_name: str | None = None
+        self.feeds: dict[int, WeddingFeed] = {}
+        self.sockets: dict[str, Socket] = {}
+        self.sockets_by_user: dict[int, set[str]] = {}
+        self._feed_locks: dict[int, asyncio.Lock] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._started = asyncio.Event()
+        self._starting = False
+        self._regroup = False
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._starting:
+            await self._started.wait()
+            return
+        self._starting = True
+        self.channel_name = await self.layer.new_channel(prefix="node")
+        await self.layer.group_add(NODES_GROUP, self.channel_name)
+        self._tasks = [
+            asyncio.create_task(self._receive_loop(), name="hub-receive"),
+            asyncio.create_task(self._poll_loop(), name="hub-poll"),
+        ]
+        self._started.set()
+
+    @property
+    def _channel(self) -> str:
+        if self.channel_name is None:
+            raise RuntimeError("the node hub has not started")
+        return self.channel_name
+
+    async def _receive_loop(self) -> None:
+        delay = RETRY_DELAY
+        while True:
+            try:
+                if self._regroup:
+                    await self._join_groups()
+                message = await self.layer.receive(self._channel)
+                delay = RETRY_DELAY
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Redis restarting: memberships may be gone with it, so rejoin once it is back.
+                logger.exception("hub.receive_failed")
+                self._regroup = True
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            self._route(message)
+
+    async def _join_groups(self) -> None:
+        await self.layer.group_add(NODES_GROUP, self._channel)
+        for wedding_id in list(self.feeds):
+            await self.layer.group_add(wedding_group(wedding_id), self._channel)
+        self._regroup = False
+
+    async def _poll_loop(self) -> None:
+        """Find events the layer never delivered (a dropped last event, a Redis restart)."""
+        loop = asyncio.get_running_loop()
+        refresh_every = max(getattr(self.layer, "group_expiry", 86400) / 3, 30)
+        next_refresh = loop.time() + refresh_every
+        while True:
+            await asyncio.sleep(POLL_INTERVAL)
+            try:
+                if self.feeds:
+                    heads = await database_sync_to_async(stream_heads)(wedding_ids=list(self.feeds))
+                    for wedding_id, head in heads.items():
+                        feed = self.feeds.get(wedding_id)
+                        if feed is None or head <= feed.last_seq:
+                            continue
+                        # Ahead twice in a row: not just in flight, but lost.
+                        if feed.suspected_head and feed.suspected_head <= head:
+                            feed.inbox.put_nowait({"type": _REPAIR, "upto": feed.suspected_head})
+                        feed.suspected_head = head
+                self._close_idle_feeds(loop.time())
+                if loop.time() >= next_refresh:  # group memberships expire unless renewed
+                    await self._join_groups()
+                    next_refresh = loop.time() + refresh_every
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("hub.poll_failed")
+
+    def _close_idle_feeds(self, now: float) -> None:
+        for wedding_id, feed in list(self.feeds.items()):
+            if feed.subscriptions:
+                feed.idle_since = None
+            elif feed.idle_since is None:
+                feed.idle_since = now
+            elif now - feed.idle_since > IDLE_FEED_SECONDS:
+                feed.stop()
+                del self.feeds[wedding_id]
+                if self.channel_name is not None:
+                    task = asyncio.create_task(self.layer.group_discard(wedding_group(wedding_id), self.channel_name))
+                    task.add_done_callback(_log_failure)
+
+    def _route(self, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if kind == LAYER_EVENT:
+            feed = self.feeds.get(message["wedding"])
+            if feed is not None:
+                feed.inbox.put_nowait(message)
+        elif kind == LAYER_CONTROL:
+            for connection_id in list(self.sockets_by_user.get(message.get("user", -1), ())):
+                socket = self.sockets.get(connection_id)
+                if socket is not None:
+                    socket.on_control(message)
+
+    # --- sockets ------------------------------------------------------------------------------------
+
+    def register(self, socket: Socket) -> None:
+        self.sockets[socket.connection_id] = socket
+        self.sockets_by_user.setdefault(socket.user_id, set()).add(socket.connection_id)
+
+    def unregister(self, socket: Socket) -> None:
+        self.sockets.pop(socket.connection_id, None)
+        siblings = self.sockets_by_user.get(socket.user_id)
+        if siblings is not None:
+            siblings.discard(socket.connection_id)
+            if not siblings:
+                del self.sockets_by_user[socket.user_id]
+        for feed in self.feeds.values():
+            feed.subscriptions.pop(socket.connection_id, None)
+
+    async def _feed(self, wedding_id: int) -> WeddingFeed:
+        feed = self.feeds.get(wedding_id)
+        if feed is not None:
+            return feed
+        lock = self._feed_locks.setdefault(wedding_id, asyncio.Lock())
+        async with lock:
+            feed = self.feeds.get(wedding_id)
+            if feed is None:
+                # Join first, then read the head: an event committed in between arrives with a seq
+                # at or below the head and is skipped, and the subscriber's replay covers it.
+                await self.layer.group_add(wedding_group(wedding_id), self._channel)
+                head, _epoch = await database_sync_to_async(stream_head)(wedding_id=wedding_id)
+                feed = self.feeds[wedding_id] = WeddingFeed(wedding_id=wedding_id, last_seq=head)
+        return feed
+
+    async def subscribe(
+        self,
+        socket: Socket,
+        *,
+        topic: str,
+        membership: MembershipView,
+        since: int | None,
+        epoch: str | None,
+        min_priority: Priority,
+    ) -> tuple[Replay, Subscription]:
+        """Attach ``socket`` to the wedding and read what it missed.
+
+        The subscription holds live events from the moment it is attached; the replay is read
+        after that, so every event is in the replay, among the held ones, or both, and
+        :meth:`Subscription.go_live` sends each exactly once, in order.
+        """
+        feed = await self._feed(membership.wedding_id)
+        subscription = Subscription(
+            socket=socket,
+            topic=topic,
+            member_id=membership.member_id,
+            role=membership.role,
+            min_priority=min_priority,
+            cursor=since or 0,
+        )
+        feed.subscriptions[socket.connection_id] = subscription
+        try:
+            replay = await database_sync_to_async(events_replay)(
+                wedding_id=membership.wedding_id,
+                member_id=membership.member_id,
+                role=membership.role,
+                since=since,
+                epoch=epoch,
+                min_priority=int(min_priority),
+            )
+        except BaseException:
+            if feed.subscriptions.get(socket.connection_id) is subscription:
+                del feed.subscriptions[socket.connection_id]
+            raise
+        return replay, subscription
+
+    def unsubscribe(self, socket: Socket, *, wedding_id: int) -> bool:
+        feed = self.feeds.get(wedding_id)
+        return feed is not None and feed.subscriptions.pop(socket.connection_id, None) is not None
+
+    def subscribed(self, socket: Socket, *, wedding_id: int) -> Subscription | None:
+        feed = self.feeds.get(wedding_id)
+        return None if feed is None else feed.subscriptions.get(socket.connection_id)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for feed in self.feeds.values():
+            feed.stop()
+        with contextlib.suppress(Exception):
+            if self.channel_name is not None:
+                await self.layer.group_discard(NODES_GROUP, self.channel_name)
+                for wedding_id in self.feeds:
+                    await self.layer.group_discard(wedding_group(wedding_id), self.channel_name)
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.warning("hub.background_failed", error=repr(task.exception()))
+
+
+# One hub per event loop: a server process has one loop; tests start a fresh loop per test.
+_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, NodeHub] = weakref.WeakKeyDictionary()
+
+
+async def node_hub() -> NodeHub:
+    loop = asyncio.get_running_loop()
+    hub = _hubs.get(loop)
+    if hub is None:
+        hub = _hubs[loop] = NodeHub()
+    await hub.start()
+    return hub
+
+
+def node_control_send(message: dict[str, Any]) -> Callable[[], None]:
+    """A callable for ``transaction.on_commit`` that tells every node about an access change."""
+
+    def send() -> None:
+        from asgiref.sync import async_to_sync
+
+        try:
+            async_to_sync(get_channel_layer().group_send)(NODES_GROUP, {"type": LAYER_CONTROL, **message})
+        except Exception:
+            logger.exception("hub.control_send_failed", kind=message.get("kind"))
+
+    return send

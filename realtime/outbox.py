@@ -1,0 +1,142 @@
+"""One socket's outgoing frames: bounded, highest priority first, ``low`` conflated.
+
+The writer sends only while the transport is writable (daphne's flow control, see
+``realtime.daphne_support``), so a reader that cannot keep up fills this queue, not the server's
+memory; past either bound the socket is cut off (4008) and resumes from the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from realtime.daphne_support import WriteGate
+from realtime.names import Priority
+
+_AHEAD_SUFFIX = ',"ahead":true}'
+
+
+@dataclass(order=True)
+class _Entry:
+    rank: tuple[int, int]
+    text: str = field(compare=False)
+    topic: str | None = field(compare=False, default=None)
+    seq: int | None = field(compare=False, default=None)
+    conflate_key: str | None = field(compare=False, default=None)
+    live: bool = field(compare=False, default=True)
+
+
+class Outbox:
+    def __init__(
+        self,
+        *,
+        send_text: Callable[[str], Awaitable[None]],
+        gate: WriteGate | None,
+        max_frames: int,
+        max_bytes: int,
+        on_overflow: Callable[[], None],
+    ) -> None:
+        self._send_text = send_text
+        self._gate = gate
+        self._max_frames = max_frames
+        self._max_bytes = max_bytes
+        self._on_overflow = on_overflow
+        self._heap: list[_Entry] = []
+        self._counter = itertools.count()
+        self._conflatable: dict[str, _Entry] = {}
+        self._pending_seqs: dict[str, list[int]] = {}  # topic -> seqs still queued, for "ahead"
+        self._frames = 0
+        self._bytes = 0
+        self._wakeup = asyncio.Event()
+        self._empty = asyncio.Event()
+        self._empty.set()
+        self._closed = False
+        self.overflowed = False
+
+    @property
+    def queued(self) -> int:
+        return self._frames
+
+    def put(
+        self,
+        text: str,
+        *,
+        priority: Priority = Priority.HIGH,
+        topic: str | None = None,
+        seq: int | None = None,
+        conflate_key: str | None = None,
+    ) -> None:
+        """Queue a frame. Replies and control frames go at ``high`` so they are not starved."""
+        if self._closed:
+            return
+        if conflate_key is not None and priority == Priority.LOW:
+            older = self._conflatable.pop(conflate_key, None)
+            if older is not None and older.live:
+                older.live = False
+                self._forget(older)
+        entry = _Entry(
+            rank=(-priority, next(self._counter)), text=text, topic=topic, seq=seq, conflate_key=conflate_key
+        )
+        if conflate_key is not None and priority == Priority.LOW:
+            self._conflatable[conflate_key] = entry
+        heapq.heappush(self._heap, entry)
+        self._frames += 1
+        self._bytes += len(text)
+        if topic is not None and seq is not None:
+            self._pending_seqs.setdefault(topic, []).append(seq)
+        self._empty.clear()
+        if self._frames > self._max_frames or self._bytes > self._max_bytes:
+            self.overflowed = True
+            self._closed = True
+            self._on_overflow()
+            return
+        self._wakeup.set()
+
+    def _forget(self, entry: _Entry) -> None:
+        self._frames -= 1
+        self._bytes -= len(entry.text)
+        if entry.topic is not None and entry.seq is not None:
+            self._pending_seqs[entry.topic].remove(entry.seq)
+
+    def _next(self) -> str | None:
+        while self._heap:
+            entry = heapq.heappop(self._heap)
+            if not entry.live:
+                continue
+            if entry.conflate_key is not None and self._conflatable.get(entry.conflate_key) is entry:
+                del self._conflatable[entry.conflate_key]
+            self._forget(entry)
+            text = entry.text
+            if entry.topic is not None and entry.seq is not None:
+                waiting = self._pending_seqs.get(entry.topic)
+                if waiting and min(waiting) < entry.seq:
+                    # Sent before older events of its topic: the client must not resume past it.
+                    text = text[:-1] + _AHEAD_SUFFIX
+            return text
+        return None
+
+    async def run(self) -> None:
+        """The writer: send frames in priority order while the transport accepts them."""
+        while not self._closed:
+            text = self._next()
+            if text is None:
+                self._empty.set()
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            if self._gate is not None and not self._gate.writable:
+                await self._gate.wait_writable()
+            await self._send_text(text)
+
+    async def drain(self, *, within: float) -> None:
+        """Wait (a bounded time) until everything queued has been handed to the transport."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._empty.wait(), within)
+
+    def close(self) -> None:
+        self._closed = True
+        self._wakeup.set()

@@ -1,0 +1,122 @@
+"""Reads for the socket side: memberships, subscriptions, and the event log for replay and repair.
+
+Every function returns evaluated plain data, so async callers can run it in a thread
+(``database_sync_to_async``) and use the result without touching the ORM again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.utils import timezone
+
+from realtime.models import Event, WeddingStream
+from realtime.services.events import event_frame, layer_message
+from wedsync.models import Member, Wedding
+
+WEDDING_DAY_HEARTBEAT = 10
+DEFAULT_HEARTBEAT = 30
+_REPLAY_CHUNK = 500
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipView:
+    wedding_id: int
+    member_id: int
+    role: str
+    name: str
+
+
+def memberships_for_user(*, user_id: int) -> tuple[list[MembershipView], int]:
+    """The user's active memberships and the heartbeat interval (10 s if a wedding is today)."""
+    members = list(Member.objects.filter(user_id=user_id, is_active=True).select_related("wedding", "user"))
+    now = timezone.now()
+    wedding_day = any(member.wedding.date == now.astimezone(member.wedding.tz).date() for member in members)
+    views = [MembershipView(wedding_id=m.wedding_id, member_id=m.pk, role=m.role, name=m.name) for m in members]
+    return views, WEDDING_DAY_HEARTBEAT if wedding_day else DEFAULT_HEARTBEAT
+
+
+class SubscriptionDenied(Exception):
+    def __init__(self, *, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def membership_for_topic(*, user_id: int, wedding_id: int) -> MembershipView:
+    """The user's active membership of the wedding, or :class:`SubscriptionDenied`."""
+    member = (
+        Member.objects.filter(user_id=user_id, wedding_id=wedding_id, is_active=True).select_related("user").first()
+    )
+    if member is None:
+        if not Wedding.objects.filter(pk=wedding_id).exists():
+            raise SubscriptionDenied(code="not_found", message=f"There is no wedding {wedding_id}.")
+        raise SubscriptionDenied(code="forbidden", message=f"You are not a member of wedding {wedding_id}.")
+    return MembershipView(wedding_id=wedding_id, member_id=member.pk, role=member.role, name=member.name)
+
+
+def stream_head(*, wedding_id: int) -> tuple[int, str]:
+    """(last seq, epoch) of the wedding's event stream; a wedding with no events has seq 0."""
+    WeddingStream.objects.bulk_create([WeddingStream(wedding_id=wedding_id)], ignore_conflicts=True)
+    seq, epoch = WeddingStream.objects.filter(wedding_id=wedding_id).values_list("last_seq", "epoch").get()
+    return seq, epoch
+
+
+def stream_heads(*, wedding_ids: list[int]) -> dict[int, int]:
+    return dict(WeddingStream.objects.filter(wedding_id__in=wedding_ids).values_list("wedding_id", "last_seq"))
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    upto: int  # the stream's seq when the replay was read: live delivery continues after it
+    epoch: str
+    recovered: bool
+    frames: list[dict[str, Any]]  # the events the member may see in (since, upto], oldest first
+    seqs: list[int]
+
+
+def events_replay(
+    *, wedding_id: int, member_id: int, role: str, since: int | None, epoch: str | None, min_priority: int
+) -> Replay:
+    """What a (re)subscribing member missed. ``recovered`` is False when the client must reload over
+    REST instead: another epoch, a ``since`` beyond the stream, or events older than retention."""
+    upto, current_epoch = stream_head(wedding_id=wedding_id)
+    if since is None:
+        return Replay(upto=upto, epoch=current_epoch, recovered=True, frames=[], seqs=[])
+    retention_start: datetime = timezone.now() - timedelta(days=settings.REALTIME_RETENTION_DAYS)
+    oldest_missed = (
+        Event.objects.filter(wedding_id=wedding_id, seq=since + 1).values_list("created_at", flat=True).first()
+    )
+    recovered = (
+        (epoch is None or epoch == current_epoch)
+        and since <= upto
+        and (since == upto or (oldest_missed is not None and oldest_missed >= retention_start))
+    )
+    if not recovered:
+        return Replay(upto=upto, epoch=current_epoch, recovered=False, frames=[], seqs=[])
+    frames: list[dict[str, Any]] = []
+    seqs: list[int] = []
+    cursor = since
+    while cursor < upto:
+        chunk = list(
+            Event.objects.filter(wedding_id=wedding_id, seq__gt=cursor, seq__lte=upto).order_by("seq")[:_REPLAY_CHUNK]
+        )
+        if not chunk:
+            break
+        for event in chunk:
+            if event.priority >= min_priority and (role in event.audience_roles or member_id in event.audience_members):
+                frames.append(event_frame(event, replay=True))
+                seqs.append(event.seq)
+        cursor = chunk[-1].seq
+    return Replay(upto=upto, epoch=current_epoch, recovered=True, frames=frames, seqs=seqs)
+
+
+def events_after(*, wedding_id: int, after: int, upto: int | None = None) -> list[dict[str, Any]]:
+    """Channel-layer messages for the events after ``after``: what a node re-reads to fill a gap."""
+    events = Event.objects.filter(wedding_id=wedding_id, seq__gt=after).order_by("seq")
+    if upto is not None:
+        events = events.filter(seq__lte=upto)
+    return [layer_message(event) for event in events[:_REPLAY_CHUNK]]

@@ -1,0 +1,57 @@
+"""Socket-side writes that need the caller's current membership, read fresh from the database."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from realtime.services.events import PublishedEvent, PublishRefused, member_event_publish
+from wedsync.models import AuditOutcome, Member
+from wedsync.services.audit import AuditAction, ClientInfo, audit_record
+
+
+def socket_event_publish(
+    *,
+    user_id: int,
+    wedding_id: int,
+    type_name: str,
+    data: dict[str, Any],
+    to: list[str] | None,
+    priority_name: str | None,
+    idempotency_key: str | None,
+    client: ClientInfo,
+) -> PublishedEvent:
+    """A ``publish`` frame: as the user's *current* active member of the wedding (a role may have
+    changed since the socket subscribed)."""
+    member = (
+        Member.objects.filter(user_id=user_id, wedding_id=wedding_id, is_active=True).select_related("user").first()
+    )
+    if member is None:
+        audit_record(
+            action=AuditAction.PUBLISH_REFUSE,
+            outcome=AuditOutcome.REFUSED,
+            wedding_id=wedding_id,
+            target=f"type:{type_name}"[:200],
+            client=client,
+            details={"user": user_id, "reason": "not a member"},
+        )
+        raise PublishRefused(code="forbidden", message="You are no longer a member of this wedding.")
+    return member_event_publish(
+        member=member,
+        type_name=type_name,
+        data=data,
+        to=to,
+        priority_name=priority_name,
+        idempotency_key=idempotency_key,
+        client=client,
+    )
+
+
+def subscribe_refusal_audit(*, user_id: int, wedding_id: int, client: ClientInfo) -> None:
+    audit_record(
+        action=AuditAction.SUBSCRIBE_REFUSE,
+        outcome=AuditOutcome.REFUSED,
+        wedding_id=wedding_id,
+        target=f"wedding:{wedding_id}",
+        client=client,
+        details={"user": user_id, "reason": "not a member"},
+    )

@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+
+from realtime import hub as hub_module
+from wedsync.asgi import application
+from wedsync.models import Member
+from wedsync.services.auth import access_token_issue
+
+HOST = "127.0.0.1"
+
+
+def _bearer(member_or_user: Any, **kwargs: Any) -> str:
+    user = member_or_user.user if isinstance(member_or_user, Member) else member_or_user
+    return access_token_issue(user=user, **kwargs)
+
+
+bearer = database_sync_to_async(_bearer)
+
+
+class Client:
+    """A WebsocketCommunicator speaking protocol v1 against the real ASGI application."""
+
+    def __init__(self, communicator: WebsocketCommunicator) -> None:
+        self.communicator = communicator
+        self._refs = 0
+        self.welcome: dict[str, Any] | None = None
+
+    async def receive(self, within: float = 3) -> dict[str, Any]:
+        return await self.communicator.receive_json_from(timeout=within)
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        await self.communicator.send_json_to(frame)
+
+    async def request(self, op: str, **fields: Any) -> dict[str, Any]:
+        """Send a frame with a fresh ref and return its reply (events before it are an error)."""
+        self._refs += 1
+        ref = f"r{self._refs}"
+        await self.send({"op": op, "ref": ref, **fields})
+        reply = await self.receive()
+        assert reply["op"] == "reply" and reply["ref"] == ref, reply
+        return reply
+
+    async def subscribe(self, wedding_id: int, **fields: Any) -> dict[str, Any]:
+        return await self.request("subscribe", topic=f"wedding:{wedding_id}", **fields)
+
+    async def nothing_more(self, within: float = 0.3) -> bool:
+        return await self.communicator.receive_nothing(timeout=within)
+
+    async def close(self) -> None:
+        await self.communicator.disconnect()
+
+
+def communicator(
+    *, subprotocols: list[str] | None = None, path: str = "/ws/v1/", headers: list[tuple[bytes, bytes]] | None = None
+) -> WebsocketCommunicator:
+    all_headers = [(b"host", f"{HOST}:8000".encode()), (b"user-agent", b"tests/1.0"), *(headers or [])]
+    return WebsocketCommunicator(application, path, headers=all_headers, subprotocols=subprotocols)
+
+
+async def connect_bearer(member: Member, **token_kwargs: Any) -> Client:
+    comm = communicator(subprotocols=["wedsync.v1", f"bearer.{await bearer(member, **token_kwargs)}"])
+    connected, subprotocol = await comm.connect()
+    assert connected and subprotocol == "wedsync.v1"
+    client = Client(comm)
+    client.welcome = await client.receive()
+    assert client.welcome["op"] == "welcome", client.welcome
+    return client
+
+
+@pytest.fixture
+async def sockets() -> AsyncIterator[Callable[..., Any]]:
+    """Open clients with ``await sockets(member)``; all are closed and the node hub stopped after."""
+    opened: list[Client] = []
+
+    async def open_client(member: Member, **token_kwargs: Any) -> Client:
+        client = await connect_bearer(member, **token_kwargs)
+        opened.append(client)
+        return client
+
+    yield open_client
+    for client in opened:
+        await client.close()
+    hub = hub_module._hubs.get(asyncio.get_running_loop())
+    if hub is not None:
+        await hub.stop()
+
+
+@pytest.fixture(autouse=True)
+async def _close_connections_of_the_sync_thread() -> AsyncIterator[None]:
+    """database_sync_to_async keeps a connection in its worker thread; close it so the test
+    database can be dropped at the end of the run. The channel layer is made anew per test, since
+    each test has its own event loop and the layer's locks belong to the loop that made them."""
+    from channels.layers import channel_layers
+
+    channel_layers.backends.clear()
+    yield
+    from asgiref.sync import sync_to_async
+    from django.db import connections
+
+    await sync_to_async(connections.close_all)()

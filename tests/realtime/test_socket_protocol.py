@@ -1,0 +1,257 @@
+"""PROTOCOL.md sections 3-5 over the real ASGI application, one node."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from channels.db import database_sync_to_async
+
+from realtime.models import WeddingStream
+from realtime.services.events import member_event_publish
+from tests.personas import WeddingParty, make_wedding_party
+from tests.realtime.conftest import Client
+from wedsync.models import AuditLog
+from wedsync.permissions import Role
+from wedsync.services.members import member_save
+
+pytestmark = [pytest.mark.django_db(transaction=True)]
+
+publish_as = database_sync_to_async(member_event_publish)
+
+
+async def test_subscribe_reply_carries_seq_epoch_and_recovered(party: WeddingParty, sockets) -> None:
+    client: Client = await sockets(party.priya)
+    reply = await client.subscribe(party.wedding.pk, since=None)
+    assert reply["status"] == "ok"
+    stream = await database_sync_to_async(WeddingStream.objects.get)(wedding=party.wedding)
+    assert reply["data"] == {"seq": 0, "epoch": stream.epoch, "recovered": True, "presence": {}}
+
+
+async def test_a_chat_message_reaches_every_subscriber_once(party: WeddingParty, sockets) -> None:
+    planner, guest, vendor = await sockets(party.priya), await sockets(party.gil), await sockets(party.paula)
+    for client in (planner, guest, vendor):
+        await client.subscribe(party.wedding.pk)
+    reply = await guest.request(
+        "publish", topic=f"wedding:{party.wedding.pk}", type="chat.message", data={"text": "Where is parking?"}
+    )
+    assert reply["status"] == "ok" and reply["data"]["seq"] == 1
+    for client in (planner, guest, vendor):
+        event = await client.receive()
+        assert event["op"] == "event" and event["seq"] == 1 and event["replay"] is False
+        assert event["type"] == "chat.message" and event["data"] == {"text": "Where is parking?"}
+        assert event["from"] == {"member": party.gil.pk, "role": "guest", "name": party.gil.name}
+        assert event["priority"] == "normal" and event["topic"] == f"wedding:{party.wedding.pk}"
+        assert await client.nothing_more()
+
+
+async def test_audiences_decide_who_receives(party: WeddingParty, sockets) -> None:
+    planner, couple = await sockets(party.priya), await sockets(party.ana)
+    guest, caterer = await sockets(party.gil), await sockets(party.carmen)
+    for client in (planner, couple, guest, caterer):
+        await client.subscribe(party.wedding.pk)
+    reply = await caterer.request(
+        "publish", topic=f"wedding:{party.wedding.pk}", type="vendor.status", data={"activity": "setup"}
+    )
+    assert reply["status"] == "ok"
+    for client in (planner, couple, caterer):  # couple + planner, and the sender's own devices
+        assert (await client.receive())["type"] == "vendor.status"
+    assert await guest.nothing_more()
+
+
+async def test_to_narrows_delivery(party: WeddingParty, sockets) -> None:
+    planner, couple, guest = await sockets(party.priya), await sockets(party.ana), await sockets(party.gil)
+    for client in (planner, couple, guest):
+        await client.subscribe(party.wedding.pk)
+    await couple.request(
+        "publish",
+        topic=f"wedding:{party.wedding.pk}",
+        type="chat.message",
+        data={"text": "for the planner only"},
+        to=["role:planner"],
+    )
+    assert (await planner.receive())["data"]["text"] == "for the planner only"
+    assert (await couple.receive())["seq"] == 1  # the sender's own copy
+    assert await guest.nothing_more()
+
+
+async def test_replay_sends_exactly_what_was_missed_in_order_then_live(party: WeddingParty, sockets) -> None:
+    for i in range(5):
+        await publish_as(member=party.priya, type_name="chat.message", data={"text": f"m{i + 1}"})
+    await publish_as(member=party.paula, type_name="vendor.status", data={"activity": "en_route"})  # not for guests
+    guest = await sockets(party.gil)
+    reply = await guest.subscribe(party.wedding.pk, since=2)
+    assert reply["data"]["seq"] == 6 and reply["data"]["recovered"] is True
+    replayed = [await guest.receive() for _ in range(3)]
+    assert [(e["seq"], e["data"]["text"], e["replay"]) for e in replayed] == [
+        (3, "m3", True),
+        (4, "m4", True),
+        (5, "m5", True),
+    ]
+    assert await guest.nothing_more()
+    await publish_as(member=party.priya, type_name="chat.message", data={"text": "live"})
+    live = await guest.receive()
+    assert (live["seq"], live["replay"]) == (7, False)
+
+
+async def test_other_epoch_is_not_recovered(party: WeddingParty, sockets) -> None:
+    await publish_as(member=party.priya, type_name="chat.message", data={"text": "x"})
+    client = await sockets(party.priya)
+    reply = await client.subscribe(party.wedding.pk, since=0, epoch="an-old-epoch")
+    assert reply["data"]["recovered"] is False
+    assert await client.nothing_more()
+
+
+async def test_min_priority_filters_live_and_replay(party: WeddingParty, sockets) -> None:
+    await publish_as(member=party.priya, type_name="chat.message", data={"text": "normal"})
+    await publish_as(member=party.victor, type_name="emergency.alert", data={"message": "smoke in the kitchen"})
+    phone = await sockets(party.paula)
+    await phone.subscribe(party.wedding.pk, since=0, min_priority="high")
+    assert (await phone.receive())["type"] == "emergency.alert"
+    await publish_as(member=party.priya, type_name="chat.message", data={"text": "normal again"})
+    assert await phone.nothing_more()
+
+
+async def test_subscribing_to_someone_elses_wedding_is_forbidden_and_audited(party: WeddingParty, sockets) -> None:
+    other = await database_sync_to_async(make_wedding_party)()
+    client = await sockets(party.gil)
+    reply = await client.subscribe(other.wedding.pk)
+    assert reply["error"]["code"] == "forbidden"
+    entry = await database_sync_to_async(AuditLog.objects.get)(action="realtime.subscribe.refuse")
+    assert entry.wedding_id == other.wedding.pk
+    missing = await client.subscribe(999_999_999)
+    assert missing["error"]["code"] == "not_found"
+
+
+async def test_publish_before_subscribe_is_not_subscribed(party: WeddingParty, sockets) -> None:
+    client = await sockets(party.priya)
+    reply = await client.request(
+        "publish", topic=f"wedding:{party.wedding.pk}", type="chat.message", data={"text": "x"}
+    )
+    assert reply["error"]["code"] == "not_subscribed"
+
+
+async def test_forbidden_publish_is_refused_with_the_reason(party: WeddingParty, sockets) -> None:
+    guest = await sockets(party.gil)
+    await guest.subscribe(party.wedding.pk)
+    reply = await guest.request(
+        "publish", topic=f"wedding:{party.wedding.pk}", type="emergency.alert", data={"message": "x"}
+    )
+    assert reply["error"]["code"] == "forbidden" and "guest" in reply["error"]["message"]
+
+
+async def test_idempotent_publish_over_the_socket(party: WeddingParty, sockets) -> None:
+    client = await sockets(party.priya)
+    await client.subscribe(party.wedding.pk)
+    fields = {
+        "topic": f"wedding:{party.wedding.pk}",
+        "type": "chat.message",
+        "data": {"text": "once"},
+        "idempotency_key": "k1",
+    }
+    first = await client.request("publish", **fields)
+    assert (await client.receive())["seq"] == 1
+    again = await client.request("publish", **fields)
+    assert again["data"] == first["data"]
+    assert await client.nothing_more()
+
+
+@pytest.mark.parametrize(
+    ("raw", "code", "ref"),
+    [
+        ("{not json", "bad_json", None),
+        ('{"op": "teleport", "ref": "t1"}', "unknown_op", "t1"),
+        ('{"op": "subscribe", "ref": "s1", "topic": 42}', "invalid", "s1"),
+        ('{"op": "subscribe", "ref": "s2", "topic": "wedding:1", "colour": "blue"}', "invalid", "s2"),
+        ('{"op": "publish", "ref": "p1", "topic": "wedding:1", "type": "chat.message"}', "invalid", "p1"),
+        ("[1, 2]", "invalid", None),
+    ],
+)
+async def test_bad_frames_get_an_error_reply_and_the_socket_stays(
+    party: WeddingParty, sockets, raw: str, code: str, ref: str | None
+) -> None:
+    client = await sockets(party.priya)
+    await client.communicator.send_to(text_data=raw)
+    reply = await client.receive()
+    assert reply["op"] == "reply" and reply["status"] == "error" and reply["ref"] == ref
+    assert reply["error"]["code"] == code and reply["error"]["message"]
+    assert (await client.request("heartbeat"))["status"] == "ok"
+
+
+async def test_invalid_field_is_named(party: WeddingParty, sockets) -> None:
+    client = await sockets(party.priya)
+    await client.communicator.send_to(text_data='{"op": "subscribe", "ref": "s", "topic": "wedding:1", "since": "x"}')
+    assert "$.since" in (await client.receive())["error"]["message"]
+
+
+async def test_binary_frame_closes_with_1003(party: WeddingParty, sockets) -> None:
+    client = await sockets(party.priya)
+    await client.communicator.send_to(bytes_data=b"\x00\x01")
+    assert (await client.receive())["op"] == "error"
+    assert await client.communicator.receive_output(timeout=3) == {"type": "websocket.close", "code": 1003}
+
+
+async def test_too_large_frame_closes_with_1009(party: WeddingParty, sockets) -> None:
+    client = await sockets(party.priya)
+    await client.communicator.send_to(text_data='{"op":"heartbeat","ref":"' + "x" * 70_000 + '"}')
+    error = await client.receive()
+    assert (error["op"], error["code"]) == ("error", "too_large")
+    assert await client.communicator.receive_output(timeout=3) == {"type": "websocket.close", "code": 1009}
+
+
+async def test_repeated_violations_close_with_4400(party: WeddingParty, sockets) -> None:
+    client = await sockets(party.priya)
+    for _ in range(11):
+        await client.communicator.send_to(text_data="nope")
+    frames: list[dict[str, Any]] = []
+    while not frames or frames[-1]["type"] != "websocket.close":
+        frames.append(await client.communicator.receive_output(timeout=3))
+    assert frames[-1] == {"type": "websocket.close", "code": 4400}
+    assert '"code":"invalid"' in frames[-2]["text"] and '"op":"error"' in frames[-2]["text"]
+    assert sum('"code":"bad_json"' in frame.get("text", "") for frame in frames) == 11
+
+
+async def test_unexpired_token_refresh_in_band(party: WeddingParty, sockets) -> None:
+    import datetime as dt
+
+    from tests.realtime.conftest import bearer
+
+    client = await sockets(party.priya, lifetime=dt.timedelta(seconds=2))
+    reply = await client.request("auth", token=await bearer(party.priya))
+    assert reply["status"] == "ok"
+    await asyncio.sleep(2.5)
+    assert (await client.request("heartbeat"))["status"] == "ok"  # still open past the first token
+
+
+async def test_a_token_expiring_unrefreshed_closes_with_4401(party: WeddingParty, sockets) -> None:
+    import datetime as dt
+
+    client = await sockets(party.priya, lifetime=dt.timedelta(seconds=1))
+    error = await client.receive(within=4)
+    assert (error["op"], error["code"]) == ("error", "unauthorized")
+    assert await client.communicator.receive_output(timeout=3) == {"type": "websocket.close", "code": 4401}
+
+
+async def test_auth_op_with_another_users_token_is_refused(party: WeddingParty, sockets) -> None:
+    from tests.realtime.conftest import bearer
+
+    client = await sockets(party.priya)
+    reply = await client.request("auth", token=await bearer(party.ana))
+    assert reply["error"]["code"] == "unauthorized"
+
+
+async def test_a_role_change_reaches_the_live_socket(party: WeddingParty, sockets) -> None:
+    client = await sockets(party.paula)
+    await client.subscribe(party.wedding.pk)
+
+    def demote() -> None:
+        party.paula.role = Role.GUEST.value
+        party.paula.vendor_company = ""
+        member_save(member=party.paula, actor=party.priya.user)
+
+    await database_sync_to_async(demote)()
+    frames = [await client.communicator.receive_output(timeout=5) for _ in range(3)]
+    texts = [frame.get("text", "") for frame in frames]
+    assert any('"op":"unsubscribed"' in text and "role_changed" in text for text in texts), frames
+    assert frames[-1] == {"type": "websocket.close", "code": 4401}  # the token was revoked with the role
