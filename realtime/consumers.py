@@ -92,7 +92,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         await self.accept(subprotocol=chosen)
         self.outbox = Outbox(
             send_text=self._send_text,
-            gate=write_gate_for(self.base_send),
+            gate=write_gate_for(self.base_send, send_buffer=settings.REALTIME_SOCKET_SEND_BUFFER),
             max_frames=settings.REALTIME_OUTBOX_MAX_FRAMES,
             max_bytes=settings.REALTIME_OUTBOX_MAX_BYTES,
             on_overflow=self._too_slow,
@@ -235,10 +235,12 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 {"seq": replay.upto, "epoch": replay.epoch, "recovered": replay.recovered, "presence": {}},
             )
         )
+        outbox = self.outbox
         for event, seq in zip(replay.frames, replay.seqs, strict=True):
-            self.push_event(
-                protocol.encode(event), priority=Priority.from_wire(event["priority"]), topic=frame.topic, seq=seq
-            )
+            if outbox is None or self._closing:
+                return
+            priority = Priority.from_wire(event["priority"])
+            await outbox.put_paced(protocol.encode(event), priority=priority, topic=frame.topic, seq=seq)
         subscription.go_live(upto=replay.upto)
 
     async def _unsubscribe(self, frame: protocol.Unsubscribe) -> None:

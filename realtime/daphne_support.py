@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -29,6 +30,7 @@ import structlog
 logger = structlog.get_logger(__name__)
 
 DRAIN_GRACE_SECONDS = 10.0
+CLOSE_HANDSHAKE_SECONDS = 15.0
 _installed = False
 
 
@@ -70,14 +72,21 @@ def _daphne_protocol(send: Callable[..., Any]) -> Any | None:
     return None
 
 
-def write_gate_for(send: Callable[..., Any]) -> WriteGate | None:
-    """A gate that tracks this socket's transport, or None when not served by daphne (tests)."""
+def write_gate_for(send: Callable[..., Any], *, send_buffer: int) -> WriteGate | None:
+    """A gate that tracks this socket's transport, or None when not served by daphne (tests).
+
+    The kernel's send buffer is capped at ``send_buffer`` bytes too: Linux would otherwise grow it
+    to 4 MiB per socket for a slow reader, memory that 10,000 sockets cannot spare and that would
+    hide the reader's slowness from the gate.
+    """
     protocol = _daphne_protocol(send)
     transport = getattr(protocol, "transport", None)
     if transport is None or not hasattr(transport, "registerProducer"):
         return None
     gate = WriteGate()
     try:
+        handle = transport.getHandle()
+        handle.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
         if getattr(transport, "producer", None) is not None:
             transport.unregisterProducer()  # the finished HTTP upgrade's producer
         transport.registerProducer(gate, True)
@@ -118,8 +127,9 @@ def install() -> None:
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
-            # A close frame, not a TCP reset, when we fail a connection (1009 must reach the client).
-            self.setProtocolOptions(failByDrop=False)
+            # A close frame, not a TCP reset, when we fail a connection (1009 must reach the client),
+            # and time for a slow reader to get through what was queued before it (4008).
+            self.setProtocolOptions(failByDrop=False, closeHandshakeTimeout=CLOSE_HANDSHAKE_SECONDS)
 
         def setProtocolOptions(self, **options: Any) -> None:
             # daphne passes its 1 MiB defaults (or CLI values); never accept more than the protocol's.

@@ -13,6 +13,7 @@ import heapq
 import itertools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from realtime.daphne_support import WriteGate
 from realtime.names import Priority
@@ -54,6 +55,8 @@ class Outbox:
         self._wakeup = asyncio.Event()
         self._empty = asyncio.Event()
         self._empty.set()
+        self._space = asyncio.Event()
+        self._space.set()
         self._closed = False
         self.overflowed = False
 
@@ -131,6 +134,16 @@ class Outbox:
             if self._gate is not None and not self._gate.writable:
                 await self._gate.wait_writable()
             await self._send_text(text)
+            if self._frames < self._max_frames // 2:
+                self._space.set()
+
+    async def put_paced(self, text: str, **kwargs: Any) -> None:
+        """:meth:`put` for a long stream (a replay): waits while the queue is half full, so a big
+        replay flows at the reader's pace instead of overflowing the bound."""
+        while not self._closed and self._frames >= self._max_frames // 2:
+            self._space.clear()
+            await self._space.wait()
+        self.put(text, **kwargs)
 
     async def drain(self, *, within: float) -> None:
         """Wait (a bounded time) until everything queued has been handed to the transport."""
@@ -140,3 +153,4 @@ class Outbox:
     def close(self) -> None:
         self._closed = True
         self._wakeup.set()
+        self._space.set()

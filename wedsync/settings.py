@@ -308,6 +308,8 @@ REALTIME_NODE_NAME = env_str("REALTIME_NODE_NAME", default=f"{socket.gethostname
 REALTIME_RETENTION_DAYS = env_int("REALTIME_RETENTION_DAYS", default=7, minimum=1)
 # A socket whose unsent frames pass either bound is too slow: it is closed with 4008 and resumes.
 REALTIME_OUTBOX_MAX_FRAMES = env_int("REALTIME_OUTBOX_MAX_FRAMES", default=1000, minimum=10)
+# Kernel send buffer per socket (bytes; Linux doubles it): bounds memory and lets a slow reader show.
+REALTIME_SOCKET_SEND_BUFFER = env_int("REALTIME_SOCKET_SEND_BUFFER", default=64 * 1024, minimum=4096)
 REALTIME_OUTBOX_MAX_BYTES = env_int("REALTIME_OUTBOX_MAX_BYTES", default=2 * 1024 * 1024, minimum=64 * 1024)
 
 _ROLE_KEYS = frozenset(role.value for role in Role)

@@ -1,0 +1,115 @@
+"""Real server processes for tests that need more than one node: daphne, started and stopped by PID.
+
+Each node is ``python -m daphne wedsync.asgi:application`` on 127.0.0.1 with the production
+settings, the test database and a Redis of the test's own (so a test may restart it).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+from django.db import connection
+
+from tests.servers import RedisServer, free_port, redis_server
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Node:
+    name: str
+    port: int
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws/v1/"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def start(self, env: dict[str, str]) -> None:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "wedsync.asgi:application"],
+                cwd=ROOT,
+                env={**env, "REALTIME_NODE_NAME": self.name},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"node {self.name} did not start:\n{self.log()[-3000:]}")
+            time.sleep(0.1)
+
+    def signal(self, signum: int) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signum)
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+        self.process = None
+
+
+def node_environment(*, redis_url: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+    db = connection.settings_dict
+    return {
+        "PATH": os.environ["PATH"],
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "DJANGO_SETTINGS_MODULE": "wedsync.settings",
+        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
+        "REDIS_URL": redis_url,
+        "SECRET_KEY": settings.SECRET_KEY,  # the tests' tokens must verify on the nodes
+        "DEBUG": "0",
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "SECURE_SSL_REDIRECT": "0",
+        "LOG_LEVEL": "INFO",
+        **(extra or {}),
+    }
+
+
+@dataclass
+class Cluster:
+    nodes: list[Node]
+    redis: RedisServer
+
+
+@contextmanager
+def cluster(tmp_path: Path, *, count: int = 2, extra_env: dict[str, str] | None = None) -> Iterator[Cluster]:
+    """``count`` daphne nodes on one private Redis; everything is stopped afterwards."""
+    with redis_server() as redis:
+        env = node_environment(redis_url=redis.url, extra=extra_env)
+        nodes = [Node(name=f"n{i + 1}", port=free_port(), log_path=tmp_path / f"n{i + 1}.log") for i in range(count)]
+        try:
+            for node in nodes:
+                node.start(env)
+            yield Cluster(nodes=nodes, redis=redis)
+        finally:
+            for node in nodes:
+                node.stop()

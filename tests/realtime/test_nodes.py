@@ -1,0 +1,244 @@
+"""Two daphne processes on one Redis: the guarantees of PROTOCOL.md across nodes and failures."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import json
+import signal
+import socket
+from pathlib import Path
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.layers import channel_layers
+from django.conf import settings
+from django.db import transaction
+from django.test import override_settings
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+from websockets.typing import Subprotocol
+
+from realtime.client import RealtimeClient
+from realtime.services.events import member_event_publish
+from tests.personas import WeddingParty
+from tests.realtime.conftest import bearer
+from tests.realtime.nodes import cluster
+
+pytestmark = [pytest.mark.requires_postgres, pytest.mark.requires_redis, pytest.mark.django_db(transaction=True)]
+
+
+def protocols(token: str) -> list[Subprotocol]:
+    return [Subprotocol("wedsync.v1"), Subprotocol(f"bearer.{token}")]
+
+
+async def client_for(member, urls, **kwargs) -> RealtimeClient:
+    token = await bearer(member)
+    client = RealtimeClient(urls, token=token, **kwargs)
+    await client.start()
+    return client
+
+
+def welcome(client: RealtimeClient) -> dict:
+    assert client.welcome is not None
+    return client.welcome
+
+
+async def drain(client: RealtimeClient, count: int, within: float = 20) -> list[dict]:
+    events: list[dict] = []
+    async with asyncio.timeout(within):
+        while len(events) < count:
+            frame = await client.next_event()
+            if frame.get("op") == "event":
+                events.append(frame)
+    return events
+
+
+async def test_events_cross_nodes_to_their_audience(party: WeddingParty, tmp_path: Path) -> None:
+    with cluster(tmp_path) as nodes:
+        a, b = nodes.nodes
+        planner = await client_for(party.priya, a.url)
+        guest = await client_for(party.gil, b.url)
+        caterer = await client_for(party.carmen, b.url)
+        topic = f"wedding:{party.wedding.pk}"
+        try:
+            assert welcome(planner)["node"] == "n1" and welcome(guest)["node"] == "n2"
+            for client in (planner, guest, caterer):
+                await client.subscribe(topic)
+            await caterer.publish(topic, "vendor.status", {"activity": "setup"})
+            assert (await planner.next_event(5))["type"] == "vendor.status"
+            assert (await caterer.next_event(5))["type"] == "vendor.status"
+            await planner.publish(topic, "chat.message", {"text": "Doors open at four"})
+            for client in (planner, guest, caterer):
+                event = await client.next_event(5)
+                assert (event["type"], event["seq"]) == ("chat.message", 2)
+            with pytest.raises(TimeoutError):
+                await guest.next_event(0.5)  # the vendor.status was never for guests
+        finally:
+            for client in (planner, guest, caterer):
+                await client.close()
+
+
+def _publish_burst_in_one_transaction(*, member, count: int) -> None:
+    # Every fan-out fires back to back when the transaction commits: far faster than a node reads.
+    with transaction.atomic():
+        for i in range(count):
+            member_event_publish(member=member, type_name="chat.message", data={"text": f"burst {i}"})
+
+
+async def test_dropped_layer_messages_are_repaired_from_the_log(party: WeddingParty, tmp_path: Path) -> None:
+    # A channel capacity of 1 makes channels-redis drop most of a burst, silently.
+    with cluster(tmp_path, extra_env={"REALTIME_LAYER_CAPACITY": "1"}) as nodes:
+        a, b = nodes.nodes
+        topic = f"wedding:{party.wedding.pk}"
+        readers = [
+            await client_for(member, [a.url, b.url][i % 2])
+            for i, member in enumerate((party.gil, party.ana, party.paula))
+        ]
+        layer = copy.deepcopy(settings.CHANNEL_LAYERS)
+        layer["default"]["CONFIG"]["hosts"][0]["address"] = nodes.redis.url
+        layer["default"]["CONFIG"]["capacity"] = 1
+        try:
+            for client in readers:
+                await client.subscribe(topic)
+            with override_settings(CHANNEL_LAYERS=layer):
+                channel_layers.backends.clear()
+                await database_sync_to_async(_publish_burst_in_one_transaction)(member=party.priya, count=200)
+            channel_layers.backends.clear()
+            for reader in readers:
+                seqs = [event["seq"] for event in await drain(reader, 200)]
+                assert seqs == list(range(1, 201))  # every event, once, in order
+                with pytest.raises(TimeoutError):
+                    await reader.next_event(0.3)
+        finally:
+            for client in readers:
+                await client.close()
+        assert "feed.gap" in a.log() and "feed.gap" in b.log()  # the layer did drop, and both nodes noticed
+
+
+async def test_a_node_killed_mid_burst_loses_and_doubles_nothing(party: WeddingParty, tmp_path: Path) -> None:
+    with cluster(tmp_path) as nodes:
+        a, b = nodes.nodes
+        topic = f"wedding:{party.wedding.pk}"
+        # Readers start on node A and fail over to B; the writer stays on B.
+        readers = [await client_for(member, [a.url, b.url]) for member in (party.gil, party.ana)]
+        writer = await client_for(party.priya, b.url)
+        try:
+            for client in [*readers, writer]:
+                await client.subscribe(topic)
+            for i in range(300):
+                await writer.publish(topic, "chat.message", {"text": f"m{i}"})
+                if i == 100:
+                    a.signal(signal.SIGKILL)
+            for reader in readers:
+                seqs = [event["seq"] for event in await drain(reader, 300, within=30)]
+                assert seqs == list(range(1, 301))
+                assert reader.reconnects >= 1 and welcome(reader)["node"] == "n2"
+        finally:
+            for client in [*readers, writer]:
+                await client.close()
+
+
+async def test_sigterm_drains_sockets_with_1001(party: WeddingParty, tmp_path: Path) -> None:
+    with cluster(tmp_path) as nodes:
+        a, b = nodes.nodes
+        client = await client_for(party.gil, [a.url, b.url])
+        try:
+            await client.subscribe(f"wedding:{party.wedding.pk}")
+            a.signal(signal.SIGTERM)
+            async with asyncio.timeout(15):
+                while welcome(client)["node"] != "n2" or not client._connected.is_set():  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
+            assert 1001 in client.close_codes
+            assert a.process is not None and a.process.wait(timeout=15) == 0  # it stopped by itself, cleanly
+            assert "drain.done" in a.log()
+        finally:
+            await client.close()
+
+
+async def event_seqs_until_closed(ws: ClientConnection) -> list[int]:
+    seqs: list[int] = []
+    with contextlib.suppress(ConnectionClosed):
+        async with asyncio.timeout(20):
+            async for raw in ws:
+                frame = json.loads(raw)
+                if frame["op"] == "event":
+                    seqs.append(frame["seq"])
+    return seqs
+
+
+async def test_a_slow_reader_is_cut_off_with_4008_and_completes_after_resume(
+    party: WeddingParty, tmp_path: Path
+) -> None:
+    with cluster(tmp_path, count=1, extra_env={"REALTIME_OUTBOX_MAX_FRAMES": "50"}) as nodes:
+        (a,) = nodes.nodes
+        topic = f"wedding:{party.wedding.pk}"
+        token = await bearer(party.gil)
+        writer = await client_for(party.priya, a.url)
+        await writer.subscribe(topic)
+        # A reader that stops reading: websockets stops pulling from the socket once one frame waits.
+        # A small receive buffer keeps the kernel from absorbing the whole burst on loopback.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", a.port))
+        slow = await connect(
+            a.url,
+            sock=sock,
+            subprotocols=protocols(token),
+            max_queue=1,
+            max_size=None,
+        )
+        try:
+            assert json.loads(await slow.recv())["op"] == "welcome"
+            await slow.send(json.dumps({"op": "subscribe", "ref": "s", "topic": topic, "since": 0}))
+            assert json.loads(await slow.recv())["op"] == "reply"
+            for i in range(400):
+                await writer.publish(topic, "chat.message", {"text": f"{i:04d} " + "x" * 3000})
+            received = await event_seqs_until_closed(slow)
+            assert slow.close_code == 4008
+            assert received == list(range(1, len(received) + 1)) and len(received) < 400
+            resumed = await client_for(party.gil, a.url)
+            await resumed.subscribe(topic, since=received[-1] if received else 0)
+            rest = [event["seq"] for event in await drain(resumed, 400 - len(received))]
+            assert received + rest == list(range(1, 401))
+            await resumed.close()
+        finally:
+            await slow.close()
+            await writer.close()
+
+
+async def test_an_oversized_frame_gets_too_large_and_1009_from_daphne(party: WeddingParty, tmp_path: Path) -> None:
+    with cluster(tmp_path, count=1) as nodes:
+        (a,) = nodes.nodes
+        token = await bearer(party.gil)
+        async with connect(a.url, subprotocols=protocols(token), max_size=None) as ws:
+            assert json.loads(await ws.recv())["op"] == "welcome"
+            await ws.send(json.dumps({"op": "heartbeat", "ref": "x" * (1024 * 1024)}))
+            error = json.loads(await ws.recv())
+            assert (error["op"], error["code"]) == ("error", "too_large")
+            with pytest.raises(ConnectionClosed):
+                await ws.recv()
+            assert ws.close_code == 1009
+
+
+async def test_redis_restart_under_traffic_loses_nothing(party: WeddingParty, tmp_path: Path) -> None:
+    with cluster(tmp_path) as nodes:
+        a, b = nodes.nodes
+        topic = f"wedding:{party.wedding.pk}"
+        reader = await client_for(party.gil, b.url)
+        writer = await client_for(party.priya, a.url)
+        try:
+            for client in (reader, writer):
+                await client.subscribe(topic)
+            for i in range(60):
+                await writer.publish(topic, "chat.message", {"text": f"m{i}"})
+                if i == 20:
+                    nodes.redis.stop()
+                if i == 40:
+                    await database_sync_to_async(nodes.redis.start)()
+            seqs = [event["seq"] for event in await drain(reader, 60, within=30)]
+            assert seqs == list(range(1, 61))
+        finally:
+            await reader.close()
+            await writer.close()
