@@ -23,11 +23,12 @@ from realtime import protocol
 from realtime.auth import PROTOCOL_NAME, SocketIdentity, SocketRefused, socket_authenticate, socket_token_refresh
 from realtime.daphne_support import write_gate_for
 from realtime.hub import NodeHub, node_hub
+from realtime.limits import device_limit_for, node_limits
 from realtime.names import Priority, wedding_id_from_topic, wedding_topic
 from realtime.outbox import Outbox
 from realtime.selectors import SubscriptionDenied, membership_for_topic, memberships_for_user
 from realtime.services.events import PublishRefused
-from realtime.services.sockets import socket_event_publish, subscribe_refusal_audit
+from realtime.services.sockets import rate_limit_refusal_audit, socket_event_publish, subscribe_refusal_audit
 from wedsync.services.audit import ClientInfo
 
 logger = structlog.get_logger(__name__)
@@ -35,7 +36,7 @@ logger = structlog.get_logger(__name__)
 CONTROL_PRIORITY = Priority.EMERGENCY  # replies and notices are never queued behind events
 VIOLATION_LIMIT = 10  # protocol violations per minute before 4400
 BINARY_CLOSE, TOO_LARGE_CLOSE, VIOLATIONS_CLOSE = 1003, 1009, 4400
-UNAUTHORIZED_CLOSE, SLOW_CLOSE = 4401, 4008
+UNAUTHORIZED_CLOSE, SLOW_CLOSE, DEVICES_CLOSE = 4401, 4008, 4029
 
 
 class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
@@ -100,6 +101,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         self._writer = asyncio.create_task(self.outbox.run(), name=f"writer-{self.connection_id}")
         self.hub = await node_hub()
         self.hub.register(self)
+        if not await self._within_device_limit([m.role for m in memberships]):
+            return
         self._send_frame(
             {
                 "op": "welcome",
@@ -113,6 +116,23 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             }
         )
         self._schedule_expiry()
+
+    async def _within_device_limit(self, roles: list[str]) -> bool:
+        """Count this device; past the limit close the oldest (or, by setting, this one) with 4029."""
+        over = await node_limits().device_connect(
+            user_id=self.user_id, connection_id=self.connection_id, limit=device_limit_for(roles)
+        )
+        if not over:
+            return True
+        if settings.REALTIME_DEVICE_LIMIT_POLICY == "refuse_newest":
+            self._close_soon(DEVICES_CLOSE, "forbidden", "Too many devices: close one and try again.")
+            return False
+        for connection_id in over:
+            if connection_id != self.connection_id:
+                await self.hub.control_broadcast(
+                    {"kind": "close_connection", "user": self.user_id, "connection": connection_id}
+                )
+        return True
 
     async def _send_text(self, text: str) -> None:
         await self.send(text_data=text)
@@ -157,7 +177,9 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
 
     def on_control(self, message: dict[str, Any]) -> None:
         kind = message.get("kind")
-        if kind == "tokens_revoked" and message.get("generation", 0) > self.identity.generation:
+        if kind == "close_connection" and message.get("connection") == self.connection_id:
+            self._close_soon(DEVICES_CLOSE, "forbidden", "Signed in on too many devices: this, the oldest, closes.")
+        elif kind == "tokens_revoked" and message.get("generation", 0) > self.identity.generation:
             self._close_soon(UNAUTHORIZED_CLOSE, "unauthorized", "Your access was revoked: log in again.")
         elif kind == "member_changed":
             wedding_id = int(message["wedding"])
@@ -252,8 +274,22 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
 
     async def _publish(self, frame: protocol.Publish) -> None:
         wedding_id = wedding_id_from_topic(frame.topic)
-        if wedding_id is None or self.hub.subscribed(self, wedding_id=wedding_id) is None:
+        subscription = None if wedding_id is None else self.hub.subscribed(self, wedding_id=wedding_id)
+        if wedding_id is None or subscription is None:
             self._send_frame(protocol.reply_error(frame.ref, "not_subscribed", f"Subscribe to {frame.topic} first."))
+            return
+        rate = await node_limits().publish_allowed(
+            member_id=subscription.member_id, role=subscription.role, event_type=frame.type
+        )
+        if not rate.allowed:
+            await database_sync_to_async(rate_limit_refusal_audit)(
+                user_id=self.user_id, wedding_id=wedding_id, event_type=frame.type, client=self.client
+            )
+            self._send_frame(
+                protocol.reply_error(
+                    frame.ref, "rate_limited", "Too many messages: wait and retry.", retry_after=rate.retry_after
+                )
+            )
             return
         try:
             published = await database_sync_to_async(socket_event_publish)(
@@ -316,6 +352,10 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         if self.outbox is not None:
             self.outbox.close()
             self.hub.unregister(self)
+            try:
+                await node_limits().device_disconnect(user_id=self.user_id, connection_id=self.connection_id)
+            except Exception:  # Redis down: the entry expires by itself
+                logger.warning("socket.device_disconnect_failed", connection=self.connection_id)
         if self._writer is not None:
             self._writer.cancel()
         raise StopConsumer

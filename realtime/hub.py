@@ -25,6 +25,7 @@ import structlog
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
+from realtime.limits import DEVICE_REFRESH_SECONDS, node_limits
 from realtime.names import LAYER_CONTROL, LAYER_EVENT, NODES_GROUP, Priority, wedding_group
 from realtime.protocol import encode
 from realtime.selectors import MembershipView, Replay, events_after, events_replay, stream_head, stream_heads
@@ -203,6 +204,7 @@ class NodeHub:
         loop = asyncio.get_running_loop()
         refresh_every = max(getattr(self.layer, "group_expiry", 86400) / 3, 30)
         next_refresh = loop.time() + refresh_every
+        next_device_refresh = loop.time() + DEVICE_REFRESH_SECONDS
         while True:
             await asyncio.sleep(POLL_INTERVAL)
             try:
@@ -217,6 +219,9 @@ class NodeHub:
                             feed.inbox.put_nowait({"type": _REPAIR, "upto": feed.suspected_head})
                         feed.suspected_head = head
                 self._close_idle_feeds(loop.time())
+                if loop.time() >= next_device_refresh:  # device entries expire unless renewed
+                    await node_limits().device_refresh(connection_ids=list(self.sockets))
+                    next_device_refresh = loop.time() + DEVICE_REFRESH_SECONDS
                 if loop.time() >= next_refresh:  # group memberships expire unless renewed
                     await self._join_groups()
                     next_refresh = loop.time() + refresh_every
@@ -329,6 +334,10 @@ class NodeHub:
     def subscribed(self, socket: Socket, *, wedding_id: int) -> Subscription | None:
         feed = self.feeds.get(wedding_id)
         return None if feed is None else feed.subscriptions.get(socket.connection_id)
+
+    async def control_broadcast(self, message: dict[str, Any]) -> None:
+        """Tell every node (this one included) about something a socket of theirs must do."""
+        await self.layer.group_send(NODES_GROUP, {"type": LAYER_CONTROL, **message})
 
     async def stop(self) -> None:
         for task in self._tasks:

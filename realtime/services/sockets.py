@@ -55,3 +55,14 @@ def subscribe_refusal_audit(*, user_id: int, wedding_id: int, client: ClientInfo
         client=client,
         details={"user": user_id, "reason": "not a member"},
     )
+
+
+def rate_limit_refusal_audit(*, user_id: int, wedding_id: int, event_type: str, client: ClientInfo) -> None:
+    audit_record(
+        action=AuditAction.RATE_LIMIT_REFUSE,
+        outcome=AuditOutcome.REFUSED,
+        wedding_id=wedding_id,
+        target=f"type:{event_type}"[:200],
+        client=client,
+        details={"user": user_id, "reason": "rate_limited"},
+    )

@@ -31,27 +31,32 @@ class Client:
         self.communicator = communicator
         self._refs = 0
         self.welcome: dict[str, Any] | None = None
+        self._backlog: list[dict[str, Any]] = []  # frames that arrived while waiting for a reply
 
     async def receive(self, within: float = 3) -> dict[str, Any]:
+        if self._backlog:
+            return self._backlog.pop(0)
         return await self.communicator.receive_json_from(timeout=within)
 
     async def send(self, frame: dict[str, Any]) -> None:
         await self.communicator.send_json_to(frame)
 
     async def request(self, op: str, **fields: Any) -> dict[str, Any]:
-        """Send a frame with a fresh ref and return its reply (events before it are an error)."""
+        """Send a frame with a fresh ref and return its reply; frames before it wait in the backlog."""
         self._refs += 1
         ref = f"r{self._refs}"
         await self.send({"op": op, "ref": ref, **fields})
-        reply = await self.receive()
-        assert reply["op"] == "reply" and reply["ref"] == ref, reply
-        return reply
+        while True:
+            frame = await self.communicator.receive_json_from(timeout=3)
+            if frame.get("op") == "reply" and frame.get("ref") == ref:
+                return frame
+            self._backlog.append(frame)
 
     async def subscribe(self, wedding_id: int, **fields: Any) -> dict[str, Any]:
         return await self.request("subscribe", topic=f"wedding:{wedding_id}", **fields)
 
     async def nothing_more(self, within: float = 0.3) -> bool:
-        return await self.communicator.receive_nothing(timeout=within)
+        return not self._backlog and await self.communicator.receive_nothing(timeout=within)
 
     async def close(self) -> None:
         await self.communicator.disconnect()

@@ -90,6 +90,8 @@ def node_environment(*, redis_url: str, extra: dict[str, str] | None = None) -> 
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "SECURE_SSL_REDIRECT": "0",
         "LOG_LEVEL": "INFO",
+        # Bursts of hundreds of events from one member: the limits have tests of their own.
+        "REALTIME_RATE_LIMITS": '{"planner": 100000, "couple": 100000}',
         **(extra or {}),
     }
 

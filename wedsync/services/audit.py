@@ -36,6 +36,7 @@ class AuditAction(enum.StrEnum):
     SOCKET_REFUSE = "realtime.connect.refuse"
     SUBSCRIBE_REFUSE = "realtime.subscribe.refuse"
     PUBLISH_REFUSE = "realtime.publish.refuse"
+    RATE_LIMIT_REFUSE = "realtime.rate_limit.refuse"
 
 
 @dataclass(frozen=True, slots=True)
