@@ -191,7 +191,7 @@ if REDIS_URL:
             {
                 "capacity": env_int("REALTIME_LAYER_CAPACITY", default=1000, minimum=1),
                 # Memberships of a SIGKILLed node expire instead of lingering for a day.
-                "group_expiry": env_int("REALTIME_GROUP_EXPIRY", default=3600, minimum=60),
+                "group_expiry": env_int("REALTIME_GROUP_EXPIRY", default=600, minimum=60),
                 "prefix": "wedsync",
             }
         )
