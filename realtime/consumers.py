@@ -171,9 +171,10 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
 
     # --- hub callbacks ------------------------------------------------------------------------------
 
-    def push_event(self, text: str, *, priority: Priority, topic: str, seq: int) -> None:
+    def push_event(self, text: str, *, priority: Priority, topic: str, seq: int, kind: str) -> None:
         if self.outbox is not None:
-            self.outbox.put(text, priority=priority, topic=topic, seq=seq, conflate_key=None)
+            # A backed-up socket keeps only the newest low event of each kind (PROTOCOL.md section 5).
+            self.outbox.put(text, priority=priority, topic=topic, seq=seq, conflate_key=f"{topic}|{kind}")
 
     def on_control(self, message: dict[str, Any]) -> None:
         kind = message.get("kind")
@@ -262,7 +263,13 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             if outbox is None or self._closing:
                 return
             priority = Priority.from_wire(event["priority"])
-            await outbox.put_paced(protocol.encode(event), priority=priority, topic=frame.topic, seq=seq)
+            await outbox.put_paced(
+                protocol.encode(event),
+                priority=priority,
+                topic=frame.topic,
+                seq=seq,
+                conflate_key=f"{frame.topic}|{event['type']}",
+            )
         subscription.go_live(upto=replay.upto)
 
     async def _unsubscribe(self, frame: protocol.Unsubscribe) -> None:

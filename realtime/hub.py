@@ -43,7 +43,7 @@ class Socket(Protocol):
     connection_id: str
     user_id: int
 
-    def push_event(self, text: str, *, priority: Priority, topic: str, seq: int) -> None: ...
+    def push_event(self, text: str, *, priority: Priority, topic: str, seq: int, kind: str) -> None: ...
 
     def on_control(self, message: dict[str, Any]) -> None: ...
 
@@ -72,7 +72,9 @@ class Subscription:
         if message["priority"] < self.min_priority:
             return
         if self.role in message["roles"] or self.member_id in message["members"]:
-            self.socket.push_event(message["text"], priority=Priority(message["priority"]), topic=self.topic, seq=seq)
+            priority = Priority(message["priority"])
+            kind = message["frame"]["type"]
+            self.socket.push_event(message["text"], priority=priority, topic=self.topic, seq=seq, kind=kind)
 
     def go_live(self, *, upto: int) -> None:
         """After the replay up to ``upto``: deliver what was held (newer events only), then live."""

@@ -1,0 +1,93 @@
+"""The per-socket outbox: priority order, conflation of low events, bounds, the 'ahead' mark."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from realtime.names import Priority
+from realtime.outbox import Outbox
+
+
+class Socket:
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self.overflowed = False
+
+    async def send(self, text: str) -> None:
+        self.sent.append(text)
+
+    def overflow(self) -> None:
+        self.overflowed = True
+
+
+def outbox_for(socket: Socket, *, max_frames: int = 100, max_bytes: int = 1_000_000) -> Outbox:
+    return Outbox(
+        send_text=socket.send, gate=None, max_frames=max_frames, max_bytes=max_bytes, on_overflow=socket.overflow
+    )
+
+
+def event(seq: int, kind: str = "chat.message") -> str:
+    return json.dumps({"op": "event", "topic": "wedding:1", "seq": seq, "type": kind}, separators=(",", ":"))
+
+
+async def run_until_sent(outbox: Outbox, socket: Socket, count: int) -> None:
+    writer = asyncio.create_task(outbox.run())
+    async with asyncio.timeout(2):
+        while len(socket.sent) < count:  # noqa: ASYNC110
+            await asyncio.sleep(0)
+    outbox.close()
+    writer.cancel()
+
+
+async def test_higher_priorities_go_first_and_are_marked_ahead() -> None:
+    socket = Socket()
+    outbox = outbox_for(socket)
+    outbox.put(event(1), priority=Priority.NORMAL, topic="wedding:1", seq=1)
+    outbox.put(event(2), priority=Priority.NORMAL, topic="wedding:1", seq=2)
+    outbox.put(event(3, "emergency.alert"), priority=Priority.EMERGENCY, topic="wedding:1", seq=3)
+    await run_until_sent(outbox, socket, 3)
+    frames = [json.loads(text) for text in socket.sent]
+    assert [f["seq"] for f in frames] == [3, 1, 2]
+    assert frames[0]["ahead"] is True  # sent before 1 and 2: the client must not resume past it
+    assert "ahead" not in frames[1] and "ahead" not in frames[2]
+
+
+async def test_in_order_delivery_is_not_marked() -> None:
+    socket = Socket()
+    outbox = outbox_for(socket)
+    outbox.put(event(1, "emergency.alert"), priority=Priority.EMERGENCY, topic="wedding:1", seq=1)
+    outbox.put(event(2), priority=Priority.NORMAL, topic="wedding:1", seq=2)
+    await run_until_sent(outbox, socket, 2)
+    assert all("ahead" not in json.loads(text) for text in socket.sent)
+
+
+async def test_low_events_of_one_kind_are_conflated_to_the_newest() -> None:
+    socket = Socket()
+    outbox = outbox_for(socket)
+    for seq in (1, 2, 3):
+        outbox.put(event(seq, "vendor.status"), priority=Priority.LOW, topic="wedding:1", seq=seq, conflate_key="k")
+    outbox.put(event(4), priority=Priority.NORMAL, topic="wedding:1", seq=4, conflate_key="other")
+    assert outbox.queued == 2
+    await run_until_sent(outbox, socket, 2)
+    assert [json.loads(text)["seq"] for text in socket.sent] == [4, 3]
+
+
+async def test_higher_priorities_are_never_conflated() -> None:
+    socket = Socket()
+    outbox = outbox_for(socket)
+    for seq in (1, 2):
+        outbox.put(
+            event(seq, "emergency.alert"), priority=Priority.EMERGENCY, topic="wedding:1", seq=seq, conflate_key="k"
+        )
+    assert outbox.queued == 2
+
+
+async def test_past_the_bound_the_socket_is_cut_off_not_grown() -> None:
+    socket = Socket()
+    outbox = outbox_for(socket, max_frames=3)
+    for seq in range(1, 5):
+        outbox.put(event(seq), priority=Priority.NORMAL, topic="wedding:1", seq=seq)
+    assert socket.overflowed
+    outbox.put(event(5), priority=Priority.NORMAL, topic="wedding:1", seq=5)  # ignored once closed
+    assert outbox.queued == 4
