@@ -273,3 +273,47 @@ async def test_rate_and_device_limits_are_shared_across_nodes(party: WeddingPart
         finally:
             await phone.close()
             await laptop.close()
+
+
+def _records_for(party: WeddingParty) -> tuple[int, int]:
+    from tests.factories import TaskFactory, TimelineItemFactory
+
+    item = TimelineItemFactory(wedding=party.wedding, title="First look")
+    item.assigned_vendors.set([party.paula])
+    return item.pk, TaskFactory(wedding=party.wedding, assignee=party.flora).pk
+
+
+async def test_the_audience_table_row_by_row_across_nodes(party: WeddingParty, tmp_path: Path) -> None:
+    item_id, task_id = await database_sync_to_async(_records_for)(party)
+    names = ("ana", "priya", "victor", "paula", "carmen", "flora", "olu", "gil")
+    with cluster(tmp_path) as nodes:
+        a, b = nodes.nodes
+        topic = f"wedding:{party.wedding.pk}"
+        receivers = {name: await client_for(getattr(party, name), b.url) for name in names}
+        publishers = {
+            name: await client_for(getattr(party, name), a.url) for name in ("gil", "priya", "carmen", "victor")
+        }
+        everyone = set(names)
+        rows = [
+            ("gil", "chat.message", {"text": "hello"}, everyone),
+            ("gil", "rsvp.updated", {"status": "attending"}, {"ana", "priya", "gil"}),
+            ("priya", "timeline.changed", {"item": item_id}, {"ana", "priya", "paula"}),
+            ("carmen", "vendor.status", {"activity": "setup"}, {"ana", "priya", "carmen"}),
+            ("priya", "task.updated", {"task": task_id, "status": "done"}, {"priya", "flora"}),
+            ("victor", "emergency.alert", {"message": "the marquee is flooding"}, everyone),
+        ]
+        try:
+            for client in [*receivers.values(), *publishers.values()]:
+                await client.subscribe(topic)
+            for sender, event_type, data, audience in rows:
+                published = await publishers[sender].publish(topic, event_type, data)
+                got = set()
+                for name, client in receivers.items():
+                    with contextlib.suppress(TimeoutError):
+                        event = await client.next_event(0.5 if name in audience else 0.2)
+                        assert event["seq"] == published["seq"] and event["type"] == event_type
+                        got.add(name)
+                assert got == audience, event_type
+        finally:
+            for client in [*receivers.values(), *publishers.values()]:
+                await client.close()
