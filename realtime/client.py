@@ -81,6 +81,7 @@ class RealtimeClient:
         self._ws: ClientConnection | None = None
         self._refs = itertools.count(1)
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._on_reply: dict[str, Callable[[dict[str, Any]], None]] = {}
         self._events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._connected = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
@@ -182,7 +183,11 @@ class RealtimeClient:
             frame = json.loads(raw)
             op = frame.get("op")
             if op == "reply":
-                future = self._pending.pop(frame.get("ref") or "", None)
+                ref = frame.get("ref") or ""
+                future = self._pending.pop(ref, None)
+                on_reply = self._on_reply.pop(ref, None)
+                if on_reply is not None and frame.get("status") == "ok":
+                    on_reply(frame.get("data") or {})  # before any event read after it
                 if future is not None and not future.done():
                     future.set_result(frame)
             elif op == "event":
@@ -217,17 +222,26 @@ class RealtimeClient:
             if not future.done():
                 future.set_exception(ConnectionError(f"connection lost: {exc!r}"))
         self._pending.clear()
+        self._on_reply.clear()
 
     # --- requests -----------------------------------------------------------------------------------
 
-    async def request(self, op: str, **fields: Any) -> dict[str, Any]:
-        """Send one frame and return its reply's ``data``; an error reply raises :class:`ClientError`."""
+    async def request(
+        self, op: str, *, on_reply: Callable[[dict[str, Any]], None] | None = None, **fields: Any
+    ) -> dict[str, Any]:
+        """Send one frame and return its reply's ``data``; an error reply raises :class:`ClientError`.
+
+        ``on_reply`` runs in the reader, in frame order: state it sets is in place before any event
+        that arrived after the reply is handled.
+        """
         ws = self._ws
         if ws is None:
             raise ConnectionError("not connected")
         ref = f"c{next(self._refs)}"
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[ref] = future
+        if on_reply is not None:
+            self._on_reply[ref] = on_reply
         await ws.send(json.dumps({"op": op, "ref": ref, **fields}))
         reply = await asyncio.wait_for(future, self.request_timeout)
         if reply["status"] != "ok":
@@ -236,29 +250,39 @@ class RealtimeClient:
         data: dict[str, Any] = reply.get("data") or {}
         return data
 
-    async def _resubscribe(self, topic: str) -> None:
+    def _subscribed(self, topic: str, data: dict[str, Any]) -> None:
+        """A subscribe reply, applied before the replay and live events that follow it."""
         state = self.topics[topic]
-        data = await self.request(
-            "subscribe", topic=topic, since=state.resume_seq, epoch=state.epoch, min_priority=state.min_priority
-        )
-        state.recovered = bool(data["recovered"])
-        if state.epoch is not None and not state.recovered:
+        recovered = bool(data["recovered"])
+        if state.epoch is not None and not recovered:
             # The history was reset or is too old: the caller must reload its state over REST.
             self._events.put_nowait({"op": "resync", "topic": topic, "seq": data["seq"]})
-        state.epoch = data["epoch"]
-        if state.resume_seq is None or not state.recovered:
+        if state.resume_seq is None or not recovered:
             state.resume_seq = int(data["seq"])
             state.seen_ahead.clear()
+        state.epoch, state.recovered = data["epoch"], recovered
+
+    async def _resubscribe(self, topic: str) -> None:
+        state = self.topics[topic]
+        await self.request(
+            "subscribe",
+            on_reply=lambda data: self._subscribed(topic, data),
+            topic=topic,
+            since=state.resume_seq,
+            epoch=state.epoch,
+            min_priority=state.min_priority,
+        )
 
     async def subscribe(self, topic: str, *, since: int | None = None, min_priority: str = "low") -> dict[str, Any]:
         """Subscribe (and resubscribe after every reconnect). ``since`` replays what came after it."""
         self.topics[topic] = TopicState(min_priority=min_priority, resume_seq=since)
-        data = await self.request("subscribe", topic=topic, since=since, min_priority=min_priority)
-        state = self.topics[topic]
-        state.epoch, state.recovered = data["epoch"], bool(data["recovered"])
-        if since is None:
-            state.resume_seq = int(data["seq"])
-        return data
+        return await self.request(
+            "subscribe",
+            on_reply=lambda data: self._subscribed(topic, data),
+            topic=topic,
+            since=since,
+            min_priority=min_priority,
+        )
 
     async def publish(
         self,

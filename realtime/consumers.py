@@ -25,10 +25,10 @@ from realtime.daphne_support import write_gate_for
 from realtime.hub import NodeHub, node_hub
 from realtime.limits import device_limit_for, node_limits
 from realtime.names import Priority, wedding_id_from_topic, wedding_topic
-from realtime.outbox import Outbox
+from realtime.outbox import Outbox, conflation_key
 from realtime.selectors import SubscriptionDenied, membership_for_topic, memberships_for_user
 from realtime.services.events import PublishRefused
-from realtime.services.sockets import rate_limit_refusal_audit, socket_event_publish, subscribe_refusal_audit
+from realtime.services.sockets import socket_event_publish, subscribe_refusal_audit
 from wedsync.services.audit import ClientInfo
 
 logger = structlog.get_logger(__name__)
@@ -51,6 +51,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     _writer: asyncio.Task[None] | None = None
     _expiry: asyncio.TimerHandle | None = None
     _closing = False
+    _released = False
+    _violations: list[float]
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # channels' dispatch() hops to a thread before every message to close stale database
@@ -96,7 +98,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             gate=write_gate_for(self.base_send, send_buffer=settings.REALTIME_SOCKET_SEND_BUFFER),
             max_frames=settings.REALTIME_OUTBOX_MAX_FRAMES,
             max_bytes=settings.REALTIME_OUTBOX_MAX_BYTES,
-            on_overflow=self._too_slow,
+            on_overflow=self.too_slow,
         )
         self._writer = asyncio.create_task(self.outbox.run(), name=f"writer-{self.connection_id}")
         self.hub = await node_hub()
@@ -166,15 +168,14 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         await self.send(text_data=protocol.encode(protocol.error_frame(error, message)))
         await self.close(code=code)
 
-    def _too_slow(self) -> None:
+    def too_slow(self) -> None:
         self._close_soon(SLOW_CLOSE, "unavailable", "Too slow to keep up: reconnect and resume with since.")
 
     # --- hub callbacks ------------------------------------------------------------------------------
 
-    def push_event(self, text: str, *, priority: Priority, topic: str, seq: int, kind: str) -> None:
+    def push_event(self, text: str, *, priority: Priority, topic: str, seq: int, conflate_key: str | None) -> None:
         if self.outbox is not None:
-            # A backed-up socket keeps only the newest low event of each kind (PROTOCOL.md section 5).
-            self.outbox.put(text, priority=priority, topic=topic, seq=seq, conflate_key=f"{topic}|{kind}")
+            self.outbox.put(text, priority=priority, topic=topic, seq=seq, conflate_key=conflate_key)
 
     def on_control(self, message: dict[str, Any]) -> None:
         kind = message.get("kind")
@@ -222,7 +223,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
 
     def _violation(self) -> None:
         now = time.monotonic()
-        recent = [moment for moment in getattr(self, "_violations", []) if now - moment < 60]
+        recent = [moment for moment in getattr(self, "_violations", ()) if now - moment < 60]
         recent.append(now)
         self._violations = recent
         if len(recent) > VIOLATION_LIMIT:
@@ -268,7 +269,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 priority=priority,
                 topic=frame.topic,
                 seq=seq,
-                conflate_key=f"{frame.topic}|{event['type']}",
+                conflate_key=conflation_key(event),
             )
         subscription.go_live(upto=replay.upto)
 
@@ -285,19 +286,6 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         if wedding_id is None or subscription is None:
             self._send_frame(protocol.reply_error(frame.ref, "not_subscribed", f"Subscribe to {frame.topic} first."))
             return
-        rate = await node_limits().publish_allowed(
-            member_id=subscription.member_id, role=subscription.role, event_type=frame.type
-        )
-        if not rate.allowed:
-            await database_sync_to_async(rate_limit_refusal_audit)(
-                user_id=self.user_id, wedding_id=wedding_id, event_type=frame.type, client=self.client
-            )
-            self._send_frame(
-                protocol.reply_error(
-                    frame.ref, "rate_limited", "Too many messages: wait and retry.", retry_after=rate.retry_after
-                )
-            )
-            return
         try:
             published = await database_sync_to_async(socket_event_publish)(
                 user_id=self.user_id,
@@ -310,7 +298,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 client=self.client,
             )
         except PublishRefused as refused:
-            self._send_frame(protocol.reply_error(frame.ref, refused.code, refused.message))  # type: ignore[arg-type]
+            extra = {} if refused.retry_after is None else {"retry_after": refused.retry_after}
+            self._send_frame(protocol.reply_error(frame.ref, refused.code, refused.message, **extra))  # type: ignore[arg-type]
             return
         self._send_frame(protocol.reply_ok(frame.ref, {"seq": published.seq, "id": str(published.id)}))
 
@@ -354,15 +343,29 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     # --- disconnect ---------------------------------------------------------------------------------
 
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        await self._release()
+        raise StopConsumer
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        # However the consumer ends (disconnect, an error in connect, daphne cancelling it), the
+        # socket leaves the hub and frees its device place.
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._release()
+
+    async def _release(self) -> None:
+        if self._released:
+            return
+        self._released = True
         if self._expiry is not None:
             self._expiry.cancel()
+        if self._writer is not None:
+            self._writer.cancel()
         if self.outbox is not None:
             self.outbox.close()
             self.hub.unregister(self)
             try:
                 await node_limits().device_disconnect(user_id=self.user_id, connection_id=self.connection_id)
-            except Exception:  # Redis down: the entry expires by itself
+            except Exception:  # Redis away: the entry expires by itself within a minute
                 logger.warning("socket.device_disconnect_failed", connection=self.connection_id)
-        if self._writer is not None:
-            self._writer.cancel()
-        raise StopConsumer

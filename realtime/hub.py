@@ -27,14 +27,25 @@ from channels.layers import get_channel_layer
 
 from realtime.limits import DEVICE_REFRESH_SECONDS, node_limits
 from realtime.names import LAYER_CONTROL, LAYER_EVENT, NODES_GROUP, Priority, wedding_group
+from realtime.outbox import conflation_key
 from realtime.protocol import encode
-from realtime.selectors import MembershipView, Replay, events_after, events_replay, stream_head, stream_heads
+from realtime.selectors import (
+    MembershipView,
+    Replay,
+    access_snapshot,
+    events_after,
+    events_replay,
+    stream_head,
+    stream_heads,
+)
 
 logger = structlog.get_logger(__name__)
 
 POLL_INTERVAL = 1.0
 IDLE_FEED_SECONDS = 60.0
 RETRY_DELAY = 0.5
+RECONCILE_SECONDS = 5.0
+HELD_MAX = 2000  # live events held for one subscription while its replay is sent
 
 
 class Socket(Protocol):
@@ -43,9 +54,11 @@ class Socket(Protocol):
     connection_id: str
     user_id: int
 
-    def push_event(self, text: str, *, priority: Priority, topic: str, seq: int, kind: str) -> None: ...
+    def push_event(self, text: str, *, priority: Priority, topic: str, seq: int, conflate_key: str | None) -> None: ...
 
     def on_control(self, message: dict[str, Any]) -> None: ...
+
+    def too_slow(self) -> None: ...
 
 
 @dataclass(slots=True, eq=False)
@@ -60,6 +73,9 @@ class Subscription:
 
     def offer(self, message: dict[str, Any]) -> None:
         if self.held is not None:
+            if len(self.held) >= HELD_MAX:  # a replay that cannot keep up with the room: resume later
+                self.socket.too_slow()
+                return
             self.held.append(message)
         else:
             self._deliver(message)
@@ -72,13 +88,19 @@ class Subscription:
         if message["priority"] < self.min_priority:
             return
         if self.role in message["roles"] or self.member_id in message["members"]:
-            priority = Priority(message["priority"])
-            kind = message["frame"]["type"]
-            self.socket.push_event(message["text"], priority=priority, topic=self.topic, seq=seq, kind=kind)
+            self.socket.push_event(
+                message["text"],
+                priority=Priority(message["priority"]),
+                topic=self.topic,
+                seq=seq,
+                conflate_key=message["conflate_key"],
+            )
 
     def go_live(self, *, upto: int) -> None:
         """After the replay up to ``upto``: deliver what was held (newer events only), then live."""
-        self.cursor = max(self.cursor, upto)
+        # upto, not max(cursor, upto): a ``since`` beyond the stream (history reset) is answered
+        # recovered:false, and live delivery continues right after upto.
+        self.cursor = upto
         held, self.held = self.held or [], None
         for message in held:
             self._deliver(message)
@@ -102,16 +124,24 @@ class WeddingFeed:
     async def _run(self) -> None:
         while True:
             message = await self.inbox.get()
-            if message.get("type") == _REPAIR:
-                await self._repair(upto=message["upto"])
-                continue
-            seq = message["seq"]
-            if seq <= self.last_seq:
-                continue  # a duplicate, or already read from the log
-            if seq > self.last_seq + 1:
-                logger.info("feed.gap", wedding=self.wedding_id, after=self.last_seq, got=seq)
-                await self._repair(upto=seq - 1)
-            self._dispatch(message)
+            try:
+                await self._take(message)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # one bad message must not stop the wedding's feed
+                logger.exception("feed.message_failed", wedding=self.wedding_id, seq=message.get("seq"))
+
+    async def _take(self, message: dict[str, Any]) -> None:
+        if message.get("type") == _REPAIR:
+            await self._repair(upto=message["upto"])
+            return
+        seq = message["seq"]
+        if seq <= self.last_seq:
+            return  # a duplicate, or already read from the log
+        if seq > self.last_seq + 1:
+            logger.info("feed.gap", wedding=self.wedding_id, after=self.last_seq, got=seq)
+            await self._repair(upto=seq - 1)
+        self._dispatch(message)
 
     async def _repair(self, *, upto: int) -> None:
         while self.last_seq < upto:
@@ -132,7 +162,9 @@ class WeddingFeed:
         if message["seq"] != self.last_seq + 1:
             logger.error("feed.out_of_order", wedding=self.wedding_id, last=self.last_seq, got=message["seq"])
         self.last_seq = message["seq"]
-        message["text"] = encode(message["frame"])  # once per node, shared by every local socket
+        # Once per node, shared by every local socket.
+        message["text"] = encode(message["frame"])
+        message["conflate_key"] = conflation_key(message["frame"])
         for subscription in list(self.subscriptions.values()):
             subscription.offer(message)
 
@@ -207,6 +239,7 @@ class NodeHub:
         refresh_every = max(getattr(self.layer, "group_expiry", 86400) / 3, 30)
         next_refresh = loop.time() + refresh_every
         next_device_refresh = loop.time() + DEVICE_REFRESH_SECONDS
+        next_reconcile = loop.time() + RECONCILE_SECONDS
         while True:
             await asyncio.sleep(POLL_INTERVAL)
             try:
@@ -221,6 +254,9 @@ class NodeHub:
                             feed.inbox.put_nowait({"type": _REPAIR, "upto": feed.suspected_head})
                         feed.suspected_head = head
                 self._close_idle_feeds(loop.time())
+                if loop.time() >= next_reconcile:
+                    await self._reconcile_access()
+                    next_reconcile = loop.time() + RECONCILE_SECONDS
                 if loop.time() >= next_device_refresh:  # device entries expire unless renewed
                     await node_limits().device_refresh(connection_ids=list(self.sockets))
                     next_device_refresh = loop.time() + DEVICE_REFRESH_SECONDS
@@ -231,6 +267,33 @@ class NodeHub:
                 raise
             except Exception:
                 logger.exception("hub.poll_failed")
+
+    async def _reconcile_access(self) -> None:
+        """The safety net under the control messages (which ride the same lossy layer): every few
+        seconds, compare this node's subscriptions and sockets with the database's roles and token
+        generations, and act on any change a lost message did not bring."""
+        member_ids = {sub.member_id for feed in self.feeds.values() for sub in feed.subscriptions.values()}
+        if not member_ids and not self.sockets_by_user:
+            return
+        roles, generations = await database_sync_to_async(access_snapshot)(
+            member_ids=sorted(member_ids), user_ids=sorted(self.sockets_by_user)
+        )
+        for feed in list(self.feeds.values()):
+            for subscription in list(feed.subscriptions.values()):
+                role = roles.get(subscription.member_id)
+                if role != subscription.role:
+                    subscription.socket.on_control(
+                        {
+                            "kind": "member_changed",
+                            "wedding": feed.wedding_id,
+                            "reason": "removed" if role is None else "role_changed",
+                        }
+                    )
+        for user_id, connection_ids in list(self.sockets_by_user.items()):
+            for connection_id in list(connection_ids):
+                socket = self.sockets.get(connection_id)
+                if socket is not None:
+                    socket.on_control({"kind": "tokens_revoked", "generation": generations.get(user_id, 0)})
 
     def _close_idle_feeds(self, now: float) -> None:
         for wedding_id, feed in list(self.feeds.items()):
@@ -286,6 +349,7 @@ class NodeHub:
                 await self.layer.group_add(wedding_group(wedding_id), self._channel)
                 head, _epoch = await database_sync_to_async(stream_head)(wedding_id=wedding_id)
                 feed = self.feeds[wedding_id] = WeddingFeed(wedding_id=wedding_id, last_seq=head)
+        self._feed_locks.pop(wedding_id, None)
         return feed
 
     async def subscribe(

@@ -1,7 +1,8 @@
 """Per-member publish rate limits and per-user device limits, shared by every node through Redis.
 
 Rates use the ``limits`` library's sliding-window counter (Redis when ``REDIS_URL`` is set, memory
-in embedded single-process mode). Devices are a Redis sorted set per user, scored by connect time,
+in embedded single-process mode), checked in the publish service after the idempotency lookup, so
+a retried publish never costs budget. Devices are a Redis sorted set per user, scored by connect time,
 each entry kept alive by a key with a short TTL that its node refreshes: a node that dies without
 saying goodbye (SIGKILL) stops refreshing, and its sockets stop counting within a minute.
 """
@@ -9,6 +10,7 @@ saying goodbye (SIGKILL) stops refreshing, and its sockets stop counting within 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import weakref
 from dataclasses import dataclass
@@ -17,8 +19,8 @@ import redis.asyncio as aioredis
 import structlog
 from django.conf import settings
 from limits import RateLimitItemPerMinute
-from limits.aio.storage import MemoryStorage, RedisStorage
-from limits.aio.strategies import SlidingWindowCounterRateLimiter
+from limits.storage import MemoryStorage, RedisStorage
+from limits.strategies import SlidingWindowCounterRateLimiter
 
 from realtime.names import EventType
 from wedsync.permissions import Permission, role_has_permission
@@ -35,43 +37,39 @@ class RateDecision:
     retry_after: float = 0.0
 
 
+@functools.cache
+def _rate_limiter(redis_url: str | None) -> SlidingWindowCounterRateLimiter:
+    """The limiter for a Redis (or, embedded, this process's memory); built once per process."""
+    storage = RedisStorage(redis_url, key_prefix="wedsync-rate") if redis_url else MemoryStorage()
+    return SlidingWindowCounterRateLimiter(storage)
+
+
+def publish_rate_check(*, member_id: int, role: str, event_type: str) -> RateDecision:
+    """Count one publish against the member's per-minute budget (REALTIME_RATE_LIMITS, shared by
+    every node). Emergencies from roles that may send them are never limited. Fails open while
+    Redis is away: on a wedding day a message that flows beats a perfect count."""
+    if event_type == EventType.EMERGENCY_ALERT and role_has_permission(role=role, permission=Permission.SEND_EMERGENCY):
+        return RateDecision(allowed=True)
+    per_minute = settings.REALTIME_RATE_LIMITS.get(role, 0)
+    item = RateLimitItemPerMinute(max(per_minute, 1))
+    limiter = _rate_limiter(settings.REDIS_URL)
+    try:
+        if per_minute > 0 and limiter.hit(item, "member", str(member_id)):
+            return RateDecision(allowed=True)
+        stats = limiter.get_window_stats(item, "member", str(member_id))
+    except Exception:
+        logger.warning("rate_limit.unavailable", member=member_id)
+        return RateDecision(allowed=True)
+    return RateDecision(allowed=False, retry_after=round(max(stats.reset_time - time.time(), 0.1), 1))
+
+
 class Limits:
-    """One per event loop: Redis connections belong to the loop that opened them."""
+    """Device limits. One per event loop: Redis connections belong to the loop that opened them."""
 
     def __init__(self) -> None:
         redis_url = settings.REDIS_URL
-        if redis_url:
-            uri = redis_url.replace("redis://", "async+redis://", 1).replace("rediss://", "async+rediss://", 1)
-            self._storage: RedisStorage | MemoryStorage = RedisStorage(
-                uri, implementation="redispy", key_prefix="wedsync-rate"
-            )
-            self._redis: aioredis.Redis | None = aioredis.Redis.from_url(redis_url, socket_timeout=5)
-        else:
-            self._storage = MemoryStorage()
-            self._redis = None
-        self._limiter = SlidingWindowCounterRateLimiter(self._storage)
+        self._redis: aioredis.Redis | None = aioredis.Redis.from_url(redis_url, socket_timeout=5) if redis_url else None
         self._local_devices: dict[int, dict[str, float]] = {}  # embedded mode only
-
-    # --- rates --------------------------------------------------------------------------------------
-
-    async def publish_allowed(self, *, member_id: int, role: str, event_type: str) -> RateDecision:
-        """Count one publish against the member's per-minute budget. Emergencies from roles that may
-        send them are never limited."""
-        if event_type == EventType.EMERGENCY_ALERT and role_has_permission(
-            role=role, permission=Permission.SEND_EMERGENCY
-        ):
-            return RateDecision(allowed=True)
-        per_minute = settings.REALTIME_RATE_LIMITS.get(role, 0)
-        item = RateLimitItemPerMinute(max(per_minute, 1))
-        try:
-            if per_minute > 0 and await self._limiter.hit(item, "member", str(member_id)):
-                return RateDecision(allowed=True)
-            stats = await self._limiter.get_window_stats(item, "member", str(member_id))
-        except Exception:
-            # Redis away (restarting): on a wedding day a message that flows beats a perfect count.
-            logger.warning("rate_limit.unavailable", member=member_id)
-            return RateDecision(allowed=True)
-        return RateDecision(allowed=False, retry_after=round(max(stats.reset_time - time.time(), 0.1), 1))
 
     # --- devices ------------------------------------------------------------------------------------
 

@@ -19,6 +19,18 @@ from realtime.daphne_support import WriteGate
 from realtime.names import Priority
 
 _AHEAD_SUFFIX = ',"ahead":true}'
+# Every chat message matters; other low events only say the latest state of their subject.
+_NEVER_CONFLATED = frozenset({"chat.message"})
+
+
+def conflation_key(frame: dict[str, Any]) -> str | None:
+    """Which queued ``low`` event a newer one replaces: same topic, type and subject (the member,
+    timeline item or task it is about, else its sender); None for types never conflated."""
+    if frame["type"] in _NEVER_CONFLATED:
+        return None
+    data = frame.get("data") or {}
+    subject = data.get("member") or data.get("item") or data.get("task") or (frame.get("from") or {}).get("member")
+    return f"{frame['topic']}|{frame['type']}|{subject}"
 
 
 @dataclass(order=True)
@@ -103,7 +115,10 @@ class Outbox:
         self._frames -= 1
         self._bytes -= len(entry.text)
         if entry.topic is not None and entry.seq is not None:
-            self._pending_seqs[entry.topic].remove(entry.seq)
+            waiting = self._pending_seqs[entry.topic]
+            waiting.remove(entry.seq)
+            if not waiting:
+                del self._pending_seqs[entry.topic]
 
     def _next(self) -> str | None:
         while self._heap:

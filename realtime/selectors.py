@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from realtime.models import Event, WeddingStream
 from realtime.services.events import event_frame, layer_message
-from wedsync.models import Member, Wedding
+from wedsync.models import Member, UserTokenGeneration, Wedding
 
 WEDDING_DAY_HEARTBEAT = 10
 DEFAULT_HEARTBEAT = 30
@@ -58,6 +58,13 @@ def membership_for_topic(*, user_id: int, wedding_id: int) -> MembershipView:
     return MembershipView(wedding_id=wedding_id, member_id=member.pk, role=member.role, name=member.name)
 
 
+def access_snapshot(*, member_ids: list[int], user_ids: list[int]) -> tuple[dict[int, str], dict[int, int]]:
+    """Current roles of the active members among ``member_ids``, and token generations of ``user_ids``."""
+    roles = dict(Member.objects.filter(pk__in=member_ids, is_active=True).values_list("pk", "role"))
+    generations = dict(UserTokenGeneration.objects.filter(user_id__in=user_ids).values_list("user_id", "generation"))
+    return roles, generations
+
+
 def stream_head(*, wedding_id: int) -> tuple[int, str]:
     """(last seq, epoch) of the wedding's event stream; a wedding with no events has seq 0."""
     WeddingStream.objects.bulk_create([WeddingStream(wedding_id=wedding_id)], ignore_conflicts=True)
@@ -82,7 +89,8 @@ def events_replay(
     *, wedding_id: int, member_id: int, role: str, since: int | None, epoch: str | None, min_priority: int
 ) -> Replay:
     """What a (re)subscribing member missed. ``recovered`` is False when the client must reload over
-    REST instead: another epoch, a ``since`` beyond the stream, or events older than retention."""
+    REST instead: another epoch, a ``since`` beyond the stream, events older than retention, or
+    more than ``REALTIME_REPLAY_MAX`` events to go through."""
     upto, current_epoch = stream_head(wedding_id=wedding_id)
     if since is None:
         return Replay(upto=upto, epoch=current_epoch, recovered=True, frames=[], seqs=[])
@@ -93,6 +101,7 @@ def events_replay(
     recovered = (
         (epoch is None or epoch == current_epoch)
         and since <= upto
+        and upto - since <= settings.REALTIME_REPLAY_MAX  # seq is gap-free: this many events at most
         and (since == upto or (oldest_missed is not None and oldest_missed >= retention_start))
     )
     if not recovered:

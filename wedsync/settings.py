@@ -306,6 +306,8 @@ REALTIME_MAX_FRAME = env_int("REALTIME_MAX_FRAME", default=64 * 1024, minimum=10
 # Every server process is a node; two on one machine need different names.
 REALTIME_NODE_NAME = env_str("REALTIME_NODE_NAME", default=f"{socket.gethostname()}-{os.getpid()}")
 REALTIME_RETENTION_DAYS = env_int("REALTIME_RETENTION_DAYS", default=7, minimum=1)
+# A resume further behind than this many events reloads over REST instead of replaying.
+REALTIME_REPLAY_MAX = env_int("REALTIME_REPLAY_MAX", default=5000, minimum=100)
 # A socket whose unsent frames pass either bound is too slow: it is closed with 4008 and resumes.
 REALTIME_OUTBOX_MAX_FRAMES = env_int("REALTIME_OUTBOX_MAX_FRAMES", default=1000, minimum=10)
 # Kernel send buffer per socket (bytes; Linux doubles it): bounds memory and lets a slow reader show.

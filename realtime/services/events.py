@@ -46,10 +46,11 @@ class PublishedEvent:
 
 
 class PublishRefused(Exception):
-    def __init__(self, *, code: str, message: str) -> None:
+    def __init__(self, *, code: str, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.retry_after = retry_after
 
 
 def event_frame(event: Event, *, replay: bool) -> dict[str, Any]:
@@ -90,6 +91,16 @@ def _fan_out(message: dict[str, Any]) -> None:
         logger.exception("fanout.send_failed", wedding=message["wedding"], seq=message["seq"])
 
 
+def event_for_idempotency_key(*, sender: Member, idempotency_key: str) -> PublishedEvent | None:
+    """The event this sender already stored under this key, if any."""
+    first = (
+        Event.objects.filter(sender_member=sender, idempotency_key=idempotency_key)
+        .values_list("id", "wedding_id", "seq")
+        .first()
+    )
+    return None if first is None else PublishedEvent(id=first[0], wedding_id=first[1], seq=first[2], duplicate=True)
+
+
 def _sender_view(member: Member) -> dict[str, Any]:
     return {"member": member.pk, "role": member.role, "name": member.name}
 
@@ -117,13 +128,9 @@ def event_publish(
         # idempotency check below cannot race another publish of the same key.
         stream = WeddingStream.objects.select_for_update().get(wedding_id=wedding_id)
         if idempotency_key is not None and sender is not None:
-            first = (
-                Event.objects.filter(sender_member=sender, idempotency_key=idempotency_key)
-                .values_list("id", "wedding_id", "seq")
-                .first()
-            )
+            first = event_for_idempotency_key(sender=sender, idempotency_key=idempotency_key)
             if first is not None:
-                return PublishedEvent(id=first[0], wedding_id=first[1], seq=first[2], duplicate=True)
+                return first
         stream.last_seq += 1
         stream.save(update_fields=["last_seq"])
         event = Event.objects.create(

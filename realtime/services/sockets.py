@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from realtime.services.events import PublishedEvent, PublishRefused, member_event_publish
+from realtime.limits import publish_rate_check
+from realtime.services.events import (
+    PublishedEvent,
+    PublishRefused,
+    event_for_idempotency_key,
+    member_event_publish,
+)
 from wedsync.models import AuditOutcome, Member
 from wedsync.services.audit import AuditAction, ClientInfo, audit_record
 
@@ -21,7 +27,7 @@ def socket_event_publish(
     client: ClientInfo,
 ) -> PublishedEvent:
     """A ``publish`` frame: as the user's *current* active member of the wedding (a role may have
-    changed since the socket subscribed)."""
+    changed since the socket subscribed), idempotent retries first, then the rate limit."""
     member = (
         Member.objects.filter(user_id=user_id, wedding_id=wedding_id, is_active=True).select_related("user").first()
     )
@@ -35,6 +41,25 @@ def socket_event_publish(
             details={"user": user_id, "reason": "not a member"},
         )
         raise PublishRefused(code="forbidden", message="You are no longer a member of this wedding.")
+    if idempotency_key is not None:
+        # A retry of something already stored is answered with it, at no cost to the budget.
+        first = event_for_idempotency_key(sender=member, idempotency_key=idempotency_key)
+        if first is not None:
+            return first
+    rate = publish_rate_check(member_id=member.pk, role=member.role, event_type=type_name)
+    if not rate.allowed:
+        audit_record(
+            action=AuditAction.RATE_LIMIT_REFUSE,
+            outcome=AuditOutcome.REFUSED,
+            actor=member.user,
+            wedding_id=wedding_id,
+            target=f"type:{type_name}"[:200],
+            client=client,
+            details={"member": member.pk, "role": member.role, "reason": "rate_limited"},
+        )
+        raise PublishRefused(
+            code="rate_limited", message="Too many messages: wait and retry.", retry_after=rate.retry_after
+        )
     return member_event_publish(
         member=member,
         type_name=type_name,
@@ -54,15 +79,4 @@ def subscribe_refusal_audit(*, user_id: int, wedding_id: int, client: ClientInfo
         target=f"wedding:{wedding_id}",
         client=client,
         details={"user": user_id, "reason": "not a member"},
-    )
-
-
-def rate_limit_refusal_audit(*, user_id: int, wedding_id: int, event_type: str, client: ClientInfo) -> None:
-    audit_record(
-        action=AuditAction.RATE_LIMIT_REFUSE,
-        outcome=AuditOutcome.REFUSED,
-        wedding_id=wedding_id,
-        target=f"type:{event_type}"[:200],
-        client=client,
-        details={"user": user_id, "reason": "rate_limited"},
     )

@@ -79,3 +79,14 @@ async def test_a_closed_device_frees_its_place(party: WeddingParty, sockets) -> 
     third = await sockets(party.gil)
     for client in (second, third):
         assert (await client.request("heartbeat"))["status"] == "ok"
+
+
+async def test_an_idempotent_retry_is_answered_even_past_the_budget(party: WeddingParty, sockets, settings) -> None:
+    settings.REALTIME_RATE_LIMITS = {**settings.REALTIME_RATE_LIMITS, "guest": 1}
+    guest = await sockets(party.gil)
+    await guest.subscribe(party.wedding.pk)
+    fields = {"topic": f"wedding:{party.wedding.pk}", "type": "chat.message", "data": {"text": "hi"}}
+    first = await guest.request("publish", idempotency_key="k", **fields)
+    retry = await guest.request("publish", idempotency_key="k", **fields)
+    assert retry["status"] == "ok" and retry["data"] == first["data"]
+    assert (await guest.request("publish", idempotency_key="other", **fields))["error"]["code"] == "rate_limited"

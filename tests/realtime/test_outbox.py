@@ -70,7 +70,9 @@ async def test_low_events_of_one_kind_are_conflated_to_the_newest() -> None:
     outbox.put(event(4), priority=Priority.NORMAL, topic="wedding:1", seq=4, conflate_key="other")
     assert outbox.queued == 2
     await run_until_sent(outbox, socket, 2)
-    assert [json.loads(text)["seq"] for text in socket.sent] == [4, 3]
+    frames = [json.loads(text) for text in socket.sent]
+    assert [f["seq"] for f in frames] == [4, 3]
+    assert frames[0].get("ahead") is True and "ahead" not in frames[1]
 
 
 async def test_higher_priorities_are_never_conflated() -> None:
@@ -91,3 +93,16 @@ async def test_past_the_bound_the_socket_is_cut_off_not_grown() -> None:
     assert socket.overflowed
     outbox.put(event(5), priority=Priority.NORMAL, topic="wedding:1", seq=5)  # ignored once closed
     assert outbox.queued == 4
+
+
+def test_conflation_keys_separate_subjects_and_spare_chat() -> None:
+    from realtime.outbox import conflation_key
+
+    def frame(event_type: str, data: dict, sender: int = 1) -> dict:
+        return {"topic": "wedding:1", "type": event_type, "data": data, "from": {"member": sender}}
+
+    assert conflation_key(frame("chat.message", {"text": "a"})) is None
+    carmen, flora = frame("vendor.status", {"activity": "setup"}, 7), frame("vendor.status", {"activity": "setup"}, 8)
+    assert conflation_key(carmen) != conflation_key(flora)
+    assert conflation_key(carmen) == conflation_key(frame("vendor.status", {"activity": "working"}, 7))
+    assert conflation_key(frame("task.updated", {"task": 3})) != conflation_key(frame("task.updated", {"task": 4}))

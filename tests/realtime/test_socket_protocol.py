@@ -255,3 +255,35 @@ async def test_a_role_change_reaches_the_live_socket(party: WeddingParty, socket
     texts = [frame.get("text", "") for frame in frames]
     assert any('"op":"unsubscribed"' in text and "role_changed" in text for text in texts), frames
     assert frames[-1] == {"type": "websocket.close", "code": 4401}  # the token was revoked with the role
+
+
+async def test_since_beyond_the_stream_is_not_recovered_and_live_continues_from_its_seq(
+    party: WeddingParty, sockets
+) -> None:
+    for i in range(3):
+        await publish_as(member=party.priya, type_name="chat.message", data={"text": f"m{i}"})
+    guest = await sockets(party.gil)
+    reply = await guest.subscribe(party.wedding.pk, since=10)  # e.g. after the history was restored
+    assert (reply["data"]["recovered"], reply["data"]["seq"]) == (False, 3)
+    for i in range(8):
+        await publish_as(member=party.priya, type_name="chat.message", data={"text": f"n{i}"})
+    assert [(await guest.receive())["seq"] for _ in range(8)] == list(range(4, 12))
+
+
+async def test_a_removal_reaches_the_socket_even_if_the_control_message_is_lost(
+    party: WeddingParty, sockets, monkeypatch
+) -> None:
+    from realtime import receivers
+    from wedsync.services.members import member_remove
+
+    monkeypatch.setattr(receivers, "node_control_send", lambda message: lambda: None)  # the layer lost it
+    client = await sockets(party.paula)
+    await client.subscribe(party.wedding.pk)
+    await database_sync_to_async(member_remove)(member=party.paula, actor=party.priya.user)
+    frames: list[dict[str, Any]] = []
+    async with asyncio.timeout(10):  # the hub reconciles access every 5 s
+        while not frames or frames[-1]["type"] != "websocket.close":
+            frames.append(await client.communicator.receive_output(timeout=10))
+    texts = [frame.get("text", "") for frame in frames]
+    assert any('"op":"unsubscribed"' in text and '"removed"' in text for text in texts), frames
+    assert frames[-1] == {"type": "websocket.close", "code": 4401}
