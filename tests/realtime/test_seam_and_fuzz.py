@@ -33,6 +33,29 @@ def _publish_many(member, count: int) -> None:
         connection.close()
 
 
+async def test_events_committed_on_both_sides_of_the_replay_read_arrive_once(
+    party: WeddingParty, sockets, monkeypatch
+) -> None:
+    """Deterministic seam: one event commits after the subscription is attached but before the
+    replay is read (it is in both), another right after the read (only held)."""
+    from realtime.selectors import events_replay as real_replay
+
+    def replay_with_publishes_around(**kwargs: Any):
+        member_event_publish(member=party.priya, type_name="chat.message", data={"text": "before the read"})
+        replay = real_replay(**kwargs)
+        member_event_publish(member=party.priya, type_name="chat.message", data={"text": "after the read"})
+        return replay
+
+    await database_sync_to_async(_publish_many)(party.priya, 3)
+    monkeypatch.setattr("realtime.hub.events_replay", replay_with_publishes_around)
+    guest: Client = await sockets(party.gil)
+    reply = await guest.subscribe(party.wedding.pk, since=1)
+    assert reply["data"]["seq"] == 4
+    frames = [await guest.receive() for _ in range(4)]
+    assert [(f["seq"], f["replay"]) for f in frames] == [(2, True), (3, True), (4, True), (5, False)]
+    assert await guest.nothing_more()
+
+
 async def test_subscribing_while_events_pour_in_misses_and_doubles_nothing(party: WeddingParty, sockets) -> None:
     await database_sync_to_async(_publish_many)(party.priya, 30)
     guest: Client = await sockets(party.gil)
@@ -125,6 +148,16 @@ async def _exchange(client: Client, frames: list[str]) -> list[dict[str, Any]]:
     return outputs
 
 
+def _guest_may_see(frame: dict[str, Any], guest_id: int) -> bool:
+    """PROTOCOL.md section 5, written out independently of realtime/audience.py: what a guest sees."""
+    if frame["type"] in ("chat.message", "emergency.alert"):
+        return True
+    sender = (frame.get("from") or {}).get("member")
+    if frame["type"] == "rsvp.updated":
+        return frame["data"].get("member", sender) == guest_id
+    return sender == guest_id  # anything else only as the sender's own copy
+
+
 def _check(outputs: list[dict[str, Any]], *, member_id: int, role: str, invalid_sent: int) -> None:
     for output in outputs:
         if output["type"] == "websocket.close":
@@ -140,6 +173,8 @@ def _check(outputs: list[dict[str, Any]], *, member_id: int, role: str, invalid_
         if frame["op"] == "event":
             event = Event.objects.get(pk=frame["id"])
             assert role in event.audience_roles or member_id in event.audience_members, (frame, role)
+            if role == "guest":
+                assert _guest_may_see(frame, member_id), frame
 
 
 @hypothesis_settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
