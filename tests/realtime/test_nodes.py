@@ -310,7 +310,7 @@ async def test_the_audience_table_row_by_row_across_nodes(party: WeddingParty, t
                 got = set()
                 for name, client in receivers.items():
                     with contextlib.suppress(TimeoutError):
-                        event = await client.next_event(0.5 if name in audience else 0.2)
+                        event = await client.next_event(2.0 if name in audience else 0.3)
                         assert event["seq"] == published["seq"] and event["type"] == event_type
                         got.add(name)
                 assert got == audience, event_type
