@@ -202,6 +202,9 @@ class RealtimeClient:
         if state is None:
             return
         seq = int(frame["seq"])
+        if frame.get("resent"):
+            self._events.put_nowait(frame)  # an unacknowledged emergency, again: the app re-alerts
+            return
         if (state.resume_seq is not None and seq <= state.resume_seq) or seq in state.seen_ahead:
             return  # a duplicate: already delivered
         if frame.get("ahead"):

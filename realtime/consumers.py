@@ -27,6 +27,7 @@ from realtime.limits import device_limit_for, node_limits
 from realtime.names import Priority, wedding_id_from_topic, wedding_topic
 from realtime.outbox import Outbox, conflation_key
 from realtime.selectors import SubscriptionDenied, membership_for_topic, memberships_for_user
+from realtime.services.acks import AckRefused, event_ack
 from realtime.services.events import PublishRefused
 from realtime.services.sockets import socket_event_publish, subscribe_refusal_audit
 from wedsync.services.audit import ClientInfo
@@ -173,7 +174,9 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
 
     # --- hub callbacks ------------------------------------------------------------------------------
 
-    def push_event(self, text: str, *, priority: Priority, topic: str, seq: int, conflate_key: str | None) -> None:
+    def push_event(
+        self, text: str, *, priority: Priority, topic: str | None, seq: int | None, conflate_key: str | None
+    ) -> None:
         if self.outbox is not None:
             self.outbox.put(text, priority=priority, topic=topic, seq=seq, conflate_key=conflate_key)
 
@@ -307,6 +310,12 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         wedding_id = wedding_id_from_topic(frame.topic)
         if wedding_id is None or self.hub.subscribed(self, wedding_id=wedding_id) is None:
             self._send_frame(protocol.reply_error(frame.ref, "not_subscribed", f"Not subscribed to {frame.topic}."))
+            return
+        try:
+            await database_sync_to_async(event_ack)(user_id=self.user_id, wedding_id=wedding_id, seq=frame.seq)
+        except AckRefused as refused:
+            if frame.ref is not None:
+                self._send_frame(protocol.reply_error(frame.ref, refused.code, refused.message))  # type: ignore[arg-type]
             return
         if frame.ref is not None:
             self._send_frame(protocol.reply_ok(frame.ref))

@@ -19,11 +19,13 @@ import contextlib
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, Protocol
 
 import structlog
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
+from django.utils import timezone
 
 from realtime.limits import DEVICE_REFRESH_SECONDS, node_limits
 from realtime.names import LAYER_CONTROL, LAYER_EVENT, NODES_GROUP, Priority, wedding_group
@@ -37,6 +39,7 @@ from realtime.selectors import (
     events_replay,
     stream_head,
     stream_heads,
+    unacknowledged_events,
 )
 
 logger = structlog.get_logger(__name__)
@@ -45,6 +48,9 @@ POLL_INTERVAL = 1.0
 IDLE_FEED_SECONDS = 60.0
 RETRY_DELAY = 0.5
 RECONCILE_SECONDS = 5.0
+RESEND_SECONDS = 60.0  # an unacknowledged emergency or critical event is sent again this often
+RESEND_WINDOW_SECONDS = 3600.0  # for this long after it was published
+MAX_RESENDS = 5
 HELD_MAX = 2000  # live events held for one subscription while its replay is sent
 
 
@@ -54,7 +60,9 @@ class Socket(Protocol):
     connection_id: str
     user_id: int
 
-    def push_event(self, text: str, *, priority: Priority, topic: str, seq: int, conflate_key: str | None) -> None: ...
+    def push_event(
+        self, text: str, *, priority: Priority, topic: str | None, seq: int | None, conflate_key: str | None
+    ) -> None: ...
 
     def on_control(self, message: dict[str, Any]) -> None: ...
 
@@ -69,6 +77,7 @@ class Subscription:
     role: str
     min_priority: int
     cursor: int = 0  # the highest seq this subscription has handled (delivered or filtered out)
+    resent: dict[int, int] = field(default_factory=dict)  # seq -> times re-sent unacknowledged
     held: list[dict[str, Any]] | None = field(default_factory=list)  # live events held during replay
 
     def offer(self, message: dict[str, Any]) -> None:
@@ -234,12 +243,15 @@ class NodeHub:
         self._regroup = False
 
     async def _poll_loop(self) -> None:
-        """Find events the layer never delivered (a dropped last event, a Redis restart)."""
+        """The node's housekeeping, once a second: find events the layer never delivered (a dropped
+        last event, a Redis restart), re-send unacknowledged emergencies, reconcile access, keep
+        device entries and group memberships alive, and close feeds nobody uses."""
         loop = asyncio.get_running_loop()
         refresh_every = max(getattr(self.layer, "group_expiry", 86400) / 3, 30)
         next_refresh = loop.time() + refresh_every
         next_device_refresh = loop.time() + DEVICE_REFRESH_SECONDS
         next_reconcile = loop.time() + RECONCILE_SECONDS
+        next_resend = loop.time() + RESEND_SECONDS
         while True:
             await asyncio.sleep(POLL_INTERVAL)
             try:
@@ -254,6 +266,9 @@ class NodeHub:
                             feed.inbox.put_nowait({"type": _REPAIR, "upto": feed.suspected_head})
                         feed.suspected_head = head
                 self._close_idle_feeds(loop.time())
+                if loop.time() >= next_resend:
+                    await self._resend_unacknowledged()
+                    next_resend = loop.time() + RESEND_SECONDS
                 if loop.time() >= next_reconcile:
                     await self._reconcile_access()
                     next_reconcile = loop.time() + RECONCILE_SECONDS
@@ -267,6 +282,35 @@ class NodeHub:
                 raise
             except Exception:
                 logger.exception("hub.poll_failed")
+
+    async def _resend_unacknowledged(self) -> None:
+        """Emergency and critical events a member has not acknowledged (``ack``) are sent again,
+        marked ``"resent": true``, every RESEND_SECONDS, at most MAX_RESENDS times per socket."""
+        if not self.feeds:
+            return
+        now = timezone.now()
+        pending = await database_sync_to_async(unacknowledged_events)(
+            wedding_ids=list(self.feeds),
+            newer_than=now - timedelta(seconds=RESEND_WINDOW_SECONDS),
+            older_than=now - timedelta(seconds=RESEND_SECONDS),
+        )
+        for event in pending:
+            feed = self.feeds.get(event.wedding_id)
+            if feed is None:
+                continue
+            for subscription in list(feed.subscriptions.values()):
+                due = (
+                    event.seq <= subscription.cursor  # delivered already (later ones go the live way)
+                    and subscription.member_id not in event.acknowledged_by
+                    and event.priority >= subscription.min_priority
+                    and (subscription.role in event.roles or subscription.member_id in event.members)
+                    and subscription.resent.get(event.seq, 0) < MAX_RESENDS
+                )
+                if due:
+                    subscription.resent[event.seq] = subscription.resent.get(event.seq, 0) + 1
+                    subscription.socket.push_event(
+                        event.text, priority=Priority(event.priority), topic=None, seq=None, conflate_key=None
+                    )
 
     async def _reconcile_access(self) -> None:
         """The safety net under the control messages (which ride the same lossy layer): every few

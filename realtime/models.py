@@ -85,3 +85,17 @@ class Event(models.Model):
 
     def __str__(self) -> str:
         return f"wedding {self.wedding_id} #{self.seq} {self.type}"
+
+
+class EventAck(models.Model):
+    """A member has received an ``emergency`` or ``critical`` event (the ``ack`` op)."""
+
+    event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="acks")
+    member = models.ForeignKey("wedsync.Member", on_delete=models.CASCADE, related_name="+")
+    acknowledged_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["event", "member"], name="event_ack_unique_member")]
+
+    def __str__(self) -> str:
+        return f"{self.event} acknowledged by member {self.member_id}"

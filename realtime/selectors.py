@@ -13,7 +13,9 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
-from realtime.models import Event, WeddingStream
+from realtime.models import Event, EventAck, WeddingStream
+from realtime.names import Priority
+from realtime.protocol import encode
 from realtime.services.events import event_frame, layer_message
 from wedsync.models import Member, UserTokenGeneration, Wedding
 
@@ -129,3 +131,43 @@ def events_after(*, wedding_id: int, after: int, upto: int | None = None) -> lis
     if upto is not None:
         events = events.filter(seq__lte=upto)
     return [layer_message(event) for event in events[:_REPLAY_CHUNK]]
+
+
+@dataclass(frozen=True, slots=True)
+class Unacknowledged:
+    wedding_id: int
+    seq: int
+    priority: int
+    roles: frozenset[str]
+    members: frozenset[int]
+    acknowledged_by: frozenset[int]
+    text: str  # the event frame, marked ``"resent": true``
+
+
+def unacknowledged_events(
+    *, wedding_ids: list[int], newer_than: datetime, older_than: datetime
+) -> list[Unacknowledged]:
+    """Emergency and critical events of these weddings sent in the window, with who acknowledged them."""
+    events = list(
+        Event.objects.filter(
+            wedding_id__in=wedding_ids,
+            priority__gte=Priority.CRITICAL,
+            created_at__gte=newer_than,
+            created_at__lte=older_than,
+        ).order_by("wedding_id", "seq")[:_REPLAY_CHUNK]
+    )
+    acks: dict[Any, set[int]] = {}
+    for event_id, member_id in EventAck.objects.filter(event__in=events).values_list("event_id", "member_id"):
+        acks.setdefault(event_id, set()).add(member_id)
+    return [
+        Unacknowledged(
+            wedding_id=event.wedding_id,
+            seq=event.seq,
+            priority=event.priority,
+            roles=frozenset(event.audience_roles),
+            members=frozenset(event.audience_members),
+            acknowledged_by=frozenset(acks.get(event.id, ())),
+            text=encode({**event_frame(event, replay=False), "resent": True}),
+        )
+        for event in events
+    ]

@@ -7,157 +7,370 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('auth', '0012_alter_user_first_name_max_length'),
+        ("auth", "0012_alter_user_first_name_max_length"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='UserTokenGeneration',
+            name="UserTokenGeneration",
             fields=[
-                ('user', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, primary_key=True, related_name='token_generation', serialize=False, to=settings.AUTH_USER_MODEL)),
-                ('generation', models.PositiveIntegerField(default=0)),
-                ('changed_at', models.DateTimeField(auto_now=True)),
-                ('reason', models.CharField(blank=True, max_length=64)),
+                (
+                    "user",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        primary_key=True,
+                        related_name="token_generation",
+                        serialize=False,
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                ("generation", models.PositiveIntegerField(default=0)),
+                ("changed_at", models.DateTimeField(auto_now=True)),
+                ("reason", models.CharField(blank=True, max_length=64)),
             ],
         ),
         migrations.CreateModel(
-            name='Member',
+            name="Member",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('role', models.CharField(choices=[('couple', 'Couple'), ('planner', 'Planner'), ('venue', 'Venue'), ('photographer', 'Photographer'), ('videographer', 'Videographer'), ('caterer', 'Caterer'), ('florist', 'Florist'), ('musician', 'Musician'), ('officiant', 'Officiant'), ('guest', 'Guest')], max_length=16)),
-                ('display_name', models.CharField(blank=True, help_text="Shown to other members; defaults to the user's name.", max_length=150)),
-                ('vendor_company', models.CharField(blank=True, max_length=200)),
-                ('vendor_contact', models.CharField(blank=True, help_text='Phone or e-mail for the day.', max_length=200)),
-                ('is_key_person', models.BooleanField(default=False, help_text='Missing before the ceremony raises an alert.')),
-                ('is_active', models.BooleanField(default=True)),
-                ('joined_at', models.DateTimeField(auto_now_add=True)),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='memberships', to=settings.AUTH_USER_MODEL)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "role",
+                    models.CharField(
+                        choices=[
+                            ("couple", "Couple"),
+                            ("planner", "Planner"),
+                            ("venue", "Venue"),
+                            ("photographer", "Photographer"),
+                            ("videographer", "Videographer"),
+                            ("caterer", "Caterer"),
+                            ("florist", "Florist"),
+                            ("musician", "Musician"),
+                            ("officiant", "Officiant"),
+                            ("guest", "Guest"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "display_name",
+                    models.CharField(
+                        blank=True, help_text="Shown to other members; defaults to the user's name.", max_length=150
+                    ),
+                ),
+                ("vendor_company", models.CharField(blank=True, max_length=200)),
+                (
+                    "vendor_contact",
+                    models.CharField(blank=True, help_text="Phone or e-mail for the day.", max_length=200),
+                ),
+                (
+                    "is_key_person",
+                    models.BooleanField(default=False, help_text="Missing before the ceremony raises an alert."),
+                ),
+                ("is_active", models.BooleanField(default=True)),
+                ("joined_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="memberships",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['wedding_id', 'role', 'id'],
+                "ordering": ["wedding_id", "role", "id"],
             },
         ),
         migrations.CreateModel(
-            name='Rsvp',
+            name="Rsvp",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('status', models.CharField(choices=[('pending', 'Pending'), ('attending', 'Attending'), ('declined', 'Declined'), ('maybe', 'Maybe')], default='pending', max_length=16)),
-                ('meal', models.CharField(blank=True, max_length=100)),
-                ('plus_ones', models.PositiveSmallIntegerField(default=0)),
-                ('dietary_notes', models.TextField(blank=True)),
-                ('version', models.PositiveIntegerField(default=1)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('guest', models.OneToOneField(limit_choices_to={'role': 'guest'}, on_delete=django.db.models.deletion.CASCADE, related_name='rsvp', to='wedsync.member')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("attending", "Attending"),
+                            ("declined", "Declined"),
+                            ("maybe", "Maybe"),
+                        ],
+                        default="pending",
+                        max_length=16,
+                    ),
+                ),
+                ("meal", models.CharField(blank=True, max_length=100)),
+                ("plus_ones", models.PositiveSmallIntegerField(default=0)),
+                ("dietary_notes", models.TextField(blank=True)),
+                ("version", models.PositiveIntegerField(default=1)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "guest",
+                    models.OneToOneField(
+                        limit_choices_to={"role": "guest"},
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="rsvp",
+                        to="wedsync.member",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'RSVP',
-                'ordering': ['guest_id'],
+                "verbose_name": "RSVP",
+                "ordering": ["guest_id"],
             },
         ),
         migrations.CreateModel(
-            name='Wedding',
+            name="Wedding",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=200)),
-                ('slug', models.SlugField(help_text='Stable identifier used by imports and the demo seed.', max_length=100, unique=True)),
-                ('date', models.DateField(help_text="The wedding day, in the wedding's own time zone.")),
-                ('time_zone', models.CharField(default='UTC', max_length=64, validators=[wedsync.models.weddings.validate_time_zone])),
-                ('venue_name', models.CharField(blank=True, max_length=200)),
-                ('venue_address', models.TextField(blank=True)),
-                ('ceremony_at', models.DateTimeField(help_text='Ceremony start (stored in UTC).')),
-                ('status', models.CharField(choices=[('planning', 'Planning'), ('confirmed', 'Confirmed'), ('in_progress', 'In progress'), ('completed', 'Completed'), ('cancelled', 'Cancelled')], default='planning', max_length=16)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.CharField(max_length=200)),
+                (
+                    "slug",
+                    models.SlugField(
+                        help_text="Stable identifier used by imports and the demo seed.", max_length=100, unique=True
+                    ),
+                ),
+                ("date", models.DateField(help_text="The wedding day, in the wedding's own time zone.")),
+                (
+                    "time_zone",
+                    models.CharField(
+                        default="UTC", max_length=64, validators=[wedsync.models.weddings.validate_time_zone]
+                    ),
+                ),
+                ("venue_name", models.CharField(blank=True, max_length=200)),
+                ("venue_address", models.TextField(blank=True)),
+                ("ceremony_at", models.DateTimeField(help_text="Ceremony start (stored in UTC).")),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("planning", "Planning"),
+                            ("confirmed", "Confirmed"),
+                            ("in_progress", "In progress"),
+                            ("completed", "Completed"),
+                            ("cancelled", "Cancelled"),
+                        ],
+                        default="planning",
+                        max_length=16,
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'ordering': ['date', 'id'],
-                'indexes': [models.Index(fields=['date'], name='wedding_date_idx')],
+                "ordering": ["date", "id"],
+                "indexes": [models.Index(fields=["date"], name="wedding_date_idx")],
             },
         ),
         migrations.AddField(
-            model_name='member',
-            name='wedding',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='members', to='wedsync.wedding'),
+            model_name="member",
+            name="wedding",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE, related_name="members", to="wedsync.wedding"
+            ),
         ),
         migrations.CreateModel(
-            name='AuditLog',
+            name="AuditLog",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('actor_label', models.CharField(blank=True, help_text='Username at the time, or what was claimed.', max_length=150)),
-                ('action', models.CharField(db_index=True, help_text='Dotted name, e.g. auth.token.issue', max_length=64)),
-                ('target', models.CharField(blank=True, max_length=200)),
-                ('outcome', models.CharField(choices=[('success', 'Success'), ('refused', 'Refused'), ('error', 'Error')], max_length=16)),
-                ('ip', models.GenericIPAddressField(blank=True, null=True)),
-                ('user_agent', models.CharField(blank=True, max_length=512)),
-                ('details', models.JSONField(blank=True, default=dict)),
-                ('actor', models.ForeignKey(blank=True, db_constraint=False, null=True, on_delete=django.db.models.deletion.DO_NOTHING, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('wedding', models.ForeignKey(blank=True, db_constraint=False, null=True, on_delete=django.db.models.deletion.DO_NOTHING, related_name='+', to='wedsync.wedding')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                (
+                    "actor_label",
+                    models.CharField(
+                        blank=True, help_text="Username at the time, or what was claimed.", max_length=150
+                    ),
+                ),
+                (
+                    "action",
+                    models.CharField(db_index=True, help_text="Dotted name, e.g. auth.token.issue", max_length=64),
+                ),
+                ("target", models.CharField(blank=True, max_length=200)),
+                (
+                    "outcome",
+                    models.CharField(
+                        choices=[("success", "Success"), ("refused", "Refused"), ("error", "Error")], max_length=16
+                    ),
+                ),
+                ("ip", models.GenericIPAddressField(blank=True, null=True)),
+                ("user_agent", models.CharField(blank=True, max_length=512)),
+                ("details", models.JSONField(blank=True, default=dict)),
+                (
+                    "actor",
+                    models.ForeignKey(
+                        blank=True,
+                        db_constraint=False,
+                        null=True,
+                        on_delete=django.db.models.deletion.DO_NOTHING,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "wedding",
+                    models.ForeignKey(
+                        blank=True,
+                        db_constraint=False,
+                        null=True,
+                        on_delete=django.db.models.deletion.DO_NOTHING,
+                        related_name="+",
+                        to="wedsync.wedding",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-at', '-id'],
+                "ordering": ["-at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='TimelineItem',
+            name="TimelineItem",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('title', models.CharField(max_length=200)),
-                ('starts_at', models.DateTimeField()),
-                ('ends_at', models.DateTimeField(blank=True, null=True)),
-                ('location', models.CharField(blank=True, choices=[('off_site', 'Off site'), ('parking', 'Parking'), ('getting_ready', 'Getting ready'), ('bridal_suite', 'Bridal suite'), ('ceremony_area', 'Ceremony area'), ('cocktail_area', 'Cocktail area'), ('reception_hall', 'Reception hall'), ('photo_location', 'Photo location'), ('vendor_staging', 'Vendor staging')], max_length=32)),
-                ('notes', models.TextField(blank=True)),
-                ('version', models.PositiveIntegerField(default=1)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('assigned_vendors', models.ManyToManyField(blank=True, limit_choices_to={'role__in': ['caterer', 'florist', 'musician', 'officiant', 'photographer', 'venue', 'videographer']}, related_name='timeline_items', to='wedsync.member')),
-                ('wedding', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='timeline_items', to='wedsync.wedding')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("title", models.CharField(max_length=200)),
+                ("starts_at", models.DateTimeField()),
+                ("ends_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "location",
+                    models.CharField(
+                        blank=True,
+                        choices=[
+                            ("off_site", "Off site"),
+                            ("parking", "Parking"),
+                            ("getting_ready", "Getting ready"),
+                            ("bridal_suite", "Bridal suite"),
+                            ("ceremony_area", "Ceremony area"),
+                            ("cocktail_area", "Cocktail area"),
+                            ("reception_hall", "Reception hall"),
+                            ("photo_location", "Photo location"),
+                            ("vendor_staging", "Vendor staging"),
+                        ],
+                        max_length=32,
+                    ),
+                ),
+                ("notes", models.TextField(blank=True)),
+                ("version", models.PositiveIntegerField(default=1)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "assigned_vendors",
+                    models.ManyToManyField(
+                        blank=True,
+                        limit_choices_to={
+                            "role__in": [
+                                "caterer",
+                                "florist",
+                                "musician",
+                                "officiant",
+                                "photographer",
+                                "venue",
+                                "videographer",
+                            ]
+                        },
+                        related_name="timeline_items",
+                        to="wedsync.member",
+                    ),
+                ),
+                (
+                    "wedding",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="timeline_items", to="wedsync.wedding"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['wedding_id', 'starts_at', 'id'],
-                'indexes': [models.Index(fields=['wedding', 'starts_at'], name='timeline_wedding_start_idx')],
-                'constraints': [models.CheckConstraint(condition=models.Q(('ends_at__isnull', True), ('ends_at__gte', models.F('starts_at')), _connector='OR'), name='timeline_ends_after_start')],
+                "ordering": ["wedding_id", "starts_at", "id"],
+                "indexes": [models.Index(fields=["wedding", "starts_at"], name="timeline_wedding_start_idx")],
+                "constraints": [
+                    models.CheckConstraint(
+                        condition=models.Q(
+                            ("ends_at__isnull", True), ("ends_at__gte", models.F("starts_at")), _connector="OR"
+                        ),
+                        name="timeline_ends_after_start",
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='Task',
+            name="Task",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('title', models.CharField(max_length=200)),
-                ('status', models.CharField(choices=[('todo', 'To do'), ('in_progress', 'In progress'), ('done', 'Done'), ('blocked', 'Blocked')], default='todo', max_length=16)),
-                ('due', models.DateTimeField(blank=True, null=True)),
-                ('version', models.PositiveIntegerField(default=1)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('assignee', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='tasks', to='wedsync.member')),
-                ('wedding', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='tasks', to='wedsync.wedding')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("title", models.CharField(max_length=200)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("todo", "To do"),
+                            ("in_progress", "In progress"),
+                            ("done", "Done"),
+                            ("blocked", "Blocked"),
+                        ],
+                        default="todo",
+                        max_length=16,
+                    ),
+                ),
+                ("due", models.DateTimeField(blank=True, null=True)),
+                ("version", models.PositiveIntegerField(default=1)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "assignee",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="tasks",
+                        to="wedsync.member",
+                    ),
+                ),
+                (
+                    "wedding",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="tasks", to="wedsync.wedding"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['wedding_id', 'due', 'id'],
-                'indexes': [models.Index(fields=['wedding', 'status'], name='task_wedding_status_idx')],
+                "ordering": ["wedding_id", "due", "id"],
+                "indexes": [models.Index(fields=["wedding", "status"], name="task_wedding_status_idx")],
             },
         ),
         migrations.AddIndex(
-            model_name='member',
-            index=models.Index(fields=['wedding', 'role'], name='member_wedding_role_idx'),
+            model_name="member",
+            index=models.Index(fields=["wedding", "role"], name="member_wedding_role_idx"),
         ),
         migrations.AddConstraint(
-            model_name='member',
-            constraint=models.UniqueConstraint(fields=('user', 'wedding'), name='member_unique_user_wedding'),
+            model_name="member",
+            constraint=models.UniqueConstraint(fields=("user", "wedding"), name="member_unique_user_wedding"),
         ),
         migrations.AddConstraint(
-            model_name='member',
-            constraint=models.CheckConstraint(condition=models.Q(('role__in', ['couple', 'planner', 'venue', 'photographer', 'videographer', 'caterer', 'florist', 'musician', 'officiant', 'guest'])), name='member_role_known'),
+            model_name="member",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    (
+                        "role__in",
+                        [
+                            "couple",
+                            "planner",
+                            "venue",
+                            "photographer",
+                            "videographer",
+                            "caterer",
+                            "florist",
+                            "musician",
+                            "officiant",
+                            "guest",
+                        ],
+                    )
+                ),
+                name="member_role_known",
+            ),
         ),
         migrations.AddIndex(
-            model_name='auditlog',
-            index=models.Index(fields=['wedding', '-at'], name='audit_wedding_at_idx'),
+            model_name="auditlog",
+            index=models.Index(fields=["wedding", "-at"], name="audit_wedding_at_idx"),
         ),
         migrations.AddIndex(
-            model_name='auditlog',
-            index=models.Index(fields=['actor', '-at'], name='audit_actor_at_idx'),
+            model_name="auditlog",
+            index=models.Index(fields=["actor", "-at"], name="audit_actor_at_idx"),
         ),
     ]
