@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
-import threading
 
 import pytest
 import time_machine
-from django.db import connection
 from django.urls import reverse
 from rest_framework.test import APIClient
 
 from realtime.models import RealtimeTicket
 from realtime.services.tickets import TicketRefused, ticket_consume, ticket_issue
+from tests.concurrency import race
 from tests.personas import WeddingParty
 from wedsync.services.audit import ClientInfo
 from wedsync.services.auth import access_token_issue, tokens_revoke_for_user
@@ -84,22 +83,6 @@ def test_revoking_the_users_tokens_revokes_their_tickets(party: WeddingParty) ->
 @pytest.mark.django_db(transaction=True)
 def test_two_racing_sockets_cannot_both_use_one_ticket(party: WeddingParty) -> None:
     raw, _ttl = ticket_issue(user=party.ana.user, client=CLIENT)
-    start = threading.Barrier(8)
-    outcomes: list[str] = []
-
-    def race() -> None:
-        start.wait()
-        try:
-            ticket_consume(raw=raw)
-            outcomes.append("accepted")
-        except TicketRefused as exc:
-            outcomes.append(exc.reason)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=race) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    results = race(lambda: ticket_consume(raw=raw), threads=8)
+    outcomes = [result.reason if isinstance(result, TicketRefused) else "accepted" for result in results]
     assert sorted(outcomes) == ["accepted"] + ["used"] * 7

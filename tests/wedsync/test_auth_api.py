@@ -234,33 +234,14 @@ def test_forged_forwarded_for_does_not_dodge_the_throttle(api: APIClient, party:
 @pytest.mark.requires_postgres
 @pytest.mark.django_db(transaction=True)
 def test_racing_refreshes_with_one_token_rotate_it_once(party: WeddingParty) -> None:
-    import threading
-
-    from django.db import connection
-
+    from tests.concurrency import race
     from wedsync.services.audit import ClientInfo
     from wedsync.services.auth import TokenRefused, token_pair_obtain, token_pair_refresh
 
     client = ClientInfo(ip="127.0.0.1", user_agent="race")
     refresh = token_pair_obtain(username=party.ana.user.username, password=PASSWORD, client=client).refresh
-    start = threading.Barrier(6)
-    outcomes: list[str] = []
-
-    def race() -> None:
-        start.wait()
-        try:
-            token_pair_refresh(refresh=refresh, client=client)
-            outcomes.append("rotated")
-        except TokenRefused as exc:
-            outcomes.append(exc.reason)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=race) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    results = race(lambda: token_pair_refresh(refresh=refresh, client=client), threads=6)
+    outcomes = [result.reason if isinstance(result, TokenRefused) else "rotated" for result in results]
     assert outcomes.count("rotated") == 1
     assert len(outcomes) == 6
 
