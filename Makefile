@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export HOST PORT
 
-.PHONY: run test lint format install install-dev clean
+.PHONY: run test lint format bench install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
+
+## The room scenario side by side with the ceiling and the textbook baseline (needs PostgreSQL and Redis).
+bench: install-dev
+	$(BIN)/python -m bench.room --members 200 --rate 50 --seconds 10 --servers product,ceiling,baseline
 
 format: install-dev
 	$(BIN)/ruff check --fix .

@@ -1,13 +1,14 @@
-"""A quick room benchmark: one wedding, N members subscribed, one publisher at a fixed rate.
+"""A room benchmark: one wedding, N members subscribed, one publisher at a fixed rate, run
+against the product and, side by side, the ceiling and the textbook baseline.
 
-Starts its own daphne on 127.0.0.1 against a scratch PostgreSQL database and a Redis database of
-its own, connects every member's socket with the project's protocol, publishes chat messages that
-carry their send time, and reports what the receivers saw: deliveries/s, latency percentiles,
-losses and duplicates (counted per expected delivery, never assumed). Bounded in time and count.
+Starts each server on 127.0.0.1 in turn (the product and the baseline under daphne against a
+scratch PostgreSQL database and a Redis database of their own; the ceiling as a pure-asyncio
+process), connects every member's socket, publishes chat messages that carry their send time, and
+reports what the receivers saw: deliveries/s, latency percentiles, losses and duplicates (counted
+per expected delivery, never assumed), and the product's ratios to the other two. Bounded in time
+and count.
 
-    .venv/bin/python -m bench.room --members 200 --rate 20 --seconds 20
-
-The full benchmark suite (ceiling, baseline, ratios, plots) is the benchmark issue's work.
+    .venv/bin/python -m bench.room --members 200 --rate 50 --seconds 15 --servers product,ceiling,baseline
 """
 
 from __future__ import annotations
@@ -76,15 +77,27 @@ def _prepare(env: dict[str, str], members: int) -> dict[str, Any]:
     return wedding
 
 
-def _start_server(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
+SERVERS = {
+    "product": ["-m", "daphne", "-b", "127.0.0.1", "-p", "{port}", "wedsync.asgi:application"],
+    "ceiling": ["-m", "bench.ceiling", "--port", "{port}"],
+    "baseline": ["-m", "daphne", "-b", "127.0.0.1", "-p", "{port}", "bench.baseline:application"],
+}
+
+
+def _start_server(kind: str, env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
+    command = [sys.executable, *(part.format(port=port) for part in SERVERS[kind])]
     with log.open("wb") as out:
-        server = subprocess.Popen(  # noqa: S603
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "wedsync.asgi:application"],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+        server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)  # noqa: S603
+    if kind != "product":  # no /healthz there: wait for the port instead
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                return server
+            except OSError:
+                time.sleep(0.1)
+        server.kill()
+        raise RuntimeError(f"the {kind} server did not start")
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -186,27 +199,50 @@ async def _run(url: str, wedding: dict[str, Any], rate: float, seconds: float) -
     }
 
 
+def _ratios(results: dict[str, dict[str, Any]]) -> dict[str, float | None]:
+    """The product's figures over the ceiling's and the baseline's (a noisy machine cancels out)."""
+    product = results.get("product")
+    ratios: dict[str, float | None] = {}
+    if product is None:
+        return ratios
+    for other in ("ceiling", "baseline"):
+        theirs = results.get(other)
+        if theirs is None:
+            continue
+        for metric in ("deliveries_per_s", "latency_ms_p99"):
+            ratios[f"{metric}_product_over_{other}"] = (
+                round(product[metric] / theirs[metric], 2) if theirs[metric] and product[metric] else None
+            )
+    return ratios
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--members", type=int, default=200)
     parser.add_argument("--rate", type=float, default=20.0, help="publishes per second")
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--servers", default="product", help="comma-separated: product, ceiling, baseline")
     parser.add_argument("--redis-db", type=int, default=3)
     args = parser.parse_args()
+    kinds = [kind.strip() for kind in args.servers.split(",") if kind.strip()]
     if not (1 <= args.seconds <= 300 and 1 <= args.members <= 2000 and 0 < args.rate <= 1000):
         parser.error("bounded runs only: 1-300 s, 1-2000 members, rate up to 1000/s")
+    if unknown := set(kinds) - set(SERVERS):
+        parser.error(f"unknown servers: {', '.join(sorted(unknown))}")
     env = _environment(args.redis_db)
     wedding = _prepare(env, args.members)
-    port = _free_port()
-    log = ROOT / "var" / "bench-room-daphne.log"
-    log.parent.mkdir(exist_ok=True)
-    server = _start_server(env, port, log)
-    try:
-        result = asyncio.run(_run(f"ws://127.0.0.1:{port}/ws/v1/", wedding, args.rate, args.seconds))
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=20)
-    print(json.dumps(result, indent=2))
+    results: dict[str, dict[str, Any]] = {}
+    for kind in kinds:
+        port = _free_port()
+        log = ROOT / "var" / f"bench-room-{kind}.log"
+        log.parent.mkdir(exist_ok=True)
+        server = _start_server(kind, env, port, log)
+        try:
+            results[kind] = asyncio.run(_run(f"ws://127.0.0.1:{port}/ws/v1/", wedding, args.rate, args.seconds))
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=20)
+    print(json.dumps({"results": results, "ratios": _ratios(results)}, indent=2))
 
 
 if __name__ == "__main__":

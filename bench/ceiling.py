@@ -1,0 +1,80 @@
+"""The ceiling: a minimal pure-asyncio WebSocket broadcaster doing the same fan-out as the product.
+
+It speaks just enough of protocol v1 for the load generator (welcome, subscribe, publish, event
+frames of the same shape) and does nothing else: no authentication, storage, routing or limits.
+What the product does on top costs the difference between its figures and these.
+
+    .venv/bin/python -m bench.ceiling --port 9001
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+from collections import defaultdict
+from datetime import UTC, datetime
+
+import websockets
+from websockets.asyncio.server import ServerConnection, broadcast, serve
+from websockets.typing import Subprotocol
+
+_topics: dict[str, set[ServerConnection]] = defaultdict(set)
+_seqs: dict[str, int] = defaultdict(int)
+
+
+async def _handler(ws: ServerConnection) -> None:
+    await ws.send(json.dumps({"op": "welcome", "session": str(id(ws)), "heartbeat_interval": 30}))
+    joined: set[str] = set()
+    try:
+        async for raw in ws:
+            frame = json.loads(raw)
+            op, ref, topic = frame.get("op"), frame.get("ref"), frame.get("topic", "")
+            if op == "subscribe":
+                _topics[topic].add(ws)
+                joined.add(topic)
+                await ws.send(json.dumps({"op": "reply", "ref": ref, "status": "ok", "data": {"seq": _seqs[topic]}}))
+            elif op == "publish":
+                _seqs[topic] += 1
+                seq = _seqs[topic]
+                await ws.send(json.dumps({"op": "reply", "ref": ref, "status": "ok", "data": {"seq": seq}}))
+                event = {
+                    "op": "event",
+                    "topic": topic,
+                    "seq": seq,
+                    "type": frame.get("type"),
+                    "priority": "normal",
+                    "from": None,
+                    "data": frame.get("data"),
+                    "at": datetime.now(UTC).isoformat(),
+                    "replay": False,
+                }
+                broadcast(_topics[topic], json.dumps(event))  # encoded once, written to every socket
+            else:
+                await ws.send(json.dumps({"op": "reply", "ref": ref, "status": "ok", "data": {}}))
+    except websockets.ConnectionClosed:
+        pass
+    finally:
+        for topic in joined:
+            _topics[topic].discard(ws)
+
+
+async def _serve(host: str, port: int) -> None:
+    stop = asyncio.get_running_loop().create_future()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(signum, stop.set_result, None)
+    async with serve(_handler, host, port, subprotocols=[Subprotocol("wedsync.v1")], max_size=65536, ping_interval=20):
+        await stop
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Pure-asyncio broadcaster (the benchmark's ceiling).")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9001)
+    args = parser.parse_args()
+    asyncio.run(_serve(args.host, args.port))
+
+
+if __name__ == "__main__":
+    main()
