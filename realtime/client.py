@@ -255,7 +255,9 @@ class RealtimeClient:
 
     def _subscribed(self, topic: str, data: dict[str, Any]) -> None:
         """A subscribe reply, applied before the replay and live events that follow it."""
-        state = self.topics[topic]
+        state = self.topics.get(topic)
+        if state is None:  # the server ended the subscription (unsubscribed) meanwhile
+            return
         recovered = bool(data["recovered"])
         if state.epoch is not None and not recovered:
             # The history was reset or is too old: the caller must reload its state over REST.

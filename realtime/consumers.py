@@ -256,6 +256,10 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             epoch=frame.epoch,
             min_priority=Priority.from_wire(frame.min_priority),
         )
+        if self.hub.subscribed(self, wedding_id=membership.wedding_id) is not subscription:
+            # Access changed (or another subscribe replaced this one) while the replay was read.
+            self._send_frame(protocol.reply_error(frame.ref, "forbidden", "Your access changed: subscribe again."))
+            return
         self._send_frame(
             protocol.reply_ok(
                 frame.ref,
@@ -371,9 +375,10 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             self._expiry.cancel()
         if self._writer is not None:
             self._writer.cancel()
-        if self.outbox is not None:
+        hub: NodeHub | None = getattr(self, "hub", None)
+        if self.outbox is not None and hub is not None:
             self.outbox.close()
-            self.hub.unregister(self)
+            hub.unregister(self)
             try:
                 await node_limits().device_disconnect(user_id=self.user_id, connection_id=self.connection_id)
             except Exception:  # Redis away: the entry expires by itself within a minute

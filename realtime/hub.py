@@ -82,6 +82,8 @@ class Subscription:
 
     def offer(self, message: dict[str, Any]) -> None:
         if self.held is not None:
+            if not self._wants(message):
+                return  # go_live moves the cursor past it anyway
             if len(self.held) >= HELD_MAX:  # a replay that cannot keep up with the room: resume later
                 self.socket.too_slow()
                 return
@@ -94,9 +96,7 @@ class Subscription:
         if seq <= self.cursor:
             return  # already sent by the replay
         self.cursor = seq
-        if message["priority"] < self.min_priority:
-            return
-        if self.role in message["roles"] or self.member_id in message["members"]:
+        if self._wants(message):
             self.socket.push_event(
                 message["text"],
                 priority=Priority(message["priority"]),
@@ -104,6 +104,11 @@ class Subscription:
                 seq=seq,
                 conflate_key=message["conflate_key"],
             )
+
+    def _wants(self, message: dict[str, Any]) -> bool:
+        return message["priority"] >= self.min_priority and (
+            self.role in message["roles"] or self.member_id in message["members"]
+        )
 
     def go_live(self, *, upto: int) -> None:
         """After the replay up to ``upto``: deliver what was held (newer events only), then live."""
@@ -294,6 +299,13 @@ class NodeHub:
             newer_than=now - timedelta(seconds=RESEND_WINDOW_SECONDS),
             older_than=now - timedelta(seconds=RESEND_SECONDS),
         )
+        pending_seqs: dict[int, set[int]] = {}
+        for event in pending:
+            pending_seqs.setdefault(event.wedding_id, set()).add(event.seq)
+        for wedding_id, wedding_feed in self.feeds.items():  # forget what is acknowledged or too old
+            keep = pending_seqs.get(wedding_id, set())
+            for subscription in wedding_feed.subscriptions.values():
+                subscription.resent = {seq: n for seq, n in subscription.resent.items() if seq in keep}
         for event in pending:
             feed = self.feeds.get(event.wedding_id)
             if feed is None:
@@ -316,23 +328,27 @@ class NodeHub:
         """The safety net under the control messages (which ride the same lossy layer): every few
         seconds, compare this node's subscriptions and sockets with the database's roles and token
         generations, and act on any change a lost message did not bring."""
-        member_ids = {sub.member_id for feed in self.feeds.values() for sub in feed.subscriptions.values()}
-        if not member_ids and not self.sockets_by_user:
+        # Judge only the subscriptions that existed before the read: one made meanwhile was checked
+        # against the database when it was made.
+        checked = [
+            (feed, connection_id, subscription)
+            for feed in self.feeds.values()
+            for connection_id, subscription in feed.subscriptions.items()
+        ]
+        if not checked and not self.sockets_by_user:
             return
-        roles, generations = await database_sync_to_async(access_snapshot)(
-            member_ids=sorted(member_ids), user_ids=sorted(self.sockets_by_user)
+        members, generations = await database_sync_to_async(access_snapshot)(
+            member_ids=sorted({subscription.member_id for _f, _c, subscription in checked}),
+            user_ids=sorted(self.sockets_by_user),
         )
-        for feed in list(self.feeds.values()):
-            for subscription in list(feed.subscriptions.values()):
-                role = roles.get(subscription.member_id)
-                if role != subscription.role:
-                    subscription.socket.on_control(
-                        {
-                            "kind": "member_changed",
-                            "wedding": feed.wedding_id,
-                            "reason": "removed" if role is None else "role_changed",
-                        }
-                    )
+        for feed, connection_id, subscription in checked:
+            if feed.subscriptions.get(connection_id) is not subscription:
+                continue
+            state = members.get(subscription.member_id)
+            expected = (subscription.role, feed.wedding_id, subscription.socket.user_id, True)
+            if state != expected:
+                reason = "removed" if state is None else "deactivated" if not state[3] else "role_changed"
+                subscription.socket.on_control({"kind": "member_changed", "wedding": feed.wedding_id, "reason": reason})
         for user_id, connection_ids in list(self.sockets_by_user.items()):
             for connection_id in list(connection_ids):
                 socket = self.sockets.get(connection_id)

@@ -40,7 +40,12 @@ class RateDecision:
 @functools.cache
 def _rate_limiter(redis_url: str | None) -> SlidingWindowCounterRateLimiter:
     """The limiter for a Redis (or, embedded, this process's memory); built once per process."""
-    storage = RedisStorage(redis_url, key_prefix="wedsync-rate") if redis_url else MemoryStorage()
+    # Short timeouts: this runs on the node's one database thread, which a hung Redis must not hold.
+    storage = (
+        RedisStorage(redis_url, key_prefix="wedsync-rate", socket_timeout=0.5, socket_connect_timeout=0.5)
+        if redis_url
+        else MemoryStorage()
+    )
     return SlidingWindowCounterRateLimiter(storage)
 
 

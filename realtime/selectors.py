@@ -60,11 +60,19 @@ def membership_for_topic(*, user_id: int, wedding_id: int) -> MembershipView:
     return MembershipView(wedding_id=wedding_id, member_id=member.pk, role=member.role, name=member.name)
 
 
-def access_snapshot(*, member_ids: list[int], user_ids: list[int]) -> tuple[dict[int, str], dict[int, int]]:
-    """Current roles of the active members among ``member_ids``, and token generations of ``user_ids``."""
-    roles = dict(Member.objects.filter(pk__in=member_ids, is_active=True).values_list("pk", "role"))
+def access_snapshot(
+    *, member_ids: list[int], user_ids: list[int]
+) -> tuple[dict[int, tuple[str, int, int, bool]], dict[int, int]]:
+    """(role, wedding, user, active) of each of ``member_ids`` that exists, and the token
+    generations of ``user_ids``."""
+    members = {
+        pk: (role, wedding_id, user_id, active)
+        for pk, role, wedding_id, user_id, active in Member.objects.filter(pk__in=member_ids).values_list(
+            "pk", "role", "wedding_id", "user_id", "is_active"
+        )
+    }
     generations = dict(UserTokenGeneration.objects.filter(user_id__in=user_ids).values_list("user_id", "generation"))
-    return roles, generations
+    return members, generations
 
 
 def stream_head(*, wedding_id: int) -> tuple[int, str]:
@@ -154,7 +162,7 @@ def unacknowledged_events(
             priority__gte=Priority.CRITICAL,
             created_at__gte=newer_than,
             created_at__lte=older_than,
-        ).order_by("wedding_id", "seq")[:_REPLAY_CHUNK]
+        ).order_by("-created_at")[:_REPLAY_CHUNK]  # the newest first: they matter most
     )
     acks: dict[Any, set[int]] = {}
     for event_id, member_id in EventAck.objects.filter(event__in=events).values_list("event_id", "member_id"):

@@ -11,17 +11,21 @@ from django.db import connection
 T = TypeVar("T")
 
 
-def race(work: Callable[[], T], *, threads: int) -> list[T | BaseException]:
-    """Run ``work`` in ``threads`` threads started together; each result, or the exception raised."""
+def race(work: Callable[[], T], *, threads: int, expected: tuple[type[Exception], ...] = ()) -> list[T | Exception]:
+    """Run ``work`` in ``threads`` threads started together. Each result, or the ``expected``
+    refusal raised; any other exception fails the caller (it is raised again)."""
     start = threading.Barrier(threads)
-    results: list[T | BaseException] = []
+    results: list[T | Exception] = []
+    unexpected: list[BaseException] = []
 
     def run() -> None:
         start.wait()
         try:
             results.append(work())
-        except Exception as exc:  # the caller inspects refusals as results
+        except expected as exc:
             results.append(exc)
+        except BaseException as exc:
+            unexpected.append(exc)
         finally:
             connection.close()  # each thread has its own connection; leave none open
 
@@ -30,4 +34,6 @@ def race(work: Callable[[], T], *, threads: int) -> list[T | BaseException]:
         worker.start()
     for worker in workers:
         worker.join()
+    if unexpected:
+        raise unexpected[0]
     return results
