@@ -109,7 +109,15 @@ def _start_server(kind: str, env: dict[str, str], port: int, log: Path) -> subpr
     raise RuntimeError("daphne did not start")
 
 
-async def _run(url: str, wedding: dict[str, Any], rate: float, seconds: float) -> dict[str, Any]:
+def _rss_kib(pid: int) -> int:
+    """Resident memory of a process, KiB (Linux /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+async def _run(url: str, wedding: dict[str, Any], rate: float, seconds: float, server_pid: int) -> dict[str, Any]:
     topic = f"wedding:{wedding['id']}"
     members = wedding["members"]
     received: dict[int, list[tuple[int, float]]] = {m["member"]: [] for m in members}
@@ -129,10 +137,14 @@ async def _run(url: str, wedding: dict[str, Any], rate: float, seconds: float) -
             raise RuntimeError(f"member {member['member']} could not subscribe: {welcome} {reply}")
         return ws
 
+    await asyncio.sleep(0.5)
+    rss_before = _rss_kib(server_pid)
     connect_started = time.perf_counter()
     for start in range(0, len(members), 50):
         sockets += await asyncio.gather(*(open_socket(m) for m in members[start : start + 50]))
     connect_seconds = time.perf_counter() - connect_started
+    await asyncio.sleep(1.0)  # let the server settle before reading its memory
+    rss_per_socket = (_rss_kib(server_pid) - rss_before) * 1024 / len(sockets)
 
     closes: dict[int, int | None] = {}
 
@@ -194,6 +206,10 @@ async def _run(url: str, wedding: dict[str, Any], rate: float, seconds: float) -
         "latency_ms_p50": round(statistics.median(latencies) * 1000, 1) if latencies else None,
         "latency_ms_p99": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 1) if latencies else None,
         "connect_seconds": round(connect_seconds, 2),
+        # Authenticated and subscribed sockets per second (50 connecting at a time).
+        "connects_per_s": round(len(sockets) / connect_seconds, 1),
+        # Server memory added per authenticated, subscribed, idle socket.
+        "rss_kb_per_socket": round(rss_per_socket / 1000, 1),
         # Sockets the server cut off as too slow (this generator does not resume them).
         "closed_4008": sum(1 for code in closes.values() if code == 4008),
     }
@@ -238,7 +254,9 @@ def main() -> None:
         log.parent.mkdir(exist_ok=True)
         server = _start_server(kind, env, port, log)
         try:
-            results[kind] = asyncio.run(_run(f"ws://127.0.0.1:{port}/ws/v1/", wedding, args.rate, args.seconds))
+            results[kind] = asyncio.run(
+                _run(f"ws://127.0.0.1:{port}/ws/v1/", wedding, args.rate, args.seconds, server.pid)
+            )
         finally:
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=20)
