@@ -77,9 +77,11 @@ def access_snapshot(
 
 def stream_head(*, wedding_id: int) -> tuple[int, str]:
     """(last seq, epoch) of the wedding's event stream; a wedding with no events has seq 0."""
-    WeddingStream.objects.bulk_create([WeddingStream(wedding_id=wedding_id)], ignore_conflicts=True)
-    seq, epoch = WeddingStream.objects.filter(wedding_id=wedding_id).values_list("last_seq", "epoch").get()
-    return seq, epoch
+    head = WeddingStream.objects.filter(wedding_id=wedding_id).values_list("last_seq", "epoch").first()
+    if head is None:  # a wedding's first subscriber: create its stream (a write only this once)
+        WeddingStream.objects.bulk_create([WeddingStream(wedding_id=wedding_id)], ignore_conflicts=True)
+        head = WeddingStream.objects.filter(wedding_id=wedding_id).values_list("last_seq", "epoch").get()
+    return head
 
 
 def stream_heads(*, wedding_ids: list[int]) -> dict[int, int]:
