@@ -23,7 +23,7 @@ from realtime import protocol
 from realtime.auth import PROTOCOL_NAME, SocketIdentity, SocketRefused, socket_authenticate, socket_token_refresh
 from realtime.daphne_support import write_gate_for
 from realtime.hub import NodeHub, node_hub
-from realtime.limits import device_limit_for, node_limits
+from realtime.limits import node_limits
 from realtime.names import Priority, wedding_id_from_topic, wedding_topic
 from realtime.outbox import Outbox, conflation_key
 from realtime.selectors import SubscriptionDenied, membership_for_topic, memberships_for_user
@@ -53,7 +53,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     _expiry: asyncio.TimerHandle | None = None
     _closing = False
     _released = False
-    _violations: list[float]
+    _violations: tuple[float, ...] = ()
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # channels' dispatch() hops to a thread before every message to close stale database
@@ -66,16 +66,12 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
 
     # --- connect ------------------------------------------------------------------------------------
 
-    def _client(self) -> ClientInfo:
-        headers = {name.decode("latin1").lower(): value.decode("latin1") for name, value in self.scope["headers"]}
-        client = self.scope.get("client") or [None]
-        return ClientInfo(ip=client[0], user_agent=headers.get("user-agent", "")[:512])
-
     async def websocket_connect(self, message: dict[str, Any]) -> None:
         headers = {name.decode("latin1").lower(): value.decode("latin1") for name, value in self.scope["headers"]}
         subprotocols: list[str] = list(self.scope.get("subprotocols") or [])
         chosen = PROTOCOL_NAME if PROTOCOL_NAME in subprotocols else None
-        self.client = self._client()
+        address = self.scope.get("client") or [None]
+        self.client = ClientInfo(ip=address[0], user_agent=headers.get("user-agent", "")[:512])
         try:
             self.identity = await database_sync_to_async(socket_authenticate)(
                 headers=headers,
@@ -121,20 +117,15 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         self._schedule_expiry()
 
     async def _within_device_limit(self, roles: list[str]) -> bool:
-        """Count this device; past the limit close the oldest (or, by setting, this one) with 4029."""
-        over = await node_limits().device_connect(
-            user_id=self.user_id, connection_id=self.connection_id, limit=device_limit_for(roles)
-        )
-        if not over:
-            return True
-        if settings.REALTIME_DEVICE_LIMIT_POLICY == "refuse_newest":
-            self._close_soon(DEVICES_CLOSE, "forbidden", "Too many devices: close one and try again.")
-            return False
-        for connection_id in over:
-            if connection_id != self.connection_id:
-                await self.hub.control_broadcast(
-                    {"kind": "close_connection", "user": self.user_id, "connection": connection_id}
-                )
+        """Count this device; close what the device policy says must go (4029)."""
+        to_close = await node_limits().device_admit(user_id=self.user_id, connection_id=self.connection_id, roles=roles)
+        for connection_id in to_close:
+            if connection_id == self.connection_id:
+                self._close_soon(DEVICES_CLOSE, "forbidden", "Too many devices: close one and try again.")
+                return False
+            await self.hub.control_broadcast(
+                {"kind": "close_connection", "user": self.user_id, "connection": connection_id}
+            )
         return True
 
     async def _send_text(self, text: str) -> None:
@@ -226,10 +217,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
 
     def _violation(self) -> None:
         now = time.monotonic()
-        recent = [moment for moment in getattr(self, "_violations", ()) if now - moment < 60]
-        recent.append(now)
-        self._violations = recent
-        if len(recent) > VIOLATION_LIMIT:
+        self._violations = (*(moment for moment in self._violations if now - moment < 60), now)
+        if len(self._violations) > VIOLATION_LIMIT:
             self._close_soon(VIOLATIONS_CLOSE, "invalid", "Too many invalid frames.")
 
     # --- operations ---------------------------------------------------------------------------------

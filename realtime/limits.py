@@ -122,6 +122,16 @@ class Limits:
         live = [c for c in connections if c not in dead]
         return live[: max(len(live) - limit, 0)]
 
+    async def device_admit(self, *, user_id: int, connection_id: str, roles: list[str]) -> list[str]:
+        """Count a new device and apply REALTIME_DEVICE_LIMIT_POLICY: the connections to close with
+        4029, either the oldest ones past the limit or, under ``refuse_newest``, only this one."""
+        over = await self.device_connect(user_id=user_id, connection_id=connection_id, limit=device_limit_for(roles))
+        if not over:
+            return []
+        if settings.REALTIME_DEVICE_LIMIT_POLICY == "refuse_newest":
+            return [connection_id]
+        return [other for other in over if other != connection_id]
+
     async def device_refresh(self, *, connection_ids: list[str]) -> None:
         if self._redis is None or not connection_ids:
             return
