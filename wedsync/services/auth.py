@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.contrib.auth import authenticate, get_user_model
+from django.contrib.auth import authenticate
 from django.contrib.auth.models import User
 from django.db import transaction
 from rest_framework_simplejwt.exceptions import ExpiredTokenError, TokenError
@@ -22,7 +22,7 @@ from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, Ou
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
 from wedsync.models import AuditOutcome, UserTokenGeneration
-from wedsync.selectors import token_generation_current
+from wedsync.selectors import token_generation_current, user_with_token_generation
 from wedsync.services.audit import AuditAction, ClientInfo, audit_record
 from wedsync.signals import tokens_revoked
 
@@ -40,6 +40,16 @@ class TokenRefused(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class AccessGrant:
+    """What a valid access token grants: its live user, the generation it was checked against, and
+    when it expires (seconds since the epoch, None if the token carries no ``exp``)."""
+
+    user: User
+    generation: int
+    expires_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
 class TokenPair:
     access: str
     refresh: str
@@ -53,14 +63,15 @@ def _token_refused_from(exc: TokenError) -> TokenRefused:
     return TokenRefused(reason="invalid", message="The token is invalid.")
 
 
-def _user_for_claims(*, user_id: object, generation: object) -> User:
-    """The live user a verified token names, or :class:`TokenRefused` if it was revoked."""
-    user = get_user_model().objects.filter(pk=str(user_id)).first()
+def _user_for_claims(*, user_id: object, generation: object) -> tuple[User, int]:
+    """The live user a verified token names and its current generation (one query), or
+    :class:`TokenRefused` if it was revoked."""
+    user, current = user_with_token_generation(user_id=user_id)
     if user is None or not user.is_active:
         raise TokenRefused(reason="inactive", message="The user is unknown or deactivated.", user=user)
-    if generation != token_generation_current(user_id=user.pk):
+    if generation != current:
         raise TokenRefused(reason="revoked", message="The token has been revoked.", user=user)
-    return user
+    return user, current
 
 
 def _refresh_token_for(user: User) -> RefreshToken:
@@ -107,7 +118,9 @@ def token_pair_refresh(*, refresh: str, client: ClientInfo) -> TokenPair:
     try:
         with transaction.atomic():
             old = RefreshToken(refresh)  # type: ignore[arg-type]  # checks signature, expiry, type, blacklist
-            user = _user_for_claims(user_id=old[jwt_settings.USER_ID_CLAIM], generation=old.get(GENERATION_CLAIM))
+            user, _generation = _user_for_claims(
+                user_id=old[jwt_settings.USER_ID_CLAIM], generation=old.get(GENERATION_CLAIM)
+            )
             # Two refreshes racing with one token: the row lock lets one through, the other then
             # finds it blacklisted. Without it both could rotate and the token would branch.
             outstanding = OutstandingToken.objects.select_for_update().filter(jti=old[jwt_settings.JTI_CLAIM]).first()
@@ -147,11 +160,20 @@ def access_token_verify(*, raw: str) -> User:
     Refuses malformed tokens, ``alg: none`` and any algorithm but HS256, a wrong signature,
     audience or issuer, expired tokens, refresh tokens, and revoked ones.
     """
+    return access_token_grant(raw=raw).user
+
+
+def access_token_grant(*, raw: str) -> AccessGrant:
+    """:func:`access_token_verify`, also giving the generation and expiry it read (sockets keep both)."""
     try:
         token = AccessToken(raw)  # type: ignore[arg-type]
     except TokenError as exc:
         raise _token_refused_from(exc) from None
-    return _user_for_claims(user_id=token[jwt_settings.USER_ID_CLAIM], generation=token.get(GENERATION_CLAIM))
+    user, generation = _user_for_claims(
+        user_id=token[jwt_settings.USER_ID_CLAIM], generation=token.get(GENERATION_CLAIM)
+    )
+    expires = token.get("exp")
+    return AccessGrant(user=user, generation=generation, expires_at=float(expires) if expires else None)
 
 
 def tokens_revoke_for_user(
