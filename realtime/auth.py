@@ -22,10 +22,10 @@ from django.contrib.auth.models import User
 from django.http.request import split_domain_port, validate_host
 
 from realtime.services.tickets import TicketRefused, ticket_consume
-from wedsync.models import AuditOutcome
+from wedsync.models import AuditLog, AuditOutcome
 from wedsync.selectors import token_generation_current
-from wedsync.services.audit import AuditAction, ClientInfo, audit_record
-from wedsync.services.auth import TokenRefused, access_token_verify
+from wedsync.services.audit import AuditAction, ClientInfo, audit_entries_write, audit_entry_build, audit_record
+from wedsync.services.auth import TokenRefused, access_token_grant, access_token_verify
 
 PROTOCOL_NAME = "wedsync.v1"
 BEARER_PREFIX = "bearer."
@@ -84,21 +84,21 @@ def _session_user(cookie_header: str) -> User | None:
 
 def _authenticate(
     *, headers: dict[str, str], subprotocols: list[str], query: dict[str, list[str]]
-) -> tuple[Method, User, float | None]:
+) -> tuple[Method, User, int | None, float | None]:
+    """(method, user, token generation if already read, expiry) or :class:`SocketRefused`."""
     bearer = [item[len(BEARER_PREFIX) :] for item in subprotocols if item.startswith(BEARER_PREFIX)]
     if bearer:
         if PROTOCOL_NAME not in subprotocols:
             raise SocketRefused(close_code=4401, reason="protocol_missing", message=f"Offer {PROTOCOL_NAME} too.")
         try:
-            user = access_token_verify(raw=bearer[0])
+            grant = access_token_grant(raw=bearer[0])
         except TokenRefused as exc:
             raise SocketRefused(close_code=4401, reason=exc.reason, message=exc.message) from None
-        expires = jwt.decode(bearer[0], options={"verify_signature": False}).get("exp")
-        return "bearer", user, float(expires) if expires else None
+        return "bearer", grant.user, grant.generation, grant.expires_at
     tickets = query.get("ticket")
     if tickets:
         try:
-            return "ticket", ticket_consume(raw=tickets[0]), None
+            return "ticket", ticket_consume(raw=tickets[0]), None, None
         except TicketRefused as exc:
             raise SocketRefused(close_code=4401, reason=f"ticket_{exc.reason}", message=exc.message) from None
     if "cookie" in headers:
@@ -106,7 +106,7 @@ def _authenticate(
             raise SocketRefused(close_code=4403, reason="origin_missing", message="Cookies need an Origin.")
         session_user = _session_user(headers["cookie"])
         if session_user is not None:
-            return "session", session_user, None
+            return "session", session_user, None, None
     raise SocketRefused(close_code=4401, reason="no_credentials", message="Log in first: token, ticket or session.")
 
 
@@ -114,6 +114,18 @@ def socket_authenticate(
     *, headers: dict[str, str], subprotocols: list[str], query_string: str, client: ClientInfo
 ) -> SocketIdentity:
     """Who this socket belongs to, or :class:`SocketRefused`. ``headers`` have lower-case names."""
+    identity, entry = socket_identify(
+        headers=headers, subprotocols=subprotocols, query_string=query_string, client=client
+    )
+    audit_entries_write(entries=[entry])
+    return identity
+
+
+def socket_identify(
+    *, headers: dict[str, str], subprotocols: list[str], query_string: str, client: ClientInfo
+) -> tuple[SocketIdentity, AuditLog]:
+    """:func:`socket_authenticate` leaving the connect's audit entry to the caller to write (the
+    socket consumer batches them); a refusal is audited here and now."""
     query = parse_qs(query_string)
     method: str = (
         "bearer"
@@ -124,7 +136,7 @@ def socket_authenticate(
         origin = headers.get("origin")
         if origin is not None and not origin_allowed(origin, host=headers.get("host")):
             raise SocketRefused(close_code=4403, reason="origin_refused", message="This origin may not connect.")
-        method, user, expires_at = _authenticate(headers=headers, subprotocols=subprotocols, query=query)
+        method, user, generation, expires_at = _authenticate(headers=headers, subprotocols=subprotocols, query=query)
     except SocketRefused as refused:
         audit_record(
             action=AuditAction.SOCKET_REFUSE,
@@ -133,20 +145,22 @@ def socket_authenticate(
             details={"method": method, "reason": refused.reason, "origin": headers.get("origin", "")[:200]},
         )
         raise
-    audit_record(
+    entry = audit_entry_build(
         action=AuditAction.SOCKET_CONNECT,
         outcome=AuditOutcome.SUCCESS,
         actor=user,
         client=client,
         details={"method": method, "origin": headers.get("origin", "")[:200]},
     )
-    return SocketIdentity(
+    identity = SocketIdentity(
         user_id=user.pk,
         user_name=user.get_full_name() or user.get_username(),
         method=method,
-        generation=token_generation_current(user_id=user.pk),
+        # A bearer token was just checked against the generation, so it is read once.
+        generation=token_generation_current(user_id=user.pk) if generation is None else generation,
         expires_at=expires_at,
     )
+    return identity, entry
 
 
 def socket_token_refresh(*, identity: SocketIdentity, raw: str, client: ClientInfo) -> SocketIdentity:

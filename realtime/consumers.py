@@ -7,6 +7,7 @@ and hands it to :meth:`RealtimeConsumer.push_event` (docs/architecture.md).
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -20,16 +21,17 @@ from django.conf import settings
 from django.utils import timezone
 
 from realtime import protocol
-from realtime.auth import PROTOCOL_NAME, SocketIdentity, SocketRefused, socket_authenticate, socket_token_refresh
+from realtime.audit import node_audit
+from realtime.auth import PROTOCOL_NAME, SocketIdentity, SocketRefused, socket_token_refresh
 from realtime.daphne_support import write_gate_for
 from realtime.hub import NodeHub, node_hub
 from realtime.limits import node_limits
 from realtime.names import Priority, wedding_id_from_topic, wedding_topic
 from realtime.outbox import Outbox, conflation_key
-from realtime.selectors import SubscriptionDenied, membership_for_topic, memberships_for_user
+from realtime.selectors import SubscriptionDenied
 from realtime.services.acks import AckRefused, event_ack
 from realtime.services.events import PublishRefused
-from realtime.services.sockets import socket_event_publish, subscribe_refusal_audit
+from realtime.services.sockets import socket_event_publish, socket_open, socket_subscribe_check
 from wedsync.services.audit import ClientInfo
 
 logger = structlog.get_logger(__name__)
@@ -47,6 +49,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     connection_id: str
     user_id: int
     identity: SocketIdentity
+    connect_weddings: frozenset[int] = frozenset()  # the user's weddings when the socket connected
     hub: NodeHub
     outbox: Outbox | None = None
     _writer: asyncio.Task[None] | None = None
@@ -73,7 +76,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         address = self.scope.get("client") or [None]
         self.client = ClientInfo(ip=address[0], user_agent=headers.get("user-agent", "")[:512])
         try:
-            self.identity = await database_sync_to_async(socket_authenticate)(
+            opened = await database_sync_to_async(socket_open)(
                 headers=headers,
                 subprotocols=subprotocols,
                 query_string=self.scope.get("query_string", b"").decode("latin1"),
@@ -86,9 +89,11 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             await self.send(text_data=protocol.encode(protocol.error_frame(code, refused.message)))
             await self.close(code=refused.close_code)
             return
+        await node_audit().write(opened.audit_entry)
+        self.identity, memberships = opened.identity, opened.memberships
         self.user_id = self.identity.user_id
         self.connection_id = uuid.uuid4().hex
-        memberships, heartbeat = await database_sync_to_async(memberships_for_user)(user_id=self.user_id)
+        self.connect_weddings = frozenset(m.wedding_id for m in memberships)
         await self.accept(subprotocol=chosen)
         self.outbox = Outbox(
             send_text=self._send_text,
@@ -108,7 +113,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 "session": self.connection_id,
                 "user": {"id": self.user_id, "name": self.identity.user_name},
                 "memberships": [{"wedding": m.wedding_id, "member": m.member_id, "role": m.role} for m in memberships],
-                "heartbeat_interval": heartbeat,
+                "heartbeat_interval": opened.heartbeat,
                 "max_frame": settings.REALTIME_MAX_FRAME,
                 "server_time": protocol.iso(timezone.now()),
                 "node": settings.REALTIME_NODE_NAME,
@@ -228,23 +233,26 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         if wedding_id is None:
             self._send_frame(protocol.reply_error(frame.ref, "invalid", "topic: expected wedding:<id>"))
             return
+        check = functools.partial(
+            socket_subscribe_check, user_id=self.user_id, wedding_id=wedding_id, client=self.client
+        )
+        options: dict[str, Any] = {
+            "topic": frame.topic,
+            "wedding_id": wedding_id,
+            "since": frame.since,
+            "epoch": frame.epoch,
+            "min_priority": Priority.from_wire(frame.min_priority),
+        }
         try:
-            membership = await database_sync_to_async(membership_for_topic)(user_id=self.user_id, wedding_id=wedding_id)
+            if wedding_id in self.connect_weddings and self.hub.subscribed(self, wedding_id=wedding_id) is None:
+                # The usual case: check access and read the replay in one database hop.
+                membership, replay, subscription = await self.hub.subscribe(self, check=check, **options)
+            else:  # check first: no feed for a stranger's wedding, and a refusal keeps what was there
+                checked = await database_sync_to_async(check)()
+                membership, replay, subscription = await self.hub.subscribe(self, membership=checked, **options)
         except SubscriptionDenied as denied:
-            if denied.code == "forbidden":
-                await database_sync_to_async(subscribe_refusal_audit)(
-                    user_id=self.user_id, wedding_id=wedding_id, client=self.client
-                )
             self._send_frame(protocol.reply_error(frame.ref, denied.code, denied.message))  # type: ignore[arg-type]
             return
-        replay, subscription = await self.hub.subscribe(
-            self,
-            topic=frame.topic,
-            membership=membership,
-            since=frame.since,
-            epoch=frame.epoch,
-            min_priority=Priority.from_wire(frame.min_priority),
-        )
         if self.hub.subscribed(self, wedding_id=membership.wedding_id) is not subscription:
             # Access changed (or another subscribe replaced this one) while the replay was read.
             self._send_frame(protocol.reply_error(frame.ref, "forbidden", "Your access changed: subscribe again."))

@@ -79,10 +79,13 @@ class Subscription:
     cursor: int = 0  # the highest seq this subscription has handled (delivered or filtered out)
     resent: dict[int, int] = field(default_factory=dict)  # seq -> times re-sent unacknowledged
     held: list[dict[str, Any]] | None = field(default_factory=list)  # live events held during replay
+    # False while attached ahead of its access check (see NodeHub.subscribe): it holds everything
+    # then, since whose events it may see is not known yet, and reconciliation leaves it alone.
+    confirmed: bool = True
 
     def offer(self, message: dict[str, Any]) -> None:
         if self.held is not None:
-            if not self._wants(message):
+            if self.confirmed and not self._wants(message):
                 return  # go_live moves the cursor past it anyway
             if len(self.held) >= HELD_MAX:  # a replay that cannot keep up with the room: resume later
                 self.socket.too_slow()
@@ -109,6 +112,12 @@ class Subscription:
         return message["priority"] >= self.min_priority and (
             self.role in message["roles"] or self.member_id in message["members"]
         )
+
+    def confirm(self, membership: MembershipView) -> None:
+        """The access check passed: take the member's identity and drop held events it may not see."""
+        self.member_id, self.role, self.confirmed = membership.member_id, membership.role, True
+        if self.held:
+            self.held = [message for message in self.held if self._wants(message)]
 
     def go_live(self, *, upto: int) -> None:
         """After the replay up to ``upto``: deliver what was held (newer events only), then live."""
@@ -312,7 +321,8 @@ class NodeHub:
                 continue
             for subscription in list(feed.subscriptions.values()):
                 due = (
-                    event.seq <= subscription.cursor  # delivered already (later ones go the live way)
+                    subscription.confirmed
+                    and event.seq <= subscription.cursor  # delivered already (later ones go the live way)
                     and subscription.member_id not in event.acknowledged_by
                     and event.priority >= subscription.min_priority
                     and (subscription.role in event.roles or subscription.member_id in event.members)
@@ -329,11 +339,12 @@ class NodeHub:
         seconds, compare this node's subscriptions and sockets with the database's roles and token
         generations, and act on any change a lost message did not bring."""
         # Judge only the subscriptions that existed before the read: one made meanwhile was checked
-        # against the database when it was made.
+        # against the database when it was made, and one still waiting for its check gets it there.
         checked = [
             (feed, connection_id, subscription)
             for feed in self.feeds.values()
             for connection_id, subscription in feed.subscriptions.items()
+            if subscription.confirmed
         ]
         if not checked and not self.sockets_by_user:
             return
@@ -417,32 +428,47 @@ class NodeHub:
         socket: Socket,
         *,
         topic: str,
-        membership: MembershipView,
+        wedding_id: int,
         since: int | None,
         epoch: str | None,
         min_priority: Priority,
-    ) -> tuple[Replay, Subscription]:
+        membership: MembershipView | None = None,
+        check: Callable[[], MembershipView] | None = None,
+    ) -> tuple[MembershipView, Replay, Subscription]:
         """Attach ``socket`` to the wedding and read what it missed.
 
         The subscription holds live events from the moment it is attached; the replay is read
         after that, so every event is in the replay, among the held ones, or both, and
         :meth:`Subscription.go_live` sends each exactly once, in order.
+
+        Pass the ``membership`` already checked, or a ``check`` (synchronous, raising when access
+        is refused) to run in the same thread hop as the replay read: the subscription is then
+        attached unconfirmed, holding every live event until the check says whose it is. Only for
+        a wedding the socket's user belonged to at connect, so no feed is made for strangers.
         """
-        feed = await self._feed(membership.wedding_id)
+        if (membership is None) == (check is None):
+            raise TypeError("pass exactly one of membership and check")
+        try:
+            feed = await self._feed(wedding_id)
+        except Exception:
+            if check is not None:  # a wedding deleted since connect has no stream to make: say so
+                await database_sync_to_async(check)()
+            raise
         subscription = Subscription(
             socket=socket,
             topic=topic,
-            member_id=membership.member_id,
-            role=membership.role,
+            member_id=0 if membership is None else membership.member_id,
+            role="" if membership is None else membership.role,
             min_priority=min_priority,
             cursor=since or 0,
+            confirmed=membership is not None,
         )
         feed.subscriptions[socket.connection_id] = subscription
         try:
-            replay = await database_sync_to_async(events_replay)(
-                wedding_id=membership.wedding_id,
-                member_id=membership.member_id,
-                role=membership.role,
+            membership, replay = await database_sync_to_async(_checked_replay)(
+                membership=membership,
+                check=check,
+                wedding_id=wedding_id,
                 since=since,
                 epoch=epoch,
                 min_priority=int(min_priority),
@@ -451,7 +477,8 @@ class NodeHub:
             if feed.subscriptions.get(socket.connection_id) is subscription:
                 del feed.subscriptions[socket.connection_id]
             raise
-        return replay, subscription
+        subscription.confirm(membership)
+        return membership, replay, subscription
 
     def unsubscribe(self, socket: Socket, *, wedding_id: int) -> bool:
         feed = self.feeds.get(wedding_id)
@@ -475,6 +502,33 @@ class NodeHub:
                 await self.layer.group_discard(NODES_GROUP, self.channel_name)
                 for wedding_id in self.feeds:
                     await self.layer.group_discard(wedding_group(wedding_id), self.channel_name)
+
+
+def _checked_replay(
+    *,
+    membership: MembershipView | None,
+    check: Callable[[], MembershipView] | None,
+    wedding_id: int,
+    since: int | None,
+    epoch: str | None,
+    min_priority: int,
+) -> tuple[MembershipView, Replay]:
+    """The access check (when still to do) and the replay read, as one thread hop."""
+    if membership is None:
+        if check is None:
+            raise TypeError("pass a membership or a check")
+        membership = check()
+    if membership.wedding_id != wedding_id:
+        raise ValueError(f"membership of wedding {membership.wedding_id} used for wedding {wedding_id}")
+    replay = events_replay(
+        wedding_id=wedding_id,
+        member_id=membership.member_id,
+        role=membership.role,
+        since=since,
+        epoch=epoch,
+        min_priority=min_priority,
+    )
+    return membership, replay
 
 
 def _log_failure(task: asyncio.Task[Any]) -> None:

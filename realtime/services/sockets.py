@@ -2,17 +2,50 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+from realtime.auth import SocketIdentity, socket_identify
 from realtime.limits import publish_rate_check
+from realtime.selectors import MembershipView, SubscriptionDenied, membership_for_topic, memberships_for_user
 from realtime.services.events import (
     PublishedEvent,
     PublishRefused,
     event_for_idempotency_key,
     member_event_publish,
 )
-from wedsync.models import AuditOutcome, Member
+from wedsync.models import AuditLog, AuditOutcome, Member
 from wedsync.services.audit import AuditAction, ClientInfo, audit_record
+
+
+@dataclass(frozen=True, slots=True)
+class SocketOpened:
+    identity: SocketIdentity
+    memberships: list[MembershipView]
+    heartbeat: int  # seconds, for the welcome frame
+    audit_entry: AuditLog  # the accepted connect's entry, still to write (realtime.audit batches them)
+
+
+def socket_open(
+    *, headers: dict[str, str], subprotocols: list[str], query_string: str, client: ClientInfo
+) -> SocketOpened:
+    """Everything a connect reads, in one thread hop: who the socket is (a refusal is audited and
+    raised as :class:`~realtime.auth.SocketRefused`), then their memberships for the welcome."""
+    identity, entry = socket_identify(
+        headers=headers, subprotocols=subprotocols, query_string=query_string, client=client
+    )
+    memberships, heartbeat = memberships_for_user(user_id=identity.user_id)
+    return SocketOpened(identity=identity, memberships=memberships, heartbeat=heartbeat, audit_entry=entry)
+
+
+def socket_subscribe_check(*, user_id: int, wedding_id: int, client: ClientInfo) -> MembershipView:
+    """The fresh access check of a ``subscribe``; a refusal for a wedding that exists is audited."""
+    try:
+        return membership_for_topic(user_id=user_id, wedding_id=wedding_id)
+    except SubscriptionDenied as denied:
+        if denied.code == "forbidden":
+            subscribe_refusal_audit(user_id=user_id, wedding_id=wedding_id, client=client)
+        raise
 
 
 def socket_event_publish(

@@ -54,6 +54,52 @@ class ClientInfo:
         )
 
 
+def audit_entry_build(
+    *,
+    action: AuditAction,
+    outcome: AuditOutcome,
+    actor: User | AnonymousUser | None = None,
+    actor_label: str = "",
+    wedding_id: int | None = None,
+    target: str = "",
+    client: ClientInfo | None = None,
+    details: dict[str, Any] | None = None,
+) -> AuditLog:
+    """An audit entry not yet written: pass it to :func:`audit_entries_write` (alone or with others)."""
+    known_actor = actor if isinstance(actor, User) else None
+    return AuditLog(
+        actor=known_actor,
+        actor_label=(actor_label or (known_actor.get_username() if known_actor else ""))[:150],
+        wedding_id=wedding_id,
+        action=action.value,
+        target=target[:200],
+        outcome=outcome,
+        ip=client.ip if client else None,
+        user_agent=client.user_agent[:_USER_AGENT_MAX] if client else "",
+        details=details or {},
+    )
+
+
+def audit_entries_write(*, entries: list[AuditLog]) -> None:
+    """Write entries built by :func:`audit_entry_build`: one INSERT for all of them (a hot path's
+    batch), or an ordinary save for one."""
+    if len(entries) == 1:
+        entries[0].save()
+    elif entries:
+        AuditLog.objects.bulk_create(entries)
+    for entry in entries:
+        AUDIT_ENTRIES.labels(action=entry.action, outcome=str(entry.outcome)).inc()
+        logger.info(
+            "audit",
+            action=entry.action,
+            outcome=str(entry.outcome),
+            actor=entry.actor_label,
+            wedding=entry.wedding_id,
+            target=entry.target,
+            ip=entry.ip,
+        )
+
+
 def audit_record(
     *,
     action: AuditAction,
@@ -65,26 +111,15 @@ def audit_record(
     client: ClientInfo | None = None,
     details: dict[str, Any] | None = None,
 ) -> AuditLog:
-    known_actor = actor if isinstance(actor, User) else None
-    entry = AuditLog.objects.create(
-        actor=known_actor,
-        actor_label=(actor_label or (known_actor.get_username() if known_actor else ""))[:150],
-        wedding_id=wedding_id,
-        action=action.value,
-        target=target[:200],
+    entry = audit_entry_build(
+        action=action,
         outcome=outcome,
-        ip=client.ip if client else None,
-        user_agent=client.user_agent[:_USER_AGENT_MAX] if client else "",
-        details=details or {},
-    )
-    AUDIT_ENTRIES.labels(action=action.value, outcome=str(outcome)).inc()
-    logger.info(
-        "audit",
-        action=action.value,
-        outcome=str(outcome),
-        actor=entry.actor_label,
-        wedding=wedding_id,
+        actor=actor,
+        actor_label=actor_label,
+        wedding_id=wedding_id,
         target=target,
-        ip=entry.ip,
+        client=client,
+        details=details,
     )
+    audit_entries_write(entries=[entry])
     return entry
