@@ -38,9 +38,10 @@ lint: install-dev
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
 
-## The room scenario side by side with the ceiling and the textbook baseline (needs PostgreSQL and Redis).
+## Every scenario against the product, the ceiling and the textbook baseline, side by side; a few
+## minutes (FULL=1: the full sizes, tens of minutes). Needs PostgreSQL and Redis; see docs/benchmarks.md.
 bench: install-dev
-	$(BIN)/python -m bench.room --members 200 --rate 50 --seconds 10 --servers product,ceiling,baseline
+	$(BIN)/python -m bench $(if $(FULL),--full) $(BENCH_ARGS)
 
 format: install-dev
 	$(BIN)/ruff check --fix .

@@ -22,6 +22,9 @@ from websockets.typing import Subprotocol
 
 _topics: dict[str, set[ServerConnection]] = defaultdict(set)
 _seqs: dict[str, int] = defaultdict(int)
+# Kept so that a resuming socket gets what it missed, as the product does; bounded like its replay.
+_history: dict[str, list[str]] = defaultdict(list)
+HISTORY_MAX = 5000
 
 
 async def _handler(ws: ServerConnection) -> None:
@@ -35,6 +38,12 @@ async def _handler(ws: ServerConnection) -> None:
                 _topics[topic].add(ws)
                 joined.add(topic)
                 await ws.send(json.dumps({"op": "reply", "ref": ref, "status": "ok", "data": {"seq": _seqs[topic]}}))
+                since = frame.get("since")
+                if since is not None:
+                    history = _history[topic]
+                    first = _seqs[topic] - len(history) + 1  # seq of history[0]
+                    for encoded in history[max(since + 1 - first, 0) :]:
+                        await ws.send(encoded.replace('"replay": false', '"replay": true', 1))
             elif op == "publish":
                 _seqs[topic] += 1
                 seq = _seqs[topic]
@@ -50,7 +59,10 @@ async def _handler(ws: ServerConnection) -> None:
                     "at": datetime.now(UTC).isoformat(),
                     "replay": False,
                 }
-                broadcast(_topics[topic], json.dumps(event))  # encoded once, written to every socket
+                encoded = json.dumps(event)
+                _history[topic].append(encoded)
+                del _history[topic][:-HISTORY_MAX]
+                broadcast(_topics[topic], encoded)  # encoded once, written to every socket
             else:
                 await ws.send(json.dumps({"op": "reply", "ref": ref, "status": "ok", "data": {}}))
     except websockets.ConnectionClosed:

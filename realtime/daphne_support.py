@@ -90,8 +90,8 @@ def write_gate_for(send: Callable[..., Any], *, send_buffer: int) -> WriteGate |
         if getattr(transport, "producer", None) is not None:
             transport.unregisterProducer()  # the finished HTTP upgrade's producer
         transport.registerProducer(gate, True)
-    except Exception:  # an unexpected transport: run without back-pressure rather than fail the socket
-        logger.warning("write_gate.unavailable", transport=type(transport).__name__)
+    except Exception as error:  # an unexpected transport: run without back-pressure rather than fail the socket
+        logger.warning("write_gate.unavailable", transport=type(transport).__name__, error=repr(error))
         return None
     return gate
 

@@ -1,0 +1,155 @@
+"""Run the benchmark: every scenario against the product, the ceiling and the baseline, side by side.
+
+    .venv/bin/python -m bench            # short: a few minutes (make bench)
+    .venv/bin/python -m bench --full     # the full sizes of PRODUCT.md (make bench FULL=1)
+    .venv/bin/python -m bench --only bigroom --servers product,ceiling --repeats 1
+
+Needs PostgreSQL on 127.0.0.1:5432 and Redis on 127.0.0.1:6379: it creates the scratch database
+``wedsync_bench``, uses Redis database 3 (``BENCH_REDIS_DB``), starts and stops its own servers.
+At the end it writes ``var/bench-last-<profile>.json``, rewrites its section of
+``docs/benchmarks.md`` with tables and the plots under ``docs/img/``, and names every ratio that
+got worse than the accepted run (``bench/results/<profile>.json``) by more than the spread it
+measured between repeats. ``--accept`` makes this run the accepted one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench import report, scenarios, servers
+
+SERVER_KINDS = ("product", "ceiling", "baseline")
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    weddings: int  # Saturday peak and the storm share this seed: weddings x 200 members
+    saturday_rate: float  # publishes per wedding per second
+    saturday_seconds: float
+    room_rates: list[float]  # paced publishes per second into the 1,000-socket room, rising
+    room_seconds: float
+    burst: int
+    sizes: list[int] = field(default_factory=list)
+    storm_weddings: int = 10  # x 200 = 2,000 sockets
+    repeats: int = 2
+
+
+PROFILES = {
+    # 10 weddings x 200 at 5/s offers the same 10,000 deliveries/s as the full 50 x 200 at 1/s.
+    "short": Profile(
+        name="short",
+        weddings=10,
+        saturday_rate=5,
+        saturday_seconds=8,
+        room_rates=[5, 10, 20, 40, 80],
+        room_seconds=4,
+        burst=50,
+        sizes=[100, 400],
+    ),
+    "full": Profile(
+        name="full",
+        weddings=50,
+        saturday_rate=1,
+        saturday_seconds=30,
+        room_rates=[2, 5, 10, 15, 20, 30, 40, 60, 80, 120],
+        room_seconds=8,
+        burst=200,
+        sizes=[100, 250, 500],
+        repeats=3,
+    ),
+}
+
+
+def _run_scenario(name: str, profile: Profile, kinds: list[str], workers: int) -> dict[str, Any]:
+    env = servers.environment()
+    runs: list[dict[str, Any]] = []
+    for repeat in range(profile.repeats):
+        one: dict[str, Any] = {}
+        if name in ("saturday", "storm"):
+            weddings = servers.seed(
+                env, weddings=profile.weddings if name == "saturday" else profile.storm_weddings, members=200
+            )
+        else:
+            weddings = servers.seed(env, weddings=1, members=1000)
+        for kind in kinds:
+            _say(f"{name} [{repeat + 1}/{profile.repeats}] on {kind}")
+            if name == "saturday":
+                one[kind] = scenarios.saturday_peak(
+                    kind, env, weddings, rate=profile.saturday_rate, seconds=profile.saturday_seconds, workers=workers
+                )
+            elif name == "bigroom":
+                one[kind] = scenarios.big_room(
+                    kind,
+                    env,
+                    weddings,
+                    rates=profile.room_rates,
+                    seconds=profile.room_seconds,
+                    burst=profile.burst,
+                    workers=workers,
+                )
+            elif name == "sizes":
+                one[kind] = scenarios.room_sizes(
+                    kind, env, weddings, sizes=profile.sizes, burst=profile.burst, workers=workers
+                )
+            elif name == "storm":
+                one[kind] = scenarios.reconnect_storm(kind, env, weddings, rate=1, before=3, after=3, workers=workers)
+            _say(f"  {report.headline(name, one[kind])}")
+        runs.append(one)
+    return {"runs": runs}
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="WedSync Realtime benchmark (docs/benchmarks.md).")
+    parser.add_argument("--full", action="store_true", help="the full sizes (tens of minutes)")
+    parser.add_argument("--only", default="saturday,bigroom,sizes,storm,presence", help="comma-separated scenarios")
+    parser.add_argument("--servers", default=",".join(SERVER_KINDS), help="comma-separated server kinds")
+    parser.add_argument("--repeats", type=int, help="override the profile's repeats (1-5)")
+    parser.add_argument("--workers", type=int, default=2, help="load-generator processes for the receivers")
+    parser.add_argument("--accept", action="store_true", help="make this run the accepted one")
+    parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/benchmarks.md")
+    args = parser.parse_args()
+    profile = PROFILES["full" if args.full else "short"]
+    if args.repeats is not None:
+        if not 1 <= args.repeats <= 5:
+            parser.error("--repeats: 1 to 5")
+        profile = Profile(**{**profile.__dict__, "repeats": args.repeats})
+    kinds = [k.strip() for k in args.servers.split(",") if k.strip()]
+    if unknown := set(kinds) - set(servers.COMMANDS):
+        parser.error(f"unknown servers: {', '.join(sorted(unknown))}")
+    names = [n.strip() for n in args.only.split(",") if n.strip()]
+    started = time.monotonic()
+    results: dict[str, Any] = {"profile": profile.__dict__, "servers": kinds, "machine": report.machine()}
+    try:
+        for name in names:
+            if name == "presence":
+                # Presence is built by issue 5; until then the scenario has nothing to measure.
+                results[name] = {"not_run": "presence is not implemented yet (issue 5)"}
+                continue
+            if name not in scenarios.SCENARIOS:
+                parser.error(f"unknown scenario {name!r}")
+            results[name] = _run_scenario(name, profile, kinds, args.workers)
+    finally:
+        servers.drop_scratch_database()
+    results["seconds"] = round(time.monotonic() - started, 1)
+    summary = report.summarise(results)
+    results["summary"] = summary
+    report.save_last(profile.name, results)
+    verdicts = report.regressions(profile.name, summary)
+    if not args.no_docs:
+        report.write_docs(profile.name, results, verdicts)
+    if args.accept:
+        report.accept(profile.name, summary)
+    print(report.text_summary(results, verdicts))
+
+
+if __name__ == "__main__":
+    main()

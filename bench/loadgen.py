@@ -1,0 +1,394 @@
+"""The load generator: many protocol-v1 sockets per process, driven from the bench's main process.
+
+Each worker process holds a share of the sockets (picows: a C-speed client, so the generator is
+not what saturates first) and obeys commands sent over a pipe: connect, publish, drop-and-resume,
+collect. Every event carries its send time in ``data.text``; a receiver records, per socket, the
+seqs it saw (so losses and duplicates are counted against what the publishers were told was
+stored, never assumed) and the latency of every live delivery. Loops are bounded by counts and
+deadlines; the only address is the 127.0.0.1 URL the bench passes in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing
+import os
+import time
+import traceback
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import picows
+
+# Frames as the generator needs them: everything else in a frame is ignored by the decoder.
+_Data = dict[str, Any]
+
+
+class _Incoming(msgspec.Struct):
+    op: str
+    ref: str | None = None
+    status: str | None = None
+    topic: str | None = None
+    seq: int | None = None
+    replay: bool = False
+    data: _Data | None = None
+    error: _Data | None = None
+
+
+_decode = msgspec.json.Decoder(_Incoming).decode
+_encode = msgspec.json.Encoder().encode
+
+
+@dataclass(frozen=True)
+class SocketSpec:
+    member: int
+    token: str
+    topic: str
+    publisher: bool = False
+
+
+@dataclass
+class _Tally:
+    """What every socket of one worker received, kept across reconnects (keyed by member)."""
+
+    seen: dict[int, set[int]] = field(default_factory=dict)
+    duplicates: int = 0
+    latencies: list[float] = field(default_factory=list)
+    replayed: int = 0
+    last_receipt: float = 0.0
+    counting: bool = False
+
+    def reset(self) -> None:
+        for seqs in self.seen.values():
+            seqs.clear()
+        self.duplicates = 0
+        self.latencies.clear()
+        self.replayed = 0
+        self.counting = True
+
+
+class BenchSocket(picows.WSListener):
+    def __init__(self, spec: SocketSpec, tally: _Tally) -> None:
+        self.spec = spec
+        self.tally = tally
+        self.transport: picows.WSTransport | None = None
+        self.last_seq = 0
+        self.waiting: dict[str, asyncio.Future[_Incoming]] = {}
+        self.welcome: asyncio.Future[_Incoming] = asyncio.get_running_loop().create_future()
+        self.caught_up: asyncio.Future[None] | None = None
+        self.catch_up_to = 0
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.seen = tally.seen.setdefault(spec.member, set())
+
+    def on_ws_connected(self, transport: picows.WSTransport) -> None:
+        self.transport = transport
+
+    def on_ws_disconnected(self, transport: picows.WSTransport) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def on_ws_frame(self, transport: picows.WSTransport, frame: picows.WSFrame) -> None:
+        if frame.msg_type != picows.WSMsgType.TEXT:
+            if frame.msg_type == picows.WSMsgType.CLOSE:
+                transport.send_close(frame.get_close_code())
+                transport.disconnect()
+            return
+        message = _decode(frame.get_payload_as_bytes())
+        if message.op == "event" and message.seq is not None:
+            seq = message.seq
+            self.last_seq = max(self.last_seq, seq)
+            tally = self.tally
+            if tally.counting:
+                if seq in self.seen:
+                    tally.duplicates += 1
+                else:
+                    self.seen.add(seq)
+                now = time.time()
+                tally.last_receipt = now
+                if message.replay:
+                    tally.replayed += 1
+                elif message.data and (text := message.data.get("text", "")).startswith("sent "):
+                    tally.latencies.append(now - float(text[5:]))
+            if self.caught_up is not None and not self.caught_up.done() and self.last_seq >= self.catch_up_to:
+                self.caught_up.set_result(None)
+        elif message.op == "welcome":
+            if not self.welcome.done():
+                self.welcome.set_result(message)
+        elif message.op == "reply" and message.ref is not None:
+            waiter = self.waiting.pop(message.ref, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(message)
+
+    def send(self, frame: dict[str, Any]) -> None:
+        if self.transport is None:
+            raise RuntimeError("not connected")
+        self.transport.send(picows.WSMsgType.TEXT, _encode(frame))
+
+    def request(self, frame: dict[str, Any]) -> asyncio.Future[_Incoming]:
+        waiter: asyncio.Future[_Incoming] = asyncio.get_running_loop().create_future()
+        self.waiting[frame["ref"]] = waiter
+        self.send(frame)
+        return waiter
+
+
+class Worker:
+    """One process's sockets and the commands the main process sends them."""
+
+    def __init__(self, url: str, specs: list[SocketSpec]) -> None:
+        self.url = url
+        self.specs = specs
+        self.tally = _Tally()
+        self.sockets: dict[int, BenchSocket] = {}
+        self.published: dict[str, list[int]] = {}
+        self.refused = 0
+
+    async def _open(self, spec: SocketSpec, *, resume: bool) -> BenchSocket:
+        headers = {"Sec-WebSocket-Protocol": f"wedsync.v1, bearer.{spec.token}"}
+        since = self.sockets[spec.member].last_seq if resume and spec.member in self.sockets else None
+        _transport, listener = await picows.ws_connect(
+            lambda: BenchSocket(spec, self.tally),
+            self.url,
+            extra_headers=headers,
+            websocket_handshake_timeout=30,
+            max_frame_size=1 << 20,
+        )
+        if not isinstance(listener, BenchSocket):  # picows hands back None when the server hung up
+            raise ConnectionError("the server closed the connection during the handshake")
+        sock = listener
+        if since is not None:
+            sock.last_seq = since
+        await asyncio.wait_for(sock.welcome, 30)
+        reply = await asyncio.wait_for(
+            sock.request({"op": "subscribe", "ref": "s", "topic": spec.topic, "since": since, "epoch": None}), 30
+        )
+        if reply.status != "ok":
+            raise RuntimeError(f"subscribe refused: {reply.error}")
+        current = int((reply.data or {}).get("seq") or 0)
+        if resume and since is not None and current > since:
+            sock.catch_up_to = current
+            sock.caught_up = asyncio.get_running_loop().create_future()
+            if sock.last_seq < current:
+                await asyncio.wait_for(sock.caught_up, 30)
+        self.sockets[spec.member] = sock
+        return sock
+
+    async def connect(self, *, concurrency: int, resume: bool = False) -> dict[str, Any]:
+        gate = asyncio.Semaphore(concurrency)
+        failures: list[str] = []
+        done_at: list[float] = []
+        started = time.perf_counter()
+
+        async def one(spec: SocketSpec) -> None:
+            async with gate:
+                try:
+                    await self._open(spec, resume=resume)
+                    done_at.append(time.perf_counter() - started)
+                except Exception as error:
+                    where = traceback.extract_tb(error.__traceback__)[-1]
+                    failures.append(
+                        f"{type(error).__name__}: {error} ({Path(where.filename).name}:{where.lineno})"[:300]
+                    )
+
+        await asyncio.gather(*(one(spec) for spec in self.specs))
+        done_at.sort()
+        return {
+            "connected": len(done_at),
+            "failed": len(failures),
+            "failures": failures[:5],
+            "seconds": done_at[-1] if done_at else None,
+            "completion_times": done_at,
+        }
+
+    async def drop_and_resume(self, *, concurrency: int) -> dict[str, Any]:
+        """Cut every socket at once (no close handshake, like a venue's Wi-Fi going down), then resume."""
+        for sock in self.sockets.values():
+            if sock.transport is not None:
+                sock.transport.disconnect(graceful=False)
+        return await self.connect(concurrency=concurrency, resume=True)
+
+    async def publish(self, *, rate: float, seconds: float, burst: int) -> dict[str, Any]:
+        """Each publisher socket sends at ``rate``/s for ``seconds`` (staggered), or ``burst`` at once."""
+        publishers = [sock for sock in self.sockets.values() if sock.spec.publisher]
+        counter = 0
+
+        async def one(sock: BenchSocket, offset: float) -> None:
+            nonlocal counter
+            waits: list[asyncio.Future[_Incoming]] = []
+            started = time.perf_counter() + offset
+            total = burst if burst else max(int(rate * seconds), 1)
+            for n in range(total):
+                if not burst:
+                    await asyncio.sleep(max(started + n / rate - time.perf_counter(), 0))
+                counter += 1
+                frame = {
+                    "op": "publish",
+                    "ref": f"p{counter}",
+                    "topic": sock.spec.topic,
+                    "type": "chat.message",
+                    "data": {"text": f"sent {time.time():.6f}"},
+                }
+                waits.append(sock.request(frame))
+            for waiter in waits:
+                try:
+                    reply = await asyncio.wait_for(waiter, 60)
+                except TimeoutError:
+                    self.refused += 1
+                    continue
+                if reply.status == "ok" and reply.data and "seq" in reply.data:
+                    self.published.setdefault(sock.spec.topic, []).append(int(reply.data["seq"]))
+                else:
+                    self.refused += 1
+
+        spread = 1 / rate if rate and not burst else 0
+        await asyncio.gather(*(one(sock, spread * i / max(len(publishers), 1)) for i, sock in enumerate(publishers)))
+        return {"published": {topic: list(seqs) for topic, seqs in self.published.items()}, "refused": self.refused}
+
+    async def collect(self, *, expected: dict[str, list[int]], wait: float) -> dict[str, Any]:
+        """Wait until every socket has every expected seq (or the deadline), then count."""
+        wanted = {topic: set(seqs) for topic, seqs in expected.items()}
+        deadline = time.perf_counter() + wait
+
+        def missing() -> int:
+            return sum(
+                len(wanted.get(spec.topic, set()) - self.tally.seen.get(spec.member, set())) for spec in self.specs
+            )
+
+        lost = missing()
+        while lost and time.perf_counter() < deadline:
+            await asyncio.sleep(0.05)
+            lost = missing()
+        expected_total = sum(len(wanted.get(spec.topic, ())) for spec in self.specs)
+        return {
+            "expected": expected_total,
+            "delivered": expected_total - lost,
+            "lost": lost,
+            "duplicates": self.tally.duplicates,
+            "replayed": self.tally.replayed,
+            "latencies": self.tally.latencies,
+            "last_receipt": self.tally.last_receipt,
+        }
+
+    def reset(self) -> None:
+        self.tally.reset()
+        self.published.clear()
+        self.refused = 0
+
+    async def close(self) -> None:
+        for sock in self.sockets.values():
+            if sock.transport is not None:
+                sock.transport.send_close(picows.WSCloseCode.OK)
+                sock.transport.disconnect()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*(s.closed for s in self.sockets.values())), 5)
+
+
+def _serve_commands(conn: Connection, url: str, specs: list[SocketSpec]) -> None:
+    async def loop() -> None:
+        worker = Worker(url, specs)
+        running = asyncio.get_running_loop()
+        while True:
+            command, options = await running.run_in_executor(None, conn.recv)
+            if command == "connect":
+                conn.send(await worker.connect(**options))
+            elif command == "reset":
+                worker.reset()
+                conn.send({})
+            elif command == "publish":
+                conn.send(await worker.publish(**options))
+            elif command == "storm":
+                conn.send(await worker.drop_and_resume(**options))
+            elif command == "collect":
+                conn.send(await worker.collect(**options))
+            elif command == "cpu":
+                conn.send({"cpu_seconds": os.times().user + os.times().system})
+            elif command == "close":
+                await worker.close()
+                conn.send({})
+                return
+
+    asyncio.run(loop())
+
+
+class LoadGenerator:
+    """The main process's handle on its worker processes: each command goes to all, answers merge."""
+
+    def __init__(self, url: str, specs: list[SocketSpec], *, workers: int) -> None:
+        context = multiprocessing.get_context("spawn")  # a clean interpreter per worker
+        self.pipes: list[Connection] = []
+        self.processes: list[multiprocessing.process.BaseProcess] = []
+        shares = [specs[i::workers] for i in range(workers)]
+        for share in shares:
+            ours, theirs = context.Pipe()
+            process = context.Process(target=_serve_commands, args=(theirs, url, share), daemon=True)
+            process.start()
+            self.pipes.append(ours)
+            self.processes.append(process)
+
+    def _all(self, command: str, **options: Any) -> list[dict[str, Any]]:
+        for pipe in self.pipes:
+            pipe.send((command, options))
+        answers: list[dict[str, Any]] = []
+        for pipe in self.pipes:
+            if not pipe.poll(600):
+                raise RuntimeError(f"a load-generator worker did not answer {command!r} within 600 s")
+            answers.append(pipe.recv())
+        return answers
+
+    def connect(self, *, concurrency: int = 50, resume: bool = False) -> dict[str, Any]:
+        return _merge_connects(self._all("connect", concurrency=concurrency, resume=resume))
+
+    def storm(self, *, concurrency: int = 2000) -> dict[str, Any]:
+        return _merge_connects(self._all("storm", concurrency=concurrency))
+
+    def reset(self) -> None:
+        self._all("reset")
+
+    def publish(self, *, rate: float = 0, seconds: float = 0, burst: int = 0) -> dict[str, list[int]]:
+        merged: dict[str, list[int]] = {}
+        refused = 0
+        for answer in self._all("publish", rate=rate, seconds=seconds, burst=burst):
+            refused += answer["refused"]
+            for topic, seqs in answer["published"].items():
+                merged.setdefault(topic, []).extend(seqs)
+        if refused:
+            merged["_refused"] = [refused]
+        return merged
+
+    def collect(self, *, expected: dict[str, list[int]], timeout: float) -> dict[str, Any]:
+        answers = self._all("collect", expected=expected, wait=timeout)
+        return {
+            "expected": sum(a["expected"] for a in answers),
+            "delivered": sum(a["delivered"] for a in answers),
+            "lost": sum(a["lost"] for a in answers),
+            "duplicates": sum(a["duplicates"] for a in answers),
+            "replayed": sum(a["replayed"] for a in answers),
+            "latencies": sorted(lat for a in answers for lat in a["latencies"]),
+            "last_receipt": max(a["last_receipt"] for a in answers),
+        }
+
+    def cpu_seconds(self) -> float:
+        return float(sum(answer["cpu_seconds"] for answer in self._all("cpu")))
+
+    def close(self) -> None:
+        try:
+            self._all("close")
+        finally:
+            for process in self.processes:
+                process.join(timeout=10)
+                if process.is_alive():
+                    process.kill()
+
+
+def _merge_connects(answers: list[dict[str, Any]]) -> dict[str, Any]:
+    times = sorted(t for a in answers for t in a["completion_times"])
+    return {
+        "connected": sum(a["connected"] for a in answers),
+        "failed": sum(a["failed"] for a in answers),
+        "failures": [f for a in answers for f in a["failures"]][:5],
+        "seconds": times[-1] if times else None,
+        "completion_times": times,
+    }

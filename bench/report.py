@@ -1,0 +1,383 @@
+"""Figures into ratios, ratios against the accepted run, and both into docs/benchmarks.md with plots."""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import subprocess
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from bench.servers import ROOT
+
+RESULTS = ROOT / "bench" / "results"
+DOCS = ROOT / "docs" / "benchmarks.md"
+IMAGES = ROOT / "docs" / "img"
+
+# The figures that make a scenario's ratios, and which way is better.
+HIGHER_IS_BETTER = {"deliveries_per_s", "capacity_deliveries_per_s", "burst_deliveries_per_s", "connects_per_s"}
+KEY_FIGURES = {
+    "saturday": ["deliveries_per_s", "latency_ms_p99", "connects_per_s", "rss_kb_per_socket"],
+    "bigroom": ["capacity_deliveries_per_s", "burst_deliveries_per_s", "burst_latency_ms_p99", "rss_kb_per_socket"],
+    "sizes": [],  # one figure per size, named below
+    "storm": ["all_resumed_seconds"],
+}
+
+
+def machine() -> dict[str, Any]:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    versions = {
+        name: metadata.version(name)
+        for name in ("django", "channels", "channels-redis", "daphne", "twisted", "redis", "websockets", "picows")
+    }
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": cpu,
+        "cores": len([line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("processor")]),
+        "python": platform.python_version(),
+        "versions": versions,
+        "redis_server": _command_version(["redis-server", "--version"]),
+        "postgresql": _command_version(["psql", "--version"]),
+        "commit": _command_version(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"]),
+    }
+
+
+def _command_version(command: list[str]) -> str:
+    try:
+        return subprocess.run(command, capture_output=True, text=True, check=False).stdout.strip()[:80]  # noqa: S603
+    except OSError:
+        return "unknown"
+
+
+def _flat(name: str, figures: Any) -> dict[str, float | None]:
+    """A server's key figures for one run of a scenario, flat."""
+    if name == "sizes":
+        return {f"size_{row['members']}_deliveries_per_s": row["deliveries_per_s"] for row in figures}
+    flat = {key: figures.get(key) for key in KEY_FIGURES[name]}
+    if name == "bigroom":
+        flat["burst_deliveries_per_s"] = figures["burst"]["deliveries_per_s"]
+        flat["burst_latency_ms_p99"] = figures["burst"]["latency_ms_p99"]
+    return flat
+
+
+def _higher_is_better(figure: str) -> bool:
+    return figure in HIGHER_IS_BETTER or figure.endswith("deliveries_per_s")
+
+
+def headline(name: str, figures: Any) -> str:
+    flat = _flat(name, figures)
+    lost = figures.get("lost") if isinstance(figures, dict) else None
+    extra = f", lost {lost}, duplicated {figures.get('duplicates')}" if lost is not None else ""
+    return ", ".join(f"{key} {value}" for key, value in flat.items()) + extra
+
+
+def summarise(results: dict[str, Any]) -> dict[str, Any]:
+    """Per scenario: each server's median figures, and the product's ratios with their spread."""
+    summary: dict[str, Any] = {}
+    for name, outcome in results.items():
+        if not isinstance(outcome, dict) or "runs" not in outcome:
+            continue
+        runs = outcome["runs"]
+        medians: dict[str, dict[str, float | None]] = {}
+        for kind in runs[0]:
+            per_run = [_flat(name, run[kind]) for run in runs]
+            medians[kind] = {figure: _median([r[figure] for r in per_run]) for figure in per_run[0]}
+        ratios: dict[str, dict[str, Any]] = {}
+        for other in ("ceiling", "baseline"):
+            if "product" not in runs[0] or other not in runs[0]:
+                continue
+            for figure in _flat(name, runs[0]["product"]):
+                values = [_ratio(_flat(name, run["product"])[figure], _flat(name, run[other])[figure]) for run in runs]
+                known = [v for v in values if v is not None]
+                middle = _median(known)
+                ratios[f"{figure} product/{other}"] = {
+                    "median": middle,
+                    "runs": values,
+                    # Relative spread between repeats; None when there was one repeat only.
+                    "spread": round((max(known) - min(known)) / middle, 3) if len(known) > 1 and middle else None,
+                    "higher_is_better": _higher_is_better(figure),
+                }
+        summary[name] = {"medians": medians, "ratios": ratios}
+    return summary
+
+
+def _median(values: list[Any]) -> float | None:
+    known = [v for v in values if v is not None]
+    return round(statistics.median(known), 3) if known else None
+
+
+def _ratio(ours: float | None, theirs: float | None) -> float | None:
+    return round(ours / theirs, 3) if ours is not None and theirs else None
+
+
+def save_last(profile: str, results: dict[str, Any]) -> None:
+    path = ROOT / "var" / f"bench-last-{profile}.json"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps(results, indent=1))
+
+
+def accept(profile: str, summary: dict[str, Any]) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    accepted = {"accepted_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "summary": summary}
+    (RESULTS / f"{profile}.json").write_text(json.dumps(accepted, indent=1, sort_keys=True) + "\n")
+
+
+def regressions(profile: str, summary: dict[str, Any]) -> list[str]:
+    """Each ratio worse than the accepted run's by more than the spread measured between repeats."""
+    path = RESULTS / f"{profile}.json"
+    if not path.exists():
+        return [f"no accepted run yet ({path.relative_to(ROOT)}): run with --accept to make one"]
+    accepted = json.loads(path.read_text())["summary"]
+    verdicts = []
+    for name, now in summary.items():
+        for ratio, figure in now["ratios"].items():
+            before = accepted.get(name, {}).get("ratios", {}).get(ratio)
+            if before is None or before["median"] is None or figure["median"] is None:
+                continue
+            spreads = [s for s in (figure["spread"], before["spread"]) if s is not None]
+            if not spreads:
+                verdicts.append(f"{name}: {ratio} not judged (no spread: one repeat)")
+                continue
+            tolerance = max(spreads)
+            change = (figure["median"] - before["median"]) / before["median"]
+            worse = -change if figure["higher_is_better"] else change
+            if worse > tolerance:
+                verdicts.append(
+                    f"WORSE {name}: {ratio} {before['median']} -> {figure['median']} "
+                    f"({worse:+.0%} worse, spread {tolerance:.0%})"
+                )
+    if not any(v.startswith("WORSE") for v in verdicts):
+        verdicts.append(f"no ratio worse than the accepted run ({json.loads(path.read_text())['accepted_at']})")
+    return verdicts
+
+
+# --- docs ------------------------------------------------------------------------------------------
+
+
+def _plots(profile: str, results: dict[str, Any]) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    IMAGES.mkdir(parents=True, exist_ok=True)
+    written = []
+    room = results.get("bigroom", {}).get("runs")
+    if room:
+        figure, axis = plt.subplots(figsize=(7, 4.2))
+        for kind, figures in room[0].items():
+            steps = figures["steps"]
+            offered = [s["deliveries_offered_per_s"] for s in steps]
+            for key, style in (("latency_ms_p50", "--"), ("latency_ms_p99", "-")):
+                axis.plot(
+                    offered, [s[key] or float("nan") for s in steps], style, marker="o", label=f"{kind} {key[11:]}"
+                )
+        axis.set_xscale("log")
+        axis.set_yscale("log")
+        axis.set_xlabel("deliveries offered per second (1,000-socket room)")
+        axis.set_ylabel("delivery latency, ms")
+        axis.axhline(100, color="grey", linewidth=0.8)
+        written.append(
+            _save(
+                plt,
+                figure,
+                axis,
+                f"Latency against load ({profile} run, first repeat)",
+                f"bench-{profile}-latency-vs-load.png",
+            )
+        )
+    sizes = results.get("sizes", {}).get("runs")
+    if sizes:
+        figure, axis = plt.subplots(figsize=(7, 4.2))
+        for kind, rows in sizes[0].items():
+            points = [(row["members"], row["deliveries_per_s"]) for row in rows]
+            if room and kind in room[0]:
+                points.append((room[0][kind]["connected"], room[0][kind]["burst"]["deliveries_per_s"]))
+            points.sort()
+            axis.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=kind)
+        axis.set_xlabel("sockets in the room")
+        axis.set_ylabel("deliveries per second (burst)")
+        axis.set_yscale("log")
+        title = f"Burst throughput against room size ({profile} run, first repeat)"
+        written.append(_save(plt, figure, axis, title, f"bench-{profile}-deliveries-vs-room-size.png"))
+    return written
+
+
+def _save(plt: Any, figure: Any, axis: Any, title: str, name: str) -> str:
+    axis.legend(fontsize=7)
+    axis.set_title(title)
+    figure.tight_layout()
+    figure.savefig(IMAGES / name, dpi=90)
+    plt.close(figure)
+    return name
+
+
+def _table(rows: list[list[Any]]) -> str:
+    head, *body = rows
+    lines = ["| " + " | ".join(str(c) for c in head) + " |", "|" + " --- |" * len(head)]
+    lines += ["| " + " | ".join("" if c is None else str(c) for c in row) + " |" for row in body]
+    return "\n".join(lines)
+
+
+_DELIVERY = ["deliveries_per_s", "latency_ms_p50", "latency_ms_p95", "latency_ms_p99", "lost", "duplicates"]
+_SCENARIO_COLUMNS = {
+    "saturday": [
+        "connected",
+        "publishes_per_s",
+        *_DELIVERY,
+        "server_cpu_cores",
+        "server_cpu_us_per_delivery",
+        "rss_kb_per_socket",
+        "connects_per_s",
+    ],
+    "storm": [
+        "dropped",
+        "resumed",
+        "all_resumed_seconds",
+        "resumed_p50_seconds",
+        "published",
+        "expected",
+        "lost",
+        "duplicates",
+        "replayed",
+        "latency_ms_p99",
+    ],
+}
+
+
+def _scenario_markdown(name: str, outcome: dict[str, Any], summary: dict[str, Any]) -> str:
+    if "not_run" in outcome:
+        return f"Not run: {outcome['not_run']}.\n"
+    parts = []
+    for index, run in enumerate(outcome["runs"], start=1):
+        parts.append(f"Repeat {index}:\n")
+        if name in _SCENARIO_COLUMNS:
+            columns = _SCENARIO_COLUMNS[name]
+            parts.append(
+                _table([["server", *columns], *[[kind, *(f.get(c) for c in columns)] for kind, f in run.items()]])
+            )
+        elif name == "bigroom":
+            columns = ["deliveries_offered_per_s", *_DELIVERY, "server_cpu_cores"]
+            rows: list[list[Any]] = [["server", *columns]]
+            for kind, figures in run.items():
+                rows += [[kind, *(step.get(c) for c in columns)] for step in figures["steps"]]
+                burst = figures["burst"]
+                rows.append(
+                    [
+                        f"{kind} burst of {burst['published']}",
+                        burst["expected"],
+                        burst["deliveries_per_s"],
+                        burst["latency_ms_p50"],
+                        burst["latency_ms_p95"],
+                        burst["latency_ms_p99"],
+                        burst["lost"],
+                        burst["duplicates"],
+                        burst["server_cpu_cores"],
+                    ]
+                )
+            parts.append(_table(rows))
+            parts.append(
+                "\nCapacity at p99 <= 100 ms, everything delivered: "
+                + ", ".join(f"{kind} {f['capacity_deliveries_per_s']:,.0f}/s" for kind, f in run.items())
+                + "; idle KB/socket: "
+                + ", ".join(f"{kind} {f['rss_kb_per_socket']}" for kind, f in run.items())
+            )
+        elif name == "sizes":
+            columns = [
+                "members",
+                "expected",
+                "deliveries_per_s",
+                "latency_ms_p50",
+                "latency_ms_p99",
+                "lost",
+                "duplicates",
+            ]
+            parts.append(
+                _table(
+                    [
+                        ["server", *columns],
+                        *[[kind, *(row.get(c) for c in columns)] for kind, rows_ in run.items() for row in rows_],
+                    ]
+                )
+            )
+        parts.append("\n")
+    ratios = summary.get(name, {}).get("ratios", {})
+    if ratios:
+        parts.append("Ratios (median of the repeats; spread = (max - min) / median between repeats):\n")
+        parts.append(
+            _table(
+                [["ratio", "median", "per repeat", "spread", "better when"]]
+                + [
+                    [
+                        key,
+                        r["median"],
+                        ", ".join(str(v) for v in r["runs"]),
+                        r["spread"],
+                        "higher" if r["higher_is_better"] else "lower",
+                    ]
+                    for key, r in ratios.items()
+                ]
+            )
+        )
+        parts.append("\n")
+    return "\n".join(parts)
+
+
+TITLES = {
+    "saturday": "Saturday peak",
+    "bigroom": "Big room: one wedding, 1,000 sockets, paced loads rising, then a burst",
+    "sizes": "Burst throughput against room size",
+    "storm": "Reconnect storm",
+    "presence": "Presence churn",
+}
+
+
+def write_docs(profile: str, results: dict[str, Any], verdicts: list[str]) -> None:
+    images = _plots(profile, results)
+    info = results["machine"]
+    lines = [
+        f"<!-- bench:{profile}:begin (written by `python -m bench{' --full' if profile == 'full' else ''}`;"
+        " edits here are overwritten) -->",
+        f"### Last {profile} run: {info['date']}, commit {info['commit']}, {results['seconds']:.0f} s\n",
+        f"Machine: {info['cores']} x {info['cpu']}; Python {info['python']}; {info['redis_server'][:40]};"
+        f" {info['postgresql']}.",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()) + ".",
+        f"Profile: `{json.dumps(results['profile'])}`; servers: {', '.join(results['servers'])}.\n",
+        "Against the accepted run:\n",
+        *[f"- {v}" for v in verdicts],
+        "",
+    ]
+    for name, outcome in results.items():
+        if name in TITLES:
+            lines += [f"#### {TITLES[name]}\n", _scenario_markdown(name, outcome, results["summary"])]
+    lines += [f"![{image}](img/{image})\n" for image in images]
+    lines.append(f"<!-- bench:{profile}:end -->")
+    section = "\n".join(lines)
+    text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
+    begin, end = f"<!-- bench:{profile}:begin", f"<!-- bench:{profile}:end -->"
+    if begin in text and end in text:
+        head = text[: text.index(begin)]
+        tail = text[text.index(end) + len(end) :]
+        text = head + section + tail
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    DOCS.write_text(text)
+
+
+def text_summary(results: dict[str, Any], verdicts: list[str]) -> str:
+    lines = [f"bench ({results['profile']['name']}) finished in {results['seconds']:.0f} s"]
+    for name, figures in results["summary"].items():
+        for ratio, value in figures["ratios"].items():
+            lines.append(f"  {name}: {ratio} = {value['median']} (spread {value['spread']})")
+    lines += [f"  {v}" for v in verdicts]
+    return "\n".join(lines)

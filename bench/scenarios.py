@@ -1,0 +1,255 @@
+"""The scenarios of PRODUCT.md "Performance", each run against one server at a time.
+
+Every scenario returns plain figures (JSON-able) for one server: what was offered, what arrived,
+latency percentiles measured at the receivers, losses and duplicates counted per expected
+delivery, the server's CPU and memory, and the connect rate. Publishers are the weddings'
+planners, held by a load-generator process of their own so that publishing goes on while the
+receivers' process is busy (the reconnect storm needs that).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from bench.loadgen import LoadGenerator, SocketSpec
+from bench.servers import RunningServer, process_cpu_seconds, process_rss_kib, redis_pid, running
+
+# "At equal p99": a server's capacity is the highest paced load it carried with everything
+# delivered and a p99 within this budget (PRODUCT.md's wedding-day latency target).
+P99_BUDGET_MS = 100.0
+
+
+def percentile(sorted_values: list[float], fraction: float) -> float | None:
+    if not sorted_values:
+        return None
+    index = min(int(len(sorted_values) * fraction), len(sorted_values) - 1)
+    return round(sorted_values[index] * 1000, 1)
+
+
+def specs_for(weddings: list[dict[str, Any]], *, members: int | None = None) -> list[SocketSpec]:
+    """One socket per member (the first ``members`` of each wedding); the planner publishes."""
+    specs = []
+    for wedding in weddings:
+        chosen = wedding["members"][:members] if members else wedding["members"]
+        if not any(m["role"] == "planner" for m in chosen):
+            chosen = [next(m for m in wedding["members"] if m["role"] == "planner"), *chosen[:-1]]
+        topic = f"wedding:{wedding['id']}"
+        specs += [SocketSpec(m["member"], m["token"], topic, publisher=m["role"] == "planner") for m in chosen]
+    return specs
+
+
+@dataclass
+class Session:
+    server: RunningServer
+    publishers: LoadGenerator
+    receivers: LoadGenerator
+    redis_pid: int
+    connect: dict[str, Any]
+
+    def reset(self) -> None:
+        self.publishers.reset()
+        self.receivers.reset()
+
+    def cpu(self) -> tuple[float, float, float, float]:
+        return (
+            time.perf_counter(),
+            process_cpu_seconds(self.server.pid),
+            process_cpu_seconds(self.redis_pid),
+            self.publishers.cpu_seconds() + self.receivers.cpu_seconds(),
+        )
+
+    def collect(self, published: dict[str, list[int]], *, timeout: float) -> dict[str, Any]:
+        refused = published.pop("_refused", [0])[0]
+        a = self.publishers.collect(expected=published, timeout=timeout)
+        b = self.receivers.collect(expected=published, timeout=timeout)
+        latencies = sorted(a["latencies"] + b["latencies"])
+        return {
+            "published": sum(len(seqs) for seqs in published.values()),
+            "publish_refused": refused,
+            "expected": a["expected"] + b["expected"],
+            "delivered": a["delivered"] + b["delivered"],
+            "lost": a["lost"] + b["lost"],
+            "duplicates": a["duplicates"] + b["duplicates"],
+            "replayed": a["replayed"] + b["replayed"],
+            "latency_ms_p50": percentile(latencies, 0.50),
+            "latency_ms_p95": percentile(latencies, 0.95),
+            "latency_ms_p99": percentile(latencies, 0.99),
+            "last_receipt": max(a["last_receipt"], b["last_receipt"]),
+        }
+
+
+@contextmanager
+def session(kind: str, env: dict[str, str], specs: list[SocketSpec], *, workers: int) -> Iterator[Session]:
+    """Start the server, connect and subscribe every socket, read the memory they cost."""
+    with running(kind, env) as server:
+        publishers = LoadGenerator(server.url, [s for s in specs if s.publisher], workers=1)
+        receivers = LoadGenerator(server.url, [s for s in specs if not s.publisher], workers=workers)
+        try:
+            time.sleep(1.0)
+            rss_before = process_rss_kib(server.pid)
+            cpu_before = process_cpu_seconds(server.pid)
+            started = time.perf_counter()
+            first = publishers.connect(concurrency=50)
+            rest = receivers.connect(concurrency=max(100 // workers, 1))
+            seconds = time.perf_counter() - started
+            cpu_used = process_cpu_seconds(server.pid) - cpu_before
+            time.sleep(1.0)  # let the server settle before reading its memory
+            connected = first["connected"] + rest["connected"]
+            rss_per_socket = (process_rss_kib(server.pid) - rss_before) * 1024 / max(connected, 1)
+            connect = {
+                "sockets": len(specs),
+                "connected": connected,
+                "connect_failed": first["failed"] + rest["failed"],
+                "connect_failures": first["failures"] + rest["failures"],
+                "connects_per_s": round(connected / seconds, 1),
+                "server_cpu_ms_per_connect": round(cpu_used * 1000 / max(connected, 1), 2),
+                "rss_kb_per_socket": round(rss_per_socket / 1000, 1),
+            }
+            yield Session(server, publishers, receivers, redis_pid(env), connect)
+        finally:
+            publishers.close()
+            receivers.close()
+
+
+def _cpu_figures(before: tuple[float, ...], after: tuple[float, ...], delivered: int) -> dict[str, Any]:
+    wall = after[0] - before[0]
+    server_cpu = after[1] - before[1]
+    return {
+        "server_cpu_cores": round(server_cpu / wall, 2),
+        "redis_cpu_cores": round((after[2] - before[2]) / wall, 2),
+        "loadgen_cpu_cores": round((after[3] - before[3]) / wall, 2),
+        "server_cpu_us_per_delivery": round(server_cpu * 1e6 / delivered, 1) if delivered else None,
+    }
+
+
+def _paced(live: Session, *, rate: float, seconds: float, drain: float) -> dict[str, Any]:
+    live.reset()
+    before = live.cpu()
+    wall_start = time.time()
+    published = live.publishers.publish(rate=rate, seconds=seconds)
+    figures = live.collect(published, timeout=drain)
+    after = live.cpu()
+    elapsed = max(figures.pop("last_receipt") - wall_start, seconds)
+    return {
+        "rate_per_publisher": rate,
+        "publishes_per_s": round(figures["published"] / seconds, 1),
+        "deliveries_per_s": round(figures["delivered"] / elapsed, 1),
+        "deliveries_offered_per_s": round(figures["expected"] / seconds, 1),
+        **figures,
+        **_cpu_figures(before, after, figures["delivered"]),
+    }
+
+
+def saturday_peak(
+    kind: str, env: dict[str, str], weddings: list[dict[str, Any]], *, rate: float, seconds: float, workers: int
+) -> dict[str, Any]:
+    """Every wedding's sockets on one node; each wedding's planner publishes ``rate`` times a second."""
+    with session(kind, env, specs_for(weddings), workers=workers) as live:
+        step = _paced(live, rate=rate, seconds=seconds, drain=20)
+        return {"weddings": len(weddings), **live.connect, **step}
+
+
+def big_room(
+    kind: str,
+    env: dict[str, str],
+    weddings: list[dict[str, Any]],
+    *,
+    rates: list[float],
+    seconds: float,
+    burst: int,
+    workers: int,
+) -> dict[str, Any]:
+    """One wedding of 1,000 sockets: paced loads rising until it saturates, then one burst."""
+    with session(kind, env, specs_for(weddings[:1]), workers=workers) as live:
+        steps = []
+        for rate in rates:
+            step = _paced(live, rate=rate, seconds=seconds, drain=10)
+            steps.append(step)
+            if step["lost"] or (step["latency_ms_p99"] or 0) > 10 * P99_BUDGET_MS:
+                break  # saturated: a higher load tells nothing more and takes long to drain
+            time.sleep(1.0)
+        carried = [s for s in steps if not s["lost"] and (s["latency_ms_p99"] or 1e9) <= P99_BUDGET_MS]
+        capacity = max((s["deliveries_per_s"] for s in carried), default=0.0)
+        time.sleep(2.0)
+        burst_figures = _burst(live, count=burst)
+        return {**live.connect, "capacity_deliveries_per_s": capacity, "steps": steps, "burst": burst_figures}
+
+
+def _burst(live: Session, *, count: int) -> dict[str, Any]:
+    live.reset()
+    before = live.cpu()
+    wall_start = time.time()
+    published = live.publishers.publish(burst=count)
+    figures = live.collect(published, timeout=30)
+    after = live.cpu()
+    elapsed = max(figures.pop("last_receipt") - wall_start, 1e-3)
+    return {
+        "deliveries_per_s": round(figures["delivered"] / elapsed, 1),
+        "seconds": round(elapsed, 2),
+        **figures,
+        **_cpu_figures(before, after, figures["delivered"]),
+    }
+
+
+def room_sizes(
+    kind: str, env: dict[str, str], weddings: list[dict[str, Any]], *, sizes: list[int], burst: int, workers: int
+) -> list[dict[str, Any]]:
+    """Burst throughput against the room's size (the first N members of one wedding)."""
+    results = []
+    for size in sizes:
+        with session(kind, env, specs_for(weddings[:1], members=size), workers=workers) as live:
+            results.append({"members": size, **_burst(live, count=burst)})
+    return results
+
+
+def reconnect_storm(
+    kind: str,
+    env: dict[str, str],
+    weddings: list[dict[str, Any]],
+    *,
+    rate: float,
+    before: float,
+    after: float,
+    workers: int,
+) -> dict[str, Any]:
+    """Every receiving socket drops at once and resumes with ``since`` while publishing goes on."""
+    with session(kind, env, specs_for(weddings), workers=workers) as live:
+        live.reset()
+        published: dict[str, list[int]] = {}
+        seconds = before + after + 10
+
+        def publish() -> None:
+            published.update(live.publishers.publish(rate=rate, seconds=seconds))
+
+        publisher = threading.Thread(target=publish, name="storm-publisher")
+        publisher.start()
+        time.sleep(before)
+        storm = live.receivers.storm(concurrency=len(weddings) * 1000)
+        publisher.join(timeout=seconds + 120)
+        figures = live.collect(published, timeout=20)
+        figures.pop("last_receipt")
+        times = storm["completion_times"]
+        return {
+            **live.connect,
+            "dropped": storm["connected"] + storm["failed"],
+            "resumed": storm["connected"],
+            "resume_failed": storm["failed"],
+            "resume_failures": storm["failures"],
+            "all_resumed_seconds": round(storm["seconds"], 2) if storm["seconds"] is not None else None,
+            "resumed_p50_seconds": round(times[len(times) // 2], 2) if times else None,
+            "resumed_p99_seconds": round(times[min(int(len(times) * 0.99), len(times) - 1)], 2) if times else None,
+            **figures,
+        }
+
+
+SCENARIOS: dict[str, Callable[..., Any]] = {
+    "saturday": saturday_peak,
+    "bigroom": big_room,
+    "sizes": room_sizes,
+    "storm": reconnect_storm,
+}

@@ -1,0 +1,85 @@
+"""The load generator counts what arrived against what was stored: losses are seen, not assumed."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from bench.loadgen import LoadGenerator, SocketSpec
+from bench.servers import ROOT
+
+
+@pytest.fixture
+def ceiling_url() -> Iterator[str]:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "bench.ceiling", "--port", str(port)], cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        yield f"ws://127.0.0.1:{port}/ws/v1/"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_every_delivery_is_counted_and_a_missing_one_is_lost(ceiling_url: str) -> None:
+    specs = [SocketSpec(member=1, token="-", topic="wedding:1", publisher=True)]
+    specs += [SocketSpec(member=n, token="-", topic="wedding:1") for n in range(2, 7)]
+    publisher = LoadGenerator(ceiling_url, specs[:1], workers=1)
+    receivers = LoadGenerator(ceiling_url, specs[1:], workers=2)
+    try:
+        assert publisher.connect()["connected"] == 1
+        assert receivers.connect()["connected"] == 5
+        publisher.reset()
+        receivers.reset()
+
+        published = publisher.publish(burst=4)
+        assert sorted(published["wedding:1"]) == [1, 2, 3, 4]
+        # One seq the server never sent: every receiver must report it missing.
+        published["wedding:1"].append(99)
+        figures = receivers.collect(expected=published, timeout=1.0)
+
+        assert figures["expected"] == 5 * 5
+        assert figures["delivered"] == 5 * 4
+        assert figures["lost"] == 5
+        assert figures["duplicates"] == 0
+        assert len(figures["latencies"]) == 5 * 4
+    finally:
+        publisher.close()
+        receivers.close()
+
+
+def test_resume_after_a_drop_loses_and_doubles_nothing(ceiling_url: str) -> None:
+    specs = [SocketSpec(member=1, token="-", topic="wedding:7", publisher=True), SocketSpec(2, "-", "wedding:7")]
+    publisher = LoadGenerator(ceiling_url, specs[:1], workers=1)
+    receiver = LoadGenerator(ceiling_url, specs[1:], workers=1)
+    try:
+        publisher.connect()
+        receiver.connect()
+        receiver.reset()
+        first = publisher.publish(burst=3)
+        receiver.collect(expected=first, timeout=2.0)
+
+        resumed = receiver.storm(concurrency=10)
+
+        assert resumed["connected"] == 1
+        more = publisher.publish(burst=2)
+        figures = receiver.collect(expected={"wedding:7": first["wedding:7"] + more["wedding:7"]}, timeout=2.0)
+        assert (figures["delivered"], figures["lost"], figures["duplicates"]) == (5, 0, 0)
+    finally:
+        publisher.close()
+        receiver.close()
