@@ -23,7 +23,7 @@ from django.utils import timezone
 from realtime import protocol
 from realtime.audit import node_audit
 from realtime.auth import PROTOCOL_NAME, SocketIdentity, SocketRefused, socket_token_refresh
-from realtime.daphne_support import write_gate_for
+from realtime.daphne_support import frame_writer_for, write_gate_for
 from realtime.hub import NodeHub, node_hub
 from realtime.limits import node_limits
 from realtime.names import Priority, wedding_id_from_topic, wedding_topic
@@ -98,6 +98,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         self.outbox = Outbox(
             send_text=self._send_text,
             gate=write_gate_for(self.base_send, send_buffer=settings.REALTIME_SOCKET_SEND_BUFFER),
+            write_frame=writer.write if (writer := frame_writer_for(self.base_send)) is not None else None,
             max_frames=settings.REALTIME_OUTBOX_MAX_FRAMES,
             max_bytes=settings.REALTIME_OUTBOX_MAX_BYTES,
             on_overflow=self.too_slow,
@@ -171,10 +172,17 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     # --- hub callbacks ------------------------------------------------------------------------------
 
     def push_event(
-        self, text: str, *, priority: Priority, topic: str | None, seq: int | None, conflate_key: str | None
+        self,
+        text: str,
+        *,
+        priority: Priority,
+        topic: str | None,
+        seq: int | None,
+        conflate_key: str | None,
+        framed: bytes | None = None,
     ) -> None:
         if self.outbox is not None:
-            self.outbox.put(text, priority=priority, topic=topic, seq=seq, conflate_key=conflate_key)
+            self.outbox.put(text, priority=priority, topic=topic, seq=seq, conflate_key=conflate_key, framed=framed)
 
     def on_control(self, message: dict[str, Any]) -> None:
         kind = message.get("kind")

@@ -20,6 +20,7 @@ import asyncio
 import json
 import signal
 import socket
+import struct
 import sys
 import time
 from collections.abc import Callable
@@ -57,6 +58,72 @@ class WriteGate:
 
     async def wait_writable(self) -> None:
         await self._writable.wait()
+
+
+_AUTOBAHN_STATE_OPEN = 3  # autobahn.websocket.protocol.WebSocketProtocol.STATE_OPEN
+
+
+def text_frame(payload: bytes) -> bytes:
+    """One final, unmasked server text frame (RFC 6455 section 5.2) around ``payload``.
+
+    Built once per event per node and written as-is to every local socket: server frames are
+    never masked and daphne negotiates no extension, so every socket's bytes are the same.
+    """
+    size = len(payload)
+    if size < 126:
+        return bytes((0x81, size)) + payload
+    if size < 65536:
+        return struct.pack("!BBH", 0x81, 126, size) + payload
+    return struct.pack("!BBQ", 0x81, 127, size) + payload
+
+
+class FrameWriter:
+    """Writes ready-made frames straight to one socket, skipping the ASGI send, daphne's reply
+    handling and autobahn's per-call framing (measured: the fan-out's largest cost per delivery,
+    docs/decisions/0005-direct-frame-writes.md).
+
+    A frame goes to the kernel at once when Twisted holds nothing queued for the socket, which
+    spares Twisted's register-for-writable round trip; otherwise it joins Twisted's buffer, so
+    order is kept and the write gate still sees a slow reader.
+    """
+
+    __slots__ = ("_protocol", "_socket", "_transport")
+
+    def __init__(self, protocol: Any, transport: Any) -> None:
+        self._protocol = protocol
+        self._transport = transport
+        self._socket: socket.socket = transport.socket
+
+    def write(self, frame: bytes) -> None:
+        if self._protocol.state != _AUTOBAHN_STATE_OPEN:
+            return  # closing: autobahn's sendMessage would refuse it too
+        transport = self._transport
+        if not transport._tempDataLen and transport.offset == len(transport.dataBuffer) and transport.connected:
+            try:
+                sent = self._socket.send(frame)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                return  # the connection is failing; Twisted's reader sees it and closes the socket
+            if sent == len(frame):
+                return
+            frame = frame[sent:]
+        transport.write(frame)
+
+
+def frame_writer_for(send: Callable[..., Any]) -> FrameWriter | None:
+    """A direct writer for this socket, or None where it cannot be used (not daphne, TLS served
+    by daphne itself, or an extension such as permessage-deflate negotiated)."""
+    protocol = _daphne_protocol(send)
+    transport = getattr(protocol, "transport", None)
+    if (
+        transport is None
+        or getattr(protocol, "_perMessageCompress", None) is not None
+        or not isinstance(getattr(transport, "socket", None), socket.socket)
+        or not all(hasattr(transport, name) for name in ("_tempDataLen", "offset", "dataBuffer", "connected"))
+    ):
+        return None
+    return FrameWriter(protocol, transport)
 
 
 def _daphne_protocol(send: Callable[..., Any]) -> Any | None:

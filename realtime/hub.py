@@ -27,6 +27,7 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.utils import timezone
 
+from realtime.daphne_support import text_frame
 from realtime.limits import DEVICE_REFRESH_SECONDS, node_limits
 from realtime.names import LAYER_CONTROL, LAYER_EVENT, NODES_GROUP, Priority, wedding_group
 from realtime.outbox import conflation_key
@@ -61,7 +62,14 @@ class Socket(Protocol):
     user_id: int
 
     def push_event(
-        self, text: str, *, priority: Priority, topic: str | None, seq: int | None, conflate_key: str | None
+        self,
+        text: str,
+        *,
+        priority: Priority,
+        topic: str | None,
+        seq: int | None,
+        conflate_key: str | None,
+        framed: bytes | None = None,
     ) -> None: ...
 
     def on_control(self, message: dict[str, Any]) -> None: ...
@@ -106,6 +114,7 @@ class Subscription:
                 topic=self.topic,
                 seq=seq,
                 conflate_key=message["conflate_key"],
+                framed=message.get("framed"),
             )
 
     def _wants(self, message: dict[str, Any]) -> bool:
@@ -156,13 +165,15 @@ class WeddingFeed:
 
     async def _take(self, message: dict[str, Any]) -> None:
         if message.get("type") == _REPAIR:
+            if message["upto"] > self.last_seq:
+                logger.info("feed.gap", wedding=self.wedding_id, after=self.last_seq, head=message["upto"], by="head")
             await self._repair(upto=message["upto"])
             return
         seq = message["seq"]
         if seq <= self.last_seq:
             return  # a duplicate, or already read from the log
         if seq > self.last_seq + 1:
-            logger.info("feed.gap", wedding=self.wedding_id, after=self.last_seq, got=seq)
+            logger.info("feed.gap", wedding=self.wedding_id, after=self.last_seq, got=seq, by="seq")
             await self._repair(upto=seq - 1)
         self._dispatch(message)
 
@@ -187,6 +198,7 @@ class WeddingFeed:
         self.last_seq = message["seq"]
         # Once per node, shared by every local socket.
         message["text"] = encode(message["frame"])
+        message["framed"] = text_frame(message["text"].encode())
         message["conflate_key"] = conflation_key(message["frame"])
         for subscription in list(self.subscriptions.values()):
             subscription.offer(message)

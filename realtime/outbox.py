@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from realtime.daphne_support import WriteGate
+from realtime.daphne_support import WriteGate, text_frame
 from realtime.names import Priority
 
 _AHEAD_SUFFIX = ',"ahead":true}'
@@ -49,12 +49,16 @@ class Outbox:
         *,
         send_text: Callable[[str], Awaitable[None]],
         gate: WriteGate | None,
+        write_frame: Callable[[bytes], None] | None = None,
         max_frames: int,
         max_bytes: int,
         on_overflow: Callable[[], None],
     ) -> None:
         self._send_text = send_text
         self._gate = gate
+        # With a direct writer (under daphne) frames are written synchronously: a frame put while
+        # nothing is queued and the socket is writable goes out at once, without waking the writer.
+        self._write_frame = write_frame
         self._max_frames = max_frames
         self._max_bytes = max_bytes
         self._on_overflow = on_overflow
@@ -84,9 +88,16 @@ class Outbox:
         topic: str | None = None,
         seq: int | None = None,
         conflate_key: str | None = None,
+        framed: bytes | None = None,
     ) -> None:
-        """Queue a frame. Replies and control frames go at ``high`` so they are not starved."""
+        """Queue a frame. Replies and control frames go at ``high`` so they are not starved.
+
+        ``framed`` is ``text`` already framed for the wire (shared by every socket of the node).
+        """
         if self._closed:
+            return
+        if self._write_frame is not None and not self._frames and (self._gate is None or self._gate.writable):
+            self._write_frame(framed if framed is not None else text_frame(text.encode()))
             return
         if conflate_key is not None and priority == Priority.LOW:
             older = self._conflatable.pop(conflate_key, None)
@@ -140,15 +151,22 @@ class Outbox:
     async def run(self) -> None:
         """The writer: send frames in priority order while the transport accepts them."""
         while not self._closed:
+            if self._gate is not None and not self._gate.writable:
+                # Wait before taking a frame: with a direct writer, "nothing queued" must mean
+                # "nothing on its way" too, or put() could overtake it.
+                await self._gate.wait_writable()
+                continue
             text = self._next()
             if text is None:
                 self._empty.set()
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            if self._gate is not None and not self._gate.writable:
-                await self._gate.wait_writable()
-            await self._send_text(text)
+            if self._write_frame is not None:
+                self._write_frame(text_frame(text.encode()))
+                await asyncio.sleep(0)  # a long backlog must not starve the loop
+            else:
+                await self._send_text(text)
             if self._frames < self._max_frames // 2:
                 self._space.set()
 

@@ -105,9 +105,17 @@ async def test_dropped_layer_messages_are_repaired_from_the_log(
         try:
             for client in readers:
                 await client.subscribe(topic)
-            with override_settings(CHANNEL_LAYERS=layer), caplog.at_level(logging.INFO, logger="channels_redis"):
-                channel_layers.backends.clear()
-                await database_sync_to_async(_publish_burst_in_one_transaction)(member=party.priya, count=200)
+            # Both nodes are paused while the burst is sent, so their channels fill up and
+            # channels-redis must drop: how fast a node happens to read cannot hide the drops.
+            for node in (a, b):
+                node.signal(signal.SIGSTOP)
+            try:
+                with override_settings(CHANNEL_LAYERS=layer), caplog.at_level(logging.INFO, logger="channels_redis"):
+                    channel_layers.backends.clear()
+                    await database_sync_to_async(_publish_burst_in_one_transaction)(member=party.priya, count=200)
+            finally:
+                for node in (a, b):
+                    node.signal(signal.SIGCONT)
             # channels-redis says so (at INFO, to the sender only) when it drops a group message.
             assert any("over capacity" in record.getMessage() for record in caplog.records)
             channel_layers.backends.clear()

@@ -106,3 +106,70 @@ def test_conflation_keys_separate_subjects_and_spare_chat() -> None:
     assert conflation_key(carmen) != conflation_key(flora)
     assert conflation_key(carmen) == conflation_key(frame("vendor.status", {"activity": "working"}, 7))
     assert conflation_key(frame("task.updated", {"task": 3})) != conflation_key(frame("task.updated", {"task": 4}))
+
+
+class Gate:
+    """A write gate the test opens and closes (daphne's flow control stands behind the real one)."""
+
+    def __init__(self) -> None:
+        self._open = asyncio.Event()
+        self._open.set()
+
+    @property
+    def writable(self) -> bool:
+        return self._open.is_set()
+
+    async def wait_writable(self) -> None:
+        await self._open.wait()
+
+    def close(self) -> None:
+        self._open.clear()
+
+    def open(self) -> None:
+        self._open.set()
+
+
+def payload(frame: bytes) -> dict[str, object]:
+    """The JSON inside one short server text frame."""
+    assert frame[0] == 0x81 and frame[1] < 126  # final text frame, unmasked, short length
+    decoded: dict[str, object] = json.loads(frame[2:])
+    return decoded
+
+
+async def test_a_direct_writer_sends_at_once_while_nothing_is_queued() -> None:
+    written: list[bytes] = []
+    outbox = Outbox(
+        send_text=Socket().send, gate=None, write_frame=written.append, max_frames=10, max_bytes=10_000,
+        on_overflow=lambda: None,
+    )  # fmt: skip
+
+    outbox.put(event(1), priority=Priority.NORMAL, topic="wedding:1", seq=1)
+
+    assert [payload(frame)["seq"] for frame in written] == [1]  # no writer task was needed
+    assert outbox.queued == 0
+
+
+async def test_while_the_socket_is_not_writable_frames_queue_and_keep_their_order() -> None:
+    written: list[bytes] = []
+    gate = Gate()
+    outbox = Outbox(
+        send_text=Socket().send, gate=gate, write_frame=written.append, max_frames=10, max_bytes=10_000,  # type: ignore[arg-type]
+        on_overflow=lambda: None,
+    )  # fmt: skip
+    writer = asyncio.create_task(outbox.run())
+    gate.close()
+    outbox.put(event(1), priority=Priority.NORMAL, topic="wedding:1", seq=1)
+    outbox.put(event(2), priority=Priority.NORMAL, topic="wedding:1", seq=2)
+    assert written == [] and outbox.queued == 2
+
+    gate.open()
+    # Put while the backlog drains: it must queue behind it, not overtake it.
+    outbox.put(event(3), priority=Priority.NORMAL, topic="wedding:1", seq=3)
+    async with asyncio.timeout(2):
+        while len(written) < 3:  # noqa: ASYNC110
+            await asyncio.sleep(0)
+    outbox.put(event(4), priority=Priority.NORMAL, topic="wedding:1", seq=4)  # drained: direct again
+
+    assert [payload(frame)["seq"] for frame in written] == [1, 2, 3, 4]
+    outbox.close()
+    writer.cancel()
