@@ -6,11 +6,13 @@ Every function returns evaluated plain data, so async callers can run it in a th
 
 from __future__ import annotations
 
+import zoneinfo
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
+from django.db import connection
 from django.utils import timezone
 
 from realtime.models import Event, EventAck, WeddingStream
@@ -29,15 +31,37 @@ class MembershipView:
     wedding_id: int
     member_id: int
     role: str
-    name: str
+
+
+# The hot reads of a connect and a subscribe are hand-written statements: the ORM spent several
+# times the database's own time compiling these queries and building model objects for them, on
+# the server CPU that a reconnect storm is short of. Names come from the models, never from input.
+_MEMBER, _WEDDING, _STREAM = Member._meta.db_table, Wedding._meta.db_table, WeddingStream._meta.db_table
+_MEMBERSHIPS_SQL = (
+    f"SELECT m.wedding_id, m.id, m.role, w.date, w.time_zone FROM {_MEMBER} m "  # noqa: S608
+    f"JOIN {_WEDDING} w ON w.id = m.wedding_id WHERE m.user_id = %s AND m.is_active "
+    "ORDER BY m.wedding_id, m.role, m.id"  # Member's default ordering, which the welcome frame shows
+)
+_MEMBERSHIP_SQL = (  # one row if the wedding exists, with NULLs if the user is not an active member
+    f"SELECT m.id, m.role FROM {_WEDDING} w LEFT JOIN {_MEMBER} m "  # noqa: S608
+    "ON m.wedding_id = w.id AND m.user_id = %s AND m.is_active WHERE w.id = %s"
+)
+_STREAM_HEAD_SQL = f"SELECT last_seq, epoch FROM {_STREAM} WHERE wedding_id = %s"  # noqa: S608
+_EVENT_COLUMNS = ", ".join(f'"{field.column}"' for field in Event._meta.concrete_fields)
+_REPLAY_CHUNK_SQL = (  # for Event.objects.raw(), which still applies the model's converters (JSON, time)
+    f"SELECT {_EVENT_COLUMNS} FROM {Event._meta.db_table} "  # noqa: S608
+    "WHERE wedding_id = %s AND seq > %s AND seq <= %s ORDER BY seq LIMIT %s"
+)
 
 
 def memberships_for_user(*, user_id: int) -> tuple[list[MembershipView], int]:
     """The user's active memberships and the heartbeat interval (10 s if a wedding is today)."""
-    members = list(Member.objects.filter(user_id=user_id, is_active=True).select_related("wedding", "user"))
+    with connection.cursor() as cursor:
+        cursor.execute(_MEMBERSHIPS_SQL, [user_id])
+        rows = cursor.fetchall()
     now = timezone.now()
-    wedding_day = any(member.wedding.date == now.astimezone(member.wedding.tz).date() for member in members)
-    views = [MembershipView(wedding_id=m.wedding_id, member_id=m.pk, role=m.role, name=m.name) for m in members]
+    wedding_day = any(day == now.astimezone(zoneinfo.ZoneInfo(zone)).date() for *_, day, zone in rows)
+    views = [MembershipView(wedding_id=wedding_id, member_id=pk, role=role) for wedding_id, pk, role, *_ in rows]
     return views, WEDDING_DAY_HEARTBEAT if wedding_day else DEFAULT_HEARTBEAT
 
 
@@ -50,14 +74,15 @@ class SubscriptionDenied(Exception):
 
 def membership_for_topic(*, user_id: int, wedding_id: int) -> MembershipView:
     """The user's active membership of the wedding, or :class:`SubscriptionDenied`."""
-    member = (
-        Member.objects.filter(user_id=user_id, wedding_id=wedding_id, is_active=True).select_related("user").first()
-    )
-    if member is None:
-        if not Wedding.objects.filter(pk=wedding_id).exists():
-            raise SubscriptionDenied(code="not_found", message=f"There is no wedding {wedding_id}.")
+    with connection.cursor() as cursor:
+        cursor.execute(_MEMBERSHIP_SQL, [user_id, wedding_id])
+        row = cursor.fetchone()
+    if row is None:
+        raise SubscriptionDenied(code="not_found", message=f"There is no wedding {wedding_id}.")
+    member_id, role = row
+    if member_id is None:
         raise SubscriptionDenied(code="forbidden", message=f"You are not a member of wedding {wedding_id}.")
-    return MembershipView(wedding_id=wedding_id, member_id=member.pk, role=member.role, name=member.name)
+    return MembershipView(wedding_id=wedding_id, member_id=member_id, role=role)
 
 
 def access_snapshot(
@@ -77,11 +102,13 @@ def access_snapshot(
 
 def stream_head(*, wedding_id: int) -> tuple[int, str]:
     """(last seq, epoch) of the wedding's event stream; a wedding with no events has seq 0."""
-    head = WeddingStream.objects.filter(wedding_id=wedding_id).values_list("last_seq", "epoch").first()
+    with connection.cursor() as cursor:
+        cursor.execute(_STREAM_HEAD_SQL, [wedding_id])
+        head = cursor.fetchone()
     if head is None:  # a wedding's first subscriber: create its stream (a write only this once)
         WeddingStream.objects.bulk_create([WeddingStream(wedding_id=wedding_id)], ignore_conflicts=True)
         head = WeddingStream.objects.filter(wedding_id=wedding_id).values_list("last_seq", "epoch").get()
-    return head
+    return head[0], head[1]
 
 
 def stream_heads(*, wedding_ids: list[int]) -> dict[int, int]:
@@ -106,33 +133,27 @@ def events_replay(
     upto, current_epoch = stream_head(wedding_id=wedding_id)
     if since is None:
         return Replay(upto=upto, epoch=current_epoch, recovered=True, frames=[], seqs=[])
+    gone = Replay(upto=upto, epoch=current_epoch, recovered=False, frames=[], seqs=[])
+    if (epoch is not None and epoch != current_epoch) or since > upto or upto - since > settings.REALTIME_REPLAY_MAX:
+        return gone  # seq is gap-free: upto - since is how many events there are to go through
     retention_start: datetime = timezone.now() - timedelta(days=settings.REALTIME_RETENTION_DAYS)
-    oldest_missed = (
-        Event.objects.filter(wedding_id=wedding_id, seq=since + 1).values_list("created_at", flat=True).first()
-    )
-    recovered = (
-        (epoch is None or epoch == current_epoch)
-        and since <= upto
-        and upto - since <= settings.REALTIME_REPLAY_MAX  # seq is gap-free: this many events at most
-        and (since == upto or (oldest_missed is not None and oldest_missed >= retention_start))
-    )
-    if not recovered:
-        return Replay(upto=upto, epoch=current_epoch, recovered=False, frames=[], seqs=[])
+    chunk = _replay_chunk(wedding_id=wedding_id, after=since, upto=upto) if since < upto else []
+    if since < upto and not (chunk and chunk[0].seq == since + 1 and chunk[0].created_at >= retention_start):
+        return gone  # the first missed event was purged, or is older than retention
     frames: list[dict[str, Any]] = []
     seqs: list[int] = []
-    cursor = since
-    while cursor < upto:
-        chunk = list(
-            Event.objects.filter(wedding_id=wedding_id, seq__gt=cursor, seq__lte=upto).order_by("seq")[:_REPLAY_CHUNK]
-        )
-        if not chunk:
-            break
+    while chunk:
         for event in chunk:
             if event.priority >= min_priority and (role in event.audience_roles or member_id in event.audience_members):
                 frames.append(event_frame(event, replay=True))
                 seqs.append(event.seq)
         cursor = chunk[-1].seq
+        chunk = _replay_chunk(wedding_id=wedding_id, after=cursor, upto=upto) if cursor < upto else []
     return Replay(upto=upto, epoch=current_epoch, recovered=True, frames=frames, seqs=seqs)
+
+
+def _replay_chunk(*, wedding_id: int, after: int, upto: int) -> list[Event]:
+    return list(Event.objects.raw(_REPLAY_CHUNK_SQL, [wedding_id, after, upto, _REPLAY_CHUNK]))
 
 
 def events_after(*, wedding_id: int, after: int, upto: int | None = None) -> list[dict[str, Any]]:

@@ -1,0 +1,76 @@
+"""When a resubscribing member's replay is recovered, and what it holds (PROTOCOL.md section 4)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from realtime.models import Event
+from realtime.selectors import Replay, events_replay, membership_for_topic, memberships_for_user
+from realtime.services.events import member_event_publish
+from tests.personas import WeddingParty
+
+pytestmark = [pytest.mark.django_db]
+
+
+def chat(party: WeddingParty, count: int) -> None:
+    for n in range(count):
+        member_event_publish(member=party.priya, type_name="chat.message", data={"text": f"m{n + 1}"})
+
+
+def replay(party: WeddingParty, *, since: int | None, epoch: str | None = None) -> Replay:
+    guest = party.gil
+    return events_replay(
+        wedding_id=party.wedding.pk, member_id=guest.pk, role=guest.role, since=since, epoch=epoch, min_priority=0
+    )
+
+
+def test_a_replay_holds_the_missed_events_in_order(party: WeddingParty) -> None:
+    chat(party, 3)
+    missed = replay(party, since=1)
+    assert (missed.upto, missed.recovered, missed.seqs) == (3, True, [2, 3])
+    assert [frame["data"]["text"] for frame in missed.frames] == ["m2", "m3"]
+    assert all(frame["replay"] for frame in missed.frames)
+
+
+def test_nothing_missed_is_recovered_without_events(party: WeddingParty) -> None:
+    chat(party, 2)
+    assert (replay(party, since=2).recovered, replay(party, since=2).frames) == (True, [])
+    assert (replay(party, since=None).recovered, replay(party, since=None).upto) == (True, 2)
+
+
+def test_a_missed_event_past_retention_is_not_recovered(party: WeddingParty, settings) -> None:
+    chat(party, 3)
+    Event.objects.filter(wedding=party.wedding, seq=2).update(
+        created_at=timezone.now() - timedelta(days=settings.REALTIME_RETENTION_DAYS, minutes=1)
+    )
+    assert replay(party, since=1).recovered is False
+    assert replay(party, since=2).recovered is True  # only newer events are missed
+
+
+def test_a_purged_missed_event_is_not_recovered(party: WeddingParty) -> None:
+    chat(party, 3)
+    Event.objects.filter(wedding=party.wedding, seq__lte=2).delete()
+    gone = replay(party, since=1)
+    assert (gone.recovered, gone.frames, gone.upto) == (False, [], 3)
+    assert replay(party, since=2).seqs == [3]
+
+
+def test_too_much_to_replay_another_epoch_or_a_future_seq_is_not_recovered(party: WeddingParty, settings) -> None:
+    chat(party, 3)
+    settings.REALTIME_REPLAY_MAX = 1
+    assert replay(party, since=1).recovered is False
+    assert replay(party, since=2).recovered is True
+    assert replay(party, since=2, epoch="another").recovered is False
+    assert replay(party, since=4).recovered is False
+
+
+def test_memberships_and_topic_access(party: WeddingParty) -> None:
+    views, _heartbeat = memberships_for_user(user_id=party.gil.user_id)
+    assert [(v.wedding_id, v.member_id, v.role) for v in views] == [(party.wedding.pk, party.gil.pk, "guest")]
+    assert membership_for_topic(user_id=party.gil.user_id, wedding_id=party.wedding.pk).member_id == party.gil.pk
+    party.gil.is_active = False
+    party.gil.save()
+    assert memberships_for_user(user_id=party.gil.user_id)[0] == []
