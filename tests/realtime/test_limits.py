@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-import pytest
-from channels.db import database_sync_to_async
+import asyncio
+import secrets
+from collections.abc import AsyncIterator
 
+import pytest
+import redis.asyncio as aioredis
+from channels.db import database_sync_to_async
+from django.conf import settings
+
+from realtime.limits import Limits
 from tests.personas import WeddingParty
 from tests.realtime.conftest import Client, bearer, communicator
 from wedsync.models import AuditLog
@@ -90,3 +97,46 @@ async def test_an_idempotent_retry_is_answered_even_past_the_budget(party: Weddi
     retry = await guest.request("publish", idempotency_key="k", **fields)
     assert retry["status"] == "ok" and retry["data"] == first["data"]
     assert (await guest.request("publish", idempotency_key="other", **fields))["error"]["code"] == "rate_limited"
+
+
+@pytest.fixture
+async def devices() -> AsyncIterator[tuple[Limits, aioredis.Redis, int]]:
+    """This node's device limits on the test Redis, a plain client to look at them, and a user id of
+    its own (keys are per user, so parallel runs on the same Redis do not meet)."""
+    if not settings.REDIS_URL:
+        pytest.skip("device limits live in Redis")
+    limits, redis = Limits(), aioredis.Redis.from_url(settings.REDIS_URL, decode_responses=True)
+    user_id = 10**9 + secrets.randbelow(10**9)
+    yield limits, redis, user_id
+    key = f"wedsync:devices:{user_id}"
+    connections: list[str] = await redis.zrange(key, 0, -1)  # type: ignore[assignment]  # decoded
+    await redis.delete(key, *(f"wedsync:device-alive:{c}" for c in connections))
+    await redis.aclose()
+    await limits.close()
+
+
+@pytest.mark.requires_redis
+async def test_every_device_of_a_reconnect_storm_is_counted(devices: tuple[Limits, aioredis.Redis, int]) -> None:
+    """Many more connects at once than the node has Redis connections: each waits its turn and is
+    counted (none is let in uncounted because the pool ran dry)."""
+    limits, _redis, user_id = devices
+    overs = await asyncio.gather(
+        *(limits.device_connect(user_id=user_id, connection_id=f"storm{n}", limit=1) for n in range(300))
+    )
+    assert sorted(len(over) for over in overs) == list(range(300))  # the k-th to arrive finds k-1 before it
+
+
+@pytest.mark.requires_redis
+async def test_a_device_whose_node_stopped_refreshing_stops_counting(
+    devices: tuple[Limits, aioredis.Redis, int],
+) -> None:
+    limits, redis, user_id = devices
+    assert await limits.device_connect(user_id=user_id, connection_id="old", limit=1) == []
+    assert await limits.device_connect(user_id=user_id, connection_id="other", limit=1) == ["old"]
+    await redis.delete("wedsync:device-alive:old")  # its node died: nothing refreshes the entry
+    assert await limits.device_connect(user_id=user_id, connection_id="new", limit=1) == ["other"]
+    assert await redis.zrange(f"wedsync:devices:{user_id}", 0, -1) == ["other", "new"]
+    assert 0 < await redis.ttl("wedsync:device-alive:new") <= 60
+    await limits.device_disconnect(user_id=user_id, connection_id="new")
+    assert await redis.zrange(f"wedsync:devices:{user_id}", 0, -1) == ["other"]
+    assert not await redis.exists("wedsync:device-alive:new")
