@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import pprint
 import signal
 import socket
 import struct
@@ -207,6 +208,7 @@ def install() -> None:
 
     daphne.server.WebSocketFactory = FactoryV1
     _install_drain(daphne.server, WebSocketProtocol)
+    _install_lazy_autobahn_pformat()
     _installed = True
 
 
@@ -260,3 +262,38 @@ def _install_drain(daphne_server_module: Any, protocol_class: type) -> None:
 
     daphne_server_module.Server.run = run
     reactor.callWhenRunning(install_handlers)
+
+
+class _PrettyLater:
+    """``pprint.pformat(value)``, computed only if a log line that shows it is actually written."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: object) -> None:
+        self._value = value
+
+    def __str__(self) -> str:
+        return pprint.pformat(self._value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+
+def _install_lazy_autobahn_pformat() -> None:
+    """Stop autobahn pretty-printing its options for every connection when nobody reads them.
+
+    ``WebSocketProtocol._connectionMade`` (autobahn 26) calls ``self.log.debug(..., attrs=
+    pformat(configAttrLog))`` on every connection: the arguments are built whether or not debug
+    logging is on, and pretty-printing some forty options was about 4% of a connect's CPU. The
+    module's ``pformat`` becomes one that formats when the line is rendered (the logger formats
+    its arguments with ``str.format``), so debug output is unchanged. ``Timings.__str__``, the
+    module's only other user, must return a real string and keeps the eager one. If autobahn
+    stops importing ``pformat`` this way, nothing is patched.
+    """
+    from autobahn.websocket import protocol
+
+    autobahn_protocol: Any = protocol
+    if getattr(autobahn_protocol, "pformat", None) is not pprint.pformat:
+        return
+    autobahn_protocol.Timings.__str__ = lambda self: pprint.pformat(self._timings)
+    autobahn_protocol.pformat = _PrettyLater
