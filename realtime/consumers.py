@@ -7,6 +7,7 @@ and hands it to :meth:`RealtimeConsumer.push_event` (docs/architecture.md).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import time
 import uuid
@@ -52,7 +53,6 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     connect_weddings: frozenset[int] = frozenset()  # the user's weddings when the socket connected
     hub: NodeHub
     outbox: Outbox | None = None
-    _writer: asyncio.Task[None] | None = None
     _expiry: asyncio.TimerHandle | None = None
     _closing = False
     _released = False
@@ -103,7 +103,6 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             max_bytes=settings.REALTIME_OUTBOX_MAX_BYTES,
             on_overflow=self.too_slow,
         )
-        self._writer = asyncio.create_task(self.outbox.run(), name=f"writer-{self.connection_id}")
         self.hub = await node_hub()
         self.hub.register(self)
         if not await self._within_device_limit([m.role for m in memberships]):
@@ -364,11 +363,19 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         await self._release()
         raise StopConsumer
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Any, receive: Callable[[], Awaitable[Any]], send: Any) -> None:
+        # One task per socket: channels' await_many_dispatch would keep a receive task and an
+        # asyncio.wait per idle socket (~1.5 KB each) to also listen on a layer channel, which
+        # these sockets do not have.
+        self.scope = scope
+        self.channel_layer = None
+        self.base_send = send
         # However the consumer ends (disconnect, an error in connect, daphne cancelling it), the
         # socket leaves the hub and frees its device place.
         try:
-            await super().__call__(scope, receive, send)
+            with contextlib.suppress(StopConsumer):
+                while True:
+                    await self.dispatch(await receive())
         finally:
             await self._release()
 
@@ -378,8 +385,6 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         self._released = True
         if self._expiry is not None:
             self._expiry.cancel()
-        if self._writer is not None:
-            self._writer.cancel()
         hub: NodeHub | None = getattr(self, "hub", None)
         if self.outbox is not None and hub is not None:
             self.outbox.close()

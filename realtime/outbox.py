@@ -44,6 +44,10 @@ class _Entry:
 
 
 class Outbox:
+    """Idle, an outbox holds no task, event or future: 10,000 idle sockets must stay small
+    (PRODUCT.md's memory target). Its writer task exists only while frames are queued, and
+    waiters are created only by whoever waits."""
+
     def __init__(
         self,
         *,
@@ -57,7 +61,7 @@ class Outbox:
         self._send_text = send_text
         self._gate = gate
         # With a direct writer (under daphne) frames are written synchronously: a frame put while
-        # nothing is queued and the socket is writable goes out at once, without waking the writer.
+        # nothing is queued and the socket is writable goes out at once, without a writer task.
         self._write_frame = write_frame
         self._max_frames = max_frames
         self._max_bytes = max_bytes
@@ -68,11 +72,10 @@ class Outbox:
         self._pending_seqs: dict[str, list[int]] = {}  # topic -> seqs still queued, for "ahead"
         self._frames = 0
         self._bytes = 0
-        self._wakeup = asyncio.Event()
-        self._empty = asyncio.Event()
-        self._empty.set()
-        self._space = asyncio.Event()
-        self._space.set()
+        self._writer: asyncio.Task[None] | None = None
+        self._sending = False  # the writer holds a frame it has taken but not yet handed over
+        self._emptied: asyncio.Future[None] | None = None
+        self._spaced: asyncio.Future[None] | None = None
         self._closed = False
         self.overflowed = False
 
@@ -96,7 +99,12 @@ class Outbox:
         """
         if self._closed:
             return
-        if self._write_frame is not None and not self._frames and (self._gate is None or self._gate.writable):
+        if (
+            self._write_frame is not None
+            and not self._frames
+            and not self._sending
+            and (self._gate is None or self._gate.writable)
+        ):
             self._write_frame(framed if framed is not None else text_frame(text.encode()))
             return
         if conflate_key is not None and priority == Priority.LOW:
@@ -114,13 +122,13 @@ class Outbox:
         self._bytes += len(text)
         if topic is not None and seq is not None:
             self._pending_seqs.setdefault(topic, []).append(seq)
-        self._empty.clear()
         if self._frames > self._max_frames or self._bytes > self._max_bytes:
             self.overflowed = True
-            self._closed = True
+            self.close()
             self._on_overflow()
             return
-        self._wakeup.set()
+        if self._writer is None:
+            self._writer = asyncio.get_running_loop().create_task(self._write_queued())
 
     def _forget(self, entry: _Entry) -> None:
         self._frames -= 1
@@ -148,42 +156,64 @@ class Outbox:
             return text
         return None
 
-    async def run(self) -> None:
-        """The writer: send frames in priority order while the transport accepts them."""
-        while not self._closed:
-            if self._gate is not None and not self._gate.writable:
-                # Wait before taking a frame: with a direct writer, "nothing queued" must mean
-                # "nothing on its way" too, or put() could overtake it.
-                await self._gate.wait_writable()
-                continue
-            text = self._next()
-            if text is None:
-                self._empty.set()
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            if self._write_frame is not None:
-                self._write_frame(text_frame(text.encode()))
-                await asyncio.sleep(0)  # a long backlog must not starve the loop
-            else:
-                await self._send_text(text)
-            if self._frames < self._max_frames // 2:
-                self._space.set()
+    async def _write_queued(self) -> None:
+        """The writer: send queued frames in priority order while the transport accepts them, then end."""
+        try:
+            while not self._closed:
+                if self._gate is not None and not self._gate.writable:
+                    # Wait before taking a frame: "nothing queued" must mean "nothing on its way"
+                    # too, or put() could overtake it.
+                    await self._gate.wait_writable()
+                    continue
+                text = self._next()
+                if text is None:
+                    return
+                if self._write_frame is not None:
+                    self._write_frame(text_frame(text.encode()))
+                    await asyncio.sleep(0)  # a long backlog must not starve the loop
+                else:
+                    self._sending = True
+                    try:
+                        await self._send_text(text)
+                    finally:
+                        self._sending = False
+                if self._spaced is not None and self._frames < self._max_frames // 2:
+                    _resolve(self._spaced)
+                    self._spaced = None
+        finally:
+            self._writer = None
+            if self._emptied is not None and (self._closed or not self._frames):
+                _resolve(self._emptied)
+                self._emptied = None
 
     async def put_paced(self, text: str, **kwargs: Any) -> None:
         """:meth:`put` for a long stream (a replay): waits while the queue is half full, so a big
         replay flows at the reader's pace instead of overflowing the bound."""
         while not self._closed and self._frames >= self._max_frames // 2:
-            self._space.clear()
-            await self._space.wait()
+            if self._spaced is None:
+                self._spaced = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._spaced)
         self.put(text, **kwargs)
 
     async def drain(self, *, within: float) -> None:
         """Wait (a bounded time) until everything queued has been handed to the transport."""
+        if self._writer is None:
+            return
+        if self._emptied is None:
+            self._emptied = asyncio.get_running_loop().create_future()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._empty.wait(), within)
+            await asyncio.wait_for(asyncio.shield(self._emptied), within)
 
     def close(self) -> None:
         self._closed = True
-        self._wakeup.set()
-        self._space.set()
+        for waiter in (self._emptied, self._spaced):
+            if waiter is not None:
+                _resolve(waiter)
+        self._emptied = self._spaced = None
+        if self._writer is not None and self._writer is not asyncio.current_task():
+            self._writer.cancel()
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)

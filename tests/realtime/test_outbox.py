@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+from realtime.daphne_support import WriteGate
 from realtime.names import Priority
 from realtime.outbox import Outbox
 
@@ -32,12 +33,11 @@ def event(seq: int, kind: str = "chat.message") -> str:
 
 
 async def run_until_sent(outbox: Outbox, socket: Socket, count: int) -> None:
-    writer = asyncio.create_task(outbox.run())
+    """Let the outbox's own writer (started by the first queued frame) send ``count`` frames."""
     async with asyncio.timeout(2):
         while len(socket.sent) < count:  # noqa: ASYNC110
             await asyncio.sleep(0)
     outbox.close()
-    writer.cancel()
 
 
 async def test_higher_priorities_go_first_and_are_marked_ahead() -> None:
@@ -108,27 +108,6 @@ def test_conflation_keys_separate_subjects_and_spare_chat() -> None:
     assert conflation_key(frame("task.updated", {"task": 3})) != conflation_key(frame("task.updated", {"task": 4}))
 
 
-class Gate:
-    """A write gate the test opens and closes (daphne's flow control stands behind the real one)."""
-
-    def __init__(self) -> None:
-        self._open = asyncio.Event()
-        self._open.set()
-
-    @property
-    def writable(self) -> bool:
-        return self._open.is_set()
-
-    async def wait_writable(self) -> None:
-        await self._open.wait()
-
-    def close(self) -> None:
-        self._open.clear()
-
-    def open(self) -> None:
-        self._open.set()
-
-
 def payload(frame: bytes) -> dict[str, object]:
     """The JSON inside one short server text frame."""
     assert frame[0] == 0x81 and frame[1] < 126  # final text frame, unmasked, short length
@@ -151,18 +130,17 @@ async def test_a_direct_writer_sends_at_once_while_nothing_is_queued() -> None:
 
 async def test_while_the_socket_is_not_writable_frames_queue_and_keep_their_order() -> None:
     written: list[bytes] = []
-    gate = Gate()
+    gate = WriteGate()  # what daphne's transport pauses and resumes
     outbox = Outbox(
-        send_text=Socket().send, gate=gate, write_frame=written.append, max_frames=10, max_bytes=10_000,  # type: ignore[arg-type]
+        send_text=Socket().send, gate=gate, write_frame=written.append, max_frames=10, max_bytes=10_000,
         on_overflow=lambda: None,
     )  # fmt: skip
-    writer = asyncio.create_task(outbox.run())
-    gate.close()
+    gate.pauseProducing()
     outbox.put(event(1), priority=Priority.NORMAL, topic="wedding:1", seq=1)
     outbox.put(event(2), priority=Priority.NORMAL, topic="wedding:1", seq=2)
     assert written == [] and outbox.queued == 2
 
-    gate.open()
+    gate.resumeProducing()
     # Put while the backlog drains: it must queue behind it, not overtake it.
     outbox.put(event(3), priority=Priority.NORMAL, topic="wedding:1", seq=3)
     async with asyncio.timeout(2):
@@ -172,4 +150,28 @@ async def test_while_the_socket_is_not_writable_frames_queue_and_keep_their_orde
 
     assert [payload(frame)["seq"] for frame in written] == [1, 2, 3, 4]
     outbox.close()
-    writer.cancel()
+
+
+async def test_an_idle_outbox_holds_no_task_and_drain_returns_at_once() -> None:
+    socket = Socket()
+    outbox = outbox_for(socket)
+    outbox.put(event(1), priority=Priority.NORMAL, topic="wedding:1", seq=1)
+
+    await outbox.drain(within=2.0)
+
+    assert len(socket.sent) == 1
+    assert outbox._writer is None  # the writer ended with its queue: idle sockets cost no task
+    async with asyncio.timeout(0.1):
+        await outbox.drain(within=2.0)
+
+
+async def test_a_paced_replay_waits_for_room_and_loses_nothing() -> None:
+    socket = Socket()
+    outbox = outbox_for(socket, max_frames=4)
+
+    for seq in range(1, 21):
+        await outbox.put_paced(event(seq), priority=Priority.NORMAL, topic="wedding:1", seq=seq)
+    await outbox.drain(within=2.0)
+
+    assert [json.loads(text)["seq"] for text in socket.sent] == list(range(1, 21))
+    assert not socket.overflowed
