@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import multiprocessing
 import os
 import time
@@ -23,6 +24,8 @@ from typing import Any
 
 import msgspec
 import picows
+
+from realtime.client import reconnect_delay
 
 # Frames as the generator needs them: everything else in a frame is ignored by the decoder.
 _Data = dict[str, Any]
@@ -203,12 +206,45 @@ class Worker:
             "completion_times": done_at,
         }
 
-    async def drop_and_resume(self, *, concurrency: int) -> dict[str, Any]:
-        """Cut every socket at once (no close handshake, like a venue's Wi-Fi going down), then resume."""
+    async def drop_and_resume(self, *, deadline: float) -> dict[str, Any]:
+        """Cut every socket at once (no close handshake, like a venue's Wi-Fi going down), then
+        resume each as the project's client does: after ``reconnect_delay`` (backoff with full
+        jitter), again after each failure, until ``deadline`` seconds have passed."""
         for sock in self.sockets.values():
             if sock.transport is not None:
                 sock.transport.disconnect(graceful=False)
-        return await self.connect(concurrency=concurrency, resume=True)
+        failures: list[str] = []
+        done_at: list[float] = []
+        attempts = 0
+        started = time.perf_counter()
+
+        async def one(spec: SocketSpec) -> None:
+            nonlocal attempts
+            for attempt in itertools.count(1):
+                await asyncio.sleep(reconnect_delay(attempt))
+                if time.perf_counter() - started > deadline:
+                    failures.append(f"gave up after {attempt - 1} attempts")
+                    return
+                attempts += 1
+                try:
+                    await self._open(spec, resume=True)
+                except Exception as error:
+                    if len(failures) < 5:
+                        failures.append(f"attempt {attempt}: {type(error).__name__}: {error}"[:200])
+                    continue
+                done_at.append(time.perf_counter() - started)
+                return
+
+        await asyncio.gather(*(one(spec) for spec in self.specs))
+        done_at.sort()
+        return {
+            "connected": len(done_at),
+            "failed": len(self.specs) - len(done_at),
+            "failures": failures[:5],
+            "attempts": attempts,
+            "seconds": done_at[-1] if done_at else None,
+            "completion_times": done_at,
+        }
 
     async def publish(self, *, rate: float, seconds: float, burst: int) -> dict[str, Any]:
         """Each publisher socket sends at ``rate``/s for ``seconds`` (staggered), or ``burst`` at once."""
@@ -341,8 +377,10 @@ class LoadGenerator:
     def connect(self, *, concurrency: int = 50, resume: bool = False) -> dict[str, Any]:
         return _merge_connects(self._all("connect", concurrency=concurrency, resume=resume))
 
-    def storm(self, *, concurrency: int = 2000) -> dict[str, Any]:
-        return _merge_connects(self._all("storm", concurrency=concurrency))
+    def storm(self, *, deadline: float = 60.0) -> dict[str, Any]:
+        merged = _merge_connects(answers := self._all("storm", deadline=deadline))
+        merged["attempts"] = sum(a["attempts"] for a in answers)
+        return merged
 
     def reset(self) -> None:
         self._all("reset")

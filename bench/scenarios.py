@@ -229,7 +229,7 @@ def reconnect_storm(
         publisher = threading.Thread(target=publish, name="storm-publisher")
         publisher.start()
         time.sleep(before)
-        storm = live.receivers.storm(concurrency=len(weddings) * 1000)
+        storm = live.receivers.storm(deadline=60)
         publisher.join(timeout=seconds + 120)
         figures = live.collect(published, timeout=20)
         figures.pop("last_receipt")
@@ -239,6 +239,7 @@ def reconnect_storm(
             "dropped": storm["connected"] + storm["failed"],
             "resumed": storm["connected"],
             "resume_failed": storm["failed"],
+            "resume_attempts": storm["attempts"],
             "resume_failures": storm["failures"],
             "all_resumed_seconds": round(storm["seconds"], 2) if storm["seconds"] is not None else None,
             "resumed_p50_seconds": round(times[len(times) // 2], 2) if times else None,

@@ -31,6 +31,12 @@ from websockets.exceptions import ConnectionClosed
 FINAL_CLOSE_CODES = frozenset({1003, 1009, 4400, 4401, 4403, 4029})
 
 
+def reconnect_delay(attempt: int, *, max_backoff: float = 10.0) -> float:
+    """Seconds to wait before reconnect attempt ``attempt`` (1, 2, ...): exponential backoff with
+    full jitter, so a thousand phones dropped together do not come back together."""
+    return random.uniform(0, min(max_backoff, 0.2 * 2**attempt))  # noqa: S311 - jitter, not secrets
+
+
 class ClientError(Exception):
     """An error reply: ``code`` is the protocol's error code."""
 
@@ -152,8 +158,7 @@ class RealtimeClient:
             self._url_index += 1
             attempt += 1
             self.reconnects += 1
-            # Full jitter: a thousand phones dropped together do not come back together.
-            await asyncio.sleep(random.uniform(0, min(self.max_backoff, 0.2 * 2**attempt)))  # noqa: S311
+            await asyncio.sleep(reconnect_delay(attempt, max_backoff=self.max_backoff))
 
     async def _session(self, ws: ClientConnection) -> None:
         welcome = json.loads(await ws.recv())

@@ -24,7 +24,8 @@ from django.utils import timezone
 from realtime import protocol
 from realtime.audit import node_audit
 from realtime.auth import PROTOCOL_NAME, SocketIdentity, SocketRefused, socket_token_refresh
-from realtime.daphne_support import frame_writer_for, write_gate_for
+from realtime.daphne_support import connection_open, frame_writer_for, write_gate_for
+from realtime.db import per_socket_db
 from realtime.hub import NodeHub, node_hub
 from realtime.limits import node_limits
 from realtime.names import Priority, wedding_id_from_topic, wedding_topic
@@ -70,13 +71,15 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     # --- connect ------------------------------------------------------------------------------------
 
     async def websocket_connect(self, message: dict[str, Any]) -> None:
+        if not connection_open(self.base_send):
+            return  # gave up on while it waited its turn; its disconnect message follows
         headers = {name.decode("latin1").lower(): value.decode("latin1") for name, value in self.scope["headers"]}
         subprotocols: list[str] = list(self.scope.get("subprotocols") or [])
         chosen = PROTOCOL_NAME if PROTOCOL_NAME in subprotocols else None
         address = self.scope.get("client") or [None]
         self.client = ClientInfo(ip=address[0], user_agent=headers.get("user-agent", "")[:512])
         try:
-            opened = await database_sync_to_async(socket_open)(
+            opened = await per_socket_db(socket_open)(
                 headers=headers,
                 subprotocols=subprotocols,
                 query_string=self.scope.get("query_string", b"").decode("latin1"),
@@ -89,6 +92,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             await self.send(text_data=protocol.encode(protocol.error_frame(code, refused.message)))
             await self.close(code=refused.close_code)
             return
+        if not connection_open(self.base_send):
+            return  # gone while it was authenticated: never accepted, so nothing to audit
         await node_audit().write(opened.audit_entry)
         self.identity, memberships = opened.identity, opened.memberships
         self.user_id = self.identity.user_id
@@ -255,7 +260,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 # The usual case: check access and read the replay in one database hop.
                 membership, replay, subscription = await self.hub.subscribe(self, check=check, **options)
             else:  # check first: no feed for a stranger's wedding, and a refusal keeps what was there
-                checked = await database_sync_to_async(check)()
+                checked = await per_socket_db(check)()
                 membership, replay, subscription = await self.hub.subscribe(self, membership=checked, **options)
         except SubscriptionDenied as denied:
             self._send_frame(protocol.reply_error(frame.ref, denied.code, denied.message))  # type: ignore[arg-type]
@@ -298,7 +303,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             self._send_frame(protocol.reply_error(frame.ref, "not_subscribed", f"Subscribe to {frame.topic} first."))
             return
         try:
-            published = await database_sync_to_async(socket_event_publish)(
+            published = await per_socket_db(socket_event_publish)(
                 user_id=self.user_id,
                 wedding_id=wedding_id,
                 type_name=frame.type,

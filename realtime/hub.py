@@ -28,6 +28,7 @@ from channels.layers import get_channel_layer
 from django.utils import timezone
 
 from realtime.daphne_support import text_frame
+from realtime.db import per_socket_db
 from realtime.limits import DEVICE_REFRESH_SECONDS, node_limits
 from realtime.names import LAYER_CONTROL, LAYER_EVENT, NODES_GROUP, Priority, wedding_group
 from realtime.outbox import conflation_key
@@ -477,7 +478,7 @@ class NodeHub:
         )
         feed.subscriptions[socket.connection_id] = subscription
         try:
-            membership, replay = await database_sync_to_async(_checked_replay)(
+            membership, replay = await per_socket_db(_checked_replay)(
                 membership=membership,
                 check=check,
                 wedding_id=wedding_id,

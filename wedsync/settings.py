@@ -312,6 +312,9 @@ REALTIME_REPLAY_MAX = env_int("REALTIME_REPLAY_MAX", default=5000, minimum=100)
 REALTIME_OUTBOX_MAX_FRAMES = env_int("REALTIME_OUTBOX_MAX_FRAMES", default=1000, minimum=10)
 # Kernel send buffer per socket (bytes; Linux doubles it): bounds memory and lets a slow reader show.
 REALTIME_SOCKET_SEND_BUFFER = env_int("REALTIME_SOCKET_SEND_BUFFER", default=64 * 1024, minimum=4096)
+# The accept queue daphne listens with (Twisted's default is 50; the kernel caps it at somaxconn):
+# deep enough for a venue's worth of phones reconnecting at once (docs/benchmarks.md, storm).
+REALTIME_LISTEN_BACKLOG = env_int("REALTIME_LISTEN_BACKLOG", default=2048, minimum=50)
 REALTIME_OUTBOX_MAX_BYTES = env_int("REALTIME_OUTBOX_MAX_BYTES", default=2 * 1024 * 1024, minimum=64 * 1024)
 
 _ROLE_KEYS = frozenset(role.value for role in Role)

@@ -54,3 +54,7 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
+# Each test has its own event loop, whose pool threads (realtime.db.per_socket_db) go away with
+# it: close their connections after every call instead of keeping them for reuse, or they would
+# outlive the threads and block dropping the test database.
+DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405

@@ -74,7 +74,7 @@ def test_resume_after_a_drop_loses_and_doubles_nothing(ceiling_url: str) -> None
         first = publisher.publish(burst=3)
         receiver.collect(expected=first, timeout=2.0)
 
-        resumed = receiver.storm(concurrency=10)
+        resumed = receiver.storm(deadline=10)
 
         assert resumed["connected"] == 1
         more = publisher.publish(burst=2)
