@@ -25,10 +25,12 @@ from typing import Any, Protocol
 import structlog
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.utils import timezone
 
 from realtime.daphne_support import text_frame
 from realtime.db import per_socket_db
+from realtime.gc_policy import gc_freeze_loop
 from realtime.limits import DEVICE_REFRESH_SECONDS, node_limits
 from realtime.names import LAYER_CONTROL, LAYER_EVENT, NODES_GROUP, Priority, wedding_group
 from realtime.outbox import conflation_key
@@ -236,6 +238,11 @@ class NodeHub:
             asyncio.create_task(self._receive_loop(), name="hub-receive"),
             asyncio.create_task(self._poll_loop(), name="hub-poll"),
         ]
+        if settings.REALTIME_GC_FREEZE_SECONDS:
+            freeze = gc_freeze_loop(
+                freeze_every=settings.REALTIME_GC_FREEZE_SECONDS, full_every=settings.REALTIME_GC_FULL_SECONDS
+            )
+            self._tasks.append(asyncio.create_task(freeze, name="hub-gc"))
         self._started.set()
 
     @property

@@ -315,6 +315,10 @@ REALTIME_SOCKET_SEND_BUFFER = env_int("REALTIME_SOCKET_SEND_BUFFER", default=64 
 # The accept queue daphne listens with (Twisted's default is 50; the kernel caps it at somaxconn):
 # deep enough for a venue's worth of phones reconnecting at once (docs/benchmarks.md, storm).
 REALTIME_LISTEN_BACKLOG = env_int("REALTIME_LISTEN_BACKLOG", default=2048, minimum=50)
+# Garbage collection on a socket node (realtime/gc_policy.py, decision 0007): freeze long-lived
+# objects this often (0 turns the policy off), and collect everything this often.
+REALTIME_GC_FREEZE_SECONDS = env_int("REALTIME_GC_FREEZE_SECONDS", default=10, minimum=0)
+REALTIME_GC_FULL_SECONDS = env_int("REALTIME_GC_FULL_SECONDS", default=1800, minimum=60)
 REALTIME_OUTBOX_MAX_BYTES = env_int("REALTIME_OUTBOX_MAX_BYTES", default=2 * 1024 * 1024, minimum=64 * 1024)
 
 _ROLE_KEYS = frozenset(role.value for role in Role)

@@ -58,3 +58,6 @@ STORAGES = {
 # it: close their connections after every call instead of keeping them for reuse, or they would
 # outlive the threads and block dropping the test database.
 DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405
+# The garbage-collection policy freezes the whole process's objects: not in the test runner
+# (tests/realtime/test_gc_policy.py drives it directly; the nodes the tests start run it).
+REALTIME_GC_FREEZE_SECONDS = 0
