@@ -43,6 +43,10 @@ class _Incoming(msgspec.Struct):
 
 
 _decode = msgspec.json.Decoder(_Incoming).decode
+
+REPLY_WAIT = 30.0  # for the replies to a publisher's last frames, after it sent them
+CATCH_UP_WAIT = 10.0  # for a resumed socket's replay (a server without replay never catches up)
+COMMAND_WAIT = 300.0  # for a worker's answer to one command
 _encode = msgspec.json.Encoder().encode
 
 
@@ -148,6 +152,7 @@ class Worker:
         self.sockets: dict[int, BenchSocket] = {}
         self.published: dict[str, list[int]] = {}
         self.refused = 0
+        self.unanswered = 0
 
     async def _open(self, spec: SocketSpec, *, resume: bool) -> BenchSocket:
         headers = {"Sec-WebSocket-Protocol": f"wedsync.v1, bearer.{spec.token}"}
@@ -175,7 +180,7 @@ class Worker:
             sock.catch_up_to = current
             sock.caught_up = asyncio.get_running_loop().create_future()
             if sock.last_seq < current:
-                await asyncio.wait_for(sock.caught_up, 30)
+                await asyncio.wait_for(sock.caught_up, CATCH_UP_WAIT)
         self.sockets[spec.member] = sock
         return sock
 
@@ -268,11 +273,12 @@ class Worker:
                     "data": {"text": f"sent {time.time():.6f}"},
                 }
                 waits.append(sock.request(frame))
+            deadline = time.perf_counter() + REPLY_WAIT
             for waiter in waits:
                 try:
-                    reply = await asyncio.wait_for(waiter, 60)
+                    reply = await asyncio.wait_for(waiter, max(deadline - time.perf_counter(), 0.01))
                 except TimeoutError:
-                    self.refused += 1
+                    self.unanswered += 1  # maybe stored, maybe not: its seq is not expected of anyone
                     continue
                 if reply.status == "ok" and reply.data and "seq" in reply.data:
                     self.published.setdefault(sock.spec.topic, []).append(int(reply.data["seq"]))
@@ -281,7 +287,11 @@ class Worker:
 
         spread = 1 / rate if rate and not burst else 0
         await asyncio.gather(*(one(sock, spread * i / max(len(publishers), 1)) for i, sock in enumerate(publishers)))
-        return {"published": {topic: list(seqs) for topic, seqs in self.published.items()}, "refused": self.refused}
+        return {
+            "published": {topic: list(seqs) for topic, seqs in self.published.items()},
+            "refused": self.refused,
+            "unanswered": self.unanswered,
+        }
 
     async def collect(self, *, expected: dict[str, list[int]], wait: float) -> dict[str, Any]:
         """Wait until every socket has every expected seq (or the deadline), then count."""
@@ -312,6 +322,7 @@ class Worker:
         self.tally.reset()
         self.published.clear()
         self.refused = 0
+        self.unanswered = 0
 
     async def close(self) -> None:
         for sock in self.sockets.values():
@@ -327,7 +338,8 @@ def _serve_commands(conn: Connection, url: str, specs: list[SocketSpec]) -> None
         worker = Worker(url, specs)
         running = asyncio.get_running_loop()
         while True:
-            command, options = await running.run_in_executor(None, conn.recv)
+            number, command, options = await running.run_in_executor(None, conn.recv)
+            conn.send(number)  # each answer follows its command's number, so a late one is known
             if command == "connect":
                 conn.send(await worker.connect(**options))
             elif command == "reset":
@@ -355,6 +367,7 @@ class LoadGenerator:
     def __init__(self, url: str, specs: list[SocketSpec], *, workers: int) -> None:
         context = multiprocessing.get_context("spawn")  # a clean interpreter per worker
         self.pipes: list[Connection] = []
+        self._numbers = itertools.count(1)
         self.processes: list[multiprocessing.process.BaseProcess] = []
         shares = [specs[i::workers] for i in range(workers)]
         for share in shares:
@@ -365,12 +378,17 @@ class LoadGenerator:
             self.processes.append(process)
 
     def _all(self, command: str, **options: Any) -> list[dict[str, Any]]:
+        number = next(self._numbers)
         for pipe in self.pipes:
-            pipe.send((command, options))
+            pipe.send((number, command, options))
         answers: list[dict[str, Any]] = []
         for pipe in self.pipes:
-            if not pipe.poll(600):
-                raise RuntimeError(f"a load-generator worker did not answer {command!r} within 600 s")
+            while True:  # skip what answers an earlier command that was given up on
+                if not pipe.poll(COMMAND_WAIT):
+                    raise RuntimeError(f"a load-generator worker did not answer {command!r} in {COMMAND_WAIT} s")
+                answered = pipe.recv()
+                if answered == number:
+                    break
             answers.append(pipe.recv())
         return answers
 
@@ -389,7 +407,7 @@ class LoadGenerator:
         merged: dict[str, list[int]] = {}
         refused = 0
         for answer in self._all("publish", rate=rate, seconds=seconds, burst=burst):
-            refused += answer["refused"]
+            refused += answer["refused"] + answer["unanswered"]
             for topic, seqs in answer["published"].items():
                 merged.setdefault(topic, []).extend(seqs)
         if refused:

@@ -251,6 +251,8 @@ _SCENARIO_COLUMNS = {
         "duplicates",
         "replayed",
         "latency_ms_p99",
+        "resume_attempts",
+        "publisher_error",
     ],
 }
 
