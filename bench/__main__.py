@@ -144,10 +144,11 @@ def main() -> None:
     results["summary"] = summary
     report.save_last(profile.name, results)
     verdicts = report.regressions(profile.name, summary)
-    if not args.no_docs:
-        report.write_docs(profile.name, results, verdicts)
     if args.accept:
         report.accept(profile.name, summary)
+        verdicts.append(f"this run is now the accepted one (bench/results/{profile.name}.json)")
+    if not args.no_docs:
+        report.write_docs(profile.name, results, verdicts)
     print(report.text_summary(results, verdicts))
 
 
