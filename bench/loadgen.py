@@ -184,7 +184,7 @@ class Worker:
         self.sockets[spec.member] = sock
         return sock
 
-    async def connect(self, *, concurrency: int, resume: bool = False) -> dict[str, Any]:
+    async def connect(self, *, concurrency: int) -> dict[str, Any]:
         gate = asyncio.Semaphore(concurrency)
         failures: list[str] = []
         done_at: list[float] = []
@@ -193,7 +193,7 @@ class Worker:
         async def one(spec: SocketSpec) -> None:
             async with gate:
                 try:
-                    await self._open(spec, resume=resume)
+                    await self._open(spec, resume=False)
                     done_at.append(time.perf_counter() - started)
                 except Exception as error:
                     where = traceback.extract_tb(error.__traceback__)[-1]
@@ -392,8 +392,8 @@ class LoadGenerator:
             answers.append(pipe.recv())
         return answers
 
-    def connect(self, *, concurrency: int = 50, resume: bool = False) -> dict[str, Any]:
-        return _merge_connects(self._all("connect", concurrency=concurrency, resume=resume))
+    def connect(self, *, concurrency: int = 50) -> dict[str, Any]:
+        return _merge_connects(self._all("connect", concurrency=concurrency))
 
     def storm(self, *, deadline: float = 60.0) -> dict[str, Any]:
         merged = _merge_connects(answers := self._all("storm", deadline=deadline))

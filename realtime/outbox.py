@@ -73,7 +73,6 @@ class Outbox:
         self._frames = 0
         self._bytes = 0
         self._writer: asyncio.Task[None] | None = None
-        self._sending = False  # the writer holds a frame it has taken but not yet handed over
         self._emptied: asyncio.Future[None] | None = None
         self._spaced: asyncio.Future[None] | None = None
         self._closed = False
@@ -99,12 +98,7 @@ class Outbox:
         """
         if self._closed:
             return
-        if (
-            self._write_frame is not None
-            and not self._frames
-            and not self._sending
-            and (self._gate is None or self._gate.writable)
-        ):
+        if self._write_frame is not None and not self._frames and (self._gate is None or self._gate.writable):
             self._write_frame(framed if framed is not None else text_frame(text.encode()))
             return
         if conflate_key is not None and priority == Priority.LOW:
@@ -172,11 +166,7 @@ class Outbox:
                     self._write_frame(text_frame(text.encode()))
                     await asyncio.sleep(0)  # a long backlog must not starve the loop
                 else:
-                    self._sending = True
-                    try:
-                        await self._send_text(text)
-                    finally:
-                        self._sending = False
+                    await self._send_text(text)
                 if self._spaced is not None and self._frames < self._max_frames // 2:
                     _resolve(self._spaced)
                     self._spaced = None
