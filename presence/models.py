@@ -62,3 +62,25 @@ class Alert(models.Model):
     @property
     def is_open(self) -> bool:
         return self.resolved_at is None
+
+
+class Emergency(models.Model):
+    """An ``emergency.alert`` while it is open: the wedding runs in emergency mode (wider location
+    sharing and publishing, faster re-notifications) until a planner resolves it."""
+
+    wedding = models.ForeignKey("wedsync.Wedding", on_delete=models.CASCADE, related_name="emergencies")
+    raised_event = models.OneToOneField("realtime.Event", on_delete=models.CASCADE, related_name="+")
+    raised_by = models.ForeignKey("wedsync.Member", on_delete=models.SET_NULL, null=True, related_name="+")
+    raised_at = models.DateTimeField(default=timezone.now)
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-raised_at", "-id"]
+        indexes = [models.Index(fields=["wedding", "resolved_at"], name="emergency_wedding_open_idx")]
+
+    def __str__(self) -> str:
+        state = "open" if self.resolved_at is None else "resolved"
+        return f"Emergency in wedding {self.wedding_id} ({state})"
