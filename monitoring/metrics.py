@@ -19,3 +19,15 @@ READINESS_FAILURES = Counter(
     "Readiness probes that found a dependency down, by component.",
     ["component"],
 )
+
+ESCALATIONS_CREATED = Counter(
+    "wedsync_escalations_total",
+    "Critical alerts and emergencies escalated to the webhook (no planner acknowledged in time), by subject.",
+    ["subject"],
+)
+
+ESCALATION_DELIVERY_ATTEMPTS = Counter(
+    "wedsync_escalation_deliveries_total",
+    "Escalation webhook attempts by outcome: delivered, retry, dead_lettered, no_webhook.",
+    ["outcome"],
+)

@@ -1,16 +1,24 @@
-"""Reads about the health of this process and what it depends on."""
+"""Reads about the health of this process and what it depends on, and what must be escalated."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import redis
 import structlog
 from django.conf import settings
 from django.db import connection
+from django.db.models import Exists, OuterRef, QuerySet
 
 from monitoring.metrics import READINESS_FAILURES
+from monitoring.models import Escalation, EscalationStatus
+from presence.models import Alert, AlertSeverity, Emergency
+from realtime.models import Event, EventAck
+from realtime.names import EventType
+from wedsync.models import Member
+from wedsync.permissions import Role
 
 logger = structlog.get_logger(__name__)
 
@@ -57,3 +65,60 @@ def readiness_report() -> dict[str, str | None]:
             logger.warning("readiness.down", component=component, problem=problem)
         report[component] = problem
     return report
+
+
+# --- Escalation: what nobody acknowledged in time (monitoring/services/escalation.py) ---------------
+
+
+def _planner_ack_of(event_field: str) -> Exists:
+    """A planner of the event's own wedding acknowledged it (the ``ack`` op)."""
+    return Exists(
+        EventAck.objects.filter(
+            event_id=OuterRef(event_field), member__role=Role.PLANNER, member__wedding_id=OuterRef("wedding_id")
+        )
+    )
+
+
+def alerts_due_for_escalation(*, raised_before: datetime, raised_after: datetime) -> QuerySet[Alert]:
+    """Open critical alerts raised in ``(raised_after, raised_before]`` that nobody acknowledged
+    (neither on the alert nor by a planner's ``ack`` of its ``alert.raised`` event) and that were
+    not escalated yet."""
+    return (
+        Alert.objects.filter(
+            severity=AlertSeverity.CRITICAL,
+            resolved_at__isnull=True,
+            acknowledged_at__isnull=True,
+            raised_at__gt=raised_after,
+            raised_at__lte=raised_before,
+        )
+        .exclude(_planner_ack_of("raised_event_id"))
+        .exclude(Exists(Escalation.objects.filter(alert_id=OuterRef("pk"))))
+        .select_related("wedding", "member__user")
+        .order_by("raised_at", "pk")
+    )
+
+
+def emergencies_due_for_escalation(*, created_before: datetime, created_after: datetime) -> QuerySet[Event]:
+    """``emergency.alert`` events published in ``(created_after, created_before]`` that no planner of
+    the wedding acknowledged, that were not resolved, and that were not escalated yet."""
+    return (
+        Event.objects.filter(
+            type=EventType.EMERGENCY_ALERT.value, created_at__gt=created_after, created_at__lte=created_before
+        )
+        .exclude(_planner_ack_of("pk"))
+        .exclude(Exists(Emergency.objects.filter(raised_event_id=OuterRef("pk"), resolved_at__isnull=False)))
+        .exclude(Exists(Escalation.objects.filter(event_id=OuterRef("pk"))))
+        .select_related("wedding", "sender_member__user")
+        .order_by("created_at", "pk")
+    )
+
+
+def wedding_planners(*, wedding_id: int) -> list[Member]:
+    """The people who should have acknowledged: the wedding's active planners."""
+    return list(Member.objects.filter(wedding_id=wedding_id, role=Role.PLANNER, is_active=True).select_related("user"))
+
+
+def escalations_stalled(*, due_before: datetime) -> QuerySet[Escalation]:
+    """Pending escalations whose next attempt was due before ``due_before`` and never came (a lost
+    broker message, a worker that died mid-attempt)."""
+    return Escalation.objects.filter(status=EscalationStatus.PENDING, next_attempt_at__lt=due_before)

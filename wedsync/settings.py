@@ -345,6 +345,52 @@ REALTIME_DEVICE_LIMIT_POLICY = env_choice(
 
 PERMISSION_MATRIX = build_matrix(overrides=env_json_object("WEDSYNC_PERMISSION_OVERRIDES"))
 
+# --- Escalation (monitoring/services/escalation.py, docs/decisions/0010, docs/webhooks.md) -----------
+# A critical alert or an emergency no planner acknowledged this long after it was raised goes to
+# the integrator's webhook (SMS, push); older than the look-back, it is no longer looked for.
+WEDSYNC_ESCALATION_AFTER_SECONDS = env_int("WEDSYNC_ESCALATION_AFTER_SECONDS", default=120, minimum=1)
+WEDSYNC_ESCALATION_LOOKBACK_SECONDS = env_int("WEDSYNC_ESCALATION_LOOKBACK_SECONDS", default=24 * 3600, minimum=60)
+if WEDSYNC_ESCALATION_LOOKBACK_SECONDS <= WEDSYNC_ESCALATION_AFTER_SECONDS:
+    raise ImproperlyConfigured(
+        "WEDSYNC_ESCALATION_LOOKBACK_SECONDS must be longer than WEDSYNC_ESCALATION_AFTER_SECONDS"
+    )
+WEDSYNC_ESCALATION_SWEEP_SECONDS = env_float("WEDSYNC_ESCALATION_SWEEP_SECONDS", default=20.0, minimum=1.0)
+# A pending delivery whose next attempt is overdue by this much is queued again (a lost message).
+WEDSYNC_ESCALATION_STALL_SECONDS = env_int("WEDSYNC_ESCALATION_STALL_SECONDS", default=120, minimum=10)
+WEDSYNC_ESCALATION_WEBHOOK_URL = env_optional_str("WEDSYNC_ESCALATION_WEBHOOK_URL")
+WEDSYNC_ESCALATION_WEBHOOK_SECRET = env_optional_str("WEDSYNC_ESCALATION_WEBHOOK_SECRET") or ""
+if WEDSYNC_ESCALATION_WEBHOOK_URL:
+    _hook = urlsplit(WEDSYNC_ESCALATION_WEBHOOK_URL)
+    _loopback = _hook.hostname in ("127.0.0.1", "localhost", "::1")
+    if (
+        _hook.scheme not in ("https", "http")
+        or not _hook.hostname
+        or (_hook.scheme == "http" and not (DEBUG or _loopback))
+    ):
+        raise ImproperlyConfigured(
+            "WEDSYNC_ESCALATION_WEBHOOK_URL must be an https:// URL (http:// only with DEBUG on or to a loopback host)"
+        )
+    if len(WEDSYNC_ESCALATION_WEBHOOK_SECRET) < 32:
+        raise ImproperlyConfigured(
+            "WEDSYNC_ESCALATION_WEBHOOK_SECRET must be set (at least 32 characters) with WEDSYNC_ESCALATION_WEBHOOK_URL"
+        )
+# Attempts per delivery run, the first backoff step (doubling per attempt, with jitter, up to the
+# cap) and the HTTP timeout of one attempt.
+WEDSYNC_ESCALATION_WEBHOOK_ATTEMPTS = env_int("WEDSYNC_ESCALATION_WEBHOOK_ATTEMPTS", default=6, minimum=1, maximum=20)
+WEDSYNC_ESCALATION_WEBHOOK_BACKOFF_SECONDS = env_float(
+    "WEDSYNC_ESCALATION_WEBHOOK_BACKOFF_SECONDS", default=5.0, minimum=0.0
+)
+WEDSYNC_ESCALATION_WEBHOOK_BACKOFF_MAX_SECONDS = env_float(
+    "WEDSYNC_ESCALATION_WEBHOOK_BACKOFF_MAX_SECONDS", default=300.0, minimum=0.0
+)
+WEDSYNC_ESCALATION_WEBHOOK_TIMEOUT_SECONDS = env_float(
+    "WEDSYNC_ESCALATION_WEBHOOK_TIMEOUT_SECONDS", default=5.0, minimum=0.1
+)
+CELERY_BEAT_SCHEDULE["monitoring-escalate-unacknowledged"] = {
+    "task": "monitoring.tasks.escalate_unacknowledged",
+    "schedule": WEDSYNC_ESCALATION_SWEEP_SECONDS,
+}
+
 # --- HTTP security (check --deploy clean when DEBUG is off) -------------------------------------------
 
 # Only behind a proxy that sets (and strips client-sent) X-Forwarded-Proto.
