@@ -1,11 +1,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 import zoneinfo
+from typing import Any
 
 import factory
 from django.contrib.auth import get_user_model
 
+from presence.models import Alert, AlertKind, AlertSeverity
+from presence.state import DevicePresence
 from wedsync.models import Member, Rsvp, Task, TimelineItem, Wedding
 from wedsync.permissions import Role
 
@@ -74,3 +78,28 @@ class RsvpFactory(factory.django.DjangoModelFactory):
         model = Rsvp
 
     guest = factory.SubFactory(MemberFactory)
+
+
+class AlertFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Alert
+
+    wedding = factory.SubFactory(WeddingFactory)
+    kind = AlertKind.KEY_PERSON_MISSING.value
+    severity = AlertSeverity.WARNING.value
+    message = factory.Sequence(lambda n: f"Alert {n}")
+
+
+def device_presence(member: Member, **fields: Any) -> DevicePresence:
+    """A live device of ``member`` as the presence store holds it (rules are tested on these)."""
+    values: dict[str, Any] = {
+        "wedding_id": member.wedding_id,
+        "member_id": member.pk,
+        "role": member.role,
+        "device": f"socket-{member.pk}",
+        "node": "test-node",
+        "heartbeat_interval": 30,
+        "last_seen": time.time(),
+        **fields,
+    }
+    return DevicePresence(**values)

@@ -345,6 +345,35 @@ REALTIME_DEVICE_LIMIT_POLICY = env_choice(
 
 PERMISSION_MATRIX = build_matrix(overrides=env_json_object("WEDSYNC_PERMISSION_OVERRIDES"))
 
+# --- Wedding-day alerts (presence/attendance.py, presence/alerts/, docs/decisions/0009) --------------
+
+# Expected attendance: key people at the venue this many minutes before the ceremony, and still for
+# this many after it starts; a vendor this many minutes before a timeline item assigned to it starts.
+PRESENCE_KEY_PERSON_LEAD_MINUTES = env_int("PRESENCE_KEY_PERSON_LEAD_MINUTES", default=30, minimum=0)
+PRESENCE_CEREMONY_MINUTES = env_int("PRESENCE_CEREMONY_MINUTES", default=60, minimum=0)
+PRESENCE_VENDOR_LEAD_MINUTES = env_int("PRESENCE_VENDOR_LEAD_MINUTES", default=15, minimum=0)
+# key_person_missing: the severity a missing key person's alert has from this many minutes before the
+# ceremony (one alert, escalated step by step).
+PRESENCE_KEY_PERSON_ALERT_MINUTES = env_int_map(
+    "PRESENCE_KEY_PERSON_ALERT_MINUTES",
+    default={"info": 60, "warning": 30, "critical": 15},
+    allowed_keys=frozenset({"info", "warning", "critical"}),
+)
+if not (
+    PRESENCE_KEY_PERSON_ALERT_MINUTES["info"]
+    >= PRESENCE_KEY_PERSON_ALERT_MINUTES["warning"]
+    >= PRESENCE_KEY_PERSON_ALERT_MINUTES["critical"]
+):
+    raise ImproperlyConfigured("PRESENCE_KEY_PERSON_ALERT_MINUTES must give info >= warning >= critical minutes")
+# low_battery: a device under this percentage and not charging, at most one alert per device this often.
+PRESENCE_LOW_BATTERY_PERCENT = env_int("PRESENCE_LOW_BATTERY_PERCENT", default=15, minimum=1, maximum=100)
+PRESENCE_LOW_BATTERY_ALERT_SECONDS = env_int("PRESENCE_LOW_BATTERY_ALERT_SECONDS", default=3600, minimum=60)
+# Open alerts nobody acknowledged are told again this often; in emergency mode, this often.
+PRESENCE_ALERT_RENOTIFY_SECONDS = env_int("PRESENCE_ALERT_RENOTIFY_SECONDS", default=1800, minimum=60)
+PRESENCE_ALERT_RENOTIFY_EMERGENCY_SECONDS = env_int(
+    "PRESENCE_ALERT_RENOTIFY_EMERGENCY_SECONDS", default=300, minimum=30
+)
+
 # --- Escalation (monitoring/services/escalation.py, docs/decisions/0010, docs/webhooks.md) -----------
 # A critical alert or an emergency no planner acknowledged this long after it was raised goes to
 # the integrator's webhook (SMS, push); older than the look-back, it is no longer looked for.

@@ -32,6 +32,8 @@ class AuditAction(enum.StrEnum):
     MEMBER_REMOVE = "member.remove"
     RECORD_CHANGE = "record.change"
     WEDDING_DELETE = "wedding.delete"
+    ALERT_ACK = "presence.alert.ack"
+    ALERT_REFUSE = "presence.alert.refuse"
     SOCKET_CONNECT = "realtime.connect"
     SOCKET_REFUSE = "realtime.connect.refuse"
     SUBSCRIBE_REFUSE = "realtime.subscribe.refuse"
