@@ -145,20 +145,15 @@ def _enqueue_delivery(escalation_id: uuid.UUID) -> None:
     transaction.on_commit(lambda: deliver_escalation.delay(str(escalation_id)))
 
 
-def escalation_create(
-    *,
-    wedding: Wedding,
-    subject: EscalationSubject,
-    alert: Alert | None = None,
-    event: Event | None = None,
-    now: datetime,
-) -> Escalation | None:
-    """Record the escalation of one alert or emergency event and queue its delivery; None when it
-    was escalated already (by another beat worker a moment ago: the unique constraint decides)."""
+def escalation_create(*, alert: Alert | None = None, event: Event | None = None, now: datetime) -> Escalation | None:
+    """Record the escalation of one critical alert or emergency event and queue its delivery; None
+    when it was escalated already (by another beat worker a moment ago: the unique constraint decides)."""
     escalation_id = uuid.uuid4()
     if alert is not None:
+        subject, wedding = EscalationSubject.ALERT, alert.wedding
         payload = escalation_payload_for_alert(escalation_id=escalation_id, alert=alert, now=now)
     elif event is not None:
+        subject, wedding = EscalationSubject.EMERGENCY, event.wedding
         payload = escalation_payload_for_emergency(escalation_id=escalation_id, event=event, now=now)
     else:
         raise ValueError("an escalation needs an alert or an event")
@@ -198,11 +193,11 @@ def escalations_create_due(*, now: datetime | None = None) -> list[Escalation]:
     due_after = now - timedelta(seconds=settings.WEDSYNC_ESCALATION_LOOKBACK_SECONDS)
     created: list[Escalation] = []
     for alert in alerts_due_for_escalation(raised_before=due_before, raised_after=due_after):
-        escalation = escalation_create(wedding=alert.wedding, subject=EscalationSubject.ALERT, alert=alert, now=now)
+        escalation = escalation_create(alert=alert, now=now)
         if escalation is not None:
             created.append(escalation)
     for event in emergencies_due_for_escalation(created_before=due_before, created_after=due_after):
-        escalation = escalation_create(wedding=event.wedding, subject=EscalationSubject.EMERGENCY, event=event, now=now)
+        escalation = escalation_create(event=event, now=now)
         if escalation is not None:
             created.append(escalation)
     return created

@@ -188,3 +188,16 @@ def test_a_stalled_delivery_is_queued_again_once(
         assert escalations_requeue_stalled() == 0
     escalation.refresh_from_db()
     assert (escalation.status, len(hook.received)) == (EscalationStatus.DELIVERED, 1)
+
+
+def test_staff_see_escalations_with_status_attempts_and_last_error(
+    hook: WebhookServer, settings, eager_celery, escalate, admin_client
+):
+    settings.WEDSYNC_ESCALATION_WEBHOOK_ATTEMPTS = 1
+    hook.then = HTTPStatus.TOO_MANY_REQUESTS
+    escalation = escalate()
+    listing = admin_client.get(reverse("admin:monitoring_escalation_changelist")).content.decode()
+    assert "Dead-lettered" in listing and "HTTP 429: integrator says no" in listing
+    page = admin_client.get(reverse("admin:monitoring_escalation_change", args=[escalation.pk]))
+    assert page.status_code == 200 and str(escalation.pk) in page.content.decode()
+    assert admin_client.get(reverse("admin:monitoring_escalation_add")).status_code == 403
