@@ -4,6 +4,7 @@ from django.views.generic import TemplateView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from monitoring.views import healthz, metrics, readyz
+from presence.views import AlertAckView, WeddingAlertListView
 from realtime.views import TicketCreateView
 from wedsync.api.views import LogoutView, TokenObtainView, TokenRefreshView
 
@@ -12,6 +13,8 @@ api_v1 = [
     path("auth/token/refresh/", TokenRefreshView.as_view(), name="token-refresh"),
     path("auth/logout/", LogoutView.as_view(), name="logout"),
     path("realtime/tickets/", TicketCreateView.as_view(), name="realtime-ticket"),
+    path("weddings/<int:wedding_id>/alerts/", WeddingAlertListView.as_view(), name="wedding-alerts"),
+    path("weddings/<int:wedding_id>/alerts/<int:alert_id>/ack/", AlertAckView.as_view(), name="wedding-alert-ack"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.utils import timezone
 
+from presence.alerts.services import alert_acknowledge_by_event
 from realtime.models import Event, EventAck
 from realtime.names import Priority
 from wedsync.models import Member
@@ -32,4 +33,7 @@ def event_ack(*, user_id: int, wedding_id: int, seq: int) -> bool:
     _ack, created = EventAck.objects.get_or_create(
         event=event, member=member, defaults={"acknowledged_at": timezone.now()}
     )
+    if created:
+        # A planner's ack of an alert.raised acknowledges the alert itself (presence decides).
+        alert_acknowledge_by_event(event=event, member=member)
     return created

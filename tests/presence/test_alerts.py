@@ -20,11 +20,12 @@ from presence.models import Alert, AlertKind, AlertSeverity, Emergency
 from presence.state import DevicePresence
 from realtime.models import Event
 from realtime.names import EventType
+from realtime.services.acks import event_ack
 from realtime.services.events import event_publish
 from tests.concurrency import race
 from tests.factories import AlertFactory, device_presence
 from tests.personas import WeddingParty, make_wedding_party
-from wedsync.models import Member, WeddingStatus
+from wedsync.models import AuditLog, Member, WeddingStatus
 
 pytestmark = [pytest.mark.requires_postgres]
 
@@ -358,3 +359,27 @@ def test_the_task_reads_a_fixed_number_of_queries_whatever_the_number_of_quiet_w
         return len(captured)
 
     assert queries_with(1) == queries_with(3)
+
+
+# --- Acknowledging through the ack op ------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_only_a_planners_ack_of_the_current_notice_acknowledges_the_alert(day: WeddingParty) -> None:
+    devices = all_there_but(day, day.paula)
+    sync(day, devices, before(40))
+    sync(day, devices, before(30))
+    info, warning = alert_events(day, EventType.ALERT_RAISED)
+
+    def ack(member: Member, event: Event) -> None:
+        assert event_ack(user_id=member.user_id, wedding_id=day.wedding.pk, seq=event.seq)
+
+    ack(day.paula, warning)  # the member concerned confirms receipt: not an acknowledgement
+    ack(day.ana, warning)  # the couple acknowledges over the API or the admin, not with the op
+    ack(day.priya, info)  # a notice the escalation replaced
+    assert Alert.objects.get().acknowledged_at is None
+    ack(day.priya, warning)
+    alert = Alert.objects.get()
+    assert (alert.acknowledged_by, alert.acknowledged_at is not None) == (day.priya.user, True)
+    entry = AuditLog.objects.get(action="presence.alert.ack")
+    assert (entry.actor_id, entry.details["via"], entry.details["seq"]) == (day.priya.user_id, "ack", warning.seq)

@@ -1,0 +1,79 @@
+"""Staff API for wedding-day alerts. Thin: validate input, call one selector or service, shape the reply."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import status
+from rest_framework.exceptions import NotFound
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from presence.alerts.selectors import AlertState, wedding_alerts
+from presence.alerts.services import AlertRefused, alert_access_check, alert_acknowledge
+from presence.serializers import AlertListQuery, AlertListResponse, AlertSerializer, ErrorResponse
+from wedsync.services.audit import ClientInfo
+
+# Path ids beyond a bigint name nothing; asking the database would be an error, not an answer.
+_ID_MAX = 2**63 - 1
+
+
+def _ids_exist(*ids: int) -> None:
+    if any(value > _ID_MAX for value in ids):
+        raise NotFound("No such wedding or alert.")
+
+
+def _refused(refused: AlertRefused) -> Response:
+    """The API's error shape for a refusal the service already audited (the exception handler
+    would audit it a second time)."""
+    code = status.HTTP_404_NOT_FOUND if refused.code == "not_found" else status.HTTP_403_FORBIDDEN
+    return Response({"error": {"code": refused.code, "message": refused.message}}, status=code)
+
+
+class WeddingAlertListView(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        parameters=[AlertListQuery],
+        responses={200: AlertListResponse, 403: ErrorResponse},
+        summary="A wedding's alerts (open ones unless state says otherwise), newest first",
+    )
+    def get(self, request: Request, wedding_id: int) -> Response:
+        _ids_exist(wedding_id)
+        query = AlertListQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        try:
+            alert_access_check(
+                user=request.user,
+                wedding_id=wedding_id,
+                op="list",
+                target=f"wedding:{wedding_id}",
+                client=ClientInfo.from_request(request),
+            )
+        except AlertRefused as refused:
+            return _refused(refused)
+        limit = query.validated_data["limit"]
+        alerts = list(
+            wedding_alerts(wedding_id=wedding_id, state=AlertState(query.validated_data["state"]))[: limit + 1]
+        )
+        return Response({"alerts": AlertSerializer(alerts[:limit], many=True).data, "more": len(alerts) > limit})
+
+
+class AlertAckView(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        request=None,
+        responses={200: AlertSerializer, 403: ErrorResponse, 404: ErrorResponse},
+        summary="Acknowledge an alert (idempotent: the first acknowledgement stays)",
+    )
+    def post(self, request: Request, wedding_id: int, alert_id: int) -> Response:
+        _ids_exist(wedding_id, alert_id)
+        try:
+            alert = alert_acknowledge(
+                wedding_id=wedding_id, alert_id=alert_id, user=request.user, client=ClientInfo.from_request(request)
+            )
+        except AlertRefused as refused:
+            return _refused(refused)
+        return Response(AlertSerializer(alert).data)
