@@ -12,13 +12,16 @@ from django.utils import timezone
 
 from monitoring.models import Escalation, EscalationStatus, EscalationSubject
 from monitoring.services.escalation import escalations_create_due
-from presence.models import AlertSeverity, Emergency
+from presence.alerts.rules import Finding, Subject
+from presence.alerts.services import alert_escalate, alert_raise
+from presence.models import AlertKind, AlertSeverity, Emergency
 from realtime.models import Event
 from realtime.names import EventType
 from realtime.services.acks import event_ack
 from realtime.services.events import event_publish
 from tests.concurrency import race
 from tests.personas import WeddingParty
+from wedsync.models import Member
 
 pytestmark = [pytest.mark.requires_postgres]
 
@@ -134,6 +137,33 @@ def test_acknowledged_resolved_or_old_emergencies_do_not_escalate(party: Wedding
         )
         clock.move_to(T0 + _after() + SECOND)
         assert escalations_create_due() == []
+
+
+@pytest.mark.django_db
+def test_an_alert_raised_to_critical_by_the_rules_escalates_two_minutes_after_that_unless_a_planner_acks(
+    party: WeddingParty,
+):
+    def finding(member: Member, severity: AlertSeverity) -> Finding:
+        subject = Subject(kind=AlertKind.KEY_PERSON_MISSING, member_id=member.pk)
+        return Finding(subject=subject, severity=severity, message=f"{member.name} is missing")
+
+    critical_at = T0 + dt.timedelta(minutes=45)  # warning at T-30, critical at T-15
+    with time_machine.travel(T0, tick=False) as clock:
+        photographer = alert_raise(
+            wedding_id=party.wedding.pk, finding=finding(party.paula, AlertSeverity.WARNING), now=T0
+        )
+        officiant = alert_raise(wedding_id=party.wedding.pk, finding=finding(party.olu, AlertSeverity.WARNING), now=T0)
+        assert photographer is not None and officiant is not None
+        clock.move_to(critical_at)
+        for alert, member in ((photographer, party.paula), (officiant, party.olu)):
+            assert alert_escalate(alert=alert, finding=finding(member, AlertSeverity.CRITICAL), now=critical_at)
+        assert escalations_create_due() == []  # raised long ago, but critical only now
+        planner_saw = officiant.raised_event
+        assert planner_saw is not None
+        event_ack(user_id=party.priya.user_id, wedding_id=party.wedding.pk, seq=planner_saw.seq)
+        clock.move_to(critical_at + _after() + SECOND)
+        (escalation,) = escalations_create_due()
+    assert (escalation.alert_id, escalation.payload["member"]["id"]) == (photographer.pk, party.paula.pk)
 
 
 @pytest.mark.django_db
