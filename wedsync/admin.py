@@ -14,6 +14,7 @@ from django.db.models import QuerySet
 from django.forms import BaseInlineFormSet, ModelForm
 from django.http import HttpRequest
 
+from presence.admin import OpenAlertInline
 from wedsync.models import AuditLog, Member, Rsvp, Task, TimelineItem, UserTokenGeneration, Wedding
 from wedsync.services.audit import ClientInfo
 from wedsync.services.members import member_remove, member_save
@@ -40,7 +41,7 @@ class WeddingAdmin(admin.ModelAdmin[Wedding]):
     search_fields = ("name", "slug", "venue_name", "venue_address")
     date_hierarchy = "date"
     prepopulated_fields = {"slug": ("name",)}
-    inlines = [MemberInline]
+    inlines = [MemberInline, OpenAlertInline]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Wedding]:
         from django.db.models import Count

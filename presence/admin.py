@@ -1,0 +1,134 @@
+"""Alerts in the oversight panel, and the open alerts on the wedding page.
+
+Acknowledging goes through :func:`presence.alerts.services.alert_acknowledge`, as it does over the
+API: audited, and never a save of the whole alert (the beat task may have resolved or escalated it
+since the page was loaded).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.forms import BaseInlineFormSet
+from django.http import HttpRequest
+
+from presence.alerts.services import AlertRefused, alert_acknowledge
+from presence.models import Alert
+from wedsync.models import Wedding
+from wedsync.services.audit import ClientInfo
+
+
+def _acknowledge(request: HttpRequest, alert: Alert) -> bool:
+    """True when this acknowledged it (False: it was already, or the user may not)."""
+    already = alert.acknowledged_at is not None
+    try:
+        acknowledged = alert_acknowledge(
+            wedding_id=alert.wedding_id, alert_id=alert.pk, user=request.user, client=ClientInfo.from_request(request)
+        )
+    except AlertRefused as refused:
+        messages.error(request, f"Alert {alert.pk}: {refused.message}")
+        return False
+    return not already and acknowledged.acknowledged_by_id == request.user.pk
+
+
+class _OpenFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("open", "Open"), ("unacknowledged", "Open, not acknowledged"), ("resolved", "Resolved")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() == "open":
+            return queryset.filter(resolved_at__isnull=True)
+        if self.value() == "unacknowledged":
+            return queryset.filter(resolved_at__isnull=True, acknowledged_at__isnull=True)
+        if self.value() == "resolved":
+            return queryset.filter(resolved_at__isnull=False)
+        return queryset
+
+
+@admin.register(Alert)
+class AlertAdmin(admin.ModelAdmin[Alert]):
+    list_display = (
+        "raised_at",
+        "wedding",
+        "kind",
+        "severity",
+        "member",
+        "device",
+        "message",
+        "acknowledged_at",
+        "acknowledged_by",
+        "resolved_at",
+    )
+    list_filter = (_OpenFilter, "kind", "severity", "raised_at")
+    search_fields = ("message", "wedding__name", "member__user__username", "member__display_name", "device")
+    list_select_related = ("wedding", "member__user", "acknowledged_by")
+    date_hierarchy = "raised_at"
+    readonly_fields = [field.name for field in Alert._meta.fields]
+    actions = ["acknowledge"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # the rules raise alerts
+
+    def has_change_permission(self, request: HttpRequest, obj: Alert | None = None) -> bool:
+        return False  # acknowledge with the action; the rules resolve
+
+    def has_delete_permission(self, request: HttpRequest, obj: Alert | None = None) -> bool:
+        return False  # the record of what was raised, when, and who acknowledged it
+
+    @admin.action(description="Acknowledge selected alerts")
+    def acknowledge(self, request: HttpRequest, queryset: QuerySet[Alert]) -> None:
+        done = sum(_acknowledge(request, alert) for alert in queryset)
+        self.message_user(request, f"Acknowledged {done} alert(s).", messages.SUCCESS)
+
+
+# --- The wedding page -------------------------------------------------------------------------------
+
+
+class _AcknowledgeForm(forms.ModelForm[Alert]):
+    acknowledge = forms.BooleanField(required=False, help_text="Tick and save to acknowledge.")
+
+    class Meta:
+        model = Alert
+        fields: tuple[str, ...] = ()
+
+
+class _AcknowledgingFormSet(BaseInlineFormSet[Alert, Wedding, forms.ModelForm[Alert]]):
+    request: HttpRequest
+
+    def save_existing(self, form: forms.ModelForm[Alert], obj: Alert, commit: bool = True) -> Alert:
+        # Never save the alert itself: only the acknowledgement, through the service.
+        if form.cleaned_data.get("acknowledge"):
+            _acknowledge(self.request, obj)
+        return obj
+
+
+class OpenAlertInline(admin.TabularInline[Alert, Wedding]):
+    """The wedding's open alerts, each with an acknowledge box."""
+
+    model = Alert
+    form = _AcknowledgeForm
+    formset = _AcknowledgingFormSet
+    verbose_name = "open alert"
+    verbose_name_plural = "Open alerts"
+    extra = 0
+    can_delete = False
+    fields = ("kind", "severity", "member", "message", "raised_at", "notified_at", "acknowledged_at", "acknowledge")
+    readonly_fields = ("kind", "severity", "member", "message", "raised_at", "notified_at", "acknowledged_at")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Alert]:
+        alerts = super().get_queryset(request).select_related("member__user")
+        # A form posted for an alert that resolved since the page loaded must still find it.
+        return alerts if request.method == "POST" else alerts.filter(resolved_at__isnull=True)
+
+    def get_formset(self, request: HttpRequest, obj: Wedding | None = None, **kwargs: Any) -> Any:
+        formset = super().get_formset(request, obj, **kwargs)
+        return type("AcknowledgingFormSet", (formset,), {"request": request})
+
+    def has_add_permission(self, request: HttpRequest, obj: Wedding | None = None) -> bool:
+        return False
