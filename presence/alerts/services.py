@@ -266,7 +266,7 @@ def _renotify_due(*, wedding_id: int, alerts: list[Alert], now: datetime, rules:
         ]
 
     # Only a wedding with something due at the faster pace asks whether it is in emergency mode.
-    candidates = told_before(now - rules.renotify_emergency_every)
+    candidates = told_before(now - min(rules.renotify_emergency_every, rules.renotify_every))
     if not candidates:
         return 0
     every = rules.renotify_emergency_every if wedding_emergency_open(wedding_id=wedding_id) else rules.renotify_every
