@@ -2,9 +2,71 @@
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
+from typing import Any
+
 from presence.models import Emergency
+from presence.state import DevicePresence, MemberPresence
+from presence.store import presence_store
+from wedsync.permissions import Permission, Role, role_has_permission
 
 
 def wedding_emergency_open(*, wedding_id: int) -> bool:
     """Whether an emergency is open in the wedding (emergency mode, PROTOCOL.md section 6 / issue 5)."""
     return Emergency.objects.filter(wedding_id=wedding_id, resolved_at__isnull=True).exists()
+
+
+# --- Presence (presence/store.py) -------------------------------------------------------------------
+
+_SEES_EVERY_LOCATION = frozenset({Role.PLANNER.value, Role.VENUE.value})
+
+
+def presence_location_visible(*, viewer_role: str, subject_role: str) -> bool:
+    """Locations of members who may share one are seen by every viewer of presence; those shared only
+    because of an emergency, by the planner and the venue (who run the evacuation)."""
+    return viewer_role in _SEES_EVERY_LOCATION or role_has_permission(
+        role=subject_role, permission=Permission.SHARE_LOCATION
+    )
+
+
+def presence_counts(told: dict[int, tuple[MemberPresence, int]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for state, _version in told.values():
+        if state.is_online:
+            counts[state.role] = counts.get(state.role, 0) + 1
+    return counts
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceSnapshot:
+    wire: dict[str, Any]  # ``data.presence`` of the subscribe reply
+    versions: dict[int, int]  # member -> version of the state shown
+
+
+def presence_snapshot(*, wedding_id: int, viewer_role: str) -> PresenceSnapshot:
+    """The subscribe reply's presence: everyone's state for members with ``view_presence``, counts
+    per role for the others."""
+    told = presence_store().told(wedding_id=wedding_id, now=time.time())
+    wire: dict[str, Any] = {"online": presence_counts(told)}
+    if role_has_permission(role=viewer_role, permission=Permission.VIEW_PRESENCE):
+        wire["members"] = {
+            str(member_id): state.wire(
+                with_location=presence_location_visible(viewer_role=viewer_role, subject_role=state.role)
+            )
+            for member_id, (state, _version) in sorted(told.items())
+        }
+    return PresenceSnapshot(wire=wire, versions={member_id: version for member_id, (_s, version) in told.items()})
+
+
+def presence_members(*, wedding_id: int) -> dict[int, MemberPresence]:
+    """Every online member's merged state (for rules, the admin and the API)."""
+    return {
+        member_id: state
+        for member_id, (state, _v) in presence_store().told(wedding_id=wedding_id, now=time.time()).items()
+    }
+
+
+def presence_devices(*, wedding_id: int) -> list[DevicePresence]:
+    """Every live device of the wedding."""
+    return presence_store().devices(wedding_id=wedding_id, now=time.time())

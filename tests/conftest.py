@@ -61,6 +61,26 @@ def _isolated_cache() -> Iterator[None]:
     cache.clear()
 
 
+@pytest.fixture(autouse=True)
+def _fresh_presence() -> None:
+    """Presence lives in Redis under wedding and member ids that the test database hands out again
+    on the next run: every test starts from none of it."""
+    from django.conf import settings
+
+    if not (settings.REDIS_URL and settings.WEDSYNC_TEST_SERVICES.get("redis")):
+        return
+    import redis
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    try:
+        for pattern in ("wedsync:presence:*", "wedsync:node-alive:*", "wedsync:connects:*"):
+            keys = list(client.scan_iter(match=pattern, count=1000))
+            if keys:
+                client.delete(*keys)
+    finally:
+        client.close()
+
+
 @pytest.fixture
 def party(db: None) -> WeddingParty:
     """A wedding with one member of every role; see :mod:`tests.personas`."""

@@ -321,6 +321,15 @@ REALTIME_GC_FREEZE_SECONDS = env_int("REALTIME_GC_FREEZE_SECONDS", default=10, m
 REALTIME_GC_FULL_SECONDS = env_int("REALTIME_GC_FULL_SECONDS", default=1800, minimum=60)
 REALTIME_OUTBOX_MAX_BYTES = env_int("REALTIME_OUTBOX_MAX_BYTES", default=2 * 1024 * 1024, minimum=64 * 1024)
 
+# --- Presence (presence/, docs/decisions/0008) ---------------------------------------------------------
+# How often a node hands the heartbeats it heard to the presence store (one batch per node).
+REALTIME_PRESENCE_FLUSH_SECONDS = env_float("REALTIME_PRESENCE_FLUSH_SECONDS", default=2.0, minimum=0.1)
+# A node that has not said it is alive for this long is dead: the sweep takes its devices away.
+REALTIME_PRESENCE_NODE_TTL = env_int("REALTIME_PRESENCE_NODE_TTL", default=15, minimum=5)
+# How often Celery beat sweeps devices that missed their heartbeats or whose node died.
+PRESENCE_SWEEP_SECONDS = env_float("PRESENCE_SWEEP_SECONDS", default=5.0, minimum=1.0)
+CELERY_BEAT_SCHEDULE["presence-sweep"] = {"task": "presence.tasks.sweep_presence", "schedule": PRESENCE_SWEEP_SECONDS}
+
 _ROLE_KEYS = frozenset(role.value for role in Role)
 # Messages per member per minute, shared across nodes (PROTOCOL.md section 5).
 REALTIME_RATE_LIMITS = env_int_map(
@@ -373,6 +382,13 @@ PRESENCE_ALERT_RENOTIFY_SECONDS = env_int("PRESENCE_ALERT_RENOTIFY_SECONDS", def
 PRESENCE_ALERT_RENOTIFY_EMERGENCY_SECONDS = env_int(
     "PRESENCE_ALERT_RENOTIFY_EMERGENCY_SECONDS", default=300, minimum=30
 )
+# How often beat runs the rules; a run not started within that is dropped (the next one does its work).
+PRESENCE_ALERT_CHECK_SECONDS = env_int("PRESENCE_ALERT_CHECK_SECONDS", default=30, minimum=5)
+CELERY_BEAT_SCHEDULE["presence-evaluate-alerts"] = {
+    "task": "presence.tasks.evaluate_alerts",
+    "schedule": float(PRESENCE_ALERT_CHECK_SECONDS),
+    "options": {"expires": float(PRESENCE_ALERT_CHECK_SECONDS)},
+}
 
 # --- Escalation (monitoring/services/escalation.py, docs/decisions/0010, docs/webhooks.md) -----------
 # A critical alert or an emergency no planner acknowledged this long after it was raised goes to

@@ -39,6 +39,8 @@ class AuditAction(enum.StrEnum):
     SUBSCRIBE_REFUSE = "realtime.subscribe.refuse"
     PUBLISH_REFUSE = "realtime.publish.refuse"
     RATE_LIMIT_REFUSE = "realtime.rate_limit.refuse"
+    PRESENCE_REFUSE = "presence.refuse"
+    PRESENCE_EMERGENCY_LOCATION = "presence.emergency.location"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,234 @@
+"""Presence writes: a device joins, updates, is heard, leaves, or is swept away; each real change
+is told to every node's subscribers of the wedding as one channel-layer message.
+
+Presence is not an event: it is not stored in the event log, has no ``seq`` and is not replayed
+(a subscriber gets a snapshot instead). So its diffs bypass ``event_publish`` and go straight to
+the wedding's group, after the Redis transaction that made them (docs/decisions/0008).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+import structlog
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+
+from presence.selectors import wedding_emergency_open
+from presence.state import DevicePresence, DiffKind, StateChange
+from presence.store import Devices, MemberChange, presence_store
+from presence.vocabulary import PresenceStatus
+from realtime.names import LAYER_PRESENCE, wedding_group
+from wedsync.models import AuditOutcome
+from wedsync.permissions import Permission, Role, role_has_permission
+from wedsync.services.audit import AuditAction, ClientInfo, audit_record
+
+logger = structlog.get_logger(__name__)
+
+SWEEP_BATCH = 1000
+
+
+class PresenceRefused(Exception):
+    def __init__(self, *, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def presence_layer_message(change: MemberChange) -> dict[str, Any] | None:
+    """What crosses the channel layer for a change worth telling (None otherwise)."""
+    if change.kind is None:
+        return None
+    if change.kind is DiffKind.LEAVE:
+        gone = change.before if change.after is None else change.after
+        if gone is None:
+            return None
+        state = replace(gone, status=PresenceStatus.OFFLINE, devices=0 if change.after is None else gone.devices)
+    else:
+        if change.after is None:
+            return None
+        state = change.after
+    return {
+        "type": LAYER_PRESENCE,
+        "wedding": change.wedding_id,
+        "member": change.member_id,
+        "kind": change.kind.value,
+        "role": state.role,
+        "state": state.wire(),
+        "v": change.version,
+    }
+
+
+def _tell(change: MemberChange) -> MemberChange:
+    message = presence_layer_message(change)
+    if message is not None:
+        try:
+            async_to_sync(get_channel_layer().group_send)(wedding_group(change.wedding_id), message)
+        except Exception:  # presence heals on the next change or snapshot; never fail the caller
+            logger.exception("presence.tell_failed", wedding=change.wedding_id, member=change.member_id)
+    return change
+
+
+def presence_device_join(*, device: DevicePresence, now: float | None = None) -> MemberChange:
+    """A subscribed socket's device comes online in its wedding (or is heard again)."""
+    moment = time.time() if now is None else now
+
+    def join(devices: Devices) -> Devices:
+        previous = devices.get(device.device)
+        if previous is None:
+            devices[device.device] = replace(device, last_seen=max(device.last_seen, moment))
+        else:  # heard again after it was counted gone: keep what it had set
+            devices[device.device] = replace(previous, last_seen=max(device.last_seen, moment), node=device.node)
+        return devices
+
+    return _tell(
+        presence_store().member_update(
+            wedding_id=device.wedding_id, member_id=device.member_id, mutate=join, now=moment
+        )
+    )
+
+
+def presence_device_leave(*, wedding_id: int, member_id: int, device: str, now: float | None = None) -> MemberChange:
+    """A device goes: its socket closed or unsubscribed."""
+    moment = time.time() if now is None else now
+
+    def leave(devices: Devices) -> Devices:
+        devices.pop(device, None)
+        return devices
+
+    return _tell(presence_store().member_update(wedding_id=wedding_id, member_id=member_id, mutate=leave, now=moment))
+
+
+def presence_device_rtt(
+    *, wedding_id: int, member_id: int, device: str, rtt_ms: int, now: float | None = None
+) -> MemberChange:
+    """Keep the round trip a device measured; told only when the connection's quality class moves."""
+    moment = time.time() if now is None else now
+
+    def measured(devices: Devices) -> Devices:
+        if device in devices:
+            devices[device] = replace(devices[device], rtt_ms=rtt_ms, last_seen=max(devices[device].last_seen, moment))
+        return devices
+
+    return _tell(
+        presence_store().member_update(wedding_id=wedding_id, member_id=member_id, mutate=measured, now=moment)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceStateInput:
+    """A ``presence`` op's ``state``, validated (realtime/protocol.py); ``cleared`` names nulls."""
+
+    status: PresenceStatus | None = None
+    location: str | None = None
+    activity: str | None = None
+    battery: int | None = None
+    charging: bool | None = None
+    cleared: frozenset[str] = frozenset()
+
+
+def presence_state_set(
+    *,
+    wedding_id: int,
+    member_id: int,
+    role: str,
+    user_id: int,
+    device: str,
+    state: PresenceStateInput,
+    client: ClientInfo | None = None,
+    now: float | None = None,
+) -> MemberChange:
+    """The ``presence`` op: check what the member may set, then update its device.
+
+    A location needs ``share_location``; while an emergency is open anyone may share one (each such
+    use audited). Activities are the vendors' (PROTOCOL.md section 6). Refusals are audited and
+    raised as :class:`PresenceRefused`; nothing is changed then.
+    """
+    if state.location is not None and not role_has_permission(role=role, permission=Permission.SHARE_LOCATION):
+        if not wedding_emergency_open(wedding_id=wedding_id):
+            _refusal_audit(user_id=user_id, wedding_id=wedding_id, member_id=member_id, role=role, client=client)
+            raise PresenceRefused(code="forbidden", message=f"A {role} may not share a location.")
+        audit_record(
+            action=AuditAction.PRESENCE_EMERGENCY_LOCATION,
+            outcome=AuditOutcome.SUCCESS,
+            wedding_id=wedding_id,
+            target=f"member:{member_id}",
+            client=client,
+            details={"user": user_id, "member": member_id, "role": role, "location": state.location},
+        )
+    if state.activity is not None and not (Role(role).is_vendor or role == Role.PLANNER):
+        raise PresenceRefused(code="forbidden", message=f"Activities are for vendors; a {role} has none.")
+    moment = time.time() if now is None else now
+    change = StateChange(
+        status=state.status,
+        location=state.location,
+        activity=state.activity,
+        battery=state.battery,
+        charging=state.charging,
+        clear=state.cleared,
+    )
+
+    def update(devices: Devices) -> Devices:
+        current = devices.get(device)
+        if current is None:
+            raise PresenceRefused(code="not_subscribed", message="This device is not present in the wedding.")
+        devices[device] = change.apply(current, now=moment)
+        return devices
+
+    return _tell(presence_store().member_update(wedding_id=wedding_id, member_id=member_id, mutate=update, now=moment))
+
+
+def _refusal_audit(*, user_id: int, wedding_id: int, member_id: int, role: str, client: ClientInfo | None) -> None:
+    audit_record(
+        action=AuditAction.PRESENCE_REFUSE,
+        outcome=AuditOutcome.REFUSED,
+        wedding_id=wedding_id,
+        target=f"member:{member_id}",
+        client=client,
+        details={"user": user_id, "member": member_id, "role": role, "reason": "share_location"},
+    )
+
+
+def presence_heartbeat(*, node: str, seen: list[DevicePresence], node_ttl: int) -> list[MemberChange]:
+    """A node's batch of heard devices: deadlines pushed forward, node kept alive; devices the store
+    had already counted gone (a long silence, the sweep) join again."""
+    missing = presence_store().heartbeat(node=node, seen=seen, node_ttl=node_ttl)
+    return [presence_device_join(device=device) for device in missing]
+
+
+def _expire(*, wedding_id: int, member_id: int, device: str, node: str | None, now: float) -> MemberChange:
+    def expire(devices: Devices) -> Devices:
+        current = devices.get(device)
+        if current is not None and (node is None or current.node == node):
+            devices.pop(device)
+        return devices
+
+    # member_update drops devices past their deadline by itself; ``expire`` also takes those of a
+    # dead node, whatever their deadline.
+    return _tell(presence_store().member_update(wedding_id=wedding_id, member_id=member_id, mutate=expire, now=now))
+
+
+def presence_sweep(*, now: float | None = None) -> int:
+    """Take away devices that missed their heartbeats and those of nodes that died without a word,
+    telling their leaves. Idempotent and safe on several workers at once: each member's change is
+    one optimistic transaction, so only the first sweeper to remove a device tells anyone."""
+    moment = time.time() if now is None else now
+    store = presence_store()
+    told = 0
+    for wedding_id, member_id, device in store.due(now=moment, limit=SWEEP_BATCH):
+        change = _expire(wedding_id=wedding_id, member_id=member_id, device=device, node=None, now=moment)
+        told += change.kind is not None
+    for node, entries in store.dead_nodes().items():
+        logger.info("presence.node_dead", node=node, devices=len(entries))
+        for wedding_id, member_id, device in entries:
+            change = _expire(wedding_id=wedding_id, member_id=member_id, device=device, node=node, now=moment)
+            told += change.kind is not None
+        store.node_forget(node=node)
+    return told
+
+
+def presence_connects_count(*, user_id: int, device_key: str) -> int:
+    """Count a connect; the device's reconnects in the last hour (connects minus this one)."""
+    return max(presence_store().connects_count(user_id=user_id, device_key=device_key, now=time.time()) - 1, 0)

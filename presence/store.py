@@ -1,0 +1,460 @@
+"""Where presence lives: Redis, so every node sees it (an in-process store only for the embedded
+single-process mode), behind one interface.
+
+Redis layout (docs/decisions/0008):
+
+- ``wedsync:presence:<wedding>:<member>``: hash, one field per device (its JSON) plus ``_pub``,
+  the member's state as last told to subscribers and its version. One WATCHed key per member is
+  the unit of change: a device joining, updating, leaving or expiring re-merges the member and
+  compares with ``_pub`` in one optimistic transaction, so two nodes changing one member's
+  devices at once cannot both announce (or both miss) the change.
+- ``wedsync:presence:<wedding>``: set of the members with devices.
+- ``wedsync:presence:deadlines``: sorted set of ``<wedding>:<member>:<device>`` scored by the time
+  the device counts as gone unless heard again. Heartbeats only push scores forward; readers
+  treat a passed deadline as gone even before the sweep removes it, so nothing stays online
+  forever if every process dies.
+- ``wedsync:presence:node:<node>`` / ``wedsync:presence:nodes``: each node's devices, so the sweep
+  can drop a node's devices at once when its ``wedsync:node-alive:<node>`` key expires.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+import msgspec
+import redis
+import structlog
+from django.conf import settings
+
+from presence.state import DevicePresence, DiffKind, MemberPresence, member_merge, presence_diff_kind
+
+logger = structlog.get_logger(__name__)
+
+KEY_TTL_SECONDS = 2 * 24 * 3600  # a member's hash outlives any wedding day, then goes by itself
+CONNECTS_WINDOW_SECONDS = 3600  # reconnects are counted over the last hour
+MAX_RETRIES = 20
+
+Devices = dict[str, DevicePresence]
+Mutation = Callable[[Devices], Devices]
+
+
+@dataclass(frozen=True, slots=True)
+class MemberChange:
+    """What one change did to a member: its told state before and after, and whether to tell."""
+
+    wedding_id: int
+    member_id: int
+    before: MemberPresence | None
+    after: MemberPresence | None
+    kind: DiffKind | None
+    version: int  # of ``after`` when told; versions only grow, so late diffs can be dropped
+
+
+def _entry(wedding_id: int, member_id: int, device: str) -> str:
+    return f"{wedding_id}:{member_id}:{device}"
+
+
+def _parse_entry(entry: str) -> tuple[int, int, str]:
+    wedding, member, device = entry.split(":", 2)
+    return int(wedding), int(member), device
+
+
+def _next_version(previous: int, now: float) -> int:
+    # Milliseconds, and always past the previous: a member whose keys expired starts above any
+    # version a node may still remember.
+    return max(previous + 1, int(now * 1000))
+
+
+def _change(
+    *, wedding_id: int, member_id: int, devices: Devices, published: tuple[MemberPresence | None, int], now: float
+) -> MemberChange:
+    before, version = published
+    after = member_merge(list(devices.values()))
+    kind = presence_diff_kind(before, after)
+    return MemberChange(
+        wedding_id=wedding_id,
+        member_id=member_id,
+        before=before,
+        after=after,
+        kind=kind,
+        version=_next_version(version, now) if kind is not None else version,
+    )
+
+
+class PresenceStore(Protocol):
+    def member_update(self, *, wedding_id: int, member_id: int, mutate: Mutation, now: float) -> MemberChange:
+        """Apply ``mutate`` to the member's live devices (expired ones already dropped) and store
+        the result; the member's told state moves only when the change is worth telling."""
+        ...
+
+    def devices(self, *, wedding_id: int, now: float) -> list[DevicePresence]:
+        """The wedding's live devices, with their last heartbeat."""
+        ...
+
+    def told(self, *, wedding_id: int, now: float) -> dict[int, tuple[MemberPresence, int]]:
+        """Each member's state as last told to subscribers, with its version: members with at least
+        one live device only, so a node that died leaves nobody online even before the sweep."""
+        ...
+
+    def heartbeat(self, *, node: str, seen: list[DevicePresence], node_ttl: int) -> list[DevicePresence]:
+        """Push the deadlines of ``seen`` devices forward and keep the node alive; returns those
+        the store no longer has (expired or swept meanwhile), which the node joins again."""
+        ...
+
+    def due(self, *, now: float, limit: int) -> list[tuple[int, int, str]]:
+        """(wedding, member, device) of devices whose deadline has passed."""
+        ...
+
+    def dead_nodes(self) -> dict[str, list[tuple[int, int, str]]]:
+        """The devices of nodes that stopped saying they are alive."""
+        ...
+
+    def node_forget(self, *, node: str) -> None: ...
+
+    def connects_count(self, *, user_id: int, device_key: str, now: float) -> int:
+        """Count one connect of the device; how many it made in the last hour, this one included."""
+        ...
+
+
+# --- Redis ----------------------------------------------------------------------------------------
+
+_json_encode = msgspec.json.Encoder().encode
+_json_decode = msgspec.json.Decoder().decode
+
+_DEADLINES = "wedsync:presence:deadlines"
+_NODES = "wedsync:presence:nodes"
+
+# Heartbeats of a node's devices in one round trip: push forward the deadlines of those still
+# there (never back: GT), report the missing ones, keep the node alive.
+_HEARTBEAT_LUA = """
+local alive_key, alive_ttl = KEYS[2], ARGV[1]
+redis.call('SET', alive_key, '1', 'EX', alive_ttl)
+local missing = {}
+for i = 2, #ARGV, 2 do
+    if redis.call('ZSCORE', KEYS[1], ARGV[i + 1]) then
+        redis.call('ZADD', KEYS[1], 'GT', ARGV[i], ARGV[i + 1])
+    else
+        missing[#missing + 1] = ARGV[i + 1]
+    end
+end
+return missing
+"""
+
+
+def _member_key(wedding_id: int, member_id: int) -> str:
+    return f"wedsync:presence:{wedding_id}:{member_id}"
+
+
+def _wedding_key(wedding_id: int) -> str:
+    return f"wedsync:presence:{wedding_id}"
+
+
+def _node_key(node: str) -> str:
+    return f"wedsync:presence:node:{node}"
+
+
+def _alive_key(node: str) -> str:
+    return f"wedsync:node-alive:{node}"
+
+
+class RedisPresenceStore:
+    def __init__(self, client: redis.Redis) -> None:
+        self._redis = client
+        self._heartbeat_script = client.register_script(_HEARTBEAT_LUA)
+
+    def member_update(self, *, wedding_id: int, member_id: int, mutate: Mutation, now: float) -> MemberChange:
+        key = _member_key(wedding_id, member_id)
+        for _attempt in range(MAX_RETRIES):
+            with self._redis.pipeline(transaction=True) as pipe:
+                try:
+                    pipe.watch(key)  # type: ignore[no-untyped-call]
+                    raw: dict[bytes, bytes] = pipe.hgetall(key)  # type: ignore[assignment]
+                    stored = {
+                        name.decode(): DevicePresence.from_json(_json_decode(value))
+                        for name, value in raw.items()
+                        if name != b"_pub"
+                    }
+                    deadlines = self._deadlines(pipe, [_entry(wedding_id, member_id, d) for d in stored])
+                    live = {
+                        name: device
+                        for name, device in stored.items()
+                        if deadlines.get(_entry(wedding_id, member_id, name), device.deadline) >= now
+                    }
+                    for name, device in live.items():  # the heartbeat the deadline carries
+                        heard = deadlines.get(_entry(wedding_id, member_id, name))
+                        if heard is not None and heard > device.deadline:
+                            live[name] = _with_deadline(device, heard)
+                    published = _told_from(raw.get(b"_pub"))
+                    after_devices = mutate(dict(live))
+                    change = _change(
+                        wedding_id=wedding_id,
+                        member_id=member_id,
+                        devices=after_devices,
+                        published=published,
+                        now=now,
+                    )
+                    pipe.multi()
+                    self._write(pipe, wedding_id, member_id, stored, after_devices, change)
+                    pipe.execute()
+                    return change
+                except redis.WatchError:
+                    continue
+        raise RuntimeError(f"presence of member {member_id} kept changing under {MAX_RETRIES} attempts")
+
+    @staticmethod
+    def _deadlines(pipe: Any, entries: list[str]) -> dict[str, float]:
+        if not entries:
+            return {}
+        scores = pipe.zmscore(_DEADLINES, entries)
+        return {entry: score for entry, score in zip(entries, scores, strict=True) if score is not None}
+
+    @staticmethod
+    def _write(
+        pipe: Any, wedding_id: int, member_id: int, stored: Devices, after: Devices, change: MemberChange
+    ) -> None:
+        key = _member_key(wedding_id, member_id)
+        gone = [name for name in stored if name not in after]
+        if gone:
+            pipe.hdel(key, *gone)
+            pipe.zrem(_DEADLINES, *[_entry(wedding_id, member_id, name) for name in gone])
+            for name in gone:
+                pipe.srem(_node_key(stored[name].node), _entry(wedding_id, member_id, name))
+        for name, device in after.items():
+            entry = _entry(wedding_id, member_id, name)
+            pipe.hset(key, name, _json_encode(device.to_json()))
+            pipe.zadd(_DEADLINES, {entry: device.deadline}, gt=name in stored)
+            if name not in stored:
+                pipe.sadd(_node_key(device.node), entry)
+                pipe.sadd(_NODES, device.node)
+        if change.kind is not None:
+            told = None if change.after is None or not change.after.is_online else change.after.to_json()
+            pipe.hset(key, "_pub", _json_encode({"state": told, "v": change.version}))
+        if after:
+            pipe.sadd(_wedding_key(wedding_id), member_id)
+            pipe.expire(key, KEY_TTL_SECONDS)
+            pipe.expire(_wedding_key(wedding_id), KEY_TTL_SECONDS)
+        elif change.kind is not None or stored:
+            pipe.srem(_wedding_key(wedding_id), member_id)
+            pipe.expire(key, KEY_TTL_SECONDS)  # keeps the version a little, so it keeps growing
+
+    def devices(self, *, wedding_id: int, now: float) -> list[DevicePresence]:
+        members = [int(m) for m in self._redis.smembers(_wedding_key(wedding_id))]
+        if not members:
+            return []
+        with self._redis.pipeline(transaction=False) as pipe:
+            for member_id in members:
+                pipe.hgetall(_member_key(wedding_id, member_id))
+            hashes = pipe.execute()
+        found = [
+            DevicePresence.from_json(_json_decode(value))
+            for raw in hashes
+            for name, value in raw.items()
+            if name != b"_pub"
+        ]
+        entries = [_entry(wedding_id, d.member_id, d.device) for d in found]
+        scores = self._redis.zmscore(_DEADLINES, entries) if entries else []
+        live = []
+        for device, score in zip(found, scores, strict=True):
+            if score is None or score < now:
+                continue
+            live.append(_with_deadline(device, score) if score > device.deadline else device)
+        return live
+
+    def told(self, *, wedding_id: int, now: float) -> dict[int, tuple[MemberPresence, int]]:
+        members = [int(m) for m in self._redis.smembers(_wedding_key(wedding_id))]
+        if not members:
+            return {}
+        with self._redis.pipeline(transaction=False) as pipe:
+            for member_id in members:
+                pipe.hgetall(_member_key(wedding_id, member_id))
+            hashes: list[dict[bytes, bytes]] = pipe.execute()
+        entries = [
+            _entry(wedding_id, member_id, name.decode())
+            for member_id, raw in zip(members, hashes, strict=True)
+            for name in raw
+            if name != b"_pub"
+        ]
+        scores = self._redis.zmscore(_DEADLINES, entries) if entries else []
+        alive = {_parse_entry(entry)[1] for entry, score in zip(entries, scores, strict=True) if score and score >= now}
+        result: dict[int, tuple[MemberPresence, int]] = {}
+        for member_id, raw in zip(members, hashes, strict=True):
+            state, version = _told_from(raw.get(b"_pub"))
+            if state is not None and member_id in alive:
+                result[member_id] = (state, version)
+        return result
+
+    def heartbeat(self, *, node: str, seen: list[DevicePresence], node_ttl: int) -> list[DevicePresence]:
+        args: list[Any] = [node_ttl]
+        for device in seen:
+            args += [device.deadline, _entry(device.wedding_id, device.member_id, device.device)]
+        missing = self._heartbeat_script(keys=[_DEADLINES, _alive_key(node)], args=args)
+        gone = {entry.decode() if isinstance(entry, bytes) else entry for entry in missing}
+        return [d for d in seen if _entry(d.wedding_id, d.member_id, d.device) in gone]
+
+    def due(self, *, now: float, limit: int) -> list[tuple[int, int, str]]:
+        entries = self._redis.zrangebyscore(_DEADLINES, "-inf", now, start=0, num=limit)
+        return [_parse_entry(e.decode()) for e in entries]  # type: ignore[union-attr]
+
+    def dead_nodes(self) -> dict[str, list[tuple[int, int, str]]]:
+        nodes = [n.decode() for n in self._redis.smembers(_NODES)]  # type: ignore[union-attr]
+        result = {}
+        for node in nodes:
+            if not self._redis.exists(_alive_key(node)):
+                entries = self._redis.smembers(_node_key(node))
+                result[node] = [_parse_entry(e.decode()) for e in entries]  # type: ignore[union-attr]
+        return result
+
+    def node_forget(self, *, node: str) -> None:
+        # Only when the node is still dead and has nothing left: it may have come back meanwhile.
+        with self._redis.pipeline(transaction=True) as pipe:
+            try:
+                pipe.watch(_alive_key(node), _node_key(node))  # type: ignore[no-untyped-call]
+                if pipe.exists(_alive_key(node)) or pipe.scard(_node_key(node)):
+                    return
+                pipe.multi()
+                pipe.srem(_NODES, node)
+                pipe.execute()
+            except redis.WatchError:
+                return
+
+    def connects_count(self, *, user_id: int, device_key: str, now: float) -> int:
+        key = f"wedsync:connects:{user_id}:{device_key}"
+        with self._redis.pipeline(transaction=True) as pipe:
+            pipe.zremrangebyscore(key, "-inf", now - CONNECTS_WINDOW_SECONDS)
+            pipe.zadd(key, {f"{now:.6f}": now})
+            pipe.zcard(key)
+            pipe.expire(key, CONNECTS_WINDOW_SECONDS)
+            count: int = pipe.execute()[2]
+        return count
+
+
+def _with_deadline(device: DevicePresence, deadline: float) -> DevicePresence:
+    return replace(device, last_seen=deadline - (device.deadline - device.last_seen))
+
+
+def _told_from(raw: bytes | None) -> tuple[MemberPresence | None, int]:
+    if raw is None:
+        return None, 0
+    value = _json_decode(raw)
+    state = value.get("state")
+    return (None if state is None else MemberPresence.from_json(state)), int(value.get("v", 0))
+
+
+# --- In process (embedded mode: one process, no Redis) ---------------------------------------------
+
+
+class MemoryPresenceStore:
+    """The same store in this process's memory, for ``make run`` without Redis. Single process only:
+    a second process (the Celery worker) sees none of it, so the node sweeps its own devices."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._devices: dict[tuple[int, int], Devices] = {}
+        self._told: dict[tuple[int, int], tuple[MemberPresence | None, int]] = {}
+        self._alive: dict[str, float] = {}
+        self._connects: dict[tuple[int, str], list[float]] = {}
+
+    def member_update(self, *, wedding_id: int, member_id: int, mutate: Mutation, now: float) -> MemberChange:
+        key = (wedding_id, member_id)
+        with self._lock:
+            live = {name: d for name, d in self._devices.get(key, {}).items() if d.deadline >= now}
+            after = mutate(dict(live))
+            change = _change(
+                wedding_id=wedding_id,
+                member_id=member_id,
+                devices=after,
+                published=self._told.get(key, (None, 0)),
+                now=now,
+            )
+            if after:
+                self._devices[key] = after
+            else:
+                self._devices.pop(key, None)
+            if change.kind is not None:
+                told = change.after if change.after is not None and change.after.is_online else None
+                self._told[key] = (told, change.version)
+            return change
+
+    def devices(self, *, wedding_id: int, now: float) -> list[DevicePresence]:
+        with self._lock:
+            return [
+                device
+                for (wedding, _member), devices in self._devices.items()
+                if wedding == wedding_id
+                for device in devices.values()
+                if device.deadline >= now
+            ]
+
+    def told(self, *, wedding_id: int, now: float) -> dict[int, tuple[MemberPresence, int]]:
+        with self._lock:
+            return {
+                member: (state, version)
+                for (wedding, member), (state, version) in self._told.items()
+                if wedding == wedding_id
+                and state is not None
+                and any(d.deadline >= now for d in self._devices.get((wedding, member), {}).values())
+            }
+
+    def heartbeat(self, *, node: str, seen: list[DevicePresence], node_ttl: int) -> list[DevicePresence]:
+        missing = []
+        with self._lock:
+            self._alive[node] = time.time() + node_ttl
+            for device in seen:
+                devices = self._devices.get((device.wedding_id, device.member_id), {})
+                stored = devices.get(device.device)
+                if stored is None:
+                    missing.append(device)
+                elif device.deadline > stored.deadline:
+                    devices[device.device] = _with_deadline(stored, device.deadline)
+        return missing
+
+    def due(self, *, now: float, limit: int) -> list[tuple[int, int, str]]:
+        with self._lock:
+            return [
+                (wedding, member, name)
+                for (wedding, member), devices in self._devices.items()
+                for name, device in devices.items()
+                if device.deadline < now
+            ][:limit]
+
+    def dead_nodes(self) -> dict[str, list[tuple[int, int, str]]]:
+        now = time.time()
+        with self._lock:
+            dead = {node for node, until in self._alive.items() if until < now}
+            result: dict[str, list[tuple[int, int, str]]] = {node: [] for node in dead}
+            for (wedding, member), devices in self._devices.items():
+                for name, device in devices.items():
+                    if device.node in dead:
+                        result[device.node].append((wedding, member, name))
+            return result
+
+    def node_forget(self, *, node: str) -> None:
+        with self._lock:
+            if self._alive.get(node, 0) < time.time():
+                self._alive.pop(node, None)
+
+    def connects_count(self, *, user_id: int, device_key: str, now: float) -> int:
+        with self._lock:
+            recent = [t for t in self._connects.get((user_id, device_key), []) if t > now - CONNECTS_WINDOW_SECONDS]
+            recent.append(now)
+            self._connects[(user_id, device_key)] = recent
+            return len(recent)
+
+
+@functools.cache
+def _store_for(redis_url: str | None) -> PresenceStore:
+    if redis_url is None:
+        return MemoryPresenceStore()
+    # Short timeouts: presence calls run on the node's thread pool, which a hung Redis must not hold.
+    client = redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2, health_check_interval=15)
+    return RedisPresenceStore(client)
+
+
+def presence_store() -> PresenceStore:
+    """The process's store: Redis when ``REDIS_URL`` is set (one connection pool per process)."""
+    return _store_for(settings.REDIS_URL)
