@@ -89,6 +89,11 @@ class RealtimeClient:
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._on_reply: dict[str, Callable[[dict[str, Any]], None]] = {}
         self._events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        # Presence per topic, kept current from the subscribe snapshot and presence_diff frames:
+        # member id -> merged state (members with view_presence), role -> online count (everyone).
+        self.presence: dict[str, dict[str, dict[str, Any]]] = {}
+        self.presence_counts: dict[str, dict[str, int]] = {}
+        self._presence_diffs: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._connected = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
         self._finished: BaseException | None = None
@@ -197,10 +202,20 @@ class RealtimeClient:
                     future.set_result(frame)
             elif op == "event":
                 self._on_event(frame)
-            elif op in ("presence_diff", "unsubscribed", "error"):
+            elif op == "presence_diff":
+                self._on_presence_diff(frame)
+            elif op in ("unsubscribed", "error"):
                 if op == "unsubscribed":
                     self.topics.pop(frame.get("topic", ""), None)
                 self._events.put_nowait(frame)
+
+    def _on_presence_diff(self, frame: dict[str, Any]) -> None:
+        members = self.presence.setdefault(frame["topic"], {})
+        for member, state in (*frame.get("joins", {}).items(), *frame.get("updates", {}).items()):
+            members[member] = state
+        for member in frame.get("leaves", {}):
+            members.pop(member, None)
+        self._presence_diffs.put_nowait(frame)
 
     def _on_event(self, frame: dict[str, Any]) -> None:
         state = self.topics.get(frame["topic"])
@@ -220,10 +235,15 @@ class RealtimeClient:
         self._events.put_nowait(frame)
 
     async def _heartbeat(self, interval: float) -> None:
+        rtt_ms: int | None = None  # the previous heartbeat's round trip: connection quality
+        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(interval)
+            started = loop.time()
             with contextlib.suppress(ClientError, ConnectionError, TimeoutError):
-                await self.request("heartbeat")
+                fields: dict[str, Any] = {} if rtt_ms is None else {"rtt": rtt_ms}
+                await self.request("heartbeat", **fields)
+                rtt_ms = round((loop.time() - started) * 1000)
 
     def _fail_pending(self, exc: BaseException) -> None:
         for future in self._pending.values():
@@ -271,6 +291,9 @@ class RealtimeClient:
             state.resume_seq = int(data["seq"])
             state.seen_ahead.clear()
         state.epoch, state.recovered = data["epoch"], recovered
+        snapshot = data.get("presence") or {}
+        self.presence[topic] = dict(snapshot.get("members", {}))
+        self.presence_counts[topic] = dict(snapshot.get("online", {}))
 
     async def _resubscribe(self, topic: str) -> None:
         state = self.topics[topic]
@@ -322,7 +345,16 @@ class RealtimeClient:
     # --- events -------------------------------------------------------------------------------------
 
     async def next_event(self, within: float | None = None) -> dict[str, Any]:
+        """The next event (or ``resync``, ``unsubscribed``, ``error`` notice); presence comes apart."""
         return await asyncio.wait_for(self._events.get(), within)
+
+    async def next_presence(self, within: float | None = None) -> dict[str, Any]:
+        """The next ``presence_diff`` frame (already applied to :attr:`presence`)."""
+        return await asyncio.wait_for(self._presence_diffs.get(), within)
+
+    async def set_presence(self, topic: str, **state: Any) -> dict[str, Any]:
+        """The ``presence`` op: status, location, activity, battery, charging (None clears one)."""
+        return await self.request("presence", topic=topic, state=state)
 
     async def events(self) -> AsyncIterator[dict[str, Any]]:
         while True:

@@ -9,28 +9,43 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import parse_qs
 
+import msgspec
 import structlog
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.utils import timezone
 
+from presence.selectors import PresenceSnapshot, presence_snapshot
+from presence.services import (
+    PresenceRefused,
+    PresenceStateInput,
+    presence_connects_count,
+    presence_device_join,
+    presence_device_rtt,
+    presence_state_set,
+)
+from presence.state import DevicePresence, quality_of
+from presence.vocabulary import PresenceStatus
 from realtime import protocol
 from realtime.audit import node_audit
 from realtime.auth import PROTOCOL_NAME, SocketIdentity, SocketRefused, socket_token_refresh
-from realtime.daphne_support import connection_open, frame_writer_for, write_gate_for
+from realtime.daphne_support import connection_open, control_frames_heard, frame_writer_for, write_gate_for
 from realtime.db import per_socket_db
-from realtime.hub import NodeHub, node_hub
+from realtime.hub import NodeHub, Subscription, node_hub
 from realtime.limits import node_limits
 from realtime.names import Priority, wedding_id_from_topic, wedding_topic
 from realtime.outbox import Outbox, conflation_key
-from realtime.selectors import SubscriptionDenied
+from realtime.selectors import MembershipView, SubscriptionDenied
 from realtime.services.acks import AckRefused, event_ack
 from realtime.services.events import PublishRefused
 from realtime.services.sockets import socket_event_publish, socket_open, socket_subscribe_check
@@ -42,6 +57,7 @@ CONTROL_PRIORITY = Priority.EMERGENCY  # replies and notices are never queued be
 VIOLATION_LIMIT = 10  # protocol violations per minute before 4400
 BINARY_CLOSE, TOO_LARGE_CLOSE, VIOLATIONS_CLOSE = 1003, 1009, 4400
 UNAUTHORIZED_CLOSE, SLOW_CLOSE, DEVICES_CLOSE = 4401, 4008, 4029
+_DEVICE_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
 class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
@@ -58,6 +74,12 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     _closing = False
     _released = False
     _violations: tuple[float, ...] = ()
+    heartbeat_interval: int = 30  # seconds, as told in the welcome frame
+    client_device: str = ""  # the client's stable name for this device (``?device=``), if any
+    _heard = 0.0  # when the client last sent a frame (epoch seconds)
+    _control_heard: Callable[[], float] = staticmethod(lambda: 0.0)  # ... or a ping or pong
+    _reconnects: int | None = None
+    _rtt_quality: str | None = None
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # channels' dispatch() hops to a thread before every message to close stale database
@@ -99,6 +121,10 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         self.user_id = self.identity.user_id
         self.connection_id = uuid.uuid4().hex
         self.connect_weddings = frozenset(m.wedding_id for m in memberships)
+        self.heartbeat_interval = opened.heartbeat
+        self.client_device = _device_name(self.scope.get("query_string", b"").decode("latin1"))
+        self._heard = time.time()
+        self._control_heard = control_frames_heard(self.base_send)
         await self.accept(subprotocol=chosen)
         self.outbox = Outbox(
             send_text=self._send_text,
@@ -170,6 +196,9 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         await self.send(text_data=protocol.encode(protocol.error_frame(error, message)))
         await self.close(code=code)
 
+    def heard_at(self) -> float:
+        return max(self._heard, self._control_heard())
+
     def too_slow(self) -> None:
         self._close_soon(SLOW_CLOSE, "unavailable", "Too slow to keep up: reconnect and resume with since.")
 
@@ -206,6 +235,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if self._closing or self.outbox is None:
             return
+        self._heard = time.time()
         if text_data is None:
             await self._close_with(BINARY_CLOSE, "invalid", "Binary frames are not part of the protocol.")
             self._closing = True
@@ -257,24 +287,33 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         }
         try:
             if wedding_id in self.connect_weddings and self.hub.subscribed(self, wedding_id=wedding_id) is None:
-                # The usual case: check access and read the replay in one database hop.
-                membership, replay, subscription = await self.hub.subscribe(self, check=check, **options)
+                # The usual case: check access, read the replay and join presence in one hop.
+                subscribed = await self.hub.subscribe(self, check=check, then=self._presence_join, **options)
             else:  # check first: no feed for a stranger's wedding, and a refusal keeps what was there
                 checked = await per_socket_db(check)()
-                membership, replay, subscription = await self.hub.subscribe(self, membership=checked, **options)
+                subscribed = await self.hub.subscribe(self, membership=checked, then=self._presence_join, **options)
         except SubscriptionDenied as denied:
             self._send_frame(protocol.reply_error(frame.ref, denied.code, denied.message))  # type: ignore[arg-type]
             return
+        membership, replay, subscription, snapshot = subscribed
+        subscription.present = snapshot is not None
         if self.hub.subscribed(self, wedding_id=membership.wedding_id) is not subscription:
             # Access changed (or another subscribe replaced this one) while the replay was read.
+            self.hub.presence_leave(subscription, wedding_id=membership.wedding_id)
             self._send_frame(protocol.reply_error(frame.ref, "forbidden", "Your access changed: subscribe again."))
             return
         self._send_frame(
             protocol.reply_ok(
                 frame.ref,
-                {"seq": replay.upto, "epoch": replay.epoch, "recovered": replay.recovered, "presence": {}},
+                {
+                    "seq": replay.upto,
+                    "epoch": replay.epoch,
+                    "recovered": replay.recovered,
+                    "presence": {} if snapshot is None else snapshot.wire,
+                },
             )
         )
+        subscription.presence_live(versions={} if snapshot is None else snapshot.versions)
         outbox = self.outbox
         for event, seq in zip(replay.frames, replay.seqs, strict=True):
             if outbox is None or self._closing:
@@ -288,6 +327,32 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 conflate_key=conflation_key(event),
             )
         subscription.go_live(upto=replay.upto)
+
+    def _presence_join(self, membership: MembershipView) -> PresenceSnapshot | None:
+        """In the subscribe's thread hop: this device joins the wedding's presence, then the
+        snapshot is read (so it includes this device). None when presence is unavailable (Redis
+        away): the subscribe still succeeds, with an empty snapshot."""
+        try:
+            if self._reconnects is None:
+                key = self.client_device or f"ua:{hash(self.client.user_agent) & 0xFFFFFFFF:x}"
+                self._reconnects = presence_connects_count(user_id=self.user_id, device_key=key)
+            presence_device_join(
+                device=DevicePresence(
+                    wedding_id=membership.wedding_id,
+                    member_id=membership.member_id,
+                    role=membership.role,
+                    device=self.connection_id,
+                    node=settings.REALTIME_NODE_NAME,
+                    heartbeat_interval=self.heartbeat_interval,
+                    last_seen=self.heard_at(),
+                    client_device=self.client_device,
+                    reconnects=self._reconnects,
+                )
+            )
+            return presence_snapshot(wedding_id=membership.wedding_id, viewer_role=membership.role)
+        except Exception:
+            logger.exception("socket.presence_join_failed", connection=self.connection_id)
+            return None
 
     async def _unsubscribe(self, frame: protocol.Unsubscribe) -> None:
         wedding_id = wedding_id_from_topic(frame.topic)
@@ -346,8 +411,57 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
 
     async def _heartbeat(self, frame: protocol.Heartbeat) -> None:
         self._send_frame(protocol.reply_ok(frame.ref, {"server_time": protocol.iso(timezone.now())}))
+        if frame.rtt is None:
+            return
+        # Stored only when the connection's quality class moves: a round trip per heartbeat would
+        # be a presence write per device every 10 s for nothing anyone needs to see.
+        quality = quality_of(frame.rtt, 0).value
+        if quality == self._rtt_quality:
+            return
+        self._rtt_quality = quality
+        for wedding_id, subscription in self._present_subscriptions():
+            await sync_to_async(presence_device_rtt, thread_sensitive=False)(
+                wedding_id=wedding_id, member_id=subscription.member_id, device=self.connection_id, rtt_ms=frame.rtt
+            )
 
-    async def _not_yet(self, frame: protocol.Presence | protocol.Sync) -> None:
+    def _present_subscriptions(self) -> list[tuple[int, Subscription]]:
+        return [
+            (wedding_id, subscription)
+            for wedding_id in list(self.hub.feeds)
+            if (subscription := self.hub.subscribed(self, wedding_id=wedding_id)) is not None and subscription.present
+        ]
+
+    async def _presence(self, frame: protocol.Presence) -> None:
+        wedding_id = wedding_id_from_topic(frame.topic)
+        subscription = None if wedding_id is None else self.hub.subscribed(self, wedding_id=wedding_id)
+        if wedding_id is None or subscription is None:
+            self._send_frame(protocol.reply_error(frame.ref, "not_subscribed", f"Subscribe to {frame.topic} first."))
+            return
+        state = _presence_input(frame.state)
+        if state is None:
+            self._send_frame(protocol.reply_error(frame.ref, "invalid", "state: set at least one field."))
+            return
+        if not subscription.present:
+            self._send_frame(
+                protocol.reply_error(frame.ref, "unavailable", "Presence is unavailable: subscribe again.")
+            )
+            return
+        try:
+            await per_socket_db(presence_state_set)(
+                wedding_id=wedding_id,
+                member_id=subscription.member_id,
+                role=subscription.role,
+                user_id=self.user_id,
+                device=self.connection_id,
+                state=state,
+                client=self.client,
+            )
+        except PresenceRefused as refused:
+            self._send_frame(protocol.reply_error(frame.ref, refused.code, refused.message))  # type: ignore[arg-type]
+            return
+        self._send_frame(protocol.reply_ok(frame.ref))
+
+    async def _not_yet(self, frame: protocol.Sync) -> None:
         op = type(frame).__name__.lower()
         self._send_frame(protocol.reply_error(frame.ref, "unavailable", f"{op} is not available on this server yet."))
 
@@ -358,7 +472,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         protocol.Ack: _ack,
         protocol.Auth: _auth,
         protocol.Heartbeat: _heartbeat,
-        protocol.Presence: _not_yet,
+        protocol.Presence: _presence,
         protocol.Sync: _not_yet,
     }
 
@@ -398,3 +512,27 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 await node_limits().device_disconnect(user_id=self.user_id, connection_id=self.connection_id)
             except Exception:  # Redis away: the entry expires by itself within a minute
                 logger.warning("socket.device_disconnect_failed", connection=self.connection_id)
+
+
+def _device_name(query_string: str) -> str:
+    """The ``device`` query parameter, when it is a plausible device name (else none)."""
+    values = parse_qs(query_string).get("device", [])
+    return values[0] if values and _DEVICE_NAME.match(values[0]) else ""
+
+
+def _presence_input(state: protocol.PresenceState) -> PresenceStateInput | None:
+    """The fields a ``presence`` op set, and those it cleared with null; None when it set none."""
+    given = {name: getattr(state, name) for name in state.__struct_fields__}
+    given = {name: value for name, value in given.items() if value is not msgspec.UNSET}
+    if not given:
+        return None
+    cleared = frozenset(name for name, value in given.items() if value is None)
+    status = given.get("status")
+    return PresenceStateInput(
+        status=None if status is None else PresenceStatus(status),
+        location=given.get("location"),
+        activity=given.get("activity"),
+        battery=given.get("battery"),
+        charging=given.get("charging"),
+        cleared=cleared,
+    )

@@ -164,6 +164,13 @@ def connection_open(send: Callable[..., Any]) -> bool:
     return bool(getattr(transport, "connected", False)) and not getattr(transport, "disconnecting", False)
 
 
+def control_frames_heard(send: Callable[..., Any]) -> Callable[[], float]:
+    """When the client behind ``send`` last answered or sent a WebSocket ping (epoch seconds; 0 when
+    never, or when not served by daphne)."""
+    protocol = _daphne_protocol(send)
+    return lambda: getattr(protocol, "wedsync_heard", 0.0)
+
+
 def write_gate_for(send: Callable[..., Any], *, send_buffer: int) -> WriteGate | None:
     """A gate that tracks this socket's transport, or None when not served by daphne (tests).
 
@@ -208,6 +215,16 @@ def install() -> None:
                 message = {"op": "error", "code": "too_large", "message": f"Frames are limited to {limit} bytes."}
                 self.sendMessage(json.dumps(message).encode(), False)
             self._fail_connection(self.CLOSE_STATUS_CODE_MESSAGE_TOO_BIG, "frame too large")
+
+        # A WebSocket ping from the client, or its pong to daphne's pings, is a sign of life like
+        # any frame (PROTOCOL.md section 3): presence reads it through heard_at().
+        def onPing(self, payload: bytes) -> None:
+            self.wedsync_heard = time.time()
+            super().onPing(payload)
+
+        def onPong(self, payload: bytes) -> None:
+            self.wedsync_heard = time.time()
+            super().onPong(payload)
 
         def serverClose(self, code: int | None = None, reason: str | None = None) -> None:
             if self.state != self.STATE_OPEN:

@@ -16,23 +16,37 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import structlog
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.utils import timezone
 
+from presence.selectors import presence_location_visible
+from presence.services import presence_device_leave, presence_heartbeat, presence_sweep
+from presence.state import DevicePresence
+from presence.store import MemoryPresenceStore, presence_store
 from realtime.daphne_support import text_frame
 from realtime.db import per_socket_db
 from realtime.gc_policy import gc_freeze_loop
 from realtime.limits import DEVICE_REFRESH_SECONDS, node_limits
-from realtime.names import LAYER_CONTROL, LAYER_EVENT, NODES_GROUP, Priority, wedding_group
+from realtime.names import (
+    LAYER_CONTROL,
+    LAYER_EVENT,
+    LAYER_PRESENCE,
+    NODES_GROUP,
+    Priority,
+    wedding_group,
+    wedding_topic,
+)
 from realtime.outbox import conflation_key
 from realtime.protocol import encode
 from realtime.selectors import (
@@ -45,6 +59,7 @@ from realtime.selectors import (
     stream_heads,
     unacknowledged_events,
 )
+from wedsync.permissions import Permission, role_has_permission
 
 logger = structlog.get_logger(__name__)
 
@@ -57,12 +72,25 @@ RESEND_WINDOW_SECONDS = 3600.0  # for this long after it was published
 MAX_RESENDS = 5
 HELD_MAX = 2000  # live events held for one subscription while its replay is sent
 
+# A node's sockets' presence changes go out together: one frame per subscriber per window, however
+# many members changed in it (a 2,000-member room would otherwise cost 2,000 frames per change).
+PRESENCE_BATCH_SECONDS = 0.05
+PRESENCE_FLOOR_SECONDS = 2.0  # how long a new subscriber's snapshot versions filter its diffs
+
+# (member, kind, role, state on the wire, version) of one member's presence change
+PresenceEntry = tuple[int, str, str, dict[str, Any], int]
+
 
 class Socket(Protocol):
     """What the hub needs of a connected socket (the consumer)."""
 
     connection_id: str
     user_id: int
+    heartbeat_interval: int
+
+    def heard_at(self) -> float:
+        """When the client last sent anything (epoch seconds): a frame, a ping or a pong."""
+        ...
 
     def push_event(
         self,
@@ -93,6 +121,15 @@ class Subscription:
     # False while attached ahead of its access check (see NodeHub.subscribe): it holds everything
     # then, since whose events it may see is not known yet, and reconciliation leaves it alone.
     confirmed: bool = True
+    sees_presence: bool = False  # view_presence: gets presence_diff frames
+    # Presence diffs held until the subscribe reply (with its snapshot) is on its way.
+    presence_held: list[list[PresenceEntry]] | None = field(default_factory=list)
+    present: bool = False  # its device counts in the wedding's presence (joined, leave not yet asked)
+    # For a moment after the snapshot, diffs it already showed (member -> version) may still be on
+    # their way from other nodes: those are not sent again.
+    presence_floor: dict[int, int] | None = None
+    presence_floor_until: float = 0.0
+    heard_told: float = 0.0  # the last heartbeat time handed to the presence store
 
     def offer(self, message: dict[str, Any]) -> None:
         if self.held is not None:
@@ -128,6 +165,7 @@ class Subscription:
     def confirm(self, membership: MembershipView) -> None:
         """The access check passed: take the member's identity and drop held events it may not see."""
         self.member_id, self.role, self.confirmed = membership.member_id, membership.role, True
+        self.sees_presence = role_has_permission(role=membership.role, permission=Permission.VIEW_PRESENCE)
         if self.held:
             self.held = [message for message in self.held if self._wants(message)]
 
@@ -139,6 +177,61 @@ class Subscription:
         held, self.held = self.held or [], None
         for message in held:
             self._deliver(message)
+
+    def presence_live(self, *, versions: dict[int, int]) -> None:
+        """The reply with the presence snapshot (``versions``: member -> version shown) is queued:
+        send the diffs held meanwhile that are newer than the snapshot, then diffs as they come."""
+        held, self.presence_held = self.presence_held or [], None
+        if not self.sees_presence:
+            return
+        self.presence_floor = versions
+        self.presence_floor_until = time.monotonic() + PRESENCE_FLOOR_SECONDS
+        self.presence_push([entry for batch in held for entry in batch])
+
+    def presence_push(self, entries: list[PresenceEntry], frame: tuple[str, bytes] | None = None) -> None:
+        """Send a batch of presence entries (``frame``: the batch already encoded for this role)."""
+        floor = self.presence_floor
+        if floor is not None:
+            if time.monotonic() > self.presence_floor_until:
+                self.presence_floor = floor = None
+            else:
+                fresh = [entry for entry in entries if entry[4] > floor.get(entry[0], 0)]
+                if len(fresh) != len(entries):
+                    entries, frame = fresh, None
+        if not entries:
+            return
+        if frame is None:
+            text = presence_diff_text(topic=self.topic, entries=_presence_merge(entries), viewer_role=self.role)
+            self.socket.push_event(text, priority=Priority.NORMAL, topic=None, seq=None, conflate_key=None)
+        else:
+            self.socket.push_event(
+                frame[0], priority=Priority.NORMAL, topic=None, seq=None, conflate_key=None, framed=frame[1]
+            )
+
+
+def _presence_merge(entries: list[PresenceEntry]) -> list[PresenceEntry]:
+    """One entry per member, the newest state, its kind as the whole sequence reads to a client: a
+    join stays a join until a leave; a leave followed by a join is an update."""
+    merged: dict[int, PresenceEntry] = {}
+    for entry in entries:
+        previous = merged.get(entry[0])
+        kind = entry[1]
+        if previous is not None and kind != "leaves":
+            kind = "joins" if previous[1] == "joins" else "updates" if previous[1] == "leaves" else kind
+        merged[entry[0]] = (entry[0], kind, entry[2], entry[3], entry[4])
+    return list(merged.values())
+
+
+def presence_diff_text(*, topic: str, entries: list[PresenceEntry], viewer_role: str) -> str:
+    """The ``presence_diff`` frame as ``viewer_role`` may see it (PROTOCOL.md section 4)."""
+    frame: dict[str, Any] = {"op": "presence_diff", "topic": topic, "joins": {}, "leaves": {}, "updates": {}}
+    for member_id, kind, role, state, _version in entries:
+        if state.get("location") is not None and not presence_location_visible(
+            viewer_role=viewer_role, subject_role=role
+        ):
+            state = {**state, "location": None}
+        frame[kind][str(member_id)] = state
+    return encode(frame)
 
 
 _REPAIR = "repair"
@@ -154,6 +247,9 @@ class WeddingFeed:
         self.inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.suspected_head = 0
         self.idle_since: float | None = None
+        self.presence_versions: dict[int, int] = {}  # member -> newest version seen here
+        self.presence_pending: list[PresenceEntry] = []
+        self._presence_flush: asyncio.TimerHandle | None = None
         self.task = asyncio.create_task(self._run(), name=f"feed-{wedding_id}")
 
     async def _run(self) -> None:
@@ -206,8 +302,47 @@ class WeddingFeed:
         for subscription in list(self.subscriptions.values()):
             subscription.offer(message)
 
+    def presence_offer(self, message: dict[str, Any]) -> None:
+        """A member's presence changed (from any node): batch it for this window's frame. Versions
+        only grow, so a diff overtaken by a newer one on its way here is dropped."""
+        member_id, version = message["member"], message["v"]
+        if version <= self.presence_versions.get(member_id, 0):
+            return
+        self.presence_versions[member_id] = version
+        self.presence_pending.append((member_id, message["kind"], message["role"], message["state"], version))
+        if self._presence_flush is None:
+            self._presence_flush = asyncio.get_running_loop().call_later(PRESENCE_BATCH_SECONDS, self.presence_flush)
+
+    def presence_flush(self) -> None:
+        self._presence_flush = None
+        entries, self.presence_pending = _presence_merge(self.presence_pending), []
+        if not entries:
+            return
+        topic = wedding_topic(self.wedding_id)
+        frames: dict[str, tuple[str, bytes]] = {}  # viewer role -> frame, built once per role
+        for subscription in list(self.subscriptions.values()):
+            if subscription.presence_held is not None:
+                subscription.presence_held.append(entries)
+                continue
+            if not subscription.sees_presence:
+                continue
+            frame = frames.get(subscription.role)
+            if frame is None:
+                text = presence_diff_text(topic=topic, entries=entries, viewer_role=subscription.role)
+                frame = frames[subscription.role] = (text, text_frame(text.encode()))
+            subscription.presence_push(entries, frame)
+
     def stop(self) -> None:
         self.task.cancel()
+        if self._presence_flush is not None:
+            self._presence_flush.cancel()
+
+
+class Subscribed(NamedTuple):
+    membership: MembershipView
+    replay: Replay
+    subscription: Subscription
+    then: Any  # what the ``then`` callable returned, in the same thread hop
 
 
 class NodeHub:
@@ -224,6 +359,8 @@ class NodeHub:
         self._started = asyncio.Event()
         self._starting = False
         self._regroup = False
+        self._presence_leaves: list[tuple[int, int, str]] = []
+        self._presence_leaving: asyncio.Task[None] | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -237,6 +374,7 @@ class NodeHub:
         self._tasks = [
             asyncio.create_task(self._receive_loop(), name="hub-receive"),
             asyncio.create_task(self._poll_loop(), name="hub-poll"),
+            asyncio.create_task(self._presence_loop(), name="hub-presence"),
         ]
         if settings.REALTIME_GC_FREEZE_SECONDS:
             freeze = gc_freeze_loop(
@@ -316,6 +454,67 @@ class NodeHub:
                 raise
             except Exception:
                 logger.exception("hub.poll_failed")
+
+    async def _presence_loop(self) -> None:
+        """Every few seconds: hand the heartbeats heard since the last round to the presence store
+        in one batch (which also says this node is alive; devices it had counted gone join
+        again), and, embedded, sweep the devices that stopped answering (a Celery beat task does
+        it where presence is in Redis)."""
+        every = settings.REALTIME_PRESENCE_FLUSH_SECONDS
+        embedded = isinstance(presence_store(), MemoryPresenceStore)
+        while True:
+            await asyncio.sleep(every)
+            try:
+                seen = self._presence_heard()
+                await sync_to_async(presence_heartbeat, thread_sensitive=False)(
+                    node=settings.REALTIME_NODE_NAME, seen=seen, node_ttl=settings.REALTIME_PRESENCE_NODE_TTL
+                )
+                if embedded:
+                    await sync_to_async(presence_sweep, thread_sensitive=False)()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # Redis away: deadlines are generous enough to wait for it
+                logger.exception("hub.presence_failed")
+
+    def _presence_heard(self) -> list[DevicePresence]:
+        seen = []
+        node = settings.REALTIME_NODE_NAME
+        for feed in self.feeds.values():
+            for subscription in feed.subscriptions.values():
+                if not subscription.present:
+                    continue
+                heard = subscription.socket.heard_at()
+                if heard > subscription.heard_told:
+                    subscription.heard_told = heard
+                    seen.append(
+                        DevicePresence(
+                            wedding_id=feed.wedding_id,
+                            member_id=subscription.member_id,
+                            role=subscription.role,
+                            device=subscription.socket.connection_id,
+                            node=node,
+                            heartbeat_interval=subscription.socket.heartbeat_interval,
+                            last_seen=heard,
+                        )
+                    )
+        return seen
+
+    def presence_leave(self, subscription: Subscription, *, wedding_id: int) -> None:
+        """The subscription's device leaves the wedding's presence (batched, in the background)."""
+        if not subscription.present:
+            return
+        subscription.present = False
+        self._presence_leaves.append((wedding_id, subscription.member_id, subscription.socket.connection_id))
+        if self._presence_leaving is None or self._presence_leaving.done():
+            self._presence_leaving = asyncio.create_task(self._presence_leave_all(), name="hub-presence-leave")
+
+    async def _presence_leave_all(self) -> None:
+        while self._presence_leaves:
+            batch, self._presence_leaves = self._presence_leaves, []
+            try:
+                await sync_to_async(_presence_leaves, thread_sensitive=False)(batch)
+            except Exception:  # their deadlines pass and the sweep tells the leaves instead
+                logger.exception("hub.presence_leave_failed", devices=len(batch))
 
     async def _resend_unacknowledged(self) -> None:
         """Emergency and critical events a member has not acknowledged (``ack``) are sent again,
@@ -405,6 +604,10 @@ class NodeHub:
             feed = self.feeds.get(message["wedding"])
             if feed is not None:
                 feed.inbox.put_nowait(message)
+        elif kind == LAYER_PRESENCE:
+            feed = self.feeds.get(message["wedding"])
+            if feed is not None:
+                feed.presence_offer(message)
         elif kind == LAYER_CONTROL:
             for connection_id in list(self.sockets_by_user.get(message.get("user", -1), ())):
                 socket = self.sockets.get(connection_id)
@@ -425,7 +628,9 @@ class NodeHub:
             if not siblings:
                 del self.sockets_by_user[socket.user_id]
         for feed in self.feeds.values():
-            feed.subscriptions.pop(socket.connection_id, None)
+            subscription = feed.subscriptions.pop(socket.connection_id, None)
+            if subscription is not None:
+                self.presence_leave(subscription, wedding_id=feed.wedding_id)
 
     async def _feed(self, wedding_id: int) -> WeddingFeed:
         feed = self.feeds.get(wedding_id)
@@ -454,7 +659,8 @@ class NodeHub:
         min_priority: Priority,
         membership: MembershipView | None = None,
         check: Callable[[], MembershipView] | None = None,
-    ) -> tuple[MembershipView, Replay, Subscription]:
+        then: Callable[[MembershipView], Any] | None = None,
+    ) -> Subscribed:
         """Attach ``socket`` to the wedding and read what it missed.
 
         The subscription holds live events from the moment it is attached; the replay is read
@@ -465,6 +671,7 @@ class NodeHub:
         is refused) to run in the same thread hop as the replay read: the subscription is then
         attached unconfirmed, holding every live event until the check says whose it is. Only for
         a wedding the socket's user belonged to at connect, so no feed is made for strangers.
+        ``then`` (synchronous, given the membership) runs in that hop too, after the replay read.
         """
         if (membership is None) == (check is None):
             raise TypeError("pass exactly one of membership and check")
@@ -485,24 +692,29 @@ class NodeHub:
         )
         feed.subscriptions[socket.connection_id] = subscription
         try:
-            membership, replay = await per_socket_db(_checked_replay)(
+            membership, replay, then_result = await per_socket_db(_checked_replay)(
                 membership=membership,
                 check=check,
                 wedding_id=wedding_id,
                 since=since,
                 epoch=epoch,
                 min_priority=int(min_priority),
+                then=then,
             )
         except BaseException:
             if feed.subscriptions.get(socket.connection_id) is subscription:
                 del feed.subscriptions[socket.connection_id]
             raise
         subscription.confirm(membership)
-        return membership, replay, subscription
+        return Subscribed(membership, replay, subscription, then_result)
 
     def unsubscribe(self, socket: Socket, *, wedding_id: int) -> bool:
         feed = self.feeds.get(wedding_id)
-        return feed is not None and feed.subscriptions.pop(socket.connection_id, None) is not None
+        subscription = None if feed is None else feed.subscriptions.pop(socket.connection_id, None)
+        if subscription is None:
+            return False
+        self.presence_leave(subscription, wedding_id=wedding_id)
+        return True
 
     def subscribed(self, socket: Socket, *, wedding_id: int) -> Subscription | None:
         feed = self.feeds.get(wedding_id)
@@ -532,8 +744,9 @@ def _checked_replay(
     since: int | None,
     epoch: str | None,
     min_priority: int,
-) -> tuple[MembershipView, Replay]:
-    """The access check (when still to do) and the replay read, as one thread hop."""
+    then: Callable[[MembershipView], Any] | None,
+) -> tuple[MembershipView, Replay, Any]:
+    """The access check (when still to do), the replay read and ``then``, as one thread hop."""
     if membership is None:
         if check is None:
             raise TypeError("pass a membership or a check")
@@ -548,7 +761,15 @@ def _checked_replay(
         epoch=epoch,
         min_priority=min_priority,
     )
-    return membership, replay
+    return membership, replay, None if then is None else then(membership)
+
+
+def _presence_leaves(devices: list[tuple[int, int, str]]) -> None:
+    for wedding_id, member_id, device in devices:
+        try:
+            presence_device_leave(wedding_id=wedding_id, member_id=member_id, device=device)
+        except Exception:  # one failure must not keep the others online; the sweep takes it later
+            logger.exception("hub.presence_leave_failed", wedding=wedding_id, member=member_id)
 
 
 def _log_failure(task: asyncio.Task[Any]) -> None:

@@ -110,3 +110,4 @@ NODES_GROUP = "nodes"
 
 LAYER_EVENT = "wedding.event"
 LAYER_CONTROL = "node.control"
+LAYER_PRESENCE = "wedding.presence"

@@ -75,14 +75,27 @@ class Auth(_Frame, tag="auth"):
     token: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
 
 
+class PresenceState(msgspec.Struct, forbid_unknown_fields=True):
+    """What a ``presence`` op may set on its device (PROTOCOL.md section 6). An absent field stays
+    as it was; ``null`` clears location, activity, battery or charging."""
+
+    status: Literal["online", "away", "busy", "offline"] | msgspec.UnsetType = msgspec.UNSET
+    location: LocationZone | msgspec.UnsetType | None = msgspec.UNSET
+    activity: VendorActivity | msgspec.UnsetType | None = msgspec.UNSET
+    battery: Annotated[int, msgspec.Meta(ge=0, le=100)] | msgspec.UnsetType | None = msgspec.UNSET
+    charging: bool | msgspec.UnsetType | None = msgspec.UNSET
+
+
 class Presence(_Frame, tag="presence"):
     ref: Ref
     topic: Topic
-    state: dict[str, Any]
+    state: PresenceState
 
 
 class Heartbeat(_Frame, tag="heartbeat"):
     ref: Ref | None = None
+    # The round trip of the client's previous heartbeat, in milliseconds: connection quality.
+    rtt: Annotated[int, msgspec.Meta(ge=0, le=600_000)] | None = None
 
 
 class SyncOp(msgspec.Struct, forbid_unknown_fields=True):

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -25,18 +26,42 @@ bearer = database_sync_to_async(_bearer)
 
 
 class Client:
-    """A WebsocketCommunicator speaking protocol v1 against the real ASGI application."""
+    """A WebsocketCommunicator speaking protocol v1 against the real ASGI application.
+
+    ``presence_diff`` frames are kept apart (:meth:`presence_diff`), so tests about events read
+    events whoever else joins the wedding meanwhile.
+    """
 
     def __init__(self, communicator: WebsocketCommunicator) -> None:
         self.communicator = communicator
         self._refs = 0
         self.welcome: dict[str, Any] | None = None
         self._backlog: list[dict[str, Any]] = []  # frames that arrived while waiting for a reply
+        self._presence: list[dict[str, Any]] = []  # presence_diff frames not read yet
+
+    async def _next(self, within: float) -> dict[str, Any]:
+        """The next frame that is not a presence diff (those are put aside)."""
+        async with asyncio.timeout(within):
+            while True:
+                frame: dict[str, Any] = await self.communicator.receive_json_from(timeout=within)
+                if frame.get("op") != "presence_diff":
+                    return frame
+                self._presence.append(frame)
 
     async def receive(self, within: float = 3) -> dict[str, Any]:
         if self._backlog:
             return self._backlog.pop(0)
-        return await self.communicator.receive_json_from(timeout=within)
+        return await self._next(within)
+
+    async def presence_diff(self, within: float = 3) -> dict[str, Any]:
+        """The next ``presence_diff`` frame (other frames wait in the backlog)."""
+        async with asyncio.timeout(within):
+            while not self._presence:
+                frame = await self.communicator.receive_json_from(timeout=within)
+                if frame.get("op") == "presence_diff":
+                    return frame
+                self._backlog.append(frame)
+        return self._presence.pop(0)
 
     async def send(self, frame: dict[str, Any]) -> None:
         await self.communicator.send_json_to(frame)
@@ -47,7 +72,7 @@ class Client:
         ref = f"r{self._refs}"
         await self.send({"op": op, "ref": ref, **fields})
         while True:
-            frame = await self.communicator.receive_json_from(timeout=3)
+            frame = await self._next(3)
             if frame.get("op") == "reply" and frame.get("ref") == ref:
                 return frame
             self._backlog.append(frame)
@@ -55,8 +80,24 @@ class Client:
     async def subscribe(self, wedding_id: int, **fields: Any) -> dict[str, Any]:
         return await self.request("subscribe", topic=f"wedding:{wedding_id}", **fields)
 
-    async def nothing_more(self, within: float = 0.3) -> bool:
-        return not self._backlog and await self.communicator.receive_nothing(timeout=within)
+    async def nothing_more(self, within: float = 0.3, *, presence: bool = False) -> bool:
+        """Nothing else arrives within ``within`` seconds (presence diffs count only if asked)."""
+        if self._backlog or (presence and self._presence):
+            return False
+        if presence:
+            return bool(await self.communicator.receive_nothing(timeout=within))
+        # Polls like receive_nothing: a timed-out receive would cancel the application.
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            if not self.communicator.output_queue.empty():
+                frame = await self.communicator.receive_json_from()
+                if frame.get("op") != "presence_diff":
+                    self._backlog.append(frame)
+                    return False
+                self._presence.append(frame)
+                continue
+            await asyncio.sleep(0.01)
+        return True
 
     async def close(self) -> None:
         await self.communicator.disconnect()

@@ -167,7 +167,11 @@ def _check(outputs: list[dict[str, Any]], *, member_id: int, role: str, invalid_
         text = output["text"]
         assert "Traceback" not in text
         frame = json.loads(text)
-        assert frame["op"] in {"reply", "event", "error", "unsubscribed"}, frame
+        assert frame["op"] in {"reply", "event", "error", "unsubscribed", "presence_diff"}, frame
+        if frame["op"] == "presence_diff":
+            # PROTOCOL.md section 6: members without view_presence (guests) receive no presence frames.
+            assert role != "guest", frame
+            assert set(frame) == {"op", "topic", "joins", "leaves", "updates"}, frame
         if frame["op"] == "reply" and frame["status"] == "error":
             assert frame["error"]["code"] != "server_error", frame
         if frame["op"] == "event":

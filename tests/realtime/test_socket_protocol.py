@@ -26,7 +26,11 @@ async def test_subscribe_reply_carries_seq_epoch_and_recovered(party: WeddingPar
     reply = await client.subscribe(party.wedding.pk, since=None)
     assert reply["status"] == "ok"
     stream = await database_sync_to_async(WeddingStream.objects.get)(wedding=party.wedding)
-    assert reply["data"] == {"seq": 0, "epoch": stream.epoch, "recovered": True, "presence": {}}
+    presence = reply["data"].pop("presence")
+    assert reply["data"] == {"seq": 0, "epoch": stream.epoch, "recovered": True}
+    # The snapshot counts the subscriber itself (tests/presence has the rest of presence).
+    assert presence["online"] == {"planner": 1}
+    assert list(presence["members"]) == [str(party.priya.pk)]
 
 
 async def test_a_chat_message_reaches_every_subscriber_once(party: WeddingParty, sockets) -> None:

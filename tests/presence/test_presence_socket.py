@@ -1,0 +1,129 @@
+"""Presence over the socket, through the real ASGI application, with presence in the test Redis."""
+
+from __future__ import annotations
+
+import pytest
+from channels.db import database_sync_to_async
+
+from tests.personas import WeddingParty
+from tests.realtime.conftest import Client
+from wedsync.models import AuditLog
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.requires_redis, pytest.mark.requires_postgres]
+
+
+async def _next_diff(client: Client, within: float = 3) -> dict:
+    return await client.presence_diff(within=within)
+
+
+async def test_a_planner_sees_who_joins_moves_and_leaves(party: WeddingParty, sockets) -> None:
+    planner = await sockets(party.priya)
+    reply = await planner.subscribe(party.wedding.pk)
+    snapshot = reply["data"]["presence"]
+    assert snapshot["online"] == {"planner": 1}
+    assert snapshot["members"][str(party.priya.pk)]["status"] == "online"
+
+    photographer = await sockets(party.paula)
+    await photographer.subscribe(party.wedding.pk)
+    joined = await _next_diff(planner)
+    assert list(joined["joins"]) == [str(party.paula.pk)]
+    assert joined["joins"][str(party.paula.pk)]["role"] == "photographer"
+
+    moved = await photographer.request(
+        "presence", topic=f"wedding:{party.wedding.pk}", state={"location": "ceremony_area", "activity": "working"}
+    )
+    assert moved["status"] == "ok", moved
+    update = await _next_diff(planner)
+    assert update["updates"][str(party.paula.pk)]["location"] == "ceremony_area"
+    assert update["updates"][str(party.paula.pk)]["activity"] == "working"
+
+    await photographer.close()
+    left = await _next_diff(planner)
+    assert left["leaves"][str(party.paula.pk)]["status"] == "offline"
+
+
+async def test_guests_get_counts_and_no_presence_frames(party: WeddingParty, sockets) -> None:
+    guest = await sockets(party.gil)
+    reply = await guest.subscribe(party.wedding.pk)
+    assert reply["data"]["presence"] == {"online": {"guest": 1}}
+    photographer = await sockets(party.paula)
+    second = await photographer.subscribe(party.wedding.pk)
+    assert second["data"]["presence"]["online"] == {"guest": 1, "photographer": 1}
+    await photographer.request("presence", topic=f"wedding:{party.wedding.pk}", state={"status": "busy"})
+    assert await guest.nothing_more(within=0.5, presence=True)
+
+
+async def test_a_guest_setting_a_location_is_forbidden_and_audited(party: WeddingParty, sockets) -> None:
+    guest = await sockets(party.gil)
+    await guest.subscribe(party.wedding.pk)
+    reply = await guest.request("presence", topic=f"wedding:{party.wedding.pk}", state={"location": "parking"})
+    assert reply["error"]["code"] == "forbidden"
+    refused = await database_sync_to_async(
+        lambda: AuditLog.objects.filter(action="presence.refuse", wedding_id=party.wedding.pk).count()
+    )()
+    assert refused == 1
+    still = await guest.request("heartbeat")  # the socket stays open
+    assert still["status"] == "ok"
+
+
+@pytest.mark.parametrize(
+    ("state", "field"),
+    [
+        ({"battery": 101}, "battery"),
+        ({"location": "the_moon"}, "location"),
+        ({"activity": "napping"}, "activity"),
+        ({"status": "invisible"}, "status"),
+        ({"mood": "happy"}, "mood"),
+    ],
+)
+async def test_bad_presence_state_is_refused_naming_the_field(party: WeddingParty, sockets, state, field) -> None:
+    vendor = await sockets(party.paula)
+    await vendor.subscribe(party.wedding.pk)
+    reply = await vendor.request("presence", topic=f"wedding:{party.wedding.pk}", state=state)
+    assert reply["error"]["code"] == "invalid"
+    assert field in reply["error"]["message"]
+
+
+async def test_presence_needs_a_subscription(party: WeddingParty, sockets) -> None:
+    vendor = await sockets(party.paula)
+    reply = await vendor.request("presence", topic=f"wedding:{party.wedding.pk}", state={"status": "away"})
+    assert reply["error"]["code"] == "not_subscribed"
+
+
+async def test_two_devices_merge_into_one_member(party: WeddingParty, sockets) -> None:
+    planner = await sockets(party.priya)
+    await planner.subscribe(party.wedding.pk)
+    phone, tablet = await sockets(party.paula), await sockets(party.paula)
+    await phone.subscribe(party.wedding.pk)
+    assert (await _next_diff(planner))["joins"][str(party.paula.pk)]["devices"] == 1
+    await tablet.subscribe(party.wedding.pk)
+    assert (await _next_diff(planner))["updates"][str(party.paula.pk)]["devices"] == 2
+
+    await phone.request("presence", topic=f"wedding:{party.wedding.pk}", state={"battery": 40, "charging": False})
+    assert (await _next_diff(planner))["updates"][str(party.paula.pk)]["battery"] == 40
+    await tablet.request("presence", topic=f"wedding:{party.wedding.pk}", state={"battery": 90, "charging": True})
+    newest = (await _next_diff(planner))["updates"][str(party.paula.pk)]
+    assert (newest["battery"], newest["charging"]) == (90, True)  # the device that reported last
+
+    await tablet.close()
+    after = (await _next_diff(planner))["updates"][str(party.paula.pk)]
+    assert after["devices"] == 1
+    assert after["battery"] == 40  # the remaining device's
+    assert await planner.nothing_more(presence=True)  # one device left: an update, never a leave
+
+
+async def test_battery_is_told_only_across_steps_and_heartbeats_never(party: WeddingParty, sockets) -> None:
+    planner = await sockets(party.priya)
+    await planner.subscribe(party.wedding.pk)
+    vendor = await sockets(party.carmen)
+    await vendor.subscribe(party.wedding.pk)
+    await _next_diff(planner)  # the join
+    topic = f"wedding:{party.wedding.pk}"
+    told = []
+    for battery in (82, 81, 79, 77, 74, 71, 17, 16, 14):
+        await vendor.request("presence", topic=topic, state={"battery": battery})
+        await vendor.request("heartbeat", rtt=40)
+        if not await planner.nothing_more(within=0.3, presence=True):
+            told.append((await planner.presence_diff())["updates"][str(party.carmen.pk)]["battery"])
+    # The first reading, then each crossing of a multiple of 5 (80, 75, 20) and of the 15 % line.
+    assert told == [82, 79, 74, 17, 14]
