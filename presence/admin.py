@@ -1,4 +1,4 @@
-"""Alerts in the oversight panel, and the open alerts on the wedding page.
+"""Alerts in the oversight panel, and what the wedding page shows of presence and alerts.
 
 Acknowledging goes through :func:`presence.alerts.services.alert_acknowledge`, as it does over the
 API: audited, and never a save of the whole alert (the beat task may have resolved or escalated it
@@ -7,18 +7,27 @@ since the page was loaded).
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
+import structlog
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.forms import BaseInlineFormSet
 from django.http import HttpRequest
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
 
 from presence.alerts.services import AlertRefused, alert_acknowledge
+from presence.attendance import AttendanceRules, Expectation, Place, attendance_expected, wedding_plan
 from presence.models import Alert
+from presence.state import MemberPresence
 from wedsync.models import Wedding
+from wedsync.permissions import Role
 from wedsync.services.audit import ClientInfo
+
+logger = structlog.get_logger(__name__)
 
 
 def _acknowledge(request: HttpRequest, alert: Alert) -> bool:
@@ -132,3 +141,86 @@ class OpenAlertInline(admin.TabularInline[Alert, Wedding]):
 
     def has_add_permission(self, request: HttpRequest, obj: Wedding | None = None) -> bool:
         return False
+
+
+def _last_seen(presence: MemberPresence | None, wedding: Wedding) -> str:
+    if presence is None:
+        return "-"
+    return datetime.fromtimestamp(presence.last_seen, tz=UTC).astimezone(wedding.tz).strftime("%H:%M:%S")
+
+
+def _battery(presence: MemberPresence | None) -> str:
+    if presence is None or presence.battery is None:
+        return "-"
+    return f"{presence.battery} %" + (" (charging)" if presence.charging else "")
+
+
+def _expected(expectations: list[Expectation], wedding: Wedding) -> str:
+    if not expectations:
+        return "-"
+    first = expectations[0]
+    if first.place is Place.ONLINE:
+        return "online all day"
+    return f"at the venue from {first.starts_at.astimezone(wedding.tz):%H:%M}"
+
+
+def _presence_members(wedding_id: int) -> dict[int, MemberPresence] | None:
+    from presence.selectors import presence_members
+
+    try:
+        return presence_members(wedding_id=wedding_id)
+    except Exception:  # the page must render when Redis does not answer; say so instead
+        logger.exception("admin.presence_unavailable", wedding=wedding_id)
+        return None
+
+
+def wedding_presence_html(wedding: Wedding) -> SafeString:
+    """Who is online, where, battery and last seen, next to who is expected: one table for the
+    wedding page, from the presence store and three queries (guests as a count)."""
+    plan = wedding_plan(wedding_id=wedding.pk) if wedding.pk else None
+    if plan is None:
+        return format_html("{}", "-")
+    online = _presence_members(wedding.pk)
+    if online is None:
+        return format_html("<p>{}</p>", "Presence is unavailable: the presence store did not answer.")
+    expected: dict[int, list[Expectation]] = {}
+    for expectation in attendance_expected(plan=plan, rules=AttendanceRules.from_settings()):
+        expected.setdefault(expectation.member_id, []).append(expectation)
+    rows = []
+    for member in sorted(plan.members, key=lambda m: (m.role, m.name)):
+        if member.role == Role.GUEST:
+            continue
+        presence = online.get(member.id)
+        rows.append(
+            (
+                member.name,
+                member.role,
+                presence.status.value if presence else "offline",
+                (presence.location or "-") if presence else "-",
+                (presence.activity or "-") if presence else "-",
+                _battery(presence),
+                presence.devices if presence else 0,
+                presence.quality.value if presence else "-",
+                _last_seen(presence, wedding),
+                _expected(expected.get(member.id, []), wedding),
+            )
+        )
+    guests = sum(1 for presence in online.values() if presence.role == Role.GUEST and presence.is_online)
+    header = (
+        "Member",
+        "Role",
+        "Status",
+        "Where",
+        "Activity",
+        "Battery",
+        "Devices",
+        "Connection",
+        f"Last seen ({wedding.time_zone})",
+        "Expected",
+    )
+    return format_html(
+        '<table class="wedsync-presence"><thead><tr>{}</tr></thead><tbody>{}</tbody></table><p>{}</p>',
+        format_html_join("", "<th>{}</th>", ((title,) for title in header)),
+        format_html_join("", "<tr>" + "<td>{}</td>" * len(header) + "</tr>", rows),
+        f"Guests online: {guests}",
+    )

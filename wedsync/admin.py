@@ -14,7 +14,7 @@ from django.db.models import QuerySet
 from django.forms import BaseInlineFormSet, ModelForm
 from django.http import HttpRequest
 
-from presence.admin import OpenAlertInline
+from presence.admin import OpenAlertInline, wedding_presence_html
 from wedsync.models import AuditLog, Member, Rsvp, Task, TimelineItem, UserTokenGeneration, Wedding
 from wedsync.services.audit import ClientInfo
 from wedsync.services.members import member_remove, member_save
@@ -42,6 +42,7 @@ class WeddingAdmin(admin.ModelAdmin[Wedding]):
     date_hierarchy = "date"
     prepopulated_fields = {"slug": ("name",)}
     inlines = [MemberInline, OpenAlertInline]
+    readonly_fields = ("live_presence",)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Wedding]:
         from django.db.models import Count
@@ -58,6 +59,10 @@ class WeddingAdmin(admin.ModelAdmin[Wedding]):
     @admin.display(description="Members", ordering="_member_count")
     def member_count(self, wedding: Wedding) -> int:
         return int(getattr(wedding, "_member_count", 0))
+
+    @admin.display(description="Who is here now")
+    def live_presence(self, wedding: Wedding) -> str:
+        return wedding_presence_html(wedding)
 
     def save_formset(
         self, request: HttpRequest, form: ModelForm[Wedding], formset: BaseInlineFormSet[Any, Any, Any], change: bool

@@ -1,4 +1,4 @@
-"""The oversight panel: the alert list and the wedding page acknowledge alerts."""
+"""The oversight panel: the wedding page shows live presence and open alerts, and acknowledges them."""
 
 from __future__ import annotations
 
@@ -7,12 +7,13 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 from django.urls import reverse
 
-from presence.models import Alert
-from tests.factories import AlertFactory
+from presence.models import Alert, AlertKind
+from presence.services import presence_device_join
+from tests.factories import AlertFactory, device_presence
 from tests.personas import WeddingParty
 from wedsync.models import AuditLog, Member, Wedding
 
-pytestmark = [pytest.mark.django_db, pytest.mark.requires_postgres]
+pytestmark = [pytest.mark.django_db, pytest.mark.requires_postgres, pytest.mark.requires_redis]
 
 
 @pytest.fixture
@@ -26,6 +27,46 @@ def coordinator(client: Client) -> Client:
 
 def _change_url(wedding: Wedding) -> str:
     return reverse("admin:wedsync_wedding_change", args=[wedding.pk])
+
+
+def test_the_wedding_page_shows_who_is_here_and_the_open_alerts(
+    coordinator: Client, party: WeddingParty, django_assert_max_num_queries
+) -> None:
+    presence_device_join(
+        device=device_presence(party.paula, location="ceremony_area", activity="working", battery=64, charging=True)
+    )
+    presence_device_join(device=device_presence(party.gil))
+    AlertFactory(wedding=party.wedding, member=party.olu, message="Olu (officiant) is not online.")
+    AlertFactory(wedding=party.wedding, member=party.ana, message="Resolved long ago.", resolved_at="2026-01-01T00:00Z")
+    response = coordinator.get(_change_url(party.wedding))
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "Who is here now" in page
+    paula_row = page[page.index(f"<td>{party.paula.name}</td>") :].split("</tr>")[0]
+    for cell in ("photographer", "online", "ceremony_area", "working", "64 % (charging)", "at the venue from 15:30"):
+        assert f"<td>{cell}</td>" in paula_row, (cell, paula_row)
+    victor_row = page[page.index(f"<td>{party.victor.name}</td>") :].split("</tr>")[0]
+    assert "<td>offline</td>" in victor_row and "<td>online all day</td>" in victor_row
+    assert party.gil.name not in page.split("Who is here now")[1].split("</table>")[0]  # guests: a count
+    assert "Guests online: 1" in page
+    assert "Olu (officiant) is not online." in page
+    assert "Resolved long ago." not in page
+
+    # More members online and more alerts cost no more queries.
+    with django_assert_max_num_queries(100) as captured:
+        coordinator.get(_change_url(party.wedding))
+    before = len(captured.captured_queries)
+    for member in (party.ana, party.ben, party.olu, party.victor):
+        presence_device_join(device=device_presence(member, location="ceremony_area"))
+        AlertFactory(wedding=party.wedding, member=member, kind=AlertKind.LOW_BATTERY, device="phone")
+    with django_assert_max_num_queries(before):
+        coordinator.get(_change_url(party.wedding))
+
+
+def test_the_add_page_has_no_presence_yet(coordinator: Client) -> None:
+    response = coordinator.get(reverse("admin:wedsync_wedding_add"))
+    assert response.status_code == 200
+    assert "Who is here now" in response.content.decode()
 
 
 def _wedding_form(wedding: Wedding, *, acknowledge: list[Alert], alerts: list[Alert]) -> dict[str, object]:
