@@ -1,8 +1,9 @@
-"""Alerts in the oversight panel, and what the wedding page shows of presence and alerts.
+"""Alerts and emergencies in the oversight panel, and what the wedding page shows of presence and alerts.
 
 Acknowledging goes through :func:`presence.alerts.services.alert_acknowledge`, as it does over the
 API: audited, and never a save of the whole alert (the beat task may have resolved or escalated it
-since the page was loaded).
+since the page was loaded). Resolving an emergency goes through
+:func:`presence.emergency.services.emergency_resolve` the same way, so it tells everyone too.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from django.utils.safestring import SafeString
 
 from presence.alerts.services import AlertRefused, alert_acknowledge
 from presence.attendance import AttendanceRules, Expectation, Place, attendance_expected, wedding_plan
-from presence.models import Alert
+from presence.emergency.services import EmergencyRefused, emergency_resolve
+from presence.models import Alert, Emergency
 from presence.state import MemberPresence
 from wedsync.models import Wedding
 from wedsync.permissions import Role
@@ -94,6 +96,70 @@ class AlertAdmin(admin.ModelAdmin[Alert]):
     def acknowledge(self, request: HttpRequest, queryset: QuerySet[Alert]) -> None:
         done = sum(_acknowledge(request, alert) for alert in queryset)
         self.message_user(request, f"Acknowledged {done} alert(s).", messages.SUCCESS)
+
+
+# --- Emergencies ----------------------------------------------------------------------------------
+
+
+class _EmergencyStateFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("open", "Open"), ("resolved", "Resolved")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() == "open":
+            return queryset.filter(resolved_at__isnull=True)
+        if self.value() == "resolved":
+            return queryset.filter(resolved_at__isnull=False)
+        return queryset
+
+
+@admin.register(Emergency)
+class EmergencyAdmin(admin.ModelAdmin[Emergency]):
+    list_display = ("raised_at", "wedding", "raised_by", "message", "location", "resolved_at", "resolved_by")
+    list_filter = (_EmergencyStateFilter, "raised_at")
+    search_fields = ("wedding__name", "raised_by__user__username", "raised_by__display_name")
+    list_select_related = ("wedding", "raised_by__user", "raised_event", "resolved_by")
+    date_hierarchy = "raised_at"
+    readonly_fields = [field.name for field in Emergency._meta.fields]
+    actions = ["resolve"]
+
+    @admin.display(description="message")
+    def message(self, emergency: Emergency) -> str:
+        return str(emergency.raised_event.data.get("message", ""))
+
+    @admin.display(description="location")
+    def location(self, emergency: Emergency) -> str:
+        return str(emergency.raised_event.data.get("location") or "-")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # an emergency.alert opens one
+
+    def has_change_permission(self, request: HttpRequest, obj: Emergency | None = None) -> bool:
+        return False  # resolve with the action, which tells everyone
+
+    def has_delete_permission(self, request: HttpRequest, obj: Emergency | None = None) -> bool:
+        return False  # the record of what happened, and the escalation webhook reads it
+
+    @admin.action(description="Resolve selected emergencies (tells everyone in the wedding)")
+    def resolve(self, request: HttpRequest, queryset: QuerySet[Emergency]) -> None:
+        done = 0
+        for emergency in queryset:
+            already = emergency.resolved_at is not None
+            try:
+                resolved = emergency_resolve(
+                    wedding_id=emergency.wedding_id,
+                    emergency_id=emergency.pk,
+                    user=request.user,
+                    client=ClientInfo.from_request(request),
+                )
+            except EmergencyRefused as refused:
+                messages.error(request, f"Emergency {emergency.pk}: {refused.message}")
+                continue
+            done += not already and resolved.resolved_by_id == request.user.pk
+        self.message_user(request, f"Resolved {done} emergency(ies).", messages.SUCCESS)
 
 
 # --- The wedding page -------------------------------------------------------------------------------

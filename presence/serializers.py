@@ -6,7 +6,8 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from presence.alerts.selectors import AlertState
-from presence.models import Alert
+from presence.emergency.selectors import EmergencyState, emergency_resolver_view
+from presence.models import Alert, Emergency
 
 # A wedding-day's alerts are tens, a long wedding's history a few hundred: one page, bounded.
 ALERTS_PAGE_DEFAULT = 100
@@ -63,6 +64,95 @@ class AlertSerializer(serializers.ModelSerializer[Alert]):
 class AlertListResponse(serializers.Serializer[None]):
     alerts = AlertSerializer(many=True)
     more = serializers.BooleanField(help_text="More alerts match than ``limit`` returned.")
+
+
+# --- Emergencies ------------------------------------------------------------------------------------
+
+EMERGENCIES_PAGE_DEFAULT = 50
+EMERGENCIES_PAGE_MAX = 200
+
+
+class EmergencyListQuery(serializers.Serializer[None]):
+    state = serializers.ChoiceField(
+        choices=[state.value for state in EmergencyState], default=EmergencyState.OPEN.value
+    )
+    limit = serializers.IntegerField(min_value=1, max_value=EMERGENCIES_PAGE_MAX, default=EMERGENCIES_PAGE_DEFAULT)
+
+
+class EmergencyResolverSerializer(serializers.Serializer[Any]):
+    member = serializers.IntegerField(allow_null=True)
+    role = serializers.CharField(help_text="planner, or staff")
+    name = serializers.CharField()
+
+
+class EmergencySerializer(serializers.ModelSerializer[Emergency]):
+    alert_seq = serializers.IntegerField(
+        source="raised_event.seq", read_only=True, help_text="The emergency.alert's seq."
+    )
+    message = serializers.SerializerMethodField()
+    location = serializers.SerializerMethodField()
+    raised_by = serializers.SerializerMethodField()
+    resolved_by = serializers.SerializerMethodField(
+        help_text="Who resolved it, as emergency.resolved told the wedding: the planner, or staff."
+    )
+    open = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Emergency
+        fields = (
+            "id",
+            "wedding",
+            "alert_seq",
+            "message",
+            "location",
+            "raised_by",
+            "raised_at",
+            "resolved_at",
+            "resolved_by",
+            "open",
+        )
+        read_only_fields = fields
+
+    def get_message(self, emergency: Emergency) -> str:
+        return str(emergency.raised_event.data.get("message", ""))
+
+    def get_location(self, emergency: Emergency) -> str | None:
+        location = emergency.raised_event.data.get("location")
+        return None if location is None else str(location)
+
+    @extend_schema_field(AlertMemberSerializer(allow_null=True))
+    def get_raised_by(self, emergency: Emergency) -> dict[str, Any] | None:
+        member = emergency.raised_by
+        if member is None:
+            return None
+        return {"id": member.pk, "role": member.role, "name": member.name}
+
+    @extend_schema_field(EmergencyResolverSerializer(allow_null=True))
+    def get_resolved_by(self, emergency: Emergency) -> dict[str, Any] | None:
+        user = emergency.resolved_by
+        return None if user is None else emergency_resolver_view(user=user, wedding_id=emergency.wedding_id)
+
+    def get_open(self, emergency: Emergency) -> bool:
+        return emergency.resolved_at is None
+
+
+class EmergencyListResponse(serializers.Serializer[None]):
+    emergencies = EmergencySerializer(many=True)
+    more = serializers.BooleanField(help_text="More emergencies match than ``limit`` returned.")
+
+
+# --- Presence ---------------------------------------------------------------------------------------
+
+
+class PresenceSnapshotResponse(serializers.Serializer[None]):
+    """The subscribe reply's ``data.presence`` for the caller's role (PROTOCOL.md section 6)."""
+
+    online = serializers.DictField(child=serializers.IntegerField(), help_text="Members online per role.")
+    members = serializers.DictField(
+        child=serializers.DictField(),
+        required=False,
+        help_text="Each member's merged state, by member id; only for roles with view_presence (and staff).",
+    )
 
 
 class _Error(serializers.Serializer[None]):

@@ -1,4 +1,5 @@
-"""Staff API for wedding-day alerts. Thin: validate input, call one selector or service, shape the reply."""
+"""Staff API for wedding-day alerts, emergencies and presence. Thin: validate input, call one selector or
+service, shape the reply."""
 
 from __future__ import annotations
 
@@ -10,10 +11,23 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from presence.access import WeddingViewRefused, wedding_view_check
 from presence.alerts.selectors import AlertState, wedding_alerts
 from presence.alerts.services import AlertRefused, alert_access_check, alert_acknowledge
-from presence.serializers import AlertListQuery, AlertListResponse, AlertSerializer, ErrorResponse
-from wedsync.services.audit import ClientInfo
+from presence.emergency.selectors import EmergencyState, wedding_emergencies
+from presence.emergency.services import EmergencyRefused, emergency_resolve
+from presence.selectors import presence_snapshot
+from presence.serializers import (
+    AlertListQuery,
+    AlertListResponse,
+    AlertSerializer,
+    EmergencyListQuery,
+    EmergencyListResponse,
+    EmergencySerializer,
+    ErrorResponse,
+    PresenceSnapshotResponse,
+)
+from wedsync.services.audit import AuditAction, ClientInfo
 
 # Path ids beyond a bigint name nothing; asking the database would be an error, not an answer.
 _ID_MAX = 2**63 - 1
@@ -21,10 +35,10 @@ _ID_MAX = 2**63 - 1
 
 def _ids_exist(*ids: int) -> None:
     if any(value > _ID_MAX for value in ids):
-        raise NotFound("No such wedding or alert.")
+        raise NotFound("No such wedding, alert or emergency.")
 
 
-def _refused(refused: AlertRefused) -> Response:
+def _refused(refused: AlertRefused | EmergencyRefused | WeddingViewRefused) -> Response:
     """The API's error shape for a refusal the service already audited (the exception handler
     would audit it a second time)."""
     code = status.HTTP_404_NOT_FOUND if refused.code == "not_found" else status.HTTP_403_FORBIDDEN
@@ -77,3 +91,79 @@ class AlertAckView(APIView):
         except AlertRefused as refused:
             return _refused(refused)
         return Response(AlertSerializer(alert).data)
+
+
+class WeddingEmergencyListView(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        parameters=[EmergencyListQuery],
+        responses={200: EmergencyListResponse, 403: ErrorResponse, 404: ErrorResponse},
+        summary="A wedding's emergencies (open ones unless state says otherwise), newest first",
+    )
+    def get(self, request: Request, wedding_id: int) -> Response:
+        _ids_exist(wedding_id)
+        query = EmergencyListQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        try:
+            wedding_view_check(
+                user=request.user,
+                wedding_id=wedding_id,
+                action=AuditAction.EMERGENCY_REFUSE,
+                op="list",
+                target=f"wedding:{wedding_id}",
+                client=ClientInfo.from_request(request),
+            )
+        except WeddingViewRefused as refused:
+            return _refused(refused)
+        limit = query.validated_data["limit"]
+        state = EmergencyState(query.validated_data["state"])
+        emergencies = list(wedding_emergencies(wedding_id=wedding_id, state=state)[: limit + 1])
+        return Response(
+            {"emergencies": EmergencySerializer(emergencies[:limit], many=True).data, "more": len(emergencies) > limit}
+        )
+
+
+class EmergencyResolveView(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        request=None,
+        responses={200: EmergencySerializer, 403: ErrorResponse, 404: ErrorResponse},
+        summary="Resolve an emergency (idempotent: the first resolution stays); tells everyone emergency.resolved",
+    )
+    def post(self, request: Request, wedding_id: int, emergency_id: int) -> Response:
+        _ids_exist(wedding_id, emergency_id)
+        try:
+            emergency = emergency_resolve(
+                wedding_id=wedding_id,
+                emergency_id=emergency_id,
+                user=request.user,
+                client=ClientInfo.from_request(request),
+            )
+        except EmergencyRefused as refused:
+            return _refused(refused)
+        return Response(EmergencySerializer(emergency).data)
+
+
+class WeddingPresenceView(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        responses={200: PresenceSnapshotResponse, 403: ErrorResponse, 404: ErrorResponse},
+        summary="Who is here now: the subscribe reply's presence snapshot for the caller's role (staff: a planner's)",
+    )
+    def get(self, request: Request, wedding_id: int) -> Response:
+        _ids_exist(wedding_id)
+        try:
+            viewer_role = wedding_view_check(
+                user=request.user,
+                wedding_id=wedding_id,
+                action=AuditAction.PRESENCE_SNAPSHOT_REFUSE,
+                op="presence",
+                target=f"wedding:{wedding_id}",
+                client=ClientInfo.from_request(request),
+            )
+        except WeddingViewRefused as refused:
+            return _refused(refused)
+        return Response(presence_snapshot(wedding_id=wedding_id, viewer_role=viewer_role).wire)

@@ -56,7 +56,7 @@ def audience_default(
 ) -> Audience:
     """The default audience of PROTOCOL.md section 5 for this event (reads the database)."""
     concerned = _int_or_none(data.get("member"))
-    if event_type in (EventType.CHAT_MESSAGE, EventType.EMERGENCY_ALERT):
+    if event_type in (EventType.CHAT_MESSAGE, EventType.EMERGENCY_ALERT, EventType.EMERGENCY_RESOLVED):
         audience = EVERYONE
     elif event_type is EventType.RSVP_UPDATED:
         guest = concerned if concerned is not None else (sender.pk if sender else None)

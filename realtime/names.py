@@ -62,15 +62,22 @@ class EventType(enum.StrEnum):
     VENDOR_STATUS = "vendor.status"
     TASK_UPDATED = "task.updated"
     EMERGENCY_ALERT = "emergency.alert"
+    EMERGENCY_RESOLVED = "emergency.resolved"
     ALERT_RAISED = "alert.raised"
     ALERT_RESOLVED = "alert.resolved"
     RECORD_UPDATED = "record.updated"
     RECORD_CONFLICT = "record.conflict"
 
 
-# Types only the server publishes (alerts, and record changes made by ``sync``).
+# Types only the server publishes (alerts, the end of an emergency, and record changes made by ``sync``).
 SERVER_ONLY_TYPES: frozenset[EventType] = frozenset(
-    {EventType.ALERT_RAISED, EventType.ALERT_RESOLVED, EventType.RECORD_UPDATED, EventType.RECORD_CONFLICT}
+    {
+        EventType.ALERT_RAISED,
+        EventType.ALERT_RESOLVED,
+        EventType.EMERGENCY_RESOLVED,
+        EventType.RECORD_UPDATED,
+        EventType.RECORD_CONFLICT,
+    }
 )
 
 DEFAULT_PRIORITY: dict[EventType, Priority] = {
@@ -80,6 +87,10 @@ DEFAULT_PRIORITY: dict[EventType, Priority] = {
     EventType.VENDOR_STATUS: Priority.NORMAL,
     EventType.TASK_UPDATED: Priority.NORMAL,
     EventType.EMERGENCY_ALERT: Priority.EMERGENCY,
+    # Critical, not high: the all-clear gets the alarm's delivery guarantees (never conflated or
+    # dropped, re-sent until each device acks), since a device that missed it goes on acting on the
+    # alarm (docs/decisions/0011).
+    EventType.EMERGENCY_RESOLVED: Priority.CRITICAL,
     EventType.ALERT_RAISED: Priority.CRITICAL,
     EventType.ALERT_RESOLVED: Priority.HIGH,
     EventType.RECORD_UPDATED: Priority.HIGH,

@@ -4,7 +4,13 @@ from django.views.generic import TemplateView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from monitoring.views import healthz, metrics, readyz
-from presence.views import AlertAckView, WeddingAlertListView
+from presence.views import (
+    AlertAckView,
+    EmergencyResolveView,
+    WeddingAlertListView,
+    WeddingEmergencyListView,
+    WeddingPresenceView,
+)
 from realtime.views import TicketCreateView
 from wedsync.api.views import LogoutView, TokenObtainView, TokenRefreshView
 
@@ -15,6 +21,13 @@ api_v1 = [
     path("realtime/tickets/", TicketCreateView.as_view(), name="realtime-ticket"),
     path("weddings/<int:wedding_id>/alerts/", WeddingAlertListView.as_view(), name="wedding-alerts"),
     path("weddings/<int:wedding_id>/alerts/<int:alert_id>/ack/", AlertAckView.as_view(), name="wedding-alert-ack"),
+    path("weddings/<int:wedding_id>/emergencies/", WeddingEmergencyListView.as_view(), name="wedding-emergencies"),
+    path(
+        "weddings/<int:wedding_id>/emergencies/<int:emergency_id>/resolve/",
+        EmergencyResolveView.as_view(),
+        name="wedding-emergency-resolve",
+    ),
+    path("weddings/<int:wedding_id>/presence/", WeddingPresenceView.as_view(), name="wedding-presence"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
 ]

@@ -8,6 +8,7 @@ find the gap by ``seq`` and read it back from this log (docs/architecture.md).
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +18,8 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 
-from realtime.audience import Audience, AudienceError, audience_default, audience_narrow
+from presence.emergency.selectors import emergencies_open_ids
+from realtime.audience import EVERYONE, Audience, AudienceError, audience_default, audience_narrow
 from realtime.models import Event, WeddingStream
 from realtime.names import (
     DEFAULT_PRIORITY,
@@ -105,6 +107,13 @@ def _sender_view(member: Member) -> dict[str, Any]:
     return {"member": member.pk, "role": member.role, "name": member.name}
 
 
+def wedding_stream_lock(*, wedding_id: int) -> WeddingStream:
+    """Lock the wedding's stream row until the transaction ends (creating it the first time). It
+    serialises publishers of one wedding, and whatever must be decided in the same order as them."""
+    WeddingStream.objects.bulk_create([WeddingStream(wedding_id=wedding_id)], ignore_conflicts=True)
+    return WeddingStream.objects.select_for_update().get(wedding_id=wedding_id)
+
+
 def event_publish(
     *,
     wedding_id: int,
@@ -123,10 +132,9 @@ def event_publish(
     resolved = audience or audience_default(event_type=event_type, wedding_id=wedding_id, sender=sender, data=data)
     roles, members = resolved.as_stored()
     with transaction.atomic():
-        WeddingStream.objects.bulk_create([WeddingStream(wedding_id=wedding_id)], ignore_conflicts=True)
         # The stream row's lock serialises publishers of one wedding: seq is gap-free, and the
         # idempotency check below cannot race another publish of the same key.
-        stream = WeddingStream.objects.select_for_update().get(wedding_id=wedding_id)
+        stream = wedding_stream_lock(wedding_id=wedding_id)
         if idempotency_key is not None and sender is not None:
             first = event_for_idempotency_key(sender=sender, idempotency_key=idempotency_key)
             if first is not None:
@@ -199,7 +207,8 @@ def member_event_publish(
     """A member's ``publish``: checks type, data, permission and ``to``, then :func:`event_publish`.
 
     Raises :class:`PublishRefused` (``invalid``, ``forbidden``) with the reason; refusals of
-    permission are audited.
+    permission are audited. An ``emergency.alert`` opens its emergency in the same transaction,
+    and while one is open a vendor's ``to`` may reach the whole wedding (audited; decision 0011).
     """
     try:
         event_type = EventType(type_name)
@@ -232,18 +241,83 @@ def member_event_publish(
             raise PublishRefused(code="invalid", message=f"priority: {priority_name} is not allowed for {event_type}")
         priority = Priority.from_wire(priority_name)
     audience = audience_default(event_type=event_type, wedding_id=member.wedding_id, sender=member, data=data)
-    if to is not None:
-        try:
-            audience = audience_narrow(default=audience, to=to, wedding_id=member.wedding_id)
-        except AudienceError as exc:
-            raise PublishRefused(code="invalid", message=str(exc)) from None
-        audience = audience.with_member(member.pk)
-    return event_publish(
+    # An emergency alert opens its emergency, and a vendor's reach is decided under the stream lock,
+    # in the event's own transaction; any other publish is event_publish's transaction alone (no
+    # savepoint on the hot path).
+    joint = event_type is EventType.EMERGENCY_ALERT or (to is not None and member.is_vendor)
+    with transaction.atomic() if joint else contextlib.nullcontext():
+        widened: _Widened | None = None
+        if to is not None:
+            try:
+                audience, widened = _audience_to(member=member, default=audience, to=to)
+            except AudienceError as exc:
+                raise PublishRefused(code="invalid", message=str(exc)) from None
+        published = event_publish(
+            wedding_id=member.wedding_id,
+            event_type=event_type,
+            data=data,
+            sender=member,
+            audience=audience,
+            priority=priority,
+            idempotency_key=idempotency_key,
+        )
+        if not published.duplicate:
+            if widened is not None:
+                _widening_audit(member=member, event_type=event_type, seq=published.seq, widened=widened, client=client)
+            if event_type is EventType.EMERGENCY_ALERT:
+                # presence publishes through this module, so importing it at the top would be a cycle.
+                from presence.emergency.services import emergency_open
+
+                emergency_open(wedding_id=member.wedding_id, event_id=published.id, raised_by=member)
+    return published
+
+
+@dataclass(frozen=True, slots=True)
+class _Widened:
+    """A vendor's ``to`` honoured past the type's audience because emergencies were open."""
+
+    default: Audience
+    reached: Audience
+    emergencies: list[int]
+
+
+def _audience_to(*, member: Member, default: Audience, to: list[str]) -> tuple[Audience, _Widened | None]:
+    """The audience ``to`` asks for: narrowed to the type's default, except that in emergency mode a
+    vendor may name anyone in the wedding (issue 5 part 7)."""
+    narrowed = audience_narrow(default=default, to=to, wedding_id=member.wedding_id)
+    if member.is_vendor:
+        wide = audience_narrow(default=EVERYONE, to=to, wedding_id=member.wedding_id)
+        if wide != narrowed:
+            # Decided under the stream lock that resolving an emergency takes first: this event is
+            # stored either before emergency.resolved (widened) or after it (not).
+            wedding_stream_lock(wedding_id=member.wedding_id)
+            emergencies = emergencies_open_ids(wedding_id=member.wedding_id)
+            if emergencies:
+                return wide.with_member(member.pk), _Widened(default=default, reached=wide, emergencies=emergencies)
+    return narrowed.with_member(member.pk), None
+
+
+def _widening_audit(
+    *, member: Member, event_type: EventType, seq: int, widened: _Widened, client: ClientInfo | None
+) -> None:
+    roles, members = widened.reached.as_stored()
+    default_roles, default_members = widened.default.as_stored()
+    audit_record(
+        action=AuditAction.EMERGENCY_PUBLISH_WIDEN,
+        outcome=AuditOutcome.SUCCESS,
+        actor=member.user,
         wedding_id=member.wedding_id,
-        event_type=event_type,
-        data=data,
-        sender=member,
-        audience=audience,
-        priority=priority,
-        idempotency_key=idempotency_key,
+        target=f"event:{seq}",
+        client=client,
+        details={
+            "member": member.pk,
+            "role": member.role,
+            "type": event_type.value,
+            "seq": seq,
+            "roles": roles,
+            "members": members,
+            "default_roles": default_roles,
+            "default_members": default_members,
+            "emergencies": widened.emergencies,
+        },
     )

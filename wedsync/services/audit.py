@@ -41,6 +41,11 @@ class AuditAction(enum.StrEnum):
     RATE_LIMIT_REFUSE = "realtime.rate_limit.refuse"
     PRESENCE_REFUSE = "presence.refuse"
     PRESENCE_EMERGENCY_LOCATION = "presence.emergency.location"
+    EMERGENCY_RESOLVE = "presence.emergency.resolve"
+    EMERGENCY_REFUSE = "presence.emergency.refuse"
+    # A vendor's publish that reached beyond the type's audience because an emergency was open.
+    EMERGENCY_PUBLISH_WIDEN = "presence.emergency.publish"
+    PRESENCE_SNAPSHOT_REFUSE = "presence.snapshot.refuse"
 
 
 @dataclass(frozen=True, slots=True)

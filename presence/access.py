@@ -1,0 +1,63 @@
+"""Who may look at a wedding's day-of state over the staff API (the presence snapshot, the list of
+emergencies): the wedding's active members, each with their own role's view, and staff, who see
+what a planner sees. Refusals are audited; the alerts API has its own, narrower rule
+(presence/alerts/selectors.py ``alert_may_acknowledge``)."""
+
+from __future__ import annotations
+
+from django.contrib.auth.models import AnonymousUser, User
+
+from wedsync.models import AuditOutcome, Member, Wedding
+from wedsync.permissions import Role
+from wedsync.services.audit import AuditAction, ClientInfo, audit_record
+
+
+class WeddingViewRefused(Exception):
+    def __init__(self, *, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def wedding_viewer_role(*, user: User | AnonymousUser, wedding_id: int) -> str | None:
+    """The role whose view of the wedding this user gets, or None: staff first (a staff user who is
+    also a guest somewhere still sees everything), then the user's active membership."""
+    if not user.is_authenticated or not user.is_active:
+        return None
+    if user.is_staff:
+        return Role.PLANNER.value
+    role: str | None = (
+        Member.objects.filter(user_id=user.pk, wedding_id=wedding_id, is_active=True)
+        .values_list("role", flat=True)
+        .first()
+    )
+    return role
+
+
+def wedding_view_check(
+    *,
+    user: User | AnonymousUser,
+    wedding_id: int,
+    action: AuditAction,
+    op: str,
+    target: str,
+    client: ClientInfo | None = None,
+) -> str:
+    """The caller's viewer role; :class:`WeddingViewRefused` otherwise: ``forbidden`` (audited as
+    ``action``) for anyone but members and staff, ``not_found`` for staff naming no wedding."""
+    role = wedding_viewer_role(user=user, wedding_id=wedding_id)
+    if role is None:
+        reason = "Only the wedding's members and staff may do that."
+        audit_record(
+            action=action,
+            outcome=AuditOutcome.REFUSED,
+            actor=user,
+            wedding_id=wedding_id,
+            target=target[:200],
+            client=client,
+            details={"op": op, "reason": reason},
+        )
+        raise WeddingViewRefused(code="forbidden", message=reason)
+    if user.is_staff and not Wedding.objects.filter(pk=wedding_id).exists():
+        raise WeddingViewRefused(code="not_found", message=f"There is no wedding {wedding_id}.")
+    return role
