@@ -36,6 +36,11 @@ class Profile:
     burst: int
     sizes: list[int] = field(default_factory=list)
     storm_weddings: int = 10  # x 200 = 2,000 sockets
+    # Presence churn: storm_weddings x 200 members, each sending presence updates; total rates
+    # (updates/s over all members) rising, the headline at presence_rate.
+    presence_rates: list[float] = field(default_factory=lambda: [100.0, 200.0, 400.0])
+    presence_rate: float = 400.0  # 2,000 members: one change per member every 5 s
+    presence_seconds: float = 10.0
     repeats: int = 2
 
 
@@ -60,6 +65,8 @@ PROFILES = {
         room_seconds=8,
         burst=200,
         sizes=[100, 250, 500],
+        presence_rates=[100, 200, 400, 800],
+        presence_seconds=20,
         repeats=3,
     ),
 }
@@ -70,7 +77,7 @@ def _run_scenario(name: str, profile: Profile, kinds: list[str], workers: int) -
     runs: list[dict[str, Any]] = []
     for repeat in range(profile.repeats):
         one: dict[str, Any] = {}
-        if name in ("saturday", "storm"):
+        if name in ("saturday", "storm", "presence"):
             weddings = servers.seed(
                 env, weddings=profile.weddings if name == "saturday" else profile.storm_weddings, members=200
             )
@@ -98,6 +105,16 @@ def _run_scenario(name: str, profile: Profile, kinds: list[str], workers: int) -
                 )
             elif name == "storm":
                 one[kind] = scenarios.reconnect_storm(kind, env, weddings, rate=1, before=3, after=3, workers=workers)
+            elif name == "presence":
+                one[kind] = scenarios.presence_churn(
+                    kind,
+                    env,
+                    weddings,
+                    rates=profile.presence_rates,
+                    churn_rate=profile.presence_rate,
+                    seconds=profile.presence_seconds,
+                    workers=workers,
+                )
             _say(f"  {report.headline(name, one[kind])}")
         runs.append(one)
     return {"runs": runs}
@@ -130,10 +147,6 @@ def main() -> None:
     results: dict[str, Any] = {"profile": profile.__dict__, "servers": kinds, "machine": report.machine()}
     try:
         for name in names:
-            if name == "presence":
-                # Presence is built by issue 5; until then the scenario has nothing to measure.
-                results[name] = {"not_run": "presence is not implemented yet (issue 5)"}
-                continue
             if name not in scenarios.SCENARIOS:
                 parser.error(f"unknown scenario {name!r}")
             results[name] = _run_scenario(name, profile, kinds, args.workers)

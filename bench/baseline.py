@@ -2,7 +2,9 @@
 
 Each socket joins a channel-layer group on subscribe and every publish is one ``group_send``, so
 the layer carries one message per socket per event: the design PERFORMANCE-NOTES.md measured.
-It speaks the same subset of protocol v1 as the ceiling and stores nothing.
+It speaks the same subset of protocol v1 as the ceiling and stores nothing; a ``presence`` op is
+one ``group_send`` of a ``presence_diff`` to the wedding's presence group (the sockets that view
+presence, known from the load generator's ``?bench_member=&bench_role=`` query: no auth here).
 
     DJANGO_SETTINGS_MODULE=wedsync.settings REDIS_URL=... python -m daphne -p 9002 bench.baseline:application
 """
@@ -13,6 +15,7 @@ import itertools
 import os
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qs
 
 import django
 
@@ -29,6 +32,9 @@ _seq = itertools.count(1)  # one process: a counter is enough for a baseline
 class TextbookConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
     async def connect(self) -> None:
         self.groups_joined: set[str] = set()
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin1"))
+        self.member = query.get("bench_member", ["0"])[0]
+        self.sees_presence = query.get("bench_role", [""])[0] != "guest"
         await self.accept(subprotocol="wedsync.v1" if "wedsync.v1" in self.scope.get("subprotocols", []) else None)
         await self.send_json({"op": "welcome", "session": self.channel_name, "heartbeat_interval": 30})
 
@@ -38,6 +44,9 @@ class TextbookConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         if op == "subscribe":
             await self.channel_layer.group_add(group, self.channel_name)
             self.groups_joined.add(group)
+            if self.sees_presence:
+                await self.channel_layer.group_add(group + ".presence", self.channel_name)
+                self.groups_joined.add(group + ".presence")
             await self.send_json({"op": "reply", "ref": ref, "status": "ok", "data": {"seq": 0}})
         elif op == "publish":
             seq = next(_seq)
@@ -54,6 +63,16 @@ class TextbookConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
                 "replay": False,
             }
             await self.channel_layer.group_send(group, {"type": "bench.event", "event": event})
+        elif op == "presence" and group in self.groups_joined:
+            await self.send_json({"op": "reply", "ref": ref, "status": "ok", "data": {}})
+            diff = {
+                "op": "presence_diff",
+                "topic": topic,
+                "joins": {},
+                "leaves": {},
+                "updates": {self.member: content.get("state")},
+            }
+            await self.channel_layer.group_send(group + ".presence", {"type": "bench.event", "event": diff})
         else:
             await self.send_json({"op": "reply", "ref": ref, "status": "ok", "data": {}})
 

@@ -1,7 +1,10 @@
 """The ceiling: a minimal pure-asyncio WebSocket broadcaster doing the same fan-out as the product.
 
 It speaks just enough of protocol v1 for the load generator (welcome, subscribe, publish, event
-frames of the same shape) and does nothing else: no authentication, storage, routing or limits.
+frames of the same shape; ``presence`` ops relayed at once as ``presence_diff`` frames to the
+room's sockets that view presence) and does nothing else: no authentication, storage, routing,
+merging, batching or limits. Who a socket is (member and role, for presence) it takes from the
+load generator's ``?bench_member=&bench_role=`` query, since it has no auth.
 What the product does on top costs the difference between its figures and these.
 
     .venv/bin/python -m bench.ceiling --port 9001
@@ -15,12 +18,14 @@ import json
 import signal
 from collections import defaultdict
 from datetime import UTC, datetime
+from urllib.parse import parse_qs, urlsplit
 
 import websockets
 from websockets.asyncio.server import ServerConnection, broadcast, serve
 from websockets.typing import Subprotocol
 
 _topics: dict[str, set[ServerConnection]] = defaultdict(set)
+_viewers: dict[str, set[ServerConnection]] = defaultdict(set)  # sockets with view_presence (not guests)
 _seqs: dict[str, int] = defaultdict(int)
 # Kept so that a resuming socket gets what it missed, as the product does; bounded like its replay.
 _history: dict[str, list[str]] = defaultdict(list)
@@ -29,6 +34,8 @@ HISTORY_MAX = 5000
 
 async def _handler(ws: ServerConnection) -> None:
     await ws.send(json.dumps({"op": "welcome", "session": str(id(ws)), "heartbeat_interval": 30}))
+    query = parse_qs(urlsplit(ws.request.path if ws.request else "").query)
+    member, role = query.get("bench_member", ["0"])[0], query.get("bench_role", [""])[0]
     joined: set[str] = set()
     try:
         async for raw in ws:
@@ -36,6 +43,8 @@ async def _handler(ws: ServerConnection) -> None:
             op, ref, topic = frame.get("op"), frame.get("ref"), frame.get("topic", "")
             if op == "subscribe":
                 _topics[topic].add(ws)
+                if role != "guest":
+                    _viewers[topic].add(ws)
                 joined.add(topic)
                 await ws.send(json.dumps({"op": "reply", "ref": ref, "status": "ok", "data": {"seq": _seqs[topic]}}))
                 since = frame.get("since")
@@ -63,6 +72,16 @@ async def _handler(ws: ServerConnection) -> None:
                 _history[topic].append(encoded)
                 del _history[topic][:-HISTORY_MAX]
                 broadcast(_topics[topic], encoded)  # encoded once, written to every socket
+            elif op == "presence" and topic in joined:
+                await ws.send(json.dumps({"op": "reply", "ref": ref, "status": "ok", "data": {}}))
+                diff = {
+                    "op": "presence_diff",
+                    "topic": topic,
+                    "joins": {},
+                    "leaves": {},
+                    "updates": {member: frame.get("state")},
+                }
+                broadcast(_viewers[topic], json.dumps(diff))
             else:
                 await ws.send(json.dumps({"op": "reply", "ref": ref, "status": "ok", "data": {}}))
     except websockets.ConnectionClosed:
@@ -70,6 +89,7 @@ async def _handler(ws: ServerConnection) -> None:
     finally:
         for topic in joined:
             _topics[topic].discard(ws)
+            _viewers[topic].discard(ws)
 
 
 async def _serve(host: str, port: int) -> None:

@@ -6,6 +6,11 @@ collect. Every event carries its send time in ``data.text``; a receiver records,
 seqs it saw (so losses and duplicates are counted against what the publishers were told was
 stored, never assumed) and the latency of every live delivery. Loops are bounded by counts and
 deadlines; the only address is the 127.0.0.1 URL the bench passes in.
+
+Presence churn (``presence`` / ``collect_presence``): every socket sends ``presence`` ops at a
+paced rate, its n-th update setting a state that encodes n (:func:`presence_state`); receivers
+with ``view_presence`` record, per member named in a ``presence_diff``, when which encoded state
+arrived, and :func:`presence_match` pairs those receipts with the updates sent (see there).
 """
 
 from __future__ import annotations
@@ -40,6 +45,9 @@ class _Incoming(msgspec.Struct):
     replay: bool = False
     data: _Data | None = None
     error: _Data | None = None
+    heartbeat_interval: int | None = None  # welcome
+    joins: dict[str, _Data] | None = None  # presence_diff
+    updates: dict[str, _Data] | None = None
 
 
 _decode = msgspec.json.Decoder(_Incoming).decode
@@ -56,6 +64,121 @@ class SocketSpec:
     token: str
     topic: str
     publisher: bool = False
+    role: str = ""  # the member's role in the wedding: who views presence (PROTOCOL.md section 6)
+
+    @property
+    def sees_presence(self) -> bool:
+        """``view_presence`` is every role's but the guests' (wedsync/permissions.py)."""
+        return self.role != "guest"
+
+    @property
+    def query(self) -> str:
+        """For the ceiling and the baseline, which have no auth: who the socket is (the product
+        ignores these parameters)."""
+        return f"?bench_member={self.member}&bench_role={self.role}" if self.role else ""
+
+
+# --- presence: what an update sets, and how receipts are matched to updates -----------------------
+
+# The n-th update of a member sets status STATUSES[n % 3] and battery 20 + 5 * (n % 17): the status
+# changes at every update and the battery moves to another 5-point band (20..100, never across
+# the 15 % line, so only bands count), so every update is a change worth telling (presence/state.py
+# presence_diff_kind), and the pair names n modulo 51 (3 and 17 are coprime). Everyone may set
+# status and battery (no location, no activity: guests may set neither).
+PRESENCE_STATUSES = ("online", "away", "busy")
+PRESENCE_BATTERY_STEPS = 17
+PRESENCE_PERIOD = len(PRESENCE_STATUSES) * PRESENCE_BATTERY_STEPS
+
+
+def presence_state(n: int) -> dict[str, Any]:
+    return {"status": PRESENCE_STATUSES[n % 3], "battery": 20 + 5 * (n % PRESENCE_BATTERY_STEPS)}
+
+
+def presence_token(state: dict[str, Any]) -> int | None:
+    """n modulo PRESENCE_PERIOD for a state :func:`presence_state` made; None for any other."""
+    status, battery = state.get("status"), state.get("battery")
+    if status not in PRESENCE_STATUSES or not isinstance(battery, int) or battery < 20 or (battery - 20) % 5:
+        return None
+    step = (battery - 20) // 5
+    if step >= PRESENCE_BATTERY_STEPS:
+        return None
+    index = PRESENCE_STATUSES.index(status)
+    return next(t for t in range(PRESENCE_PERIOD) if t % 3 == index and t % PRESENCE_BATTERY_STEPS == step)
+
+
+# One member's updates as sent: (n, send time, accepted); n rises with the send time.
+SentUpdate = tuple[int, float, bool]
+
+
+@dataclass
+class PresenceMatch:
+    expected: int = 0
+    delivered: int = 0
+    lost: int = 0
+    superseded: int = 0  # delivered only by a newer update's diff (its own state was never seen)
+    stale: int = 0  # diffs naming a state no newer than one already received (duplicates)
+    unmatched: int = 0  # diffs whose state matches no update sent before they arrived
+    latencies: list[float] = field(default_factory=list)
+
+    def add(self, other: PresenceMatch) -> None:
+        self.expected += other.expected
+        self.delivered += other.delivered
+        self.lost += other.lost
+        self.superseded += other.superseded
+        self.stale += other.stale
+        self.unmatched += other.unmatched
+        self.latencies += other.latencies
+
+
+def presence_match(sent: list[SentUpdate], receipts: list[tuple[float, int]]) -> PresenceMatch:
+    """Pair one receiver's diffs about one member with that member's updates.
+
+    ``sent``: the member's updates in the order sent (see :data:`SentUpdate`); ``receipts``: (arrival
+    time, token) of each diff naming the member, in arrival order. The rule:
+
+    - a receipt reflects update ``j``: the newest update sent before the receipt arrived whose
+      token is the receipt's (updates 51 apart share a token; a member sends one every few
+      seconds, so the newest is the one: an older one would mean a diff minutes late);
+    - an accepted update ``n`` is delivered by the first receipt reflecting ``j >= n``: presence is
+      state, not events, and the server merges one member's changes within its 50 ms window, so
+      a diff that shows a newer state tells the receiver everything ``n`` did. Its latency is that
+      receipt's arrival minus ``n``'s send time. ``superseded`` counts those delivered only by a
+      newer state (their own never arrived), so a server dropping diffs shows up even when a
+      later diff covers for them;
+    - an accepted update no receipt reflects (nothing as new arrived) is lost.
+    """
+    by_token: dict[int, list[tuple[float, int]]] = {}
+    for n, at, _accepted in sent:
+        by_token.setdefault(n % PRESENCE_PERIOD, []).append((at, n))
+    reflected: list[tuple[float, int]] = []  # (arrival, j) of receipts that reflect a newer state
+    match = PresenceMatch()
+    newest = -1
+    for arrival, token in receipts:
+        candidates = by_token.get(token, [])
+        j = next((n for at, n in reversed(candidates) if at <= arrival), None)
+        if j is None:
+            match.unmatched += 1
+        elif j <= newest:
+            match.stale += 1
+        else:
+            newest = j
+            reflected.append((arrival, j))
+    index = 0
+    for n, at, accepted in sent:
+        if not accepted:
+            continue
+        match.expected += 1
+        while index < len(reflected) and reflected[index][1] < n:
+            index += 1
+        if index == len(reflected):
+            match.lost += 1
+            continue
+        arrival, j = reflected[index]
+        match.delivered += 1
+        match.latencies.append(arrival - at)
+        if j != n:
+            match.superseded += 1
+    return match
 
 
 @dataclass
@@ -68,6 +191,10 @@ class _Tally:
     replayed: int = 0
     last_receipt: float = 0.0
     counting: bool = False
+    # presence: receiver member -> subject member -> [(arrival, token)] of the diffs naming it
+    presence: dict[int, dict[int, list[tuple[float, int]]]] = field(default_factory=dict)
+    presence_frames: int = 0  # presence_diff frames received while counting
+    presence_unexpected: int = 0  # entries in presence_diff frames to sockets without view_presence
 
     def reset(self) -> None:
         for seqs in self.seen.values():
@@ -75,6 +202,9 @@ class _Tally:
         self.duplicates = 0
         self.latencies.clear()
         self.replayed = 0
+        self.presence.clear()
+        self.presence_frames = 0
+        self.presence_unexpected = 0
         self.counting = True
 
 
@@ -122,6 +252,9 @@ class BenchSocket(picows.WSListener):
                     tally.latencies.append(now - float(text[5:]))
             if self.caught_up is not None and not self.caught_up.done() and self.last_seq >= self.catch_up_to:
                 self.caught_up.set_result(None)
+        elif message.op == "presence_diff":
+            if self.tally.counting:
+                self._presence_diff(message)
         elif message.op == "welcome":
             if not self.welcome.done():
                 self.welcome.set_result(message)
@@ -129,6 +262,21 @@ class BenchSocket(picows.WSListener):
             waiter = self.waiting.pop(message.ref, None)
             if waiter is not None and not waiter.done():
                 waiter.set_result(message)
+
+    def _presence_diff(self, message: _Incoming) -> None:
+        tally = self.tally
+        now = time.time()
+        tally.presence_frames += 1
+        tally.last_receipt = now
+        entries = [*(message.joins or {}).items(), *(message.updates or {}).items()]
+        if not self.spec.sees_presence:
+            tally.presence_unexpected += len(entries)
+            return
+        mine = tally.presence.setdefault(self.spec.member, {})
+        for member, state in entries:
+            token = presence_token(state)
+            if token is not None:
+                mine.setdefault(int(member), []).append((now, token))
 
     def send(self, frame: dict[str, Any]) -> None:
         if self.transport is None:
@@ -153,13 +301,16 @@ class Worker:
         self.published: dict[str, list[int]] = {}
         self.refused = 0
         self.unanswered = 0
+        self.presence_next: dict[int, int] = {}  # member -> n of its next presence update
+        self.presence_sent: dict[str, dict[int, list[SentUpdate]]] = {}  # topic -> member -> updates
+        self.keepalive_task: asyncio.Task[None] | None = None
 
     async def _open(self, spec: SocketSpec, *, resume: bool) -> BenchSocket:
         headers = {"Sec-WebSocket-Protocol": f"wedsync.v1, bearer.{spec.token}"}
         since = self.sockets[spec.member].last_seq if resume and spec.member in self.sockets else None
         _transport, listener = await picows.ws_connect(
             lambda: BenchSocket(spec, self.tally),
-            self.url,
+            self.url + spec.query,
             extra_headers=headers,
             websocket_handshake_timeout=30,
             max_frame_size=1 << 20,
@@ -293,6 +444,94 @@ class Worker:
             "unanswered": self.unanswered,
         }
 
+    async def presence(self, *, interval: float, seconds: float) -> dict[str, Any]:
+        """Each socket sends a presence update every ``interval`` s for ``seconds`` (the sockets
+        staggered over the interval), each a real change (:func:`presence_state`)."""
+        sockets = list(self.sockets.values())
+        started = time.perf_counter()
+        refused: list[str] = []
+
+        async def one(sock: BenchSocket, offset: float) -> None:
+            member, topic = sock.spec.member, sock.spec.topic
+            log = self.presence_sent.setdefault(topic, {}).setdefault(member, [])
+            waits: list[tuple[int, asyncio.Future[_Incoming]]] = []
+            total = max(int((seconds - offset) / interval + 0.999), 0)
+            for k in range(total):
+                await asyncio.sleep(max(started + offset + k * interval - time.perf_counter(), 0))
+                n = self.presence_next.get(member, 0)
+                self.presence_next[member] = n + 1
+                frame = {"op": "presence", "ref": f"u{n}", "topic": topic, "state": presence_state(n)}
+                log.append((n, time.time(), False))
+                waits.append((len(log) - 1, sock.request(frame)))
+            deadline = time.perf_counter() + REPLY_WAIT
+            for index, waiter in waits:
+                try:
+                    reply = await asyncio.wait_for(waiter, max(deadline - time.perf_counter(), 0.01))
+                except TimeoutError:
+                    self.unanswered += 1  # maybe applied, maybe not: not expected of anyone
+                    continue
+                if reply.status == "ok":
+                    n, at, _ = log[index]
+                    log[index] = (n, at, True)
+                else:
+                    self.refused += 1
+                    if len(refused) < 5:
+                        refused.append(str(reply.error)[:200])
+
+        await asyncio.gather(*(one(sock, interval * i / max(len(sockets), 1)) for i, sock in enumerate(sockets)))
+        return {"sent": self.presence_sent, "refused": self.refused, "unanswered": self.unanswered, "why": refused}
+
+    def keepalive(self, *, seconds: float) -> float:
+        """Send a ``heartbeat`` from every socket at the welcome's interval, for at most ``seconds``,
+        as the project's client does: presence would otherwise count a quiet socket gone."""
+        welcomes = [s.welcome.result() for s in self.sockets.values() if s.welcome.done()]
+        every = float(min((w.heartbeat_interval or 30 for w in welcomes), default=30))
+
+        async def beat() -> None:
+            ends = time.perf_counter() + seconds
+            while time.perf_counter() < ends:
+                sockets = list(self.sockets.values())
+                if not sockets:
+                    await asyncio.sleep(every)
+                for sock in sockets:
+                    await asyncio.sleep(every / len(sockets))
+                    if sock.transport is not None and not sock.closed.done():
+                        sock.send({"op": "heartbeat"})
+
+        if self.keepalive_task is None:
+            self.keepalive_task = asyncio.create_task(beat(), name="keepalive")
+        return every
+
+    def presence_figures(self, sent: dict[str, dict[int, list[SentUpdate]]]) -> PresenceMatch:
+        total = PresenceMatch()
+        for spec in self.specs:
+            if not spec.sees_presence:
+                continue
+            receipts = self.tally.presence.get(spec.member, {})
+            for member, updates in sent.get(spec.topic, {}).items():
+                total.add(presence_match(updates, receipts.get(member, [])))
+        return total
+
+    async def collect_presence(self, *, sent: dict[str, dict[int, list[SentUpdate]]], wait: float) -> dict[str, Any]:
+        """Wait until every receiver has a diff for every accepted update (or the deadline), then count."""
+        deadline = time.perf_counter() + wait
+        figures = self.presence_figures(sent)
+        while figures.lost and time.perf_counter() < deadline:
+            await asyncio.sleep(0.25)
+            figures = self.presence_figures(sent)
+        return {
+            "expected": figures.expected,
+            "delivered": figures.delivered,
+            "lost": figures.lost,
+            "superseded": figures.superseded,
+            "stale": figures.stale,
+            "unmatched": figures.unmatched,
+            "unexpected": self.tally.presence_unexpected,
+            "frames": self.tally.presence_frames,
+            "latencies": figures.latencies,
+            "last_receipt": self.tally.last_receipt,
+        }
+
     async def collect(self, *, expected: dict[str, list[int]], wait: float) -> dict[str, Any]:
         """Wait until every socket has every expected seq (or the deadline), then count."""
         wanted = {topic: set(seqs) for topic, seqs in expected.items()}
@@ -321,10 +560,13 @@ class Worker:
     def reset(self) -> None:
         self.tally.reset()
         self.published.clear()
+        self.presence_sent.clear()
         self.refused = 0
         self.unanswered = 0
 
     async def close(self) -> None:
+        if self.keepalive_task is not None:
+            self.keepalive_task.cancel()
         for sock in self.sockets.values():
             if sock.transport is not None:
                 sock.transport.send_close(picows.WSCloseCode.OK)
@@ -351,6 +593,12 @@ def _serve_commands(conn: Connection, url: str, specs: list[SocketSpec]) -> None
                 conn.send(await worker.drop_and_resume(**options))
             elif command == "collect":
                 conn.send(await worker.collect(**options))
+            elif command == "presence":
+                conn.send(await worker.presence(**options))
+            elif command == "collect_presence":
+                conn.send(await worker.collect_presence(**options))
+            elif command == "keepalive":
+                conn.send({"every": worker.keepalive(**options)})
             elif command == "cpu":
                 conn.send({"cpu_seconds": os.times().user + os.times().system})
             elif command == "close":
@@ -425,6 +673,33 @@ class LoadGenerator:
             "latencies": sorted(lat for a in answers for lat in a["latencies"]),
             "last_receipt": max(a["last_receipt"] for a in answers),
         }
+
+    def keepalive(self, *, seconds: float = 600.0) -> float:
+        """Heartbeats from every socket (see Worker.keepalive); answers the interval in seconds."""
+        return min(float(answer["every"]) for answer in self._all("keepalive", seconds=seconds))
+
+    def presence(self, *, interval: float, seconds: float) -> dict[str, Any]:
+        """Every socket's paced presence updates; answers what was sent, by topic and member."""
+        sent: dict[str, dict[int, list[SentUpdate]]] = {}
+        refused = unanswered = 0
+        why: list[str] = []
+        for answer in self._all("presence", interval=interval, seconds=seconds):
+            refused += answer["refused"]
+            unanswered += answer["unanswered"]
+            why += answer["why"]
+            for topic, members in answer["sent"].items():
+                sent.setdefault(topic, {}).update(members)
+        return {"sent": sent, "refused": refused, "unanswered": unanswered, "why": why[:5]}
+
+    def collect_presence(self, *, sent: dict[str, dict[int, list[SentUpdate]]], timeout: float) -> dict[str, Any]:
+        answers = self._all("collect_presence", sent=sent, wait=timeout)
+        merged: dict[str, Any] = {
+            key: sum(a[key] for a in answers)
+            for key in ("expected", "delivered", "lost", "superseded", "stale", "unmatched", "unexpected", "frames")
+        }
+        merged["latencies"] = sorted(lat for a in answers for lat in a["latencies"])
+        merged["last_receipt"] = max(a["last_receipt"] for a in answers)
+        return merged
 
     def cpu_seconds(self) -> float:
         return float(sum(answer["cpu_seconds"] for answer in self._all("cpu")))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
+import re
 import statistics
 import subprocess
 from datetime import UTC, datetime
@@ -18,12 +19,20 @@ DOCS = ROOT / "docs" / "benchmarks.md"
 IMAGES = ROOT / "docs" / "img"
 
 # The figures that make a scenario's ratios, and which way is better.
-HIGHER_IS_BETTER = {"deliveries_per_s", "capacity_deliveries_per_s", "burst_deliveries_per_s", "connects_per_s"}
+HIGHER_IS_BETTER = {
+    "deliveries_per_s",
+    "capacity_deliveries_per_s",
+    "burst_deliveries_per_s",
+    "connects_per_s",
+    "diffs_per_s",
+}
 KEY_FIGURES = {
     "saturday": ["deliveries_per_s", "latency_ms_p99", "connects_per_s", "rss_kb_per_socket"],
     "bigroom": ["capacity_deliveries_per_s", "burst_deliveries_per_s", "burst_latency_ms_p99", "rss_kb_per_socket"],
     "sizes": [],  # one figure per size, named below
     "storm": ["all_resumed_seconds"],
+    # At the churn step (profile presence_rate): propagation and the server's CPU per update.
+    "presence": ["latency_ms_p50", "latency_ms_p99", "server_cpu_us_per_update"],
 }
 
 
@@ -63,6 +72,8 @@ def _flat(name: str, figures: Any) -> dict[str, float | None]:
     """A server's key figures for one run of a scenario, flat."""
     if name == "sizes":
         return {f"size_{row['members']}_deliveries_per_s": row["deliveries_per_s"] for row in figures}
+    if name == "presence":
+        return {key: figures["churn"].get(key) for key in KEY_FIGURES[name]}
     flat = {key: figures.get(key) for key in KEY_FIGURES[name]}
     if name == "bigroom":
         flat["burst_deliveries_per_s"] = figures["burst"]["deliveries_per_s"]
@@ -76,6 +87,8 @@ def _higher_is_better(figure: str) -> bool:
 
 def headline(name: str, figures: Any) -> str:
     flat = _flat(name, figures)
+    if name == "presence":
+        figures = figures["churn"]
     lost = figures.get("lost") if isinstance(figures, dict) else None
     extra = f", lost {lost}, duplicated {figures.get('duplicates')}" if lost is not None else ""
     return ", ".join(f"{key} {value}" for key, value in flat.items()) + extra
@@ -127,9 +140,18 @@ def save_last(profile: str, results: dict[str, Any]) -> None:
 
 
 def accept(profile: str, summary: dict[str, Any]) -> None:
+    """Make this run's scenarios the accepted ones. Per scenario: a run of some scenarios only
+    (``--only``) replaces those and keeps the others' accepted figures as they were."""
     RESULTS.mkdir(exist_ok=True)
-    accepted = {"accepted_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "summary": summary}
-    (RESULTS / f"{profile}.json").write_text(json.dumps(accepted, indent=1, sort_keys=True) + "\n")
+    path = RESULTS / f"{profile}.json"
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    previous = json.loads(path.read_text()) if path.exists() else {}
+    merged = {**previous.get("summary", {}), **summary}
+    when = {name: previous.get("accepted_at", now) for name in previous.get("summary", {})}
+    when.update(previous.get("scenario_accepted_at", {}))
+    when.update(dict.fromkeys(summary, now))
+    accepted = {"accepted_at": now, "scenario_accepted_at": when, "summary": merged}
+    path.write_text(json.dumps(accepted, indent=1, sort_keys=True) + "\n")
 
 
 def regressions(profile: str, summary: dict[str, Any]) -> list[str]:
@@ -210,6 +232,23 @@ def _plots(profile: str, results: dict[str, Any]) -> list[str]:
         axis.set_yscale("log")
         title = f"Burst throughput against room size ({profile} run, first repeat)"
         written.append(_save(plt, figure, axis, title, f"bench-{profile}-deliveries-vs-room-size.png"))
+    presence = results.get("presence", {}).get("runs")
+    if presence:
+        figure, axis = plt.subplots(figsize=(7, 4.2))
+        for kind, figures in presence[0].items():
+            steps = figures["steps"]
+            offered = [s["updates_offered_per_s"] for s in steps]
+            for key, style in (("latency_ms_p50", "--"), ("latency_ms_p99", "-")):
+                axis.plot(
+                    offered, [s[key] or float("nan") for s in steps], style, marker="o", label=f"{kind} {key[11:]}"
+                )
+        axis.set_xscale("log")
+        axis.set_yscale("log")
+        axis.set_xlabel("presence updates offered per second (2,000 members, 10 weddings)")
+        axis.set_ylabel("propagation to each viewer, ms")
+        axis.axhline(200, color="grey", linewidth=0.8)
+        title = f"Presence propagation against churn ({profile} run, first repeat)"
+        written.append(_save(plt, figure, axis, title, f"bench-{profile}-presence-latency-vs-updates.png"))
     return written
 
 
@@ -294,6 +333,45 @@ def _scenario_markdown(name: str, outcome: dict[str, Any], summary: dict[str, An
                 + "; idle KB/socket: "
                 + ", ".join(f"{kind} {f['rss_kb_per_socket']}" for kind, f in run.items())
             )
+        elif name == "presence":
+            columns = [
+                "updates_offered_per_s",
+                "updates_per_s",
+                "updates_refused",
+                "expected",
+                "delivered",
+                "lost",
+                "superseded",
+                "stale",
+                "unexpected",
+                "latency_ms_p50",
+                "latency_ms_p95",
+                "latency_ms_p99",
+                "latency_ms_max",
+                "server_cpu_cores",
+                "server_cpu_us_per_update",
+                "redis_cpu_cores",
+            ]
+            rows = [["server", *columns]]
+            for kind, figures in run.items():
+                churn = figures["churn"]["updates_offered_per_s"]
+                rows += [
+                    [
+                        f"{kind} (churn)" if step["updates_offered_per_s"] == churn else kind,
+                        *(step.get(c) for c in columns),
+                    ]
+                    for step in figures["steps"]
+                ]
+            parts.append(_table(rows))
+            parts.append(
+                "\nConnected: "
+                + ", ".join(f"{kind} {f['connected']} of {f['sockets']}" for kind, f in run.items())
+                + "; refusals: "
+                + (
+                    "; ".join(f"{kind}: {r}" for kind, f in run.items() for s in f["steps"] for r in s["refusals"][:1])
+                    or "none"
+                )
+            )
         elif name == "sizes":
             columns = [
                 "members",
@@ -344,13 +422,50 @@ TITLES = {
 }
 
 
+def _old_blocks(section: str) -> tuple[dict[str, str], list[str]]:
+    """An earlier section's scenario blocks (by scenario name) and image lines, each block saying
+    which run it is from, so that a run of some scenarios keeps the others' figures."""
+    header = re.search(r"### Last \w+ run: (.+?), commit (\w+)", section)
+    origin = f"_From the run of {header.group(1)}, commit {header.group(2)}._\n" if header else ""
+    names = {title: name for name, title in TITLES.items()}
+    blocks: dict[str, str] = {}
+    images: list[str] = []
+    current: str | None = None
+    body: list[str] = []
+    for line in [*section.splitlines(), "#### <end>"]:
+        if line.startswith("#### ") or line.startswith("![") or line.startswith("<!-- bench:"):
+            if current is not None:
+                text = "\n".join(body).strip("\n") + "\n"
+                if not text.startswith("_From the run of") and origin:
+                    text = origin + "\n" + text
+                blocks[current] = text
+            current, body = None, []
+            if line.startswith("#### "):
+                current = names.get(line[5:].strip())
+            elif line.startswith("!["):
+                images.append(line)
+        elif current is not None:
+            body.append(line)
+    return blocks, images
+
+
 def write_docs(profile: str, results: dict[str, Any], verdicts: list[str]) -> None:
     images = _plots(profile, results)
     info = results["machine"]
+    text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
+    begin, end = f"<!-- bench:{profile}:begin", f"<!-- bench:{profile}:end -->"
+    old_blocks: dict[str, str] = {}
+    old_images: list[str] = []
+    if begin in text and end in text:
+        old_blocks, old_images = _old_blocks(text[text.index(begin) : text.index(end)])
+    ran = [name for name in TITLES if name in results]
+    kept = [name for name in TITLES if name not in results and name in old_blocks]
+    scope = f" ({', '.join(ran)} only; the other scenarios' figures are kept from earlier runs)" if kept else ""
+    origin = f"_From the run of {info['date']}, commit {info['commit']}._\n\n"
     lines = [
         f"<!-- bench:{profile}:begin (written by `python -m bench{' --full' if profile == 'full' else ''}`;"
         " edits here are overwritten) -->",
-        f"### Last {profile} run: {info['date']}, commit {info['commit']}, {results['seconds']:.0f} s\n",
+        f"### Last {profile} run: {info['date']}, commit {info['commit']}, {results['seconds']:.0f} s{scope}\n",
         f"Machine: {info['cores']} x {info['cpu']}; Python {info['python']}; {info['redis_server'][:40]};"
         f" {info['postgresql']}.",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()) + ".",
@@ -359,14 +474,16 @@ def write_docs(profile: str, results: dict[str, Any], verdicts: list[str]) -> No
         *[f"- {v}" for v in verdicts],
         "",
     ]
-    for name, outcome in results.items():
-        if name in TITLES:
-            lines += [f"#### {TITLES[name]}\n", _scenario_markdown(name, outcome, results["summary"])]
+    for name in TITLES:
+        if name in results:
+            markdown = _scenario_markdown(name, results[name], results["summary"])
+            lines += [f"#### {TITLES[name]}\n", origin + markdown]
+        elif name in kept:
+            lines += [f"#### {TITLES[name]}\n", old_blocks[name]]
     lines += [f"![{image}](img/{image})\n" for image in images]
+    lines += [f"{line}\n" for line in old_images if not any(f"(img/{image})" in line for image in images)]
     lines.append(f"<!-- bench:{profile}:end -->")
     section = "\n".join(lines)
-    text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
-    begin, end = f"<!-- bench:{profile}:begin", f"<!-- bench:{profile}:end -->"
     if begin in text and end in text:
         head = text[: text.index(begin)]
         tail = text[text.index(end) + len(end) :]

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from bench.loadgen import LoadGenerator, SocketSpec
@@ -22,6 +22,8 @@ from bench.servers import RunningServer, process_cpu_seconds, process_rss_kib, r
 # "At equal p99": a server's capacity is the highest paced load it carried with everything
 # delivered and a p99 within this budget (PRODUCT.md's wedding-day latency target).
 P99_BUDGET_MS = 100.0
+PRESENCE_P99_TARGET_MS = 200.0  # issue 4: presence propagation p99 under churn
+PRESENCE_DRAIN = 10.0  # seconds after a step's last update a diff may still arrive; later is lost
 STORM_DEADLINE = 30.0  # seconds a dropped socket keeps trying to resume before it counts as failed
 
 
@@ -40,7 +42,9 @@ def specs_for(weddings: list[dict[str, Any]], *, members: int | None = None) -> 
         if not any(m["role"] == "planner" for m in chosen):
             chosen = [next(m for m in wedding["members"] if m["role"] == "planner"), *chosen[:-1]]
         topic = f"wedding:{wedding['id']}"
-        specs += [SocketSpec(m["member"], m["token"], topic, publisher=m["role"] == "planner") for m in chosen]
+        specs += [
+            SocketSpec(m["member"], m["token"], topic, publisher=m["role"] == "planner", role=m["role"]) for m in chosen
+        ]
     return specs
 
 
@@ -255,9 +259,82 @@ def reconnect_storm(
         }
 
 
+def _presence_step(live: Session, *, rate: float, members: int, seconds: float, drain: float) -> dict[str, Any]:
+    """``rate`` presence updates a second over all ``members``: each member one every members/rate s."""
+    interval = members / rate
+    live.reset()
+    before = live.cpu()
+    wall_start = time.time()
+    sent = live.receivers.presence(interval=interval, seconds=seconds)
+    figures = live.receivers.collect_presence(sent=sent["sent"], timeout=drain)
+    after = live.cpu()
+    latencies = figures.pop("latencies")
+    updates = sum(len(log) for members_ in sent["sent"].values() for log in members_.values())
+    accepted = sum(ok for members_ in sent["sent"].values() for log in members_.values() for _n, _at, ok in log)
+    elapsed = max(figures.pop("last_receipt") - wall_start, seconds)
+    cpu = _cpu_figures(before, after, figures["delivered"])
+    server_cpu = cpu.pop("server_cpu_us_per_delivery")
+    return {
+        "updates_offered_per_s": rate,
+        "update_interval_s": round(interval, 2),
+        "updates_sent": updates,
+        "updates_per_s": round(updates / seconds, 1),
+        "updates_accepted": accepted,
+        "updates_refused": sent["refused"] + sent["unanswered"],
+        "refusals": sent["why"],
+        **figures,
+        "diffs_per_s": round(figures["delivered"] / elapsed, 1),
+        "latency_ms_p50": percentile(latencies, 0.50),
+        "latency_ms_p95": percentile(latencies, 0.95),
+        "latency_ms_p99": percentile(latencies, 0.99),
+        "latency_ms_max": percentile(latencies, 1.0),
+        **cpu,
+        "server_cpu_us_per_diff": server_cpu,
+        "server_cpu_us_per_update": round((after[1] - before[1]) * 1e6 / accepted, 1) if accepted else None,
+    }
+
+
+def presence_churn(
+    kind: str,
+    env: dict[str, str],
+    weddings: list[dict[str, Any]],
+    *,
+    rates: list[float],
+    churn_rate: float,
+    seconds: float,
+    workers: int,
+) -> dict[str, Any]:
+    """Every member of every wedding sends presence updates, paced, at each total rate in turn;
+    every receiver with view_presence counts the diffs naming each member (bench/loadgen.py
+    ``presence_match``). ``churn_rate``'s step is the scenario's headline."""
+    specs = [replace(spec, publisher=False) for spec in specs_for(weddings)]  # everyone sends and receives
+    with session(kind, env, specs, workers=workers) as live:
+        heartbeat = live.receivers.keepalive(seconds=600)
+        time.sleep(2.0)  # the joins' diffs of the last sockets to connect go out before counting
+        steps: list[dict[str, Any]] = []
+        saturated = False
+        for rate in sorted({*rates, churn_rate}):
+            if saturated and rate > churn_rate:
+                break  # a higher load tells nothing more; the churn step itself always runs
+            step = _presence_step(live, rate=rate, members=len(specs), seconds=seconds, drain=PRESENCE_DRAIN)
+            steps.append(step)
+            saturated = saturated or bool(step["lost"]) or (step["latency_ms_p99"] or 0) > 10 * PRESENCE_P99_TARGET_MS
+            time.sleep(3.0 if saturated else 1.0)  # what a saturated server still holds drains first
+        churn = next(s for s in steps if s["updates_offered_per_s"] == churn_rate)
+        return {
+            "weddings": len(weddings),
+            **live.connect,
+            "heartbeat_interval_s": heartbeat,
+            "heartbeats_per_s": round(len(specs) / heartbeat, 1),
+            "churn": churn,
+            "steps": steps,
+        }
+
+
 SCENARIOS: dict[str, Callable[..., Any]] = {
     "saturday": saturday_peak,
     "bigroom": big_room,
     "sizes": room_sizes,
     "storm": reconnect_storm,
+    "presence": presence_churn,
 }
