@@ -30,14 +30,6 @@ def presence_location_visible(*, viewer_role: str, subject_role: str) -> bool:
     )
 
 
-def presence_counts(told: dict[int, tuple[MemberPresence, int]]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for state, _version in told.values():
-        if state.is_online:
-            counts[state.role] = counts.get(state.role, 0) + 1
-    return counts
-
-
 @dataclass(frozen=True, slots=True)
 class PresenceSnapshot:
     wire: dict[str, Any]  # ``data.presence`` of the subscribe reply
@@ -46,17 +38,23 @@ class PresenceSnapshot:
 
 def presence_snapshot(*, wedding_id: int, viewer_role: str) -> PresenceSnapshot:
     """The subscribe reply's presence: everyone's state for members with ``view_presence``, counts
-    per role for the others."""
-    told = presence_store().told(wedding_id=wedding_id, now=time.time())
-    wire: dict[str, Any] = {"online": presence_counts(told)}
+    per role for the others. Two Redis reads and one decode per member: every subscribe pays it."""
+    told = sorted(presence_store().told_wire(wedding_id=wedding_id, now=time.time()))
+    counts: dict[str, int] = {}
+    for entry in told:
+        counts[entry.role] = counts.get(entry.role, 0) + 1
+    wire: dict[str, Any] = {"online": counts}
     if role_has_permission(role=viewer_role, permission=Permission.VIEW_PRESENCE):
-        wire["members"] = {
-            str(member_id): state.wire(
-                with_location=presence_location_visible(viewer_role=viewer_role, subject_role=state.role)
-            )
-            for member_id, (state, _version) in sorted(told.items())
-        }
-    return PresenceSnapshot(wire=wire, versions={member_id: version for member_id, (_s, version) in told.items()})
+        members = {}
+        for entry in told:
+            state = entry.wire
+            if state.get("location") is not None and not presence_location_visible(
+                viewer_role=viewer_role, subject_role=entry.role
+            ):
+                state = {**state, "location": None}
+            members[str(entry.member_id)] = state
+        wire["members"] = members
+    return PresenceSnapshot(wire=wire, versions={entry.member_id: entry.version for entry in told})
 
 
 def presence_members(*, wedding_id: int) -> dict[int, MemberPresence]:

@@ -8,6 +8,7 @@ the wedding's group, after the Redis transaction that made them (docs/decisions/
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, replace
 from typing import Any
@@ -28,6 +29,7 @@ from wedsync.services.audit import AuditAction, ClientInfo, audit_record
 logger = structlog.get_logger(__name__)
 
 SWEEP_BATCH = 1000
+TELL_TIMEOUT_SECONDS = 2.0
 
 
 class PresenceRefused(Exception):
@@ -61,11 +63,17 @@ def presence_layer_message(change: MemberChange) -> dict[str, Any] | None:
     }
 
 
+async def _group_send(group: str, message: dict[str, Any]) -> None:
+    # Bounded: the caller holds a thread of the node's pool, and a diff is worth less than that.
+    async with asyncio.timeout(TELL_TIMEOUT_SECONDS):
+        await get_channel_layer().group_send(group, message)
+
+
 def _tell(change: MemberChange) -> MemberChange:
     message = presence_layer_message(change)
     if message is not None:
         try:
-            async_to_sync(get_channel_layer().group_send)(wedding_group(change.wedding_id), message)
+            async_to_sync(_group_send)(wedding_group(change.wedding_id), message)
         except Exception:  # presence heals on the next change or snapshot; never fail the caller
             logger.exception("presence.tell_failed", wedding=change.wedding_id, member=change.member_id)
     return change

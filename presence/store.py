@@ -8,7 +8,9 @@ Redis layout (docs/decisions/0008):
   the unit of change: a device joining, updating, leaving or expiring re-merges the member and
   compares with ``_pub`` in one optimistic transaction, so two nodes changing one member's
   devices at once cannot both announce (or both miss) the change.
-- ``wedsync:presence:<wedding>``: set of the members with devices.
+- ``wedsync:presence:<wedding>:alive``: sorted set of the members with devices, scored by their
+  latest device deadline; ``wedsync:presence:<wedding>:told``: hash of each member's ``_pub``,
+  copied in the same transaction. A snapshot is these two reads, whatever the wedding's size.
 - ``wedsync:presence:deadlines``: sorted set of ``<wedding>:<member>:<device>`` scored by the time
   the device counts as gone unless heard again. Heartbeats only push scores forward; readers
   treat a passed deadline as gone even before the sweep removes it, so nothing stays online
@@ -24,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import msgspec
 import redis
@@ -86,6 +88,15 @@ def _change(
     )
 
 
+class ToldWire(NamedTuple):
+    """A member's told state as subscribers see it on the wire (snapshots)."""
+
+    member_id: int
+    role: str
+    wire: dict[str, Any]
+    version: int
+
+
 class PresenceStore(Protocol):
     def member_update(self, *, wedding_id: int, member_id: int, mutate: Mutation, now: float) -> MemberChange:
         """Apply ``mutate`` to the member's live devices (expired ones already dropped) and store
@@ -99,6 +110,10 @@ class PresenceStore(Protocol):
     def told(self, *, wedding_id: int, now: float) -> dict[int, tuple[MemberPresence, int]]:
         """Each member's state as last told to subscribers, with its version: members with at least
         one live device only, so a node that died leaves nobody online even before the sweep."""
+        ...
+
+    def told_wire(self, *, wedding_id: int, now: float) -> list[ToldWire]:
+        """The same members as :meth:`told`, in their wire form."""
         ...
 
     def heartbeat(self, *, node: str, seen: list[DevicePresence], node_ttl: int) -> list[DevicePresence]:
@@ -130,14 +145,16 @@ _DEADLINES = "wedsync:presence:deadlines"
 _NODES = "wedsync:presence:nodes"
 
 # Heartbeats of a node's devices in one round trip: push forward the deadlines of those still
-# there (never back: GT), report the missing ones, keep the node alive.
+# there and their members' (never back: GT), report the missing ones, keep the node alive.
+# ARGV: node ttl, then (deadline, entry, member) per device; KEYS: deadlines, node alive key,
+# then each device's wedding ``alive`` set.
 _HEARTBEAT_LUA = """
-local alive_key, alive_ttl = KEYS[2], ARGV[1]
-redis.call('SET', alive_key, '1', 'EX', alive_ttl)
+redis.call('SET', KEYS[2], '1', 'EX', ARGV[1])
 local missing = {}
-for i = 2, #ARGV, 2 do
+for i = 2, #ARGV, 3 do
     if redis.call('ZSCORE', KEYS[1], ARGV[i + 1]) then
         redis.call('ZADD', KEYS[1], 'GT', ARGV[i], ARGV[i + 1])
+        redis.call('ZADD', KEYS[2 + (i + 1) / 3], 'GT', ARGV[i], ARGV[i + 2])
     else
         missing[#missing + 1] = ARGV[i + 1]
     end
@@ -150,8 +167,12 @@ def _member_key(wedding_id: int, member_id: int) -> str:
     return f"wedsync:presence:{wedding_id}:{member_id}"
 
 
-def _wedding_key(wedding_id: int) -> str:
-    return f"wedsync:presence:{wedding_id}"
+def _alive_members_key(wedding_id: int) -> str:
+    return f"wedsync:presence:{wedding_id}:alive"
+
+
+def _told_key(wedding_id: int) -> str:
+    return f"wedsync:presence:{wedding_id}:told"
 
 
 def _node_key(node: str) -> str:
@@ -231,19 +252,32 @@ class RedisPresenceStore:
             if name not in stored:
                 pipe.sadd(_node_key(device.node), entry)
                 pipe.sadd(_NODES, device.node)
+                # A node's first heartbeat may still be on its way: its own device proves it alive.
+                pipe.set(_alive_key(device.node), "1", ex=settings.REALTIME_PRESENCE_NODE_TTL, nx=True)
         if change.kind is not None:
-            told = None if change.after is None or not change.after.is_online else change.after.to_json()
+            after_state = change.after if change.after is not None and change.after.is_online else None
+            told = None if after_state is None else after_state.to_json()
             pipe.hset(key, "_pub", _json_encode({"state": told, "v": change.version}))
+            if after_state is None:
+                pipe.hdel(_told_key(wedding_id), member_id)
+            else:
+                # With its wire form, so a snapshot decodes each member once and renders nothing.
+                mirrored = {"state": told, "v": change.version, "r": after_state.role, "w": after_state.wire()}
+                pipe.hset(_told_key(wedding_id), member_id, _json_encode(mirrored))
+        alive = _alive_members_key(wedding_id)
         if after:
-            pipe.sadd(_wedding_key(wedding_id), member_id)
-            pipe.expire(key, KEY_TTL_SECONDS)
-            pipe.expire(_wedding_key(wedding_id), KEY_TTL_SECONDS)
+            # Only a device going can lower the member's latest deadline; otherwise never move it
+            # back past what a heartbeat batch may have pushed meanwhile.
+            pipe.zadd(alive, {member_id: max(d.deadline for d in after.values())}, gt=not gone)
+            for name in (key, alive, _told_key(wedding_id)):
+                pipe.expire(name, KEY_TTL_SECONDS)
         elif change.kind is not None or stored:
-            pipe.srem(_wedding_key(wedding_id), member_id)
+            pipe.zrem(alive, member_id)
             pipe.expire(key, KEY_TTL_SECONDS)  # keeps the version a little, so it keeps growing
 
     def devices(self, *, wedding_id: int, now: float) -> list[DevicePresence]:
-        members = [int(m) for m in self._redis.smembers(_wedding_key(wedding_id))]
+        alive: list[bytes] = self._redis.zrangebyscore(_alive_members_key(wedding_id), now, "+inf")  # type: ignore[assignment]
+        members = [int(m) for m in alive]
         if not members:
             return []
         with self._redis.pipeline(transaction=False) as pipe:
@@ -265,34 +299,29 @@ class RedisPresenceStore:
             live.append(_with_deadline(device, score) if score > device.deadline else device)
         return live
 
-    def told(self, *, wedding_id: int, now: float) -> dict[int, tuple[MemberPresence, int]]:
-        members = [int(m) for m in self._redis.smembers(_wedding_key(wedding_id))]
-        if not members:
-            return {}
+    def _told_raw(self, wedding_id: int, now: float) -> list[dict[str, Any]]:
         with self._redis.pipeline(transaction=False) as pipe:
-            for member_id in members:
-                pipe.hgetall(_member_key(wedding_id, member_id))
-            hashes: list[dict[bytes, bytes]] = pipe.execute()
-        entries = [
-            _entry(wedding_id, member_id, name.decode())
-            for member_id, raw in zip(members, hashes, strict=True)
-            for name in raw
-            if name != b"_pub"
-        ]
-        scores = self._redis.zmscore(_DEADLINES, entries) if entries else []
-        alive = {_parse_entry(entry)[1] for entry, score in zip(entries, scores, strict=True) if score and score >= now}
-        result: dict[int, tuple[MemberPresence, int]] = {}
-        for member_id, raw in zip(members, hashes, strict=True):
-            state, version = _told_from(raw.get(b"_pub"))
-            if state is not None and member_id in alive:
-                result[member_id] = (state, version)
-        return result
+            pipe.hgetall(_told_key(wedding_id))
+            pipe.zrangebyscore(_alive_members_key(wedding_id), now, "+inf")
+            raw, alive = pipe.execute()
+        live = set(alive)
+        return [_json_decode(value) | {"m": int(member)} for member, value in raw.items() if member in live]
+
+    def told(self, *, wedding_id: int, now: float) -> dict[int, tuple[MemberPresence, int]]:
+        return {
+            told["m"]: (MemberPresence.from_json(told["state"]), told["v"]) for told in self._told_raw(wedding_id, now)
+        }
+
+    def told_wire(self, *, wedding_id: int, now: float) -> list[ToldWire]:
+        return [ToldWire(told["m"], told["r"], told["w"], told["v"]) for told in self._told_raw(wedding_id, now)]
 
     def heartbeat(self, *, node: str, seen: list[DevicePresence], node_ttl: int) -> list[DevicePresence]:
         args: list[Any] = [node_ttl]
+        keys = [_DEADLINES, _alive_key(node)]
         for device in seen:
-            args += [device.deadline, _entry(device.wedding_id, device.member_id, device.device)]
-        missing = self._heartbeat_script(keys=[_DEADLINES, _alive_key(node)], args=args)
+            args += [device.deadline, _entry(device.wedding_id, device.member_id, device.device), device.member_id]
+            keys.append(_alive_members_key(device.wedding_id))
+        missing = self._heartbeat_script(keys=keys, args=args)
         gone = {entry.decode() if isinstance(entry, bytes) else entry for entry in missing}
         return [d for d in seen if _entry(d.wedding_id, d.member_id, d.device) in gone]
 
@@ -364,6 +393,8 @@ class MemoryPresenceStore:
         with self._lock:
             live = {name: d for name, d in self._devices.get(key, {}).items() if d.deadline >= now}
             after = mutate(dict(live))
+            for device in after.values():  # as in Redis: a node's own device proves it alive
+                self._alive.setdefault(device.node, now + settings.REALTIME_PRESENCE_NODE_TTL)
             change = _change(
                 wedding_id=wedding_id,
                 member_id=member_id,
@@ -399,6 +430,12 @@ class MemoryPresenceStore:
                 and state is not None
                 and any(d.deadline >= now for d in self._devices.get((wedding, member), {}).values())
             }
+
+    def told_wire(self, *, wedding_id: int, now: float) -> list[ToldWire]:
+        return [
+            ToldWire(member, state.role, state.wire(), version)
+            for member, (state, version) in self.told(wedding_id=wedding_id, now=now).items()
+        ]
 
     def heartbeat(self, *, node: str, seen: list[DevicePresence], node_ttl: int) -> list[DevicePresence]:
         missing = []

@@ -76,6 +76,7 @@ HELD_MAX = 2000  # live events held for one subscription while its replay is sen
 # many members changed in it (a 2,000-member room would otherwise cost 2,000 frames per change).
 PRESENCE_BATCH_SECONDS = 0.05
 PRESENCE_FLOOR_SECONDS = 2.0  # how long a new subscriber's snapshot versions filter its diffs
+PRESENCE_LEAVE_DRAIN_SECONDS = 5.0  # how long a stopping node waits to tell its sockets' leaves
 
 # (member, kind, role, state on the wire, version) of one member's presence change
 PresenceEntry = tuple[int, str, str, dict[str, Any], int]
@@ -463,7 +464,6 @@ class NodeHub:
         every = settings.REALTIME_PRESENCE_FLUSH_SECONDS
         embedded = isinstance(presence_store(), MemoryPresenceStore)
         while True:
-            await asyncio.sleep(every)
             try:
                 seen = self._presence_heard()
                 await sync_to_async(presence_heartbeat, thread_sensitive=False)(
@@ -475,6 +475,7 @@ class NodeHub:
                 raise
             except Exception:  # Redis away: deadlines are generous enough to wait for it
                 logger.exception("hub.presence_failed")
+            await asyncio.sleep(every)
 
     def _presence_heard(self) -> list[DevicePresence]:
         seen = []
@@ -727,6 +728,11 @@ class NodeHub:
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
+        if self._presence_leaving is not None and not self._presence_leaving.done():
+            # Sockets closed by a drain leave presence now rather than when the node's liveness
+            # runs out (REALTIME_PRESENCE_NODE_TTL); bounded, a stuck Redis must not hold the exit.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self._presence_leaving), PRESENCE_LEAVE_DRAIN_SECONDS)
         for feed in self.feeds.values():
             feed.stop()
         with contextlib.suppress(Exception):

@@ -5,10 +5,12 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import redis
 
@@ -68,3 +70,32 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+@contextmanager
+def celery_worker_with_beat(env: dict[str, str], var_dir: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A Celery worker running beat (solo pool) with ``env``, stopped by its PID afterwards."""
+    log_path = var_dir / "worker.log"
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable, "-m", "celery", "-A", "wedsync", "worker", "--beat", "--pool=solo",
+                "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel=INFO",
+                "--schedule", str(var_dir / "beat-schedule"),
+            ],
+            cwd=Path(__file__).resolve().parents[1],
+            env={**env, "WEDSYNC_VAR_DIR": str(var_dir)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+        if process.returncode not in (0, -15):
+            print(log_path.read_text(errors="replace")[-5000:])  # for the failure report

@@ -327,8 +327,12 @@ REALTIME_PRESENCE_FLUSH_SECONDS = env_float("REALTIME_PRESENCE_FLUSH_SECONDS", d
 # A node that has not said it is alive for this long is dead: the sweep takes its devices away.
 REALTIME_PRESENCE_NODE_TTL = env_int("REALTIME_PRESENCE_NODE_TTL", default=15, minimum=5)
 # How often Celery beat sweeps devices that missed their heartbeats or whose node died.
-PRESENCE_SWEEP_SECONDS = env_float("PRESENCE_SWEEP_SECONDS", default=5.0, minimum=1.0)
-CELERY_BEAT_SCHEDULE["presence-sweep"] = {"task": "presence.tasks.sweep_presence", "schedule": PRESENCE_SWEEP_SECONDS}
+PRESENCE_SWEEP_SECONDS = env_float("PRESENCE_SWEEP_SECONDS", default=2.0, minimum=1.0)
+CELERY_BEAT_SCHEDULE["presence-sweep"] = {
+    "task": "presence.tasks.sweep_presence",
+    "schedule": PRESENCE_SWEEP_SECONDS,
+    "options": {"expires": PRESENCE_SWEEP_SECONDS},  # a late sweep is dropped: the next one does it
+}
 
 _ROLE_KEYS = frozenset(role.value for role in Role)
 # Messages per member per minute, shared across nodes (PROTOCOL.md section 5).

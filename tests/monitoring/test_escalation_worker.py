@@ -6,14 +6,9 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from http import HTTPStatus
 from itertools import pairwise
-from pathlib import Path
 
 import pytest
 from django.utils import timezone
@@ -21,41 +16,13 @@ from django.utils import timezone
 from monitoring.models import Escalation, EscalationStatus
 from tests.monitoring.webhook_server import webhook_server
 from tests.personas import WeddingParty
-from tests.realtime.nodes import ROOT, node_environment
-from tests.servers import redis_server
+from tests.realtime.nodes import node_environment
+from tests.servers import celery_worker_with_beat, redis_server
 
 pytestmark = [pytest.mark.requires_postgres, pytest.mark.requires_redis, pytest.mark.django_db(transaction=True)]
 
 BACKOFF = 0.5  # seconds: the first step; short so the test takes seconds, long enough to measure
 DEADLINE = 60.0
-
-
-@contextmanager
-def celery_worker_with_beat(env: dict[str, str], var_dir: Path) -> Iterator[subprocess.Popen[bytes]]:
-    log_path = var_dir / "worker.log"
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable, "-m", "celery", "-A", "wedsync", "worker", "--beat", "--pool=solo",
-                "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel=INFO",
-                "--schedule", str(var_dir / "beat-schedule"),
-            ],
-            cwd=ROOT,
-            env={**env, "WEDSYNC_VAR_DIR": str(var_dir)},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    try:
-        yield process
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
-        if process.returncode not in (0, -15):
-            print(log_path.read_text(errors="replace")[-5000:])  # for the failure report
 
 
 def test_a_real_worker_retries_through_the_broker_and_delivers(party: WeddingParty, make_alert, tmp_path) -> None:

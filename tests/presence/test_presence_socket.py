@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
+import time
+
 import pytest
+import time_machine
 from channels.db import database_sync_to_async
 
-from tests.personas import WeddingParty
+from presence.selectors import presence_devices, presence_snapshot
+from presence.services import presence_sweep
+from tests.personas import WeddingParty, make_wedding_party
 from tests.realtime.conftest import Client
 from wedsync.models import AuditLog
 
@@ -127,3 +134,58 @@ async def test_battery_is_told_only_across_steps_and_heartbeats_never(party: Wed
             told.append((await planner.presence_diff())["updates"][str(party.carmen.pk)]["battery"])
     # The first reading, then each crossing of a multiple of 5 (80, 75, 20) and of the 15 % line.
     assert told == [82, 79, 74, 17, 14]
+
+
+# At 23:30 UTC on 13 June 2026 it is 11:30 on the 14th in Auckland, 16:30 on the 13th in Los
+# Angeles and 00:30 on the 14th in Lisbon: "today" is the wedding's own local date.
+@pytest.mark.parametrize(
+    ("time_zone", "day", "interval"),
+    [
+        ("Pacific/Auckland", 14, 10),
+        ("Pacific/Auckland", 13, 30),
+        ("America/Los_Angeles", 13, 10),
+        ("America/Los_Angeles", 14, 30),
+        ("Europe/Lisbon", 14, 10),
+        ("Europe/Lisbon", 13, 30),
+    ],
+)
+async def test_the_heartbeat_interval_and_the_dead_device_deadline_follow_the_local_wedding_day(
+    sockets, time_zone: str, day: int, interval: int
+) -> None:
+    with time_machine.travel(dt.datetime(2026, 6, 13, 23, 30, tzinfo=dt.UTC), tick=True):
+        party = await database_sync_to_async(make_wedding_party)(date=dt.date(2026, 6, day), time_zone=time_zone)
+        vendor = await sockets(party.paula)
+        assert vendor.welcome is not None and vendor.welcome["heartbeat_interval"] == interval
+        await vendor.subscribe(party.wedding.pk)
+        (device,) = await database_sync_to_async(presence_devices)(wedding_id=party.wedding.pk)
+        # Offline after missing 2.5 intervals: 25 s on the day, 75 s otherwise.
+        assert device.heartbeat_interval == interval
+        assert device.deadline - device.last_seen == 2.5 * interval
+
+
+@pytest.fixture
+def fast_presence_flush(settings) -> None:
+    settings.REALTIME_PRESENCE_FLUSH_SECONDS = 0.05  # the node hands heard heartbeats over at once
+
+
+async def test_a_phone_that_goes_silent_is_offline_after_missed_heartbeats_and_back_when_heard(
+    party: WeddingParty, sockets, fast_presence_flush
+) -> None:
+    planner = await sockets(party.priya)
+    await planner.subscribe(party.wedding.pk)
+    phone = await sockets(party.paula)  # its socket stays open, as a dead phone's may for a while
+    await phone.subscribe(party.wedding.pk)
+    await _next_diff(planner)  # the join
+    with time_machine.travel(time.time() + 2.5 * 30 + 1, tick=True):
+        await planner.request("heartbeat")  # the planner is still heard; the phone is not
+        await asyncio.sleep(0.3)  # the node's next heartbeat batch
+        told = await database_sync_to_async(presence_sweep)()
+        assert told == 1
+        left = await _next_diff(planner)
+        assert list(left["leaves"]) == [str(party.paula.pk)]
+        snapshot = await database_sync_to_async(presence_snapshot)(wedding_id=party.wedding.pk, viewer_role="planner")
+        assert list(snapshot.wire["members"]) == [str(party.priya.pk)]
+
+        await phone.request("heartbeat")  # the phone is heard again on the same socket
+        back = await _next_diff(planner)
+        assert list(back["joins"]) == [str(party.paula.pk)]

@@ -100,6 +100,7 @@ def node_environment(*, redis_url: str, extra: dict[str, str] | None = None) -> 
 class Cluster:
     nodes: list[Node]
     redis: RedisServer
+    environment: dict[str, str]  # what the nodes run with (a worker started beside them takes it too)
 
 
 @contextmanager
@@ -111,7 +112,7 @@ def cluster(tmp_path: Path, *, count: int = 2, extra_env: dict[str, str] | None 
         try:
             for node in nodes:
                 node.start(env)
-            yield Cluster(nodes=nodes, redis=redis)
+            yield Cluster(nodes=nodes, redis=redis, environment=env)
         finally:
             for node in nodes:
                 node.stop()
