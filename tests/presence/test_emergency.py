@@ -5,6 +5,8 @@ locations, the re-notification pace) is widened only while it is open."""
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
 
 import pytest
 import time_machine
@@ -19,6 +21,7 @@ from presence.services import PresenceRefused, PresenceStateInput, presence_devi
 from realtime.models import Event, WeddingStream
 from realtime.names import Priority
 from realtime.services.events import PublishedEvent, PublishRefused, member_event_publish
+from tests.concurrency import race
 from tests.factories import device_presence
 from tests.personas import WeddingParty, make_wedding_party
 from tests.presence.test_alerts import CEREMONY, all_there_but, sync, wedding_day_party
@@ -326,3 +329,63 @@ def test_resolving_puts_re_notification_back_to_every_half_hour() -> None:
     assert sync(day, devices, start + dt.timedelta(minutes=10)).renotified == 0  # it would be, at the 5-minute pace
     assert sync(day, devices, start + dt.timedelta(minutes=34)).renotified == 0
     assert sync(day, devices, start + dt.timedelta(minutes=35)).renotified == 1  # 30 minutes after the last
+
+
+def test_members_may_not_publish_the_all_clear(party: WeddingParty) -> None:
+    raise_alarm(party.carmen)
+    with pytest.raises(PublishRefused) as refused:
+        member_event_publish(member=party.priya, type_name="emergency.resolved", data={})
+    assert refused.value.code == "forbidden"
+    assert wedding_emergency_open(wedding_id=party.wedding.pk)
+
+
+# --- Races ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_planners_resolving_at_once_tell_everyone_once() -> None:
+    party = make_wedding_party()
+    raise_alarm(party.carmen)
+    emergency = Emergency.objects.get()
+    second_planner = make_wedding_party().priya
+    Member.objects.filter(pk=second_planner.pk).update(wedding=party.wedding)
+    users = iter([party.priya.user, second_planner.user])
+    pick = threading.Lock()
+
+    def work() -> Emergency:
+        with pick:
+            user = next(users)
+        return emergency_resolve(wedding_id=party.wedding.pk, emergency_id=emergency.pk, user=user)
+
+    results = race(work, threads=2)
+    assert len({r.resolved_by_id for r in results if isinstance(r, Emergency)}) == 1  # both see the first
+    assert Event.objects.filter(type="emergency.resolved").count() == 1
+    assert AuditLog.objects.filter(action="presence.emergency.resolve").count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_widened_publishes_racing_the_resolution_are_all_stored_before_it() -> None:
+    party = make_wedding_party()
+    for attempt in range(3):  # the race is real: run it a few times
+        alarm = raise_alarm(party.victor)
+        emergency = Emergency.objects.get(resolved_at__isnull=True)
+        jobs = iter(["resolve", "publish", "publish", "publish"])
+        pick = threading.Lock()
+
+        def work(emergency: Emergency = emergency, jobs=jobs, pick=pick) -> list[int]:
+            with pick:
+                job = next(jobs)
+            if job == "resolve":
+                time.sleep(0.005)  # let the publishers get going first
+                resolve(party, emergency)
+                return []
+            return [vendor_status(party.carmen, ["role:guest"]).seq for _ in range(8)]
+
+        race(work, threads=4)
+        resolved_seq = Event.objects.get(type="emergency.resolved", data__emergency=emergency.pk).seq
+        statuses = Event.objects.filter(type="vendor.status", seq__gt=alarm.seq)
+        widened = {event.seq for event in statuses if "guest" in event.audience_roles}
+        # Before the all-clear every status was widened; after it none is.
+        assert widened == {event.seq for event in statuses if event.seq < resolved_seq}, attempt
+        entries = AuditLog.objects.filter(action="presence.emergency.publish", details__emergencies=[emergency.pk])
+        assert set(entries.values_list("details__seq", flat=True)) == widened, attempt
