@@ -3,6 +3,8 @@ service, shape the reply."""
 
 from __future__ import annotations
 
+import redis
+import structlog
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.exceptions import NotFound
@@ -28,6 +30,8 @@ from presence.serializers import (
     PresenceSnapshotResponse,
 )
 from wedsync.services.audit import AuditAction, ClientInfo
+
+logger = structlog.get_logger(__name__)
 
 # Path ids beyond a bigint name nothing; asking the database would be an error, not an answer.
 _ID_MAX = 2**63 - 1
@@ -150,7 +154,7 @@ class WeddingPresenceView(APIView):
     permission_classes = [IsAuthenticated]
 
     @extend_schema(
-        responses={200: PresenceSnapshotResponse, 403: ErrorResponse, 404: ErrorResponse},
+        responses={200: PresenceSnapshotResponse, 403: ErrorResponse, 404: ErrorResponse, 503: ErrorResponse},
         summary="Who is here now: the subscribe reply's presence snapshot for the caller's role (staff: a planner's)",
     )
     def get(self, request: Request, wedding_id: int) -> Response:
@@ -166,4 +170,13 @@ class WeddingPresenceView(APIView):
             )
         except WeddingViewRefused as refused:
             return _refused(refused)
-        return Response(presence_snapshot(wedding_id=wedding_id, viewer_role=viewer_role).wire)
+        try:
+            snapshot = presence_snapshot(wedding_id=wedding_id, viewer_role=viewer_role)
+        except redis.RedisError:
+            logger.warning("api.presence_unavailable", wedding=wedding_id, exc_info=True)
+            return Response(
+                {"error": {"code": "unavailable", "message": "Presence is unavailable right now: try again shortly."}},
+                status=status.HTTP_503_SERVICE_UNAVAILABLE,
+                headers={"Retry-After": "5"},
+            )
+        return Response(snapshot.wire)

@@ -99,3 +99,13 @@ def test_strangers_and_former_members_are_refused_and_audited(api: APIClient, on
 def test_anonymous_callers_are_unauthorized(api: APIClient, party: WeddingParty) -> None:
     response = api.get(url(party))
     assert (response.status_code, response.json()["error"]["code"]) == (401, "unauthorized")
+
+
+def test_a_presence_store_that_does_not_answer_is_503_unavailable_not_an_error_page(
+    api: APIClient, party: WeddingParty, settings
+) -> None:
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there: connections are refused
+    response = as_member(api, party.priya).get(url(party))
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "unavailable"
+    assert response["Retry-After"] == "5"
