@@ -235,12 +235,17 @@ def _plots(profile: str, results: dict[str, Any]) -> list[str]:
     presence = results.get("presence", {}).get("runs")
     if presence:
         figure, axis = plt.subplots(figsize=(7, 4.2))
-        for kind, figures in presence[0].items():
+        for index, (kind, figures) in enumerate(presence[0].items()):
             steps = figures["steps"]
             offered = [s["updates_offered_per_s"] for s in steps]
             for key, style in (("latency_ms_p50", "--"), ("latency_ms_p99", "-")):
                 axis.plot(
-                    offered, [s[key] or float("nan") for s in steps], style, marker="o", label=f"{kind} {key[11:]}"
+                    offered,
+                    [s[key] or float("nan") for s in steps],
+                    style,
+                    color=f"C{index}",
+                    marker="o",
+                    label=f"{kind} {key[11:]}",
                 )
         axis.set_xscale("log")
         axis.set_yscale("log")
@@ -351,6 +356,7 @@ def _scenario_markdown(name: str, outcome: dict[str, Any], summary: dict[str, An
                 "server_cpu_cores",
                 "server_cpu_us_per_update",
                 "redis_cpu_cores",
+                "layer_queue_peak",
             ]
             rows = [["server", *columns]]
             for kind, figures in run.items():

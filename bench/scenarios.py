@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
+import redis
+
 from bench.loadgen import LoadGenerator, SocketSpec
 from bench.servers import RunningServer, process_cpu_seconds, process_rss_kib, redis_pid, running
 
@@ -259,14 +261,48 @@ def reconnect_storm(
         }
 
 
-def _presence_step(live: Session, *, rate: float, members: int, seconds: float, drain: float) -> dict[str, Any]:
+@contextmanager
+def _layer_queue_peak(env: dict[str, str]) -> Iterator[dict[str, int]]:
+    """The longest channel-layer queue (channels_redis keeps each channel's messages in a sorted set
+    named ``...!...``) in the bench's Redis database, read once a second: a queue at the layer's
+    capacity means channels_redis is dropping what is sent to it, silently."""
+    peak = {"messages": 0}
+    done = threading.Event()
+    client = redis.Redis.from_url(env["REDIS_URL"])
+
+    def sample() -> None:
+        while not done.wait(1.0):
+            try:
+                keys = list(client.scan_iter(match="*!*", count=1000, _type="zset"))
+                with client.pipeline(transaction=False) as pipe:
+                    for key in keys:
+                        pipe.zcard(key)
+                    sizes = pipe.execute()
+                peak["messages"] = max([peak["messages"], *sizes])
+            except redis.RedisError:
+                continue
+
+    sampler = threading.Thread(target=sample, name="layer-queue-peak", daemon=True)
+    sampler.start()
+    try:
+        yield peak
+    finally:
+        done.set()
+        sampler.join(timeout=10)
+        client.close()
+
+
+def _presence_step(
+    live: Session, env: dict[str, str], *, rate: float, members: int, seconds: float, drain: float
+) -> dict[str, Any]:
     """``rate`` presence updates a second over all ``members``: each member one every members/rate s."""
     interval = members / rate
     live.reset()
     before = live.cpu()
     wall_start = time.time()
-    sent = live.receivers.presence(interval=interval, seconds=seconds)
-    figures = live.receivers.collect_presence(sent=sent["sent"], timeout=drain)
+    with _layer_queue_peak(env) as queue:
+        sent = live.receivers.presence(interval=interval, seconds=seconds)
+        figures = live.receivers.collect_presence(sent=sent["sent"], timeout=drain)
     after = live.cpu()
     latencies = figures.pop("latencies")
     updates = sum(len(log) for members_ in sent["sent"].values() for log in members_.values())
@@ -291,6 +327,7 @@ def _presence_step(live: Session, *, rate: float, members: int, seconds: float, 
         **cpu,
         "server_cpu_us_per_diff": server_cpu,
         "server_cpu_us_per_update": round((after[1] - before[1]) * 1e6 / accepted, 1) if accepted else None,
+        "layer_queue_peak": queue["messages"],
     }
 
 
@@ -316,7 +353,7 @@ def presence_churn(
         for rate in sorted({*rates, churn_rate}):
             if saturated and rate > churn_rate:
                 break  # a higher load tells nothing more; the churn step itself always runs
-            step = _presence_step(live, rate=rate, members=len(specs), seconds=seconds, drain=PRESENCE_DRAIN)
+            step = _presence_step(live, env, rate=rate, members=len(specs), seconds=seconds, drain=PRESENCE_DRAIN)
             steps.append(step)
             saturated = saturated or bool(step["lost"]) or (step["latency_ms_p99"] or 0) > 10 * PRESENCE_P99_TARGET_MS
             time.sleep(3.0 if saturated else 1.0)  # what a saturated server still holds drains first
