@@ -90,7 +90,8 @@ def headline(name: str, figures: Any) -> str:
     if name == "presence":
         figures = figures["churn"]
     lost = figures.get("lost") if isinstance(figures, dict) else None
-    extra = f", lost {lost}, duplicated {figures.get('duplicates')}" if lost is not None else ""
+    duplicated = figures.get("stale" if name == "presence" else "duplicates") if isinstance(figures, dict) else None
+    extra = f", lost {lost}, duplicated {duplicated}" if lost is not None else ""
     return ", ".join(f"{key} {value}" for key, value in flat.items()) + extra
 
 
