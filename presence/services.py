@@ -1,15 +1,16 @@
 """Presence writes: a device joins, updates, is heard, leaves, or is swept away; each real change
-is told to every node's subscribers of the wedding as one channel-layer message.
+is told to every node (``tell``: batched by the node's hub, or sent at once by a process without one).
 
 Presence is not an event: it is not stored in the event log, has no ``seq`` and is not replayed
 (a subscriber gets a snapshot instead). So its diffs bypass ``event_publish`` and go straight to
-the wedding's group, after the Redis transaction that made them (docs/decisions/0008).
+the nodes, after the Redis transaction that made them (docs/decisions/0008).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -21,7 +22,7 @@ from presence.selectors import wedding_emergency_open
 from presence.state import DevicePresence, DiffKind, StateChange
 from presence.store import Devices, MemberChange, presence_store
 from presence.vocabulary import PresenceStatus
-from realtime.names import LAYER_PRESENCE, wedding_group
+from realtime.names import LAYER_PRESENCE, NODES_GROUP
 from wedsync.models import AuditOutcome
 from wedsync.permissions import Permission, Role, role_has_permission
 from wedsync.services.audit import AuditAction, ClientInfo, audit_record
@@ -39,8 +40,13 @@ class PresenceRefused(Exception):
         self.message = message
 
 
-def presence_layer_message(change: MemberChange) -> dict[str, Any] | None:
-    """What crosses the channel layer for a change worth telling (None otherwise)."""
+# How a change is told: the node's hub batches changes made in its own process (NodeHub.presence_tell);
+# a process without one (the beat sweep) sends them to the layer itself (presence_tell_layer).
+Tell = Callable[[MemberChange], None]
+
+
+def presence_entry(change: MemberChange) -> dict[str, Any] | None:
+    """One change worth telling as it crosses the channel layer (None for one that is not)."""
     if change.kind is None:
         return None
     if change.kind is DiffKind.LEAVE:
@@ -53,7 +59,6 @@ def presence_layer_message(change: MemberChange) -> dict[str, Any] | None:
             return None
         state = change.after
     return {
-        "type": LAYER_PRESENCE,
         "wedding": change.wedding_id,
         "member": change.member_id,
         "kind": change.kind.value,
@@ -63,23 +68,34 @@ def presence_layer_message(change: MemberChange) -> dict[str, Any] | None:
     }
 
 
+def presence_layer_message(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """One channel-layer message for a batch of entries, sent to every node (the ``nodes`` group):
+    a node sends one per window whatever the number of weddings or changes in it."""
+    return {"type": LAYER_PRESENCE, "entries": entries}
+
+
 async def _group_send(group: str, message: dict[str, Any]) -> None:
     # Bounded: the caller holds a thread of the node's pool, and a diff is worth less than that.
     async with asyncio.timeout(TELL_TIMEOUT_SECONDS):
         await get_channel_layer().group_send(group, message)
 
 
-def _tell(change: MemberChange) -> MemberChange:
-    message = presence_layer_message(change)
-    if message is not None:
-        try:
-            async_to_sync(_group_send)(wedding_group(change.wedding_id), message)
-        except Exception:  # presence heals on the next change or snapshot; never fail the caller
-            logger.exception("presence.tell_failed", wedding=change.wedding_id, member=change.member_id)
-    return change
+def presence_tell_layer(changes: list[MemberChange]) -> None:
+    """Send changes to every node at once, from a synchronous caller without a hub."""
+    entries = [entry for change in changes if (entry := presence_entry(change)) is not None]
+    if not entries:
+        return
+    try:
+        async_to_sync(_group_send)(NODES_GROUP, presence_layer_message(entries))
+    except Exception:  # presence heals on the next change or snapshot; never fail the caller
+        logger.exception("presence.tell_failed", entries=len(entries))
 
 
-def presence_device_join(*, device: DevicePresence, now: float | None = None) -> MemberChange:
+def _tell_now(change: MemberChange) -> None:
+    presence_tell_layer([change])
+
+
+def presence_device_join(*, device: DevicePresence, now: float | None = None, tell: Tell = _tell_now) -> MemberChange:
     """A subscribed socket's device comes online in its wedding (or is heard again)."""
     moment = time.time() if now is None else now
 
@@ -91,14 +107,16 @@ def presence_device_join(*, device: DevicePresence, now: float | None = None) ->
             devices[device.device] = replace(previous, last_seen=max(device.last_seen, moment), node=device.node)
         return devices
 
-    return _tell(
-        presence_store().member_update(
-            wedding_id=device.wedding_id, member_id=device.member_id, mutate=join, now=moment
-        )
+    change = presence_store().member_update(
+        wedding_id=device.wedding_id, member_id=device.member_id, mutate=join, now=moment
     )
+    tell(change)
+    return change
 
 
-def presence_device_leave(*, wedding_id: int, member_id: int, device: str, now: float | None = None) -> MemberChange:
+def presence_device_leave(
+    *, wedding_id: int, member_id: int, device: str, now: float | None = None, tell: Tell = _tell_now
+) -> MemberChange:
     """A device goes: its socket closed or unsubscribed."""
     moment = time.time() if now is None else now
 
@@ -106,11 +124,13 @@ def presence_device_leave(*, wedding_id: int, member_id: int, device: str, now: 
         devices.pop(device, None)
         return devices
 
-    return _tell(presence_store().member_update(wedding_id=wedding_id, member_id=member_id, mutate=leave, now=moment))
+    change = presence_store().member_update(wedding_id=wedding_id, member_id=member_id, mutate=leave, now=moment)
+    tell(change)
+    return change
 
 
 def presence_device_rtt(
-    *, wedding_id: int, member_id: int, device: str, rtt_ms: int, now: float | None = None
+    *, wedding_id: int, member_id: int, device: str, rtt_ms: int, now: float | None = None, tell: Tell = _tell_now
 ) -> MemberChange:
     """Keep the round trip a device measured; told only when the connection's quality class moves."""
     moment = time.time() if now is None else now
@@ -120,9 +140,9 @@ def presence_device_rtt(
             devices[device] = replace(devices[device], rtt_ms=rtt_ms, last_seen=max(devices[device].last_seen, moment))
         return devices
 
-    return _tell(
-        presence_store().member_update(wedding_id=wedding_id, member_id=member_id, mutate=measured, now=moment)
-    )
+    change = presence_store().member_update(wedding_id=wedding_id, member_id=member_id, mutate=measured, now=moment)
+    tell(change)
+    return change
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +167,7 @@ def presence_state_set(
     state: PresenceStateInput,
     client: ClientInfo | None = None,
     now: float | None = None,
+    tell: Tell = _tell_now,
 ) -> MemberChange:
     """The ``presence`` op: check what the member may set, then update its device.
 
@@ -185,7 +206,9 @@ def presence_state_set(
         devices[device] = change.apply(current, now=moment)
         return devices
 
-    return _tell(presence_store().member_update(wedding_id=wedding_id, member_id=member_id, mutate=update, now=moment))
+    result = presence_store().member_update(wedding_id=wedding_id, member_id=member_id, mutate=update, now=moment)
+    tell(result)
+    return result
 
 
 def _refusal_audit(*, user_id: int, wedding_id: int, member_id: int, role: str, client: ClientInfo | None) -> None:
@@ -199,11 +222,13 @@ def _refusal_audit(*, user_id: int, wedding_id: int, member_id: int, role: str, 
     )
 
 
-def presence_heartbeat(*, node: str, seen: list[DevicePresence], node_ttl: int) -> list[MemberChange]:
+def presence_heartbeat(
+    *, node: str, seen: list[DevicePresence], node_ttl: int, tell: Tell = _tell_now
+) -> list[MemberChange]:
     """A node's batch of heard devices: deadlines pushed forward, node kept alive; devices the store
     had already counted gone (a long silence, the sweep) join again."""
     missing = presence_store().heartbeat(node=node, seen=seen, node_ttl=node_ttl)
-    return [presence_device_join(device=device) for device in missing]
+    return [presence_device_join(device=device, tell=tell) for device in missing]
 
 
 def _expire(*, wedding_id: int, member_id: int, device: str, node: str | None, now: float) -> MemberChange:
@@ -215,26 +240,32 @@ def _expire(*, wedding_id: int, member_id: int, device: str, node: str | None, n
 
     # member_update drops devices past their deadline by itself; ``expire`` also takes those of a
     # dead node, whatever their deadline.
-    return _tell(presence_store().member_update(wedding_id=wedding_id, member_id=member_id, mutate=expire, now=now))
+    return presence_store().member_update(wedding_id=wedding_id, member_id=member_id, mutate=expire, now=now)
 
 
-def presence_sweep(*, now: float | None = None) -> int:
+def presence_sweep(
+    *, now: float | None = None, tell: Callable[[list[MemberChange]], None] = presence_tell_layer
+) -> int:
     """Take away devices that missed their heartbeats and those of nodes that died without a word,
-    telling their leaves. Idempotent and safe on several workers at once: each member's change is
-    one optimistic transaction, so only the first sweeper to remove a device tells anyone."""
+    telling their leaves (all of one sweep in one batch). Idempotent and safe on several workers at
+    once: each member's change is one optimistic transaction, so only the first sweeper to remove a
+    device tells anyone."""
     moment = time.time() if now is None else now
     store = presence_store()
-    told = 0
-    for wedding_id, member_id, device in store.due(now=moment, limit=SWEEP_BATCH):
-        change = _expire(wedding_id=wedding_id, member_id=member_id, device=device, node=None, now=moment)
-        told += change.kind is not None
+    changes = [
+        _expire(wedding_id=wedding_id, member_id=member_id, device=device, node=None, now=moment)
+        for wedding_id, member_id, device in store.due(now=moment, limit=SWEEP_BATCH)
+    ]
     for node, entries in store.dead_nodes().items():
         logger.info("presence.node_dead", node=node, devices=len(entries))
-        for wedding_id, member_id, device in entries:
-            change = _expire(wedding_id=wedding_id, member_id=member_id, device=device, node=node, now=moment)
-            told += change.kind is not None
+        changes += [
+            _expire(wedding_id=wedding_id, member_id=member_id, device=device, node=node, now=moment)
+            for wedding_id, member_id, device in entries
+        ]
         store.node_forget(node=node)
-    return told
+    told = [change for change in changes if change.kind is not None]
+    tell(told)
+    return len(told)
 
 
 def presence_connects_count(*, user_id: int, device_key: str) -> int:

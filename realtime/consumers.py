@@ -347,7 +347,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                     last_seen=self.heard_at(),
                     client_device=self.client_device,
                     reconnects=self._reconnects,
-                )
+                ),
+                tell=self.hub.presence_tell,
             )
             return presence_snapshot(wedding_id=membership.wedding_id, viewer_role=membership.role)
         except Exception:
@@ -421,7 +422,11 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         self._rtt_quality = quality
         for wedding_id, subscription in self._present_subscriptions():
             await sync_to_async(presence_device_rtt, thread_sensitive=False)(
-                wedding_id=wedding_id, member_id=subscription.member_id, device=self.connection_id, rtt_ms=frame.rtt
+                wedding_id=wedding_id,
+                member_id=subscription.member_id,
+                device=self.connection_id,
+                rtt_ms=frame.rtt,
+                tell=self.hub.presence_tell,
             )
 
     def _present_subscriptions(self) -> list[tuple[int, Subscription]]:
@@ -455,6 +460,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 device=self.connection_id,
                 state=state,
                 client=self.client,
+                tell=self.hub.presence_tell,
             )
         except PresenceRefused as refused:
             self._send_frame(protocol.reply_error(frame.ref, refused.code, refused.message))  # type: ignore[arg-type]

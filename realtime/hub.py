@@ -31,9 +31,16 @@ from django.conf import settings
 from django.utils import timezone
 
 from presence.selectors import presence_location_visible
-from presence.services import presence_device_leave, presence_heartbeat, presence_sweep
+from presence.services import (
+    Tell,
+    presence_device_leave,
+    presence_entry,
+    presence_heartbeat,
+    presence_layer_message,
+    presence_sweep,
+)
 from presence.state import DevicePresence
-from presence.store import MemoryPresenceStore, presence_store
+from presence.store import MemberChange, MemoryPresenceStore, presence_store
 from realtime.daphne_support import text_frame
 from realtime.db import per_socket_db
 from realtime.gc_policy import gc_freeze_loop
@@ -72,9 +79,11 @@ RESEND_WINDOW_SECONDS = 3600.0  # for this long after it was published
 MAX_RESENDS = 5
 HELD_MAX = 2000  # live events held for one subscription while its replay is sent
 
-# A node's sockets' presence changes go out together: one frame per subscriber per window, however
-# many members changed in it (a 2,000-member room would otherwise cost 2,000 frames per change).
-PRESENCE_BATCH_SECONDS = 0.05
+# The presence changes a node makes go out together, one channel-layer message to every node per
+# window, whatever the number of weddings and changes in it; a node receiving one writes one frame
+# per subscriber per wedding (a 2,000-member room would otherwise cost 2,000 frames per change).
+PRESENCE_SEND_WINDOW_SECONDS = 0.05
+PRESENCE_BATCH_MAX = 500  # entries per layer message (a reconnect storm's joins come in several)
 PRESENCE_FLOOR_SECONDS = 2.0  # how long a new subscriber's snapshot versions filter its diffs
 PRESENCE_LEAVE_DRAIN_SECONDS = 5.0  # how long a stopping node waits to tell its sockets' leaves
 
@@ -250,7 +259,7 @@ class WeddingFeed:
         self.idle_since: float | None = None
         self.presence_versions: dict[int, int] = {}  # member -> newest version seen here
         self.presence_pending: list[PresenceEntry] = []
-        self._presence_flush: asyncio.TimerHandle | None = None
+        self._presence_flush: asyncio.Handle | None = None
         self.task = asyncio.create_task(self._run(), name=f"feed-{wedding_id}")
 
     async def _run(self) -> None:
@@ -312,7 +321,8 @@ class WeddingFeed:
         self.presence_versions[member_id] = version
         self.presence_pending.append((member_id, message["kind"], message["role"], message["state"], version))
         if self._presence_flush is None:
-            self._presence_flush = asyncio.get_running_loop().call_later(PRESENCE_BATCH_SECONDS, self.presence_flush)
+            # The sender already batched its window: flush once this layer message is read.
+            self._presence_flush = asyncio.get_running_loop().call_soon(self.presence_flush)
 
     def presence_flush(self) -> None:
         self._presence_flush = None
@@ -362,6 +372,9 @@ class NodeHub:
         self._regroup = False
         self._presence_leaves: list[tuple[int, int, str]] = []
         self._presence_leaving: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._presence_outgoing: list[dict[str, Any]] = []
+        self._presence_send: asyncio.TimerHandle | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -370,6 +383,7 @@ class NodeHub:
             await self._started.wait()
             return
         self._starting = True
+        self._loop = asyncio.get_running_loop()
         self.channel_name = await self.layer.new_channel(prefix="node")
         await self.layer.group_add(NODES_GROUP, self.channel_name)
         self._tasks = [
@@ -467,10 +481,13 @@ class NodeHub:
             try:
                 seen = self._presence_heard()
                 await sync_to_async(presence_heartbeat, thread_sensitive=False)(
-                    node=settings.REALTIME_NODE_NAME, seen=seen, node_ttl=settings.REALTIME_PRESENCE_NODE_TTL
+                    node=settings.REALTIME_NODE_NAME,
+                    seen=seen,
+                    node_ttl=settings.REALTIME_PRESENCE_NODE_TTL,
+                    tell=self.presence_tell,
                 )
                 if embedded:
-                    await sync_to_async(presence_sweep, thread_sensitive=False)()
+                    await sync_to_async(presence_sweep, thread_sensitive=False)(tell=self.presence_tell_many)
             except asyncio.CancelledError:
                 raise
             except Exception:  # Redis away: deadlines are generous enough to wait for it
@@ -500,6 +517,40 @@ class NodeHub:
                     )
         return seen
 
+    def presence_tell(self, change: MemberChange) -> None:
+        """From any thread: queue a presence change for this node's next batch to every node."""
+        entry = presence_entry(change)
+        if entry is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._presence_queue, [entry])
+
+    def presence_tell_many(self, changes: list[MemberChange]) -> None:
+        entries = [entry for change in changes if (entry := presence_entry(change)) is not None]
+        if entries and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._presence_queue, entries)
+
+    def _presence_queue(self, entries: list[dict[str, Any]]) -> None:
+        self._presence_outgoing += entries
+        if self._presence_send is None and self._loop is not None:
+            self._presence_send = self._loop.call_later(PRESENCE_SEND_WINDOW_SECONDS, self._presence_send_now)
+
+    def _presence_send_now(self) -> asyncio.Task[None] | None:
+        self._presence_send = None
+        batch, self._presence_outgoing = self._presence_outgoing, []
+        if not batch:
+            return None
+        task = asyncio.create_task(self._presence_send_batch(batch), name="hub-presence-send")
+        task.add_done_callback(_log_failure)
+        return task
+
+    async def _presence_send_batch(self, batch: list[dict[str, Any]]) -> None:
+        for start in range(0, len(batch), PRESENCE_BATCH_MAX):
+            try:
+                await self.layer.group_send(
+                    NODES_GROUP, presence_layer_message(batch[start : start + PRESENCE_BATCH_MAX])
+                )
+            except Exception:  # presence heals with the next change of each member, or a snapshot
+                logger.exception("hub.presence_send_failed", entries=len(batch))
+
     def presence_leave(self, subscription: Subscription, *, wedding_id: int) -> None:
         """The subscription's device leaves the wedding's presence (batched, in the background)."""
         if not subscription.present:
@@ -513,7 +564,7 @@ class NodeHub:
         while self._presence_leaves:
             batch, self._presence_leaves = self._presence_leaves, []
             try:
-                await sync_to_async(_presence_leaves, thread_sensitive=False)(batch)
+                await sync_to_async(_presence_leaves, thread_sensitive=False)(batch, tell=self.presence_tell)
             except Exception:  # their deadlines pass and the sweep tells the leaves instead
                 logger.exception("hub.presence_leave_failed", devices=len(batch))
 
@@ -606,9 +657,10 @@ class NodeHub:
             if feed is not None:
                 feed.inbox.put_nowait(message)
         elif kind == LAYER_PRESENCE:
-            feed = self.feeds.get(message["wedding"])
-            if feed is not None:
-                feed.presence_offer(message)
+            for entry in message["entries"]:
+                feed = self.feeds.get(entry["wedding"])
+                if feed is not None:
+                    feed.presence_offer(entry)
         elif kind == LAYER_CONTROL:
             for connection_id in list(self.sockets_by_user.get(message.get("user", -1), ())):
                 socket = self.sockets.get(connection_id)
@@ -733,6 +785,12 @@ class NodeHub:
             # runs out (REALTIME_PRESENCE_NODE_TTL); bounded, a stuck Redis must not hold the exit.
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(self._presence_leaving), PRESENCE_LEAVE_DRAIN_SECONDS)
+        if self._presence_send is not None:
+            self._presence_send.cancel()
+        sending = self._presence_send_now()  # what is still queued goes out now
+        if sending is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(sending), PRESENCE_LEAVE_DRAIN_SECONDS)
         for feed in self.feeds.values():
             feed.stop()
         with contextlib.suppress(Exception):
@@ -770,10 +828,10 @@ def _checked_replay(
     return membership, replay, None if then is None else then(membership)
 
 
-def _presence_leaves(devices: list[tuple[int, int, str]]) -> None:
+def _presence_leaves(devices: list[tuple[int, int, str]], *, tell: Tell) -> None:
     for wedding_id, member_id, device in devices:
         try:
-            presence_device_leave(wedding_id=wedding_id, member_id=member_id, device=device)
+            presence_device_leave(wedding_id=wedding_id, member_id=member_id, device=device, tell=tell)
         except Exception:  # one failure must not keep the others online; the sweep takes it later
             logger.exception("hub.presence_leave_failed", wedding=wedding_id, member=member_id)
 
