@@ -156,6 +156,16 @@ class PresenceStateInput:
     charging: bool | None = None
     cleared: frozenset[str] = frozenset()
 
+    def as_change(self) -> StateChange:
+        return StateChange(
+            status=self.status,
+            location=self.location,
+            activity=self.activity,
+            battery=self.battery,
+            charging=self.charging,
+            clear=self.cleared,
+        )
+
 
 def presence_state_set(
     *,
@@ -190,14 +200,7 @@ def presence_state_set(
     if state.activity is not None and not (Role(role).is_vendor or role == Role.PLANNER):
         raise PresenceRefused(code="forbidden", message=f"Activities are for vendors; a {role} has none.")
     moment = time.time() if now is None else now
-    change = StateChange(
-        status=state.status,
-        location=state.location,
-        activity=state.activity,
-        battery=state.battery,
-        charging=state.charging,
-        clear=state.cleared,
-    )
+    change = state.as_change()
 
     def update(devices: Devices) -> Devices:
         current = devices.get(device)
@@ -223,24 +226,33 @@ def _refusal_audit(*, user_id: int, wedding_id: int, member_id: int, role: str, 
 
 
 def presence_heartbeat(
-    *, node: str, seen: list[DevicePresence], node_ttl: int, tell: Tell = _tell_now
+    *,
+    node: str,
+    seen: list[DevicePresence],
+    node_ttl: int,
+    tell: Tell = _tell_now,
+    still_present: Callable[[DevicePresence], bool] = lambda _device: True,
 ) -> list[MemberChange]:
     """A node's batch of heard devices: deadlines pushed forward, node kept alive; devices the store
-    had already counted gone (a long silence, the sweep) join again."""
-    missing = presence_store().heartbeat(node=node, seen=seen, node_ttl=node_ttl)
-    return [presence_device_join(device=device, tell=tell) for device in missing]
+    had already counted gone (a long silence, the sweep) join again with what they had set, unless
+    their socket left meanwhile (``still_present``)."""
+    missing = presence_store().heartbeat(node=node, seen=seen, node_ttl=node_ttl, now=time.time())
+    return [presence_device_join(device=device, tell=tell) for device in missing if still_present(device)]
 
 
 def _expire(*, wedding_id: int, member_id: int, device: str, node: str | None, now: float) -> MemberChange:
     def expire(devices: Devices) -> Devices:
+        # member_update has dropped the devices past their deadline already (one heard since the
+        # sweep listed it stays); this takes a dead node's device whatever its deadline.
         current = devices.get(device)
-        if current is not None and (node is None or current.node == node):
+        if node is not None and current is not None and current.node == node:
             devices.pop(device)
         return devices
 
-    # member_update drops devices past their deadline by itself; ``expire`` also takes those of a
-    # dead node, whatever their deadline.
-    return presence_store().member_update(wedding_id=wedding_id, member_id=member_id, mutate=expire, now=now)
+    store = presence_store()
+    change = store.member_update(wedding_id=wedding_id, member_id=member_id, mutate=expire, now=now)
+    store.entry_forget(wedding_id=wedding_id, member_id=member_id, device=device)
+    return change
 
 
 def presence_sweep(

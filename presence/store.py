@@ -116,9 +116,14 @@ class PresenceStore(Protocol):
         """The same members as :meth:`told`, in their wire form."""
         ...
 
-    def heartbeat(self, *, node: str, seen: list[DevicePresence], node_ttl: int) -> list[DevicePresence]:
+    def heartbeat(self, *, node: str, seen: list[DevicePresence], node_ttl: int, now: float) -> list[DevicePresence]:
         """Push the deadlines of ``seen`` devices forward and keep the node alive; returns those
-        the store no longer has (expired or swept meanwhile), which the node joins again."""
+        the store no longer has or counts as gone (past their deadline), which the node joins again."""
+        ...
+
+    def entry_forget(self, *, wedding_id: int, member_id: int, device: str) -> None:
+        """Drop a device's deadline and node entries when its member no longer holds it (the sweep's
+        clean-up: an entry left behind would be due for ever)."""
         ...
 
     def due(self, *, now: float, limit: int) -> list[tuple[int, int, str]]:
@@ -150,16 +155,35 @@ _NODES = "wedsync:presence:nodes"
 # then each device's wedding ``alive`` set.
 _HEARTBEAT_LUA = """
 redis.call('SET', KEYS[2], '1', 'EX', ARGV[1])
+local now, key_ttl = tonumber(ARGV[2]), ARGV[3]
 local missing = {}
-for i = 2, #ARGV, 3 do
-    if redis.call('ZSCORE', KEYS[1], ARGV[i + 1]) then
+for i = 4, #ARGV, 3 do
+    local k = 2 * ((i - 1) / 3)  -- the device's two keys: KEYS[k + 1] its wedding's alive set, KEYS[k + 2] its member
+    local score = redis.call('ZSCORE', KEYS[1], ARGV[i + 1])
+    if score and tonumber(score) >= now then
         redis.call('ZADD', KEYS[1], 'GT', ARGV[i], ARGV[i + 1])
-        redis.call('ZADD', KEYS[2 + (i + 1) / 3], 'GT', ARGV[i], ARGV[i + 2])
+        redis.call('ZADD', KEYS[k + 1], 'GT', ARGV[i], ARGV[i + 2])
+        redis.call('EXPIRE', KEYS[k + 2], key_ttl)
+        redis.call('EXPIRE', KEYS[k + 1], key_ttl)
     else
         missing[#missing + 1] = ARGV[i + 1]
     end
 end
 return missing
+"""
+
+# The sweep's clean-up of an entry whose member hash no longer holds the device.
+_ENTRY_FORGET_LUA = """
+if redis.call('HEXISTS', KEYS[2], ARGV[2]) == 1 then return 0 end
+redis.call('ZREM', KEYS[1], ARGV[1])
+for _, node in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+    redis.call('SREM', ARGV[3] .. node, ARGV[1])
+end
+if redis.call('EXISTS', KEYS[2]) == 0 then  -- the member's hash is gone: so is what it told
+    redis.call('ZREM', KEYS[4], ARGV[4])
+    redis.call('HDEL', KEYS[5], ARGV[4])
+end
+return 1
 """
 
 
@@ -187,6 +211,7 @@ class RedisPresenceStore:
     def __init__(self, client: redis.Redis) -> None:
         self._redis = client
         self._heartbeat_script = client.register_script(_HEARTBEAT_LUA)
+        self._entry_forget_script = client.register_script(_ENTRY_FORGET_LUA)
 
     def member_update(self, *, wedding_id: int, member_id: int, mutate: Mutation, now: float) -> MemberChange:
         key = _member_key(wedding_id, member_id)
@@ -315,15 +340,27 @@ class RedisPresenceStore:
     def told_wire(self, *, wedding_id: int, now: float) -> list[ToldWire]:
         return [ToldWire(told["m"], told["r"], told["w"], told["v"]) for told in self._told_raw(wedding_id, now)]
 
-    def heartbeat(self, *, node: str, seen: list[DevicePresence], node_ttl: int) -> list[DevicePresence]:
-        args: list[Any] = [node_ttl]
+    def heartbeat(self, *, node: str, seen: list[DevicePresence], node_ttl: int, now: float) -> list[DevicePresence]:
+        args: list[Any] = [node_ttl, now, KEY_TTL_SECONDS]
         keys = [_DEADLINES, _alive_key(node)]
         for device in seen:
             args += [device.deadline, _entry(device.wedding_id, device.member_id, device.device), device.member_id]
-            keys.append(_alive_members_key(device.wedding_id))
+            keys += [_alive_members_key(device.wedding_id), _member_key(device.wedding_id, device.member_id)]
         missing = self._heartbeat_script(keys=keys, args=args)
         gone = {entry.decode() if isinstance(entry, bytes) else entry for entry in missing}
         return [d for d in seen if _entry(d.wedding_id, d.member_id, d.device) in gone]
+
+    def entry_forget(self, *, wedding_id: int, member_id: int, device: str) -> None:
+        self._entry_forget_script(
+            keys=[
+                _DEADLINES,
+                _member_key(wedding_id, member_id),
+                _NODES,
+                _alive_members_key(wedding_id),
+                _told_key(wedding_id),
+            ],
+            args=[_entry(wedding_id, member_id, device), device, "wedsync:presence:node:", member_id],
+        )
 
     def due(self, *, now: float, limit: int) -> list[tuple[int, int, str]]:
         entries = self._redis.zrangebyscore(_DEADLINES, "-inf", now, start=0, num=limit)
@@ -437,18 +474,21 @@ class MemoryPresenceStore:
             for member, (state, version) in self.told(wedding_id=wedding_id, now=now).items()
         ]
 
-    def heartbeat(self, *, node: str, seen: list[DevicePresence], node_ttl: int) -> list[DevicePresence]:
+    def heartbeat(self, *, node: str, seen: list[DevicePresence], node_ttl: int, now: float) -> list[DevicePresence]:
         missing = []
         with self._lock:
             self._alive[node] = time.time() + node_ttl
             for device in seen:
                 devices = self._devices.get((device.wedding_id, device.member_id), {})
                 stored = devices.get(device.device)
-                if stored is None:
+                if stored is None or stored.deadline < now:
                     missing.append(device)
                 elif device.deadline > stored.deadline:
                     devices[device.device] = _with_deadline(stored, device.deadline)
         return missing
+
+    def entry_forget(self, *, wedding_id: int, member_id: int, device: str) -> None:
+        return None  # one dict holds a device and its deadline: nothing is left behind
 
     def due(self, *, now: float, limit: int) -> list[tuple[int, int, str]]:
         with self._lock:

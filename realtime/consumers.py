@@ -12,7 +12,9 @@ import functools
 import re
 import time
 import uuid
+import zlib
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -295,8 +297,9 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         except SubscriptionDenied as denied:
             self._send_frame(protocol.reply_error(frame.ref, denied.code, denied.message))  # type: ignore[arg-type]
             return
-        membership, replay, subscription, snapshot = subscribed
-        subscription.present = snapshot is not None
+        membership, replay, subscription, (device, snapshot) = subscribed
+        # Present once joined, even if the snapshot failed: its close must still tell the leave.
+        subscription.present, subscription.device = device is not None, device
         if self.hub.subscribed(self, wedding_id=membership.wedding_id) is not subscription:
             # Access changed (or another subscribe replaced this one) while the replay was read.
             self.hub.presence_leave(subscription, wedding_id=membership.wedding_id)
@@ -328,32 +331,32 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             )
         subscription.go_live(upto=replay.upto)
 
-    def _presence_join(self, membership: MembershipView) -> PresenceSnapshot | None:
+    def _presence_join(self, membership: MembershipView) -> tuple[DevicePresence | None, PresenceSnapshot | None]:
         """In the subscribe's thread hop: this device joins the wedding's presence, then the
-        snapshot is read (so it includes this device). None when presence is unavailable (Redis
-        away): the subscribe still succeeds, with an empty snapshot."""
+        snapshot is read (so it includes this device). Either is None when presence is unavailable
+        (Redis away): the subscribe still succeeds, with an empty snapshot."""
+        device = None
         try:
             if self._reconnects is None:
-                key = self.client_device or f"ua:{hash(self.client.user_agent) & 0xFFFFFFFF:x}"
+                # A stable key across processes (``hash()`` is salted per process).
+                key = self.client_device or f"ua:{zlib.crc32(self.client.user_agent.encode()):x}"
                 self._reconnects = presence_connects_count(user_id=self.user_id, device_key=key)
-            presence_device_join(
-                device=DevicePresence(
-                    wedding_id=membership.wedding_id,
-                    member_id=membership.member_id,
-                    role=membership.role,
-                    device=self.connection_id,
-                    node=settings.REALTIME_NODE_NAME,
-                    heartbeat_interval=self.heartbeat_interval,
-                    last_seen=self.heard_at(),
-                    client_device=self.client_device,
-                    reconnects=self._reconnects,
-                ),
-                tell=self.hub.presence_tell,
+            device = DevicePresence(
+                wedding_id=membership.wedding_id,
+                member_id=membership.member_id,
+                role=membership.role,
+                device=self.connection_id,
+                node=settings.REALTIME_NODE_NAME,
+                heartbeat_interval=self.heartbeat_interval,
+                last_seen=self.heard_at(),
+                client_device=self.client_device,
+                reconnects=self._reconnects,
             )
-            return presence_snapshot(wedding_id=membership.wedding_id, viewer_role=membership.role)
+            presence_device_join(device=device, tell=self.hub.presence_tell)
+            return device, presence_snapshot(wedding_id=membership.wedding_id, viewer_role=membership.role)
         except Exception:
-            logger.exception("socket.presence_join_failed", connection=self.connection_id)
-            return None
+            logger.exception("socket.presence_join_failed", connection=self.connection_id, joined=device is not None)
+            return device, None
 
     async def _unsubscribe(self, frame: protocol.Unsubscribe) -> None:
         wedding_id = wedding_id_from_topic(frame.topic)
@@ -419,15 +422,21 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         quality = quality_of(frame.rtt, 0).value
         if quality == self._rtt_quality:
             return
-        self._rtt_quality = quality
         for wedding_id, subscription in self._present_subscriptions():
-            await sync_to_async(presence_device_rtt, thread_sensitive=False)(
-                wedding_id=wedding_id,
-                member_id=subscription.member_id,
-                device=self.connection_id,
-                rtt_ms=frame.rtt,
-                tell=self.hub.presence_tell,
-            )
+            try:
+                await sync_to_async(presence_device_rtt, thread_sensitive=False)(
+                    wedding_id=wedding_id,
+                    member_id=subscription.member_id,
+                    device=self.connection_id,
+                    rtt_ms=frame.rtt,
+                    tell=self.hub.presence_tell,
+                )
+            except Exception:  # Redis away: the heartbeat was answered; the next one tries again
+                logger.warning("socket.presence_rtt_failed", connection=self.connection_id)
+                return
+            if subscription.device is not None:
+                subscription.device = replace(subscription.device, rtt_ms=frame.rtt)
+        self._rtt_quality = quality
 
     def _present_subscriptions(self) -> list[tuple[int, Subscription]]:
         return [
@@ -465,6 +474,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         except PresenceRefused as refused:
             self._send_frame(protocol.reply_error(frame.ref, refused.code, refused.message))  # type: ignore[arg-type]
             return
+        if subscription.device is not None:  # what a rejoin after a long silence restores
+            subscription.device = state.as_change().apply(subscription.device, now=time.time())
         self._send_frame(protocol.reply_ok(frame.ref))
 
     async def _not_yet(self, frame: protocol.Sync) -> None:

@@ -19,7 +19,7 @@ import contextlib
 import time
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any, NamedTuple, Protocol
 
@@ -140,6 +140,7 @@ class Subscription:
     presence_floor: dict[int, int] | None = None
     presence_floor_until: float = 0.0
     heard_told: float = 0.0  # the last heartbeat time handed to the presence store
+    device: DevicePresence | None = None  # the device as its socket last set it: what a rejoin restores
 
     def offer(self, message: dict[str, Any]) -> None:
         if self.held is not None:
@@ -421,7 +422,10 @@ class NodeHub:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
-            self._route(message)
+            try:
+                self._route(message)
+            except Exception:  # one bad message must not end the node's receiving
+                logger.exception("hub.route_failed", type=message.get("type"))
 
     async def _join_groups(self) -> None:
         await self.layer.group_add(NODES_GROUP, self._channel)
@@ -485,6 +489,7 @@ class NodeHub:
                     seen=seen,
                     node_ttl=settings.REALTIME_PRESENCE_NODE_TTL,
                     tell=self.presence_tell,
+                    still_present=self._presence_still_present,
                 )
                 if embedded:
                     await sync_to_async(presence_sweep, thread_sensitive=False)(tell=self.presence_tell_many)
@@ -504,18 +509,15 @@ class NodeHub:
                 heard = subscription.socket.heard_at()
                 if heard > subscription.heard_told:
                     subscription.heard_told = heard
-                    seen.append(
-                        DevicePresence(
-                            wedding_id=feed.wedding_id,
-                            member_id=subscription.member_id,
-                            role=subscription.role,
-                            device=subscription.socket.connection_id,
-                            node=node,
-                            heartbeat_interval=subscription.socket.heartbeat_interval,
-                            last_seen=heard,
-                        )
-                    )
+                    if subscription.device is not None:
+                        seen.append(replace(subscription.device, last_seen=heard, node=node))
         return seen
+
+    def _presence_still_present(self, device: DevicePresence) -> bool:
+        """Whether the device's subscription is still here (its socket may have left meanwhile)."""
+        feed = self.feeds.get(device.wedding_id)
+        subscription = None if feed is None else feed.subscriptions.get(device.device)
+        return subscription is not None and subscription.present
 
     def presence_tell(self, change: MemberChange) -> None:
         """From any thread: queue a presence change for this node's next batch to every node."""

@@ -176,6 +176,9 @@ async def test_a_phone_that_goes_silent_is_offline_after_missed_heartbeats_and_b
     phone = await sockets(party.paula)  # its socket stays open, as a dead phone's may for a while
     await phone.subscribe(party.wedding.pk)
     await _next_diff(planner)  # the join
+    state = {"location": "photo_location", "battery": 41, "status": "busy"}
+    assert (await phone.request("presence", topic=f"wedding:{party.wedding.pk}", state=state))["status"] == "ok"
+    await _next_diff(planner)  # the update
     with time_machine.travel(time.time() + 2.5 * 30 + 1, tick=True):
         await planner.request("heartbeat")  # the planner is still heard; the phone is not
         await asyncio.sleep(0.3)  # the node's next heartbeat batch
@@ -189,3 +192,6 @@ async def test_a_phone_that_goes_silent_is_offline_after_missed_heartbeats_and_b
         await phone.request("heartbeat")  # the phone is heard again on the same socket
         back = await _next_diff(planner)
         assert list(back["joins"]) == [str(party.paula.pk)]
+        # It comes back as it was: the client has no reason to say it all again.
+        rejoined = back["joins"][str(party.paula.pk)]
+        assert (rejoined["location"], rejoined["battery"], rejoined["status"]) == ("photo_location", 41, "busy")

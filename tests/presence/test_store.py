@@ -108,22 +108,43 @@ def test_heartbeats_push_deadlines_forward_never_back_and_name_devices_already_g
     now = time.time()
     phone = _device("phone", last_seen=now)
     _join(store, phone, now)
-    assert store.heartbeat(node="n1", seen=[replace(phone, last_seen=now + 20)], node_ttl=15) == []
+    assert store.heartbeat(node="n1", seen=[replace(phone, last_seen=now + 20)], node_ttl=15, now=now + 20) == []
     assert store.devices(wedding_id=WEDDING, now=now + 40)  # heard at +20: live until +45
-    store.heartbeat(node="n1", seen=[replace(phone, last_seen=now + 1)], node_ttl=15)  # a late, older batch
+    store.heartbeat(node="n1", seen=[replace(phone, last_seen=now + 1)], node_ttl=15, now=now + 21)  # older
     assert store.devices(wedding_id=WEDDING, now=now + 40)
     presence_sweep(now=now + 46)
     stranger = _device("tablet", last_seen=now + 46)
-    missing = store.heartbeat(node="n1", seen=[replace(phone, last_seen=now + 46), stranger], node_ttl=15)
+    missing = store.heartbeat(node="n1", seen=[replace(phone, last_seen=now + 46), stranger], node_ttl=15, now=now + 46)
     assert {d.device for d in missing} == {"phone", "tablet"}
+
+
+def test_a_device_heard_after_its_deadline_passed_is_missing_so_it_joins_again_through_a_change(store) -> None:
+    now = time.time()
+    phone = _device("phone", last_seen=now)
+    _join(store, phone, now)
+    # Past its deadline (readers already count it gone) but not swept yet: not silently revived.
+    missing = store.heartbeat(node="n1", seen=[replace(phone, last_seen=now + 30)], node_ttl=15, now=now + 30)
+    assert [d.device for d in missing] == ["phone"]
+
+
+def test_the_sweep_leaves_a_device_heard_after_it_was_listed(store) -> None:
+    now = time.time()
+    phone = _device("phone", last_seen=now)
+    _join(store, phone, now)
+    assert store.due(now=now + 26, limit=10) == [(WEDDING, MEMBER, "phone")]
+    # Heard just after the sweep listed it, before it takes it away (a node's batch may land there).
+    store.heartbeat(node="n1", seen=[replace(phone, last_seen=now + 25)], node_ttl=15, now=now + 24.9)
+    change = services._expire(wedding_id=WEDDING, member_id=MEMBER, device="phone", node=None, now=now + 26)
+    assert change.kind is None
+    assert [d.device for d in store.devices(wedding_id=WEDDING, now=now + 26)] == ["phone"]
 
 
 def test_a_node_that_stops_saying_it_is_alive_loses_its_devices_to_the_sweep(store) -> None:
     now = time.time()
     _join(store, _device("phone", node="doomed", last_seen=now, interval=30), now)
     _join(store, _device("tablet", member=MEMBER + 1, node="healthy", last_seen=now, interval=30), now)
-    store.heartbeat(node="doomed", seen=[], node_ttl=15)
-    store.heartbeat(node="healthy", seen=[], node_ttl=15)
+    store.heartbeat(node="doomed", seen=[], node_ttl=15, now=now)
+    store.heartbeat(node="healthy", seen=[], node_ttl=15, now=now)
     assert store.dead_nodes() == {}
     _kill_node(store, "doomed")
     assert store.dead_nodes() == {"doomed": [(WEDDING, MEMBER, "phone")]}
@@ -176,3 +197,16 @@ def test_two_sweepers_at_once_tell_each_leave_once() -> None:
     told = race(lambda: presence_sweep(now=now + 26), threads=3)
     assert sum(told) == 10, told  # type: ignore[arg-type]
     assert presence_store().told(wedding_id=WEDDING, now=now + 26) == {}
+
+
+@pytest.mark.requires_redis
+def test_a_device_whose_member_hash_was_lost_is_cleaned_up_instead_of_due_for_ever() -> None:
+    store = presence_store()
+    assert isinstance(store, RedisPresenceStore)
+    now = time.time()
+    presence_device_join(device=_device("kiosk", last_seen=now), now=now)
+    store._redis.delete(f"wedsync:presence:{WEDDING}:{MEMBER}")  # evicted, say
+    presence_sweep(now=now + 26)
+    assert store.due(now=now + 26, limit=10) == []
+    assert store.told(wedding_id=WEDDING, now=now) == {}
+    assert store.dead_nodes() == {}
