@@ -317,6 +317,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             )
         )
         subscription.presence_live(versions={} if snapshot is None else snapshot.versions)
+        if snapshot is not None:
+            self.hub.presence_seed(wedding_id=membership.wedding_id, snapshot=snapshot)
         outbox = self.outbox
         for event, seq in zip(replay.frames, replay.seqs, strict=True):
             if outbox is None or self._closing:

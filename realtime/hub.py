@@ -30,7 +30,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.utils import timezone
 
-from presence.selectors import presence_location_visible
+from presence.selectors import PresenceSnapshot, presence_location_visible
 from presence.services import (
     Tell,
     presence_device_leave,
@@ -40,7 +40,7 @@ from presence.services import (
     presence_sweep,
 )
 from presence.state import DevicePresence
-from presence.store import MemberChange, MemoryPresenceStore, presence_store
+from presence.store import MemberChange, MemoryPresenceStore, ToldWire, presence_store
 from realtime.daphne_support import text_frame
 from realtime.db import per_socket_db
 from realtime.gc_policy import gc_freeze_loop
@@ -259,6 +259,11 @@ class WeddingFeed:
         self.suspected_head = 0
         self.idle_since: float | None = None
         self.presence_versions: dict[int, int] = {}  # member -> newest version seen here
+        # member -> (role, state) of members this node last told online: what a lost leave leaves
+        self.presence_shown: dict[int, tuple[str, dict[str, Any]]] = {}
+        # member -> newest version a subscriber's snapshot showed here (reconciliation only: a diff
+        # of that version may still be due to the subscribers that were here before)
+        self.presence_snapshot_versions: dict[int, int] = {}
         self.presence_pending: list[PresenceEntry] = []
         self._presence_flush: asyncio.Handle | None = None
         self.task = asyncio.create_task(self._run(), name=f"feed-{wedding_id}")
@@ -320,10 +325,57 @@ class WeddingFeed:
         if version <= self.presence_versions.get(member_id, 0):
             return
         self.presence_versions[member_id] = version
+        if message["kind"] == "leaves":
+            self.presence_shown.pop(member_id, None)
+        else:
+            self.presence_shown[member_id] = (message["role"], message["state"])
         self.presence_pending.append((member_id, message["kind"], message["role"], message["state"], version))
         if self._presence_flush is None:
             # The sender already batched its window: flush once this layer message is read.
             self._presence_flush = asyncio.get_running_loop().call_soon(self.presence_flush)
+
+    def presence_seed(self, *, members: dict[str, dict[str, Any]], versions: dict[int, int]) -> None:
+        """What a new subscriber's snapshot showed, so reconciliation neither repeats it as joins
+        nor misses the leave of a member that no diff here ever named."""
+        for member_id, version in versions.items():
+            if version > self.presence_snapshot_versions.get(member_id, 0):
+                self.presence_snapshot_versions[member_id] = version
+        for member, state in members.items():
+            self.presence_shown.setdefault(int(member), (state["role"], state))
+
+    def presence_reconcile(self, *, told: list[ToldWire], read_at_ms: int) -> int:
+        """Repair diffs this node missed (the layer drops messages at capacity; a send can fail):
+        ``told`` is the store's state read at ``read_at_ms``. Newer states are offered as diffs;
+        members shown online that the store no longer has leave, unless a diff about them came
+        after the read. Returns how many repairs were offered."""
+        repaired = 0
+        present = set()
+        for entry in told:
+            present.add(entry.member_id)
+            known = max(
+                self.presence_versions.get(entry.member_id, 0), self.presence_snapshot_versions.get(entry.member_id, 0)
+            )
+            if entry.version > known:
+                kind = "updates" if entry.member_id in self.presence_shown else "joins"
+                self.presence_offer(
+                    {
+                        "member": entry.member_id,
+                        "kind": kind,
+                        "role": entry.role,
+                        "state": entry.wire,
+                        "v": entry.version,
+                    }
+                )
+                repaired += 1
+        for member_id, (role, state) in list(self.presence_shown.items()):
+            known = max(self.presence_versions.get(member_id, 0), self.presence_snapshot_versions.get(member_id, 0))
+            if member_id not in present and known < read_at_ms:
+                gone = {**state, "status": "offline", "devices": 0}
+                self.presence_offer(
+                    {"member": member_id, "kind": "leaves", "role": role, "state": gone, "v": read_at_ms}
+                )
+                repaired += 1
+        return repaired
 
     def presence_flush(self) -> None:
         self._presence_flush = None
@@ -391,6 +443,7 @@ class NodeHub:
             asyncio.create_task(self._receive_loop(), name="hub-receive"),
             asyncio.create_task(self._poll_loop(), name="hub-poll"),
             asyncio.create_task(self._presence_loop(), name="hub-presence"),
+            asyncio.create_task(self._presence_reconcile_loop(), name="hub-presence-reconcile"),
         ]
         if settings.REALTIME_GC_FREEZE_SECONDS:
             freeze = gc_freeze_loop(
@@ -499,6 +552,34 @@ class NodeHub:
                 logger.exception("hub.presence_failed")
             await asyncio.sleep(every)
 
+    async def _presence_reconcile_loop(self) -> None:
+        """Every REALTIME_PRESENCE_RECONCILE_SECONDS: compare what each feed has shown with the
+        store, so a lost diff is repaired within that, not at the member's next change."""
+        while True:
+            await asyncio.sleep(settings.REALTIME_PRESENCE_RECONCILE_SECONDS)
+            weddings = [
+                wedding_id
+                for wedding_id, feed in self.feeds.items()
+                if any(subscription.sees_presence for subscription in feed.subscriptions.values())
+            ]
+            if not weddings:
+                continue
+            try:
+                read_at_ms = int(time.time() * 1000)
+                told = await sync_to_async(_presence_told, thread_sensitive=False)(weddings)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # Redis away: the next round tries again
+                logger.exception("hub.presence_reconcile_failed")
+                continue
+            repaired = 0
+            for wedding_id, entries in told.items():
+                feed = self.feeds.get(wedding_id)
+                if feed is not None:
+                    repaired += feed.presence_reconcile(told=entries, read_at_ms=read_at_ms)
+            if repaired:
+                logger.warning("hub.presence_repaired", entries=repaired)
+
     def _presence_heard(self) -> list[DevicePresence]:
         seen = []
         node = settings.REALTIME_NODE_NAME
@@ -518,6 +599,11 @@ class NodeHub:
         feed = self.feeds.get(device.wedding_id)
         subscription = None if feed is None else feed.subscriptions.get(device.device)
         return subscription is not None and subscription.present
+
+    def presence_seed(self, *, wedding_id: int, snapshot: PresenceSnapshot) -> None:
+        feed = self.feeds.get(wedding_id)
+        if feed is not None:
+            feed.presence_seed(members=snapshot.wire.get("members", {}), versions=snapshot.versions)
 
     def presence_tell(self, change: MemberChange) -> None:
         """From any thread: queue a presence change for this node's next batch to every node."""
@@ -828,6 +914,11 @@ def _checked_replay(
         min_priority=min_priority,
     )
     return membership, replay, None if then is None else then(membership)
+
+
+def _presence_told(weddings: list[int]) -> dict[int, list[ToldWire]]:
+    store, now = presence_store(), time.time()
+    return {wedding_id: store.told_wire(wedding_id=wedding_id, now=now) for wedding_id in weddings}
 
 
 def _presence_leaves(devices: list[tuple[int, int, str]], *, tell: Tell) -> None:

@@ -326,6 +326,8 @@ REALTIME_OUTBOX_MAX_BYTES = env_int("REALTIME_OUTBOX_MAX_BYTES", default=2 * 102
 REALTIME_PRESENCE_FLUSH_SECONDS = env_float("REALTIME_PRESENCE_FLUSH_SECONDS", default=2.0, minimum=0.1)
 # A node that has not said it is alive for this long is dead: the sweep takes its devices away.
 REALTIME_PRESENCE_NODE_TTL = env_int("REALTIME_PRESENCE_NODE_TTL", default=15, minimum=5)
+# How often a node compares the presence it has shown with the store, repairing lost diffs.
+REALTIME_PRESENCE_RECONCILE_SECONDS = env_float("REALTIME_PRESENCE_RECONCILE_SECONDS", default=10.0, minimum=0.1)
 # How often Celery beat sweeps devices that missed their heartbeats or whose node died.
 PRESENCE_SWEEP_SECONDS = env_float("PRESENCE_SWEEP_SECONDS", default=2.0, minimum=1.0)
 CELERY_BEAT_SCHEDULE["presence-sweep"] = {

@@ -11,7 +11,9 @@ import time_machine
 from channels.db import database_sync_to_async
 
 from presence.selectors import presence_devices, presence_snapshot
-from presence.services import presence_sweep
+from presence.services import presence_device_join, presence_device_leave, presence_sweep
+from presence.store import MemberChange
+from tests.factories import device_presence
 from tests.personas import WeddingParty, make_wedding_party
 from tests.realtime.conftest import Client
 from wedsync.models import AuditLog
@@ -195,3 +197,30 @@ async def test_a_phone_that_goes_silent_is_offline_after_missed_heartbeats_and_b
         # It comes back as it was: the client has no reason to say it all again.
         rejoined = back["joins"][str(party.paula.pk)]
         assert (rejoined["location"], rejoined["battery"], rejoined["status"]) == ("photo_location", 41, "busy")
+
+
+async def test_diffs_lost_on_the_way_are_repaired_by_the_nodes_reconciliation(
+    party: WeddingParty, sockets, settings
+) -> None:
+    settings.REALTIME_PRESENCE_RECONCILE_SECONDS = 0.3
+    planner = await sockets(party.priya)
+    await planner.subscribe(party.wedding.pk)
+    ana = await sockets(party.ana)  # online before, in the planner's view through a diff
+    await ana.subscribe(party.wedding.pk)
+    assert list((await _next_diff(planner))["joins"]) == [str(party.ana.pk)]
+
+    def lost(change: MemberChange) -> None:  # as the channel layer drops a message at capacity
+        return None
+
+    phone = device_presence(party.paula, device="phone-lost")
+    await database_sync_to_async(presence_device_join)(device=phone, tell=lost)
+    repaired = await _next_diff(planner, within=3)
+    assert list(repaired["joins"]) == [str(party.paula.pk)] and not repaired["updates"]
+    await database_sync_to_async(presence_device_leave)(
+        wedding_id=party.wedding.pk, member_id=party.paula.pk, device="phone-lost", tell=lost
+    )
+    repaired = await _next_diff(planner, within=3)
+    assert list(repaired["leaves"]) == [str(party.paula.pk)]
+    assert repaired["leaves"][str(party.paula.pk)]["status"] == "offline"
+    # What the planner was shown (its snapshot, Ana's join) is never told again.
+    assert await planner.nothing_more(within=1.0, presence=True)
