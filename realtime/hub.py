@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 import weakref
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any, NamedTuple, Protocol
@@ -437,6 +439,13 @@ class NodeHub:
             return
         self._starting = True
         self._loop = asyncio.get_running_loop()
+        if "ASGI_THREADS" not in os.environ:  # an operator's ASGI_THREADS (read by daphne) wins
+            # Every subscribe's thread hop reads the database and writes presence; with asyncio's
+            # default of cores + 4 threads a 2,000-socket reconnect storm queued handshakes past
+            # daphne's 5 s limit and clients spent the storm backing off (docs/benchmarks.md).
+            self._loop.set_default_executor(
+                ThreadPoolExecutor(max_workers=settings.REALTIME_THREAD_POOL, thread_name_prefix="node-pool")
+            )
         self.channel_name = await self.layer.new_channel(prefix="node")
         await self.layer.group_add(NODES_GROUP, self.channel_name)
         self._tasks = [

@@ -317,6 +317,8 @@ REALTIME_SOCKET_SEND_BUFFER = env_int("REALTIME_SOCKET_SEND_BUFFER", default=64 
 REALTIME_LISTEN_BACKLOG = env_int("REALTIME_LISTEN_BACKLOG", default=2048, minimum=50)
 # Garbage collection on a socket node (realtime/gc_policy.py, decision 0007): freeze long-lived
 # objects this often (0 turns the policy off), and collect everything this often.
+# Threads a node runs its sockets' database and presence calls on (the event loop's default pool).
+REALTIME_THREAD_POOL = env_int("REALTIME_THREAD_POOL", default=24, minimum=1, maximum=256)
 REALTIME_GC_FREEZE_SECONDS = env_int("REALTIME_GC_FREEZE_SECONDS", default=10, minimum=0)
 REALTIME_GC_FULL_SECONDS = env_int("REALTIME_GC_FULL_SECONDS", default=1800, minimum=60)
 REALTIME_OUTBOX_MAX_BYTES = env_int("REALTIME_OUTBOX_MAX_BYTES", default=2 * 1024 * 1024, minimum=64 * 1024)
