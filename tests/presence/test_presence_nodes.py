@@ -114,7 +114,6 @@ async def test_with_beat_a_missing_photographer_is_an_alert_and_a_killed_nodes_m
             await planner.subscribe(topic)
             for client in others:
                 await client.subscribe(topic)
-            assert planner.welcome is not None and planner.welcome["heartbeat_interval"] == 10  # the day
             with celery_worker_with_beat(nodes.environment, tmp_path):
                 # Everyone who matters is connected but the photographer.
                 alert = await _alert_about(planner, party.paula.pk, within=30)
