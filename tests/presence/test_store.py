@@ -37,13 +37,11 @@ def _device(
     )
 
 
-@pytest.fixture(params=["redis", "memory"])
+@pytest.fixture(params=[pytest.param("redis", marks=pytest.mark.requires_redis), "memory"])
 def store(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[PresenceStore]:
     """Each store, installed as the process's store so the services use it."""
     chosen: PresenceStore
     if request.param == "redis":
-        if not settings.WEDSYNC_TEST_SERVICES.get("redis"):
-            pytest.skip("needs Redis")  # reported by tests/conftest.py's NOT RUN banner
         client = redis.Redis.from_url(str(settings.REDIS_URL))
         chosen = RedisPresenceStore(client)
     else:
