@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import structlog
@@ -145,28 +145,6 @@ def presence_device_rtt(
     return change
 
 
-@dataclass(frozen=True, slots=True)
-class PresenceStateInput:
-    """A ``presence`` op's ``state``, validated (realtime/protocol.py); ``cleared`` names nulls."""
-
-    status: PresenceStatus | None = None
-    location: str | None = None
-    activity: str | None = None
-    battery: int | None = None
-    charging: bool | None = None
-    cleared: frozenset[str] = frozenset()
-
-    def as_change(self) -> StateChange:
-        return StateChange(
-            status=self.status,
-            location=self.location,
-            activity=self.activity,
-            battery=self.battery,
-            charging=self.charging,
-            clear=self.cleared,
-        )
-
-
 def presence_state_set(
     *,
     wedding_id: int,
@@ -174,7 +152,7 @@ def presence_state_set(
     role: str,
     user_id: int,
     device: str,
-    state: PresenceStateInput,
+    state: StateChange,
     client: ClientInfo | None = None,
     now: float | None = None,
     tell: Tell = _tell_now,
@@ -200,13 +178,12 @@ def presence_state_set(
     if state.activity is not None and not (Role(role).is_vendor or role == Role.PLANNER):
         raise PresenceRefused(code="forbidden", message=f"Activities are for vendors; a {role} has none.")
     moment = time.time() if now is None else now
-    change = state.as_change()
 
     def update(devices: Devices) -> Devices:
         current = devices.get(device)
         if current is None:
             raise PresenceRefused(code="not_subscribed", message="This device is not present in the wedding.")
-        devices[device] = change.apply(current, now=moment)
+        devices[device] = state.apply(current, now=moment)
         return devices
 
     result = presence_store().member_update(wedding_id=wedding_id, member_id=member_id, mutate=update, now=moment)

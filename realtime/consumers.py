@@ -30,13 +30,12 @@ from django.utils import timezone
 from presence.selectors import PresenceSnapshot, presence_snapshot
 from presence.services import (
     PresenceRefused,
-    PresenceStateInput,
     presence_connects_count,
     presence_device_join,
     presence_device_rtt,
     presence_state_set,
 )
-from presence.state import DevicePresence, quality_of
+from presence.state import DevicePresence, StateChange, quality_of
 from presence.vocabulary import PresenceStatus
 from realtime import protocol
 from realtime.audit import node_audit
@@ -477,7 +476,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             self._send_frame(protocol.reply_error(frame.ref, refused.code, refused.message))  # type: ignore[arg-type]
             return
         if subscription.device is not None:  # what a rejoin after a long silence restores
-            subscription.device = state.as_change().apply(subscription.device, now=time.time())
+            subscription.device = state.apply(subscription.device, now=time.time())
         self._send_frame(protocol.reply_ok(frame.ref))
 
     async def _not_yet(self, frame: protocol.Sync) -> None:
@@ -539,7 +538,7 @@ def _device_name(query_string: str) -> str:
     return values[0] if values and _DEVICE_NAME.match(values[0]) else ""
 
 
-def _presence_input(state: protocol.PresenceState) -> PresenceStateInput | None:
+def _presence_input(state: protocol.PresenceState) -> StateChange | None:
     """The fields a ``presence`` op set, and those it cleared with null; None when it set none."""
     given = {name: getattr(state, name) for name in state.__struct_fields__}
     given = {name: value for name, value in given.items() if value is not msgspec.UNSET}
@@ -547,11 +546,11 @@ def _presence_input(state: protocol.PresenceState) -> PresenceStateInput | None:
         return None
     cleared = frozenset(name for name, value in given.items() if value is None)
     status = given.get("status")
-    return PresenceStateInput(
+    return StateChange(
         status=None if status is None else PresenceStatus(status),
         location=given.get("location"),
         activity=given.get("activity"),
         battery=given.get("battery"),
         charging=given.get("charging"),
-        cleared=cleared,
+        clear=cleared,
     )

@@ -17,7 +17,8 @@ from presence.emergency.selectors import STAFF_NAME, emergencies_open_ids
 from presence.emergency.services import EmergencyRefused, emergency_resolve
 from presence.models import Alert, Emergency
 from presence.selectors import wedding_emergency_open
-from presence.services import PresenceRefused, PresenceStateInput, presence_device_join, presence_state_set
+from presence.services import PresenceRefused, presence_device_join, presence_state_set
+from presence.state import StateChange
 from realtime.models import Event, WeddingStream
 from realtime.names import Priority
 from realtime.services.events import PublishedEvent, PublishRefused, member_event_publish
@@ -300,7 +301,7 @@ def test_a_guest_shares_a_location_during_an_emergency_and_not_after(party: Wedd
             role=party.gil.role,
             user_id=party.gil.user_id,
             device="gil-phone",
-            state=PresenceStateInput(location="parking"),
+            state=StateChange(location="parking"),
         )
 
     with pytest.raises(PresenceRefused):

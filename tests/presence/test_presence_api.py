@@ -8,7 +8,8 @@ from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
 from presence.selectors import presence_snapshot
-from presence.services import PresenceStateInput, presence_device_join, presence_state_set
+from presence.services import presence_device_join, presence_state_set
+from presence.state import StateChange
 from realtime.services.events import member_event_publish
 from tests.factories import device_presence
 from tests.personas import WeddingParty, make_wedding_party
@@ -66,7 +67,7 @@ def test_a_guests_emergency_location_is_for_the_planner_and_the_venue(api: APICl
         role=online.gil.role,
         user_id=online.gil.user_id,
         device=f"dev-{online.gil.pk}",
-        state=PresenceStateInput(location="parking"),
+        state=StateChange(location="parking"),
     )
     gil = str(online.gil.pk)
     assert as_member(api, online.priya).get(url(online)).json()["members"][gil]["location"] == "parking"
