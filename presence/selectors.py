@@ -8,7 +8,7 @@ from typing import Any
 
 from presence.models import Emergency
 from presence.state import DevicePresence, MemberPresence
-from presence.store import presence_store
+from presence.store import ToldWire, presence_store
 from wedsync.permissions import Permission, Role, role_has_permission
 
 
@@ -38,15 +38,34 @@ class PresenceSnapshot:
 
 def presence_snapshot(*, wedding_id: int, viewer_role: str) -> PresenceSnapshot:
     """The subscribe reply's presence: everyone's state for members with ``view_presence``, counts
-    per role for the others. Two Redis reads and one decode per member: every subscribe pays it."""
-    told = sorted(presence_store().told_wire(wedding_id=wedding_id, now=time.time()))
-    counts: dict[str, int] = {}
-    for entry in told:
-        counts[entry.role] = counts.get(entry.role, 0) + 1
+    per role for the others."""
+    return presence_snapshots(wanted=[(wedding_id, viewer_role)])[(wedding_id, viewer_role)]
+
+
+def presence_snapshots(*, wanted: list[tuple[int, str]]) -> dict[tuple[int, str], PresenceSnapshot]:
+    """Snapshots for (wedding, viewer role) pairs: two Redis reads and one decode per member per
+    wedding in all, however many pairs (a node's batch of joining subscribers shares them)."""
+    weddings = sorted({wedding_id for wedding_id, _role in wanted})
+    told = presence_store().told_wire(wedding_ids=weddings, now=time.time())
+    snapshots = {}
+    for wedding_id in weddings:
+        entries = sorted(told[wedding_id])
+        counts: dict[str, int] = {}
+        for entry in entries:
+            counts[entry.role] = counts.get(entry.role, 0) + 1
+        versions = {entry.member_id: entry.version for entry in entries}  # shared: read only
+        for viewer_role in {role for wedding, role in wanted if wedding == wedding_id}:
+            snapshots[(wedding_id, viewer_role)] = PresenceSnapshot(
+                wire=_snapshot_wire(entries=entries, counts=counts, viewer_role=viewer_role), versions=versions
+            )
+    return snapshots
+
+
+def _snapshot_wire(*, entries: list[ToldWire], counts: dict[str, int], viewer_role: str) -> dict[str, Any]:
     wire: dict[str, Any] = {"online": counts}
     if role_has_permission(role=viewer_role, permission=Permission.VIEW_PRESENCE):
         members = {}
-        for entry in told:
+        for entry in entries:
             state = entry.wire
             if state.get("location") is not None and not presence_location_visible(
                 viewer_role=viewer_role, subject_role=entry.role
@@ -54,7 +73,7 @@ def presence_snapshot(*, wedding_id: int, viewer_role: str) -> PresenceSnapshot:
                 state = {**state, "location": None}
             members[str(entry.member_id)] = state
         wire["members"] = members
-    return PresenceSnapshot(wire=wire, versions={entry.member_id: entry.version for entry in told})
+    return wire
 
 
 def presence_members(*, wedding_id: int) -> dict[int, MemberPresence]:

@@ -20,7 +20,7 @@ from channels.layers import get_channel_layer
 
 from presence.selectors import wedding_emergency_open
 from presence.state import DevicePresence, DiffKind, StateChange
-from presence.store import Devices, MemberChange, presence_store
+from presence.store import Devices, MemberChange, MemberUpdate, member_update, presence_store
 from presence.vocabulary import PresenceStatus
 from realtime.names import LAYER_PRESENCE, NODES_GROUP
 from wedsync.models import AuditOutcome
@@ -97,36 +97,58 @@ def _tell_now(change: MemberChange) -> None:
 
 def presence_device_join(*, device: DevicePresence, now: float | None = None, tell: Tell = _tell_now) -> MemberChange:
     """A subscribed socket's device comes online in its wedding (or is heard again)."""
+    return presence_devices_join(devices=[device], now=now, tell=tell)[0]
+
+
+def presence_devices_join(
+    *, devices: list[DevicePresence], now: float | None = None, tell: Tell = _tell_now
+) -> list[MemberChange]:
+    """Devices come online in their weddings (or are heard again), in one store batch."""
     moment = time.time() if now is None else now
 
-    def join(devices: Devices) -> Devices:
-        previous = devices.get(device.device)
-        if previous is None:
-            devices[device.device] = replace(device, last_seen=max(device.last_seen, moment))
-        else:  # heard again after it was counted gone: keep what it had set
-            devices[device.device] = replace(previous, last_seen=max(device.last_seen, moment), node=device.node)
-        return devices
+    def joining(device: DevicePresence) -> Callable[[Devices], Devices]:
+        def join(current: Devices) -> Devices:
+            previous = current.get(device.device)
+            if previous is None:
+                current[device.device] = replace(device, last_seen=max(device.last_seen, moment))
+            else:  # heard again after it was counted gone: keep what it had set
+                current[device.device] = replace(previous, last_seen=max(device.last_seen, moment), node=device.node)
+            return current
 
-    change = presence_store().member_update(
-        wedding_id=device.wedding_id, member_id=device.member_id, mutate=join, now=moment
-    )
-    tell(change)
-    return change
+        return join
+
+    updates = [MemberUpdate(device.wedding_id, device.member_id, joining(device)) for device in devices]
+    changes = presence_store().members_update(updates=updates, now=moment)
+    for change in changes:
+        tell(change)
+    return changes
 
 
 def presence_device_leave(
     *, wedding_id: int, member_id: int, device: str, now: float | None = None, tell: Tell = _tell_now
 ) -> MemberChange:
     """A device goes: its socket closed or unsubscribed."""
+    return presence_devices_leave(devices=[(wedding_id, member_id, device)], now=now, tell=tell)[0]
+
+
+def presence_devices_leave(
+    *, devices: list[tuple[int, int, str]], now: float | None = None, tell: Tell = _tell_now
+) -> list[MemberChange]:
+    """Devices (wedding, member, device) go, in one store batch."""
     moment = time.time() if now is None else now
 
-    def leave(devices: Devices) -> Devices:
-        devices.pop(device, None)
-        return devices
+    def leaving(device: str) -> Callable[[Devices], Devices]:
+        def leave(current: Devices) -> Devices:
+            current.pop(device, None)
+            return current
 
-    change = presence_store().member_update(wedding_id=wedding_id, member_id=member_id, mutate=leave, now=moment)
-    tell(change)
-    return change
+        return leave
+
+    updates = [MemberUpdate(wedding_id, member_id, leaving(device)) for wedding_id, member_id, device in devices]
+    changes = presence_store().members_update(updates=updates, now=moment)
+    for change in changes:
+        tell(change)
+    return changes
 
 
 def presence_device_rtt(
@@ -140,7 +162,7 @@ def presence_device_rtt(
             devices[device] = replace(devices[device], rtt_ms=rtt_ms, last_seen=max(devices[device].last_seen, moment))
         return devices
 
-    change = presence_store().member_update(wedding_id=wedding_id, member_id=member_id, mutate=measured, now=moment)
+    change = member_update(presence_store(), wedding_id=wedding_id, member_id=member_id, mutate=measured, now=moment)
     tell(change)
     return change
 
@@ -186,7 +208,7 @@ def presence_state_set(
         devices[device] = state.apply(current, now=moment)
         return devices
 
-    result = presence_store().member_update(wedding_id=wedding_id, member_id=member_id, mutate=update, now=moment)
+    result = member_update(presence_store(), wedding_id=wedding_id, member_id=member_id, mutate=update, now=moment)
     tell(result)
     return result
 
@@ -214,12 +236,13 @@ def presence_heartbeat(
     had already counted gone (a long silence, the sweep) join again with what they had set, unless
     their socket left meanwhile (``still_present``)."""
     missing = presence_store().heartbeat(node=node, seen=seen, node_ttl=node_ttl, now=time.time())
-    return [presence_device_join(device=device, tell=tell) for device in missing if still_present(device)]
+    rejoining = [device for device in missing if still_present(device)]
+    return presence_devices_join(devices=rejoining, tell=tell) if rejoining else []
 
 
 def _expire(*, wedding_id: int, member_id: int, device: str, node: str | None, now: float) -> MemberChange:
     def expire(devices: Devices) -> Devices:
-        # member_update has dropped the devices past their deadline already (one heard since the
+        # The store has dropped the devices past their deadline already (one heard since the
         # sweep listed it stays); this takes a dead node's device whatever its deadline.
         current = devices.get(device)
         if node is not None and current is not None and current.node == node:
@@ -227,7 +250,7 @@ def _expire(*, wedding_id: int, member_id: int, device: str, node: str | None, n
         return devices
 
     store = presence_store()
-    change = store.member_update(wedding_id=wedding_id, member_id=member_id, mutate=expire, now=now)
+    change = member_update(store, wedding_id=wedding_id, member_id=member_id, mutate=expire, now=now)
     store.entry_forget(wedding_id=wedding_id, member_id=member_id, device=device)
     return change
 
@@ -255,8 +278,3 @@ def presence_sweep(
     told = [change for change in changes if change.kind is not None]
     tell(told)
     return len(told)
-
-
-def presence_connects_count(*, user_id: int, device_key: str) -> int:
-    """Count a connect; the device's reconnects in the last hour (connects minus this one)."""
-    return max(presence_store().connects_count(user_id=user_id, device_key=device_key, now=time.time()) - 1, 0)

@@ -38,11 +38,21 @@ from presence.state import DevicePresence, DiffKind, MemberPresence, member_merg
 logger = structlog.get_logger(__name__)
 
 KEY_TTL_SECONDS = 2 * 24 * 3600  # a member's hash outlives any wedding day, then goes by itself
-CONNECTS_WINDOW_SECONDS = 3600  # reconnects are counted over the last hour
 MAX_RETRIES = 20
+# Members changed in one optimistic transaction: a reconnect storm's joins and leaves go in a few
+# round trips instead of four each; a conflict splits the batch in halves down to single members.
+BATCH_MAX = 200
 
 Devices = dict[str, DevicePresence]
 Mutation = Callable[[Devices], Devices]
+
+
+class MemberUpdate(NamedTuple):
+    """One member's change in a batch: ``mutate`` gets its live devices and returns the new ones."""
+
+    wedding_id: int
+    member_id: int
+    mutate: Mutation
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,9 +108,10 @@ class ToldWire(NamedTuple):
 
 
 class PresenceStore(Protocol):
-    def member_update(self, *, wedding_id: int, member_id: int, mutate: Mutation, now: float) -> MemberChange:
-        """Apply ``mutate`` to the member's live devices (expired ones already dropped) and store
-        the result; the member's told state moves only when the change is worth telling."""
+    def members_update(self, *, updates: list[MemberUpdate], now: float) -> list[MemberChange]:
+        """Apply each update's ``mutate`` to its member's live devices (expired ones already
+        dropped) and store the results, in order (a member named twice sees its first change);
+        a member's told state moves only when the change is worth telling. One change per update."""
         ...
 
     def devices(self, *, wedding_id: int, now: float) -> list[DevicePresence]:
@@ -112,8 +123,8 @@ class PresenceStore(Protocol):
         one live device only, so a node that died leaves nobody online even before the sweep."""
         ...
 
-    def told_wire(self, *, wedding_id: int, now: float) -> list[ToldWire]:
-        """The same members as :meth:`told`, in their wire form."""
+    def told_wire(self, *, wedding_ids: list[int], now: float) -> dict[int, list[ToldWire]]:
+        """The same members as :meth:`told`, in their wire form, for each wedding (one round trip)."""
         ...
 
     def heartbeat(self, *, node: str, seen: list[DevicePresence], node_ttl: int, now: float) -> list[DevicePresence]:
@@ -136,9 +147,26 @@ class PresenceStore(Protocol):
 
     def node_forget(self, *, node: str) -> None: ...
 
-    def connects_count(self, *, user_id: int, device_key: str, now: float) -> int:
-        """Count one connect of the device; how many it made in the last hour, this one included."""
-        ...
+
+def member_update(
+    store: PresenceStore, *, wedding_id: int, member_id: int, mutate: Mutation, now: float
+) -> MemberChange:
+    """One member's :meth:`PresenceStore.members_update`."""
+    return store.members_update(updates=[MemberUpdate(wedding_id, member_id, mutate)], now=now)[0]
+
+
+def _rounds(updates: list[MemberUpdate]) -> list[list[tuple[int, MemberUpdate]]]:
+    """The updates (with their index) in rounds of distinct members, in order: a member's second
+    update waits for the next round, so it sees the first one's result."""
+    rounds: list[list[tuple[int, MemberUpdate]]] = []
+    depth: dict[tuple[int, int], int] = {}
+    for index, update in enumerate(updates):
+        key = (update.wedding_id, update.member_id)
+        level = depth[key] = depth.get(key, -1) + 1
+        if level == len(rounds):
+            rounds.append([])
+        rounds[level].append((index, update))
+    return rounds
 
 
 # --- Redis ----------------------------------------------------------------------------------------
@@ -170,6 +198,29 @@ for i = 4, #ARGV, 3 do
     end
 end
 return missing
+"""
+
+# A batch's read, in one round trip under the caller's WATCH: each member's hash, field by field
+# with the device's deadline (false for ``_pub``). KEYS: deadlines, then the members' hashes;
+# ARGV: each member's entry prefix ``<wedding>:<member>:``.
+_MEMBERS_READ_LUA = """
+local result = {}
+for i = 1, #ARGV do
+    local fields = redis.call('HGETALL', KEYS[i + 1])
+    local member = {}
+    for j = 1, #fields, 2 do
+        local name = fields[j]
+        member[#member + 1] = name
+        member[#member + 1] = fields[j + 1]
+        if name == '_pub' then
+            member[#member + 1] = false
+        else
+            member[#member + 1] = redis.call('ZSCORE', KEYS[1], ARGV[i] .. name)
+        end
+    end
+    result[i] = member
+end
+return result
 """
 
 # The sweep's clean-up of an entry whose member hash no longer holds the device.
@@ -213,51 +264,74 @@ class RedisPresenceStore:
         self._heartbeat_script = client.register_script(_HEARTBEAT_LUA)
         self._entry_forget_script = client.register_script(_ENTRY_FORGET_LUA)
 
-    def member_update(self, *, wedding_id: int, member_id: int, mutate: Mutation, now: float) -> MemberChange:
-        key = _member_key(wedding_id, member_id)
-        for _attempt in range(MAX_RETRIES):
+    def members_update(self, *, updates: list[MemberUpdate], now: float) -> list[MemberChange]:
+        changes: list[MemberChange | None] = [None] * len(updates)
+        for round_ in _rounds(updates):
+            for start in range(0, len(round_), BATCH_MAX):
+                chunk = round_[start : start + BATCH_MAX]
+                for (index, _update), change in zip(
+                    chunk, self._update_chunk([u for _i, u in chunk], now), strict=True
+                ):
+                    changes[index] = change
+        return [change for change in changes if change is not None]
+
+    def _update_chunk(self, updates: list[MemberUpdate], now: float, attempts: int = MAX_RETRIES) -> list[MemberChange]:
+        """Distinct members' updates as one optimistic transaction: WATCH their hashes, read them
+        and their deadlines in one script call, write everything in one MULTI/EXEC."""
+        keys = [_member_key(u.wedding_id, u.member_id) for u in updates]
+        for _attempt in range(attempts):
             with self._redis.pipeline(transaction=True) as pipe:
                 try:
-                    pipe.watch(key)  # type: ignore[no-untyped-call]
-                    raw: dict[bytes, bytes] = pipe.hgetall(key)  # type: ignore[assignment]
-                    stored = {
-                        name.decode(): DevicePresence.from_json(_json_decode(value))
-                        for name, value in raw.items()
-                        if name != b"_pub"
-                    }
-                    deadlines = self._deadlines(pipe, [_entry(wedding_id, member_id, d) for d in stored])
-                    live = {
-                        name: device
-                        for name, device in stored.items()
-                        if deadlines.get(_entry(wedding_id, member_id, name), device.deadline) >= now
-                    }
-                    for name, device in live.items():  # the heartbeat the deadline carries
-                        heard = deadlines.get(_entry(wedding_id, member_id, name))
-                        if heard is not None and heard > device.deadline:
-                            live[name] = _with_deadline(device, heard)
-                    published = _told_from(raw.get(b"_pub"))
-                    after_devices = mutate(dict(live))
-                    change = _change(
-                        wedding_id=wedding_id,
-                        member_id=member_id,
-                        devices=after_devices,
-                        published=published,
-                        now=now,
+                    pipe.watch(*keys)  # type: ignore[no-untyped-call]
+                    read = pipe.eval(
+                        _MEMBERS_READ_LUA,
+                        len(keys) + 1,
+                        _DEADLINES,
+                        *keys,
+                        *[_entry(u.wedding_id, u.member_id, "") for u in updates],
                     )
+                    planned = [self._plan(update, raw, now) for update, raw in zip(updates, read, strict=True)]
                     pipe.multi()
-                    self._write(pipe, wedding_id, member_id, stored, after_devices, change)
+                    for update, (stored, after_devices, change) in zip(updates, planned, strict=True):
+                        self._write(pipe, update.wedding_id, update.member_id, stored, after_devices, change)
                     pipe.execute()
-                    return change
+                    return [change for _stored, _after, change in planned]
                 except redis.WatchError:
+                    if len(updates) > 1:  # someone changed one of them: retry in halves, not all again
+                        half = len(updates) // 2
+                        return self._update_chunk(updates[:half], now) + self._update_chunk(updates[half:], now)
                     continue
-        raise RuntimeError(f"presence of member {member_id} kept changing under {MAX_RETRIES} attempts")
+        raise RuntimeError(f"presence of member {updates[0].member_id} kept changing under {attempts} attempts")
 
     @staticmethod
-    def _deadlines(pipe: Any, entries: list[str]) -> dict[str, float]:
-        if not entries:
-            return {}
-        scores = pipe.zmscore(_DEADLINES, entries)
-        return {entry: score for entry, score in zip(entries, scores, strict=True) if score is not None}
+    def _plan(update: MemberUpdate, raw: list[bytes | None], now: float) -> tuple[Devices, Devices, MemberChange]:
+        """From a member's hash and deadlines as read (name, value, deadline per field): what it
+        stores, its devices after ``mutate``, and the change."""
+        stored: Devices = {}
+        deadlines: dict[str, float] = {}
+        published_raw = None
+        for position in range(0, len(raw), 3):
+            name, value, deadline = raw[position].decode(), raw[position + 1], raw[position + 2]  # type: ignore[union-attr]
+            if name == "_pub":
+                published_raw = value
+                continue
+            stored[name] = DevicePresence.from_json(_json_decode(value))  # type: ignore[arg-type]
+            if deadline is not None:
+                deadlines[name] = float(deadline)
+        live = {name: device for name, device in stored.items() if deadlines.get(name, device.deadline) >= now}
+        for name, device in live.items():  # the heartbeat the deadline carries
+            heard = deadlines.get(name)
+            if heard is not None and heard > device.deadline:
+                live[name] = _with_deadline(device, heard)
+        after = update.mutate(dict(live))
+        change = _change(
+            wedding_id=update.wedding_id,
+            member_id=update.member_id,
+            devices=after,
+            published=_told_from(published_raw),
+            now=now,
+        )
+        return stored, after, change
 
     @staticmethod
     def _write(
@@ -324,21 +398,31 @@ class RedisPresenceStore:
             live.append(_with_deadline(device, score) if score > device.deadline else device)
         return live
 
-    def _told_raw(self, wedding_id: int, now: float) -> list[dict[str, Any]]:
+    def _told_raw(self, wedding_ids: list[int], now: float) -> dict[int, list[dict[str, Any]]]:
         with self._redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(_told_key(wedding_id))
-            pipe.zrangebyscore(_alive_members_key(wedding_id), now, "+inf")
-            raw, alive = pipe.execute()
-        live = set(alive)
-        return [_json_decode(value) | {"m": int(member)} for member, value in raw.items() if member in live]
+            for wedding_id in wedding_ids:
+                pipe.hgetall(_told_key(wedding_id))
+                pipe.zrangebyscore(_alive_members_key(wedding_id), now, "+inf")
+            replies = pipe.execute()
+        found = {}
+        for index, wedding_id in enumerate(wedding_ids):
+            raw, alive = replies[2 * index], set(replies[2 * index + 1])
+            found[wedding_id] = [
+                _json_decode(value) | {"m": int(member)} for member, value in raw.items() if member in alive
+            ]
+        return found
 
     def told(self, *, wedding_id: int, now: float) -> dict[int, tuple[MemberPresence, int]]:
         return {
-            told["m"]: (MemberPresence.from_json(told["state"]), told["v"]) for told in self._told_raw(wedding_id, now)
+            told["m"]: (MemberPresence.from_json(told["state"]), told["v"])
+            for told in self._told_raw([wedding_id], now)[wedding_id]
         }
 
-    def told_wire(self, *, wedding_id: int, now: float) -> list[ToldWire]:
-        return [ToldWire(told["m"], told["r"], told["w"], told["v"]) for told in self._told_raw(wedding_id, now)]
+    def told_wire(self, *, wedding_ids: list[int], now: float) -> dict[int, list[ToldWire]]:
+        return {
+            wedding_id: [ToldWire(told["m"], told["r"], told["w"], told["v"]) for told in raw]
+            for wedding_id, raw in self._told_raw(wedding_ids, now).items()
+        }
 
     def heartbeat(self, *, node: str, seen: list[DevicePresence], node_ttl: int, now: float) -> list[DevicePresence]:
         args: list[Any] = [node_ttl, now, KEY_TTL_SECONDS]
@@ -388,16 +472,6 @@ class RedisPresenceStore:
             except redis.WatchError:
                 return
 
-    def connects_count(self, *, user_id: int, device_key: str, now: float) -> int:
-        key = f"wedsync:connects:{user_id}:{device_key}"
-        with self._redis.pipeline(transaction=True) as pipe:
-            pipe.zremrangebyscore(key, "-inf", now - CONNECTS_WINDOW_SECONDS)
-            pipe.zadd(key, {f"{now:.6f}": now})
-            pipe.zcard(key)
-            pipe.expire(key, CONNECTS_WINDOW_SECONDS)
-            count: int = pipe.execute()[2]
-        return count
-
 
 def _with_deadline(device: DevicePresence, deadline: float) -> DevicePresence:
     return replace(device, last_seen=deadline - (device.deadline - device.last_seen))
@@ -423,9 +497,11 @@ class MemoryPresenceStore:
         self._devices: dict[tuple[int, int], Devices] = {}
         self._told: dict[tuple[int, int], tuple[MemberPresence | None, int]] = {}
         self._alive: dict[str, float] = {}
-        self._connects: dict[tuple[int, str], list[float]] = {}
 
-    def member_update(self, *, wedding_id: int, member_id: int, mutate: Mutation, now: float) -> MemberChange:
+    def members_update(self, *, updates: list[MemberUpdate], now: float) -> list[MemberChange]:
+        return [self._member_update(update.wedding_id, update.member_id, update.mutate, now) for update in updates]
+
+    def _member_update(self, wedding_id: int, member_id: int, mutate: Mutation, now: float) -> MemberChange:
         key = (wedding_id, member_id)
         with self._lock:
             live = {name: d for name, d in self._devices.get(key, {}).items() if d.deadline >= now}
@@ -468,11 +544,14 @@ class MemoryPresenceStore:
                 and any(d.deadline >= now for d in self._devices.get((wedding, member), {}).values())
             }
 
-    def told_wire(self, *, wedding_id: int, now: float) -> list[ToldWire]:
-        return [
-            ToldWire(member, state.role, state.wire(), version)
-            for member, (state, version) in self.told(wedding_id=wedding_id, now=now).items()
-        ]
+    def told_wire(self, *, wedding_ids: list[int], now: float) -> dict[int, list[ToldWire]]:
+        return {
+            wedding_id: [
+                ToldWire(member, state.role, state.wire(), version)
+                for member, (state, version) in self.told(wedding_id=wedding_id, now=now).items()
+            ]
+            for wedding_id in wedding_ids
+        }
 
     def heartbeat(self, *, node: str, seen: list[DevicePresence], node_ttl: int, now: float) -> list[DevicePresence]:
         missing = []
@@ -514,13 +593,6 @@ class MemoryPresenceStore:
         with self._lock:
             if self._alive.get(node, 0) < time.time():
                 self._alive.pop(node, None)
-
-    def connects_count(self, *, user_id: int, device_key: str, now: float) -> int:
-        with self._lock:
-            recent = [t for t in self._connects.get((user_id, device_key), []) if t > now - CONNECTS_WINDOW_SECONDS]
-            recent.append(now)
-            self._connects[(user_id, device_key)] = recent
-            return len(recent)
 
 
 @functools.cache

@@ -27,11 +27,8 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.utils import timezone
 
-from presence.selectors import PresenceSnapshot, presence_snapshot
 from presence.services import (
     PresenceRefused,
-    presence_connects_count,
-    presence_device_join,
     presence_device_rtt,
     presence_state_set,
 )
@@ -79,7 +76,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     client_device: str = ""  # the client's stable name for this device (``?device=``), if any
     _heard = 0.0  # when the client last sent a frame (epoch seconds)
     _control_heard: Callable[[], float] = staticmethod(lambda: 0.0)  # ... or a ping or pong
-    _reconnects: int | None = None
+    _reconnects: int = 0  # this device's connects in the last hour, minus this one
     _rtt_quality: str | None = None
 
     async def dispatch(self, message: dict[str, Any]) -> None:
@@ -154,9 +151,15 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         self._schedule_expiry()
 
     async def _within_device_limit(self, roles: list[str]) -> bool:
-        """Count this device; close what the device policy says must go (4029)."""
-        to_close = await node_limits().device_admit(user_id=self.user_id, connection_id=self.connection_id, roles=roles)
-        for connection_id in to_close:
+        """Count this device (and its reconnects, for presence); close what the device policy says
+        must go (4029)."""
+        # A stable key across processes (``hash()`` is salted per process).
+        device_key = self.client_device or f"ua:{zlib.crc32(self.client.user_agent.encode()):x}"
+        admission = await node_limits().device_admit(
+            user_id=self.user_id, connection_id=self.connection_id, roles=roles, device_key=device_key
+        )
+        self._reconnects = admission.reconnects
+        for connection_id in admission.close:
             if connection_id == self.connection_id:
                 self._close_soon(DEVICES_CLOSE, "forbidden", "Too many devices: close one and try again.")
                 return False
@@ -288,17 +291,19 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         }
         try:
             if wedding_id in self.connect_weddings and self.hub.subscribed(self, wedding_id=wedding_id) is None:
-                # The usual case: check access, read the replay and join presence in one hop.
-                subscribed = await self.hub.subscribe(self, check=check, then=self._presence_join, **options)
+                # The usual case: check access and read the replay in one hop.
+                subscribed = await self.hub.subscribe(self, check=check, **options)
             else:  # check first: no feed for a stranger's wedding, and a refusal keeps what was there
                 checked = await per_socket_db(check)()
-                subscribed = await self.hub.subscribe(self, membership=checked, then=self._presence_join, **options)
+                subscribed = await self.hub.subscribe(self, membership=checked, **options)
         except SubscriptionDenied as denied:
             self._send_frame(protocol.reply_error(frame.ref, denied.code, denied.message))  # type: ignore[arg-type]
             return
-        membership, replay, subscription, (device, snapshot) = subscribed
-        # Present once joined, even if the snapshot failed: its close must still tell the leave.
-        subscription.present, subscription.device = device is not None, device
+        membership, replay, subscription = subscribed
+        device = self._presence_device(membership)
+        snapshot = await self.hub.presence_join(device)
+        # Present even if the store was away: its heartbeat joins it again, its close tells the leave.
+        subscription.present, subscription.device = True, device
         if self.hub.subscribed(self, wedding_id=membership.wedding_id) is not subscription:
             # Access changed (or another subscribe replaced this one) while the replay was read.
             self.hub.presence_leave(subscription, wedding_id=membership.wedding_id)
@@ -332,32 +337,18 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             )
         subscription.go_live(upto=replay.upto)
 
-    def _presence_join(self, membership: MembershipView) -> tuple[DevicePresence | None, PresenceSnapshot | None]:
-        """In the subscribe's thread hop: this device joins the wedding's presence, then the
-        snapshot is read (so it includes this device). Either is None when presence is unavailable
-        (Redis away): the subscribe still succeeds, with an empty snapshot."""
-        device = None
-        try:
-            if self._reconnects is None:
-                # A stable key across processes (``hash()`` is salted per process).
-                key = self.client_device or f"ua:{zlib.crc32(self.client.user_agent.encode()):x}"
-                self._reconnects = presence_connects_count(user_id=self.user_id, device_key=key)
-            device = DevicePresence(
-                wedding_id=membership.wedding_id,
-                member_id=membership.member_id,
-                role=membership.role,
-                device=self.connection_id,
-                node=settings.REALTIME_NODE_NAME,
-                heartbeat_interval=self.heartbeat_interval,
-                last_seen=self.heard_at(),
-                client_device=self.client_device,
-                reconnects=self._reconnects,
-            )
-            presence_device_join(device=device, tell=self.hub.presence_tell)
-            return device, presence_snapshot(wedding_id=membership.wedding_id, viewer_role=membership.role)
-        except Exception:
-            logger.exception("socket.presence_join_failed", connection=self.connection_id, joined=device is not None)
-            return device, None
+    def _presence_device(self, membership: MembershipView) -> DevicePresence:
+        return DevicePresence(
+            wedding_id=membership.wedding_id,
+            member_id=membership.member_id,
+            role=membership.role,
+            device=self.connection_id,
+            node=settings.REALTIME_NODE_NAME,
+            heartbeat_interval=self.heartbeat_interval,
+            last_seen=self.heard_at(),
+            client_device=self.client_device,
+            reconnects=self._reconnects,
+        )
 
     async def _unsubscribe(self, frame: protocol.Unsubscribe) -> None:
         wedding_id = wedding_id_from_topic(frame.topic)

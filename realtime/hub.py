@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import time
 import weakref
@@ -32,10 +33,11 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.utils import timezone
 
-from presence.selectors import PresenceSnapshot, presence_location_visible
+from presence.selectors import PresenceSnapshot, presence_location_visible, presence_snapshots
 from presence.services import (
     Tell,
-    presence_device_leave,
+    presence_devices_join,
+    presence_devices_leave,
     presence_entry,
     presence_heartbeat,
     presence_layer_message,
@@ -91,6 +93,18 @@ PRESENCE_LEAVE_DRAIN_SECONDS = 5.0  # how long a stopping node waits to tell its
 
 # (member, kind, role, state on the wire, version) of one member's presence change
 PresenceEntry = tuple[int, str, str, dict[str, Any], int]
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceJoin:
+    """A subscribed device joining its wedding's presence; ``snapshot`` gets what it then sees."""
+
+    device: DevicePresence
+    snapshot: asyncio.Future[PresenceSnapshot | None]
+
+
+# What a node asks of the presence store, in order: a join, or the leave of (wedding, member, device).
+PresenceWork = PresenceJoin | tuple[int, int, str]
 
 
 class Socket(Protocol):
@@ -408,7 +422,6 @@ class Subscribed(NamedTuple):
     membership: MembershipView
     replay: Replay
     subscription: Subscription
-    then: Any  # what the ``then`` callable returned, in the same thread hop
 
 
 class NodeHub:
@@ -425,8 +438,8 @@ class NodeHub:
         self._started = asyncio.Event()
         self._starting = False
         self._regroup = False
-        self._presence_leaves: list[tuple[int, int, str]] = []
-        self._presence_leaving: asyncio.Task[None] | None = None
+        self._presence_work: list[PresenceWork] = []
+        self._presence_working: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._presence_outgoing: list[dict[str, Any]] = []
         self._presence_send: asyncio.TimerHandle | None = None
@@ -592,8 +605,12 @@ class NodeHub:
     def _presence_heard(self) -> list[DevicePresence]:
         seen = []
         node = settings.REALTIME_NODE_NAME
+        now = time.monotonic()
         for feed in self.feeds.values():
             for subscription in feed.subscriptions.values():
+                if subscription.presence_floor is not None and now > subscription.presence_floor_until:
+                    # A member -> version map of the whole room: ~10 KB a socket if kept while idle.
+                    subscription.presence_floor = None
                 if not subscription.present:
                     continue
                 heard = subscription.socket.heard_at()
@@ -648,22 +665,60 @@ class NodeHub:
             except Exception:  # presence heals with the next change of each member, or a snapshot
                 logger.exception("hub.presence_send_failed", entries=len(batch))
 
+    async def presence_join(self, device: DevicePresence) -> PresenceSnapshot | None:
+        """The device joins its wedding's presence; returns the snapshot its viewer role sees, read
+        after the join (None when the store is away: the heartbeat joins it again later).
+
+        Joins and leaves queue up while the store works on the previous batch and go in the next,
+        so a reconnect storm's thousands cost a few round trips and one snapshot read per wedding
+        per batch, not four round trips and a snapshot each."""
+        snapshot: asyncio.Future[PresenceSnapshot | None] = asyncio.get_running_loop().create_future()
+        self._presence_queue_work(PresenceJoin(device, snapshot))
+        return await snapshot
+
     def presence_leave(self, subscription: Subscription, *, wedding_id: int) -> None:
         """The subscription's device leaves the wedding's presence (batched, in the background)."""
         if not subscription.present:
             return
         subscription.present = False
-        self._presence_leaves.append((wedding_id, subscription.member_id, subscription.socket.connection_id))
-        if self._presence_leaving is None or self._presence_leaving.done():
-            self._presence_leaving = asyncio.create_task(self._presence_leave_all(), name="hub-presence-leave")
+        self._presence_queue_work((wedding_id, subscription.member_id, subscription.socket.connection_id))
 
-    async def _presence_leave_all(self) -> None:
-        while self._presence_leaves:
-            batch, self._presence_leaves = self._presence_leaves, []
-            try:
-                await sync_to_async(_presence_leaves, thread_sensitive=False)(batch, tell=self.presence_tell)
-            except Exception:  # their deadlines pass and the sweep tells the leaves instead
-                logger.exception("hub.presence_leave_failed", devices=len(batch))
+    def _presence_queue_work(self, work: PresenceWork) -> None:
+        self._presence_work.append(work)
+        if self._presence_working is None or self._presence_working.done():
+            self._presence_working = asyncio.create_task(self._presence_work_all(), name="hub-presence-work")
+
+    async def _presence_work_all(self) -> None:
+        while self._presence_work:
+            batch, self._presence_work = self._presence_work, []
+            # In order: a device's leave queued after its join must not be applied before it.
+            for joining, run in itertools.groupby(batch, key=lambda work: isinstance(work, PresenceJoin)):
+                if joining:
+                    await self._presence_joins([work for work in run if isinstance(work, PresenceJoin)])
+                else:
+                    leaves = [work for work in run if not isinstance(work, PresenceJoin)]
+                    try:
+                        await sync_to_async(presence_devices_leave, thread_sensitive=False)(
+                            devices=leaves, tell=self.presence_tell
+                        )
+                    except Exception:  # their deadlines pass and the sweep tells the leaves instead
+                        logger.exception("hub.presence_leave_failed", devices=len(leaves))
+
+    async def _presence_joins(self, joins: list[PresenceJoin]) -> None:
+        try:
+            snapshots = await sync_to_async(_presence_join_batch, thread_sensitive=False)(
+                [join.device for join in joins], tell=self.presence_tell
+            )
+        except Exception:
+            logger.exception("hub.presence_join_failed", devices=len(joins))
+            snapshots = None
+        for join in joins:
+            if join.snapshot.done():  # its subscribe was cancelled (the socket went): leave again
+                self._presence_work.append((join.device.wedding_id, join.device.member_id, join.device.device))
+            elif snapshots is None:
+                join.snapshot.set_result(None)
+            else:
+                join.snapshot.set_result(snapshots.get((join.device.wedding_id, join.device.role)))
 
     async def _resend_unacknowledged(self) -> None:
         """Emergency and critical events a member has not acknowledged (``ack``) are sent again,
@@ -809,7 +864,6 @@ class NodeHub:
         min_priority: Priority,
         membership: MembershipView | None = None,
         check: Callable[[], MembershipView] | None = None,
-        then: Callable[[MembershipView], Any] | None = None,
     ) -> Subscribed:
         """Attach ``socket`` to the wedding and read what it missed.
 
@@ -821,7 +875,6 @@ class NodeHub:
         is refused) to run in the same thread hop as the replay read: the subscription is then
         attached unconfirmed, holding every live event until the check says whose it is. Only for
         a wedding the socket's user belonged to at connect, so no feed is made for strangers.
-        ``then`` (synchronous, given the membership) runs in that hop too, after the replay read.
         """
         if (membership is None) == (check is None):
             raise TypeError("pass exactly one of membership and check")
@@ -842,21 +895,20 @@ class NodeHub:
         )
         feed.subscriptions[socket.connection_id] = subscription
         try:
-            membership, replay, then_result = await per_socket_db(_checked_replay)(
+            membership, replay = await per_socket_db(_checked_replay)(
                 membership=membership,
                 check=check,
                 wedding_id=wedding_id,
                 since=since,
                 epoch=epoch,
                 min_priority=int(min_priority),
-                then=then,
             )
         except BaseException:
             if feed.subscriptions.get(socket.connection_id) is subscription:
                 del feed.subscriptions[socket.connection_id]
             raise
         subscription.confirm(membership)
-        return Subscribed(membership, replay, subscription, then_result)
+        return Subscribed(membership, replay, subscription)
 
     def unsubscribe(self, socket: Socket, *, wedding_id: int) -> bool:
         feed = self.feeds.get(wedding_id)
@@ -877,11 +929,11 @@ class NodeHub:
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
-        if self._presence_leaving is not None and not self._presence_leaving.done():
+        if self._presence_working is not None and not self._presence_working.done():
             # Sockets closed by a drain leave presence now rather than when the node's liveness
             # runs out (REALTIME_PRESENCE_NODE_TTL); bounded, a stuck Redis must not hold the exit.
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(asyncio.shield(self._presence_leaving), PRESENCE_LEAVE_DRAIN_SECONDS)
+                await asyncio.wait_for(asyncio.shield(self._presence_working), PRESENCE_LEAVE_DRAIN_SECONDS)
         if self._presence_send is not None:
             self._presence_send.cancel()
         sending = self._presence_send_now()  # what is still queued goes out now
@@ -905,9 +957,8 @@ def _checked_replay(
     since: int | None,
     epoch: str | None,
     min_priority: int,
-    then: Callable[[MembershipView], Any] | None,
-) -> tuple[MembershipView, Replay, Any]:
-    """The access check (when still to do), the replay read and ``then``, as one thread hop."""
+) -> tuple[MembershipView, Replay]:
+    """The access check (when still to do) and the replay read, as one thread hop."""
     if membership is None:
         if check is None:
             raise TypeError("pass a membership or a check")
@@ -922,20 +973,24 @@ def _checked_replay(
         epoch=epoch,
         min_priority=min_priority,
     )
-    return membership, replay, None if then is None else then(membership)
+    return membership, replay
 
 
 def _presence_told(weddings: list[int]) -> dict[int, list[ToldWire]]:
-    store, now = presence_store(), time.time()
-    return {wedding_id: store.told_wire(wedding_id=wedding_id, now=now) for wedding_id in weddings}
+    return presence_store().told_wire(wedding_ids=weddings, now=time.time())
 
 
-def _presence_leaves(devices: list[tuple[int, int, str]], *, tell: Tell) -> None:
-    for wedding_id, member_id, device in devices:
-        try:
-            presence_device_leave(wedding_id=wedding_id, member_id=member_id, device=device, tell=tell)
-        except Exception:  # one failure must not keep the others online; the sweep takes it later
-            logger.exception("hub.presence_leave_failed", wedding=wedding_id, member=member_id)
+def _presence_join_batch(
+    devices: list[DevicePresence], *, tell: Tell
+) -> dict[tuple[int, str], PresenceSnapshot] | None:
+    """Join the devices, then read the snapshots their viewer roles see (so each includes them).
+    Raises when the join failed; None when only the snapshots did."""
+    presence_devices_join(devices=devices, tell=tell)
+    try:
+        return presence_snapshots(wanted=[(device.wedding_id, device.role) for device in devices])
+    except Exception:
+        logger.exception("hub.presence_snapshot_failed", devices=len(devices))
+        return None
 
 
 def _log_failure(task: asyncio.Task[Any]) -> None:

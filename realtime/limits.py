@@ -23,6 +23,7 @@ from limits.storage import MemoryStorage, RedisStorage
 from limits.strategies import SlidingWindowCounterRateLimiter
 
 from realtime.names import EventType
+from realtime.redis_batch import ScriptBatcher
 from wedsync.permissions import Permission, role_has_permission
 
 logger = structlog.get_logger(__name__)
@@ -30,6 +31,21 @@ logger = structlog.get_logger(__name__)
 DEVICE_TTL_SECONDS = 60  # a device entry lives this long unless its node refreshes it
 DEVICE_REFRESH_SECONDS = 20
 DEVICE_REDIS_CONNECTIONS = 32  # per node (event loop); callers wait for one rather than fail
+CONNECTS_WINDOW_SECONDS = (
+    3600  # a device's reconnects (its presence's connection quality) are counted over the last hour
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DevicesCounted:
+    over: list[str]  # the user's devices over the limit, oldest first (this one included if among them)
+    connects: int  # this device's connects in the last hour, this one included
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceAdmission:
+    close: list[str]  # the connections to close with 4029 (only this one under refuse_newest)
+    reconnects: int  # this device's connects in the last hour, minus this one
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,13 +85,14 @@ def publish_rate_check(*, member_id: int, role: str, event_type: str) -> RateDec
     return RateDecision(allowed=False, retry_after=round(max(stats.reset_time - time.time(), 0.1), 1))
 
 
-# A device's connect in one round trip (it was three: a MULTI/EXEC, an MGET and a ZREM, a share of a
-# reconnect storm's CPU): mark the connection alive, add it to the user's set, forget the entries
-# whose alive key has expired, and return the live ones oldest first. The alive keys are derived
+# A device's connect in one round trip (it was four: a MULTI/EXEC, an MGET, a ZREM and presence's
+# count of reconnects, a share of a reconnect storm's CPU): mark the connection alive, add it to
+# the user's set, forget the entries whose alive key has expired, count the device's connects in
+# the last hour; return the live connections oldest first and that count. The alive keys are derived
 # from the set's members, so this needs the single (not clustered) Redis the node uses anyway.
 _DEVICE_CONNECT_LUA = """
-local devices, connection, now = KEYS[1], ARGV[1], ARGV[2]
-local alive_ttl, devices_ttl, alive_prefix = ARGV[3], ARGV[4], ARGV[5]
+local devices, connects, connection, now = KEYS[1], KEYS[2], ARGV[1], ARGV[2]
+local alive_ttl, devices_ttl, alive_prefix, window = ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
 redis.call('SET', alive_prefix .. connection, '1', 'EX', alive_ttl)
 redis.call('ZADD', devices, now, connection)
 redis.call('EXPIRE', devices, devices_ttl)
@@ -87,7 +104,10 @@ for _, member in ipairs(redis.call('ZRANGE', devices, 0, -1)) do
         redis.call('ZREM', devices, member)
     end
 end
-return live
+redis.call('ZREMRANGEBYSCORE', connects, '-inf', tonumber(now) - window)
+redis.call('ZADD', connects, now, connection)
+redis.call('EXPIRE', connects, window)
+return {live, redis.call('ZCARD', connects)}
 """
 # Its goodbye, atomic like the MULTI/EXEC it replaces at half the client's CPU (a storm's drop is
 # thousands of these at once).
@@ -106,18 +126,21 @@ class Limits:
         if redis_url:
             # A pool that waits for a free connection: redis-py's default one raises past 100 in
             # use, which a reconnect storm reaches, and each failure let a device in uncounted or
-            # left a closed one counted. A few dozen connections carry these sub-millisecond calls.
+            # left a closed one counted. Calls go batched per loop turn (realtime/redis_batch.py).
             pool = aioredis.BlockingConnectionPool.from_url(
                 redis_url, max_connections=DEVICE_REDIS_CONNECTIONS, timeout=5, socket_timeout=5
             )
             self._redis = aioredis.Redis.from_pool(pool)
+            self._scripts = ScriptBatcher(self._redis)
             self._device_connect_script = self._redis.register_script(_DEVICE_CONNECT_LUA)
             self._device_disconnect_script = self._redis.register_script(_DEVICE_DISCONNECT_LUA)
         self._local_devices: dict[int, dict[str, float]] = {}  # embedded mode only
+        self._local_connects: dict[tuple[int, str], list[float]] = {}
 
     async def close(self) -> None:
         """Let go of the Redis connections (a node's last as long as its event loop)."""
         if self._redis is not None:
+            await self._scripts.close()
             await self._redis.aclose()
 
     # --- devices ------------------------------------------------------------------------------------
@@ -130,42 +153,59 @@ class Limits:
     def _alive_key(connection_id: str) -> str:
         return f"wedsync:device-alive:{connection_id}"
 
-    async def device_connect(self, *, user_id: int, connection_id: str, limit: int) -> list[str]:
-        """Register a device; returns the devices over ``limit``, oldest first (this one included
-        if it is among them, which the refuse-newest policy uses)."""
+    @staticmethod
+    def _connects_key(user_id: int, device_key: str) -> str:
+        return f"wedsync:connects:{user_id}:{device_key}"
+
+    async def device_connect(
+        self, *, user_id: int, connection_id: str, limit: int, device_key: str = ""
+    ) -> DevicesCounted:
+        """Register a device (``device_key``: what names it across reconnects); returns the devices
+        over ``limit``, oldest first (this one included if it is among them, which the
+        refuse-newest policy uses), and how often this device connected in the last hour."""
         now = time.time()
         if self._redis is None:
             devices = self._local_devices.setdefault(user_id, {})
             devices[connection_id] = now
             ordered = sorted(devices, key=devices.__getitem__)
-            return ordered[: max(len(ordered) - limit, 0)]
+            recent = [
+                t for t in self._local_connects.get((user_id, device_key), []) if t > now - CONNECTS_WINDOW_SECONDS
+            ]
+            self._local_connects[(user_id, device_key)] = [*recent, now]
+            return DevicesCounted(over=ordered[: max(len(ordered) - limit, 0)], connects=len(recent) + 1)
         try:
-            return await self._device_connect_redis(
-                self._redis, user_id=user_id, connection_id=connection_id, limit=limit
+            live, connects = await self._scripts.call(
+                self._device_connect_script,
+                keys=[self._devices_key(user_id), self._connects_key(user_id, device_key)],
+                args=[
+                    connection_id,
+                    now,
+                    DEVICE_TTL_SECONDS,
+                    24 * 3600,
+                    self._alive_key(""),
+                    CONNECTS_WINDOW_SECONDS,
+                ],
             )
         except Exception as error:  # Redis away: let the device in rather than lock a planner out
             logger.warning("device_limit.unavailable", user=user_id, error=repr(error))
-            return []
-
-    async def _device_connect_redis(
-        self, redis: aioredis.Redis, *, user_id: int, connection_id: str, limit: int
-    ) -> list[str]:
-        live = await self._device_connect_script(
-            keys=[self._devices_key(user_id)],
-            args=[connection_id, time.time(), DEVICE_TTL_SECONDS, 24 * 3600, self._alive_key("")],
-        )
+            return DevicesCounted(over=[], connects=1)
         connections = [member.decode() if isinstance(member, bytes) else member for member in live]
-        return connections[: max(len(connections) - limit, 0)]
+        return DevicesCounted(over=connections[: max(len(connections) - limit, 0)], connects=int(connects))
 
-    async def device_admit(self, *, user_id: int, connection_id: str, roles: list[str]) -> list[str]:
+    async def device_admit(
+        self, *, user_id: int, connection_id: str, roles: list[str], device_key: str = ""
+    ) -> DeviceAdmission:
         """Count a new device and apply REALTIME_DEVICE_LIMIT_POLICY: the connections to close with
         4029, either the oldest ones past the limit or, under ``refuse_newest``, only this one."""
-        over = await self.device_connect(user_id=user_id, connection_id=connection_id, limit=device_limit_for(roles))
-        if not over:
-            return []
+        counted = await self.device_connect(
+            user_id=user_id, connection_id=connection_id, limit=device_limit_for(roles), device_key=device_key
+        )
+        reconnects = max(counted.connects - 1, 0)
+        if not counted.over:
+            return DeviceAdmission(close=[], reconnects=reconnects)
         if settings.REALTIME_DEVICE_LIMIT_POLICY == "refuse_newest":
-            return [connection_id]
-        return [other for other in over if other != connection_id]
+            return DeviceAdmission(close=[connection_id], reconnects=reconnects)
+        return DeviceAdmission(close=[other for other in counted.over if other != connection_id], reconnects=reconnects)
 
     async def device_refresh(self, *, connection_ids: list[str]) -> None:
         if self._redis is None or not connection_ids:
@@ -179,8 +219,10 @@ class Limits:
         if self._redis is None:
             self._local_devices.get(user_id, {}).pop(connection_id, None)
             return
-        await self._device_disconnect_script(
-            keys=[self._devices_key(user_id), self._alive_key(connection_id)], args=[connection_id]
+        await self._scripts.call(
+            self._device_disconnect_script,
+            keys=[self._devices_key(user_id), self._alive_key(connection_id)],
+            args=[connection_id],
         )
 
 

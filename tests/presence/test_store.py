@@ -15,7 +15,13 @@ import redis
 from django.conf import settings
 
 from presence import services
-from presence.services import presence_device_join, presence_device_leave, presence_sweep
+from presence.services import (
+    presence_device_join,
+    presence_device_leave,
+    presence_devices_join,
+    presence_devices_leave,
+    presence_sweep,
+)
 from presence.state import DevicePresence, DiffKind
 from presence.store import MemoryPresenceStore, PresenceStore, RedisPresenceStore, presence_store
 from tests.concurrency import race
@@ -160,12 +166,54 @@ def _kill_node(store: PresenceStore, node: str) -> None:
         store._alive[node] = 0.0
 
 
-def test_reconnects_are_counted_over_the_last_hour(store) -> None:
+def test_a_batch_gives_each_update_its_own_change_in_order_even_for_one_member_twice(store) -> None:
     now = time.time()
-    counts = [store.connects_count(user_id=5, device_key="phone", now=now + i) for i in range(3)]
-    assert counts == [1, 2, 3]
-    assert store.connects_count(user_id=5, device_key="phone", now=now + 3601.5) == 2  # two fell out of the hour
-    assert store.connects_count(user_id=5, device_key="camera", now=now) == 1
+    joins = presence_devices_join(
+        devices=[
+            _device("phone", member=1, last_seen=now),
+            _device("phone", member=2, last_seen=now),
+            _device("tablet", member=1, last_seen=now),  # sees the phone's join before it
+        ],
+        now=now,
+    )
+    assert [(c.member_id, c.kind) for c in joins] == [(1, DiffKind.JOIN), (2, DiffKind.JOIN), (1, DiffKind.UPDATE)]
+    told = store.told(wedding_id=WEDDING, now=now)
+    assert {member: state.devices for member, (state, _v) in told.items()} == {1: 2, 2: 1}
+    leaves = presence_devices_leave(devices=[(WEDDING, 1, "phone"), (WEDDING, 2, "phone"), (WEDDING, 1, "tablet")])
+    assert [(c.member_id, c.kind) for c in leaves] == [(1, DiffKind.UPDATE), (2, DiffKind.LEAVE), (1, DiffKind.LEAVE)]
+    assert store.told(wedding_id=WEDDING, now=now) == {}
+    assert store.told_wire(wedding_ids=[WEDDING, WEDDING + 1], now=now) == {WEDDING: [], WEDDING + 1: []}
+
+
+@pytest.mark.requires_redis
+def test_a_batch_meeting_a_concurrent_change_still_applies_every_update_once() -> None:
+    """A batch is one optimistic transaction over all its members: another node changing one of
+    them makes it retry (in halves), and nothing is lost or applied twice."""
+    store = presence_store()
+    assert isinstance(store, RedisPresenceStore)
+    now = time.time()
+    members = list(range(700, 760))
+
+    def batch() -> list[DiffKind | None]:
+        devices = [_device("batch", member=member, last_seen=now) for member in members]
+        return [change.kind for change in presence_devices_join(devices=devices, now=now)]
+
+    def other_node() -> list[DiffKind | None]:
+        return [
+            presence_device_join(device=_device(f"other-{i}", member=members[i % 7], node="n2", last_seen=now)).kind
+            for i in range(30)
+        ]
+
+    works = iter([batch, other_node])  # one thread takes each
+    results = race(lambda: next(works)(), threads=2)
+    assert len(results) == 2
+    told = store.told(wedding_id=WEDDING, now=now)
+    # Every member joined once by the batch; the first seven also hold the other node's devices.
+    assert sorted(told) == members
+    assert [told[m][0].devices for m in members[:7]] == [1 + len(range(i, 30, 7)) for i in range(7)]
+    assert all(told[m][0].devices == 1 for m in members[7:])
+    kinds = [kind for result in results for kind in result]  # type: ignore[union-attr]
+    assert kinds.count(DiffKind.JOIN) == len(members)  # each member's first device, whoever came first
 
 
 @pytest.mark.requires_redis

@@ -8,8 +8,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
+import time_machine
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.test import override_settings
 
 from realtime.limits import Limits
 from tests.personas import WeddingParty
@@ -123,7 +125,7 @@ async def test_every_device_of_a_reconnect_storm_is_counted(devices: tuple[Limit
     overs = await asyncio.gather(
         *(limits.device_connect(user_id=user_id, connection_id=f"storm{n}", limit=1) for n in range(300))
     )
-    assert sorted(len(over) for over in overs) == list(range(300))  # the k-th to arrive finds k-1 before it
+    assert sorted(len(counted.over) for counted in overs) == list(range(300))  # the k-th to arrive finds k-1 before it
 
 
 @pytest.mark.requires_redis
@@ -131,12 +133,43 @@ async def test_a_device_whose_node_stopped_refreshing_stops_counting(
     devices: tuple[Limits, aioredis.Redis, int],
 ) -> None:
     limits, redis, user_id = devices
-    assert await limits.device_connect(user_id=user_id, connection_id="old", limit=1) == []
-    assert await limits.device_connect(user_id=user_id, connection_id="other", limit=1) == ["old"]
+    assert (await limits.device_connect(user_id=user_id, connection_id="old", limit=1)).over == []
+    assert (await limits.device_connect(user_id=user_id, connection_id="other", limit=1)).over == ["old"]
     await redis.delete("wedsync:device-alive:old")  # its node died: nothing refreshes the entry
-    assert await limits.device_connect(user_id=user_id, connection_id="new", limit=1) == ["other"]
+    assert (await limits.device_connect(user_id=user_id, connection_id="new", limit=1)).over == ["other"]
     assert await redis.zrange(f"wedsync:devices:{user_id}", 0, -1) == ["other", "new"]
     assert 0 < await redis.ttl("wedsync:device-alive:new") <= 60
     await limits.device_disconnect(user_id=user_id, connection_id="new")
     assert await redis.zrange(f"wedsync:devices:{user_id}", 0, -1) == ["other"]
     assert not await redis.exists("wedsync:device-alive:new")
+
+
+async def _reconnect_counts(limits: Limits, user_id: int) -> None:
+    """A device's connects are counted per device key over the last hour (presence's connection
+    quality), in the same call that counts it against the device limit."""
+    with time_machine.travel(1_900_000_000, tick=False) as clock:
+        counts = []
+        for n in range(3):
+            counted = await limits.device_connect(user_id=user_id, connection_id=f"c{n}", limit=5, device_key="phone")
+            counts.append(counted.connects)
+            clock.shift(1)
+        assert counts == [1, 2, 3]
+        clock.shift(3600 - 1.5)  # the first two fall out of the hour
+        later = await limits.device_connect(user_id=user_id, connection_id="c3", limit=5, device_key="phone")
+        assert later.connects == 2
+        other = await limits.device_connect(user_id=user_id, connection_id="c4", limit=5, device_key="camera")
+        assert other.connects == 1
+
+
+@pytest.mark.requires_redis
+async def test_reconnects_are_counted_over_the_last_hour_in_redis(devices: tuple[Limits, aioredis.Redis, int]) -> None:
+    limits, redis, user_id = devices
+    await _reconnect_counts(limits, user_id)
+    assert 0 < await redis.ttl(f"wedsync:connects:{user_id}:phone") <= 3600
+    await redis.delete(f"wedsync:connects:{user_id}:phone", f"wedsync:connects:{user_id}:camera")
+
+
+async def test_reconnects_are_counted_over_the_last_hour_in_process() -> None:
+    with override_settings(REDIS_URL=None):
+        limits = Limits()
+    await _reconnect_counts(limits, 7)
