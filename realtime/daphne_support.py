@@ -182,6 +182,8 @@ def write_gate_for(send: Callable[..., Any], *, send_buffer: int) -> WriteGate |
     transport = getattr(protocol, "transport", None)
     if transport is None or not hasattr(transport, "registerProducer"):
         return None
+    if not getattr(transport, "connected", True):  # gone during its handshake: nothing to gate
+        return None
     gate = WriteGate()
     try:
         handle = transport.getHandle()
@@ -251,6 +253,7 @@ def install() -> None:
     _install_lean_inbox(daphne.server.Server)
     _install_listen_backlog(settings.REALTIME_LISTEN_BACKLOG)
     _install_drain(daphne.server, WebSocketProtocol)
+    _install_handshake_timeout(daphne.server.Server, settings.REALTIME_HANDSHAKE_TIMEOUT)
     _install_lazy_autobahn_pformat()
     _installed = True
 
@@ -329,6 +332,24 @@ def _install_lean_inbox(server_class: Any) -> None:
         return inbox
 
     server_class.create_application = create_application
+
+
+def _install_handshake_timeout(server_class: Any, seconds: int) -> None:
+    """At least ``seconds`` from the upgrade request to the app's accept: daphne rejects (403) a
+    socket its app has not accepted within ``--websocket_connect_timeout`` (5 s by default) and
+    autobahn drops one whose handshake is not done by then, losing the work already done for it;
+    a reconnect storm's queued handshakes came back to queue again. A longer CLI value, or one of
+    0 or less (no limit), stands."""
+    original_run = server_class.run
+
+    def run(self: Any) -> Any:
+        for name in ("websocket_connect_timeout", "websocket_handshake_timeout"):
+            current = getattr(self, name)
+            if current > 0:
+                setattr(self, name, max(current, seconds))
+        return original_run(self)
+
+    server_class.run = run
 
 
 def _install_drain(daphne_server_module: Any, protocol_class: type) -> None:

@@ -315,10 +315,15 @@ REALTIME_SOCKET_SEND_BUFFER = env_int("REALTIME_SOCKET_SEND_BUFFER", default=64 
 # The accept queue daphne listens with (Twisted's default is 50; the kernel caps it at somaxconn):
 # deep enough for a venue's worth of phones reconnecting at once (docs/benchmarks.md, storm).
 REALTIME_LISTEN_BACKLOG = env_int("REALTIME_LISTEN_BACKLOG", default=2048, minimum=50)
-# Garbage collection on a socket node (realtime/gc_policy.py, decision 0007): freeze long-lived
-# objects this often (0 turns the policy off), and collect everything this often.
+# Seconds a socket may take from TCP connect to accepted (daphne's --websocket_connect_timeout, 5 by
+# default, applies only when longer). Past it daphne drops the connection, and the work already done
+# for it (authentication, the audit) is lost: in a reconnect storm, queued handshakes were dropped
+# and came back to queue again (docs/benchmarks.md, storm).
+REALTIME_HANDSHAKE_TIMEOUT = env_int("REALTIME_HANDSHAKE_TIMEOUT", default=15, minimum=1, maximum=120)
 # Threads a node runs its sockets' database and presence calls on (the event loop's default pool).
 REALTIME_THREAD_POOL = env_int("REALTIME_THREAD_POOL", default=24, minimum=1, maximum=256)
+# Garbage collection on a socket node (realtime/gc_policy.py, decision 0007): freeze long-lived
+# objects this often (0 turns the policy off), and collect everything this often.
 REALTIME_GC_FREEZE_SECONDS = env_int("REALTIME_GC_FREEZE_SECONDS", default=10, minimum=0)
 REALTIME_GC_FULL_SECONDS = env_int("REALTIME_GC_FULL_SECONDS", default=1800, minimum=60)
 REALTIME_OUTBOX_MAX_BYTES = env_int("REALTIME_OUTBOX_MAX_BYTES", default=2 * 1024 * 1024, minimum=64 * 1024)

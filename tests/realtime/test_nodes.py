@@ -11,11 +11,12 @@ import signal
 import socket
 from pathlib import Path
 
+import psycopg
 import pytest
 from channels.db import database_sync_to_async
 from channels.layers import channel_layers
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.test import override_settings
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -26,6 +27,7 @@ from realtime.services.events import member_event_publish
 from tests.personas import WeddingParty
 from tests.realtime.conftest import bearer
 from tests.realtime.nodes import cluster
+from wedsync.models import AuditLog
 
 pytestmark = [pytest.mark.requires_postgres, pytest.mark.requires_redis, pytest.mark.django_db(transaction=True)]
 
@@ -325,3 +327,31 @@ async def test_the_audience_table_row_by_row_across_nodes(party: WeddingParty, t
         finally:
             for client in [*receivers.values(), *publishers.values()]:
                 await client.close()
+
+
+async def test_a_handshake_slower_than_daphnes_five_seconds_is_finished_not_dropped(
+    party: WeddingParty, tmp_path: Path
+) -> None:
+    """REALTIME_HANDSHAKE_TIMEOUT (15 s) over daphne's default 5: a handshake queued behind a
+    reconnect storm is answered rather than dropped and tried again. Here its audit row waits
+    for a lock on the audit table for six seconds (a socket is accepted once its row is written)."""
+    with cluster(tmp_path, count=1) as nodes:
+        (a,) = nodes.nodes
+        token = await bearer(party.gil)
+        db = connection.settings_dict
+        dsn = f"host={db['HOST'] or '127.0.0.1'} port={db['PORT'] or 5432} user={db['USER']} dbname={db['NAME']}"
+        lock: psycopg.Connection[tuple[object, ...]] = await asyncio.to_thread(psycopg.connect, dsn)
+
+        async def welcome() -> dict:
+            async with connect(a.url, subprotocols=protocols(token), open_timeout=20) as ws:
+                return json.loads(await ws.recv())
+
+        try:
+            await asyncio.to_thread(lock.execute, f"LOCK TABLE {AuditLog._meta.db_table} IN SHARE ROW EXCLUSIVE MODE")
+            connecting = asyncio.create_task(welcome())
+            await asyncio.sleep(6)
+            assert not connecting.done()  # still waiting for its audit row, not dropped
+        finally:
+            await asyncio.to_thread(lock.rollback)
+            await asyncio.to_thread(lock.close)
+        assert (await asyncio.wait_for(connecting, 10))["op"] == "welcome"
