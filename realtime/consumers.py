@@ -203,6 +203,10 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     def heard_at(self) -> float:
         return max(self._heard, self._control_heard())
 
+    @property
+    def token_generation(self) -> int:
+        return self.identity.generation
+
     def too_slow(self) -> None:
         self._close_soon(SLOW_CLOSE, "unavailable", "Too slow to keep up: reconnect and resume with since.")
 

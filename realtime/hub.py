@@ -70,6 +70,7 @@ from realtime.selectors import (
     stream_heads,
     unacknowledged_events,
 )
+from realtime.walks import in_slices
 from wedsync.permissions import Permission, role_has_permission
 
 logger = structlog.get_logger(__name__)
@@ -113,6 +114,11 @@ class Socket(Protocol):
     connection_id: str
     user_id: int
     heartbeat_interval: int
+
+    @property
+    def token_generation(self) -> int:
+        """The token generation the socket was authenticated with; a newer one revokes it."""
+        ...
 
     def heard_at(self) -> float:
         """When the client last sent anything (epoch seconds): a frame, a ping or a pong."""
@@ -558,7 +564,7 @@ class NodeHub:
         embedded = isinstance(presence_store(), MemoryPresenceStore)
         while True:
             try:
-                seen = self._presence_heard()
+                seen = await self._presence_heard()
                 await sync_to_async(presence_heartbeat, thread_sensitive=False)(
                     node=settings.REALTIME_NODE_NAME,
                     seen=seen,
@@ -602,12 +608,15 @@ class NodeHub:
             if repaired:
                 logger.warning("hub.presence_repaired", entries=repaired)
 
-    def _presence_heard(self) -> list[DevicePresence]:
+    async def _presence_heard(self) -> list[DevicePresence]:
+        """The devices heard from since the last round, walked a slice at a time (realtime.walks);
+        one that leaves meanwhile is filtered out by ``_presence_still_present``."""
         seen = []
         node = settings.REALTIME_NODE_NAME
-        now = time.monotonic()
-        for feed in self.feeds.values():
-            for subscription in feed.subscriptions.values():
+        subscriptions = [subscription for feed in self.feeds.values() for subscription in feed.subscriptions.values()]
+        async for part in in_slices(subscriptions):
+            now = time.monotonic()
+            for subscription in part:
                 if subscription.presence_floor is not None and now > subscription.presence_floor_until:
                     # A member -> version map of the whole room: ~10 KB a socket if kept while idle.
                     subscription.presence_floor = None
@@ -775,19 +784,24 @@ class NodeHub:
             member_ids=sorted({subscription.member_id for _f, _c, subscription in checked}),
             user_ids=sorted(self.sockets_by_user),
         )
-        for feed, connection_id, subscription in checked:
-            if feed.subscriptions.get(connection_id) is not subscription:
-                continue
-            state = members.get(subscription.member_id)
-            expected = (subscription.role, feed.wedding_id, subscription.socket.user_id, True)
-            if state != expected:
-                reason = "removed" if state is None else "deactivated" if not state[3] else "role_changed"
-                subscription.socket.on_control({"kind": "member_changed", "wedding": feed.wedding_id, "reason": reason})
-        for user_id, connection_ids in list(self.sockets_by_user.items()):
-            for connection_id in list(connection_ids):
-                socket = self.sockets.get(connection_id)
-                if socket is not None:
-                    socket.on_control({"kind": "tokens_revoked", "generation": generations.get(user_id, 0)})
+        async for part in in_slices(checked):
+            for feed, connection_id, subscription in part:
+                if feed.subscriptions.get(connection_id) is not subscription:
+                    continue  # gone or replaced since the read
+                state = members.get(subscription.member_id)
+                expected = (subscription.role, feed.wedding_id, subscription.socket.user_id, True)
+                if state != expected:
+                    reason = "removed" if state is None else "deactivated" if not state[3] else "role_changed"
+                    control = {"kind": "member_changed", "wedding": feed.wedding_id, "reason": reason}
+                    subscription.socket.on_control(control)
+        users = [(user_id, list(connection_ids)) for user_id, connection_ids in self.sockets_by_user.items()]
+        async for users_part in in_slices(users):
+            for user_id, connection_ids in users_part:
+                generation = generations.get(user_id, 0)
+                for connection_id in connection_ids:
+                    socket = self.sockets.get(connection_id)
+                    if socket is not None and generation > socket.token_generation:
+                        socket.on_control({"kind": "tokens_revoked", "generation": generation})
 
     def _close_idle_feeds(self, now: float) -> None:
         for wedding_id, feed in list(self.feeds.items()):

@@ -24,6 +24,7 @@ from limits.strategies import SlidingWindowCounterRateLimiter
 
 from realtime.names import EventType
 from realtime.redis_batch import ScriptBatcher
+from realtime.walks import in_slices
 from wedsync.permissions import Permission, role_has_permission
 
 logger = structlog.get_logger(__name__)
@@ -210,10 +211,11 @@ class Limits:
     async def device_refresh(self, *, connection_ids: list[str]) -> None:
         if self._redis is None or not connection_ids:
             return
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for connection_id in connection_ids:
-                pipe.set(self._alive_key(connection_id), "1", ex=DEVICE_TTL_SECONDS)
-            await pipe.execute()
+        async for part in in_slices(connection_ids):  # one pipeline of 10,000 held the loop ~50 ms
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for connection_id in part:
+                    pipe.set(self._alive_key(connection_id), "1", ex=DEVICE_TTL_SECONDS)
+                await pipe.execute()
 
     async def device_disconnect(self, *, user_id: int, connection_id: str) -> None:
         if self._redis is None:

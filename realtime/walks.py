@@ -1,0 +1,66 @@
+"""Walking every socket of a node without stopping its event loop (decision 0013).
+
+A node's housekeeping visits each of its sockets: daphne's timeout and application checks (every
+2 s and 1 s), the hub's heard-from round (2 s), its access reconciliation (5 s) and its device
+refresh (20 s). At 10,000 sockets each walk held the loop for 40-200 ms in one callback (py-spy,
+Saturday peak), and every delivery due meanwhile waited behind it. These helpers do the same
+walks a slice at a time, letting the loop run between slices, so a delivery waits for one slice
+at most (a few ms). The work is the same; only its stalls are gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import TypeVar
+
+import structlog
+
+logger = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+# ~500 sockets of any of these walks took 2-10 ms at 10,000 sockets: short next to a delivery's
+# p50, long enough that the hops between slices cost nothing measurable.
+WALK_SLICE = 500
+
+
+async def in_slices(items: Sequence[T], *, size: int = WALK_SLICE) -> AsyncIterator[Sequence[T]]:
+    """``items`` a slice at a time, with a turn of the event loop between slices. Walk a copy:
+    whatever the caller walks may change while the loop runs."""
+    if size < 1:
+        raise ValueError("size must be at least 1")
+    for start in range(0, len(items), size):
+        if start:
+            await asyncio.sleep(0)
+        yield items[start : start + size]
+
+
+def sweep_in_slices(
+    items: Sequence[T],
+    visit: Callable[[T], None],
+    *,
+    call_soon: Callable[[Callable[[], None]], object],
+    then: Callable[[], None],
+    size: int = WALK_SLICE,
+    name: str = "sweep",
+) -> None:
+    """:func:`in_slices` for callback code (daphne's reactor): ``visit`` each item, ``size`` per
+    loop turn (scheduled with ``call_soon``), then call ``then``. A visit that raises is logged
+    and the sweep goes on: one bad connection must not stop the checks of all the others."""
+    if size < 1:
+        raise ValueError("size must be at least 1")
+
+    def step(start: int) -> None:
+        for item in items[start : start + size]:
+            try:
+                visit(item)
+            except Exception:
+                logger.exception("walk.visit_failed", sweep=name)
+        following = start + size
+        if following < len(items):
+            call_soon(lambda: step(following))
+        else:
+            then()
+
+    step(0)
