@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from django.db import transaction
 
 from realtime.audience import Audience, audience_default
 from realtime.models import Event, WeddingStream
@@ -58,6 +59,33 @@ def test_concurrent_publishers_get_distinct_gap_free_seqs(party: WeddingParty) -
     seqs = [seq for result in results for seq in result]  # type: ignore[union-attr]
     assert sorted(seqs) == list(range(1, 61))
     assert sorted(Event.objects.values_list("seq", flat=True)) == list(range(1, 61))
+
+
+@pytest.mark.requires_postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_retries_of_one_key_store_it_once_and_leave_no_gap(party: WeddingParty) -> None:
+    results = race(lambda: chat(party, idempotency_key="same-retry"), threads=6)
+    assert {result.seq for result in results} == {1}  # type: ignore[union-attr]
+    assert sum(not result.duplicate for result in results) == 1  # type: ignore[union-attr]
+    assert chat(party, "next").seq == 2  # the retries gave back the seqs they took
+    assert WeddingStream.objects.get(wedding=party.wedding).last_seq == 2
+
+
+def test_a_retry_inside_a_larger_transaction_keeps_the_rest_of_it(party: WeddingParty) -> None:
+    first = chat(party, idempotency_key="retry-2")
+    with transaction.atomic():
+        again = chat(party, "a retry", idempotency_key="retry-2")
+        later = chat(party, "after the retry")
+    assert again.duplicate and again.seq == first.seq
+    assert later.seq == first.seq + 1
+    assert list(Event.objects.order_by("seq").values_list("seq", flat=True)) == [first.seq, later.seq]
+
+
+def test_the_first_event_creates_the_stream_with_an_epoch(party: WeddingParty) -> None:
+    WeddingStream.objects.filter(wedding=party.wedding).delete()
+    assert chat(party).seq == 1
+    stream = WeddingStream.objects.get(wedding=party.wedding)
+    assert stream.last_seq == 1 and len(stream.epoch) >= 16
 
 
 @pytest.mark.parametrize(
