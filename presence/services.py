@@ -118,10 +118,7 @@ def presence_devices_join(
         return join
 
     updates = [MemberUpdate(device.wedding_id, device.member_id, joining(device)) for device in devices]
-    changes = presence_store().members_update(updates=updates, now=moment)
-    for change in changes:
-        tell(change)
-    return changes
+    return _members_apply(updates=updates, now=moment, tell=tell)
 
 
 def presence_device_leave(
@@ -145,7 +142,12 @@ def presence_devices_leave(
         return leave
 
     updates = [MemberUpdate(wedding_id, member_id, leaving(device)) for wedding_id, member_id, device in devices]
-    changes = presence_store().members_update(updates=updates, now=moment)
+    return _members_apply(updates=updates, now=moment, tell=tell)
+
+
+def _members_apply(*, updates: list[MemberUpdate], now: float, tell: Tell) -> list[MemberChange]:
+    """One store batch of ``updates``, each change told in order."""
+    changes = presence_store().members_update(updates=updates, now=now)
     for change in changes:
         tell(change)
     return changes

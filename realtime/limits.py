@@ -32,9 +32,8 @@ logger = structlog.get_logger(__name__)
 DEVICE_TTL_SECONDS = 60  # a device entry lives this long unless its node refreshes it
 DEVICE_REFRESH_SECONDS = 20
 DEVICE_REDIS_CONNECTIONS = 32  # per node (event loop); callers wait for one rather than fail
-CONNECTS_WINDOW_SECONDS = (
-    3600  # a device's reconnects (its presence's connection quality) are counted over the last hour
-)
+# A device's reconnects (its presence's connection quality) are counted over the last hour.
+CONNECTS_WINDOW_SECONDS = 3600
 
 
 @dataclass(frozen=True, slots=True)
