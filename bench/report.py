@@ -358,6 +358,7 @@ def _scenario_markdown(name: str, outcome: dict[str, Any], summary: dict[str, An
                 "server_cpu_us_per_update",
                 "redis_cpu_cores",
                 "layer_queue_peak",
+                "layer_pubsub_buffer_peak_bytes",
             ]
             rows = [["server", *columns]]
             for kind, figures in run.items():

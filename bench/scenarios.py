@@ -263,10 +263,15 @@ def reconnect_storm(
 
 @contextmanager
 def _layer_queue_peak(env: dict[str, str]) -> Iterator[dict[str, int]]:
-    """The longest channel-layer queue (channels_redis keeps each channel's messages in a sorted set
-    named ``...!...``) in the bench's Redis database, read once a second: a queue at the layer's
-    capacity means channels_redis is dropping what is sent to it, silently."""
-    peak = {"messages": 0}
+    """What the channel layer holds back, read once a second in the bench's Redis, both layers:
+
+    - ``messages``: the longest core-layer queue (channels_redis keeps each channel's messages in a
+      sorted set named ``...!...``); at the layer's capacity it drops what is sent, silently;
+    - ``pubsub_bytes``: the most Redis held in one Pub/Sub subscriber's output buffer (``omem`` of
+      ``CLIENT LIST TYPE pubsub``): a node not reading fast enough; past Redis's limit (32 MB) the
+      node is disconnected and what was buffered is lost.
+    """
+    peak = {"messages": 0, "pubsub_bytes": 0}
     done = threading.Event()
     client = redis.Redis.from_url(env["REDIS_URL"])
 
@@ -279,6 +284,8 @@ def _layer_queue_peak(env: dict[str, str]) -> Iterator[dict[str, int]]:
                         pipe.zcard(key)
                     sizes = pipe.execute()
                 peak["messages"] = max([peak["messages"], *sizes])
+                buffered = [int(entry.get("omem", 0)) for entry in client.client_list(_type="pubsub")]
+                peak["pubsub_bytes"] = max([peak["pubsub_bytes"], *buffered])
             except redis.RedisError:
                 continue
 
@@ -328,6 +335,7 @@ def _presence_step(
         "server_cpu_us_per_diff": server_cpu,
         "server_cpu_us_per_update": round((after[1] - before[1]) * 1e6 / accepted, 1) if accepted else None,
         "layer_queue_peak": queue["messages"],
+        "layer_pubsub_buffer_peak_bytes": queue["pubsub_bytes"],
     }
 
 

@@ -35,6 +35,8 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 COMMANDS = {
     "product": ["-m", "daphne", "-b", "127.0.0.1", "-p", "{port}", "wedsync.asgi:application"],
+    # The product on channels-redis's core layer instead of Pub/Sub, for decision 0014's comparison.
+    "product-core": ["-m", "daphne", "-b", "127.0.0.1", "-p", "{port}", "wedsync.asgi:application"],
     "product-uvicorn": [
         "-m",
         "uvicorn",
@@ -51,6 +53,9 @@ COMMANDS = {
     "ceiling": ["-m", "bench.ceiling", "--port", "{port}"],
     "baseline": ["-m", "daphne", "-b", "127.0.0.1", "-p", "{port}", "bench.baseline:application"],
 }
+# The textbook consumer on the layer Channels' documentation sets up (and the issue's first look
+# measured): core. The product runs on its own default, pubsub (decision 0014).
+EXTRA_ENVIRONMENT = {"baseline": {"REALTIME_CHANNEL_LAYER": "core"}, "product-core": {"REALTIME_CHANNEL_LAYER": "core"}}
 
 
 def environment() -> dict[str, str]:
@@ -144,7 +149,9 @@ def running(kind: str, env: dict[str, str]) -> Iterator[RunningServer]:
     redis.Redis.from_url(env["REDIS_URL"]).flushdb()  # the bench's own database: no state from the last server
     command = [sys.executable, *(part.format(port=port) for part in COMMANDS[kind])]
     with log.open("wb") as out:
-        server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)  # noqa: S603
+        server = subprocess.Popen(  # noqa: S603
+            command, cwd=ROOT, env={**env, **EXTRA_ENVIRONMENT.get(kind, {})}, stdout=out, stderr=subprocess.STDOUT
+        )
     try:
         _wait_ready(kind, port, server)
         yield RunningServer(kind=kind, url=f"ws://127.0.0.1:{port}/ws/v1/", pid=server.pid)

@@ -15,7 +15,7 @@ import socket
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import dj_database_url
 import django_stubs_ext
@@ -173,28 +173,54 @@ def redis_connection_options() -> dict[str, Any]:
     }
 
 
-REALTIME_CHANNEL_LAYER = env_choice("REALTIME_CHANNEL_LAYER", default="core", choices=("core", "pubsub"))
-if REDIS_URL:
-    _layer_host = {"address": REDIS_URL, **redis_connection_options()}
-    CHANNEL_LAYERS: dict[str, dict[str, Any]] = {
-        "default": {
-            "BACKEND": (
-                "channels_redis.pubsub.RedisPubSubChannelLayer"
-                if REALTIME_CHANNEL_LAYER == "pubsub"
-                else "channels_redis.core.RedisChannelLayer"
-            ),
-            "CONFIG": {"hosts": [_layer_host]},
-        }
-    }
-    if REALTIME_CHANNEL_LAYER == "core":
-        CHANNEL_LAYERS["default"]["CONFIG"].update(
-            {
-                "capacity": env_int("REALTIME_LAYER_CAPACITY", default=1000, minimum=1),
-                # Memberships of a SIGKILLed node expire instead of lingering for a day.
-                "group_expiry": env_int("REALTIME_GROUP_EXPIRY", default=600, minimum=60),
+# pubsub: one PUBLISH per event per wedding, read by each node as a stream; core queues each node's
+# messages in a Redis sorted set, popped one at a time with two round trips each, which held a
+# 10,000-socket node's events for 0.3-1.3 s (decision 0014). Either may lose a message (a
+# reconnect, a full queue): nodes repair gaps from the event log.
+REALTIME_CHANNEL_LAYER = env_choice("REALTIME_CHANNEL_LAYER", default="pubsub", choices=("core", "pubsub"))
+
+
+def redis_database(url: str) -> int:
+    """The database number a Redis URL names (redis-py's rules: the path, or ``?db=`` for unix)."""
+    parts = urlsplit(url)
+    named = parts.path.strip("/") if parts.scheme != "unix" else ""
+    named = named or parse_qs(parts.query).get("db", ["0"])[0]
+    if not named.isdigit():
+        raise ImproperlyConfigured(f"REDIS_URL names database {named!r}: it must be a whole number")
+    return int(named)
+
+
+REALTIME_LAYER_CAPACITY = env_int("REALTIME_LAYER_CAPACITY", default=1000, minimum=1)
+# Memberships of a SIGKILLed node expire instead of lingering for a day (core layer).
+REALTIME_GROUP_EXPIRY = env_int("REALTIME_GROUP_EXPIRY", default=600, minimum=60)
+
+
+def channel_layer_config(*, redis_url: str, kind: str, capacity: int = REALTIME_LAYER_CAPACITY) -> dict[str, Any]:
+    """The channels-redis layer of ``kind`` (``core`` or ``pubsub``) on ``redis_url``."""
+    host = {"address": redis_url, **redis_connection_options()}
+    if kind == "core":
+        return {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                "hosts": [host],
+                "capacity": capacity,
+                "group_expiry": REALTIME_GROUP_EXPIRY,
                 "prefix": "wedsync",
-            }
-        )
+            },
+        }
+    # Pub/Sub channels belong to the whole Redis server, not to a database: without the database in
+    # their names, two deployments (or the tests and a bench) on one server would receive each
+    # other's events.
+    return {
+        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+        "CONFIG": {"hosts": [host], "prefix": f"wedsync.db{redis_database(redis_url)}."},
+    }
+
+
+if REDIS_URL:
+    CHANNEL_LAYERS: dict[str, dict[str, Any]] = {
+        "default": channel_layer_config(redis_url=REDIS_URL, kind=REALTIME_CHANNEL_LAYER)
+    }
     CACHES: dict[str, dict[str, Any]] = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import json
 import logging
 import signal
 import socket
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
+import redis
 from channels.db import database_sync_to_async
 from channels.layers import channel_layers
-from django.conf import settings
 from django.db import connection, transaction
 from django.test import override_settings
 from websockets.asyncio.client import ClientConnection, connect
@@ -23,11 +24,13 @@ from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
 from realtime.client import RealtimeClient
+from realtime.names import wedding_group
 from realtime.services.events import member_event_publish
 from tests.personas import WeddingParty
 from tests.realtime.conftest import bearer
-from tests.realtime.nodes import cluster
+from tests.realtime.nodes import Node, cluster
 from wedsync.models import AuditLog
+from wedsync.settings import channel_layer_config
 
 pytestmark = [pytest.mark.requires_postgres, pytest.mark.requires_redis, pytest.mark.django_db(transaction=True)]
 
@@ -90,34 +93,42 @@ def _publish_burst_in_one_transaction(*, member, count: int) -> None:
             member_event_publish(member=member, type_name="chat.message", data={"text": f"burst {i}"})
 
 
-async def test_dropped_layer_messages_are_repaired_from_the_log(
+@contextlib.contextmanager
+def paused(*paused_nodes: Node) -> Iterator[None]:
+    """The nodes stopped (SIGSTOP) for the block: they read nothing from Redis or their sockets."""
+    for node in paused_nodes:
+        node.signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for node in paused_nodes:
+            node.signal(signal.SIGCONT)
+
+
+async def test_messages_the_core_layer_drops_are_repaired_from_the_log(
     party: WeddingParty, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # A channel capacity of 1 makes channels-redis drop most of a burst, silently.
-    with cluster(tmp_path, extra_env={"REALTIME_LAYER_CAPACITY": "1"}) as nodes:
+    # A channel capacity of 1 makes channels-redis's core layer drop most of a burst, silently.
+    with cluster(tmp_path, extra_env={"REALTIME_CHANNEL_LAYER": "core", "REALTIME_LAYER_CAPACITY": "1"}) as nodes:
         a, b = nodes.nodes
         topic = f"wedding:{party.wedding.pk}"
         readers = [
             await client_for(member, [a.url, b.url][i % 2])
             for i, member in enumerate((party.gil, party.ana, party.paula))
         ]
-        layer = copy.deepcopy(settings.CHANNEL_LAYERS)
-        layer["default"]["CONFIG"]["hosts"][0]["address"] = nodes.redis.url
-        layer["default"]["CONFIG"]["capacity"] = 1
+        layer = {"default": channel_layer_config(redis_url=nodes.redis.url, kind="core", capacity=1)}
         try:
             for client in readers:
                 await client.subscribe(topic)
             # Both nodes are paused while the burst is sent, so their channels fill up and
             # channels-redis must drop: how fast a node happens to read cannot hide the drops.
-            for node in (a, b):
-                node.signal(signal.SIGSTOP)
-            try:
-                with override_settings(CHANNEL_LAYERS=layer), caplog.at_level(logging.INFO, logger="channels_redis"):
-                    channel_layers.backends.clear()
-                    await database_sync_to_async(_publish_burst_in_one_transaction)(member=party.priya, count=200)
-            finally:
-                for node in (a, b):
-                    node.signal(signal.SIGCONT)
+            with (
+                paused(a, b),
+                override_settings(CHANNEL_LAYERS=layer),
+                caplog.at_level(logging.INFO, logger="channels_redis"),
+            ):
+                channel_layers.backends.clear()
+                await database_sync_to_async(_publish_burst_in_one_transaction)(member=party.priya, count=200)
             # channels-redis says so (at INFO, to the sender only) when it drops a group message.
             assert any("over capacity" in record.getMessage() for record in caplog.records)
             channel_layers.backends.clear()
@@ -130,6 +141,56 @@ async def test_dropped_layer_messages_are_repaired_from_the_log(
             for client in readers:
                 await client.close()
         assert "feed.gap" in a.log() + b.log()  # and the nodes noticed the gaps and read them back
+
+
+async def test_events_published_while_a_node_is_off_pubsub_are_repaired_and_it_resubscribes(
+    party: WeddingParty, tmp_path: Path
+) -> None:
+    # Redis Pub/Sub keeps nothing for a subscriber that is not connected. The nodes' subscriber
+    # connections are cut while the nodes are paused, so every event of the burst is published to
+    # nobody: the nodes must read all of them back from the log, and subscribe again by themselves.
+    with cluster(tmp_path) as nodes:
+        a, b = nodes.nodes
+        topic = f"wedding:{party.wedding.pk}"
+        readers = [await client_for(member, url) for member, url in ((party.gil, a.url), (party.ana, b.url))]
+        layer = {"default": channel_layer_config(redis_url=nodes.redis.url, kind="pubsub")}
+        admin = redis.Redis.from_url(nodes.redis.url)
+        try:
+            for client in readers:
+                await client.subscribe(topic)
+            with paused(a, b), override_settings(CHANNEL_LAYERS=layer):
+                assert admin.client_kill_filter(_type="pubsub") >= 2  # one subscriber connection per node
+                channel_layers.backends.clear()
+                await database_sync_to_async(_publish_burst_in_one_transaction)(member=party.priya, count=50)
+                assert _subscribers(admin, layer, party) == 0  # published to nobody
+            for reader in readers:
+                seqs = [event["seq"] for event in await drain(reader, 50)]
+                assert seqs == list(range(1, 51))  # every event, once, in order
+            # Live delivery again, without a reconnect of the sockets: the nodes subscribed again.
+            async with asyncio.timeout(20):
+                while _subscribers(admin, layer, party) < 2:  # noqa: ASYNC110
+                    await asyncio.sleep(0.1)
+            with override_settings(CHANNEL_LAYERS=layer):
+                channel_layers.backends.clear()
+                await database_sync_to_async(member_event_publish)(
+                    member=party.priya, type_name="chat.message", data={"text": "after"}
+                )
+            for reader in readers:
+                assert (await reader.next_event(5))["seq"] == 51
+                assert reader.reconnects == 0
+        finally:
+            channel_layers.backends.clear()
+            admin.close()
+            for client in readers:
+                await client.close()
+        assert "feed.gap" in a.log() and "feed.gap" in b.log()
+
+
+def _subscribers(admin: redis.Redis, layer: dict[str, dict[str, Any]], party: WeddingParty) -> int:
+    """How many connections (one per node) are subscribed to the wedding's Pub/Sub channel."""
+    channel = f"{layer['default']['CONFIG']['prefix']}__group__{wedding_group(party.wedding.pk)}"
+    ((_name, count),) = admin.pubsub_numsub(channel)
+    return int(count)
 
 
 async def test_a_node_killed_mid_burst_loses_and_doubles_nothing(party: WeddingParty, tmp_path: Path) -> None:

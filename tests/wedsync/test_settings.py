@@ -12,6 +12,7 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 
 from wedsync.env import env_bool, env_choice, env_float, env_int, env_int_map, env_list, env_str
+from wedsync.settings import redis_database
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -102,6 +103,42 @@ def test_no_environment_at_all_starts_embedded() -> None:
         "channels.layers.InMemoryChannelLayer",
         "filesystem://",
     ]
+
+
+_LAYER = (
+    "import django; django.setup(); from django.conf import settings as s; "
+    "layer = s.CHANNEL_LAYERS['default']; "
+    "print(layer['BACKEND'], layer['CONFIG']['prefix'], layer['CONFIG'].get('capacity'))"
+)
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ({}, ["channels_redis.pubsub.RedisPubSubChannelLayer", "wedsync.db4.", "None"]),
+        ({"REALTIME_CHANNEL_LAYER": "core"}, ["channels_redis.core.RedisChannelLayer", "wedsync", "1000"]),
+    ],
+)
+def test_the_channel_layer_is_pubsub_named_by_database_unless_core_is_asked_for(
+    extra: dict[str, str], expected: list[str]
+) -> None:
+    env = {**_production_env(), "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/none"}
+    result = _start_with({**env, "REDIS_URL": "redis://127.0.0.1:6379/4", **extra}, "-c", _LAYER)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == expected
+
+
+@pytest.mark.parametrize(
+    ("url", "database"),
+    [("redis://h:6379/5", 5), ("redis://h:6379", 0), ("rediss://u:p@h:1/0", 0), ("unix:///run/redis.sock?db=2", 2)],
+)
+def test_redis_database_reads_the_url_as_redis_py_does(url: str, database: int) -> None:
+    assert redis_database(url) == database
+
+
+def test_a_redis_url_naming_no_database_number_is_refused() -> None:
+    with pytest.raises(ImproperlyConfigured, match="REDIS_URL names database 'cache': it must be a whole number"):
+        redis_database("redis://h:6379/cache")
 
 
 def test_a_deployment_that_names_its_database_defaults_to_debug_off() -> None:
