@@ -7,14 +7,20 @@ from typing import Any
 
 from realtime.auth import SocketIdentity, socket_identify
 from realtime.limits import publish_rate_check
-from realtime.selectors import MembershipView, SubscriptionDenied, membership_for_topic, memberships_for_user
+from realtime.selectors import (
+    MembershipView,
+    SubscriptionDenied,
+    member_for_publish,
+    membership_for_topic,
+    memberships_for_user,
+)
 from realtime.services.events import (
     PublishedEvent,
     PublishRefused,
     event_for_idempotency_key,
     member_event_publish,
 )
-from wedsync.models import AuditLog, AuditOutcome, Member
+from wedsync.models import AuditLog, AuditOutcome
 from wedsync.services.audit import AuditAction, ClientInfo, audit_record
 
 
@@ -61,9 +67,7 @@ def socket_event_publish(
 ) -> PublishedEvent:
     """A ``publish`` frame: as the user's *current* active member of the wedding (a role may have
     changed since the socket subscribed), idempotent retries first, then the rate limit."""
-    member = (
-        Member.objects.filter(user_id=user_id, wedding_id=wedding_id, is_active=True).select_related("user").first()
-    )
+    member = member_for_publish(user_id=user_id, wedding_id=wedding_id)
     if member is None:
         audit_record(
             action=AuditAction.PUBLISH_REFUSE,

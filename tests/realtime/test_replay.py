@@ -8,9 +8,9 @@ import pytest
 from django.utils import timezone
 
 from realtime.models import Event
-from realtime.selectors import Replay, events_replay, membership_for_topic, memberships_for_user
+from realtime.selectors import Replay, events_replay, member_for_publish, membership_for_topic, memberships_for_user
 from realtime.services.events import member_event_publish
-from tests.personas import WeddingParty
+from tests.personas import WeddingParty, make_wedding_party
 
 pytestmark = [pytest.mark.django_db]
 
@@ -74,3 +74,29 @@ def test_memberships_and_topic_access(party: WeddingParty) -> None:
     party.gil.is_active = False
     party.gil.save()
     assert memberships_for_user(user_id=party.gil.user_id)[0] == []
+
+
+def test_a_publishers_member_is_read_with_its_name_in_one_query(party: WeddingParty, django_assert_num_queries) -> None:
+    party.priya.display_name = ""
+    party.priya.save()
+    with django_assert_num_queries(1):
+        member = member_for_publish(user_id=party.priya.user_id, wedding_id=party.wedding.pk)
+        assert member is not None
+        assert (member.pk, member.role, member.wedding_id, member.is_vendor) == (
+            party.priya.pk,
+            "planner",
+            party.wedding.pk,
+            False,
+        )
+        assert member.name == party.priya.user.get_full_name() != ""
+        assert member.user.get_username() == party.priya.user.username
+    with django_assert_num_queries(1):  # the rest of the user loads when asked for
+        assert member.user.email == party.priya.user.email
+
+
+def test_no_publishers_member_for_an_outsider_or_an_inactive_member(party: WeddingParty) -> None:
+    outsider = make_wedding_party().priya
+    assert member_for_publish(user_id=outsider.user_id, wedding_id=party.wedding.pk) is None
+    party.gil.is_active = False
+    party.gil.save()
+    assert member_for_publish(user_id=party.gil.user_id, wedding_id=party.wedding.pk) is None
