@@ -202,6 +202,31 @@ def write_gate_for(send: Callable[..., Any], *, send_buffer: int) -> WriteGate |
     return gate
 
 
+class _OpenedRequest:
+    """What daphne still reads of a socket's opening request once it is open: its path (logs)."""
+
+    __slots__ = ("path",)
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+
+def _shed_handshake(protocol: Any) -> None:
+    """Drop what an open socket keeps of its opening handshake for the rest of its life: autobahn's
+    raw request bytes and header dict, its request object and daphne's header list (bearer tokens
+    and cookies included). The ASGI scope shares that list; the app reads headers only before it
+    accepts (``RealtimeConsumer.websocket_connect``), so emptying it in place frees them for every
+    holder of the scope. At 10,000 idle sockets this was ~2 KB of each one's memory."""
+    request = getattr(protocol, "request", None)
+    if request is not None:
+        protocol.request = _OpenedRequest(getattr(request, "path", ""))
+    protocol.http_request_data = b""
+    protocol.http_headers = {}
+    headers = getattr(protocol, "clean_headers", None)
+    if isinstance(headers, list):
+        headers.clear()
+
+
 def install() -> None:
     """Patch daphne's WebSocket factory and signal handling. Idempotent; a no-op without daphne."""
     global _installed
@@ -232,6 +257,10 @@ def install() -> None:
         def onPong(self, payload: bytes) -> None:
             self.wedsync_heard = time.time()
             super().onPong(payload)
+
+        def onOpen(self) -> None:
+            super().onOpen()
+            _shed_handshake(self)
 
         def serverClose(self, code: int | None = None, reason: str | None = None) -> None:
             if self.state != self.STATE_OPEN:

@@ -1,0 +1,40 @@
+"""An open socket keeps nothing of its opening handshake but the path daphne logs."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from autobahn.websocket.types import ConnectionRequest
+
+from realtime.daphne_support import _shed_handshake
+
+
+def test_an_open_socket_sheds_its_handshake_headers_for_every_holder_of_the_scope() -> None:
+    headers = [(b"host", b"127.0.0.1"), (b"sec-websocket-protocol", b"wedsync.v1, bearer.secret-token")]
+    scope = {"type": "websocket", "path": "/ws/v1/", "headers": headers}
+    routed_scope = dict(scope, url_route={})  # channels' URLRouter holds a copy sharing the list
+    request = ConnectionRequest(
+        peer="tcp:127.0.0.1:5000",
+        headers={"host": "127.0.0.1", "sec-websocket-protocol": "wedsync.v1, bearer.secret-token"},
+        host="127.0.0.1",
+        path="/ws/v1/",
+        params={},
+        version=13,
+        origin=None,
+        protocols=["wedsync.v1", "bearer.secret-token"],
+        extensions=[],
+    )
+    protocol = SimpleNamespace(
+        request=request,
+        clean_headers=headers,
+        http_request_data=b"GET /ws/v1/ HTTP/1.1\r\nSec-WebSocket-Protocol: wedsync.v1, bearer.secret-token\r\n\r\n",
+        http_headers={"sec-websocket-protocol": "wedsync.v1, bearer.secret-token"},
+    )
+
+    _shed_handshake(protocol)
+
+    assert protocol.request.path == "/ws/v1/"  # what daphne's access log still reads
+    assert not hasattr(protocol.request, "headers")
+    assert protocol.http_request_data == b"" and protocol.http_headers == {}
+    assert scope["headers"] == [] and routed_scope["headers"] == []
+    assert b"secret-token" not in repr((protocol.__dict__, scope, routed_scope)).encode()
