@@ -274,6 +274,7 @@ def _layer_queue_peak(env: dict[str, str]) -> Iterator[dict[str, int]]:
     peak = {"messages": 0, "pubsub_bytes": 0}
     done = threading.Event()
     client = redis.Redis.from_url(env["REDIS_URL"])
+    database = client.connection_pool.connection_kwargs.get("db", 0)
 
     def sample() -> None:
         while not done.wait(1.0):
@@ -284,7 +285,11 @@ def _layer_queue_peak(env: dict[str, str]) -> Iterator[dict[str, int]]:
                         pipe.zcard(key)
                     sizes = pipe.execute()
                 peak["messages"] = max([peak["messages"], *sizes])
-                buffered = [int(entry.get("omem", 0)) for entry in client.client_list(_type="pubsub")]
+                buffered = [  # Pub/Sub spans the server: only this bench's database's subscribers
+                    int(entry.get("omem", 0))
+                    for entry in client.client_list(_type="pubsub")
+                    if entry.get("db") == str(database)
+                ]
                 peak["pubsub_bytes"] = max([peak["pubsub_bytes"], *buffered])
             except redis.RedisError:
                 continue

@@ -213,15 +213,20 @@ class _OpenedRequest:
 
 def _shed_handshake(protocol: Any) -> None:
     """Drop what an open socket keeps of its opening handshake for the rest of its life: autobahn's
-    raw request bytes and header dict, its request object and daphne's header list (bearer tokens
-    and cookies included). The ASGI scope shares that list; the app reads headers only before it
-    accepts (``RealtimeConsumer.websocket_connect``), so emptying it in place frees them for every
-    holder of the scope. At 10,000 idle sockets this was ~2 KB of each one's memory."""
+    raw request bytes, request line, header dict and offered subprotocols, its request object and
+    daphne's header list (cookies included). The ASGI scope shares that list; the app reads
+    headers only before it accepts (``RealtimeConsumer.websocket_connect``), so emptying it in
+    place frees them for every holder of the scope. Alternating short Saturday runs: 26.9-28.5 KB
+    of RSS per idle socket against 30.1-30.3 KB. The scope's ``subprotocols`` and query string
+    (a bearer token, a ticket) stay: they are small, and the scope is not ours to rebuild."""
     request = getattr(protocol, "request", None)
     if request is not None:
         protocol.request = _OpenedRequest(getattr(request, "path", ""))
     protocol.http_request_data = b""
     protocol.http_headers = {}
+    protocol.http_status_line = protocol.http_request_uri = ""
+    protocol.http_request_params = {}
+    protocol.websocket_protocols = []  # read once, to choose the subprotocol
     headers = getattr(protocol, "clean_headers", None)
     if isinstance(headers, list):
         headers.clear()

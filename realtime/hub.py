@@ -77,6 +77,7 @@ from wedsync.permissions import Permission, role_has_permission
 logger = structlog.get_logger(__name__)
 
 POLL_INTERVAL = 1.0
+GROUP_RENEW_SECONDS = 60.0  # Pub/Sub group subscriptions (the core layer's follow its expiry)
 IDLE_FEED_SECONDS = 60.0
 RETRY_DELAY = 0.5
 RECONCILE_SECONDS = 5.0
@@ -278,7 +279,11 @@ class WeddingFeed:
         self.wedding_id = wedding_id
         self.last_seq = last_seq
         self.subscriptions: dict[str, Subscription] = {}
-        self.inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        # Bounded: on Pub/Sub a node's backlog would otherwise pile up here, in its own memory,
+        # where Redis's output-buffer limit never sees it (decision 0014). What does not fit is
+        # dropped and read back from the log, like any other gap.
+        self.inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=settings.REALTIME_FEED_INBOX_MAX)
+        self.inbox_dropped = 0
         self.suspected_head = 0
         self.idle_since: float | None = None
         self.presence_versions: dict[int, int] = {}  # member -> newest version seen here
@@ -291,6 +296,18 @@ class WeddingFeed:
         self.presence_pending: list[PresenceEntry] = []
         self._presence_flush: asyncio.Handle | None = None
         self.task = asyncio.create_task(self._run(), name=f"feed-{wedding_id}")
+
+    def offer(self, message: dict[str, Any]) -> None:
+        """Queue an event for the feed's task, or drop it if the inbox is full: the next event's seq
+        gap (or the heads poll, for a last one) has the feed read it from the log instead."""
+        try:
+            self.inbox.put_nowait(message)
+        except asyncio.QueueFull:
+            self.inbox_dropped += 1
+            if self.inbox_dropped == 1 or self.inbox_dropped % 1000 == 0:
+                logger.warning(
+                    "feed.inbox_full", wedding=self.wedding_id, seq=message.get("seq"), dropped=self.inbox_dropped
+                )
 
     async def _run(self) -> None:
         while True:
@@ -523,7 +540,10 @@ class NodeHub:
         last event, a Redis restart), re-send unacknowledged emergencies, reconcile access, keep
         device entries and group memberships alive, and close feeds nobody uses."""
         loop = asyncio.get_running_loop()
-        refresh_every = max(getattr(self.layer, "group_expiry", 86400) / 3, 30)
+        # Core: renew memberships before they expire. Pub/Sub has no expiry; renewing still repairs
+        # a subscription that a late group_discard of the same wedding removed, at no cost otherwise.
+        expiry = getattr(self.layer, "group_expiry", None)
+        refresh_every = max(expiry / 3, 30) if expiry else GROUP_RENEW_SECONDS
         next_refresh = loop.time() + refresh_every
         next_device_refresh = loop.time() + DEVICE_REFRESH_SECONDS
         next_reconcile = loop.time() + RECONCILE_SECONDS
@@ -539,7 +559,8 @@ class NodeHub:
                             continue
                         # Ahead twice in a row: not just in flight, but lost.
                         if feed.suspected_head and feed.suspected_head <= head:
-                            feed.inbox.put_nowait({"type": _REPAIR, "upto": feed.suspected_head})
+                            with contextlib.suppress(asyncio.QueueFull):  # full: its gaps repair it
+                                feed.inbox.put_nowait({"type": _REPAIR, "upto": feed.suspected_head})
                         feed.suspected_head = head
                 self._close_idle_feeds(loop.time())
                 if loop.time() >= next_resend:
@@ -830,7 +851,7 @@ class NodeHub:
         if kind == LAYER_EVENT:
             feed = self.feeds.get(message["wedding"])
             if feed is not None:
-                feed.inbox.put_nowait(message)
+                feed.offer(message)
         elif kind == LAYER_PRESENCE:
             for entry in message["entries"]:
                 feed = self.feeds.get(entry["wedding"])

@@ -70,7 +70,10 @@ def memberships_for_user(*, user_id: int) -> tuple[list[MembershipView], int]:
 # A publish reads the sender's membership fresh every time (a role may have changed), with the user
 # its name comes from: at 50 publishes/s the ORM's filter/select_related/first was ~9 % of a
 # 10,000-socket node's GIL samples (py-spy, Saturday peak), most of it compiling the query.
-_PUBLISHER_USER_FIELDS = ("username", "first_name", "last_name")  # what Member.name reads
+# What Member.name reads, in the model's field order (User.from_db takes values in that order).
+_PUBLISHER_USER_FIELDS = tuple(
+    field.attname for field in User._meta.concrete_fields if field.attname in ("username", "first_name", "last_name")
+)
 
 
 @functools.cache
@@ -89,11 +92,12 @@ def _member_for_publish_sql() -> str:
 
 
 def member_for_publish(*, user_id: int, wedding_id: int) -> Member | None:
-    """The user's active member of the wedding, with the user fields its ``name`` needs (the rest
-    of the user loads only if asked for), or None. One hand-written statement."""
+    """The user's active member of the wedding, with the user fields its ``name`` needs, or None.
+    One hand-written statement. The user's other fields are deferred: reading one is a query, so
+    from async code only in a thread, like any ORM access."""
     for member in Member.objects.raw(_member_for_publish_sql(), [user_id, wedding_id]):
         values = [getattr(member, f"user_{name}") for name in _PUBLISHER_USER_FIELDS]
-        member.user = User.from_db(connection.alias, ["id", *_PUBLISHER_USER_FIELDS], [member.user_id, *values])
+        member.user = User.from_db(member._state.db, ["id", *_PUBLISHER_USER_FIELDS], [member.user_id, *values])
         return member
     return None
 

@@ -14,12 +14,13 @@ import re
 import socket
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from typing import Any, Literal, cast
+from urllib.parse import urlsplit
 
 import dj_database_url
 import django_stubs_ext
 from django.core.exceptions import ImproperlyConfigured
+from redis import ConnectionPool
 
 from wedsync.env import (
     env_bool,
@@ -180,14 +181,10 @@ def redis_connection_options() -> dict[str, Any]:
 REALTIME_CHANNEL_LAYER = env_choice("REALTIME_CHANNEL_LAYER", default="pubsub", choices=("core", "pubsub"))
 
 
-def redis_database(url: str) -> int:
-    """The database number a Redis URL names (redis-py's rules: the path, or ``?db=`` for unix)."""
-    parts = urlsplit(url)
-    named = parts.path.strip("/") if parts.scheme != "unix" else ""
-    named = named or parse_qs(parts.query).get("db", ["0"])[0]
-    if not named.isdigit():
-        raise ImproperlyConfigured(f"REDIS_URL names database {named!r}: it must be a whole number")
-    return int(named)
+def redis_database(*, url: str) -> int:
+    """The database number redis-py connects to for ``url`` (``?db=`` over the path; 0 if neither)."""
+    # A pool object only: it opens no connection until asked for one.
+    return int(ConnectionPool.from_url(url).connection_kwargs.get("db") or 0)
 
 
 REALTIME_LAYER_CAPACITY = env_int("REALTIME_LAYER_CAPACITY", default=1000, minimum=1)
@@ -195,9 +192,13 @@ REALTIME_LAYER_CAPACITY = env_int("REALTIME_LAYER_CAPACITY", default=1000, minim
 REALTIME_GROUP_EXPIRY = env_int("REALTIME_GROUP_EXPIRY", default=600, minimum=60)
 
 
-def channel_layer_config(*, redis_url: str, kind: str, capacity: int = REALTIME_LAYER_CAPACITY) -> dict[str, Any]:
+def channel_layer_config(
+    *, redis_url: str, kind: Literal["core", "pubsub"], capacity: int = REALTIME_LAYER_CAPACITY
+) -> dict[str, Any]:
     """The channels-redis layer of ``kind`` (``core`` or ``pubsub``) on ``redis_url``."""
     host = {"address": redis_url, **redis_connection_options()}
+    if kind not in ("core", "pubsub"):
+        raise ImproperlyConfigured(f"the channel layer must be core or pubsub, not {kind!r}")
     if kind == "core":
         return {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
@@ -213,13 +214,15 @@ def channel_layer_config(*, redis_url: str, kind: str, capacity: int = REALTIME_
     # other's events.
     return {
         "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-        "CONFIG": {"hosts": [host], "prefix": f"wedsync.db{redis_database(redis_url)}."},
+        "CONFIG": {"hosts": [host], "prefix": f"wedsync.db{redis_database(url=redis_url)}."},
     }
 
 
 if REDIS_URL:
     CHANNEL_LAYERS: dict[str, dict[str, Any]] = {
-        "default": channel_layer_config(redis_url=REDIS_URL, kind=REALTIME_CHANNEL_LAYER)
+        "default": channel_layer_config(
+            redis_url=REDIS_URL, kind=cast(Literal["core", "pubsub"], REALTIME_CHANNEL_LAYER)
+        )
     }
     CACHES: dict[str, dict[str, Any]] = {
         "default": {
@@ -335,6 +338,8 @@ REALTIME_RETENTION_DAYS = env_int("REALTIME_RETENTION_DAYS", default=7, minimum=
 # A resume further behind than this many events reloads over REST instead of replaying.
 REALTIME_REPLAY_MAX = env_int("REALTIME_REPLAY_MAX", default=5000, minimum=100)
 # A socket whose unsent frames pass either bound is too slow: it is closed with 4008 and resumes.
+# Events one wedding's feed may hold on a node before it drops the next and reads it from the log.
+REALTIME_FEED_INBOX_MAX = env_int("REALTIME_FEED_INBOX_MAX", default=1000, minimum=1)
 REALTIME_OUTBOX_MAX_FRAMES = env_int("REALTIME_OUTBOX_MAX_FRAMES", default=1000, minimum=10)
 # Kernel send buffer per socket (bytes; Linux doubles it): bounds memory and lets a slow reader show.
 REALTIME_SOCKET_SEND_BUFFER = env_int("REALTIME_SOCKET_SEND_BUFFER", default=64 * 1024, minimum=4096)

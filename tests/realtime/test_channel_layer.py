@@ -8,12 +8,16 @@ layer a longer timeout; this drives a real consumer on the real layer past that 
 from __future__ import annotations
 
 import asyncio
+from typing import Literal
 
 import pytest
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
-from channels.layers import get_channel_layer
+from channels.layers import channel_layers, get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
+from django.test import override_settings
+
+from wedsync.settings import channel_layer_config
 
 pytestmark = pytest.mark.requires_redis
 
@@ -40,13 +44,22 @@ def test_the_layer_is_redis_with_a_timeout_above_the_blocking_read() -> None:
     assert layer["CONFIG"]["hosts"][0]["socket_timeout"] > 5
 
 
-async def test_a_consumer_idle_for_seven_seconds_still_receives() -> None:
-    communicator = WebsocketCommunicator(RelayConsumer.as_asgi(), "/idle/")
-    connected, _subprotocol = await communicator.connect()
-    assert connected
-    try:
-        await asyncio.sleep(IDLE_SECONDS)
-        await get_channel_layer().group_send(RelayConsumer.group, {"type": "relay.message", "text": "still here"})
-        assert await communicator.receive_json_from(timeout=5) == {"text": "still here"}
-    finally:
-        await communicator.disconnect()
+@pytest.mark.parametrize("kind", ["pubsub", "core"])
+async def test_a_consumer_idle_for_seven_seconds_still_receives(kind: Literal["core", "pubsub"]) -> None:
+    address = settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"][0]["address"]
+    with override_settings(CHANNEL_LAYERS={"default": channel_layer_config(redis_url=address, kind=kind)}):
+        channel_layers.backends.clear()
+        try:
+            communicator = WebsocketCommunicator(RelayConsumer.as_asgi(), "/idle/")
+            connected, _subprotocol = await communicator.connect()
+            assert connected
+            try:
+                await asyncio.sleep(IDLE_SECONDS)
+                await get_channel_layer().group_send(
+                    RelayConsumer.group, {"type": "relay.message", "text": "still here"}
+                )
+                assert await communicator.receive_json_from(timeout=5) == {"text": "still here"}
+            finally:
+                await communicator.disconnect()
+        finally:
+            channel_layers.backends.clear()

@@ -29,6 +29,10 @@ def test_an_open_socket_sheds_its_handshake_headers_for_every_holder_of_the_scop
         clean_headers=headers,
         http_request_data=b"GET /ws/v1/ HTTP/1.1\r\nSec-WebSocket-Protocol: wedsync.v1, bearer.secret-token\r\n\r\n",
         http_headers={"sec-websocket-protocol": "wedsync.v1, bearer.secret-token"},
+        http_status_line="GET /ws/v1/?device=phone HTTP/1.1",
+        http_request_uri="/ws/v1/?device=phone",
+        http_request_params={"device": ["phone"]},
+        websocket_protocols=["wedsync.v1", "bearer.secret-token"],
     )
 
     _shed_handshake(protocol)
@@ -36,5 +40,7 @@ def test_an_open_socket_sheds_its_handshake_headers_for_every_holder_of_the_scop
     assert protocol.request.path == "/ws/v1/"  # what daphne's access log still reads
     assert not hasattr(protocol.request, "headers")
     assert protocol.http_request_data == b"" and protocol.http_headers == {}
+    assert (protocol.http_status_line, protocol.http_request_uri, protocol.http_request_params) == ("", "", {})
+    assert protocol.websocket_protocols == []
     assert scope["headers"] == [] and routed_scope["headers"] == []
     assert b"secret-token" not in repr((protocol.__dict__, scope, routed_scope)).encode()

@@ -193,6 +193,34 @@ def _subscribers(admin: redis.Redis, layer: dict[str, dict[str, Any]], party: We
     return int(count)
 
 
+async def test_a_feed_whose_inbox_is_full_drops_and_reads_the_rest_from_the_log(
+    party: WeddingParty, tmp_path: Path
+) -> None:
+    # An inbox of one: a burst the paused nodes read all at once overflows it at their first turn.
+    with cluster(tmp_path, extra_env={"REALTIME_FEED_INBOX_MAX": "1"}) as nodes:
+        a, b = nodes.nodes
+        topic = f"wedding:{party.wedding.pk}"
+        readers = [await client_for(member, url) for member, url in ((party.gil, a.url), (party.ana, b.url))]
+        layer = {"default": channel_layer_config(redis_url=nodes.redis.url, kind="pubsub")}
+        try:
+            for client in readers:
+                await client.subscribe(topic)
+            with paused(a, b), override_settings(CHANNEL_LAYERS=layer):
+                channel_layers.backends.clear()
+                await database_sync_to_async(_publish_burst_in_one_transaction)(member=party.priya, count=200)
+            for reader in readers:
+                seqs = [event["seq"] for event in await drain(reader, 200)]
+                assert seqs == list(range(1, 201))  # every event, once, in order
+                with pytest.raises(TimeoutError):
+                    await reader.next_event(0.3)
+        finally:
+            channel_layers.backends.clear()
+            for client in readers:
+                await client.close()
+        logs = a.log() + b.log()
+        assert "feed.inbox_full" in logs and "feed.gap" in logs
+
+
 async def test_a_node_killed_mid_burst_loses_and_doubles_nothing(party: WeddingParty, tmp_path: Path) -> None:
     with cluster(tmp_path) as nodes:
         a, b = nodes.nodes

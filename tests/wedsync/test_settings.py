@@ -9,10 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import redis
 from django.core.exceptions import ImproperlyConfigured
 
 from wedsync.env import env_bool, env_choice, env_float, env_int, env_int_map, env_list, env_str
-from wedsync.settings import redis_database
+from wedsync.settings import channel_layer_config, redis_database
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -130,15 +131,22 @@ def test_the_channel_layer_is_pubsub_named_by_database_unless_core_is_asked_for(
 
 @pytest.mark.parametrize(
     ("url", "database"),
-    [("redis://h:6379/5", 5), ("redis://h:6379", 0), ("rediss://u:p@h:1/0", 0), ("unix:///run/redis.sock?db=2", 2)],
+    [
+        ("redis://h:6379/5", 5),
+        ("redis://h:6379", 0),
+        ("rediss://u:p@h:1/0", 0),
+        ("unix:///run/redis.sock?db=2", 2),
+        ("redis://h:6379/2?db=5", 5),  # redis-py's ?db= wins over the path
+    ],
 )
-def test_redis_database_reads_the_url_as_redis_py_does(url: str, database: int) -> None:
-    assert redis_database(url) == database
+def test_redis_database_is_the_one_redis_py_connects_to(url: str, database: int) -> None:
+    assert redis_database(url=url) == database
+    assert redis.Redis.from_url(url).connection_pool.connection_kwargs.get("db", 0) == database
 
 
-def test_a_redis_url_naming_no_database_number_is_refused() -> None:
-    with pytest.raises(ImproperlyConfigured, match="REDIS_URL names database 'cache': it must be a whole number"):
-        redis_database("redis://h:6379/cache")
+def test_a_channel_layer_of_another_kind_is_refused() -> None:
+    with pytest.raises(ImproperlyConfigured, match="the channel layer must be core or pubsub, not 'kafka'"):
+        channel_layer_config(redis_url="redis://h:6379/0", kind="kafka")  # type: ignore[arg-type]
 
 
 def test_a_deployment_that_names_its_database_defaults_to_debug_off() -> None:
