@@ -93,6 +93,15 @@ def _publish_burst_in_one_transaction(*, member, count: int) -> None:
             member_event_publish(member=member, type_name="chat.message", data={"text": f"burst {i}"})
 
 
+async def every_event_once_in_order(readers: list[RealtimeClient], *, count: int) -> None:
+    """Each reader gets seqs 1..count, once each, in order, and nothing after them."""
+    for reader in readers:
+        seqs = [event["seq"] for event in await drain(reader, count)]
+        assert seqs == list(range(1, count + 1))
+        with pytest.raises(TimeoutError):
+            await reader.next_event(0.3)
+
+
 @contextlib.contextmanager
 def paused(*paused_nodes: Node) -> Iterator[None]:
     """The nodes stopped (SIGSTOP) for the block: they read nothing from Redis or their sockets."""
@@ -132,11 +141,7 @@ async def test_messages_the_core_layer_drops_are_repaired_from_the_log(
             # channels-redis says so (at INFO, to the sender only) when it drops a group message.
             assert any("over capacity" in record.getMessage() for record in caplog.records)
             channel_layers.backends.clear()
-            for reader in readers:
-                seqs = [event["seq"] for event in await drain(reader, 200)]
-                assert seqs == list(range(1, 201))  # every event, once, in order
-                with pytest.raises(TimeoutError):
-                    await reader.next_event(0.3)
+            await every_event_once_in_order(readers, count=200)
         finally:
             for client in readers:
                 await client.close()
@@ -163,9 +168,7 @@ async def test_events_published_while_a_node_is_off_pubsub_are_repaired_and_it_r
                 channel_layers.backends.clear()
                 await database_sync_to_async(_publish_burst_in_one_transaction)(member=party.priya, count=50)
                 assert _subscribers(admin, layer, party) == 0  # published to nobody
-            for reader in readers:
-                seqs = [event["seq"] for event in await drain(reader, 50)]
-                assert seqs == list(range(1, 51))  # every event, once, in order
+            await every_event_once_in_order(readers, count=50)
             # Live delivery again, without a reconnect of the sockets: the nodes subscribed again.
             async with asyncio.timeout(20):
                 while _subscribers(admin, layer, party) < 2:  # noqa: ASYNC110
@@ -208,11 +211,7 @@ async def test_a_feed_whose_inbox_is_full_drops_and_reads_the_rest_from_the_log(
             with paused(a, b), override_settings(CHANNEL_LAYERS=layer):
                 channel_layers.backends.clear()
                 await database_sync_to_async(_publish_burst_in_one_transaction)(member=party.priya, count=200)
-            for reader in readers:
-                seqs = [event["seq"] for event in await drain(reader, 200)]
-                assert seqs == list(range(1, 201))  # every event, once, in order
-                with pytest.raises(TimeoutError):
-                    await reader.next_event(0.3)
+            await every_event_once_in_order(readers, count=200)
         finally:
             channel_layers.backends.clear()
             for client in readers:
