@@ -196,9 +196,9 @@ def channel_layer_config(
     *, redis_url: str, kind: Literal["core", "pubsub"], capacity: int = REALTIME_LAYER_CAPACITY
 ) -> dict[str, Any]:
     """The channels-redis layer of ``kind`` (``core`` or ``pubsub``) on ``redis_url``."""
-    host = {"address": redis_url, **redis_connection_options()}
     if kind not in ("core", "pubsub"):
         raise ImproperlyConfigured(f"the channel layer must be core or pubsub, not {kind!r}")
+    host = {"address": redis_url, **redis_connection_options()}
     if kind == "core":
         return {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
@@ -337,9 +337,9 @@ REALTIME_NODE_NAME = env_str("REALTIME_NODE_NAME", default=f"{socket.gethostname
 REALTIME_RETENTION_DAYS = env_int("REALTIME_RETENTION_DAYS", default=7, minimum=1)
 # A resume further behind than this many events reloads over REST instead of replaying.
 REALTIME_REPLAY_MAX = env_int("REALTIME_REPLAY_MAX", default=5000, minimum=100)
-# A socket whose unsent frames pass either bound is too slow: it is closed with 4008 and resumes.
 # Events one wedding's feed may hold on a node before it drops the next and reads it from the log.
 REALTIME_FEED_INBOX_MAX = env_int("REALTIME_FEED_INBOX_MAX", default=1000, minimum=1)
+# A socket whose unsent frames pass either bound is too slow: it is closed with 4008 and resumes.
 REALTIME_OUTBOX_MAX_FRAMES = env_int("REALTIME_OUTBOX_MAX_FRAMES", default=1000, minimum=10)
 # Kernel send buffer per socket (bytes; Linux doubles it): bounds memory and lets a slow reader show.
 REALTIME_SOCKET_SEND_BUFFER = env_int("REALTIME_SOCKET_SEND_BUFFER", default=64 * 1024, minimum=4096)
