@@ -290,6 +290,7 @@ _SCENARIO_COLUMNS = {
         "resumed",
         "all_resumed_seconds",
         "resumed_p50_seconds",
+        "server_cpu_ms_per_resume",
         "published",
         "expected",
         "lost",

@@ -57,6 +57,12 @@ BINARY_CLOSE, TOO_LARGE_CLOSE, VIOLATIONS_CLOSE = 1003, 1009, 4400
 UNAUTHORIZED_CLOSE, SLOW_CLOSE, DEVICES_CLOSE = 4401, 4008, 4029
 _DEVICE_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
+# The socket's own thread hops, each wrapped once (realtime.db).
+_socket_open = per_socket_db(socket_open)
+_socket_subscribe_check = per_socket_db(socket_subscribe_check)
+_socket_event_publish = per_socket_db(socket_event_publish)
+_presence_state_set = per_socket_db(presence_state_set)
+
 
 class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     # No per-socket channel: fan-out reaches sockets through the node hub, not the layer.
@@ -99,7 +105,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         address = self.scope.get("client") or [None]
         self.client = ClientInfo(ip=address[0], user_agent=headers.get("user-agent", "")[:512])
         try:
-            opened = await per_socket_db(socket_open)(
+            opened = await _socket_open(
                 headers=headers,
                 subprotocols=subprotocols,
                 query_string=self.scope.get("query_string", b"").decode("latin1"),
@@ -298,7 +304,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 # The usual case: check access and read the replay in one hop.
                 subscribed = await self.hub.subscribe(self, check=check, **options)
             else:  # check first: no feed for a stranger's wedding, and a refusal keeps what was there
-                checked = await per_socket_db(check)()
+                checked = await _socket_subscribe_check(user_id=self.user_id, wedding_id=wedding_id, client=self.client)
                 subscribed = await self.hub.subscribe(self, membership=checked, **options)
         except SubscriptionDenied as denied:
             self._send_frame(protocol.reply_error(frame.ref, denied.code, denied.message))  # type: ignore[arg-type]
@@ -368,7 +374,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             self._send_frame(protocol.reply_error(frame.ref, "not_subscribed", f"Subscribe to {frame.topic} first."))
             return
         try:
-            published = await per_socket_db(socket_event_publish)(
+            published = await _socket_event_publish(
                 user_id=self.user_id,
                 wedding_id=wedding_id,
                 type_name=frame.type,
@@ -457,7 +463,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             )
             return
         try:
-            await per_socket_db(presence_state_set)(
+            await _presence_state_set(
                 wedding_id=wedding_id,
                 member_id=subscription.member_id,
                 role=subscription.role,

@@ -939,7 +939,7 @@ class NodeHub:
         )
         feed.subscriptions[socket.connection_id] = subscription
         try:
-            membership, replay = await per_socket_db(_checked_replay)(
+            membership, replay = await _checked_replay_hop(
                 membership=membership,
                 check=check,
                 wedding_id=wedding_id,
@@ -1018,6 +1018,9 @@ def _checked_replay(
         min_priority=min_priority,
     )
     return membership, replay
+
+
+_checked_replay_hop = per_socket_db(_checked_replay)  # wrapped once (realtime.db)
 
 
 def _presence_told(weddings: list[int]) -> dict[int, list[ToldWire]]:
