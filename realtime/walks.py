@@ -36,6 +36,15 @@ async def in_slices(items: Sequence[T], *, size: int = WALK_SLICE) -> AsyncItera
         yield items[start : start + size]
 
 
+def slice_gap(count: int, *, spread: float, size: int = WALK_SLICE) -> float:
+    """Seconds between the slices of a walk over ``count`` items that should take ``spread``
+    seconds in all: for work that comes in bursts when the walk runs flat out (daphne's pings)."""
+    if size < 1:
+        raise ValueError("size must be at least 1")
+    slices = -(-count // size)  # ceiling
+    return spread / (slices - 1) if slices > 1 else 0.0
+
+
 def sweep_in_slices(
     items: Sequence[T],
     visit: Callable[[T], None],

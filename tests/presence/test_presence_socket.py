@@ -13,6 +13,7 @@ from channels.db import database_sync_to_async
 from presence.selectors import presence_devices, presence_snapshot
 from presence.services import presence_device_join, presence_device_leave, presence_sweep
 from presence.store import MemberChange
+from realtime import hub as hub_module
 from tests.factories import device_presence
 from tests.personas import WeddingParty, make_wedding_party
 from tests.realtime.conftest import Client
@@ -224,3 +225,39 @@ async def test_diffs_lost_on_the_way_are_repaired_by_the_nodes_reconciliation(
     assert repaired["leaves"][str(party.paula.pk)]["status"] == "offline"
     # What the planner was shown (its snapshot, Ana's join) is never told again.
     assert await planner.nothing_more(within=1.0, presence=True)
+
+
+async def test_a_round_reads_a_busy_node_in_parts_and_repairs_every_wedding(
+    party: WeddingParty, sockets, settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings.REALTIME_PRESENCE_RECONCILE_SECONDS = 0.3
+    monkeypatch.setattr(hub_module, "PRESENCE_RECONCILE_MEMBERS", 1)  # a wedding per read here
+    reads: list[list[int]] = []
+    real_told = hub_module._presence_told
+
+    def told(weddings: list[int]) -> dict:
+        reads.append(sorted(weddings))
+        return real_told(weddings)
+
+    monkeypatch.setattr(hub_module, "_presence_told", told)
+    other = await database_sync_to_async(make_wedding_party)()
+    viewers = []
+    for wedding_party in (party, other):
+        planner = await sockets(wedding_party.priya)
+        await planner.subscribe(wedding_party.wedding.pk)
+        ana = await sockets(wedding_party.ana)  # shown by the node, so its wedding has a size
+        await ana.subscribe(wedding_party.wedding.pk)
+        assert list((await _next_diff(planner))["joins"]) == [str(wedding_party.ana.pk)]
+        viewers.append(planner)
+
+    def lost(change: MemberChange) -> None:  # as the channel layer drops a message at capacity
+        return None
+
+    for wedding_party in (party, other):
+        phone = device_presence(wedding_party.paula, device="phone-lost")
+        await database_sync_to_async(presence_device_join)(device=phone, tell=lost)
+    for planner, wedding_party in zip(viewers, (party, other), strict=True):
+        repaired = await _next_diff(planner, within=3)
+        assert list(repaired["joins"]) == [str(wedding_party.paula.pk)]
+    assert reads and all(len(read) == 1 for read in reads)  # never both weddings in one read
+    assert {wedding for read in reads for wedding in read} == {party.wedding.pk, other.wedding.pk}

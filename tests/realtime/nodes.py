@@ -31,6 +31,7 @@ class Node:
     port: int
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
+    daphne_options: tuple[str, ...] = ()  # e.g. ("--ping-interval", "1")
 
     @property
     def url(self) -> str:
@@ -42,7 +43,17 @@ class Node:
     def start(self, env: dict[str, str]) -> None:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "wedsync.asgi:application"],
+                [
+                    sys.executable,
+                    "-m",
+                    "daphne",
+                    *self.daphne_options,
+                    "-b",
+                    "127.0.0.1",
+                    "-p",
+                    str(self.port),
+                    "wedsync.asgi:application",
+                ],
                 cwd=ROOT,
                 env={**env, "REALTIME_NODE_NAME": self.name},
                 stdout=log,
@@ -104,11 +115,16 @@ class Cluster:
 
 
 @contextmanager
-def cluster(tmp_path: Path, *, count: int = 2, extra_env: dict[str, str] | None = None) -> Iterator[Cluster]:
+def cluster(
+    tmp_path: Path, *, count: int = 2, extra_env: dict[str, str] | None = None, daphne_options: tuple[str, ...] = ()
+) -> Iterator[Cluster]:
     """``count`` daphne nodes on one private Redis; everything is stopped afterwards."""
     with redis_server() as redis:
         env = node_environment(redis_url=redis.url, extra=extra_env)
-        nodes = [Node(name=f"n{i + 1}", port=free_port(), log_path=tmp_path / f"n{i + 1}.log") for i in range(count)]
+        nodes = [
+            Node(name=f"n{i + 1}", port=free_port(), log_path=tmp_path / f"n{i + 1}.log", daphne_options=daphne_options)
+            for i in range(count)
+        ]
         try:
             for node in nodes:
                 node.start(env)

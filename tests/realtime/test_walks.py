@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from realtime.daphne_support import _application_check
-from realtime.walks import in_slices, sweep_in_slices
+from realtime.walks import in_slices, slice_gap, sweep_in_slices
 
 
 async def test_in_slices_yields_everything_once_in_order_and_lets_the_loop_run_between() -> None:
@@ -135,3 +135,11 @@ async def test_application_check_reaps_cancels_and_forgets_as_daphne_does(caplog
     _application_check(server, overdue)
     assert overdue not in server.connections
     assert not server.stopped
+
+
+def test_a_spread_walk_spaces_its_slices_to_take_the_spread_in_all() -> None:
+    assert slice_gap(10_000, spread=1.5, size=500) == pytest.approx(1.5 / 19)  # 20 slices, 19 gaps
+    assert slice_gap(500, spread=1.5, size=500) == 0.0  # one slice: nothing to space
+    assert slice_gap(0, spread=1.5, size=500) == 0.0
+    with pytest.raises(ValueError, match="size"):
+        slice_gap(10, spread=1.0, size=0)
