@@ -298,6 +298,7 @@ class Worker:
         self.specs = specs
         self.tally = _Tally()
         self.sockets: dict[int, BenchSocket] = {}
+        self._connect_next = 0  # specs before this index have been connected (or tried)
         self.published: dict[str, list[int]] = {}
         self.refused = 0
         self.unanswered = 0
@@ -335,7 +336,10 @@ class Worker:
         self.sockets[spec.member] = sock
         return sock
 
-    async def connect(self, *, concurrency: int) -> dict[str, Any]:
+    async def connect(self, *, concurrency: int, limit: int | None = None) -> dict[str, Any]:
+        """Connect the next ``limit`` sockets not tried yet (all the rest by default)."""
+        end = len(self.specs) if limit is None else min(self._connect_next + limit, len(self.specs))
+        batch, self._connect_next = self.specs[self._connect_next : end], end
         gate = asyncio.Semaphore(concurrency)
         failures: list[str] = []
         done_at: list[float] = []
@@ -352,7 +356,7 @@ class Worker:
                         f"{type(error).__name__}: {error} ({Path(where.filename).name}:{where.lineno})"[:300]
                     )
 
-        await asyncio.gather(*(one(spec) for spec in self.specs))
+        await asyncio.gather(*(one(spec) for spec in batch))
         done_at.sort()
         return {
             "connected": len(done_at),
@@ -640,8 +644,10 @@ class LoadGenerator:
             answers.append(pipe.recv())
         return answers
 
-    def connect(self, *, concurrency: int = 50) -> dict[str, Any]:
-        return _merge_connects(self._all("connect", concurrency=concurrency))
+    def connect(self, *, concurrency: int = 50, limit: int | None = None) -> dict[str, Any]:
+        """Connect the next ``limit`` sockets (spread over the workers), or all the rest."""
+        share = None if limit is None else -(-limit // len(self.pipes))
+        return _merge_connects(self._all("connect", concurrency=concurrency, limit=share))
 
     def storm(self, *, deadline: float = 60.0) -> dict[str, Any]:
         merged = _merge_connects(answers := self._all("storm", deadline=deadline))

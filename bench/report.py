@@ -27,8 +27,20 @@ HIGHER_IS_BETTER = {
     "diffs_per_s",
 }
 KEY_FIGURES = {
-    "saturday": ["deliveries_per_s", "latency_ms_p99", "connects_per_s", "rss_kb_per_socket"],
-    "bigroom": ["capacity_deliveries_per_s", "burst_deliveries_per_s", "burst_latency_ms_p99", "rss_kb_per_socket"],
+    "saturday": [
+        "deliveries_per_s",
+        "latency_ms_p99",
+        "connects_per_s",
+        "rss_kb_per_socket",
+        "rss_kb_per_added_socket",
+    ],
+    "bigroom": [
+        "capacity_deliveries_per_s",
+        "burst_deliveries_per_s",
+        "burst_latency_ms_p99",
+        "rss_kb_per_socket",
+        "rss_kb_per_added_socket",
+    ],
     "sizes": [],  # one figure per size, named below
     "storm": ["all_resumed_seconds"],
     # At the churn step (profile presence_rate): propagation and the server's CPU per update.
@@ -283,6 +295,7 @@ _SCENARIO_COLUMNS = {
         "server_cpu_cores",
         "server_cpu_us_per_delivery",
         "rss_kb_per_socket",
+        "rss_kb_per_added_socket",
         "connects_per_s",
     ],
     "storm": [
@@ -339,6 +352,8 @@ def _scenario_markdown(name: str, outcome: dict[str, Any], summary: dict[str, An
                 + ", ".join(f"{kind} {f['capacity_deliveries_per_s']:,.0f}/s" for kind, f in run.items())
                 + "; idle KB/socket: "
                 + ", ".join(f"{kind} {f['rss_kb_per_socket']}" for kind, f in run.items())
+                + "; per socket added after the first tenth: "
+                + ", ".join(f"{kind} {f.get('rss_kb_per_added_socket')}" for kind, f in run.items())
             )
         elif name == "presence":
             columns = [

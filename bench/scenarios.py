@@ -95,27 +95,36 @@ def session(kind: str, env: dict[str, str], specs: list[SocketSpec], *, workers:
     """Start the server, connect and subscribe every socket, read the memory they cost."""
     with running(kind, env) as server:
         publishers = LoadGenerator(server.url, [s for s in specs if s.publisher], workers=1)
-        receivers = LoadGenerator(server.url, [s for s in specs if not s.publisher], workers=workers)
+        receivers_specs = [s for s in specs if not s.publisher]
+        receivers = LoadGenerator(server.url, receivers_specs, workers=workers)
         try:
             time.sleep(1.0)
             rss_before = process_rss_kib(server.pid)
             cpu_before = process_cpu_seconds(server.pid)
             started = time.perf_counter()
             first = publishers.connect(concurrency=50)
+            # A tenth of the receivers first: what comes after is what one more socket costs, without
+            # the node's one-time costs (the first requests' lazy set-up, the thread pool's threads and
+            # their database connections), which the growth from cold spreads over the sockets.
+            warm = receivers.connect(concurrency=max(100 // workers, 1), limit=max(len(receivers_specs) // 10, 1))
+            rss_warm = process_rss_kib(server.pid)
             rest = receivers.connect(concurrency=max(100 // workers, 1))
             seconds = time.perf_counter() - started
             cpu_used = process_cpu_seconds(server.pid) - cpu_before
             time.sleep(1.0)  # let the server settle before reading its memory
-            connected = first["connected"] + rest["connected"]
-            rss_per_socket = (process_rss_kib(server.pid) - rss_before) * 1024 / max(connected, 1)
+            connected = first["connected"] + warm["connected"] + rest["connected"]
+            rss_after = process_rss_kib(server.pid)
+            rss_per_socket = (rss_after - rss_before) * 1024 / max(connected, 1)
+            rss_per_added_socket = (rss_after - rss_warm) * 1024 / max(rest["connected"], 1)
             connect = {
                 "sockets": len(specs),
                 "connected": connected,
-                "connect_failed": first["failed"] + rest["failed"],
-                "connect_failures": first["failures"] + rest["failures"],
+                "connect_failed": first["failed"] + warm["failed"] + rest["failed"],
+                "connect_failures": (first["failures"] + warm["failures"] + rest["failures"])[:5],
                 "connects_per_s": round(connected / seconds, 1),
                 "server_cpu_ms_per_connect": round(cpu_used * 1000 / max(connected, 1), 2),
                 "rss_kb_per_socket": round(rss_per_socket / 1000, 1),
+                "rss_kb_per_added_socket": round(rss_per_added_socket / 1000, 1),
             }
             yield Session(server, publishers, receivers, redis_pid(env), connect)
         finally:

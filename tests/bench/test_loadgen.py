@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -36,12 +37,22 @@ def ceiling_url() -> Iterator[str]:
         server.wait(timeout=10)
 
 
-def test_every_delivery_is_counted_and_a_missing_one_is_lost(ceiling_url: str) -> None:
+@contextmanager
+def one_room(url: str) -> Iterator[tuple[LoadGenerator, LoadGenerator]]:
+    """A planner publishing and five receivers on two worker processes, all in wedding 1."""
     specs = [SocketSpec(member=1, token="-", topic="wedding:1", publisher=True)]
     specs += [SocketSpec(member=n, token="-", topic="wedding:1") for n in range(2, 7)]
-    publisher = LoadGenerator(ceiling_url, specs[:1], workers=1)
-    receivers = LoadGenerator(ceiling_url, specs[1:], workers=2)
+    publisher = LoadGenerator(url, specs[:1], workers=1)
+    receivers = LoadGenerator(url, specs[1:], workers=2)
     try:
+        yield publisher, receivers
+    finally:
+        publisher.close()
+        receivers.close()
+
+
+def test_every_delivery_is_counted_and_a_missing_one_is_lost(ceiling_url: str) -> None:
+    with one_room(ceiling_url) as (publisher, receivers):
         assert publisher.connect()["connected"] == 1
         assert receivers.connect()["connected"] == 5
         publisher.reset()
@@ -58,9 +69,6 @@ def test_every_delivery_is_counted_and_a_missing_one_is_lost(ceiling_url: str) -
         assert figures["lost"] == 5
         assert figures["duplicates"] == 0
         assert len(figures["latencies"]) == 5 * 4
-    finally:
-        publisher.close()
-        receivers.close()
 
 
 def test_resume_after_a_drop_loses_and_doubles_nothing(ceiling_url: str) -> None:
@@ -83,3 +91,18 @@ def test_resume_after_a_drop_loses_and_doubles_nothing(ceiling_url: str) -> None
     finally:
         publisher.close()
         receiver.close()
+
+
+def test_connecting_in_two_steps_connects_each_socket_once(ceiling_url: str) -> None:
+    # The bench reads the server's memory after the first tenth of the sockets (bench.scenarios).
+    with one_room(ceiling_url) as (publisher, receivers):
+        publisher.connect()
+        assert receivers.connect(limit=2)["connected"] == 2  # one per worker
+        assert receivers.connect()["connected"] == 3  # the rest
+        assert receivers.connect()["connected"] == 0
+        publisher.reset()
+        receivers.reset()
+
+        published = publisher.publish(burst=2)
+        figures = receivers.collect(expected=published, timeout=1.0)
+        assert (figures["expected"], figures["delivered"], figures["duplicates"]) == (5 * 2, 5 * 2, 0)
