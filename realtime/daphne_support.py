@@ -17,6 +17,7 @@ server, fixes those four at the protocol level:
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import functools
 import json
@@ -32,6 +33,7 @@ from typing import Any
 
 import structlog
 
+from realtime.malloc_policy import malloc_arenas_cap
 from realtime.walks import slice_gap, sweep_in_slices
 
 logger = structlog.get_logger(__name__)
@@ -229,9 +231,35 @@ def _shed_handshake(protocol: Any) -> None:
     protocol.http_status_line = protocol.http_request_uri = ""
     protocol.http_request_params = {}
     protocol.websocket_protocols = []  # read once, to choose the subprotocol
+    protocol.http_response_data = protocol._wskey = ""  # the 101 response we sent, the client's key
+    if not getattr(protocol, "send_queue", None):
+        protocol.send_queue = LazySendQueue()
     headers = getattr(protocol, "clean_headers", None)
     if isinstance(headers, list):
         headers.clear()
+
+
+class LazySendQueue:
+    """autobahn's per-socket send queue, a ``deque`` (~0.75 KB with its first block) that only
+    chopped or synchronous sends use, and daphne makes neither: made on the first such send."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self) -> None:
+        self._items: collections.deque[Any] | None = None
+
+    def __len__(self) -> int:
+        return len(self._items) if self._items is not None else 0
+
+    def append(self, item: Any) -> None:
+        if self._items is None:
+            self._items = collections.deque()
+        self._items.append(item)
+
+    def popleft(self) -> Any:
+        if self._items is None:
+            raise IndexError("pop from an empty send queue")
+        return self._items.popleft()
 
 
 def install() -> None:
@@ -247,6 +275,8 @@ def install() -> None:
     from django.conf import settings
 
     max_frame = settings.REALTIME_MAX_FRAME
+    # Before daphne starts the thread pool, so its threads share the capped arenas.
+    malloc_arenas_cap(arenas=settings.REALTIME_MALLOC_ARENAS)
 
     class ProtocolV1(WebSocketProtocol):  # type: ignore[misc]
         def _max_message_size_exceeded(self, size: int, limit: int, reason: str) -> None:

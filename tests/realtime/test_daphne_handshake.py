@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import collections
 from types import SimpleNamespace
 
+import pytest
 from autobahn.websocket.types import ConnectionRequest
 
-from realtime.daphne_support import _shed_handshake
+from realtime.daphne_support import LazySendQueue, _shed_handshake
 
 
 def test_an_open_socket_sheds_its_handshake_headers_for_every_holder_of_the_scope() -> None:
@@ -33,6 +35,9 @@ def test_an_open_socket_sheds_its_handshake_headers_for_every_holder_of_the_scop
         http_request_uri="/ws/v1/?device=phone",
         http_request_params={"device": ["phone"]},
         websocket_protocols=["wedsync.v1", "bearer.secret-token"],
+        http_response_data="HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Accept: x3JJHMbDL1EzLkh9GBhXDw==\r\n\r\n",
+        _wskey="dGhlIHNhbXBsZSBub25jZQ==",
+        send_queue=collections.deque(),
     )
 
     _shed_handshake(protocol)
@@ -42,5 +47,22 @@ def test_an_open_socket_sheds_its_handshake_headers_for_every_holder_of_the_scop
     assert protocol.http_request_data == b"" and protocol.http_headers == {}
     assert (protocol.http_status_line, protocol.http_request_uri, protocol.http_request_params) == ("", "", {})
     assert protocol.websocket_protocols == []
+    assert (protocol.http_response_data, protocol._wskey) == ("", "")
+    assert isinstance(protocol.send_queue, LazySendQueue) and len(protocol.send_queue) == 0
     assert scope["headers"] == [] and routed_scope["headers"] == []
     assert b"secret-token" not in repr((protocol.__dict__, scope, routed_scope)).encode()
+
+
+def test_the_lazy_send_queue_keeps_autobahns_order_once_a_send_needs_it() -> None:
+    queue = LazySendQueue()
+    assert not queue and len(queue) == 0
+    with pytest.raises(IndexError):
+        queue.popleft()
+
+    queue.append((b"first", True))
+    queue.append((b"second", False))
+
+    assert len(queue) == 2
+    assert queue.popleft() == (b"first", True)
+    assert queue.popleft() == (b"second", False)
+    assert not queue
