@@ -645,7 +645,8 @@ class LoadGenerator:
         return answers
 
     def connect(self, *, concurrency: int = 50, limit: int | None = None) -> dict[str, Any]:
-        """Connect the next ``limit`` sockets (spread over the workers), or all the rest."""
+        """Connect the next ``limit`` sockets, or all the rest. Each worker takes an equal share,
+        rounded up, so up to ``workers - 1`` more than ``limit`` may connect."""
         share = None if limit is None else -(-limit // len(self.pipes))
         return _merge_connects(self._all("connect", concurrency=concurrency, limit=share))
 

@@ -26,10 +26,11 @@ from bench.servers import RunningServer, process_cpu_seconds, process_rss_kib, r
 P99_BUDGET_MS = 100.0
 PRESENCE_P99_TARGET_MS = 200.0  # issue 4: presence propagation p99 under churn
 PRESENCE_DRAIN = 10.0  # seconds after a step's last update a diff may still arrive; later is lost
-# Seconds the Saturday peak waits after its connects before it measures: sockets at a peak were
-# connected long before it, and the first GC freeze after thousands of connects (every
-# REALTIME_GC_FREEZE_SECONDS, 10) otherwise lands in the short profile's 8 s window and sets its
-# p99 alone (114-138 ms measured against 23-35 ms after the wait). The storm measures connects.
+# Seconds the Saturday peak waits after its connects before it measures. Sockets at a peak were
+# connected long before it. Without the wait, the node's work after thousands of connects (most
+# likely the first GC freeze, every REALTIME_GC_FREEZE_SECONDS = 10) lands in the short profile's
+# 8 s window and sets its p99 alone: 114-138 ms, against 23-35 ms after the wait. The storm is
+# the scenario that measures traffic right after connects.
 SETTLE_SECONDS = 12.0
 STORM_DEADLINE = 30.0  # seconds a dropped socket keeps trying to resume before it counts as failed
 
@@ -100,8 +101,8 @@ def session(kind: str, env: dict[str, str], specs: list[SocketSpec], *, workers:
     """Start the server, connect and subscribe every socket, read the memory they cost."""
     with running(kind, env) as server:
         publishers = LoadGenerator(server.url, [s for s in specs if s.publisher], workers=1)
-        receivers_specs = [s for s in specs if not s.publisher]
-        receivers = LoadGenerator(server.url, receivers_specs, workers=workers)
+        receiver_specs = [s for s in specs if not s.publisher]
+        receivers = LoadGenerator(server.url, receiver_specs, workers=workers)
         try:
             time.sleep(1.0)
             rss_before = process_rss_kib(server.pid)
@@ -111,7 +112,7 @@ def session(kind: str, env: dict[str, str], specs: list[SocketSpec], *, workers:
             # A tenth of the receivers first: what comes after is what one more socket costs, without
             # the node's one-time costs (the first requests' lazy set-up, the thread pool's threads and
             # their database connections), which the growth from cold spreads over the sockets.
-            warm = receivers.connect(concurrency=max(100 // workers, 1), limit=max(len(receivers_specs) // 10, 1))
+            warm = receivers.connect(concurrency=max(100 // workers, 1), limit=max(len(receiver_specs) // 10, 1))
             rss_warm = process_rss_kib(server.pid)
             rest = receivers.connect(concurrency=max(100 // workers, 1))
             seconds = time.perf_counter() - started
@@ -120,7 +121,8 @@ def session(kind: str, env: dict[str, str], specs: list[SocketSpec], *, workers:
             connected = first["connected"] + warm["connected"] + rest["connected"]
             rss_after = process_rss_kib(server.pid)
             rss_per_socket = (rss_after - rss_before) * 1024 / max(connected, 1)
-            rss_per_added_socket = (rss_after - rss_warm) * 1024 / max(rest["connected"], 1)
+            added = rest["connected"]
+            rss_per_added_socket = (rss_after - rss_warm) * 1024 / added if added else None
             connect = {
                 "sockets": len(specs),
                 "connected": connected,
@@ -129,7 +131,9 @@ def session(kind: str, env: dict[str, str], specs: list[SocketSpec], *, workers:
                 "connects_per_s": round(connected / seconds, 1),
                 "server_cpu_ms_per_connect": round(cpu_used * 1000 / max(connected, 1), 2),
                 "rss_kb_per_socket": round(rss_per_socket / 1000, 1),
-                "rss_kb_per_added_socket": round(rss_per_added_socket / 1000, 1),
+                "rss_kb_per_added_socket": (
+                    round(rss_per_added_socket / 1000, 1) if rss_per_added_socket is not None else None
+                ),
             }
             yield Session(server, publishers, receivers, redis_pid(env), connect)
         finally:

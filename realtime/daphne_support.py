@@ -263,7 +263,8 @@ class LazySendQueue:
 
 
 def install() -> None:
-    """Patch daphne's WebSocket factory and signal handling. Idempotent; a no-op without daphne."""
+    """Patch daphne's WebSocket factory and signal handling, and cap the process's malloc arenas.
+    Idempotent; a no-op without daphne."""
     global _installed
     if _installed or "daphne.cli" not in sys.modules:  # only inside `python -m daphne`
         return
@@ -275,8 +276,9 @@ def install() -> None:
     from django.conf import settings
 
     max_frame = settings.REALTIME_MAX_FRAME
-    # Before daphne starts the thread pool, so its threads share the capped arenas.
-    malloc_arenas_cap(arenas=settings.REALTIME_MALLOC_ARENAS)
+    # Before the node's thread pool starts (glibc ignores the cap once more arenas exist).
+    if settings.REALTIME_MALLOC_ARENAS and not malloc_arenas_cap(arenas=settings.REALTIME_MALLOC_ARENAS):
+        logger.warning("malloc.arenas_not_capped", arenas=settings.REALTIME_MALLOC_ARENAS)
 
     class ProtocolV1(WebSocketProtocol):  # type: ignore[misc]
         def _max_message_size_exceeded(self, size: int, limit: int, reason: str) -> None:

@@ -1,11 +1,12 @@
 """Cap how many malloc arenas a socket node's C library keeps (decision 0016).
 
-glibc gives a thread that allocates while another holds the main arena an arena of its own, up to
-eight per core. A node runs its sockets' database and presence calls on a pool of threads
-(``REALTIME_THREAD_POOL``), which allocate query rows, decoded JSON and frames above pymalloc's
-512 bytes; what one arena frees is not reused by the others, so the process keeps each arena's
-high-water mark. Python's own small objects do not use these arenas (pymalloc maps its own), and
-the GIL already serialises the threads, so a low cap costs no parallelism.
+glibc gives each new thread that allocates an arena of its own, up to eight per core, and only
+shares arenas past that limit. A node runs its sockets' database and presence calls on a pool of
+threads (``REALTIME_THREAD_POOL``), which allocate query rows, decoded JSON and frames above
+pymalloc's 512 bytes. What one arena frees is not reused by the others, so the process keeps
+each arena's high-water mark. Python's own small objects do not use these arenas (pymalloc maps
+its own). The GIL serialises most of the threads' allocations; C code that runs without it
+(libpq, for one) may wait for a shared arena's lock, which is the cap's cost (decision 0016).
 """
 
 from __future__ import annotations

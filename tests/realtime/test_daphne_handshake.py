@@ -66,3 +66,45 @@ def test_the_lazy_send_queue_keeps_autobahns_order_once_a_send_needs_it() -> Non
     assert queue.popleft() == (b"first", True)
     assert queue.popleft() == (b"second", False)
     assert not queue
+
+
+def test_autobahns_synchronous_sends_go_out_in_order_through_the_lazy_queue() -> None:
+    # autobahn's own send path (sendData -> _trigger -> _send, re-entering the reactor between
+    # queued writes), run on a protocol whose queue was shed at open.
+    import txaio
+    from autobahn.websocket.protocol import TrafficStats, WebSocketProtocol
+    from twisted.internet.task import Clock
+
+    txaio.use_twisted()
+    clock, loop_before = Clock(), txaio.config.loop  # type: ignore[attr-defined]
+    txaio.config.loop = clock  # type: ignore[attr-defined]
+    written: list[bytes] = []
+    protocol = SimpleNamespace(
+        state=WebSocketProtocol.STATE_OPEN,
+        transport=SimpleNamespace(write=written.append),
+        trafficStats=TrafficStats(),
+        logOctets=False,
+        log=txaio.make_logger(),  # type: ignore[attr-defined]
+        peer="tcp:127.0.0.1:5000",
+        triggered=False,
+        send_queue=collections.deque(),
+    )
+    for name in ("sendData", "_trigger", "_send"):
+        setattr(protocol, name, getattr(WebSocketProtocol, name).__get__(protocol))
+    _shed_handshake(protocol)
+    assert isinstance(protocol.send_queue, LazySendQueue)
+    try:
+        protocol.sendData(b"one", sync=True)  # written now; the next queued write waits a turn
+        protocol.sendData(b"two", sync=True)
+        protocol.sendData(b"three")  # queued behind them, as autobahn keeps the order
+        assert written == [b"one"] and len(protocol.send_queue) == 2
+        clock.advance(1)
+        assert written == [b"one", b"two"]
+        clock.advance(1)
+        clock.advance(1)
+        assert written == [b"one", b"two", b"three"] and not protocol.send_queue
+
+        protocol.sendData(b"four")  # nothing queued: straight to the transport
+        assert written[-1] == b"four"
+    finally:
+        txaio.config.loop = loop_before  # type: ignore[attr-defined]
