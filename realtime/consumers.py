@@ -289,9 +289,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         if wedding_id is None:
             self._send_frame(protocol.reply_error(frame.ref, "invalid", "topic: expected wedding:<id>"))
             return
-        check = functools.partial(
-            socket_subscribe_check, user_id=self.user_id, wedding_id=wedding_id, client=self.client
-        )
+        access: dict[str, Any] = {"user_id": self.user_id, "wedding_id": wedding_id, "client": self.client}
+        check = functools.partial(socket_subscribe_check, **access)
         options: dict[str, Any] = {
             "topic": frame.topic,
             "wedding_id": wedding_id,
@@ -304,7 +303,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 # The usual case: check access and read the replay in one hop.
                 subscribed = await self.hub.subscribe(self, check=check, **options)
             else:  # check first: no feed for a stranger's wedding, and a refusal keeps what was there
-                checked = await _socket_subscribe_check(user_id=self.user_id, wedding_id=wedding_id, client=self.client)
+                checked = await _socket_subscribe_check(**access)
                 subscribed = await self.hub.subscribe(self, membership=checked, **options)
         except SubscriptionDenied as denied:
             self._send_frame(protocol.reply_error(frame.ref, denied.code, denied.message))  # type: ignore[arg-type]
