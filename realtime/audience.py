@@ -7,6 +7,7 @@ a week later answer the same question the same way.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +17,8 @@ from wedsync.models import Member, Task, TimelineItem
 from wedsync.permissions import Role
 
 _ALL_ROLES = frozenset(role.value for role in Role)
+# ASCII digits only: str.isdigit() also takes "²", which int() then refuses.
+_MEMBER_ID = re.compile(r"[0-9]{1,18}")
 _COUPLE_AND_PLANNER = frozenset({Role.COUPLE.value, Role.PLANNER.value})
 
 
@@ -101,7 +104,7 @@ def audience_narrow(*, default: Audience, to: Iterable[str], wedding_id: int) ->
         kind, _, value = target.partition(":")
         if kind == "role" and value in _ALL_ROLES:
             roles.add(value)
-        elif kind == "member" and value.isdigit() and len(value) <= 18:
+        elif kind == "member" and _MEMBER_ID.fullmatch(value):
             member_ids.add(int(value))
         else:
             raise AudienceError(f"to: {target!r} is neither role:<role> nor member:<id>")

@@ -24,7 +24,7 @@ from django.http.request import split_domain_port, validate_host
 from realtime.services.tickets import TicketRefused, ticket_consume
 from wedsync.models import AuditLog, AuditOutcome
 from wedsync.selectors import token_generation_current
-from wedsync.services.audit import AuditAction, ClientInfo, audit_entries_write, audit_entry_build, audit_record
+from wedsync.services.audit import AuditAction, ClientInfo, audit_entry_build, audit_record
 from wedsync.services.auth import TokenRefused, access_token_grant, access_token_verify
 
 PROTOCOL_NAME = "wedsync.v1"
@@ -52,17 +52,32 @@ class SocketIdentity:
     expires_at: float | None  # bearer tokens only: when the socket must have refreshed by
 
 
-def origin_allowed(origin: str, *, host: str | None) -> bool:
-    """Exactly a trusted origin, or the same origin as an allowed Host. No suffix or ``null`` tricks."""
+def origin_allowed(origin: str, *, host: str | None, secure: bool) -> bool:
+    """Exactly a trusted origin, or the same origin as an allowed Host: same scheme as the socket's
+    own (``secure``: it came over TLS), and a scheme the deployment trusts at all, so ``http://``
+    is foreign wherever only ``https://`` origins are trusted. No suffix or ``null`` tricks."""
     if origin in settings.CSRF_TRUSTED_ORIGINS:
         return True
     parts = urlsplit(origin)
     if parts.scheme not in ("http", "https") or not parts.netloc or parts.path or parts.query:
         return False
+    if parts.scheme != ("https" if secure else "http"):
+        return False
+    if not any(trusted.startswith(f"{parts.scheme}://") for trusted in settings.CSRF_TRUSTED_ORIGINS):
+        return False
     if host is None or parts.netloc.lower() != host.lower():
         return False
     domain, _port = split_domain_port(host)
     return bool(domain) and validate_host(domain, settings.ALLOWED_HOSTS)
+
+
+def connection_secure(*, scheme: str, headers: dict[str, str]) -> bool:
+    """Whether the client's connection is TLS: ``wss`` at this server, or, behind proxies we trust
+    (``TRUSTED_PROXIES``), an ``X-Forwarded-Proto`` of ``https`` (its leftmost value, as Django reads it)."""
+    if scheme in ("wss", "https"):
+        return True
+    forwarded = headers.get("x-forwarded-proto", "") if settings.TRUSTED_PROXIES else ""
+    return forwarded.split(",", 1)[0].strip().lower() == "https"
 
 
 def _session_user(cookie_header: str) -> User | None:
@@ -110,22 +125,12 @@ def _authenticate(
     raise SocketRefused(close_code=4401, reason="no_credentials", message="Log in first: token, ticket or session.")
 
 
-def socket_authenticate(
-    *, headers: dict[str, str], subprotocols: list[str], query_string: str, client: ClientInfo
-) -> SocketIdentity:
-    """Who this socket belongs to, or :class:`SocketRefused`. ``headers`` have lower-case names."""
-    identity, entry = socket_identify(
-        headers=headers, subprotocols=subprotocols, query_string=query_string, client=client
-    )
-    audit_entries_write(entries=[entry])
-    return identity
-
-
 def socket_identify(
-    *, headers: dict[str, str], subprotocols: list[str], query_string: str, client: ClientInfo
+    *, headers: dict[str, str], subprotocols: list[str], query_string: str, scheme: str, client: ClientInfo
 ) -> tuple[SocketIdentity, AuditLog]:
-    """:func:`socket_authenticate` leaving the connect's audit entry to the caller to write (the
-    socket consumer batches them); a refusal is audited here and now."""
+    """Who this socket belongs to, or :class:`SocketRefused` (audited here and now). ``headers``
+    have lower-case names; ``scheme`` is the ASGI scope's (``ws``/``wss``). The accepted connect's
+    audit entry is returned for the caller to write (the socket consumer batches them)."""
     query = parse_qs(query_string)
     method: str = (
         "bearer"
@@ -134,7 +139,8 @@ def socket_identify(
     )
     try:
         origin = headers.get("origin")
-        if origin is not None and not origin_allowed(origin, host=headers.get("host")):
+        secure = connection_secure(scheme=scheme, headers=headers)
+        if origin is not None and not origin_allowed(origin, host=headers.get("host"), secure=secure):
             raise SocketRefused(close_code=4403, reason="origin_refused", message="This origin may not connect.")
         method, user, generation, expires_at = _authenticate(headers=headers, subprotocols=subprotocols, query=query)
     except SocketRefused as refused:
@@ -176,6 +182,13 @@ def socket_token_refresh(*, identity: SocketIdentity, raw: str, client: ClientIn
         )
         raise SocketRefused(close_code=4401, reason=exc.reason, message=exc.message) from None
     if user.pk != identity.user_id:
+        audit_record(
+            action=AuditAction.SOCKET_REFUSE,
+            outcome=AuditOutcome.REFUSED,
+            actor=user,
+            client=client,
+            details={"method": "auth_op", "reason": "other_user", "socket_user": identity.user_id},
+        )
         raise SocketRefused(close_code=4401, reason="other_user", message="The token belongs to another user.")
     expires = jwt.decode(raw, options={"verify_signature": False}).get("exp")
     return SocketIdentity(

@@ -46,7 +46,12 @@ from realtime.outbox import Outbox, conflation_key
 from realtime.selectors import MembershipView, SubscriptionDenied
 from realtime.services.acks import AckRefused, event_ack
 from realtime.services.events import PublishRefused
-from realtime.services.sockets import socket_event_publish, socket_open, socket_subscribe_check
+from realtime.services.sockets import (
+    device_limit_close_audit,
+    socket_event_publish,
+    socket_open,
+    socket_subscribe_check,
+)
 from wedsync.services.audit import ClientInfo
 
 logger = structlog.get_logger(__name__)
@@ -62,6 +67,7 @@ _socket_open = per_socket_db(socket_open)
 _socket_subscribe_check = per_socket_db(socket_subscribe_check)
 _socket_event_publish = per_socket_db(socket_event_publish)
 _presence_state_set = per_socket_db(presence_state_set)
+_device_limit_close_audit = per_socket_db(device_limit_close_audit)
 
 
 class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
@@ -109,6 +115,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 headers=headers,
                 subprotocols=subprotocols,
                 query_string=self.scope.get("query_string", b"").decode("latin1"),
+                scheme=self.scope.get("scheme", "ws"),
                 client=self.client,
             )
         except SocketRefused as refused:
@@ -165,6 +172,10 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             user_id=self.user_id, connection_id=self.connection_id, roles=roles, device_key=device_key
         )
         self._reconnects = admission.reconnects
+        if admission.close:
+            await _device_limit_close_audit(
+                user_id=self.user_id, connection_id=self.connection_id, closed=admission.close, client=self.client
+            )
         for connection_id in admission.close:
             if connection_id == self.connection_id:
                 self._close_soon(DEVICES_CLOSE, "forbidden", "Too many devices: close one and try again.")

@@ -613,7 +613,12 @@ class NodeHub:
             await asyncio.sleep(settings.REALTIME_PRESENCE_RECONCILE_SECONDS)
             # A round of its own, so that what it read is freed before the sleep: held over it, the
             # store's decoded states were ~1.2 KB per idle socket (tracemalloc, 200-member weddings).
-            await self._presence_reconcile_round()
+            try:
+                await self._presence_reconcile_round()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # one bad round (a feed's state, a store reply) must not end the repairs
+                logger.exception("hub.presence_reconcile_round_failed")
 
     async def _presence_reconcile_round(self) -> None:
         weddings = [

@@ -11,7 +11,7 @@ from wedsync.permissions import Permission
 
 # --- Topics (client-facing) -------------------------------------------------------------------------
 
-_TOPIC = re.compile(r"^wedding:([1-9][0-9]{0,17})$")
+_TOPIC = re.compile(r"wedding:([1-9][0-9]{0,17})")
 
 
 def wedding_topic(wedding_id: int) -> str:
@@ -20,7 +20,7 @@ def wedding_topic(wedding_id: int) -> str:
 
 def wedding_id_from_topic(topic: str) -> int | None:
     """The wedding a ``wedding:<id>`` topic names, or None when it is not such a topic."""
-    match = _TOPIC.match(topic)
+    match = _TOPIC.fullmatch(topic)  # not match(): its "$" would let a trailing newline through
     return int(match.group(1)) if match else None
 
 

@@ -44,7 +44,7 @@ _MEMBERSHIPS_SQL = (
     f"JOIN {_WEDDING} w ON w.id = m.wedding_id WHERE m.user_id = %s AND m.is_active "
     "ORDER BY m.wedding_id, m.role, m.id"  # Member's default ordering, which the welcome frame shows
 )
-_MEMBERSHIP_SQL = (  # one row if the wedding exists, with NULLs if the user is not an active member
+_MEMBERSHIP_SQL = (  # one row if the wedding exists, NULLs in it if the user is not an active member
     f"SELECT m.id, m.role FROM {_WEDDING} w LEFT JOIN {_MEMBER} m "  # noqa: S608
     "ON m.wedding_id = w.id AND m.user_id = %s AND m.is_active WHERE w.id = %s"
 )
@@ -110,15 +110,15 @@ class SubscriptionDenied(Exception):
 
 
 def membership_for_topic(*, user_id: int, wedding_id: int) -> MembershipView:
-    """The user's active membership of the wedding, or :class:`SubscriptionDenied`."""
+    """The user's active membership of the wedding, or :class:`SubscriptionDenied`: ``forbidden``
+    alike for a wedding that does not exist and one the user is not in, so that nobody can probe
+    which wedding ids exist."""
     with connection.cursor() as cursor:
         cursor.execute(_MEMBERSHIP_SQL, [user_id, wedding_id])
         row = cursor.fetchone()
-    if row is None:
-        raise SubscriptionDenied(code="not_found", message=f"There is no wedding {wedding_id}.")
-    member_id, role = row
-    if member_id is None:
+    if row is None or row[0] is None:
         raise SubscriptionDenied(code="forbidden", message=f"You are not a member of wedding {wedding_id}.")
+    member_id, role = row
     return MembershipView(wedding_id=wedding_id, member_id=member_id, role=role)
 
 

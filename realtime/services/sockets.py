@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
+
 from realtime.auth import SocketIdentity, socket_identify
 from realtime.limits import publish_rate_check
 from realtime.selectors import (
@@ -33,24 +35,23 @@ class SocketOpened:
 
 
 def socket_open(
-    *, headers: dict[str, str], subprotocols: list[str], query_string: str, client: ClientInfo
+    *, headers: dict[str, str], subprotocols: list[str], query_string: str, scheme: str, client: ClientInfo
 ) -> SocketOpened:
     """Everything a connect reads, in one thread hop: who the socket is (a refusal is audited and
     raised as :class:`~realtime.auth.SocketRefused`), then their memberships for the welcome."""
     identity, entry = socket_identify(
-        headers=headers, subprotocols=subprotocols, query_string=query_string, client=client
+        headers=headers, subprotocols=subprotocols, query_string=query_string, scheme=scheme, client=client
     )
     memberships, heartbeat = memberships_for_user(user_id=identity.user_id)
     return SocketOpened(identity=identity, memberships=memberships, heartbeat=heartbeat, audit_entry=entry)
 
 
 def socket_subscribe_check(*, user_id: int, wedding_id: int, client: ClientInfo) -> MembershipView:
-    """The fresh access check of a ``subscribe``; a refusal for a wedding that exists is audited."""
+    """The fresh access check of a ``subscribe``; every refusal is audited."""
     try:
         return membership_for_topic(user_id=user_id, wedding_id=wedding_id)
-    except SubscriptionDenied as denied:
-        if denied.code == "forbidden":
-            subscribe_refusal_audit(user_id=user_id, wedding_id=wedding_id, client=client)
+    except SubscriptionDenied:
+        subscribe_refusal_audit(user_id=user_id, wedding_id=wedding_id, client=client)
         raise
 
 
@@ -116,4 +117,21 @@ def subscribe_refusal_audit(*, user_id: int, wedding_id: int, client: ClientInfo
         target=f"wedding:{wedding_id}",
         client=client,
         details={"user": user_id, "reason": "not a member"},
+    )
+
+
+def device_limit_close_audit(*, user_id: int, connection_id: str, closed: list[str], client: ClientInfo) -> None:
+    """A connect went past the user's device limit: ``closed`` are the connections that the policy
+    (REALTIME_DEVICE_LIMIT_POLICY) closes with 4029, this one itself under ``refuse_newest``."""
+    audit_record(
+        action=AuditAction.DEVICE_LIMIT_CLOSE,
+        outcome=AuditOutcome.REFUSED,
+        target=f"user:{user_id}",
+        client=client,
+        details={
+            "user": user_id,
+            "connection": connection_id,
+            "closed": closed,
+            "policy": settings.REALTIME_DEVICE_LIMIT_POLICY,
+        },
     )

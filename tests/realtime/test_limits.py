@@ -68,6 +68,13 @@ async def test_one_device_too_many_closes_the_oldest_with_4029(party: WeddingPar
     assert await first.communicator.receive_output(timeout=3) == {"type": "websocket.close", "code": 4029}
     for client in (second, third):
         assert (await client.request("heartbeat"))["status"] == "ok"
+    entry = await database_sync_to_async(AuditLog.objects.get)(action="realtime.device_limit.close")
+    assert entry.details == {
+        "user": party.gil.user_id,
+        "connection": third.welcome["session"],
+        "closed": [first.welcome["session"]],
+        "policy": "close_oldest",
+    }
 
 
 async def test_refuse_newest_policy(party: WeddingParty, sockets, settings) -> None:
@@ -80,6 +87,8 @@ async def test_refuse_newest_policy(party: WeddingParty, sockets, settings) -> N
     assert await third.receive_output(timeout=3) == {"type": "websocket.close", "code": 4029}
     for client in (first, second):
         assert (await client.request("heartbeat"))["status"] == "ok"
+    entry = await database_sync_to_async(AuditLog.objects.get)(action="realtime.device_limit.close")
+    assert entry.details["closed"] == [entry.details["connection"]] and entry.details["policy"] == "refuse_newest"
 
 
 async def test_a_closed_device_frees_its_place(party: WeddingParty, sockets) -> None:

@@ -115,7 +115,8 @@ def _session_cookie(user) -> bytes:
     return f"sessionid={store.session_key}".encode()
 
 
-async def test_session_cookie_with_same_origin_is_accepted(party: WeddingParty) -> None:
+async def test_session_cookie_with_same_origin_is_accepted(party: WeddingParty, settings) -> None:
+    settings.CSRF_TRUSTED_ORIGINS = ["http://localhost"]  # plain http trusted, as while developing
     cookie = await database_sync_to_async(_session_cookie)(party.ana.user)
     comm = communicator(headers=[(b"cookie", cookie), (b"origin", b"http://127.0.0.1:8000")])
     connected, _ = await comm.connect()
@@ -123,6 +124,37 @@ async def test_session_cookie_with_same_origin_is_accepted(party: WeddingParty) 
     welcome = await comm.receive_json_from()
     assert welcome["op"] == "welcome" and welcome["user"]["id"] == party.ana.user_id
     await comm.disconnect()
+
+
+@pytest.mark.parametrize(
+    ("scheme", "forwarded", "proxies", "origin", "accepted"),
+    [
+        ("wss", None, 0, b"https://127.0.0.1:8000", True),
+        ("ws", None, 0, b"http://127.0.0.1:8000", False),  # only https:// is trusted (the production default)
+        ("wss", None, 0, b"http://127.0.0.1:8000", False),  # another scheme than the socket's
+        ("ws", None, 0, b"https://127.0.0.1:8000", False),
+        ("ws", b"https", 1, b"https://127.0.0.1:8000", True),  # TLS ended at a trusted proxy
+        ("ws", b"https", 0, b"https://127.0.0.1:8000", False),  # the header of an untrusted client
+    ],
+)
+async def test_same_origin_compares_the_scheme_too(
+    party: WeddingParty, settings, scheme: str, forwarded: bytes | None, proxies: int, origin: bytes, accepted: bool
+) -> None:
+    settings.TRUSTED_PROXIES = proxies
+    assert all(trusted.startswith("https://") for trusted in settings.CSRF_TRUSTED_ORIGINS)
+    cookie = await database_sync_to_async(_session_cookie)(party.ana.user)
+    headers = [(b"cookie", cookie), (b"origin", origin)]
+    if forwarded is not None:
+        headers.append((b"x-forwarded-proto", forwarded))
+    comm = communicator(headers=headers)
+    comm.scope["scheme"] = scheme
+    if accepted:
+        assert (await comm.connect())[0]
+        assert (await comm.receive_json_from(timeout=3))["op"] == "welcome"
+        await comm.disconnect()
+    else:
+        await refused(comm, close_code=4403, error="forbidden")
+        assert len(await refusals("origin_refused")) == 1
 
 
 @pytest.mark.parametrize(

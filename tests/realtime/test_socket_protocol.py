@@ -125,7 +125,14 @@ async def test_subscribing_to_someone_elses_wedding_is_forbidden_and_audited(par
     entry = await database_sync_to_async(AuditLog.objects.get)(action="realtime.subscribe.refuse")
     assert entry.wedding_id == other.wedding.pk
     missing = await client.subscribe(999_999_999)
-    assert missing["error"]["code"] == "not_found"
+    # A wedding that does not exist is refused exactly like one the guest is not in: nobody can
+    # probe which wedding ids exist.
+    assert missing["error"] == {"code": "forbidden", "message": "You are not a member of wedding 999999999."}
+    assert reply["error"]["message"] == f"You are not a member of wedding {other.wedding.pk}."
+    audited = await database_sync_to_async(list)(
+        AuditLog.objects.filter(action="realtime.subscribe.refuse").values_list("wedding_id", flat=True)
+    )
+    assert sorted(audited) == sorted([other.wedding.pk, 999_999_999])
 
 
 async def test_publish_before_subscribe_is_not_subscribed(party: WeddingParty, sockets) -> None:
@@ -170,6 +177,11 @@ async def test_idempotent_publish_over_the_socket(party: WeddingParty, sockets) 
         ('{"op": "subscribe", "ref": "s2", "topic": "wedding:1", "colour": "blue"}', "invalid", "s2"),
         ('{"op": "publish", "ref": "p1", "topic": "wedding:1", "type": "chat.message"}', "invalid", "p1"),
         ("[1, 2]", "invalid", None),
+        ("[" * 3000, "bad_json", None),
+        ("[" * 3000 + "]" * 3000, "bad_json", None),
+        ('{"op": "heartbeat", "ref": "h1", "x": ' + '{"a": ' * 3000 + "1" + "}" * 3000 + "}", "bad_json", None),
+        ('{"op": "heartbeat", "ref": "h\\u0000"}', "invalid", "h\x00"),
+        ('{"op": "subscribe", "ref": "s3", "topic": "wedding:1\\n"}', "invalid", "s3"),
     ],
 )
 async def test_bad_frames_get_an_error_reply_and_the_socket_stays(
@@ -237,12 +249,16 @@ async def test_a_token_expiring_unrefreshed_closes_with_4401(party: WeddingParty
     assert await client.communicator.receive_output(timeout=3) == {"type": "websocket.close", "code": 4401}
 
 
-async def test_auth_op_with_another_users_token_is_refused(party: WeddingParty, sockets) -> None:
+async def test_auth_op_with_another_users_token_is_refused_and_audited(party: WeddingParty, sockets) -> None:
     from tests.realtime.conftest import bearer
 
     client = await sockets(party.priya)
     reply = await client.request("auth", token=await bearer(party.ana))
     assert reply["error"]["code"] == "unauthorized"
+    entry = await database_sync_to_async(AuditLog.objects.get)(action="realtime.connect.refuse")
+    assert (entry.actor_id, entry.outcome) == (party.ana.user_id, "refused")
+    assert entry.details == {"method": "auth_op", "reason": "other_user", "socket_user": party.priya.user_id}
+    assert (await client.request("heartbeat"))["status"] == "ok"
 
 
 async def test_a_role_change_reaches_the_live_socket(party: WeddingParty, sockets) -> None:
@@ -291,3 +307,61 @@ async def test_a_removal_reaches_the_socket_even_if_the_control_message_is_lost(
     texts = [frame.get("text", "") for frame in frames]
     assert any('"op":"unsubscribed"' in text and '"removed"' in text for text in texts), frames
     assert frames[-1] == {"type": "websocket.close", "code": 4401}
+
+
+async def test_frames_nested_a_little_are_still_fine(party: WeddingParty, sockets) -> None:
+    client = await sockets(party.priya)
+    await client.subscribe(party.wedding.pk)
+    # Within the nesting limit but over the bracket count that makes the server walk the frame.
+    text = "[" * 20 + "]" * 20 + " {a} [b] {c}" * 10
+    topic = f"wedding:{party.wedding.pk}"
+    reply = await client.request("publish", topic=topic, type="chat.message", data={"text": text})
+    assert reply["status"] == "ok"
+    assert (await client.receive())["data"]["text"] == text
+
+
+@pytest.mark.parametrize(
+    ("fields", "path"),
+    [
+        ({"type": "chat.message", "data": {"text": "a\x00b"}}, "$.data.text"),
+        ({"type": "chat.message", "data": {"text": "ok"}, "idempotency_key": "k\x00"}, "$.idempotency_key"),
+        ({"type": "chat.message", "data": {"text": "ok", "x\x00": 1}}, "$.data"),
+        ({"type": "chat.message", "data": {"text": "ok"}, "to": ["role:\x00planner"]}, "$.to[0]"),
+    ],
+)
+async def test_nul_characters_are_invalid_and_the_socket_stays(
+    party: WeddingParty, sockets, fields: dict[str, Any], path: str
+) -> None:
+    client = await sockets(party.priya)
+    await client.subscribe(party.wedding.pk)
+    reply = await client.request("publish", topic=f"wedding:{party.wedding.pk}", **fields)
+    assert reply["status"] == "error" and reply["error"]["code"] == "invalid", reply
+    assert reply["error"]["message"].startswith(f"{path}:"), reply
+    assert (await client.request("heartbeat"))["status"] == "ok"
+    stored = WeddingStream.objects.filter(wedding=party.wedding, last_seq__gt=0)
+    assert await database_sync_to_async(stored.count)() == 0
+
+
+@pytest.mark.parametrize("target", ["member:\u00b2", "member:\u0661", "member:1\n", "member:", "member:-1"])
+async def test_member_targets_that_are_not_ascii_ids_are_invalid(party: WeddingParty, sockets, target: str) -> None:
+    client = await sockets(party.priya)
+    await client.subscribe(party.wedding.pk)
+    reply = await client.request(
+        "publish", topic=f"wedding:{party.wedding.pk}", type="chat.message", data={"text": "hi"}, to=[target]
+    )
+    assert reply["status"] == "error" and reply["error"]["code"] == "invalid", reply
+    assert "to:" in reply["error"]["message"]
+    assert (await client.request("heartbeat"))["status"] == "ok"
+
+
+async def test_a_nul_in_a_header_does_not_stop_the_connect_or_its_audit(party: WeddingParty) -> None:
+    from tests.realtime.conftest import bearer, communicator
+
+    comm = communicator(
+        subprotocols=["wedsync.v1", f"bearer.{await bearer(party.priya)}"], headers=[(b"user-agent", b"phone\x00/1")]
+    )
+    assert (await comm.connect())[0]
+    assert (await comm.receive_json_from(timeout=3))["op"] == "welcome"
+    entry = await database_sync_to_async(AuditLog.objects.get)(action="realtime.connect")
+    assert entry.user_agent == "phone/1"
+    await comm.disconnect()

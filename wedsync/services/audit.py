@@ -36,6 +36,7 @@ class AuditAction(enum.StrEnum):
     ALERT_REFUSE = "presence.alert.refuse"
     SOCKET_CONNECT = "realtime.connect"
     SOCKET_REFUSE = "realtime.connect.refuse"
+    DEVICE_LIMIT_CLOSE = "realtime.device_limit.close"
     SUBSCRIBE_REFUSE = "realtime.subscribe.refuse"
     PUBLISH_REFUSE = "realtime.publish.refuse"
     RATE_LIMIT_REFUSE = "realtime.rate_limit.refuse"
@@ -63,6 +64,18 @@ class ClientInfo:
         )
 
 
+def _without_nul(value: Any) -> Any:
+    """``value`` with NUL characters taken out of every string (and key): PostgreSQL stores none,
+    in text or jsonb, and an audit entry must not fail for what a client put in a header or a name."""
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, dict):
+        return {_without_nul(key): _without_nul(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_without_nul(item) for item in value]
+    return value
+
+
 def audit_entry_build(
     *,
     action: AuditAction,
@@ -78,14 +91,14 @@ def audit_entry_build(
     known_actor = actor if isinstance(actor, User) else None
     return AuditLog(
         actor=known_actor,
-        actor_label=(actor_label or (known_actor.get_username() if known_actor else ""))[:150],
+        actor_label=_without_nul(actor_label or (known_actor.get_username() if known_actor else ""))[:150],
         wedding_id=wedding_id,
         action=action.value,
-        target=target[:200],
+        target=_without_nul(target)[:200],
         outcome=outcome,
         ip=client.ip if client else None,
-        user_agent=client.user_agent[:_USER_AGENT_MAX] if client else "",
-        details=details or {},
+        user_agent=_without_nul(client.user_agent)[:_USER_AGENT_MAX] if client else "",
+        details=_without_nul(details or {}),
     )
 
 
