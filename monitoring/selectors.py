@@ -15,6 +15,7 @@ from django.db.models import Exists, OuterRef, QuerySet
 from monitoring.metrics import READINESS_FAILURES
 from monitoring.models import Escalation, EscalationStatus
 from presence.models import Alert, AlertSeverity, Emergency
+from realtime.hub import node_hubs_problem
 from realtime.models import Event, EventAck
 from realtime.names import EventType
 from wedsync.models import Member
@@ -52,6 +53,9 @@ def _channel_layer_problem() -> str | None:
 _CHECKS: dict[str, Callable[[], str | None]] = {
     "database": _database_problem,
     "channel_layer": _channel_layer_problem,
+    # A socket node is ready once its hub runs (joined the channel layer): until then it refuses
+    # sockets with 1013, and the load balancer must not send it any.
+    "socket_hub": node_hubs_problem,
 }
 
 

@@ -60,6 +60,9 @@ CONTROL_PRIORITY = Priority.EMERGENCY  # replies and notices are never queued be
 VIOLATION_LIMIT = 10  # protocol violations per minute before 4400
 BINARY_CLOSE, TOO_LARGE_CLOSE, VIOLATIONS_CLOSE = 1003, 1009, 4400
 UNAUTHORIZED_CLOSE, SLOW_CLOSE, DEVICES_CLOSE = 4401, 4008, 4029
+TRY_AGAIN_CLOSE = 1013  # RFC 6455 "try again later": this node cannot serve sockets yet
+TRY_AGAIN_SECONDS = 2.0  # the retry_after told with it
+HUB_READY_WAIT_SECONDS = 5.0  # how long a connect waits for the node's first hub start
 _DEVICE_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 # The socket's own thread hops, each wrapped once (realtime.db).
@@ -105,6 +108,17 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     async def websocket_connect(self, message: dict[str, Any]) -> None:
         if not connection_open(self.base_send):
             return  # gave up on while it waited its turn; its disconnect message follows
+        hub = node_hub()
+        if not await hub.ready(within=HUB_READY_WAIT_SECONDS):
+            # Nothing behind the socket yet (the channel layer's Redis is away): say when to come
+            # back rather than accept a socket that would never hear an event.
+            await self._refuse(
+                TRY_AGAIN_CLOSE,
+                protocol.error_frame(
+                    "unavailable", "This node is not ready: try again later.", retry_after=TRY_AGAIN_SECONDS
+                ),
+            )
+            return
         headers = {name.decode("latin1").lower(): value.decode("latin1") for name, value in self.scope["headers"]}
         subprotocols: list[str] = list(self.scope.get("subprotocols") or [])
         chosen = PROTOCOL_NAME if PROTOCOL_NAME in subprotocols else None
@@ -119,11 +133,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 client=self.client,
             )
         except SocketRefused as refused:
-            # Accept, then explain and close: browsers can read close codes, not handshake statuses.
-            await self.accept(subprotocol=chosen)
             code: protocol.ErrorCode = "forbidden" if refused.close_code == 4403 else "unauthorized"
-            await self.send(text_data=protocol.encode(protocol.error_frame(code, refused.message)))
-            await self.close(code=refused.close_code)
+            await self._refuse(refused.close_code, protocol.error_frame(code, refused.message))
             return
         if not connection_open(self.base_send):
             return  # gone while it was authenticated: never accepted, so nothing to audit
@@ -145,7 +156,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             max_bytes=settings.REALTIME_OUTBOX_MAX_BYTES,
             on_overflow=self.too_slow,
         )
-        self.hub = await node_hub()
+        self.hub = hub
         self.hub.register(self)
         if not await self._within_device_limit([m.role for m in memberships]):
             return
@@ -162,6 +173,13 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             }
         )
         self._schedule_expiry()
+
+    async def _refuse(self, close_code: int, error: dict[str, Any]) -> None:
+        """Accept, explain and close: browsers can read close codes, not handshake statuses."""
+        subprotocols = self.scope.get("subprotocols") or []
+        await self.accept(subprotocol=PROTOCOL_NAME if PROTOCOL_NAME in subprotocols else None)
+        await self.send(text_data=protocol.encode(error))
+        await self.close(code=close_code)
 
     async def _within_device_limit(self, roles: list[str]) -> bool:
         """Count this device (and its reconnects, for presence); close what the device policy says

@@ -262,8 +262,14 @@ class LazySendQueue:
         return self._items.popleft()
 
 
-def install() -> None:
-    """Patch daphne's WebSocket factory and signal handling, and cap the process's malloc arenas.
+def installed() -> bool:
+    """Whether this process is a daphne node with these patches (so it serves sockets)."""
+    return _installed
+
+
+def install(*, on_running: Callable[[], object] | None = None) -> None:
+    """Patch daphne's WebSocket factory and signal handling, and cap the process's malloc arenas;
+    ``on_running`` is called on the event loop once the server runs (to start the node's hub).
     Idempotent; a no-op without daphne."""
     global _installed
     if _installed or "daphne.cli" not in sys.modules:  # only inside `python -m daphne`
@@ -329,6 +335,10 @@ def install() -> None:
     _install_handshake_timeout(daphne.server.Server, settings.REALTIME_HANDSHAKE_TIMEOUT)
     _install_sliced_checks(daphne.server.Server)
     _install_lazy_autobahn_pformat()
+    if on_running is not None:
+        from twisted.internet import reactor
+
+        reactor.callWhenRunning(on_running)
     _installed = True
 
 

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import itertools
 import os
+import random
 import time
 import weakref
 from collections.abc import Callable
@@ -46,6 +47,7 @@ from presence.services import (
 )
 from presence.state import DevicePresence
 from presence.store import MemberChange, MemoryPresenceStore, ToldWire, presence_store
+from realtime import daphne_support
 from realtime.daphne_support import text_frame
 from realtime.db import per_socket_db
 from realtime.gc_policy import gc_freeze_loop
@@ -85,6 +87,8 @@ RESEND_SECONDS = 60.0  # an unacknowledged emergency or critical event is sent a
 RESEND_WINDOW_SECONDS = 3600.0  # for this long after it was published
 MAX_RESENDS = 5
 HELD_MAX = 2000  # live events held for one subscription while its replay is sent
+START_RETRY_SECONDS = 0.5  # a failed hub start is tried again after this, doubling up to the max
+START_RETRY_MAX_SECONDS = 5.0
 
 # The presence changes a node makes go out together, one channel-layer message to every node per
 # window, whatever the number of weddings and changes in it; a node receiving one writes one frame
@@ -464,7 +468,8 @@ class NodeHub:
         self._feed_locks: dict[int, asyncio.Lock] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._started = asyncio.Event()
-        self._starting = False
+        self._start_task: asyncio.Task[None] | None = None
+        self._start_failures = 0
         self._regroup = False
         self._presence_work: list[PresenceWork] = []
         self._presence_working: asyncio.Task[None] | None = None
@@ -474,20 +479,55 @@ class NodeHub:
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        if self._starting:
-            await self._started.wait()
+    @property
+    def running(self) -> bool:
+        return self._started.is_set()
+
+    def start_soon(self) -> None:
+        """Start the hub in the background, once. A start that fails (Redis away) is tried again
+        with backoff until it works or the hub stops: never half-started, never waited on forever."""
+        if self._start_task is None:
+            self._start_task = asyncio.create_task(self._start_until_running(), name="hub-start")
+
+    async def ready(self, *, within: float) -> bool:
+        """Whether the hub runs, waiting up to ``within`` for a first start under way. While a
+        failed start waits for its retry the answer is False at once: a socket is better told to
+        come back than held open with nothing behind it."""
+        self.start_soon()
+        if not self.running and not self._start_failures:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._started.wait(), within)
+        return self.running
+
+    async def _start_until_running(self) -> None:
+        delay = START_RETRY_SECONDS
+        while True:
+            try:
+                await self._start_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                self._start_failures += 1
+                logger.warning("hub.start_failed", attempt=self._start_failures, retry_in=delay, error=repr(error))
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # noqa: S311  jitter, not a secret
+                delay = min(delay * 2, START_RETRY_MAX_SECONDS)
+                continue
+            if self._start_failures:
+                logger.info("hub.started", after_failures=self._start_failures)
             return
-        self._starting = True
-        self._loop = asyncio.get_running_loop()
-        if "ASGI_THREADS" not in os.environ:  # an operator's ASGI_THREADS (read by daphne) wins
-            # Every subscribe's thread hop reads the database and writes presence; with asyncio's
-            # default of cores + 4 threads a 2,000-socket reconnect storm queued handshakes past
-            # daphne's 5 s limit and clients spent the storm backing off (docs/benchmarks.md).
-            self._loop.set_default_executor(
-                ThreadPoolExecutor(max_workers=settings.REALTIME_THREAD_POOL, thread_name_prefix="node-pool")
-            )
-        self.channel_name = await self.layer.new_channel(prefix="node")
+
+    async def _start_once(self) -> None:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+            if "ASGI_THREADS" not in os.environ:  # an operator's ASGI_THREADS (read by daphne) wins
+                # Every subscribe's thread hop reads the database and writes presence; with asyncio's
+                # default of cores + 4 threads a 2,000-socket reconnect storm queued handshakes past
+                # daphne's 5 s limit and clients spent the storm backing off (docs/benchmarks.md).
+                self._loop.set_default_executor(
+                    ThreadPoolExecutor(max_workers=settings.REALTIME_THREAD_POOL, thread_name_prefix="node-pool")
+                )
+        if self.channel_name is None:
+            self.channel_name = await self.layer.new_channel(prefix="node")
         await self.layer.group_add(NODES_GROUP, self.channel_name)
         self._tasks = [
             asyncio.create_task(self._receive_loop(), name="hub-receive"),
@@ -992,6 +1032,8 @@ class NodeHub:
         await self.layer.group_send(NODES_GROUP, {"type": LAYER_CONTROL, **message})
 
     async def stop(self) -> None:
+        if self._start_task is not None:
+            self._start_task.cancel()
         for task in self._tasks:
             task.cancel()
         if self._presence_working is not None and not self._presence_working.done():
@@ -1070,13 +1112,34 @@ def _log_failure(task: asyncio.Task[Any]) -> None:
 _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, NodeHub] = weakref.WeakKeyDictionary()
 
 
-async def node_hub() -> NodeHub:
+def node_hub() -> NodeHub:
+    """This event loop's hub, started (in the background) if it was not; see :meth:`NodeHub.ready`."""
     loop = asyncio.get_running_loop()
     hub = _hubs.get(loop)
     if hub is None:
         hub = _hubs[loop] = NodeHub()
-    await hub.start()
+    hub.start_soon()
     return hub
+
+
+def node_hubs_problem() -> str | None:
+    """What keeps this server process from taking sockets, for ``/readyz``; None when its hub runs,
+    or when it serves no sockets at all (a test client, a management command). Safe from any thread."""
+    if not daphne_support.installed():
+        return None
+    for _attempt in range(3):  # the loop's thread may add a hub while this one reads
+        try:
+            hubs = list(_hubs.values())
+            break
+        except RuntimeError:
+            continue
+    else:
+        hubs = []
+    if not hubs:
+        return "the socket hub has not started"
+    if not all(hub.running for hub in hubs):
+        return "the socket hub is not running yet (is the channel layer's Redis reachable?)"
+    return None
 
 
 def node_control_send(message: dict[str, Any]) -> Callable[[], None]:

@@ -242,8 +242,8 @@ def reply_error(ref: str | None, code: ErrorCode, message: str, **extra: Any) ->
     return {"op": "reply", "ref": ref, "status": "error", "error": {"code": code, "message": message, **extra}}
 
 
-def error_frame(code: ErrorCode, message: str) -> dict[str, Any]:
-    return {"op": "error", "code": code, "message": message}
+def error_frame(code: ErrorCode, message: str, **extra: Any) -> dict[str, Any]:
+    return {"op": "error", "code": code, "message": message, **extra}
 
 
 # --- The ``data`` of each event type a client may publish -------------------------------------------
