@@ -31,3 +31,10 @@ ESCALATION_DELIVERY_ATTEMPTS = Counter(
     "Escalation webhook attempts by outcome: delivered, retry, dead_lettered, no_webhook.",
     ["outcome"],
 )
+
+LAYER_SENDS_DROPPED = Counter(
+    "wedsync_layer_sends_dropped_total",
+    "Channel-layer sends given up after a commit (the nodes repair the gap from the event log), by "
+    "reason: timeout, overflow (too many waiting), error.",
+    ["reason"],
+)

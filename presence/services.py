@@ -8,20 +8,18 @@ the nodes, after the Redis transaction that made them (docs/decisions/0008).
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 import structlog
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 
 from presence.selectors import wedding_emergency_open
 from presence.state import DevicePresence, DiffKind, StateChange
 from presence.store import Devices, MemberChange, MemberUpdate, member_update, presence_store
 from presence.vocabulary import PresenceStatus
+from realtime.layer_send import layer_group_send
 from realtime.names import LAYER_PRESENCE, NODES_GROUP
 from wedsync.models import AuditOutcome
 from wedsync.permissions import Permission, Role, role_has_permission
@@ -30,7 +28,6 @@ from wedsync.services.audit import AuditAction, ClientInfo, audit_record
 logger = structlog.get_logger(__name__)
 
 SWEEP_BATCH = 1000
-TELL_TIMEOUT_SECONDS = 2.0
 
 
 class PresenceRefused(Exception):
@@ -74,21 +71,12 @@ def presence_layer_message(entries: list[dict[str, Any]]) -> dict[str, Any]:
     return {"type": LAYER_PRESENCE, "entries": entries}
 
 
-async def _group_send(group: str, message: dict[str, Any]) -> None:
-    # Bounded: the caller holds a thread of the node's pool, and a diff is worth less than that.
-    async with asyncio.timeout(TELL_TIMEOUT_SECONDS):
-        await get_channel_layer().group_send(group, message)
-
-
 def presence_tell_layer(changes: list[MemberChange]) -> None:
-    """Send changes to every node at once, from a synchronous caller without a hub."""
+    """Send changes to every node at once, from a synchronous caller without a hub; never waits
+    for Redis nor fails the caller (presence heals on the next change or snapshot)."""
     entries = [entry for change in changes if (entry := presence_entry(change)) is not None]
-    if not entries:
-        return
-    try:
-        async_to_sync(_group_send)(NODES_GROUP, presence_layer_message(entries))
-    except Exception:  # presence heals on the next change or snapshot; never fail the caller
-        logger.exception("presence.tell_failed", entries=len(entries))
+    if entries:
+        layer_group_send(NODES_GROUP, presence_layer_message(entries))
 
 
 def _tell_now(change: MemberChange) -> None:

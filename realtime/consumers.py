@@ -198,9 +198,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             if connection_id == self.connection_id:
                 self._close_soon(DEVICES_CLOSE, "forbidden", "Too many devices: close one and try again.")
                 return False
-            await self.hub.control_broadcast(
-                {"kind": "close_connection", "user": self.user_id, "connection": connection_id}
-            )
+            self.hub.control_broadcast({"kind": "close_connection", "user": self.user_id, "connection": connection_id})
         return True
 
     async def _send_text(self, text: str) -> None:

@@ -51,6 +51,7 @@ from realtime import daphne_support
 from realtime.daphne_support import text_frame
 from realtime.db import per_socket_db
 from realtime.gc_policy import gc_freeze_loop
+from realtime.layer_send import layer_group_send, node_loop_register, node_loop_unregister
 from realtime.limits import DEVICE_REFRESH_SECONDS, node_limits
 from realtime.names import (
     LAYER_CONTROL,
@@ -540,6 +541,7 @@ class NodeHub:
                 freeze_every=settings.REALTIME_GC_FREEZE_SECONDS, full_every=settings.REALTIME_GC_FULL_SECONDS
             )
             self._tasks.append(asyncio.create_task(freeze, name="hub-gc"))
+        node_loop_register(self._loop)
         self._started.set()
 
     @property
@@ -1027,13 +1029,15 @@ class NodeHub:
         feed = self.feeds.get(wedding_id)
         return None if feed is None else feed.subscriptions.get(socket.connection_id)
 
-    async def control_broadcast(self, message: dict[str, Any]) -> None:
+    def control_broadcast(self, message: dict[str, Any]) -> None:
         """Tell every node (this one included) about something a socket of theirs must do."""
-        await self.layer.group_send(NODES_GROUP, {"type": LAYER_CONTROL, **message})
+        layer_group_send(NODES_GROUP, {"type": LAYER_CONTROL, **message})
 
     async def stop(self) -> None:
         if self._start_task is not None:
             self._start_task.cancel()
+        if self._loop is not None:
+            node_loop_unregister(self._loop)
         for task in self._tasks:
             task.cancel()
         if self._presence_working is not None and not self._presence_working.done():
@@ -1143,14 +1147,10 @@ def node_hubs_problem() -> str | None:
 
 
 def node_control_send(message: dict[str, Any]) -> Callable[[], None]:
-    """A callable for ``transaction.on_commit`` that tells every node about an access change."""
+    """A callable for ``transaction.on_commit`` that tells every node about an access change
+    (without waiting for Redis: each node's access reconciliation catches a lost one)."""
 
     def send() -> None:
-        from asgiref.sync import async_to_sync
-
-        try:
-            async_to_sync(get_channel_layer().group_send)(NODES_GROUP, {"type": LAYER_CONTROL, **message})
-        except Exception:
-            logger.exception("hub.control_send_failed", kind=message.get("kind"))
+        layer_group_send(NODES_GROUP, {"type": LAYER_CONTROL, **message})
 
     return send

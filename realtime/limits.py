@@ -34,6 +34,7 @@ DEVICE_REFRESH_SECONDS = 20
 DEVICE_REDIS_CONNECTIONS = 32  # per node (event loop); callers wait for one rather than fail
 # A device's reconnects (its presence's connection quality) are counted over the last hour.
 CONNECTS_WINDOW_SECONDS = 3600
+RATE_BREAKER_SECONDS = 2.0  # after Redis failed a rate check, checks pass unasked this long
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,16 +55,41 @@ class RateDecision:
     retry_after: float = 0.0
 
 
+class RedisBreaker:
+    """Stops asking a Redis that just failed to answer, for a moment: under a partition every
+    call would otherwise hold a pool thread for its whole timeout, and at a wedding-day publish
+    rate that fills the pool. Per process, since it is about this process's view of Redis."""
+
+    __slots__ = ("_open_until", "open_seconds")
+
+    def __init__(self, *, open_seconds: float) -> None:
+        self.open_seconds = open_seconds
+        self._open_until = 0.0
+
+    def allows_asking(self) -> bool:
+        """True when Redis may be asked (no failure within the last ``open_seconds``)."""
+        return time.monotonic() >= self._open_until
+
+    def failed(self) -> None:
+        self._open_until = time.monotonic() + self.open_seconds
+
+
+@dataclass(frozen=True, slots=True)
+class _RateLimiter:
+    limiter: SlidingWindowCounterRateLimiter
+    breaker: RedisBreaker
+
+
 @functools.cache
-def _rate_limiter(redis_url: str | None) -> SlidingWindowCounterRateLimiter:
+def _rate_limiter(redis_url: str | None) -> _RateLimiter:
     """The limiter for a Redis (or, embedded, this process's memory); built once per process."""
-    # Short timeouts: this runs on the node's one database thread, which a hung Redis must not hold.
+    # Short timeouts: this runs on a thread of the node's pool, which a hung Redis must not hold.
     storage = (
         RedisStorage(redis_url, key_prefix="wedsync-rate", socket_timeout=0.5, socket_connect_timeout=0.5)
         if redis_url
         else MemoryStorage()
     )
-    return SlidingWindowCounterRateLimiter(storage)
+    return _RateLimiter(SlidingWindowCounterRateLimiter(storage), RedisBreaker(open_seconds=RATE_BREAKER_SECONDS))
 
 
 def publish_rate_check(*, member_id: int, role: str, event_type: str) -> RateDecision:
@@ -74,13 +100,16 @@ def publish_rate_check(*, member_id: int, role: str, event_type: str) -> RateDec
         return RateDecision(allowed=True)
     per_minute = settings.REALTIME_RATE_LIMITS.get(role, 0)
     item = RateLimitItemPerMinute(max(per_minute, 1))
-    limiter = _rate_limiter(settings.REDIS_URL)
+    rate = _rate_limiter(settings.REDIS_URL)
+    if not rate.breaker.allows_asking():
+        return RateDecision(allowed=True)
     try:
-        if per_minute > 0 and limiter.hit(item, "member", str(member_id)):
+        if per_minute > 0 and rate.limiter.hit(item, "member", str(member_id)):
             return RateDecision(allowed=True)
-        stats = limiter.get_window_stats(item, "member", str(member_id))
+        stats = rate.limiter.get_window_stats(item, "member", str(member_id))
     except Exception:
-        logger.warning("rate_limit.unavailable", member=member_id)
+        rate.breaker.failed()
+        logger.warning("rate_limit.unavailable", member=member_id, retry_in=rate.breaker.open_seconds)
         return RateDecision(allowed=True)
     return RateDecision(allowed=False, retry_after=round(max(stats.reset_time - time.time(), 0.1), 1))
 

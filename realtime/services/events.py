@@ -14,12 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.db import connection, transaction
 
 from presence.emergency.selectors import emergencies_open_ids
 from realtime.audience import EVERYONE, Audience, AudienceError, audience_default, audience_narrow
+from realtime.layer_send import layer_group_send
 from realtime.models import Event, WeddingStream, new_epoch
 from realtime.names import (
     DEFAULT_PRIORITY,
@@ -85,12 +84,10 @@ def layer_message(event: Event) -> dict[str, Any]:
 
 
 def _fan_out(message: dict[str, Any]) -> None:
-    """After commit: one channel-layer message per node. A failure loses nothing (the event is
-    stored and nodes repair gaps from the log), so it is logged, not raised."""
-    try:
-        async_to_sync(get_channel_layer().group_send)(wedding_group(message["wedding"]), message)
-    except Exception:
-        logger.exception("fanout.send_failed", wedding=message["wedding"], seq=message["seq"])
+    """After commit: one channel-layer message per node, handed over without waiting for Redis
+    (realtime.layer_send). A failure loses nothing: the event is stored and nodes repair gaps
+    from the log."""
+    layer_group_send(wedding_group(message["wedding"]), message)
 
 
 def event_for_idempotency_key(*, sender: Member, idempotency_key: str) -> PublishedEvent | None:

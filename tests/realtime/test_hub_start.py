@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from channels.layers import channel_layers
+from channels.testing import WebsocketCommunicator
 from django.test import override_settings
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
@@ -26,7 +27,7 @@ from wedsync.settings import channel_layer_config
 pytestmark = [pytest.mark.requires_postgres, pytest.mark.django_db(transaction=True)]
 
 
-async def _connect(member) -> tuple[object, dict]:
+async def _connect(member) -> tuple[WebsocketCommunicator, dict]:
     comm = communicator(subprotocols=["wedsync.v1", f"bearer.{await bearer(member)}"])
     connected, _ = await comm.connect(timeout=10)
     assert connected
@@ -79,9 +80,7 @@ def _readyz(port: int) -> tuple[int, dict]:
 
 
 @pytest.mark.requires_redis
-async def test_a_node_started_without_redis_is_not_ready_until_it_answers(
-    party: WeddingParty, tmp_path: Path
-) -> None:
+async def test_a_node_started_without_redis_is_not_ready_until_it_answers(party: WeddingParty, tmp_path: Path) -> None:
     redis = RedisServer(port=free_port())
     node = Node(name="n1", port=free_port(), log_path=tmp_path / "n1.log")
     node.start(node_environment(redis_url=redis.url))

@@ -1,0 +1,110 @@
+"""Handing a message to the channel layer after a commit, without waiting for Redis.
+
+A publish is answered once its event is committed; the fan-out that follows is best effort, since a
+node that misses it reads the event back from the log (docs/architecture.md). So the thread that
+committed must not wait for the layer: a ``group_send`` to a Redis that stopped answering (a network
+partition, not a refused connection) would hold it for the layer's socket timeout, and with it a
+place in the node's thread pool and the publisher's reply.
+
+In a server process the send is handed to the node's event loop and the thread goes on at once;
+sends still waiting there are bounded in number and in time, past either they are dropped (logged
+and counted) and the gap repair delivers their events. Elsewhere (a Celery worker, a management
+command, the test client's views) there is no node loop to hand it to, and the send runs here,
+bounded by the same timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import weakref
+from typing import Any
+
+import structlog
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+
+from monitoring.metrics import LAYER_SENDS_DROPPED
+
+logger = structlog.get_logger(__name__)
+
+SEND_TIMEOUT_SECONDS = 5.0  # a healthy Redis answers in milliseconds
+MAX_PENDING_SENDS = 1000  # per node loop; past it new sends are dropped until some complete
+
+_node_loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, set[asyncio.Task[None]]] = weakref.WeakKeyDictionary()
+_registry_lock = threading.Lock()
+
+
+def node_loop_register(loop: asyncio.AbstractEventLoop) -> None:
+    """The node hub's loop, which takes the sends of this process's threads from now on."""
+    with _registry_lock:
+        _node_loops.setdefault(loop, set())
+
+
+def node_loop_unregister(loop: asyncio.AbstractEventLoop) -> None:
+    with _registry_lock:
+        _node_loops.pop(loop, None)
+
+
+def _node_loop() -> asyncio.AbstractEventLoop | None:
+    with _registry_lock:
+        for loop in list(_node_loops):
+            if loop.is_running() and not loop.is_closed():
+                return loop
+    return None
+
+
+def layer_group_send(group: str, message: dict[str, Any]) -> None:
+    """Send ``message`` to ``group`` without waiting for it; never raises. Call it after the commit
+    whose data the message announces (``transaction.on_commit``)."""
+    loop = _node_loop()
+    if loop is not None:
+        try:
+            running_here = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            running_here = False
+        if running_here:
+            _schedule(loop, group, message)
+        else:
+            loop.call_soon_threadsafe(_schedule, loop, group, message)
+        return
+    try:
+        async_to_sync(_send_bounded)(group, message)
+    except Exception as error:
+        _dropped(group, message, reason="timeout" if isinstance(error, TimeoutError) else "error", error=error)
+
+
+def _schedule(loop: asyncio.AbstractEventLoop, group: str, message: dict[str, Any]) -> None:
+    pending = _node_loops.get(loop)
+    if pending is None:  # the hub stopped meanwhile: nobody here to fan out to anyway
+        pending = set()
+    if len(pending) >= MAX_PENDING_SENDS:
+        _dropped(group, message, reason="overflow", error=None)
+        return
+    task = loop.create_task(_send_logged(group, message), name="layer-send")
+    pending.add(task)
+    task.add_done_callback(pending.discard)
+
+
+async def _send_bounded(group: str, message: dict[str, Any]) -> None:
+    async with asyncio.timeout(SEND_TIMEOUT_SECONDS):
+        await get_channel_layer().group_send(group, message)
+
+
+async def _send_logged(group: str, message: dict[str, Any]) -> None:
+    try:
+        await _send_bounded(group, message)
+    except Exception as error:
+        _dropped(group, message, reason="timeout" if isinstance(error, TimeoutError) else "error", error=error)
+
+
+def _dropped(group: str, message: dict[str, Any], *, reason: str, error: BaseException | None) -> None:
+    LAYER_SENDS_DROPPED.labels(reason=reason).inc()
+    logger.warning(
+        "layer.send_dropped",
+        group=group,
+        type=message.get("type"),
+        seq=message.get("seq"),
+        reason=reason,
+        error=repr(error) if error is not None else None,
+    )

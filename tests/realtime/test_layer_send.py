@@ -1,0 +1,105 @@
+"""Handing messages to the channel layer after a commit without waiting for Redis (issue 16, item 8),
+and the rate limit's breaker that stops asking a Redis that does not answer."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+import time
+
+import pytest
+from channels.layers import channel_layers
+from django.test import override_settings
+
+from monitoring.metrics import LAYER_SENDS_DROPPED
+from realtime import layer_send
+from realtime.limits import RedisBreaker, _rate_limiter, publish_rate_check
+from tests.servers import redis_server
+from wedsync.settings import channel_layer_config
+
+pytestmark = [pytest.mark.requires_redis]
+
+
+def _dropped(reason: str) -> float:
+    return LAYER_SENDS_DROPPED.labels(reason=reason)._value.get()
+
+
+async def test_a_thread_hands_sends_to_the_node_loop_and_goes_on(monkeypatch) -> None:
+    monkeypatch.setattr(layer_send, "SEND_TIMEOUT_SECONDS", 0.5)
+    monkeypatch.setattr(layer_send, "MAX_PENDING_SENDS", 2)
+    with redis_server() as redis:
+        layer = {"default": channel_layer_config(redis_url=redis.url, kind="pubsub")}
+        with override_settings(CHANNEL_LAYERS=layer):
+            channel_layers.backends.clear()
+            loop = asyncio.get_running_loop()
+            layer_send.node_loop_register(loop)
+            assert redis.process is not None
+            os.kill(redis.process.pid, signal.SIGSTOP)  # a partition: connected, never answering
+            try:
+                timeouts, overflows = _dropped("timeout"), _dropped("overflow")
+                finished = threading.Event()
+
+                def commit_then_send() -> None:  # what transaction.on_commit does in a pool thread
+                    for seq in (1, 2, 3):
+                        layer_send.layer_group_send("wedding.1", {"type": "wedding.event", "seq": seq})
+                    finished.set()
+
+                thread = threading.Thread(target=commit_then_send)
+                thread.start()
+                await asyncio.to_thread(finished.wait, 5)
+                assert finished.is_set()  # the thread did not wait for Redis
+                async with asyncio.timeout(5):
+                    while _dropped("timeout") < timeouts + 2:  # noqa: ASYNC110  a counter, not an event
+                        await asyncio.sleep(0.05)
+                # Two were waiting on the silent Redis: the third was dropped at once, not queued.
+                assert _dropped("overflow") == overflows + 1
+                thread.join()
+            finally:
+                os.kill(redis.process.pid, signal.SIGCONT)
+                layer_send.node_loop_unregister(loop)
+                channel_layers.backends.clear()
+
+
+def test_without_a_node_loop_the_send_is_bounded_where_it_runs(monkeypatch) -> None:
+    monkeypatch.setattr(layer_send, "SEND_TIMEOUT_SECONDS", 0.5)
+    with redis_server() as redis:
+        layer = {"default": channel_layer_config(redis_url=redis.url, kind="pubsub")}
+        with override_settings(CHANNEL_LAYERS=layer):
+            channel_layers.backends.clear()
+            assert redis.process is not None
+            os.kill(redis.process.pid, signal.SIGSTOP)
+            try:
+                timeouts = _dropped("timeout")
+                layer_send.layer_group_send("wedding.1", {"type": "wedding.event", "seq": 1})  # never raises
+                assert _dropped("timeout") == timeouts + 1
+            finally:
+                os.kill(redis.process.pid, signal.SIGCONT)
+                channel_layers.backends.clear()
+
+
+def test_the_breaker_opens_on_a_failure_and_closes_after_its_time() -> None:
+    breaker = RedisBreaker(open_seconds=0.2)
+    assert breaker.allows_asking()
+    breaker.failed()
+    assert not breaker.allows_asking()
+    time.sleep(0.25)
+    assert breaker.allows_asking()
+
+
+def test_a_silent_redis_costs_the_rate_check_one_timeout_then_none(settings) -> None:
+    with redis_server() as redis:
+        settings.REDIS_URL = redis.url
+        assert publish_rate_check(member_id=1, role="guest", event_type="chat.message").allowed
+        assert redis.process is not None
+        os.kill(redis.process.pid, signal.SIGSTOP)
+        try:
+            breaker = _rate_limiter(redis.url).breaker
+            assert breaker.allows_asking()
+            # Fails open (a message that flows beats a perfect count), and stops asking for a while.
+            assert publish_rate_check(member_id=1, role="guest", event_type="chat.message").allowed
+            assert not breaker.allows_asking()
+            assert publish_rate_check(member_id=1, role="guest", event_type="chat.message").allowed
+        finally:
+            os.kill(redis.process.pid, signal.SIGCONT)
