@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export HOST PORT
 
-.PHONY: run test lint format bench install install-dev clean
+.PHONY: run test lint format bench conformance conformance-install install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,9 +43,18 @@ lint: install-dev
 bench: install-dev
 	$(BIN)/python -m bench $(if $(FULL),--full) $(BENCH_ARGS)
 
+## The Autobahn testsuite (cases 1-7, 9, 10) against a daphne node running the product's socket stack
+## behind the test-only echo route; rewrites docs/conformance.md. Needs Python 2.7 (pyenv 2.7.18);
+## the suite is installed into .conformance/ on first use. `make test` runs the same check.
+conformance: install-dev
+	$(BIN)/python -m tests.conformance.autobahn
+
+conformance-install: install-dev
+	$(BIN)/python -m tests.conformance.autobahn --install-only
+
 format: install-dev
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
 clean:
-	rm -rf var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf var .pytest_cache .mypy_cache .ruff_cache .conformance

@@ -3,15 +3,20 @@
 Stock daphne 4.2 cannot send close codes 1001 or 1009 through ASGI (autobahn's ``sendClose``
 accepts only 1000 and 3000-4999), drops an over-long frame with a TCP reset instead of a close
 frame, buffers writes without limit and never tells the app, and closes sockets on SIGTERM with
-no close frame at all. This module, installed from ``wedsync/asgi.py`` before daphne starts its
-server, fixes those four at the protocol level:
+no close frame at all; it also drops an application's empty message (its ``handle_reply`` tests
+``text``/``bytes`` for truth). This module, installed from ``wedsync/asgi.py`` before daphne starts
+its server, fixes those at the protocol level:
 
 - frames and messages over ``REALTIME_MAX_FRAME`` are refused from their header, before the
   payload is buffered: an ``error``/``too_large`` frame, then close 1009;
 - the app may close with any code of the protocol (1001, 1003, 1009, 4xxx);
 - :func:`write_gate_for` exposes the transport's flow control to the consumer, so a slow reader
   fills the consumer's bounded queue (and is cut off with 4008) instead of daphne's memory;
-- SIGTERM/SIGINT close every socket with 1001, let consumers run their disconnect, then stop.
+- SIGTERM/SIGINT close every socket with 1001, let consumers run their disconnect, then stop;
+- an empty text or binary message is sent as an empty frame (RFC 6455 allows it; Autobahn cases
+  1.1.1, 1.2.1, 6.1.1 and 6.1.2 echo one), not dropped.
+
+It leans on daphne internals, so :func:`install` refuses a daphne it was not checked against.
 """
 
 from __future__ import annotations
@@ -44,6 +49,34 @@ CLOSE_HANDSHAKE_SECONDS = 15.0
 TIMEOUT_CHECK_SECONDS = 2.0  # daphne's period for its timeout and ping check
 TIMEOUT_SWEEP_SECONDS = 1.5  # how long one such check takes to walk a big node's connections
 _installed = False
+# The daphne releases whose internals this module was read against and tested with (decision 0003);
+# a new one is added here once its source is read again and tests/realtime pass on it.
+KNOWN_DAPHNE_VERSIONS = frozenset({"4.2.3"})
+
+
+def require_known_daphne(version: str) -> None:
+    """Stop start-up loudly on a daphne whose internals the patches below were not checked against."""
+    if version not in KNOWN_DAPHNE_VERSIONS:
+        known = ", ".join(sorted(KNOWN_DAPHNE_VERSIONS))
+        raise RuntimeError(
+            f"realtime.daphne_support patches daphne internals and knows daphne {known}, not {version}: "
+            "read the new daphne's ws_protocol.py and server.py against this module, then add its version"
+        )
+
+
+def send_websocket_message(protocol: Any, message: dict[str, Any]) -> None:
+    """daphne 4.2.3's ``websocket.send`` handling (``WebSocketProtocol.handle_reply``), except that
+    an empty ``text`` or ``bytes`` is sent: daphne tests them for truth and silently drops ``""``
+    and ``b""``. As ASGI says, the one of the two that is not None is sent."""
+    if protocol.state == protocol.STATE_CONNECTING:
+        raise ValueError("Socket has not been accepted, so cannot send over it")
+    data, text = message.get("bytes"), message.get("text")
+    if data is not None and text is not None:
+        raise ValueError(f"Got invalid WebSocket reply message on {message!r} - contains both bytes and text keys")
+    if data is not None:
+        protocol.serverSend(data, True)
+    elif text is not None:
+        protocol.serverSend(text, False)
 
 
 class WriteGate:
@@ -275,11 +308,14 @@ def install(*, on_running: Callable[[], object] | None = None) -> None:
     if _installed or "daphne.cli" not in sys.modules:  # only inside `python -m daphne`
         return
     try:
+        import daphne
         import daphne.server
         from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
     except ImportError:  # pragma: no cover - daphne is a dependency, but the app also runs elsewhere
         return
     from django.conf import settings
+
+    require_known_daphne(daphne.__version__)
 
     max_frame = settings.REALTIME_MAX_FRAME
     # Before the node's thread pool starts (glibc ignores the cap once more arenas exist).
@@ -311,6 +347,12 @@ def install(*, on_running: Callable[[], object] | None = None) -> None:
             if self.state != self.STATE_OPEN:
                 return
             self.sendCloseFrame(code=code or 1000, reasonUtf8=(reason or "").encode()[:123] or None)
+
+        def handle_reply(self, message: dict[str, Any]) -> None:
+            if message.get("type") == "websocket.send":
+                send_websocket_message(self, message)
+            else:
+                super().handle_reply(message)
 
     class FactoryV1(WebSocketFactory):  # type: ignore[misc]
         protocol = ProtocolV1

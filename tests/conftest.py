@@ -1,34 +1,49 @@
 """Shared test set-up: real services, loud reporting of what could not run, personas.
 
 Tests that need Redis or PostgreSQL carry ``requires_redis`` / ``requires_postgres`` (whole
-modules set ``pytestmark``). When a service does not answer, those tests are skipped and the run
-ends with a banner naming them; with ``WEDSYNC_REQUIRE_SERVICES=1`` the run stops at once with a
-failure instead.
+modules set ``pytestmark``), the Autobahn conformance run ``requires_python27``. When a service
+does not answer, those tests are skipped and the run ends with a banner naming them; with
+``WEDSYNC_REQUIRE_SERVICES=1`` the run stops at once with a failure instead. A test that finds out
+only while running that something it needs is missing (the suite would not install) gives up
+through the ``not_run`` fixture, to the same effect.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import NoReturn
 
 import pytest
 from django.conf import settings
 
+from tests.conformance.autobahn import PYTHON27_LOOKED_FOR, python27
 from tests.personas import WeddingParty, make_wedding_party
 
-_SERVICE_MARKERS = {"requires_redis": "redis", "requires_postgres": "postgres"}
+_SERVICE_MARKERS = {"requires_redis": "redis", "requires_postgres": "postgres", "requires_python27": "python2.7"}
 _not_run: dict[str, list[str]] = {}
+_services: dict[str, bool] = {}
+
+
+def _service_places() -> dict[str, str]:
+    return {**settings.WEDSYNC_TEST_SERVICE_URLS, "python2.7": PYTHON27_LOOKED_FOR}
 
 
 def _missing_services() -> list[str]:
-    return [name for name, up in settings.WEDSYNC_TEST_SERVICES.items() if not up]
+    return [name for name, up in _services.items() if not up]
+
+
+def _services_required() -> bool:
+    return os.environ.get("WEDSYNC_REQUIRE_SERVICES") == "1"
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    _services.update(settings.WEDSYNC_TEST_SERVICES)
+    _services["python2.7"] = python27() is not None  # the Autobahn testsuite runs on nothing newer
     missing = _missing_services()
-    if missing and os.environ.get("WEDSYNC_REQUIRE_SERVICES") == "1":
-        urls = ", ".join(f"{name} at {settings.WEDSYNC_TEST_SERVICE_URLS[name]}" for name in missing)
-        pytest.exit(f"WEDSYNC_REQUIRE_SERVICES=1 but these services do not answer: {urls}", returncode=3)
+    if missing and _services_required():
+        places = ", ".join(f"{name} at {_service_places()[name]}" for name in missing)
+        pytest.exit(f"WEDSYNC_REQUIRE_SERVICES=1 but these services do not answer: {places}", returncode=3)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -36,8 +51,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         for marker, service in _SERVICE_MARKERS.items():
             if item.get_closest_marker(marker) and service in missing:
-                url = settings.WEDSYNC_TEST_SERVICE_URLS[service]
-                item.add_marker(pytest.mark.skip(reason=f"NOT RUN: needs {service}, which does not answer at {url}"))
+                place = _service_places()[service]
+                item.add_marker(pytest.mark.skip(reason=f"NOT RUN: needs {service}, which does not answer at {place}"))
                 _not_run.setdefault(service, []).append(item.nodeid)
 
 
@@ -47,8 +62,22 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         for nodeid in nodeids:
             terminalreporter.write_line(f"  {nodeid}")
         terminalreporter.write_line(
-            f"Start {service} (see README) or set WEDSYNC_REQUIRE_SERVICES=1 to make this a failure."
+            f"Install or start {service} (see README) or set WEDSYNC_REQUIRE_SERVICES=1 to make this a failure."
         )
+
+
+@pytest.fixture
+def not_run(request: pytest.FixtureRequest) -> Callable[[str, str], NoReturn]:
+    """``not_run(service, why)``: skip this test as NOT RUN (listed in the closing banner), or fail
+    it under ``WEDSYNC_REQUIRE_SERVICES=1``."""
+
+    def give_up(service: str, why: str) -> NoReturn:
+        if _services_required():
+            pytest.fail(f"WEDSYNC_REQUIRE_SERVICES=1 but {service} is not available: {why}")
+        _not_run.setdefault(service, []).append(request.node.nodeid)
+        pytest.skip(f"NOT RUN: needs {service}: {why}")
+
+    return give_up
 
 
 @pytest.fixture(autouse=True)

@@ -361,6 +361,15 @@ REALTIME_MALLOC_ARENAS = env_int("REALTIME_MALLOC_ARENAS", default=2, minimum=0,
 REALTIME_GC_FREEZE_SECONDS = env_int("REALTIME_GC_FREEZE_SECONDS", default=10, minimum=0)
 REALTIME_GC_FULL_SECONDS = env_int("REALTIME_GC_FULL_SECONDS", default=1800, minimum=60)
 REALTIME_OUTBOX_MAX_BYTES = env_int("REALTIME_OUTBOX_MAX_BYTES", default=2 * 1024 * 1024, minimum=64 * 1024)
+# TEST ONLY: a WebSocket echo route for the Autobahn conformance run (make conformance, decision
+# 0020). It answers anyone without authentication, so only an embedded debug process may serve it:
+# one with DEBUG off or with a database of its own (a deployment) refuses to start.
+REALTIME_CONFORMANCE_ECHO = env_bool("REALTIME_CONFORMANCE_ECHO", default=False)
+if REALTIME_CONFORMANCE_ECHO and not (DEBUG and EMBEDDED):
+    raise ImproperlyConfigured(
+        "REALTIME_CONFORMANCE_ECHO is a test-only, unauthenticated echo route: "
+        "it needs DEBUG=1 and no DATABASE_URL, and never runs in a deployment"
+    )
 
 # --- Presence (presence/, docs/decisions/0008) ---------------------------------------------------------
 # How often a node hands the heartbeats it heard to the presence store (one batch per node).

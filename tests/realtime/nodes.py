@@ -20,6 +20,7 @@ from pathlib import Path
 from django.conf import settings
 from django.db import connection
 
+from realtime.conformance import CONFORMANCE_ECHO_PATH
 from tests.servers import RedisServer, free_port, redis_server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,6 +37,11 @@ class Node:
     @property
     def url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/ws/v1/"
+
+    @property
+    def echo_url(self) -> str:
+        """The test-only echo route (realtime/conformance.py) of a node started by :func:`echo_node`."""
+        return f"ws://127.0.0.1:{self.port}/{CONFORMANCE_ECHO_PATH}"
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -132,3 +138,36 @@ def cluster(
         finally:
             for node in nodes:
                 node.stop()
+
+
+def echo_node_environment(*, var_dir: Path, max_frame: int) -> dict[str, str]:
+    """A node serving the test-only echo route: embedded (no database, no Redis: the echo needs
+    neither) with DEBUG, as the echo requires; the socket stack is the product's own."""
+    return {
+        "PATH": os.environ["PATH"],
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "DJANGO_SETTINGS_MODULE": "wedsync.settings",
+        "DEBUG": "1",
+        "WEDSYNC_VAR_DIR": str(var_dir),
+        "LOG_LEVEL": "WARNING",
+        "REALTIME_CONFORMANCE_ECHO": "1",
+        "REALTIME_MAX_FRAME": str(max_frame),
+    }
+
+
+@contextmanager
+def echo_node(tmp_path: Path, *, max_frame: int = 64 * 1024) -> Iterator[Node]:
+    """One daphne node with the product's socket stack and the echo route, stopped afterwards.
+
+    daphne's own limits (1 MiB unless given) are raised to ``max_frame`` too: the product's factory
+    takes the smaller of daphne's and ``REALTIME_MAX_FRAME``.
+    """
+    limits = ("--websocket-max-message-size", str(max_frame), "--websocket-max-frame-size", str(max_frame))
+    var_dir = tmp_path / "echo-var"
+    var_dir.mkdir(exist_ok=True)
+    node = Node(name="echo", port=free_port(), log_path=tmp_path / "echo.log", daphne_options=limits)
+    try:
+        node.start(echo_node_environment(var_dir=var_dir, max_frame=max_frame))
+        yield node
+    finally:
+        node.stop()

@@ -171,6 +171,7 @@ def test_a_deployment_that_names_its_database_defaults_to_debug_off() -> None:
         ("JWT_SIGNING_KEY", "short", "JWT_SIGNING_KEY must be at least 32 characters"),
         ("ALLOWED_HOSTS", ",", "ALLOWED_HOSTS must name at least one host"),
         ("TRUSTED_PROXIES", "-1", "TRUSTED_PROXIES must be at least 0"),
+        ("REALTIME_CONFORMANCE_ECHO", "1", "REALTIME_CONFORMANCE_ECHO is a test-only, unauthenticated echo route"),
     ],
 )
 def test_a_bad_value_stops_start_up_naming_the_variable(variable: str, value: str, complaint: str) -> None:
@@ -178,6 +179,17 @@ def test_a_bad_value_stops_start_up_naming_the_variable(variable: str, value: st
     assert result.returncode != 0
     assert "ImproperlyConfigured" in result.stderr
     assert complaint in result.stderr
+
+
+def test_the_conformance_echo_is_off_by_default_and_on_only_embedded_with_debug() -> None:
+    show = "import django; django.setup(); from django.conf import settings as s; print(s.REALTIME_CONFORMANCE_ECHO)"
+    assert _start_with(_production_env(), "-c", show).stdout.split() == ["False"]
+    assert _start_with({"DEBUG": "1", "REALTIME_CONFORMANCE_ECHO": "1"}, "-c", show).stdout.split() == ["True"]
+
+    database = {"DATABASE_URL": "postgres://postgres@127.0.0.1:5432/none"}
+    refused = _start_with({"DEBUG": "1", "REALTIME_CONFORMANCE_ECHO": "1", **database}, "-c", show)
+    assert refused.returncode != 0
+    assert "it needs DEBUG=1 and no DATABASE_URL" in refused.stderr
 
 
 def test_production_refuses_to_start_without_a_secret_key() -> None:
