@@ -28,6 +28,7 @@ ESCALATIONS_CREATED = Counter(
 
 ESCALATION_DELIVERY_ATTEMPTS = Counter(
     "wedsync_escalation_deliveries_total",
-    "Escalation webhook attempts by outcome: delivered, retry, dead_lettered, no_webhook.",
+    "Escalation webhook attempts by outcome: delivered, retry, dead_lettered, no_webhook; and superseded: "
+    "a delivery message that found another message's turn (a duplicate, a late retry, a re-queued copy).",
     ["outcome"],
 )
