@@ -32,3 +32,9 @@ ESCALATION_DELIVERY_ATTEMPTS = Counter(
     "a delivery message that found another message's turn (a duplicate, a late retry, a re-queued copy).",
     ["outcome"],
 )
+
+RETENTION_PURGED_ROWS = Counter(
+    "wedsync_retention_purged_rows_total",
+    "Rows the retention purges deleted, by table (a model label: realtime.Event, wedsync.AuditLog, ...).",
+    ["table"],
+)
