@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 import time
 from http import HTTPStatus
+from pathlib import Path
 
 import pytest
 
@@ -17,7 +18,7 @@ from monitoring.webhooks import (
     webhook_signature,
     webhook_signature_valid,
 )
-from tests.monitoring.webhook_server import webhook_server
+from tests.monitoring.webhook_server import self_signed_tls, webhook_server
 
 
 def test_backoff_doubles_up_to_the_cap_with_equal_jitter() -> None:
@@ -86,3 +87,19 @@ def test_a_bad_url_is_an_outcome_not_an_exception() -> None:
     outcome, _ = _post("ftp://127.0.0.1/hook", timeout=1)
     assert (outcome.delivered, outcome.status) == (False, None)
     assert outcome.error.startswith("ValueError: not an http(s) URL")
+
+
+def test_over_tls_the_receivers_certificate_is_checked_and_a_trickle_is_cut_off_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tls, certificate = self_signed_tls(tmp_path)
+    with webhook_server(tls=tls) as hook:
+        untrusted, _ = _post(hook.url, timeout=2)
+        assert (untrusted.delivered, untrusted.status) == (False, None)
+        assert "CERTIFICATE_VERIFY_FAILED" in untrusted.error
+        monkeypatch.setenv("SSL_CERT_FILE", str(certificate))  # OpenSSL reads it when a context loads its CAs
+        assert _post(hook.url, timeout=2)[0] == WebhookOutcome(delivered=True, status=200, error="")
+        hook.drip = 0.05
+        trickled, took = _post(hook.url, timeout=0.5)
+    assert (trickled.delivered, "timed out" in trickled.error) == (False, True)
+    assert took < 1.0

@@ -9,6 +9,9 @@ requests in flight at once (``max_in_flight``).
 
 from __future__ import annotations
 
+import datetime as dt
+import ipaddress
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,6 +19,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 
 @dataclass(frozen=True)
@@ -100,12 +109,17 @@ def _handler(server: WebhookServer) -> type[BaseHTTPRequestHandler]:
 
 
 @contextmanager
-def webhook_server(*, script: list[int] | None = None, then: int = HTTPStatus.OK) -> Iterator[WebhookServer]:
-    """Serve on a free port of 127.0.0.1 in a thread until the block ends."""
+def webhook_server(
+    *, script: list[int] | None = None, then: int = HTTPStatus.OK, tls: ssl.SSLContext | None = None
+) -> Iterator[WebhookServer]:
+    """Serve on a free port of 127.0.0.1 in a thread until the block ends (over TLS with ``tls``)."""
     state = WebhookServer(script=list(script or []), then=then)
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
     httpd.daemon_threads = True
-    state.url = f"http://127.0.0.1:{httpd.server_address[1]}/hooks/wedsync"
+    if tls is not None:
+        httpd.socket = tls.wrap_socket(httpd.socket, server_side=True)
+    scheme = "https" if tls else "http"
+    state.url = f"{scheme}://127.0.0.1:{httpd.server_address[1]}/hooks/wedsync"
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
@@ -114,3 +128,31 @@ def webhook_server(*, script: list[int] | None = None, then: int = HTTPStatus.OK
         httpd.shutdown()
         httpd.server_close()
         thread.join(timeout=5)
+
+
+def self_signed_tls(folder: Path) -> tuple[ssl.SSLContext, Path]:
+    """A server context with a fresh self-signed certificate for 127.0.0.1, and the certificate's
+    file (a client trusts it through ``SSL_CERT_FILE``)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = folder / "receiver.pem", folder / "receiver.key"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_file, key_file)
+    return context, cert_file
