@@ -28,7 +28,8 @@ ESCALATIONS_CREATED = Counter(
 
 ESCALATION_DELIVERY_ATTEMPTS = Counter(
     "wedsync_escalation_deliveries_total",
-    "Escalation webhook attempts by outcome: delivered, retry, dead_lettered, no_webhook.",
+    "Escalation webhook attempts by outcome: delivered, retry, dead_lettered, no_webhook; and superseded: "
+    "a delivery message that found another message's turn (a duplicate, a late retry, a re-queued copy).",
     ["outcome"],
 )
 
@@ -37,4 +38,10 @@ LAYER_SENDS_DROPPED = Counter(
     "Channel-layer sends given up after a commit (the nodes repair the gap from the event log), by "
     "reason: timeout, overflow (too many waiting), error.",
     ["reason"],
+)
+
+RETENTION_PURGED_ROWS = Counter(
+    "wedsync_retention_purged_rows_total",
+    "Rows the retention purges deleted, by table (a model label: realtime.Event, wedsync.AuditLog, ...).",
+    ["table"],
 )

@@ -47,6 +47,10 @@ class Escalation(models.Model):
     # While pending: when the next attempt is due (or the current one must have ended); the beat
     # task re-queues a pending escalation long past it (a lost broker message, a dead worker).
     next_attempt_at = models.DateTimeField(null=True, blank=True)
+    # The one queued delivery message that may make the next attempt: every message carries the
+    # id it was queued with, and claiming an attempt takes the id away, so a duplicate, superseded
+    # or re-delivered message finds nothing to do (docs/decisions/0023).
+    dispatch_id = models.UUIDField(null=True, blank=True, editable=False)
     delivered_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

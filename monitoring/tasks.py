@@ -18,10 +18,16 @@ def escalate_unacknowledged() -> int:
 
 
 @shared_task(bind=True, name="monitoring.tasks.deliver_escalation", ignore_result=True, max_retries=None)
-def deliver_escalation(self: Task[[str], str], escalation_id: str) -> str:
-    """One attempt; the service counts attempts (in the database, so a re-queued or duplicated
-    message does not reset them) and says when to try again."""
-    result = escalation_deliver(escalation_id=uuid.UUID(escalation_id))
+def deliver_escalation(self: Task[[str, str | None], str], escalation_id: str, dispatch_id: str | None = None) -> str:
+    """One attempt, by the message queued with ``dispatch_id`` only (a message queued before
+    dispatch ids existed carries none and does nothing: the stall re-queue takes its escalation
+    over). The service counts attempts in the database and says when to try again, and with
+    which dispatch id."""
+    result = escalation_deliver(
+        escalation_id=uuid.UUID(escalation_id), dispatch_id=uuid.UUID(dispatch_id) if dispatch_id else None
+    )
     if result.retry_in is not None:
-        raise self.retry(countdown=result.retry_in)
+        raise self.retry(
+            countdown=result.retry_in, kwargs={"escalation_id": escalation_id, "dispatch_id": str(result.dispatch_id)}
+        )
     return result.status.value if result.status else "skipped"

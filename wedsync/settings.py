@@ -248,9 +248,7 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False  # keep our JSON log lines
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
-CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
-    "realtime-purge-expired-tickets": {"task": "realtime.tasks.purge_expired_tickets", "schedule": 3600.0},
-}
+CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {}
 if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
     CELERY_RESULT_BACKEND = REDIS_URL
@@ -491,6 +489,34 @@ CELERY_BEAT_SCHEDULE["monitoring-escalate-unacknowledged"] = {
     "task": "monitoring.tasks.escalate_unacknowledged",
     "schedule": WEDSYNC_ESCALATION_SWEEP_SECONDS,
 }
+
+# --- Retention (wedsync/services/retention.py, docs/decisions/0023) ---------------------------------
+# Events older than REALTIME_RETENTION_DAYS go, with their acks, except what open alerts,
+# emergencies and undelivered escalations still point at. Audit entries older than this many days
+# go too (0 keeps them for ever); the database refuses any younger than 29 days whatever it is told.
+WEDSYNC_AUDIT_RETENTION_DAYS = env_int("WEDSYNC_AUDIT_RETENTION_DAYS", default=365, minimum=0)
+if 0 < WEDSYNC_AUDIT_RETENTION_DAYS < 30:
+    raise ImproperlyConfigured("WEDSYNC_AUDIT_RETENTION_DAYS must be 0 (keep for ever) or at least 30")
+# Expired socket tickets, refresh tokens (outstanding and blacklisted) and sessions are kept this
+# long past their expiry (past JWT leeway, for a look at what just happened) before they go.
+WEDSYNC_EXPIRED_GRACE_SECONDS = env_int("WEDSYNC_EXPIRED_GRACE_SECONDS", default=3600, minimum=60)
+# Each purge deletes at most this many rows per transaction, and at most this many batches per run
+# (the next run goes on): no long lock on a busy day.
+WEDSYNC_RETENTION_BATCH_SIZE = env_int("WEDSYNC_RETENTION_BATCH_SIZE", default=1000, minimum=1, maximum=50_000)
+WEDSYNC_RETENTION_MAX_BATCHES = env_int("WEDSYNC_RETENTION_MAX_BATCHES", default=100, minimum=1)
+WEDSYNC_RETENTION_SWEEP_SECONDS = env_int("WEDSYNC_RETENTION_SWEEP_SECONDS", default=3600, minimum=60)
+for _name, _task in (
+    ("realtime-purge-expired-events", "realtime.tasks.purge_expired_events"),
+    ("realtime-purge-expired-tickets", "realtime.tasks.purge_expired_tickets"),
+    ("wedsync-purge-expired-tokens", "wedsync.tasks.purge_expired_tokens"),
+    ("wedsync-purge-expired-sessions", "wedsync.tasks.purge_expired_sessions"),
+    ("wedsync-purge-expired-audit-entries", "wedsync.tasks.purge_expired_audit_entries"),
+):
+    CELERY_BEAT_SCHEDULE[_name] = {
+        "task": _task,
+        "schedule": float(WEDSYNC_RETENTION_SWEEP_SECONDS),
+        "options": {"expires": float(WEDSYNC_RETENTION_SWEEP_SECONDS)},  # a late run is dropped: the next does it
+    }
 
 # --- HTTP security (check --deploy clean when DEBUG is off) -------------------------------------------
 

@@ -3,8 +3,9 @@ integrator's webhook, with retries and backoff, and lands in the dead-letter tab
 
 The beat task calls :func:`escalations_create_due`; each new escalation is delivered by the
 ``deliver_escalation`` task, one :func:`escalation_deliver` call per attempt. Staff retry a dead
-letter with :func:`dead_letter_retry`. Decision record: docs/decisions/0010-escalation-webhook.md;
-receivers' contract: docs/webhooks.md.
+letter with :func:`dead_letter_retry`. Decision records: docs/decisions/0010-escalation-webhook.md,
+and 0023 for the claim that keeps a second message from sending the same attempt; receivers'
+contract: docs/webhooks.md.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ logger = structlog.get_logger(__name__)
 
 PAYLOAD_VERSION = 1
 NO_URL_REASON = "WEDSYNC_ESCALATION_WEBHOOK_URL is not set: nothing was sent"
+# An attempt's claim lasts its whole-request timeout plus this, for saving its outcome; the beat
+# task re-queues it only WEDSYNC_ESCALATION_STALL_SECONDS after that (a worker that died).
+CLAIM_GRACE_SECONDS = 5.0
 
 
 # --- What is sent ---------------------------------------------------------------------------------------
@@ -139,16 +143,20 @@ def escalation_payload_for_emergency(*, escalation_id: uuid.UUID, event: Event, 
 # --- Escalating ---------------------------------------------------------------------------------------
 
 
-def _enqueue_delivery(escalation_id: uuid.UUID) -> None:
+def _enqueue_delivery(escalation_id: uuid.UUID, *, dispatch_id: uuid.UUID) -> None:
+    """Queue, after the commit, the message that may make the escalation's next attempt: the one
+    whose ``dispatch_id`` the row holds (the caller just saved it, under the row's lock)."""
     from monitoring.tasks import deliver_escalation  # the task module imports this one
 
-    transaction.on_commit(lambda: deliver_escalation.delay(str(escalation_id)))
+    transaction.on_commit(
+        lambda: deliver_escalation.delay(escalation_id=str(escalation_id), dispatch_id=str(dispatch_id))
+    )
 
 
 def escalation_create(*, alert: Alert | None = None, event: Event | None = None, now: datetime) -> Escalation | None:
     """Record the escalation of one critical alert or emergency event and queue its delivery; None
     when it was escalated already (by another beat worker a moment ago: the unique constraint decides)."""
-    escalation_id = uuid.uuid4()
+    escalation_id, dispatch_id = uuid.uuid4(), uuid.uuid4()
     if alert is not None:
         subject, wedding = EscalationSubject.ALERT, alert.wedding
         payload = escalation_payload_for_alert(escalation_id=escalation_id, alert=alert, now=now)
@@ -168,6 +176,7 @@ def escalation_create(*, alert: Alert | None = None, event: Event | None = None,
                 payload=payload,
                 created_at=now,
                 next_attempt_at=now,
+                dispatch_id=dispatch_id,
             )
     except IntegrityError:
         return None
@@ -180,7 +189,8 @@ def escalation_create(*, alert: Alert | None = None, event: Event | None = None,
         alert=alert.pk if alert else None,
         event_id=str(event.pk) if event else None,
     )
-    _enqueue_delivery(escalation.pk)  # after the commit: at once, or when the caller's transaction ends
+    # after the commit: at once, or when the caller's transaction ends
+    _enqueue_delivery(escalation.pk, dispatch_id=dispatch_id)
     return escalation
 
 
@@ -206,15 +216,17 @@ def escalations_create_due(*, now: datetime | None = None) -> list[Escalation]:
 def escalations_requeue_stalled(*, now: datetime | None = None) -> int:
     """Queue again the pending escalations whose next attempt is overdue by more than
     ``WEDSYNC_ESCALATION_STALL_SECONDS`` (the broker lost the message, a worker died mid-attempt).
-    Each is claimed under a row lock, so two beat workers queue it once."""
+    Each is claimed under a row lock, so two beat workers queue it once. The new message gets a new
+    dispatch id: the lost (or late) one, should it ever run, finds nothing to do."""
     now = now or timezone.now()
     due_before = now - timedelta(seconds=settings.WEDSYNC_ESCALATION_STALL_SECONDS)
     with transaction.atomic():
         stalled = list(escalations_stalled(due_before=due_before).select_for_update(skip_locked=True))
         for escalation in stalled:
             escalation.next_attempt_at = now
-            escalation.save(update_fields=["next_attempt_at"])
-            _enqueue_delivery(escalation.pk)
+            escalation.dispatch_id = uuid.uuid4()
+            escalation.save(update_fields=["next_attempt_at", "dispatch_id"])
+            _enqueue_delivery(escalation.pk, dispatch_id=escalation.dispatch_id)
             logger.warning("escalation.requeued", escalation=str(escalation.pk), attempts=escalation.attempts)
     return len(stalled)
 
@@ -224,11 +236,13 @@ def escalations_requeue_stalled(*, now: datetime | None = None) -> int:
 
 @dataclass(frozen=True, slots=True)
 class DeliveryResult:
-    """What one delivery attempt came to. ``retry_in``: seconds until the next attempt, when one is due."""
+    """What one delivery message came to. ``retry_in``: seconds until the next attempt, when one is
+    due, to be queued with ``dispatch_id``."""
 
-    status: EscalationStatus | None  # None: nothing to do (delivered or dead-lettered already, or gone)
+    status: EscalationStatus | None  # None: nothing to do (done, gone, or the message was not the current one)
     attempt: int = 0
     retry_in: float | None = None
+    dispatch_id: uuid.UUID | None = None
 
 
 def _dead_letter(*, escalation: Escalation, error: str, now: datetime) -> None:
@@ -246,7 +260,8 @@ def _dead_letter(*, escalation: Escalation, error: str, now: datetime) -> None:
     escalation.status = EscalationStatus.DEAD_LETTERED
     escalation.last_error = error
     escalation.next_attempt_at = None
-    escalation.save(update_fields=["status", "last_error", "next_attempt_at"])
+    escalation.dispatch_id = None
+    escalation.save(update_fields=["status", "last_error", "next_attempt_at", "dispatch_id"])
     logger.warning(
         "escalation.dead_lettered",
         escalation=str(escalation.pk),
@@ -256,12 +271,24 @@ def _dead_letter(*, escalation: Escalation, error: str, now: datetime) -> None:
     )
 
 
-def _claim_attempt(*, escalation_id: uuid.UUID, now: datetime) -> tuple[Escalation, str] | DeliveryResult:
-    """Count one attempt of a pending escalation and return it with the webhook to send it to; or,
-    when there is nothing to send, what it came to (done or gone; no webhook: dead-lettered at once)."""
+def _claim_attempt(
+    *, escalation_id: uuid.UUID, dispatch_id: uuid.UUID | None, now: datetime
+) -> tuple[Escalation, str] | DeliveryResult:
+    """Claim the next attempt of a pending escalation for the message queued with ``dispatch_id``
+    and return it with the webhook to send it to; or, when there is nothing to send, what it came
+    to (done, gone, another message's turn; no webhook: dead-lettered at once).
+
+    Claiming takes the dispatch id away under the row lock, so of any number of messages (a Celery
+    retry, a re-queued copy, the broker delivering one twice) exactly one makes the attempt, and
+    while it is in flight ``next_attempt_at`` is its whole-request timeout away: the stall re-queue
+    cannot hand the same attempt to a second worker."""
     with transaction.atomic():
         escalation = Escalation.objects.select_for_update().filter(pk=escalation_id).first()
         if escalation is None or escalation.status != EscalationStatus.PENDING:
+            return DeliveryResult(status=None)
+        if dispatch_id is None or escalation.dispatch_id != dispatch_id:
+            ESCALATION_DELIVERY_ATTEMPTS.labels(outcome="superseded").inc()
+            logger.info("escalation.message_superseded", escalation=str(escalation_id), attempts=escalation.attempts)
             return DeliveryResult(status=None)
         url = settings.WEDSYNC_ESCALATION_WEBHOOK_URL
         if not url:
@@ -271,21 +298,27 @@ def _claim_attempt(*, escalation_id: uuid.UUID, now: datetime) -> tuple[Escalati
         escalation.attempts += 1
         escalation.run_attempts += 1
         escalation.last_attempt_at = now
-        # Until this attempt's outcome is saved; a worker that dies meanwhile is noticed after it.
-        escalation.next_attempt_at = now + timedelta(seconds=settings.WEDSYNC_ESCALATION_WEBHOOK_TIMEOUT_SECONDS)
-        escalation.save(update_fields=["attempts", "run_attempts", "last_attempt_at", "next_attempt_at"])
+        escalation.dispatch_id = None
+        # Until this attempt's outcome is saved: the POST ends within its whole-request timeout;
+        # a worker that dies meanwhile is noticed WEDSYNC_ESCALATION_STALL_SECONDS after it.
+        escalation.next_attempt_at = now + timedelta(
+            seconds=settings.WEDSYNC_ESCALATION_WEBHOOK_TIMEOUT_SECONDS + CLAIM_GRACE_SECONDS
+        )
+        escalation.save(update_fields=["attempts", "run_attempts", "last_attempt_at", "next_attempt_at", "dispatch_id"])
         return escalation, url
 
 
-def escalation_deliver(*, escalation_id: uuid.UUID) -> DeliveryResult:
-    """One delivery attempt: POST the signed payload. 2xx is delivered; anything else is retried
-    after an exponential backoff with jitter, until ``WEDSYNC_ESCALATION_WEBHOOK_ATTEMPTS`` attempts
-    in this run, then dead-lettered. The HTTP call holds no database lock."""
-    claimed = _claim_attempt(escalation_id=escalation_id, now=timezone.now())
+def escalation_deliver(*, escalation_id: uuid.UUID, dispatch_id: uuid.UUID | None) -> DeliveryResult:
+    """One delivery attempt by the message queued with ``dispatch_id``: POST the signed payload.
+    2xx is delivered; anything else is retried after an exponential backoff with jitter, until
+    ``WEDSYNC_ESCALATION_WEBHOOK_ATTEMPTS`` attempts in this run, then dead-lettered. The HTTP call
+    holds no database lock and ends within ``WEDSYNC_ESCALATION_WEBHOOK_TIMEOUT_SECONDS``."""
+    claimed = _claim_attempt(escalation_id=escalation_id, dispatch_id=dispatch_id, now=timezone.now())
     if isinstance(claimed, DeliveryResult):
         return claimed
     claimed_escalation, url = claimed
     attempt = claimed_escalation.run_attempts
+    claimed_attempts = claimed_escalation.attempts
     outcome = webhook_post(
         url=url,
         secret=settings.WEDSYNC_ESCALATION_WEBHOOK_SECRET,
@@ -300,6 +333,11 @@ def escalation_deliver(*, escalation_id: uuid.UUID) -> DeliveryResult:
         escalation = Escalation.objects.select_for_update().get(pk=escalation_id)
         if escalation.status != EscalationStatus.PENDING:
             return DeliveryResult(status=None, attempt=attempt)  # a concurrent run finished it
+        if escalation.attempts != claimed_attempts and not outcome.delivered:
+            # This worker outlived its claim (frozen past the stall re-queue) and a later attempt
+            # was claimed: that attempt owns the schedule now. A delivery is still worth saving.
+            logger.warning("escalation.claim_lapsed", escalation=str(escalation_id), attempt=attempt)
+            return DeliveryResult(status=None, attempt=attempt)
         if outcome.delivered:
             ESCALATION_DELIVERY_ATTEMPTS.labels(outcome="delivered").inc()
             escalation.status = EscalationStatus.DELIVERED
@@ -323,11 +361,14 @@ def escalation_deliver(*, escalation_id: uuid.UUID) -> DeliveryResult:
             cap=settings.WEDSYNC_ESCALATION_WEBHOOK_BACKOFF_MAX_SECONDS,
         )
         escalation.next_attempt_at = now + timedelta(seconds=retry_in)
-        escalation.save(update_fields=["last_error", "next_attempt_at"])
+        escalation.dispatch_id = uuid.uuid4()  # the retry message's, queued by the caller
+        escalation.save(update_fields=["last_error", "next_attempt_at", "dispatch_id"])
     logger.warning(
         "escalation.retry", escalation=str(escalation_id), attempt=attempt, retry_in=retry_in, error=outcome.error
     )
-    return DeliveryResult(status=EscalationStatus.PENDING, attempt=attempt, retry_in=retry_in)
+    return DeliveryResult(
+        status=EscalationStatus.PENDING, attempt=attempt, retry_in=retry_in, dispatch_id=escalation.dispatch_id
+    )
 
 
 # --- Staff ----------------------------------------------------------------------------------------------
@@ -351,7 +392,8 @@ def dead_letter_retry(*, dead_letter: DeadLetter, actor: User | None) -> bool:
         escalation.status = EscalationStatus.PENDING
         escalation.run_attempts = 0
         escalation.next_attempt_at = now
-        escalation.save(update_fields=["status", "run_attempts", "next_attempt_at"])
-        _enqueue_delivery(escalation.pk)
+        escalation.dispatch_id = uuid.uuid4()
+        escalation.save(update_fields=["status", "run_attempts", "next_attempt_at", "dispatch_id"])
+        _enqueue_delivery(escalation.pk, dispatch_id=escalation.dispatch_id)
     logger.info("escalation.retry_requested", escalation=str(escalation.pk), dead_letter=locked.pk)
     return True

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -14,6 +14,7 @@ from realtime.models import RealtimeTicket
 from wedsync.models import AuditOutcome
 from wedsync.selectors import token_generation_current
 from wedsync.services.audit import AuditAction, ClientInfo, audit_record
+from wedsync.services.retention import PurgeResult, orm_batch_delete, purge_in_batches
 
 
 class TicketRefused(Exception):
@@ -69,7 +70,14 @@ def ticket_consume(*, raw: str) -> User:
     return user
 
 
-def tickets_purge_expired(*, older_than: timedelta = timedelta(hours=1)) -> int:
-    """Delete tickets that expired more than ``older_than`` ago; returns how many."""
-    deleted, _ = RealtimeTicket.objects.filter(expires_at__lt=timezone.now() - older_than).delete()
-    return deleted
+def tickets_purge_expired(
+    *, now: datetime | None = None, batch_size: int | None = None, max_batches: int | None = None
+) -> PurgeResult:
+    """Delete tickets that expired ``WEDSYNC_EXPIRED_GRACE_SECONDS`` ago, in bounded batches."""
+    cutoff = (now or timezone.now()) - timedelta(seconds=settings.WEDSYNC_EXPIRED_GRACE_SECONDS)
+    return purge_in_batches(
+        purge="tickets",
+        delete_batch=orm_batch_delete(RealtimeTicket.objects.filter(expires_at__lt=cutoff)),
+        batch_size=batch_size,
+        max_batches=max_batches,
+    )

@@ -1,15 +1,20 @@
-"""Escalation fixtures: Celery in eager mode (retries run at once, their countdowns recorded), a
-real local webhook server wired into the settings, and alerts as the presence rules store them."""
+"""Escalation fixtures: Celery in eager mode (retries run at once, their countdowns recorded), or
+Celery publishing for real with each delivery message kept for the test to run as a worker would;
+a real local webhook server wired into the settings; alerts as the presence rules store them."""
 
 from __future__ import annotations
 
 import secrets
+import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import pytest
-from celery.signals import task_failure, task_retry
+from celery.exceptions import Retry
+from celery.signals import before_task_publish, task_failure, task_retry
+from django.db import connection
 from django.utils import timezone
 
 from presence.models import Alert, AlertKind, AlertSeverity
@@ -49,6 +54,65 @@ def eager_celery() -> Iterator[list[float]]:
         app.conf.task_always_eager, app.conf.task_eager_propagates = saved
     if failures:
         raise failures[0]
+
+
+@dataclass(frozen=True)
+class DeliveryMessage:
+    """A ``deliver_escalation`` message as the broker got it."""
+
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    retries: int
+    eta: str | None
+
+
+def run_as_worker(message: DeliveryMessage) -> str:
+    """Run one delivery message the way a Celery worker's tracer does: its request on the task's
+    stack, then the task's body; a retry publishes its message to the broker (so a test sees it)
+    and ends the run. Returns what the task returned, or "retry". Safe in a thread of its own."""
+    from monitoring.tasks import deliver_escalation
+
+    deliver_escalation.push_request(
+        id=str(uuid.uuid4()),
+        args=list(message.args),
+        kwargs=dict(message.kwargs),
+        retries=message.retries,
+        is_eager=False,
+        called_directly=False,
+        delivery_info={"routing_key": "celery", "exchange": "", "priority": 0, "redelivered": False},
+    )
+    try:
+        return str(deliver_escalation.run(*message.args, **message.kwargs))
+    except Retry:
+        return "retry"
+    finally:
+        deliver_escalation.pop_request()
+        connection.close()  # a thread's own connection; the main thread's reopens on its next query
+
+
+@pytest.fixture
+def delivery_messages() -> Iterator[list[DeliveryMessage]]:
+    """Celery publishes to the test's real broker and nothing consumes: every delivery message
+    (first attempt, Celery retry, stall re-queue, staff retry) is recorded here, in order, for the
+    test to run with :func:`run_as_worker` when and where it likes. The queue is purged after."""
+    assert not app.conf.task_always_eager
+    published: list[DeliveryMessage] = []
+
+    def on_publish(sender: str | None = None, body: Any = None, headers: Any = None, **kwargs: Any) -> None:
+        if sender == "monitoring.tasks.deliver_escalation":
+            args, task_kwargs, _embed = body
+            published.append(
+                DeliveryMessage(
+                    args=tuple(args), kwargs=dict(task_kwargs), retries=int(headers["retries"]), eta=headers["eta"]
+                )
+            )
+
+    before_task_publish.connect(on_publish, weak=False)
+    try:
+        yield published
+    finally:
+        before_task_publish.disconnect(on_publish)
+        app.control.purge()
 
 
 @pytest.fixture
