@@ -43,7 +43,7 @@ from realtime.hub import NodeHub, Subscription, node_hub
 from realtime.limits import node_limits
 from realtime.names import Priority, wedding_id_from_topic, wedding_topic
 from realtime.outbox import Outbox, conflation_key
-from realtime.selectors import MembershipView, SubscriptionDenied
+from realtime.selectors import MembershipView, SubscriptionDenied, events_replay_page
 from realtime.services.acks import AckRefused, event_ack
 from realtime.services.events import PublishRefused
 from realtime.services.sockets import (
@@ -71,6 +71,7 @@ _socket_subscribe_check = per_socket_db(socket_subscribe_check)
 _socket_event_publish = per_socket_db(socket_event_publish)
 _presence_state_set = per_socket_db(presence_state_set)
 _device_limit_close_audit = per_socket_db(device_limit_close_audit)
+_events_replay_page = per_socket_db(events_replay_page)
 
 
 class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
@@ -359,18 +360,35 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         subscription.presence_live(versions={} if snapshot is None else snapshot.versions)
         if snapshot is not None:
             self.hub.presence_seed(wedding_id=membership.wedding_id, snapshot=snapshot)
-        outbox = self.outbox
-        for event, seq in zip(replay.frames, replay.seqs, strict=True):
-            if outbox is None or self._closing:
+        page = replay.first
+        while True:
+            for event, seq in zip(page.frames, page.seqs, strict=True):
+                if self.outbox is None or self._closing:
+                    return
+                await self.outbox.put_paced(
+                    protocol.encode(event),
+                    priority=Priority.from_wire(event["priority"]),
+                    topic=frame.topic,
+                    seq=seq,
+                    conflate_key=conflation_key(event),
+                )
+            if page.next_after is None:
+                break
+            if self._closing or self.hub.subscribed(self, wedding_id=membership.wedding_id) is not subscription:
+                return  # gone or replaced while the replay flowed: the rest is nobody's
+            try:  # a page at a time, so a 5,000-event replay never sits in memory whole
+                page = await _events_replay_page(
+                    wedding_id=membership.wedding_id,
+                    member_id=membership.member_id,
+                    role=membership.role,
+                    after=page.next_after,
+                    upto=replay.upto,
+                    min_priority=options["min_priority"],
+                )
+            except Exception:  # the database went away mid-replay: the client resumes from its last seq
+                logger.exception("socket.replay_page_failed", connection=self.connection_id)
+                self._close_soon(SLOW_CLOSE, "unavailable", "The replay was interrupted: reconnect and resume.")
                 return
-            priority = Priority.from_wire(event["priority"])
-            await outbox.put_paced(
-                protocol.encode(event),
-                priority=priority,
-                topic=frame.topic,
-                seq=seq,
-                conflate_key=conflation_key(event),
-            )
         subscription.go_live(upto=replay.upto)
 
     def _presence_device(self, membership: MembershipView) -> DevicePresence:

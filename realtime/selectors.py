@@ -170,40 +170,62 @@ def stream_heads(*, wedding_ids: list[int]) -> dict[int, int]:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplayPage:
+    frames: list[dict[str, Any]]  # the events the member may see in this page, oldest first
+    seqs: list[int]
+    next_after: int | None  # read the next page after this seq; None when the replay is complete
+
+
+@dataclass(frozen=True, slots=True)
 class Replay:
     upto: int  # the stream's seq when the replay was read: live delivery continues after it
     epoch: str
     recovered: bool
-    frames: list[dict[str, Any]]  # the events the member may see in (since, upto], oldest first
-    seqs: list[int]
+    first: ReplayPage  # the replay is read a page at a time (events_replay_page), never all at once
+
+
+_NOTHING = ReplayPage(frames=[], seqs=[], next_after=None)
 
 
 def events_replay(
     *, wedding_id: int, member_id: int, role: str, since: int | None, epoch: str | None, min_priority: int
 ) -> Replay:
-    """What a (re)subscribing member missed. ``recovered`` is False when the client must reload over
-    REST instead: another epoch, a ``since`` beyond the stream, events older than retention, or
-    more than ``REALTIME_REPLAY_MAX`` events to go through."""
+    """What a (re)subscribing member missed, and its first page. ``recovered`` is False when the
+    client must reload over REST instead: another epoch, a ``since`` beyond the stream, events
+    older than retention, or more than ``REALTIME_REPLAY_MAX`` events to go through."""
     upto, current_epoch = stream_head(wedding_id=wedding_id)
     if since is None:
-        return Replay(upto=upto, epoch=current_epoch, recovered=True, frames=[], seqs=[])
-    gone = Replay(upto=upto, epoch=current_epoch, recovered=False, frames=[], seqs=[])
+        return Replay(upto=upto, epoch=current_epoch, recovered=True, first=_NOTHING)
+    gone = Replay(upto=upto, epoch=current_epoch, recovered=False, first=_NOTHING)
     if (epoch is not None and epoch != current_epoch) or since > upto or upto - since > settings.REALTIME_REPLAY_MAX:
         return gone  # seq is gap-free: upto - since is how many events there are to go through
+    if since == upto:
+        return Replay(upto=upto, epoch=current_epoch, recovered=True, first=_NOTHING)
     retention_start: datetime = timezone.now() - timedelta(days=settings.REALTIME_RETENTION_DAYS)
-    chunk = _replay_chunk(wedding_id=wedding_id, after=since, upto=upto) if since < upto else []
-    if since < upto and not (chunk and chunk[0].seq == since + 1 and chunk[0].created_at >= retention_start):
+    chunk = _replay_chunk(wedding_id=wedding_id, after=since, upto=upto)
+    if not (chunk and chunk[0].seq == since + 1 and chunk[0].created_at >= retention_start):
         return gone  # the first missed event was purged, or is older than retention
+    first = _replay_page_of(chunk, member_id=member_id, role=role, upto=upto, min_priority=min_priority)
+    return Replay(upto=upto, epoch=current_epoch, recovered=True, first=first)
+
+
+def events_replay_page(
+    *, wedding_id: int, member_id: int, role: str, after: int, upto: int, min_priority: int
+) -> ReplayPage:
+    """The replay's page after ``after`` (up to ``upto``): at most ``_REPLAY_CHUNK`` events read."""
+    chunk = _replay_chunk(wedding_id=wedding_id, after=after, upto=upto) if after < upto else []
+    return _replay_page_of(chunk, member_id=member_id, role=role, upto=upto, min_priority=min_priority)
+
+
+def _replay_page_of(chunk: list[Event], *, member_id: int, role: str, upto: int, min_priority: int) -> ReplayPage:
     frames: list[dict[str, Any]] = []
     seqs: list[int] = []
-    while chunk:
-        for event in chunk:
-            if event.priority >= min_priority and (role in event.audience_roles or member_id in event.audience_members):
-                frames.append(event_frame(event, replay=True))
-                seqs.append(event.seq)
-        cursor = chunk[-1].seq
-        chunk = _replay_chunk(wedding_id=wedding_id, after=cursor, upto=upto) if cursor < upto else []
-    return Replay(upto=upto, epoch=current_epoch, recovered=True, frames=frames, seqs=seqs)
+    for event in chunk:
+        if event.priority >= min_priority and (role in event.audience_roles or member_id in event.audience_members):
+            frames.append(event_frame(event, replay=True))
+            seqs.append(event.seq)
+    last = chunk[-1].seq if chunk else upto
+    return ReplayPage(frames=frames, seqs=seqs, next_after=last if last < upto else None)
 
 
 def _replay_chunk(*, wedding_id: int, after: int, upto: int) -> list[Event]:

@@ -359,6 +359,12 @@ REALTIME_MALLOC_ARENAS = env_int("REALTIME_MALLOC_ARENAS", default=2, minimum=0,
 REALTIME_GC_FREEZE_SECONDS = env_int("REALTIME_GC_FREEZE_SECONDS", default=10, minimum=0)
 REALTIME_GC_FULL_SECONDS = env_int("REALTIME_GC_FULL_SECONDS", default=1800, minimum=60)
 REALTIME_OUTBOX_MAX_BYTES = env_int("REALTIME_OUTBOX_MAX_BYTES", default=2 * 1024 * 1024, minimum=64 * 1024)
+# A socket's frames read but not yet handled: past either bound the node stops reading that socket
+# (TCP back-pressure) until half is handled; a flood four times past them closes it 1008.
+REALTIME_INBOX_MAX_FRAMES = env_int("REALTIME_INBOX_MAX_FRAMES", default=64, minimum=4)
+REALTIME_INBOX_MAX_BYTES = env_int(
+    "REALTIME_INBOX_MAX_BYTES", default=max(256 * 1024, 2 * REALTIME_MAX_FRAME), minimum=2 * REALTIME_MAX_FRAME
+)
 # TEST ONLY: a WebSocket echo route for the Autobahn conformance run (make conformance, decision
 # 0020). It answers anyone without authentication, so only an embedded debug process may serve it:
 # one with DEBUG off or with a database of its own (a deployment) refuses to start.

@@ -105,7 +105,7 @@ def test_a_resubscribe_behind_the_purge_is_told_to_reload(party: WeddingParty) -
     behind = events_replay(
         wedding_id=party.wedding.pk, member_id=party.gil.pk, role=party.gil.role, since=0, epoch=None, min_priority=0
     )
-    assert (behind.recovered, behind.frames) == (False, [])
+    assert (behind.recovered, behind.first.frames) == (False, [])
 
 
 def test_the_beat_task_purges_and_counts(party: WeddingParty) -> None:

@@ -30,14 +30,14 @@ def replay(party: WeddingParty, *, since: int | None, epoch: str | None = None) 
 def test_a_replay_holds_the_missed_events_in_order(party: WeddingParty) -> None:
     chat(party, 3)
     missed = replay(party, since=1)
-    assert (missed.upto, missed.recovered, missed.seqs) == (3, True, [2, 3])
-    assert [frame["data"]["text"] for frame in missed.frames] == ["m2", "m3"]
-    assert all(frame["replay"] for frame in missed.frames)
+    assert (missed.upto, missed.recovered, missed.first.seqs) == (3, True, [2, 3])
+    assert [frame["data"]["text"] for frame in missed.first.frames] == ["m2", "m3"]
+    assert all(frame["replay"] for frame in missed.first.frames)
 
 
 def test_nothing_missed_is_recovered_without_events(party: WeddingParty) -> None:
     chat(party, 2)
-    assert (replay(party, since=2).recovered, replay(party, since=2).frames) == (True, [])
+    assert (replay(party, since=2).recovered, replay(party, since=2).first.frames) == (True, [])
     assert (replay(party, since=None).recovered, replay(party, since=None).upto) == (True, 2)
 
 
@@ -54,8 +54,8 @@ def test_a_purged_missed_event_is_not_recovered(party: WeddingParty) -> None:
     chat(party, 3)
     Event.objects.filter(wedding=party.wedding, seq__lte=2).delete()
     gone = replay(party, since=1)
-    assert (gone.recovered, gone.frames, gone.upto) == (False, [], 3)
-    assert replay(party, since=2).seqs == [3]
+    assert (gone.recovered, gone.first.frames, gone.upto) == (False, [], 3)
+    assert replay(party, since=2).first.seqs == [3]
 
 
 def test_too_much_to_replay_another_epoch_or_a_future_seq_is_not_recovered(party: WeddingParty, settings) -> None:
@@ -100,3 +100,46 @@ def test_no_publishers_member_for_an_outsider_or_an_inactive_member(party: Weddi
     party.gil.is_active = False
     party.gil.save()
     assert member_for_publish(user_id=party.gil.user_id, wedding_id=party.wedding.pk) is None
+
+
+def test_a_replay_is_read_a_page_at_a_time(party: WeddingParty, monkeypatch) -> None:
+    from realtime import selectors
+
+    chat(party, 7)
+    monkeypatch.setattr(selectors, "_REPLAY_CHUNK", 3)
+    missed = replay(party, since=1)
+    assert (missed.upto, missed.first.seqs, missed.first.next_after) == (7, [2, 3, 4], 4)
+    guest = party.gil
+    pages = [missed.first]
+    while pages[-1].next_after is not None:
+        pages.append(
+            selectors.events_replay_page(
+                wedding_id=party.wedding.pk,
+                member_id=guest.pk,
+                role=guest.role,
+                after=pages[-1].next_after,
+                upto=missed.upto,
+                min_priority=0,
+            )
+        )
+    assert [page.seqs for page in pages] == [[2, 3, 4], [5, 6, 7]]
+    assert [frame["data"]["text"] for page in pages for frame in page.frames] == [f"m{n}" for n in range(2, 8)]
+
+
+def test_a_page_of_events_nobody_here_may_see_still_moves_the_replay_on(party: WeddingParty, monkeypatch) -> None:
+    from realtime import selectors
+
+    for _ in range(4):  # vendor.status goes to the couple and the planner only
+        member_event_publish(member=party.carmen, type_name="vendor.status", data={"activity": "setup"})
+    chat(party, 1)
+    monkeypatch.setattr(selectors, "_REPLAY_CHUNK", 2)
+    missed = replay(party, since=0)
+    assert (missed.first.seqs, missed.first.next_after) == ([], 2)
+    page = selectors.events_replay_page(
+        wedding_id=party.wedding.pk, member_id=party.gil.pk, role="guest", after=2, upto=5, min_priority=0
+    )
+    assert (page.seqs, page.next_after) == ([], 4)
+    page = selectors.events_replay_page(
+        wedding_id=party.wedding.pk, member_id=party.gil.pk, role="guest", after=4, upto=5, min_priority=0
+    )
+    assert (page.seqs, page.next_after) == ([5], None)

@@ -365,3 +365,19 @@ async def test_a_nul_in_a_header_does_not_stop_the_connect_or_its_audit(party: W
     entry = await database_sync_to_async(AuditLog.objects.get)(action="realtime.connect")
     assert entry.user_agent == "phone/1"
     await comm.disconnect()
+
+
+async def test_a_long_replay_arrives_whole_a_page_at_a_time(party: WeddingParty, sockets, monkeypatch) -> None:
+    from realtime import selectors
+
+    monkeypatch.setattr(selectors, "_REPLAY_CHUNK", 4)
+    for i in range(11):
+        await publish_as(member=party.priya, type_name="chat.message", data={"text": f"m{i}"})
+    guest = await sockets(party.gil)
+    reply = await guest.subscribe(party.wedding.pk, since=0)
+    assert (reply["data"]["seq"], reply["data"]["recovered"]) == (11, True)
+    await publish_as(member=party.priya, type_name="chat.message", data={"text": "live"})
+    frames = [await guest.receive() for _ in range(12)]
+    assert [frame["seq"] for frame in frames] == list(range(1, 13))
+    assert [frame["replay"] for frame in frames] == [True] * 11 + [False]
+    assert await guest.nothing_more()
