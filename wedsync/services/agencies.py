@@ -15,8 +15,8 @@ from wedsync.models import Agency
 COORDINATORS_GROUP = "Coordinators"
 
 # (app label, model, actions). Not granted: deleting weddings, anything about agencies, tickets or
-# token state (superusers only), and changing accounts (the account form holds the staff and
-# superuser flags): a coordinator looks accounts up and creates guests' accounts, nothing more.
+# token state (superusers only), and adding or changing accounts (Django asks for both to add one,
+# and a change could reset a couple's password): a coordinator looks accounts up to make members.
 _COORDINATOR_PERMISSIONS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("wedsync", "wedding", ("view", "add", "change")),
     ("wedsync", "member", ("view", "add", "change", "delete")),
@@ -28,7 +28,7 @@ _COORDINATOR_PERMISSIONS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("presence", "emergency", ("view", "change")),  # change: the resolve action
     ("monitoring", "escalation", ("view",)),
     ("monitoring", "deadletter", ("view", "change")),  # change: the retry action
-    ("auth", "user", ("view", "add")),
+    ("auth", "user", ("view",)),
 )
 
 
