@@ -3,8 +3,11 @@ oversees. Every API check and admin page asks these selectors; their own tests a
 
 from __future__ import annotations
 
+import io
+
 import pytest
 from django.contrib.auth.models import AnonymousUser, User
+from django.core.management import CommandError, call_command
 
 from tests.factories import MemberFactory, UserFactory, WeddingFactory
 from tests.personas import make_coordinator, make_superuser
@@ -101,3 +104,32 @@ def test_a_coordinator_looks_up_their_weddings_people_and_unplaced_accounts_only
     assert visible == {cora.username, ours.username, covered.username, new_guest.username}
     assert not {theirs.username, orphaned.username, other_staff.username, "max"} & visible
     assert users_overseen(user=make_superuser()).count() == User.objects.count()
+
+
+def test_the_command_makes_an_account_a_coordinator_of_an_existing_agency(weddings: dict[str, Wedding]) -> None:
+    agency = Agency.objects.create(name="Luz")
+    Wedding.objects.filter(pk=weddings["luz1"].pk).update(agency=agency)
+    UserFactory(username="lia")
+    out = io.StringIO()
+    call_command("coordinator_add", "lia", "--agency", "Luz", stdout=out)
+    lia = User.objects.get(username="lia")
+    assert "lia is a coordinator of Luz (1 weddings)" in out.getvalue()
+    assert (lia.is_staff, lia.is_superuser) == (True, False)
+    assert lia.groups.filter(name="Coordinators").exists() and lia.has_perm("presence.change_alert")
+    assert _ids(weddings_overseen(user=lia)) == {weddings["luz1"].pk}
+    with pytest.raises(CommandError, match="no agency named 'Mar'"):
+        call_command("coordinator_add", "lia", "--agency", "Mar")
+    with pytest.raises(CommandError, match="no account named 'nobody'"):
+        call_command("coordinator_add", "nobody", "--agency", "Luz")
+
+
+def test_the_check_costs_a_coordinator_one_query_and_members_none(
+    weddings: dict[str, Wedding], cora: User, django_assert_num_queries
+) -> None:
+    member = MemberFactory(wedding=weddings["luz1"], role="planner").user
+    sam = make_superuser(name="sam-q")
+    with django_assert_num_queries(1):
+        assert wedding_may_oversee(user=cora, wedding_id=weddings["luz1"].pk)
+    with django_assert_num_queries(0):
+        assert not wedding_may_oversee(user=member, wedding_id=weddings["luz1"].pk)
+        assert wedding_may_oversee(user=sam, wedding_id=weddings["luz1"].pk)
