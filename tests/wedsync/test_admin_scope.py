@@ -378,3 +378,14 @@ def test_a_coordinator_looks_up_their_weddings_people_only(luz: Side, mar: Side,
     assert luz.party.gil.user_id in users and mar.party.gil.user_id not in users
     assert client.get(url("auth.user", "change", mar.party.gil.user_id)).status_code == 404
     assert AuditLog.objects.get(action="admin.refuse").target == f"auth.user:{mar.party.gil.user_id}"
+
+
+def test_a_coordinators_index_lists_the_scoped_pages_and_not_the_superusers(cora: User) -> None:
+    page = logged_in(cora).get(reverse("admin:index"))
+    assert page.status_code == 200
+    shown = {
+        f"{app['app_label']}.{entry['object_name'].lower()}"
+        for app in page.context["app_list"]
+        for entry in app["models"]
+    }
+    assert set(SCOPED) | {"auth.user"} == shown
