@@ -1,5 +1,6 @@
 """Oversight of escalations: what went to the integrator's webhook, and the dead letters that did not
-get there, with a retry action (monitoring/services/escalation.py does the work)."""
+get there, with a retry action (monitoring/services/escalation.py does the work). A coordinator
+sees those of the weddings they oversee (wedsync/admin_scope.py)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ from django.http import HttpRequest
 
 from monitoring.models import DeadLetter, Escalation
 from monitoring.services.escalation import dead_letter_retry
+from wedsync.admin_scope import WeddingScopedAdmin
 
 _M = TypeVar("_M", bound=Model)
 
 
-class _WrittenByServicesAdmin(admin.ModelAdmin[_M]):
+class _WrittenByServicesAdmin(WeddingScopedAdmin[_M]):
     """Rows are written by the escalation services only: staff look, and retry dead letters."""
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -36,6 +38,7 @@ class EscalationAdmin(_WrittenByServicesAdmin[Escalation]):
 
 @admin.register(DeadLetter)
 class DeadLetterAdmin(_WrittenByServicesAdmin[DeadLetter]):
+    wedding_path = "escalation__wedding"
     list_display = ("created_at", "escalation", "state", "attempts", "last_error", "retried_by", "resolved_at")
     list_filter = ("state", "created_at")
     search_fields = ("escalation__id", "escalation__wedding__name", "last_error")

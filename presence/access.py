@@ -1,6 +1,8 @@
 """Who may look at a wedding's day-of state over the staff API (the presence snapshot, the list of
-emergencies): the wedding's active members, each with their own role's view, and staff, who see
-what a planner sees. Refusals are audited; the alerts API has its own, narrower rule
+emergencies): the wedding's active members, each with their own role's view, and the staff who
+oversee the wedding (``wedsync.selectors.wedding_may_oversee``: superusers, and coordinators of its
+agency or assigned to it), who see what a planner sees. Staff outside their scope are strangers
+here. Refusals are audited; the alerts API has its own, narrower rule
 (presence/alerts/selectors.py ``alert_may_acknowledge``)."""
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from django.contrib.auth.models import AnonymousUser, User
 
 from wedsync.models import AuditOutcome, Member, Wedding
 from wedsync.permissions import Role
+from wedsync.selectors import wedding_may_oversee
 from wedsync.services.audit import AuditAction, ClientInfo, audit_record
 
 
@@ -20,11 +23,12 @@ class WeddingViewRefused(Exception):
 
 
 def wedding_viewer_role(*, user: User | AnonymousUser, wedding_id: int) -> str | None:
-    """The role whose view of the wedding this user gets, or None: staff first (a staff user who is
-    also a guest somewhere still sees everything), then the user's active membership."""
+    """The role whose view of the wedding this user gets, or None: a planner's for staff who oversee
+    it (even when they are also a guest there), else the user's active membership's (a staff user
+    keeps their member view of a wedding outside their scope)."""
     if not user.is_authenticated or not user.is_active:
         return None
-    if user.is_staff:
+    if wedding_may_oversee(user=user, wedding_id=wedding_id):
         return Role.PLANNER.value
     role: str | None = (
         Member.objects.filter(user_id=user.pk, wedding_id=wedding_id, is_active=True)
@@ -44,7 +48,9 @@ def wedding_view_check(
     client: ClientInfo | None = None,
 ) -> str:
     """The caller's viewer role; :class:`WeddingViewRefused` otherwise: ``forbidden`` (audited as
-    ``action``) for anyone but members and staff, ``not_found`` for staff naming no wedding."""
+    ``action``) for anyone but members and the staff who oversee the wedding (a coordinator naming
+    a wedding that does not exist is refused alike: existence is not theirs to learn),
+    ``not_found`` for a superuser naming no wedding."""
     role = wedding_viewer_role(user=user, wedding_id=wedding_id)
     if role is None:
         reason = "Only the wedding's members and staff may do that."
@@ -58,6 +64,6 @@ def wedding_view_check(
             details={"op": op, "reason": reason},
         )
         raise WeddingViewRefused(code="forbidden", message=reason)
-    if user.is_staff and not Wedding.objects.filter(pk=wedding_id).exists():
+    if user.is_superuser and not Wedding.objects.filter(pk=wedding_id).exists():
         raise WeddingViewRefused(code="not_found", message=f"There is no wedding {wedding_id}.")
     return role

@@ -4,6 +4,9 @@ Acknowledging goes through :func:`presence.alerts.services.alert_acknowledge`, a
 API: audited, and never a save of the whole alert (the beat task may have resolved or escalated it
 since the page was loaded). Resolving an emergency goes through
 :func:`presence.emergency.services.emergency_resolve` the same way, so it tells everyone too.
+A coordinator sees and acts on the alerts and emergencies of the weddings they oversee only
+(wedsync/admin_scope.py); each action also needs its Django permission (``change`` of the model:
+acknowledging and resolving are the only changes these rows take from people).
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from typing import Any
 import structlog
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.contrib.auth import get_permission_codename
+from django.db.models import Model, QuerySet
 from django.forms import BaseInlineFormSet
 from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
@@ -25,6 +29,7 @@ from presence.attendance import AttendanceRules, Expectation, Place, attendance_
 from presence.emergency.services import EmergencyRefused, emergency_resolve
 from presence.models import Alert, Emergency
 from presence.state import MemberPresence
+from wedsync.admin_scope import WeddingScopedAdmin
 from wedsync.models import Wedding
 from wedsync.permissions import Role
 from wedsync.services.audit import ClientInfo
@@ -62,8 +67,14 @@ class _OpenFilter(admin.SimpleListFilter):
         return queryset
 
 
+def has_model_change_permission(request: HttpRequest, model: type[Model]) -> bool:
+    """The ``change`` permission of the model itself, for an admin whose change form is read-only."""
+    opts = model._meta
+    return request.user.has_perm(f"{opts.app_label}.{get_permission_codename('change', opts)}")
+
+
 @admin.register(Alert)
-class AlertAdmin(admin.ModelAdmin[Alert]):
+class AlertAdmin(WeddingScopedAdmin[Alert]):
     list_display = (
         "raised_at",
         "wedding",
@@ -92,7 +103,10 @@ class AlertAdmin(admin.ModelAdmin[Alert]):
     def has_delete_permission(self, request: HttpRequest, obj: Alert | None = None) -> bool:
         return False  # the record of what was raised, when, and who acknowledged it
 
-    @admin.action(description="Acknowledge selected alerts")
+    def has_acknowledge_permission(self, request: HttpRequest) -> bool:
+        return has_model_change_permission(request, Alert)
+
+    @admin.action(description="Acknowledge selected alerts", permissions=["acknowledge"])
     def acknowledge(self, request: HttpRequest, queryset: QuerySet[Alert]) -> None:
         done = sum(_acknowledge(request, alert) for alert in queryset)
         self.message_user(request, f"Acknowledged {done} alert(s).", messages.SUCCESS)
@@ -117,7 +131,7 @@ class _EmergencyStateFilter(admin.SimpleListFilter):
 
 
 @admin.register(Emergency)
-class EmergencyAdmin(admin.ModelAdmin[Emergency]):
+class EmergencyAdmin(WeddingScopedAdmin[Emergency]):
     list_display = ("raised_at", "wedding", "raised_by", "message", "location", "resolved_at", "resolved_by")
     list_filter = (_EmergencyStateFilter, "raised_at")
     search_fields = ("wedding__name", "raised_by__user__username", "raised_by__display_name")
@@ -143,7 +157,10 @@ class EmergencyAdmin(admin.ModelAdmin[Emergency]):
     def has_delete_permission(self, request: HttpRequest, obj: Emergency | None = None) -> bool:
         return False  # the record of what happened, and the escalation webhook reads it
 
-    @admin.action(description="Resolve selected emergencies (tells everyone in the wedding)")
+    def has_resolve_permission(self, request: HttpRequest) -> bool:
+        return has_model_change_permission(request, Emergency)
+
+    @admin.action(description="Resolve selected emergencies (tells everyone in the wedding)", permissions=["resolve"])
     def resolve(self, request: HttpRequest, queryset: QuerySet[Emergency]) -> None:
         done = 0
         for emergency in queryset:

@@ -4,10 +4,13 @@ from django.contrib import admin
 from django.http import HttpRequest
 
 from realtime.models import RealtimeTicket
+from wedsync.admin_scope import SuperuserOnlyAdmin
 
 
 @admin.register(RealtimeTicket)
-class RealtimeTicketAdmin(admin.ModelAdmin[RealtimeTicket]):
+class RealtimeTicketAdmin(SuperuserOnlyAdmin[RealtimeTicket]):
+    """Tickets are a user's, not a wedding's: superusers only."""
+
     list_display = ("user", "created_at", "expires_at", "used_at")
     list_filter = ("used_at", "created_at")
     search_fields = ("user__username",)

@@ -2,15 +2,20 @@
 
 Ana and Ben are the couple, Priya plans, Victor runs the venue, Paula photographs, Carmen caters,
 Olu officiates and Gil is a guest. Every role of PROTOCOL.md section 5 is present.
+
+Staff: Cora coordinates for an agency (staff scope, docs/decisions/0022); Sam is a superuser.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.contrib.auth.models import User
+
 from tests.factories import MemberFactory, UserFactory, WeddingFactory
-from wedsync.models import Member, Wedding
+from wedsync.models import Agency, Member, Wedding
 from wedsync.permissions import KEY_PERSON_ROLES, Role
+from wedsync.services.agencies import agency_coordinator_add
 
 
 @dataclass(frozen=True)
@@ -58,3 +63,21 @@ def make_wedding_party(**wedding_fields: object) -> WeddingParty:
         olu=member("olu", Role.OFFICIANT),
         gil=member("gil", Role.GUEST),
     )
+
+
+def make_coordinator(*weddings: Wedding, name: str = "cora", agency: str | None = None) -> User:
+    """A coordinator (staff, in the coordinators' group) of an agency that holds ``weddings``."""
+    user = UserFactory(username=name, first_name=name.capitalize())
+    held_by, _created = Agency.objects.get_or_create(name=agency or f"{name.capitalize()}'s agency")
+    agency_coordinator_add(agency=held_by, user=user)
+    Wedding.objects.filter(pk__in=[wedding.pk for wedding in weddings]).update(agency=held_by)
+    for wedding in weddings:
+        wedding.agency = held_by
+    return user
+
+
+def make_superuser(name: str = "sam") -> User:
+    user = UserFactory(username=name, first_name=name.capitalize())
+    User.objects.filter(pk=user.pk).update(is_staff=True, is_superuser=True)
+    user.refresh_from_db()
+    return user

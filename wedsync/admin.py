@@ -2,6 +2,8 @@
 
 Member edits go through :func:`wedsync.services.members.member_save`, so a role change made here
 revokes tokens and is audited exactly like one made anywhere else. The audit log is read-only.
+A coordinator sees the weddings they oversee and what belongs to them, superusers everything
+(:mod:`wedsync.admin_scope`, docs/decisions/0022); agencies and assignments are the superusers'.
 """
 
 from __future__ import annotations
@@ -9,13 +11,34 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
+from django.contrib.auth.admin import UserAdmin
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet
 from django.forms import BaseInlineFormSet, ModelForm
 from django.http import HttpRequest
 
 from presence.admin import OpenAlertInline, wedding_presence_html
-from wedsync.models import AuditLog, Member, Rsvp, Task, TimelineItem, UserTokenGeneration, Wedding
+from wedsync.admin_scope import (
+    OverseenChoices,
+    ScopedAdmin,
+    SuperuserOnlyAdmin,
+    SuperuserOnlyInline,
+    WeddingScopedAdmin,
+    is_superuser_request,
+)
+from wedsync.models import (
+    Agency,
+    AuditLog,
+    CoordinatorAssignment,
+    Member,
+    Rsvp,
+    Task,
+    TimelineItem,
+    UserTokenGeneration,
+    Wedding,
+)
+from wedsync.selectors import users_overseen
 from wedsync.services.audit import ClientInfo
 from wedsync.services.members import member_remove, member_save
 from wedsync.services.records import record_save
@@ -26,7 +49,7 @@ def _save_member(request: HttpRequest, member: Member) -> None:
     member_save(member=member, actor=request.user, client=ClientInfo.from_request(request))  # type: ignore[arg-type]
 
 
-class MemberInline(admin.TabularInline[Member, Wedding]):
+class MemberInline(OverseenChoices[Member], admin.TabularInline[Member, Wedding]):
     model = Member
     extra = 0
     fields = ("user", "role", "display_name", "vendor_company", "vendor_contact", "is_key_person", "is_active")
@@ -34,20 +57,54 @@ class MemberInline(admin.TabularInline[Member, Wedding]):
     show_change_link = True
 
 
+class CoordinatorAssignmentInline(SuperuserOnlyInline[CoordinatorAssignment, Wedding]):
+    model = CoordinatorAssignment
+    extra = 0
+    fields = ("coordinator", "note", "assigned_at")
+    readonly_fields = ("assigned_at",)
+    autocomplete_fields = ("coordinator",)
+    verbose_name = "coordinator assigned outside the agency"
+    verbose_name_plural = "Coordinators assigned outside the agency"
+
+
 @admin.register(Wedding)
-class WeddingAdmin(admin.ModelAdmin[Wedding]):
-    list_display = ("name", "date", "ceremony_at", "time_zone", "venue_name", "status", "member_count")
-    list_filter = ("status", "date", "time_zone")
+class WeddingAdmin(WeddingScopedAdmin[Wedding]):
+    wedding_path = "pk"
+    list_display = ("name", "date", "ceremony_at", "time_zone", "venue_name", "agency", "status", "member_count")
+    # Only the agencies of the listed weddings: a coordinator does not learn the others' names.
+    list_filter = ("status", "date", "time_zone", ("agency", admin.RelatedOnlyFieldListFilter))
+    list_select_related = ("agency",)
     search_fields = ("name", "slug", "venue_name", "venue_address")
     date_hierarchy = "date"
     prepopulated_fields = {"slug": ("name",)}
-    inlines = [MemberInline, OpenAlertInline]
+    inlines = [MemberInline, CoordinatorAssignmentInline, OpenAlertInline]
     readonly_fields = ("live_presence",)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Wedding]:
-        from django.db.models import Count
+        # The count groups the rows, and a grouped query drops the model's default ordering: say
+        # it again, or the autocomplete's pages have none.
+        weddings = super().get_queryset(request).annotate(_member_count=Count("members"))
+        return weddings.order_by("date", "id")  # Wedding.Meta.ordering
 
-        return super().get_queryset(request).annotate(_member_count=Count("members"))
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        # A coordinator's new wedding must land in one of their agencies, so they need one.
+        return super().has_add_permission(request) and (
+            is_superuser_request(request) or Agency.objects.filter(coordinators=request.user.pk).exists()
+        )
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Wedding | None = None) -> list[str]:
+        fields = list(super().get_readonly_fields(request, obj))
+        if obj is not None and not is_superuser_request(request):
+            fields.append("agency")  # moving a wedding between agencies is a superuser's call
+        return fields
+
+    def get_form(
+        self, request: HttpRequest, obj: Wedding | None = None, change: bool = False, **kwargs: Any
+    ) -> type[ModelForm[Wedding]]:
+        form = super().get_form(request, obj, change, **kwargs)
+        if obj is None and not is_superuser_request(request) and "agency" in form.base_fields:
+            form.base_fields["agency"].required = True  # an agency-less wedding is out of their sight
+        return form
 
     def delete_model(self, request: HttpRequest, obj: Wedding) -> None:
         wedding_delete(wedding=obj, actor=request.user, client=ClientInfo.from_request(request))  # type: ignore[arg-type]
@@ -79,7 +136,7 @@ class WeddingAdmin(admin.ModelAdmin[Wedding]):
 
 
 @admin.register(Member)
-class MemberAdmin(admin.ModelAdmin[Member]):
+class MemberAdmin(WeddingScopedAdmin[Member]):
     list_display = ("__str__", "wedding", "role", "user", "vendor_company", "is_key_person", "is_active", "joined_at")
     list_filter = ("role", "is_key_person", "is_active", "wedding__date")
     search_fields = (
@@ -104,7 +161,7 @@ class MemberAdmin(admin.ModelAdmin[Member]):
             self.delete_model(request, member)
 
 
-class _RecordAdmin(admin.ModelAdmin[Any]):
+class _RecordAdmin(WeddingScopedAdmin[Any]):
     """Record edits go through record_save: version bumped, change audited."""
 
     def save_model(self, request: HttpRequest, obj: Any, form: ModelForm[Any], change: bool) -> None:
@@ -147,6 +204,7 @@ class TaskAdmin(_RecordAdmin):
 
 @admin.register(Rsvp)
 class RsvpAdmin(_RecordAdmin):
+    wedding_path = "guest__wedding"
     list_display = ("guest", "status", "meal", "plus_ones", "version")
     list_filter = ("status", "guest__wedding__date")
     search_fields = ("guest__user__username", "guest__display_name", "meal", "dietary_notes")
@@ -155,7 +213,10 @@ class RsvpAdmin(_RecordAdmin):
 
 
 @admin.register(AuditLog)
-class AuditLogAdmin(admin.ModelAdmin[AuditLog]):
+class AuditLogAdmin(WeddingScopedAdmin[AuditLog]):
+    """A coordinator reads the entries of the weddings they oversee; entries of no wedding (logins,
+    tokens) are the superusers'."""
+
     list_display = ("at", "action", "outcome", "actor_label", "wedding_id", "target", "ip")
     list_filter = ("outcome", "action", "at")
     search_fields = ("actor_label", "target", "action", "ip")
@@ -173,10 +234,58 @@ class AuditLogAdmin(admin.ModelAdmin[AuditLog]):
 
 
 @admin.register(UserTokenGeneration)
-class UserTokenGenerationAdmin(admin.ModelAdmin[UserTokenGeneration]):
+class UserTokenGenerationAdmin(SuperuserOnlyAdmin[UserTokenGeneration]):
     list_display = ("user", "generation", "reason", "changed_at")
     search_fields = ("user__username",)
     readonly_fields = ("user", "generation", "reason", "changed_at")
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+
+@admin.register(Agency)
+class AgencyAdmin(SuperuserOnlyAdmin[Agency]):
+    list_display = ("name", "coordinator_count", "wedding_count", "created_at")
+    search_fields = ("name",)
+    filter_horizontal = ("coordinators",)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Agency]:
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                _coordinators=Count("coordinators", distinct=True),
+                _weddings=Count("weddings", distinct=True),
+            )
+        )
+
+    @admin.display(description="Coordinators", ordering="_coordinators")
+    def coordinator_count(self, agency: Agency) -> int:
+        return int(getattr(agency, "_coordinators", 0))
+
+    @admin.display(description="Weddings", ordering="_weddings")
+    def wedding_count(self, agency: Agency) -> int:
+        return int(getattr(agency, "_weddings", 0))
+
+
+# Django's account admin, narrowed: a coordinator looks up the people of their weddings (to add a
+# member) and never edits anyone's staff or superuser flags, groups or permissions.
+if admin.site.is_registered(User):
+    admin.site.unregister(User)
+
+
+@admin.register(User)
+class ScopedUserAdmin(ScopedAdmin[User], UserAdmin[User]):
+    _PRIVILEGES = ("is_staff", "is_superuser", "groups", "user_permissions")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[User]:
+        users = super().get_queryset(request)
+        if is_superuser_request(request):
+            return users
+        return users.filter(pk__in=users_overseen(user=request.user).values("pk"))
+
+    def get_readonly_fields(self, request: HttpRequest, obj: User | None = None) -> list[str]:
+        fields = list(super().get_readonly_fields(request, obj))
+        if obj is not None and not is_superuser_request(request):
+            fields.extend(self._PRIVILEGES)
+        return fields

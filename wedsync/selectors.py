@@ -5,10 +5,11 @@ from __future__ import annotations
 import functools
 
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import User
+from django.contrib.auth.models import AnonymousUser, User
 from django.db import connection
+from django.db.models import Exists, OuterRef, Q, QuerySet
 
-from wedsync.models import Member, UserTokenGeneration
+from wedsync.models import Agency, CoordinatorAssignment, Member, UserTokenGeneration, Wedding
 
 
 def token_generation_current(*, user_id: int) -> int:
@@ -58,3 +59,62 @@ def _user_with_generation_sql() -> str:
 def memberships_active_for_user(*, user_id: int) -> list[Member]:
     """The user's active memberships, with their weddings, evaluated."""
     return list(Member.objects.filter(user_id=user_id, is_active=True).select_related("wedding").order_by("wedding_id"))
+
+
+# --- Staff scope: who oversees which weddings (docs/decisions/0022) ---------------------------------
+
+
+def weddings_overseen(*, user: User | AnonymousUser) -> QuerySet[Wedding]:
+    """The weddings ``user`` oversees as staff: all of them for an active superuser; for an active
+    staff user (a coordinator) those of their agencies and those assigned to them by name; none
+    for anyone else. A wedding with no agency and no assignment is a superuser's alone.
+
+    This is the one definition of staff scope: every staff check (the API, presence, alerts,
+    emergencies) and every admin page asks it. Membership is not oversight: a staff user who is
+    also a wedding's member sees that wedding as their role, through the membership.
+    """
+    if not user.is_authenticated or not user.is_active:
+        return Wedding.objects.none()
+    if user.is_superuser:
+        return Wedding.objects.all()
+    if not user.is_staff:
+        return Wedding.objects.none()
+    # Subqueries, not joins: a wedding both in the agency and assigned is still one row.
+    agencies = Agency.coordinators.through.objects.filter(user_id=user.pk).values("agency_id")
+    assigned = CoordinatorAssignment.objects.filter(coordinator_id=user.pk).values("wedding_id")
+    return Wedding.objects.filter(Q(agency_id__in=agencies) | Q(pk__in=assigned))
+
+
+def wedding_may_oversee(*, user: User | AnonymousUser, wedding_id: int) -> bool:
+    """Whether ``user`` oversees the wedding as staff (:func:`weddings_overseen`). True for an
+    active superuser whatever the id: they see every wedding, and are told when one does not exist."""
+    if not user.is_authenticated or not user.is_active or not (user.is_staff or user.is_superuser):
+        return False  # no query for the members who make nearly every call
+    if user.is_superuser:
+        return True
+    return weddings_overseen(user=user).filter(pk=wedding_id).exists()
+
+
+def weddings_overseen_condition(*, user: User | AnonymousUser, wedding_path: str) -> Q:
+    """A filter keeping the rows whose wedding (reached through ``wedding_path``, e.g. ``wedding``,
+    ``guest__wedding``, ``pk`` for weddings themselves) ``user`` oversees: nothing is left out for
+    a superuser, everything for a user who oversees no wedding."""
+    if user.is_authenticated and user.is_active and user.is_superuser:
+        return Q()
+    return Q(**{f"{wedding_path}__in": weddings_overseen(user=user).values("pk")})
+
+
+def users_overseen(*, user: User | AnonymousUser) -> QuerySet[User]:
+    """The accounts a coordinator may look up (to add a member, say): themselves, the members of
+    the weddings they oversee, and people who are in no wedding yet and are not staff (a guest
+    account just created). Every account for a superuser; none for anyone else."""
+    users: QuerySet[User] = get_user_model().objects.all()
+    if not user.is_authenticated or not user.is_active:
+        return users.none()
+    if user.is_superuser:
+        return users
+    if not user.is_staff:
+        return users.none()
+    overseen = Member.objects.filter(wedding__in=weddings_overseen(user=user).values("pk")).values("user_id")
+    placed = Exists(Member.objects.filter(user_id=OuterRef("pk")))
+    return users.filter(Q(pk=user.pk) | Q(pk__in=overseen) | (Q(is_staff=False, is_superuser=False) & ~placed))

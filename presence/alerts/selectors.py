@@ -14,6 +14,7 @@ from django.db.models import QuerySet
 from presence.models import Alert, AlertKind
 from wedsync.models import Member, Wedding
 from wedsync.permissions import Role
+from wedsync.selectors import wedding_may_oversee
 
 if TYPE_CHECKING:
     from presence.alerts.rules import AlertRules
@@ -74,10 +75,10 @@ def low_battery_recent_by_wedding(
 
 
 def alert_may_acknowledge(*, user: User | AnonymousUser, wedding_id: int) -> bool:
-    """Staff, and the wedding's active planner or couple."""
+    """The staff who oversee the wedding (docs/decisions/0022), and its active planner or couple."""
     if not user.is_authenticated or not user.is_active:
         return False
-    if user.is_staff:
+    if wedding_may_oversee(user=user, wedding_id=wedding_id):
         return True
     return Member.objects.filter(
         user_id=user.pk, wedding_id=wedding_id, is_active=True, role__in=_ACKNOWLEDGING_ROLES

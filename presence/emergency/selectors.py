@@ -11,6 +11,7 @@ from django.db.models import QuerySet
 from presence.models import Emergency
 from wedsync.models import Member
 from wedsync.permissions import Role
+from wedsync.selectors import wedding_may_oversee
 
 # Shown to the wedding party for a resolution made by staff: the staff user's name is not theirs to see.
 STAFF_NAME = "WedSync staff"
@@ -33,10 +34,11 @@ def emergencies_open_ids(*, wedding_id: int) -> list[int]:
 
 
 def emergency_may_resolve(*, user: User | AnonymousUser, wedding_id: int) -> bool:
-    """Staff, and the wedding's active planner (the couple may not: docs/decisions/0011)."""
+    """The staff who oversee the wedding (docs/decisions/0022), and its active planner (the couple
+    may not: docs/decisions/0011)."""
     if not user.is_authenticated or not user.is_active:
         return False
-    if user.is_staff:
+    if wedding_may_oversee(user=user, wedding_id=wedding_id):
         return True
     return Member.objects.filter(user_id=user.pk, wedding_id=wedding_id, is_active=True, role=Role.PLANNER).exists()
 

@@ -97,6 +97,13 @@ def _wedding_form(wedding: Wedding, *, acknowledge: list[Alert], alerts: list[Al
         )
         if member.is_key_person:
             form[f"members-{i}-is_key_person"] = "on"
+    form.update(
+        {
+            "coordinator_assignments-TOTAL_FORMS": 0,
+            "coordinator_assignments-INITIAL_FORMS": 0,
+            "coordinator_assignments-MIN_NUM_FORMS": 0,
+        }
+    )
     form.update({"alerts-TOTAL_FORMS": len(alerts), "alerts-INITIAL_FORMS": len(alerts), "alerts-MIN_NUM_FORMS": 0})
     for i, alert in enumerate(alerts):
         form.update({f"alerts-{i}-id": alert.pk, f"alerts-{i}-wedding": wedding.pk})

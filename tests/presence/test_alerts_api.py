@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
 from presence.models import Alert, AlertKind
 from tests.factories import AlertFactory
-from tests.personas import WeddingParty, make_wedding_party
+from tests.personas import WeddingParty, make_coordinator, make_superuser, make_wedding_party
 from wedsync.models import AuditLog, Member
 from wedsync.services.auth import access_token_issue
 
@@ -113,8 +112,10 @@ def test_acknowledging_twice_keeps_the_first(api: APIClient, party: WeddingParty
     assert AuditLog.objects.filter(action="presence.alert.ack").count() == 1
 
 
-def test_staff_acknowledge_any_weddings_alerts(api: APIClient, party: WeddingParty, alerts: dict[str, Alert]) -> None:
-    staff = get_user_model().objects.create_user(username="coordinator", password="x" * 20, is_staff=True)
+def test_the_weddings_coordinator_acknowledges_its_alerts(
+    api: APIClient, party: WeddingParty, alerts: dict[str, Alert]
+) -> None:
+    staff = make_coordinator(party.wedding)
     response = as_user(api, staff).post(ack_url(alerts["open"]))
     assert response.status_code == 200
     assert Alert.objects.get(pk=alerts["open"].pk).acknowledged_by == staff
@@ -163,8 +164,7 @@ def test_an_inactive_planner_is_refused(api: APIClient, party: WeddingParty, ale
     ],
 )
 def test_unknown_alerts_are_not_found(api: APIClient, party: WeddingParty, path: str) -> None:
-    staff = get_user_model().objects.create_user(username="coordinator", password="x" * 20, is_staff=True)
-    response = as_user(api, staff).post(path)
+    response = as_user(api, make_superuser()).post(path)
     assert (response.status_code, response.json()["error"]["code"]) == (404, "not_found")
 
 

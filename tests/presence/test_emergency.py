@@ -10,7 +10,6 @@ import time
 
 import pytest
 import time_machine
-from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 
 from presence.emergency.selectors import STAFF_NAME, emergencies_open_ids
@@ -24,7 +23,7 @@ from realtime.names import Priority
 from realtime.services.events import PublishedEvent, PublishRefused, member_event_publish
 from tests.concurrency import race
 from tests.factories import device_presence
-from tests.personas import WeddingParty, make_wedding_party
+from tests.personas import WeddingParty, make_coordinator, make_wedding_party
 from tests.presence.test_alerts import CEREMONY, all_there_but, sync, wedding_day_party
 from wedsync.models import AuditLog, Member
 from wedsync.permissions import Role
@@ -53,8 +52,9 @@ def resolve(party: WeddingParty, emergency: Emergency, member: Member | None = N
     return emergency_resolve(wedding_id=party.wedding.pk, emergency_id=emergency.pk, user=who)
 
 
-def staff_user():
-    return get_user_model().objects.create_user(username="coordinator", password="x" * 20, is_staff=True)
+def staff_user(party: WeddingParty):
+    """A coordinator of the party's wedding's agency."""
+    return make_coordinator(party.wedding)
 
 
 # --- Opening --------------------------------------------------------------------------------------------
@@ -174,7 +174,7 @@ def test_resolving_twice_keeps_the_first_and_tells_once(party: WeddingParty) -> 
     raise_alarm(party.carmen)
     emergency = Emergency.objects.get()
     first = resolve(party, emergency)
-    staff = staff_user()
+    staff = staff_user(party)
     again = emergency_resolve(wedding_id=party.wedding.pk, emergency_id=emergency.pk, user=staff)
     assert (again.resolved_by, again.resolved_at) == (first.resolved_by, first.resolved_at)
     assert Event.objects.filter(type="emergency.resolved").count() == 1
@@ -184,7 +184,7 @@ def test_resolving_twice_keeps_the_first_and_tells_once(party: WeddingParty) -> 
 def test_staff_resolve_as_staff(party: WeddingParty) -> None:
     raise_alarm(party.carmen)
     emergency = Emergency.objects.get()
-    emergency_resolve(wedding_id=party.wedding.pk, emergency_id=emergency.pk, user=staff_user())
+    emergency_resolve(wedding_id=party.wedding.pk, emergency_id=emergency.pk, user=staff_user(party))
     event = Event.objects.get(type="emergency.resolved")
     assert event.data["resolved_by"] == {"member": None, "role": "staff", "name": STAFF_NAME}
 

@@ -11,7 +11,7 @@ from rest_framework.test import APIClient
 from presence.models import Emergency
 from realtime.models import Event
 from realtime.services.events import member_event_publish
-from tests.personas import WeddingParty, make_wedding_party
+from tests.personas import WeddingParty, make_coordinator, make_superuser, make_wedding_party
 from tests.presence.test_alerts_api import as_member, as_user
 from wedsync.models import AuditLog, Member
 
@@ -104,13 +104,13 @@ def test_anyone_but_the_planner_and_staff_is_refused_and_audited(api: APIClient,
     assert Emergency.objects.get(pk=fire.pk).resolved_at is None
 
 
-def test_staff_resolve_any_weddings_emergency_and_unknown_ones_are_not_found(
+def test_the_weddings_coordinator_resolves_and_a_superuser_is_told_unknown_ones_are_not_found(
     api: APIClient, party: WeddingParty
 ) -> None:
     fire = alarm(party.carmen)
-    staff = get_user_model().objects.create_user(username="coordinator", password="x" * 20, is_staff=True)
-    as_user(api, staff)
+    as_user(api, make_coordinator(party.wedding))
     assert api.post(resolve_url(fire)).json()["resolved_by"]["role"] == "staff"
+    as_user(api, make_superuser())
     for path in (
         f"/api/v1/weddings/{party.wedding.pk}/emergencies/999999/resolve/",
         f"/api/v1/weddings/{party.wedding.pk}/emergencies/99999999999999999999/resolve/",

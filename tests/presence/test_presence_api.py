@@ -4,7 +4,6 @@ role, from the real presence store in Redis; staff see what a planner sees."""
 from __future__ import annotations
 
 import pytest
-from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
 from presence.selectors import presence_snapshot
@@ -12,7 +11,7 @@ from presence.services import presence_device_join, presence_state_set
 from presence.state import StateChange
 from realtime.services.events import member_event_publish
 from tests.factories import device_presence
-from tests.personas import WeddingParty, make_wedding_party
+from tests.personas import WeddingParty, make_coordinator, make_superuser, make_wedding_party
 from tests.presence.test_alerts_api import as_member, as_user
 from wedsync.models import AuditLog, Member
 
@@ -50,12 +49,11 @@ def test_a_guest_gets_counts_only(api: APIClient, online: WeddingParty) -> None:
     assert body == {"online": {"photographer": 1, "planner": 1, "guest": 1}}
 
 
-def test_staff_see_what_a_planner_sees(api: APIClient, online: WeddingParty) -> None:
-    staff = get_user_model().objects.create_user(username="coordinator", password="x" * 20, is_staff=True)
-    body = as_user(api, staff).get(url(online)).json()
+def test_the_weddings_coordinator_sees_what_a_planner_sees(api: APIClient, online: WeddingParty) -> None:
+    body = as_user(api, make_coordinator(online.wedding)).get(url(online)).json()
     assert body == presence_snapshot(wedding_id=online.wedding.pk, viewer_role="planner").wire
     assert "members" in body
-    missing = api.get("/api/v1/weddings/999999/presence/")
+    missing = as_user(api, make_superuser()).get("/api/v1/weddings/999999/presence/")
     assert (missing.status_code, missing.json()["error"]["code"]) == (404, "not_found")
 
 

@@ -15,9 +15,12 @@ from django.core.management import CommandError, call_command
 from django.test import override_settings
 from django.utils import timezone
 
-from wedsync.models import Member, Rsvp, Wedding
+from tests.factories import WeddingFactory
+from wedsync.models import Agency, Member, Rsvp, Wedding
 from wedsync.permissions import Role
+from wedsync.selectors import weddings_overseen
 from wedsync.services.auth import access_token_verify
+from wedsync.services.demo import DEMO_AGENCY_NAME
 
 pytestmark = pytest.mark.django_db
 
@@ -88,7 +91,28 @@ def test_no_known_password_superuser_outside_debug() -> None:
     out = io.StringIO()
     call_command("seed_demo", stdout=out)
     assert "createsuperuser" in out.getvalue()
-    assert not User.objects.filter(username="demo-admin").exists()
+    assert not User.objects.filter(username__in=["demo-admin", "demo-coordinator"]).exists()
+    # The demo weddings still belong to the demo agency: a real coordinator can be added to it.
+    assert set(Wedding.objects.values_list("agency__name", flat=True)) == {DEMO_AGENCY_NAME}
+
+
+def test_in_debug_the_demo_agency_has_a_coordinator_who_sees_its_weddings_only() -> None:
+    other = WeddingFactory()  # of no agency: the superuser's alone
+    out = io.StringIO()
+    with override_settings(DEBUG=True):
+        call_command("seed_demo", "--weddings", "2", stdout=out)
+        call_command("seed_demo", "--weddings", "2", stdout=io.StringIO())  # twice: nothing doubles
+    assert "as 'demo-coordinator'" in out.getvalue()
+    coordinator = User.objects.get(username="demo-coordinator")
+    assert (coordinator.is_staff, coordinator.is_superuser) == (True, False)
+    assert coordinator.check_password("wedsync-demo-2026")
+    assert coordinator.has_perm("presence.change_emergency") and not coordinator.has_perm("wedsync.delete_wedding")
+    agency = Agency.objects.get(name=DEMO_AGENCY_NAME)
+    assert list(agency.coordinators.all()) == [coordinator]
+    demo = set(Wedding.objects.filter(slug__startswith="demo-").values_list("pk", flat=True))
+    assert set(weddings_overseen(user=coordinator).values_list("pk", flat=True)) == demo
+    admin = User.objects.get(username="demo-admin")
+    assert set(weddings_overseen(user=admin).values_list("pk", flat=True)) == demo | {other.pk}
 
 
 def test_if_empty_seeds_only_once() -> None:

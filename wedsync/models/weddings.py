@@ -40,6 +40,15 @@ class Wedding(models.Model):
     venue_address = models.TextField(blank=True)
     ceremony_at = models.DateTimeField(help_text="Ceremony start (stored in UTC).")
     status = models.CharField(max_length=16, choices=WeddingStatus.choices, default=WeddingStatus.PLANNING)
+    # PROTECT: deleting an agency would silently take its weddings out of every coordinator's sight.
+    agency = models.ForeignKey(
+        "wedsync.Agency",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="weddings",
+        help_text="The planning agency whose coordinators oversee this wedding; none: superusers only.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

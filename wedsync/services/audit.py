@@ -47,6 +47,8 @@ class AuditAction(enum.StrEnum):
     # A vendor's publish that reached beyond the type's audience because an emergency was open.
     EMERGENCY_PUBLISH_WIDEN = "presence.emergency.publish"
     PRESENCE_SNAPSHOT_REFUSE = "presence.snapshot.refuse"
+    # A staff user asked the oversight panel for an object of a wedding they do not oversee.
+    ADMIN_REFUSE = "admin.refuse"
 
 
 @dataclass(frozen=True, slots=True)

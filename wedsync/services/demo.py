@@ -18,6 +18,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from wedsync.models import (
+    Agency,
     LocationZone,
     Member,
     Rsvp,
@@ -28,10 +29,13 @@ from wedsync.models import (
     WeddingStatus,
 )
 from wedsync.permissions import KEY_PERSON_ROLES, Role
+from wedsync.services.agencies import agency_coordinator_add
 from wedsync.services.auth import access_token_issue
 
 DEMO_PASSWORD = "wedsync-demo-2026"
 DEMO_ADMIN_USERNAME = "demo-admin"
+DEMO_COORDINATOR_USERNAME = "demo-coordinator"
+DEMO_AGENCY_NAME = "Luz Weddings (demo)"
 _CEREMONY_LOCAL_TIME = time(15, 0)
 
 # Who each wedding has besides its guests; the couple are two people.
@@ -145,10 +149,13 @@ def demo_seed(
     with_admin: bool = False,
     only_if_empty: bool = False,
 ) -> list[DemoWedding]:
-    """Create or refresh ``weddings`` demo weddings, each with every role and ``guests`` guests.
+    """Create or refresh ``weddings`` demo weddings, each with every role and ``guests`` guests,
+    all in the demo agency.
 
-    ``with_admin`` also makes the ``demo-admin`` superuser with the demo password (development
-    only: the command passes DEBUG). ``only_if_empty`` does nothing when any wedding exists.
+    ``with_admin`` also makes the ``demo-admin`` superuser, who sees every wedding, and the
+    ``demo-coordinator``, a staff user of the demo agency who sees its weddings only, both with the
+    demo password (development only: the command passes DEBUG). ``only_if_empty`` does nothing
+    when any wedding exists.
     """
     if only_if_empty and Wedding.objects.exists():
         return []
@@ -158,9 +165,13 @@ def demo_seed(
     password_hash = make_password(password)  # hashed once: hashing per user would take minutes
     results: list[DemoWedding] = []
     with transaction.atomic():
+        agency, _created = Agency.objects.get_or_create(name=DEMO_AGENCY_NAME)
         if with_admin:
-            admin = _ensure_users([(DEMO_ADMIN_USERNAME, "Demo", "Admin")], password_hash)[DEMO_ADMIN_USERNAME]
-            get_user_model().objects.filter(pk=admin.pk).update(is_staff=True, is_superuser=True)
+            staff = _ensure_users(
+                [(DEMO_ADMIN_USERNAME, "Demo", "Admin"), (DEMO_COORDINATOR_USERNAME, "Cora", "Mendes")], password_hash
+            )
+            get_user_model().objects.filter(pk=staff[DEMO_ADMIN_USERNAME].pk).update(is_staff=True, is_superuser=True)
+            agency_coordinator_add(agency=agency, user=staff[DEMO_COORDINATOR_USERNAME])
         for number in range(1, weddings + 1):
             wedding, _created = Wedding.objects.update_or_create(
                 slug=f"demo-{number}",
@@ -172,6 +183,7 @@ def demo_seed(
                     "venue_address": "Estrada da Luz 12, Sintra",
                     "ceremony_at": ceremony_at,
                     "status": WeddingStatus.CONFIRMED,
+                    "agency": agency,
                 },
             )
             prefix = f"demo{number}"

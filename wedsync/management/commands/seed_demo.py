@@ -8,7 +8,13 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from wedsync.services.demo import DEMO_ADMIN_USERNAME, DEMO_PASSWORD, demo_seed
+from wedsync.services.demo import (
+    DEMO_ADMIN_USERNAME,
+    DEMO_AGENCY_NAME,
+    DEMO_COORDINATOR_USERNAME,
+    DEMO_PASSWORD,
+    demo_seed,
+)
 
 
 def _positive(value: str) -> int:
@@ -100,7 +106,10 @@ class Command(BaseCommand):
         self.stdout.write("")
         self.stdout.write(f"Every demo user's password is {DEMO_PASSWORD!r}.")
         if settings.DEBUG:
-            self.stdout.write(f"Admin panel: /admin/ as {DEMO_ADMIN_USERNAME!r} (same password).")
+            self.stdout.write(f"Admin panel: /admin/ as {DEMO_ADMIN_USERNAME!r} (same password; sees every wedding),")
+            self.stdout.write(
+                f"or as {DEMO_COORDINATOR_USERNAME!r}, a coordinator who sees {DEMO_AGENCY_NAME!r}'s weddings only."
+            )
         else:
             self.stdout.write("No demo admin outside DEBUG: create one with manage.py createsuperuser.")
         self.stdout.write('Tokens: POST /api/v1/auth/token/ with {"username": ..., "password": ...}.')
