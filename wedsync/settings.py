@@ -437,6 +437,12 @@ CELERY_BEAT_SCHEDULE["presence-evaluate-alerts"] = {
     "options": {"expires": float(PRESENCE_ALERT_CHECK_SECONDS)},
 }
 
+# --- Emergencies (presence/emergency/, docs/decisions/0011) -----------------------------------------
+# A member's alarm while one of theirs is open updates it; a member may open at most this many new
+# emergencies in this many seconds (counted from the Emergency rows, under the wedding's stream lock).
+PRESENCE_EMERGENCY_NEW_PER_MEMBER = env_int("PRESENCE_EMERGENCY_NEW_PER_MEMBER", default=3, minimum=1)
+PRESENCE_EMERGENCY_NEW_WINDOW_SECONDS = env_int("PRESENCE_EMERGENCY_NEW_WINDOW_SECONDS", default=600, minimum=1)
+
 # --- Escalation (monitoring/services/escalation.py, docs/decisions/0010, docs/webhooks.md) -----------
 # A critical alert or an emergency no planner acknowledged this long after it was raised goes to
 # the integrator's webhook (SMS, push); older than the look-back, it is no longer looked for.
