@@ -31,3 +31,15 @@ ESCALATION_DELIVERY_ATTEMPTS = Counter(
     "Escalation webhook attempts by outcome: delivered, retry, dead_lettered, no_webhook.",
     ["outcome"],
 )
+
+AUDIT_REFUSALS_COUNTED = Counter(
+    "wedsync_audit_refusals_counted_total",
+    "Unauthenticated refusals counted into their window's summary audit row instead of a row of their own, by action.",
+    ["action"],
+)
+
+ADDRESS_LIMIT_REFUSALS = Counter(
+    "wedsync_address_limit_refusals_total",
+    "Requests refused because their source address passed a cap: handshakes, connections (sockets) or api.",
+    ["limit"],
+)

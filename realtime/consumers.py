@@ -40,7 +40,7 @@ from realtime.auth import PROTOCOL_NAME, SocketIdentity, SocketRefused, socket_t
 from realtime.daphne_support import connection_open, control_frames_heard, frame_writer_for, write_gate_for
 from realtime.db import per_socket_db
 from realtime.hub import NodeHub, Subscription, node_hub
-from realtime.limits import node_limits
+from realtime.limits import AddressAdmission, node_limits, socket_address_admit, socket_address_release
 from realtime.names import Priority, wedding_id_from_topic, wedding_topic
 from realtime.outbox import Outbox, conflation_key
 from realtime.selectors import MembershipView, SubscriptionDenied
@@ -55,6 +55,7 @@ CONTROL_PRIORITY = Priority.EMERGENCY  # replies and notices are never queued be
 VIOLATION_LIMIT = 10  # protocol violations per minute before 4400
 BINARY_CLOSE, TOO_LARGE_CLOSE, VIOLATIONS_CLOSE = 1003, 1009, 4400
 UNAUTHORIZED_CLOSE, SLOW_CLOSE, DEVICES_CLOSE = 4401, 4008, 4029
+TRY_AGAIN_CLOSE = 1013  # RFC 6455 "try again later"
 _DEVICE_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 # The socket's own thread hops, each wrapped once (realtime.db).
@@ -83,6 +84,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     _heard = 0.0  # when the client last sent a frame (epoch seconds)
     _control_heard: Callable[[], float] = staticmethod(lambda: 0.0)  # ... or a ping or pong
     _reconnects: int = 0  # this device's connects in the last hour, minus this one
+    _address: AddressAdmission | None = None  # this socket's place among its address's open sockets
     _rtt_quality: str | None = None
 
     async def dispatch(self, message: dict[str, Any]) -> None:
@@ -104,6 +106,13 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         chosen = PROTOCOL_NAME if PROTOCOL_NAME in subprotocols else None
         address = self.scope.get("client") or [None]
         self.client = ClientInfo(ip=address[0], user_agent=headers.get("user-agent", "")[:512])
+        self._address = await socket_address_admit(client=self.client)
+        if not self._address.allowed:  # too many sockets from this address: try again later
+            await self.accept(subprotocol=chosen)
+            refusal = protocol.error_frame("rate_limited", "Too many connections from your network: try again later.")
+            await self.send(text_data=protocol.encode({**refusal, "retry_after": self._address.retry_after}))
+            await self.close(code=TRY_AGAIN_CLOSE)
+            return
         try:
             opened = await _socket_open(
                 headers=headers,
@@ -520,6 +529,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         if self._released:
             return
         self._released = True
+        await socket_address_release(self._address)
         if self._expiry is not None:
             self._expiry.cancel()
         hub: NodeHub | None = getattr(self, "hub", None)
