@@ -529,7 +529,6 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         if self._released:
             return
         self._released = True
-        await socket_address_release(self._address)
         if self._expiry is not None:
             self._expiry.cancel()
         hub: NodeHub | None = getattr(self, "hub", None)
@@ -540,6 +539,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 await node_limits().device_disconnect(user_id=self.user_id, connection_id=self.connection_id)
             except Exception:  # Redis away: the entry expires by itself within a minute
                 logger.warning("socket.device_disconnect_failed", connection=self.connection_id)
+        await socket_address_release(self._address)
 
 
 def _device_name(query_string: str) -> str:

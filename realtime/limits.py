@@ -187,6 +187,7 @@ class Limits:
             self._device_connect_script = self._redis.register_script(_DEVICE_CONNECT_LUA)
             self._device_disconnect_script = self._redis.register_script(_DEVICE_DISCONNECT_LUA)
             self._address_admit_script = self._redis.register_script(_ADDRESS_ADMIT_LUA)
+            self._address_release_script = self._redis.register_script("redis.call('ZREM', KEYS[1], ARGV[1])")
         self._local_devices: dict[int, dict[str, float]] = {}  # embedded mode only
         self._local_connects: dict[tuple[int, str], list[float]] = {}
         # This node's own open sockets per address (entry -> address), renewed with the devices.
@@ -342,8 +343,12 @@ class Limits:
         if not admission.entry:
             return
         self._address_entries.pop(admission.entry, None)
-        if self._redis is not None:
-            await self._redis.zrem(self._address_sockets_key(admission.address), admission.entry)
+        if self._redis is not None:  # batched: a storm's drop releases thousands at once
+            await self._scripts.call(
+                self._address_release_script,
+                keys=[self._address_sockets_key(admission.address)],
+                args=[admission.entry],
+            )
 
     async def address_refresh(self) -> None:
         """Renew the places of this node's open sockets (a node that stops renewing, because it
