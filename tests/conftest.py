@@ -89,7 +89,7 @@ def _fresh_presence() -> None:
 def _fresh_address_counts() -> None:
     """Refusal windows, address caps and rate budgets are keyed by 127.0.0.1 in every test: each
     test starts with none of them counted."""
-    _redis_forget("wedsync:audit-refusals:*", "wedsync:address-*", "LIMITS:wedsync-rate*", "wedsync-rate*")
+    _redis_forget("wedsync:audit-refusals:*", "wedsync:address-*", "wedsync-rate:*")
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 import time_machine
 from django.conf import settings
-from django.db import OperationalError, connection
+from django.db import OperationalError, connection, transaction
 from django.test import override_settings
 from django.urls import reverse
 from rest_framework.test import APIClient
@@ -22,6 +22,7 @@ from tests.personas import WeddingParty
 from wedsync.models import AuditLog
 from wedsync.services.audit import AuditAction, ClientInfo, audit_refusal_record, audit_refusals_flush
 from wedsync.services.auth import access_token_issue
+from wedsync.tasks import flush_audit_refusals
 
 pytestmark = [pytest.mark.requires_postgres, pytest.mark.requires_redis]
 
@@ -81,7 +82,7 @@ def test_a_flood_is_one_row_at_once_and_one_row_with_the_count_after_the_window(
     assert total(rows()) == 504
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)  # as a socket's thread and the API refuse: in no transaction
 def test_the_first_refusal_of_the_next_window_writes_the_last_windows_count(at_t0) -> None:
     for _ in range(10):
         refuse(ATTACKER)
@@ -92,6 +93,34 @@ def test_the_first_refusal_of_the_next_window_writes_the_last_windows_count(at_t
         (9, True),
         (1, False),
     ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_refusal_inside_a_callers_transaction_leaves_the_closed_windows_to_beat(at_t0) -> None:
+    for _ in range(4):
+        refuse(ATTACKER)
+    at_t0.move_to(T0 + AFTER_WINDOW)
+
+    def work_that_fails() -> None:
+        with transaction.atomic():
+            refuse(ATTACKER, reason="expired")
+            raise RuntimeError("the caller's work fails and rolls back")
+
+    with pytest.raises(RuntimeError):
+        work_that_fails()
+    assert audit_refusals_flush() == 1  # the closed window was not taken into the rolled-back work
+    assert [e.details["count"] for e in rows()] == [1, 3]
+
+
+@pytest.mark.django_db
+def test_beat_writes_the_closed_windows_every_window(at_t0) -> None:
+    schedule = settings.CELERY_BEAT_SCHEDULE["wedsync-flush-audit-refusals"]
+    assert (schedule["task"], schedule["schedule"]) == ("wedsync.tasks.flush_audit_refusals", 60.0)
+    for _ in range(3):
+        refuse(ATTACKER)
+    at_t0.move_to(T0 + AFTER_WINDOW)
+    assert flush_audit_refusals.apply().get() == 1  # the task as a worker runs it
+    assert [e.details["count"] for e in rows()] == [1, 2]
 
 
 @pytest.mark.django_db

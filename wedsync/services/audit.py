@@ -22,6 +22,7 @@ import redis
 import structlog
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser, User
+from django.db import connection
 from django.http import HttpRequest
 
 from monitoring.metrics import AUDIT_ENTRIES, AUDIT_REFUSALS_COUNTED
@@ -212,7 +213,6 @@ redis.call('EXPIRE', pending, ARGV[7])
 
 @dataclass(frozen=True, slots=True)
 class _Scripts:
-    client: redis.Redis
     record: Any
     claim: Any
     restore: Any
@@ -223,7 +223,6 @@ def _refusal_scripts(redis_url: str) -> _Scripts:
     # Short timeouts: a refusal is answered on a request thread, which a hung Redis must not hold.
     client = redis.Redis.from_url(redis_url, socket_timeout=0.5, socket_connect_timeout=0.5)
     return _Scripts(
-        client=client,
         record=client.register_script(_RECORD_LUA),
         claim=client.register_script(_CLAIM_LUA),
         restore=client.register_script(_RESTORE_LUA),
@@ -268,7 +267,10 @@ def audit_refusal_record(
         address = (client.ip if client else None) or ""
         count, due, window = _refusal_count(redis_url=redis_url, action=action, reason=reason, address=address)
         details.update(window)
-    if due:  # windows that closed are written first, so rows stay in the order things happened
+    # Windows that closed are written first, so rows stay in the order things happened; not from
+    # inside a caller's transaction, whose rollback would take rows whose counts left Redis (beat
+    # writes them then).
+    if due and not connection.in_atomic_block:
         audit_refusals_flush()
     if count == 1:
         audit_record(
