@@ -72,6 +72,9 @@ def environment() -> dict[str, str]:
         "LOG_LEVEL": "WARNING",
         # The publishers are planners publishing far above a person's rate: lift only their limit.
         "REALTIME_RATE_LIMITS": '{"planner": 1000000}',
+        # Every simulated phone connects from 127.0.0.1: one address, thousands of sockets.
+        "REALTIME_ADDRESS_HANDSHAKES": "0",
+        "REALTIME_ADDRESS_CONNECTIONS": "0",
     }
 
 

@@ -45,3 +45,15 @@ RETENTION_PURGED_ROWS = Counter(
     "Rows the retention purges deleted, by table (a model label: realtime.Event, wedsync.AuditLog, ...).",
     ["table"],
 )
+
+AUDIT_REFUSALS_COUNTED = Counter(
+    "wedsync_audit_refusals_counted_total",
+    "Unauthenticated refusals counted into their window's summary audit row instead of a row of their own, by action.",
+    ["action"],
+)
+
+ADDRESS_LIMIT_REFUSALS = Counter(
+    "wedsync_address_limit_refusals_total",
+    "Requests refused because their source address passed a cap: handshakes, connections (sockets) or api.",
+    ["limit"],
+)

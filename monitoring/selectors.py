@@ -17,7 +17,7 @@ from monitoring.models import Escalation, EscalationStatus
 from presence.models import Alert, AlertSeverity, Emergency
 from realtime.hub import node_hubs_problem
 from realtime.models import Event, EventAck
-from realtime.names import EventType
+from realtime.names import EMERGENCY_REPEAT_FIELD, EventType
 from wedsync.models import Member
 from wedsync.permissions import Role
 
@@ -104,11 +104,13 @@ def alerts_due_for_escalation(*, raised_before: datetime, raised_after: datetime
 
 def emergencies_due_for_escalation(*, created_before: datetime, created_after: datetime) -> QuerySet[Event]:
     """``emergency.alert`` events published in ``(created_after, created_before]`` that no planner of
-    the wedding acknowledged, that were not resolved, and that were not escalated yet."""
+    the wedding acknowledged, that were not resolved, and that were not escalated yet. A repeat of
+    an open emergency is not escalated: the alarm it updates is (decision 0011)."""
     return (
         Event.objects.filter(
             type=EventType.EMERGENCY_ALERT.value, created_at__gt=created_after, created_at__lte=created_before
         )
+        .exclude(data__has_key=EMERGENCY_REPEAT_FIELD)
         .exclude(_planner_ack_of("pk"))
         .exclude(Exists(Emergency.objects.filter(raised_event_id=OuterRef("pk"), resolved_at__isnull=False)))
         .exclude(Exists(Escalation.objects.filter(event_id=OuterRef("pk"))))

@@ -132,7 +132,17 @@ class _EmergencyStateFilter(admin.SimpleListFilter):
 
 @admin.register(Emergency)
 class EmergencyAdmin(WeddingScopedAdmin[Emergency]):
-    list_display = ("raised_at", "wedding", "raised_by", "message", "location", "resolved_at", "resolved_by")
+    list_display = (
+        "raised_at",
+        "wedding",
+        "raised_by",
+        "message",
+        "location",
+        "repeats",
+        "repeated_at",
+        "resolved_at",
+        "resolved_by",
+    )
     list_filter = (_EmergencyStateFilter, "raised_at")
     search_fields = ("wedding__name", "raised_by__user__username", "raised_by__display_name")
     list_select_related = ("wedding", "raised_by__user", "raised_event", "resolved_by")

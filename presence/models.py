@@ -76,6 +76,10 @@ class Emergency(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     resolved_at = models.DateTimeField(null=True, blank=True)
+    # The same member's further alarms while it is open update it instead of opening their own
+    # (decision 0011): how many came, and when the last one did.
+    repeats = models.PositiveIntegerField(default=0)
+    repeated_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-raised_at", "-id"]

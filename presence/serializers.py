@@ -96,6 +96,10 @@ class EmergencySerializer(serializers.ModelSerializer[Emergency]):
         help_text="Who resolved it, as emergency.resolved told the wedding: the planner, or staff."
     )
     open = serializers.SerializerMethodField()
+    repeats = serializers.IntegerField(
+        read_only=True, help_text="Further alarms its raiser sent while it was open (each an emergency.alert repeat)."
+    )
+    repeated_at = serializers.DateTimeField(read_only=True, allow_null=True, help_text="When the last repeat came.")
 
     class Meta:
         model = Emergency
@@ -107,6 +111,8 @@ class EmergencySerializer(serializers.ModelSerializer[Emergency]):
             "location",
             "raised_by",
             "raised_at",
+            "repeats",
+            "repeated_at",
             "resolved_at",
             "resolved_by",
             "open",

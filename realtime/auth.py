@@ -24,7 +24,13 @@ from django.http.request import split_domain_port, validate_host
 from realtime.services.tickets import TicketRefused, ticket_consume
 from wedsync.models import AuditLog, AuditOutcome
 from wedsync.selectors import token_generation_current
-from wedsync.services.audit import AuditAction, ClientInfo, audit_entry_build, audit_record
+from wedsync.services.audit import (
+    AuditAction,
+    ClientInfo,
+    audit_entry_build,
+    audit_record,
+    audit_refusal_record,
+)
 from wedsync.services.auth import TokenRefused, access_token_grant, access_token_verify
 
 PROTOCOL_NAME = "wedsync.v1"
@@ -34,13 +40,15 @@ Method = Literal["bearer", "ticket", "session"]
 
 
 class SocketRefused(Exception):
-    """The socket may not stay: ``close_code`` is 4401 (credentials) or 4403 (origin)."""
+    """The socket may not stay: ``close_code`` is 4401 (credentials) or 4403 (origin). ``user`` is
+    whom a genuine but unusable credential names (revoked, deactivated), else None."""
 
-    def __init__(self, *, close_code: int, reason: str, message: str) -> None:
+    def __init__(self, *, close_code: int, reason: str, message: str, user: User | None = None) -> None:
         super().__init__(message)
         self.close_code = close_code
         self.reason = reason
         self.message = message
+        self.user = user
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +116,7 @@ def _authenticate(
         try:
             grant = access_token_grant(raw=bearer[0])
         except TokenRefused as exc:
-            raise SocketRefused(close_code=4401, reason=exc.reason, message=exc.message) from None
+            raise SocketRefused(close_code=4401, reason=exc.reason, message=exc.message, user=exc.user) from None
         return "bearer", grant.user, grant.generation, grant.expires_at
     tickets = query.get("ticket")
     if tickets:
@@ -144,11 +152,13 @@ def socket_identify(
             raise SocketRefused(close_code=4403, reason="origin_refused", message="This origin may not connect.")
         method, user, generation, expires_at = _authenticate(headers=headers, subprotocols=subprotocols, query=query)
     except SocketRefused as refused:
-        audit_record(
+        # Nobody identified: aggregated per address and reason (decision 0025); a known user: one row.
+        audit_refusal_record(
             action=AuditAction.SOCKET_REFUSE,
-            outcome=AuditOutcome.REFUSED,
+            reason=refused.reason,
+            actor=refused.user,
             client=client,
-            details={"method": method, "reason": refused.reason, "origin": headers.get("origin", "")[:200]},
+            details={"method": method, "origin": headers.get("origin", "")[:200]},
         )
         raise
     entry = audit_entry_build(

@@ -40,7 +40,7 @@ from realtime.auth import PROTOCOL_NAME, SocketIdentity, SocketRefused, socket_t
 from realtime.daphne_support import connection_open, control_frames_heard, frame_writer_for, write_gate_for
 from realtime.db import per_socket_db
 from realtime.hub import NodeHub, Subscription, node_hub
-from realtime.limits import node_limits
+from realtime.limits import AddressAdmission, node_limits, socket_address_admit, socket_address_release
 from realtime.names import Priority, wedding_id_from_topic, wedding_topic
 from realtime.outbox import Outbox, conflation_key
 from realtime.selectors import MembershipView, SubscriptionDenied, events_replay_page
@@ -93,6 +93,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     _heard = 0.0  # when the client last sent a frame (epoch seconds)
     _control_heard: Callable[[], float] = staticmethod(lambda: 0.0)  # ... or a ping or pong
     _reconnects: int = 0  # this device's connects in the last hour, minus this one
+    _address: AddressAdmission | None = None  # this socket's place among its address's open sockets
     _rtt_quality: str | None = None
 
     async def dispatch(self, message: dict[str, Any]) -> None:
@@ -109,6 +110,21 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     async def websocket_connect(self, message: dict[str, Any]) -> None:
         if not connection_open(self.base_send):
             return  # gave up on while it waited its turn; its disconnect message follows
+        headers = {name.decode("latin1").lower(): value.decode("latin1") for name, value in self.scope["headers"]}
+        subprotocols: list[str] = list(self.scope.get("subprotocols") or [])
+        address = self.scope.get("client") or [None]
+        self.client = ClientInfo(ip=address[0], user_agent=headers.get("user-agent", "")[:512])
+        self._address = await socket_address_admit(client=self.client)
+        if not self._address.allowed:  # too many sockets from this address: try again later
+            await self._refuse(
+                TRY_AGAIN_CLOSE,
+                protocol.error_frame(
+                    "rate_limited",
+                    "Too many connections from your network: try again later.",
+                    retry_after=self._address.retry_after,
+                ),
+            )
+            return
         hub = node_hub()
         if not await hub.ready(within=HUB_READY_WAIT_SECONDS):
             # Nothing behind the socket yet (the channel layer's Redis is away): say when to come
@@ -120,11 +136,6 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 ),
             )
             return
-        headers = {name.decode("latin1").lower(): value.decode("latin1") for name, value in self.scope["headers"]}
-        subprotocols: list[str] = list(self.scope.get("subprotocols") or [])
-        chosen = PROTOCOL_NAME if PROTOCOL_NAME in subprotocols else None
-        address = self.scope.get("client") or [None]
-        self.client = ClientInfo(ip=address[0], user_agent=headers.get("user-agent", "")[:512])
         try:
             opened = await _socket_open(
                 headers=headers,
@@ -148,7 +159,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         self.client_device = _device_name(self.scope.get("query_string", b"").decode("latin1"))
         self._heard = time.time()
         self._control_heard = control_frames_heard(self.base_send)
-        await self.accept(subprotocol=chosen)
+        await self.accept(subprotocol=PROTOCOL_NAME if PROTOCOL_NAME in subprotocols else None)
         self.outbox = Outbox(
             send_text=self._send_text,
             gate=write_gate_for(self.base_send, send_buffer=settings.REALTIME_SOCKET_SEND_BUFFER),
@@ -575,6 +586,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 await node_limits().device_disconnect(user_id=self.user_id, connection_id=self.connection_id)
             except Exception:  # Redis away: the entry expires by itself within a minute
                 logger.warning("socket.device_disconnect_failed", connection=self.connection_id)
+        await socket_address_release(self._address)
 
 
 def _device_name(query_string: str) -> str:

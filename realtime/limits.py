@@ -5,6 +5,12 @@ in embedded single-process mode), checked in the publish service after the idemp
 a retried publish never costs budget. Devices are a Redis sorted set per user, scored by connect time,
 each entry kept alive by a key with a short TTL that its node refreshes: a node that dies without
 saying goodbye (SIGKILL) stops refreshing, and its sockets stop counting within a minute.
+
+Per source address (issue 16 item 5; decision 0025): socket handshakes per fixed window (a Redis
+counter with a TTL) and open sockets (a sorted set per address whose members are scored by when
+they expire; their node renews them with the device entries, so a dead node's sockets stop
+counting within a minute), and API requests without valid credentials per fixed window. Past a
+cap a socket is closed 1013 and the API answers 429.
 """
 
 from __future__ import annotations
@@ -12,20 +18,26 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
+import uuid
 import weakref
 from dataclasses import dataclass
+from typing import Any
 
+import redis
 import redis.asyncio as aioredis
 import structlog
+from channels.db import database_sync_to_async
 from django.conf import settings
 from limits import RateLimitItemPerMinute
 from limits.storage import MemoryStorage, RedisStorage
 from limits.strategies import SlidingWindowCounterRateLimiter
 
+from monitoring.metrics import ADDRESS_LIMIT_REFUSALS
 from realtime.names import EventType
 from realtime.redis_batch import ScriptBatcher
 from realtime.walks import in_slices
 from wedsync.permissions import Permission, role_has_permission
+from wedsync.services.audit import AuditAction, ClientInfo, audit_refusal_record
 
 logger = structlog.get_logger(__name__)
 
@@ -35,6 +47,10 @@ DEVICE_REDIS_CONNECTIONS = 32  # per node (event loop); callers wait for one rat
 # A device's reconnects (its presence's connection quality) are counted over the last hour.
 CONNECTS_WINDOW_SECONDS = 3600
 RATE_BREAKER_SECONDS = 2.0  # after Redis failed a rate check, checks pass unasked this long
+ADDRESS_SOCKET_TTL_SECONDS = DEVICE_TTL_SECONDS  # an open socket's place, unless its node renews it
+# What a socket refused for too many open sockets at its address is told to wait: nobody knows
+# when one of the others closes, and clients back off with jitter from there.
+ADDRESS_CONNECTIONS_RETRY_SECONDS = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +94,18 @@ class RedisBreaker:
 class _RateLimiter:
     limiter: SlidingWindowCounterRateLimiter
     breaker: RedisBreaker
+
+
+@dataclass(frozen=True, slots=True)
+class AddressAdmission:
+    """Whether a socket from ``address`` may proceed; an admitted one holds ``entry`` in the
+    address's open set until :func:`socket_address_release`."""
+
+    allowed: bool
+    address: str = ""
+    entry: str = ""  # "" when nothing was counted (no address, no caps, Redis away)
+    limit: str = ""  # the cap that refused it: "handshakes" or "connections"
+    retry_after: float = 0.0
 
 
 @functools.cache
@@ -146,8 +174,32 @@ redis.call('DEL', KEYS[2])
 """
 
 
+# A handshake from an address: count it in the window, then take a place among the address's open
+# sockets (forgetting the places whose node stopped renewing them). A cap of 0 is no cap.
+_ADDRESS_ADMIT_LUA = """
+local sockets, handshakes = KEYS[1], KEYS[2]
+local entry, now, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local max_open, max_handshakes, window_ttl = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local count = redis.call('INCR', handshakes)
+if count == 1 then
+    redis.call('EXPIRE', handshakes, window_ttl)
+end
+if max_handshakes > 0 and count > max_handshakes then
+    return {0, 'handshakes'}
+end
+redis.call('ZREMRANGEBYSCORE', sockets, '-inf', now)
+if max_open > 0 and redis.call('ZCARD', sockets) >= max_open then
+    return {0, 'connections'}
+end
+redis.call('ZADD', sockets, now + ttl, entry)
+redis.call('EXPIRE', sockets, ttl)
+return {1, ''}
+"""
+
+
 class Limits:
-    """Device limits. One per event loop: Redis connections belong to the loop that opened them."""
+    """Device and address limits. One per event loop: Redis connections belong to the loop that
+    opened them."""
 
     def __init__(self) -> None:
         redis_url = settings.REDIS_URL
@@ -163,8 +215,13 @@ class Limits:
             self._scripts = ScriptBatcher(self._redis)
             self._device_connect_script = self._redis.register_script(_DEVICE_CONNECT_LUA)
             self._device_disconnect_script = self._redis.register_script(_DEVICE_DISCONNECT_LUA)
+            self._address_admit_script = self._redis.register_script(_ADDRESS_ADMIT_LUA)
+            self._address_release_script = self._redis.register_script("redis.call('ZREM', KEYS[1], ARGV[1])")
         self._local_devices: dict[int, dict[str, float]] = {}  # embedded mode only
         self._local_connects: dict[tuple[int, str], list[float]] = {}
+        # This node's own open sockets per address (entry -> address), renewed with the devices.
+        self._address_entries: dict[str, str] = {}
+        self._local_handshakes: dict[tuple[str, int], int] = {}  # embedded mode only
 
     async def close(self) -> None:
         """Let go of the Redis connections (a node's last as long as its event loop)."""
@@ -237,6 +294,7 @@ class Limits:
         return DeviceAdmission(close=[other for other in counted.over if other != connection_id], reconnects=reconnects)
 
     async def device_refresh(self, *, connection_ids: list[str]) -> None:
+        await self.address_refresh()
         if self._redis is None or not connection_ids:
             return
         async for part in in_slices(connection_ids):  # one pipeline of 10,000 held the loop ~50 ms
@@ -254,6 +312,162 @@ class Limits:
             keys=[self._devices_key(user_id), self._alive_key(connection_id)],
             args=[connection_id],
         )
+
+    # --- source addresses ----------------------------------------------------------------------
+
+    @staticmethod
+    def _address_sockets_key(address: str) -> str:
+        return f"wedsync:address-sockets:{address}"
+
+    async def address_admit(self, *, address: str) -> AddressAdmission:
+        """Count a handshake from ``address`` (REALTIME_ADDRESS_HANDSHAKES per
+        REALTIME_ADDRESS_HANDSHAKE_WINDOW_SECONDS) and give it a place among the address's open
+        sockets (REALTIME_ADDRESS_CONNECTIONS), on every node alike. Fails open while Redis is away."""
+        max_open, max_handshakes = settings.REALTIME_ADDRESS_CONNECTIONS, settings.REALTIME_ADDRESS_HANDSHAKES
+        if not max_open and not max_handshakes:
+            return AddressAdmission(allowed=True)
+        window = settings.REALTIME_ADDRESS_HANDSHAKE_WINDOW_SECONDS
+        now = time.time()
+        bucket = int(now // window)
+        entry = uuid.uuid4().hex
+        handshakes_retry = round(max((bucket + 1) * window - now, 0.1), 1)
+        if self._redis is None:
+            return self._address_admit_local(
+                address=address, entry=entry, now=now, bucket=bucket, handshakes_retry=handshakes_retry
+            )
+        try:
+            allowed, limit = await self._scripts.call(
+                self._address_admit_script,
+                keys=[self._address_sockets_key(address), f"wedsync:address-handshakes:{address}:{bucket}"],
+                args=[entry, now, ADDRESS_SOCKET_TTL_SECONDS, max_open, max_handshakes, window + 1],
+            )
+        except Exception as error:  # Redis away: a venue's guests getting in beats a perfect count
+            logger.warning("address_limit.unavailable", address=address, error=repr(error))
+            return AddressAdmission(allowed=True)
+        if not allowed:
+            refused_by = limit.decode() if isinstance(limit, bytes) else str(limit)
+            retry = handshakes_retry if refused_by == "handshakes" else ADDRESS_CONNECTIONS_RETRY_SECONDS
+            return AddressAdmission(allowed=False, address=address, limit=refused_by, retry_after=retry)
+        self._address_entries[entry] = address
+        return AddressAdmission(allowed=True, address=address, entry=entry)
+
+    def _address_admit_local(
+        self, *, address: str, entry: str, now: float, bucket: int, handshakes_retry: float
+    ) -> AddressAdmission:
+        """Embedded (one process, no Redis): the same rules over this process's memory."""
+        self._local_handshakes = {key: n for key, n in self._local_handshakes.items() if key[1] >= bucket}
+        count = self._local_handshakes[(address, bucket)] = self._local_handshakes.get((address, bucket), 0) + 1
+        if settings.REALTIME_ADDRESS_HANDSHAKES and count > settings.REALTIME_ADDRESS_HANDSHAKES:
+            return AddressAdmission(allowed=False, address=address, limit="handshakes", retry_after=handshakes_retry)
+        open_here = sum(1 for other in self._address_entries.values() if other == address)
+        if settings.REALTIME_ADDRESS_CONNECTIONS and open_here >= settings.REALTIME_ADDRESS_CONNECTIONS:
+            return AddressAdmission(
+                allowed=False, address=address, limit="connections", retry_after=ADDRESS_CONNECTIONS_RETRY_SECONDS
+            )
+        self._address_entries[entry] = address
+        return AddressAdmission(allowed=True, address=address, entry=entry)
+
+    async def address_release(self, admission: AddressAdmission) -> None:
+        """The socket closed: give its place back."""
+        if not admission.entry:
+            return
+        self._address_entries.pop(admission.entry, None)
+        if self._redis is not None:  # batched: a storm's drop releases thousands at once
+            await self._scripts.call(
+                self._address_release_script,
+                keys=[self._address_sockets_key(admission.address)],
+                args=[admission.entry],
+            )
+
+    async def address_refresh(self) -> None:
+        """Renew the places of this node's open sockets (a node that stops renewing, because it
+        died, loses them within ADDRESS_SOCKET_TTL_SECONDS)."""
+        if self._redis is None or not self._address_entries:
+            return
+        by_address: dict[str, dict[str, float]] = {}
+        expires = time.time() + ADDRESS_SOCKET_TTL_SECONDS
+        for entry, address in list(self._address_entries.items()):
+            by_address.setdefault(address, {})[entry] = expires
+        async for part in in_slices(list(by_address.items())):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for address, entries in part:
+                    key = self._address_sockets_key(address)
+                    pipe.zadd(key, entries)
+                    pipe.expire(key, ADDRESS_SOCKET_TTL_SECONDS)
+                await pipe.execute()
+
+
+async def socket_address_admit(*, client: ClientInfo) -> AddressAdmission:
+    """The socket consumer's first step: may a socket from this address go on (caps shared by every
+    node)? A refusal is counted and audited, aggregated per address (decision 0025)."""
+    if client.ip is None:  # not over TCP (a test harness, a Unix socket): nothing to key on
+        return AddressAdmission(allowed=True)
+    admission = await node_limits().address_admit(address=client.ip)
+    if not admission.allowed:
+        ADDRESS_LIMIT_REFUSALS.labels(limit=admission.limit).inc()
+        await database_sync_to_async(audit_refusal_record)(
+            action=AuditAction.SOCKET_REFUSE,
+            reason=f"address_{admission.limit}",
+            client=client,
+            details={"method": "handshake", "retry_after": admission.retry_after},
+        )
+    return admission
+
+
+async def socket_address_release(admission: AddressAdmission | None) -> None:
+    """The socket consumer's last step: give back the place :func:`socket_address_admit` took."""
+    if admission is None:
+        return
+    try:
+        await node_limits().address_release(admission)
+    except Exception:  # Redis away: the place expires by itself within a minute
+        logger.warning("socket.address_release_failed", address=admission.address)
+
+
+# One API request without valid credentials from an address, in its fixed window.
+_API_ADDRESS_LUA = """
+local count = redis.call('INCR', KEYS[1])
+if count == 1 then
+    redis.call('EXPIRE', KEYS[1], ARGV[1])
+end
+return count
+"""
+_local_api_requests: dict[tuple[str, int], int] = {}  # embedded mode only (one process)
+
+
+@functools.cache
+def _api_address_script(redis_url: str) -> Any:
+    # Short timeouts: this runs on a request thread, which a hung Redis must not hold.
+    client = redis.Redis.from_url(redis_url, socket_timeout=0.5, socket_connect_timeout=0.5)
+    return client.register_script(_API_ADDRESS_LUA)
+
+
+def api_address_check(*, client: ClientInfo) -> RateDecision:
+    """Count one API request without valid credentials against its address's budget
+    (API_UNAUTHENTICATED_RATE: N per fixed period, shared by every node). Fails open while Redis
+    is away."""
+    amount, _, period = settings.API_UNAUTHENTICATED_RATE.partition("/")
+    window = {"s": 1, "m": 60, "h": 3600, "d": 86400}[period[0]]
+    address = client.ip or "-"
+    now = time.time()
+    bucket = int(now // window)
+    redis_url: str | None = settings.REDIS_URL
+    if redis_url is None:
+        for key in [key for key in _local_api_requests if key[1] < bucket]:
+            del _local_api_requests[key]
+        count = _local_api_requests[(address, bucket)] = _local_api_requests.get((address, bucket), 0) + 1
+    else:
+        try:
+            count = int(
+                _api_address_script(redis_url)(keys=[f"wedsync:address-api:{address}:{bucket}"], args=[window + 1])
+            )
+        except redis.RedisError as error:
+            logger.warning("api_address_limit.unavailable", address=address, error=repr(error))
+            return RateDecision(allowed=True)
+    if count <= int(amount):
+        return RateDecision(allowed=True)
+    ADDRESS_LIMIT_REFUSALS.labels(limit="api").inc()
+    return RateDecision(allowed=False, retry_after=round(max((bucket + 1) * window - now, 0.1), 1))
 
 
 def device_limit_for(roles: list[str]) -> int:

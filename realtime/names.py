@@ -97,6 +97,10 @@ DEFAULT_PRIORITY: dict[EventType, Priority] = {
     EventType.RECORD_CONFLICT: Priority.HIGH,
 }
 
+# The ``data`` field that marks an ``emergency.alert`` as a repeat of the sender's open emergency
+# (its value counts the repeats): stored and sent, but neither re-sent nor escalated (decision 0011).
+EMERGENCY_REPEAT_FIELD = "repeat"
+
 # The permission a member needs to publish each client type (``None``: see the audience rules).
 PUBLISH_PERMISSION: dict[EventType, Permission | None] = {
     EventType.CHAT_MESSAGE: Permission.CHAT,

@@ -18,7 +18,7 @@ from django.db import connection
 from django.utils import timezone
 
 from realtime.models import Event, EventAck, WeddingStream
-from realtime.names import Priority
+from realtime.names import EMERGENCY_REPEAT_FIELD, EventType, Priority
 from realtime.protocol import encode
 from realtime.services.events import event_frame, layer_message
 from wedsync.models import Member, UserTokenGeneration, Wedding
@@ -254,14 +254,18 @@ class Unacknowledged:
 def unacknowledged_events(
     *, wedding_ids: list[int], newer_than: datetime, older_than: datetime
 ) -> list[Unacknowledged]:
-    """Emergency and critical events of these weddings sent in the window, with who acknowledged them."""
+    """Emergency and critical events of these weddings sent in the window, with who acknowledged them.
+    Repeats of an open emergency are left out: the alarm they update is re-sent, and re-sending each
+    of a flood of repeats would multiply the re-sends (decision 0011)."""
     events = list(
         Event.objects.filter(
             wedding_id__in=wedding_ids,
             priority__gte=Priority.CRITICAL,
             created_at__gte=newer_than,
             created_at__lte=older_than,
-        ).order_by("-created_at")[:_REPLAY_CHUNK]  # the newest first: they matter most
+        )
+        .exclude(type=EventType.EMERGENCY_ALERT.value, data__has_key=EMERGENCY_REPEAT_FIELD)
+        .order_by("-created_at")[:_REPLAY_CHUNK]  # the newest first: they matter most
     )
     acks: dict[Any, set[int]] = {}
     for event_id, member_id in EventAck.objects.filter(event__in=events).values_list("event_id", "member_id"):

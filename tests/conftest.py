@@ -90,10 +90,7 @@ def _isolated_cache() -> Iterator[None]:
     cache.clear()
 
 
-@pytest.fixture(autouse=True)
-def _fresh_presence() -> None:
-    """Presence lives in Redis under wedding and member ids that the test database hands out again
-    on the next run: every test starts from none of it."""
+def _redis_forget(*patterns: str) -> None:
     from django.conf import settings
 
     if not (settings.REDIS_URL and settings.WEDSYNC_TEST_SERVICES.get("redis")):
@@ -102,12 +99,26 @@ def _fresh_presence() -> None:
 
     client = redis.Redis.from_url(settings.REDIS_URL)
     try:
-        for pattern in ("wedsync:presence:*", "wedsync:node-alive:*", "wedsync:connects:*"):
+        for pattern in patterns:
             keys = list(client.scan_iter(match=pattern, count=1000))
             if keys:
                 client.delete(*keys)
     finally:
         client.close()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_presence() -> None:
+    """Presence lives in Redis under wedding and member ids that the test database hands out again
+    on the next run: every test starts from none of it."""
+    _redis_forget("wedsync:presence:*", "wedsync:node-alive:*", "wedsync:connects:*")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_address_counts() -> None:
+    """Refusal windows, address caps and rate budgets are keyed by 127.0.0.1 in every test: each
+    test starts with none of them counted."""
+    _redis_forget("wedsync:audit-refusals:*", "wedsync:address-*", "wedsync-rate:*")
 
 
 @pytest.fixture

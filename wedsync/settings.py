@@ -297,14 +297,34 @@ SIMPLE_JWT = {
 }
 
 API_AUTH_RATE = env_str("API_AUTH_RATE", default="30/min")
-if not re.fullmatch(r"[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)", API_AUTH_RATE):
+_RATE_PATTERN = r"[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)"
+if not re.fullmatch(_RATE_PATTERN, API_AUTH_RATE):
     raise ImproperlyConfigured(f"API_AUTH_RATE must look like 30/min (N/s, /min, /hour or /day), got {API_AUTH_RATE!r}")
 TRUSTED_PROXIES = env_int("TRUSTED_PROXIES", default=0, minimum=0, maximum=5)
+
+# Unauthenticated refusals (bad handshakes, API 401s and 429s) are audited once per source address,
+# action and reason per window, plus one row with the count of the rest (wedsync/services/audit.py,
+# docs/decisions/0025). Beat writes the rows of windows that closed.
+AUDIT_REFUSAL_WINDOW_SECONDS = env_int("AUDIT_REFUSAL_WINDOW_SECONDS", default=60, minimum=1, maximum=3600)
+CELERY_BEAT_SCHEDULE["wedsync-flush-audit-refusals"] = {
+    "task": "wedsync.tasks.flush_audit_refusals",
+    "schedule": float(AUDIT_REFUSAL_WINDOW_SECONDS),
+    "options": {"expires": float(AUDIT_REFUSAL_WINDOW_SECONDS)},
+}
+# API requests without valid credentials (no credentials, a bad bearer token, the token endpoints)
+# per source address; past it, 429 until the period ends. Shared by every node through Redis.
+API_UNAUTHENTICATED_RATE = env_str("API_UNAUTHENTICATED_RATE", default="300/min")
+if not re.fullmatch(_RATE_PATTERN, API_UNAUTHENTICATED_RATE):
+    raise ImproperlyConfigured(
+        f"API_UNAUTHENTICATED_RATE must look like 300/min (N/s, /min, /hour or /day), got {API_UNAUTHENTICATED_RATE!r}"
+    )
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "wedsync.api.authentication.RevocableJWTAuthentication",
         "rest_framework.authentication.SessionAuthentication",
+        # Not a login: counts what nobody above accepted against its address (decision 0025).
+        "wedsync.api.authentication.UnauthenticatedAddressCap",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -325,6 +345,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # The schema's security schemes: the last authenticator only counts anonymous requests.
+    "AUTHENTICATION_WHITELIST": [
+        "wedsync.api.authentication.RevocableJWTAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
 }
 
 # --- Realtime protocol ------------------------------------------------------------------------------
@@ -411,6 +436,14 @@ REALTIME_DEVICE_LIMITS = env_int_map(
 REALTIME_DEVICE_LIMIT_POLICY = env_choice(
     "REALTIME_DEVICE_LIMIT_POLICY", default="close_oldest", choices=("close_oldest", "refuse_newest")
 )
+# Per source address, shared across nodes (realtime/limits.py, decision 0025): socket handshakes per
+# window and sockets open at once; past either, the socket is closed 1013. 0 turns a cap off. A
+# venue's guests share its Wi-Fi's one public address, so these are far above one person's needs.
+REALTIME_ADDRESS_HANDSHAKES = env_int("REALTIME_ADDRESS_HANDSHAKES", default=1200, minimum=0)
+REALTIME_ADDRESS_HANDSHAKE_WINDOW_SECONDS = env_int(
+    "REALTIME_ADDRESS_HANDSHAKE_WINDOW_SECONDS", default=60, minimum=1, maximum=3600
+)
+REALTIME_ADDRESS_CONNECTIONS = env_int("REALTIME_ADDRESS_CONNECTIONS", default=2000, minimum=0)
 
 PERMISSION_MATRIX = build_matrix(overrides=env_json_object("WEDSYNC_PERMISSION_OVERRIDES"))
 
@@ -449,6 +482,12 @@ CELERY_BEAT_SCHEDULE["presence-evaluate-alerts"] = {
     "schedule": float(PRESENCE_ALERT_CHECK_SECONDS),
     "options": {"expires": float(PRESENCE_ALERT_CHECK_SECONDS)},
 }
+
+# --- Emergencies (presence/emergency/, docs/decisions/0011) -----------------------------------------
+# A member's alarm while one of theirs is open updates it; a member may open at most this many new
+# emergencies in this many seconds (counted from the Emergency rows, under the wedding's stream lock).
+PRESENCE_EMERGENCY_NEW_PER_MEMBER = env_int("PRESENCE_EMERGENCY_NEW_PER_MEMBER", default=3, minimum=1)
+PRESENCE_EMERGENCY_NEW_WINDOW_SECONDS = env_int("PRESENCE_EMERGENCY_NEW_WINDOW_SECONDS", default=600, minimum=1)
 
 # --- Escalation (monitoring/services/escalation.py, docs/decisions/0010, docs/webhooks.md) -----------
 # A critical alert or an emergency no planner acknowledged this long after it was raised goes to

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from datetime import datetime
 from typing import Any
 
 from django.contrib.auth.models import AnonymousUser, User
@@ -30,6 +31,26 @@ def emergencies_open_ids(*, wedding_id: int) -> list[int]:
         Emergency.objects.filter(wedding_id=wedding_id, resolved_at__isnull=True)
         .order_by("raised_at", "pk")
         .values_list("pk", flat=True)
+    )
+
+
+def emergency_open_raised_by(*, wedding_id: int, member_id: int) -> Emergency | None:
+    """The member's own open emergency in the wedding (the oldest, should there be several), which
+    a further alarm of theirs updates instead of opening another."""
+    return (
+        Emergency.objects.filter(wedding_id=wedding_id, raised_by_id=member_id, resolved_at__isnull=True)
+        .select_related("raised_event")
+        .order_by("raised_at", "pk")
+        .first()
+    )
+
+
+def emergencies_raised_since(*, member_id: int, since: datetime) -> list[datetime]:
+    """When the member opened each emergency raised after ``since``, oldest first."""
+    return list(
+        Emergency.objects.filter(raised_by_id=member_id, raised_at__gt=since)
+        .order_by("raised_at")
+        .values_list("raised_at", flat=True)
     )
 
 

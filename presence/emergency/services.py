@@ -1,10 +1,14 @@
 """Emergency writes: open (with the ``emergency.alert`` that raised it) and resolve.
 
 Opening happens inside the transaction that stores the alert (``member_event_publish`` calls
-:func:`emergency_open`), so there is never an emergency without its alert nor an alert that opened
-nothing. Every ``emergency.alert`` opens its own row: the escalation webhook (decision 0010) follows
-each alert by its row, and two alarms about two incidents end separately. The wedding is in
-emergency mode while any row is open.
+:func:`emergency_alarm_admit` under the wedding's stream lock, then :func:`emergency_alarm_record`),
+so there is never an emergency without its alert nor an alert that opened nothing. A member's
+``emergency.alert`` opens its own row unless an emergency that member raised is still open: then
+the alarm is a repeat, stored and sent like any alert but marked as an update of the open one
+(``data.emergency``, ``data.alert_seq``, ``data.repeat``), which opens nothing, is not escalated and
+is not re-sent. A member opens at most ``PRESENCE_EMERGENCY_NEW_PER_MEMBER`` emergencies per
+``PRESENCE_EMERGENCY_NEW_WINDOW_SECONDS``; past that the alarm is refused ``rate_limited`` and
+audited. The wedding is in emergency mode while any row is open (decision 0011).
 
 Resolving takes the wedding's stream lock before anything else, the lock every publish takes: a
 vendor's widened publish decides its reach under that lock (realtime/services/events.py), so it is
@@ -14,15 +18,26 @@ either stored before ``emergency.resolved`` (and widened) or after it (and not).
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
 
 import structlog
+from django.conf import settings
 from django.contrib.auth.models import AnonymousUser, User
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
-from presence.emergency.selectors import emergencies_open_ids, emergency_may_resolve, emergency_resolver_view
+from presence.emergency.selectors import (
+    emergencies_open_ids,
+    emergencies_raised_since,
+    emergency_may_resolve,
+    emergency_open_raised_by,
+    emergency_resolver_view,
+)
 from presence.models import Emergency
-from realtime.names import EventType
+from realtime.names import EMERGENCY_REPEAT_FIELD, EventType
 from realtime.protocol import iso
 from realtime.services.events import event_publish, wedding_stream_lock
 from wedsync.models import AuditOutcome, Member
@@ -32,10 +47,92 @@ logger = structlog.get_logger(__name__)
 
 
 class EmergencyRefused(Exception):
-    def __init__(self, *, code: str, message: str) -> None:
+    def __init__(self, *, code: str, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True, slots=True)
+class EmergencyAlarm:
+    """What a member's ``emergency.alert`` will be, decided under the wedding's stream lock."""
+
+    repeat_of: Emergency | None  # the member's open emergency this alarm updates; None opens a new one
+
+    def event_data(self, data: dict[str, Any]) -> dict[str, Any]:
+        """The alert's ``data`` as stored and sent: a repeat names what it updates (the client's
+        schema refuses these fields, so only the server sets them)."""
+        if self.repeat_of is None:
+            return data
+        return {
+            **data,
+            "emergency": self.repeat_of.pk,
+            "alert_seq": self.repeat_of.raised_event.seq,
+            EMERGENCY_REPEAT_FIELD: self.repeat_of.repeats + 1,
+        }
+
+
+def emergency_alarm_admit(*, member: Member, now: datetime | None = None) -> EmergencyAlarm:
+    """Whether the member's alarm repeats their open emergency or opens a new one, or
+    :class:`EmergencyRefused` (``rate_limited``, with ``retry_after``) when they opened
+    ``PRESENCE_EMERGENCY_NEW_PER_MEMBER`` already in the window.
+
+    Call it inside the alarm's transaction after :func:`wedding_stream_lock`: every alarm and every
+    resolution of the wedding is decided under that lock, so the open row and the count it reads
+    stay true until the alarm is stored, on whichever node.
+    """
+    open_emergency = emergency_open_raised_by(wedding_id=member.wedding_id, member_id=member.pk)
+    if open_emergency is not None:
+        return EmergencyAlarm(repeat_of=open_emergency)
+    now = now or timezone.now()
+    window = timedelta(seconds=settings.PRESENCE_EMERGENCY_NEW_WINDOW_SECONDS)
+    raised = emergencies_raised_since(member_id=member.pk, since=now - window)
+    limit = settings.PRESENCE_EMERGENCY_NEW_PER_MEMBER
+    if len(raised) >= limit:
+        # The oldest of them leaving the window makes room for one more.
+        retry_after = max((raised[-limit] + window - now).total_seconds(), 0.1)
+        raise EmergencyRefused(
+            code="rate_limited",
+            message=(
+                f"You raised {len(raised)} emergencies in the last "
+                f"{settings.PRESENCE_EMERGENCY_NEW_WINDOW_SECONDS} seconds: wait, or call the planner."
+            ),
+            retry_after=round(retry_after, 1),
+        )
+    return EmergencyAlarm(repeat_of=None)
+
+
+def emergency_alarm_record(*, alarm: EmergencyAlarm, event_id: uuid.UUID, raised_by: Member) -> Emergency:
+    """After the alarm's event is stored, in its transaction: open its emergency, or count the repeat
+    on the emergency it updates."""
+    if alarm.repeat_of is None:
+        return emergency_open(wedding_id=raised_by.wedding_id, event_id=event_id, raised_by=raised_by)
+    emergency = alarm.repeat_of
+    Emergency.objects.filter(pk=emergency.pk).update(repeats=F("repeats") + 1, repeated_at=timezone.now())
+    logger.info("emergency.repeated", wedding=emergency.wedding_id, emergency=emergency.pk, member=raised_by.pk)
+    return emergency
+
+
+def emergency_alarm_refusal_audit(*, member: Member, refused: EmergencyRefused, client: ClientInfo | None) -> None:
+    """A refused alarm (one new emergency too many) is audited per refusal: the member is known."""
+    audit_record(
+        action=AuditAction.EMERGENCY_REFUSE,
+        outcome=AuditOutcome.REFUSED,
+        actor=member.user,
+        wedding_id=member.wedding_id,
+        target=f"member:{member.pk}",
+        client=client,
+        details={
+            "op": "open",
+            "reason": refused.code,
+            "member": member.pk,
+            "role": member.role,
+            "limit": settings.PRESENCE_EMERGENCY_NEW_PER_MEMBER,
+            "window_seconds": settings.PRESENCE_EMERGENCY_NEW_WINDOW_SECONDS,
+            "retry_after": refused.retry_after,
+        },
+    )
 
 
 def emergency_open(*, wedding_id: int, event_id: uuid.UUID, raised_by: Member) -> Emergency:

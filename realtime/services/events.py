@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import structlog
@@ -256,9 +256,10 @@ def member_event_publish(
 ) -> PublishedEvent:
     """A member's ``publish``: checks type, data, permission and ``to``, then :func:`event_publish`.
 
-    Raises :class:`PublishRefused` (``invalid``, ``forbidden``) with the reason; refusals of
-    permission are audited. An ``emergency.alert`` opens its emergency in the same transaction,
-    and while one is open a vendor's ``to`` may reach the whole wedding (audited; decision 0011).
+    Raises :class:`PublishRefused` (``invalid``, ``forbidden``, ``rate_limited``) with the reason;
+    refusals of permission and of emergencies past the cap are audited. An ``emergency.alert``
+    opens its emergency (or updates the sender's open one) in the same transaction, and while one
+    is open a vendor's ``to`` may reach the whole wedding (audited; decision 0011).
     """
     try:
         event_type = EventType(type_name)
@@ -290,35 +291,89 @@ def member_event_publish(
         if priority >= Priority.CRITICAL or Priority.from_wire(priority_name) >= Priority.CRITICAL:
             raise PublishRefused(code="invalid", message=f"priority: {priority_name} is not allowed for {event_type}")
         priority = Priority.from_wire(priority_name)
-    audience = audience_default(event_type=event_type, wedding_id=member.wedding_id, sender=member, data=data)
-    # An emergency alert opens its emergency, and a vendor's reach is decided under the stream lock,
-    # in the event's own transaction; any other publish is event_publish's transaction alone (no
-    # savepoint on the hot path).
-    joint = event_type is EventType.EMERGENCY_ALERT or (to is not None and member.is_vendor)
+    publish = _MemberPublish(
+        member=member,
+        event_type=event_type,
+        data=data,
+        to=to,
+        audience=audience_default(event_type=event_type, wedding_id=member.wedding_id, sender=member, data=data),
+        priority=priority,
+        idempotency_key=idempotency_key,
+        client=client,
+    )
+    if event_type is EventType.EMERGENCY_ALERT:
+        return _emergency_alert_publish(publish=publish)
+    # A vendor's reach is decided under the stream lock, in the event's own transaction; any other
+    # publish is event_publish's transaction alone (no savepoint on the hot path).
+    joint = to is not None and member.is_vendor
     with transaction.atomic() if joint else contextlib.nullcontext():
-        widened: _Widened | None = None
-        if to is not None:
-            try:
-                audience, widened = _audience_to(member=member, default=audience, to=to)
-            except AudienceError as exc:
-                raise PublishRefused(code="invalid", message=str(exc)) from None
-        published = event_publish(
-            wedding_id=member.wedding_id,
-            event_type=event_type,
-            data=data,
-            sender=member,
-            audience=audience,
-            priority=priority,
-            idempotency_key=idempotency_key,
-        )
-        if not published.duplicate:
-            if widened is not None:
-                _widening_audit(member=member, event_type=event_type, seq=published.seq, widened=widened, client=client)
-            if event_type is EventType.EMERGENCY_ALERT:
-                # presence publishes through this module, so importing it at the top would be a cycle.
-                from presence.emergency.services import emergency_open
+        return _member_event_store(publish=publish)
 
-                emergency_open(wedding_id=member.wedding_id, event_id=published.id, raised_by=member)
+
+@dataclass(frozen=True, slots=True)
+class _MemberPublish:
+    """A member's publish, checked, on its way to the log."""
+
+    member: Member
+    event_type: EventType
+    data: dict[str, Any]
+    to: list[str] | None
+    audience: Audience  # the type's default, before ``to``
+    priority: Priority
+    idempotency_key: str | None
+    client: ClientInfo | None
+
+
+def _member_event_store(*, publish: _MemberPublish) -> PublishedEvent:
+    member, audience, widened = publish.member, publish.audience, None
+    if publish.to is not None:
+        try:
+            audience, widened = _audience_to(member=member, default=audience, to=publish.to)
+        except AudienceError as exc:
+            raise PublishRefused(code="invalid", message=str(exc)) from None
+    published = event_publish(
+        wedding_id=member.wedding_id,
+        event_type=publish.event_type,
+        data=publish.data,
+        sender=member,
+        audience=audience,
+        priority=publish.priority,
+        idempotency_key=publish.idempotency_key,
+    )
+    if widened is not None and not published.duplicate:
+        _widening_audit(
+            member=member, event_type=publish.event_type, seq=published.seq, widened=widened, client=publish.client
+        )
+    return published
+
+
+def _emergency_alert_publish(*, publish: _MemberPublish) -> PublishedEvent:
+    """An ``emergency.alert`` (never rate limited): stored with its emergency in one transaction.
+    Under the stream lock it either opens an emergency, or, while one the member raised is open,
+    updates that one (a repeat: stored and sent, but opening, escalating and re-sending nothing),
+    or is refused ``rate_limited`` past the member's cap of new emergencies (decision 0011)."""
+    # presence publishes through this module, so importing it at the top would be a cycle.
+    from presence.emergency.services import (
+        EmergencyRefused,
+        emergency_alarm_admit,
+        emergency_alarm_record,
+        emergency_alarm_refusal_audit,
+    )
+
+    member, key = publish.member, publish.idempotency_key
+    try:
+        with transaction.atomic():
+            wedding_stream_lock(wedding_id=member.wedding_id)
+            if key is not None:  # a retry is answered with what it stored, whatever came since
+                first = event_for_idempotency_key(sender=member, idempotency_key=key)
+                if first is not None:
+                    return first
+            alarm = emergency_alarm_admit(member=member)
+            published = _member_event_store(publish=replace(publish, data=alarm.event_data(publish.data)))
+            emergency_alarm_record(alarm=alarm, event_id=published.id, raised_by=member)
+    except EmergencyRefused as refused:  # audited once the refused transaction is gone
+        emergency_alarm_refusal_audit(member=member, refused=refused, client=publish.client)
+        raise PublishRefused(code=refused.code, message=refused.message, retry_after=refused.retry_after) from None
     return published
 
 

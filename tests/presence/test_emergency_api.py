@@ -57,6 +57,8 @@ def test_members_list_open_emergencies_by_default_and_others_on_request(
         "location": "reception_hall",
         "raised_by": {"id": party.carmen.pk, "role": "caterer", "name": party.carmen.name},
         "raised_at": first["raised_at"],
+        "repeats": 0,
+        "repeated_at": None,
         "resolved_at": None,
         "resolved_by": None,
         "open": True,

@@ -104,10 +104,18 @@ class Client:
 
 
 def communicator(
-    *, subprotocols: list[str] | None = None, path: str = "/ws/v1/", headers: list[tuple[bytes, bytes]] | None = None
+    *,
+    subprotocols: list[str] | None = None,
+    path: str = "/ws/v1/",
+    headers: list[tuple[bytes, bytes]] | None = None,
+    client: tuple[str, int] | None = None,
 ) -> WebsocketCommunicator:
+    """``client`` is the peer address a server puts in the scope (the communicator sets none)."""
     all_headers = [(b"host", f"{HOST}:8000".encode()), (b"user-agent", b"tests/1.0"), *(headers or [])]
-    return WebsocketCommunicator(application, path, headers=all_headers, subprotocols=subprotocols)
+    made = WebsocketCommunicator(application, path, headers=all_headers, subprotocols=subprotocols)
+    if client is not None:
+        made.scope["client"] = list(client)  # read by the application once it runs, after this
+    return made
 
 
 async def connect_bearer(member: Member, **token_kwargs: Any) -> Client:

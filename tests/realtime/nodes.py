@@ -109,6 +109,9 @@ def node_environment(*, redis_url: str, extra: dict[str, str] | None = None) -> 
         "LOG_LEVEL": "INFO",
         # Bursts of hundreds of events from one member: the limits have tests of their own.
         "REALTIME_RATE_LIMITS": '{"planner": 100000, "couple": 100000}',
+        # Every test client comes from 127.0.0.1: the address caps, too, have tests of their own.
+        "REALTIME_ADDRESS_HANDSHAKES": "0",
+        "REALTIME_ADDRESS_CONNECTIONS": "0",
         **(extra or {}),
     }
 

@@ -1,16 +1,31 @@
 from __future__ import annotations
 
-from rest_framework.authentication import BaseAuthentication, get_authorization_header
-from rest_framework.exceptions import AuthenticationFailed
-from rest_framework.request import Request
+from typing import TYPE_CHECKING
 
-from wedsync.models import AuditOutcome
-from wedsync.services.audit import AuditAction, ClientInfo, audit_record
+from rest_framework.authentication import BaseAuthentication, get_authorization_header
+from rest_framework.exceptions import AuthenticationFailed, Throttled
+from rest_framework.request import Request
+from rest_framework.throttling import BaseThrottle
+
+from realtime.limits import api_address_check
+from wedsync.services.audit import AuditAction, ClientInfo, audit_refusal_record
 from wedsync.services.auth import TokenRefused, access_token_verify
+
+if TYPE_CHECKING:  # rest_framework.views imports the authentication classes of the settings
+    from rest_framework.views import APIView
+
+
+def unauthenticated_request_admit(request: Request) -> None:
+    """Count a request without valid credentials against its address's API_UNAUTHENTICATED_RATE;
+    past it, :class:`Throttled` (429 with ``retry_after``, audited by the exception handler)."""
+    decision = api_address_check(client=ClientInfo.from_request(request))
+    if not decision.allowed:
+        raise Throttled(wait=decision.retry_after)
 
 
 class RevocableJWTAuthentication(BaseAuthentication):
-    """``Authorization: Bearer <access token>``, refusing revoked tokens, with every refusal audited."""
+    """``Authorization: Bearer <access token>``, refusing revoked tokens, with every refusal audited
+    (aggregated per address when the token names nobody: decision 0025)."""
 
     keyword = b"bearer"
 
@@ -27,15 +42,40 @@ class RevocableJWTAuthentication(BaseAuthentication):
             refused = (
                 exc if isinstance(exc, TokenRefused) else TokenRefused(reason="malformed", message="Malformed token.")
             )
-            audit_record(
+            if refused.user is None:  # a bearer that names nobody counts against its address's budget
+                unauthenticated_request_admit(request)
+            audit_refusal_record(
                 action=AuditAction.API_AUTH_REFUSE,
-                outcome=AuditOutcome.REFUSED,
+                reason=refused.reason,
                 actor=refused.user,
                 target=request.path[:200],
                 client=ClientInfo.from_request(request),
-                details={"reason": refused.reason},
             )
             raise AuthenticationFailed(refused.message, code="unauthorized") from None
 
     def authenticate_header(self, request: Request) -> str:
         return 'Bearer realm="wedsync"'
+
+
+class UnauthenticatedAddressCap(BaseAuthentication):
+    """Last in the list, so DRF reaches it only for requests no authenticator accepted: counts them
+    against their address's budget and answers 429 past it. It authenticates nobody. (A throttle
+    would come too late: DRF answers a missing login with 401 before any throttle runs.)"""
+
+    def authenticate(self, request: Request) -> None:
+        unauthenticated_request_admit(request)
+
+
+class UnauthenticatedAddressThrottle(BaseThrottle):
+    """The same budget for views that take no credentials at all (logging in, refreshing)."""
+
+    def __init__(self) -> None:
+        self._wait: float | None = None
+
+    def allow_request(self, request: Request, view: APIView) -> bool:
+        decision = api_address_check(client=ClientInfo.from_request(request))
+        self._wait = None if decision.allowed else decision.retry_after
+        return decision.allowed
+
+    def wait(self) -> float | None:
+        return self._wait

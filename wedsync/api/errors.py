@@ -12,8 +12,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
-from wedsync.models import AuditOutcome
-from wedsync.services.audit import AuditAction, ClientInfo, audit_record
+from wedsync.services.audit import AuditAction, ClientInfo, audit_refusal_record
 
 logger = structlog.get_logger(__name__)
 
@@ -50,16 +49,17 @@ _AUDITED_HERE: tuple[type[exceptions.APIException], ...] = (
 
 
 def _audit_refusal(exc: exceptions.APIException, context: dict[str, Any]) -> None:
+    """One row per refusal of a known user; anyone else's are aggregated per address (decision 0025)."""
     request = context.get("request")
     if request is None:
         return
-    audit_record(
+    audit_refusal_record(
         action=AuditAction.API_REFUSE,
-        outcome=AuditOutcome.REFUSED,
+        reason=str(exc.default_code),  # not_authenticated, permission_denied, throttled: a closed set
         actor=getattr(request, "user", None),
         target=f"{request.method} {request.path}"[:200],
         client=ClientInfo.from_request(request),
-        details={"status": exc.status_code, "reason": str(exc.detail)[:200]},
+        details={"status": exc.status_code, "message": str(exc.detail)[:200]},
     )
 
 

@@ -13,6 +13,7 @@ from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
+from wedsync.api.authentication import UnauthenticatedAddressThrottle
 from wedsync.api.errors import Unauthorized
 from wedsync.api.serializers import LogoutRequest, TokenObtainRequest, TokenPairResponse, TokenRefreshRequest
 from wedsync.services.audit import ClientInfo
@@ -22,7 +23,7 @@ from wedsync.services.auth import TokenRefused, session_logout, token_pair_obtai
 class TokenObtainView(APIView):
     authentication_classes: list[type] = []
     permission_classes = [AllowAny]
-    throttle_classes = [ScopedRateThrottle]
+    throttle_classes = [ScopedRateThrottle, UnauthenticatedAddressThrottle]
     throttle_scope = "auth"  # slows password guessing per client address
 
     @extend_schema(request=TokenObtainRequest, responses={200: TokenPairResponse}, summary="Log in: get tokens")
@@ -43,7 +44,7 @@ class TokenObtainView(APIView):
 class TokenRefreshView(APIView):
     authentication_classes: list[type] = []
     permission_classes = [AllowAny]
-    throttle_classes = [ScopedRateThrottle]
+    throttle_classes = [ScopedRateThrottle, UnauthenticatedAddressThrottle]
     throttle_scope = "auth"
 
     @extend_schema(request=TokenRefreshRequest, responses={200: TokenPairResponse}, summary="Rotate a refresh token")

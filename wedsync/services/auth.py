@@ -23,7 +23,7 @@ from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
 from wedsync.models import AuditOutcome, UserTokenGeneration
 from wedsync.selectors import token_generation_current, user_with_token_generation
-from wedsync.services.audit import AuditAction, ClientInfo, audit_record
+from wedsync.services.audit import AuditAction, ClientInfo, audit_record, audit_refusal_record
 from wedsync.signals import tokens_revoked
 
 GENERATION_CLAIM = "gen"
@@ -130,12 +130,12 @@ def token_pair_refresh(*, refresh: str, client: ClientInfo) -> TokenPair:
             pair = _pair_for(user)
     except (TokenError, TokenRefused) as exc:
         refused = _token_refused_from(exc) if isinstance(exc, TokenError) else exc
-        audit_record(
+        audit_refusal_record(  # aggregated per address unless the token named a user (decision 0025)
             action=AuditAction.TOKEN_REFUSE,
-            outcome=AuditOutcome.REFUSED,
+            reason=refused.reason,
             actor=refused.user,
             client=client,
-            details={"reason": refused.reason, "grant": "refresh"},
+            details={"grant": "refresh"},
         )
         raise refused from None
     audit_record(action=AuditAction.TOKEN_REFRESH, outcome=AuditOutcome.SUCCESS, actor=user, client=client)
