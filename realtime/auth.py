@@ -15,15 +15,14 @@ from importlib import import_module
 from typing import Literal
 from urllib.parse import parse_qs, urlsplit
 
-import jwt
 from django.conf import settings
 from django.contrib.auth import get_user
 from django.contrib.auth.models import User
 from django.http.request import split_domain_port, validate_host
 
 from realtime.services.tickets import TicketRefused, ticket_consume
+from wedsync.access_revocation import SESSION_GENERATION_KEY, session_generation_revoked
 from wedsync.models import AuditLog, AuditOutcome
-from wedsync.selectors import token_generation_current
 from wedsync.services.audit import (
     AuditAction,
     ClientInfo,
@@ -31,7 +30,7 @@ from wedsync.services.audit import (
     audit_record,
     audit_refusal_record,
 )
-from wedsync.services.auth import TokenRefused, access_token_grant, access_token_verify
+from wedsync.services.auth import TokenRefused, access_token_grant
 
 PROTOCOL_NAME = "wedsync.v1"
 BEARER_PREFIX = "bearer."
@@ -56,8 +55,20 @@ class SocketIdentity:
     user_id: int
     user_name: str
     method: Method
+    generation: int  # the token generation the credential carries; a newer one revokes the socket
+    expires_at: float | None  # when a token's socket must have refreshed by (``auth`` op)
+    # A browser session's socket (or a ticket a session asked for) ends with the session: logged out,
+    # expired or flushed, each node's access check closes it 4401 (realtime.hub).
+    session_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Credential:
+    method: Method
+    user: User
     generation: int
-    expires_at: float | None  # bearer tokens only: when the socket must have refreshed by
+    expires_at: float | None = None
+    session_key: str | None = None
 
 
 def origin_allowed(origin: str, *, host: str | None, secure: bool) -> bool:
@@ -88,7 +99,7 @@ def connection_secure(*, scheme: str, headers: dict[str, str]) -> bool:
     return forwarded.split(",", 1)[0].strip().lower() == "https"
 
 
-def _session_user(cookie_header: str) -> User | None:
+def _session_credential(cookie_header: str) -> _Credential | None:
     try:
         cookies = SimpleCookie(cookie_header)
     except CookieError:
@@ -102,13 +113,24 @@ def _session_user(cookie_header: str) -> User | None:
         session = store
 
     user = get_user(_SessionOnly())  # type: ignore[arg-type]
-    return user if isinstance(user, User) and user.is_active else None
+    if not isinstance(user, User) or not user.is_active or store.session_key is None:
+        return None
+    generation = store.get(SESSION_GENERATION_KEY)
+    if session_generation_revoked(session_generation=generation, user_id=user.pk):
+        raise SocketRefused(
+            close_code=4401, reason="session_revoked", message="This session was logged out: log in again.", user=user
+        )
+    return _Credential(
+        method="session",
+        user=user,
+        generation=generation if isinstance(generation, int) else 0,
+        session_key=store.session_key,
+    )
 
 
-def _authenticate(
-    *, headers: dict[str, str], subprotocols: list[str], query: dict[str, list[str]]
-) -> tuple[Method, User, int | None, float | None]:
-    """(method, user, token generation if already read, expiry) or :class:`SocketRefused`."""
+def _authenticate(*, headers: dict[str, str], subprotocols: list[str], query: dict[str, list[str]]) -> _Credential:
+    """The credential the socket came with (its generation read from it, never after it was
+    checked, so a revocation in between is not missed), or :class:`SocketRefused`."""
     bearer = [item[len(BEARER_PREFIX) :] for item in subprotocols if item.startswith(BEARER_PREFIX)]
     if bearer:
         if PROTOCOL_NAME not in subprotocols:
@@ -117,19 +139,26 @@ def _authenticate(
             grant = access_token_grant(raw=bearer[0])
         except TokenRefused as exc:
             raise SocketRefused(close_code=4401, reason=exc.reason, message=exc.message, user=exc.user) from None
-        return "bearer", grant.user, grant.generation, grant.expires_at
+        return _Credential(method="bearer", user=grant.user, generation=grant.generation, expires_at=grant.expires_at)
     tickets = query.get("ticket")
     if tickets:
         try:
-            return "ticket", ticket_consume(raw=tickets[0]), None, None
+            ticket = ticket_consume(raw=tickets[0])
         except TicketRefused as exc:
             raise SocketRefused(close_code=4401, reason=f"ticket_{exc.reason}", message=exc.message) from None
+        return _Credential(
+            method="ticket",
+            user=ticket.user,
+            generation=ticket.generation,
+            expires_at=ticket.credential_expires_at,
+            session_key=ticket.session_key,
+        )
     if "cookie" in headers:
         if "origin" not in headers:  # only browsers send cookies, and browsers always send Origin
             raise SocketRefused(close_code=4403, reason="origin_missing", message="Cookies need an Origin.")
-        session_user = _session_user(headers["cookie"])
-        if session_user is not None:
-            return "session", session_user, None, None
+        credential = _session_credential(headers["cookie"])
+        if credential is not None:
+            return credential
     raise SocketRefused(close_code=4401, reason="no_credentials", message="Log in first: token, ticket or session.")
 
 
@@ -150,7 +179,7 @@ def socket_identify(
         secure = connection_secure(scheme=scheme, headers=headers)
         if origin is not None and not origin_allowed(origin, host=headers.get("host"), secure=secure):
             raise SocketRefused(close_code=4403, reason="origin_refused", message="This origin may not connect.")
-        method, user, generation, expires_at = _authenticate(headers=headers, subprotocols=subprotocols, query=query)
+        credential = _authenticate(headers=headers, subprotocols=subprotocols, query=query)
     except SocketRefused as refused:
         # Nobody identified: aggregated per address and reason (decision 0025); a known user: one row.
         audit_refusal_record(
@@ -161,28 +190,30 @@ def socket_identify(
             details={"method": method, "origin": headers.get("origin", "")[:200]},
         )
         raise
+    user = credential.user
     entry = audit_entry_build(
         action=AuditAction.SOCKET_CONNECT,
         outcome=AuditOutcome.SUCCESS,
         actor=user,
         client=client,
-        details={"method": method, "origin": headers.get("origin", "")[:200]},
+        details={"method": credential.method, "origin": headers.get("origin", "")[:200]},
     )
     identity = SocketIdentity(
         user_id=user.pk,
         user_name=user.get_full_name() or user.get_username(),
-        method=method,
-        # A bearer token was just checked against the generation, so it is read once.
-        generation=token_generation_current(user_id=user.pk) if generation is None else generation,
-        expires_at=expires_at,
+        method=credential.method,
+        generation=credential.generation,
+        expires_at=credential.expires_at,
+        session_key=credential.session_key,
     )
     return identity, entry
 
 
 def socket_token_refresh(*, identity: SocketIdentity, raw: str, client: ClientInfo) -> SocketIdentity:
-    """The in-band ``auth`` op: a new token for the same user extends the socket's life."""
+    """The in-band ``auth`` op: a new token for the same user extends the socket's life (and a
+    session's or ticket's socket becomes a token's: it ends with this token unless refreshed)."""
     try:
-        user = access_token_verify(raw=raw)
+        grant = access_token_grant(raw=raw)
     except TokenRefused as exc:
         audit_record(
             action=AuditAction.SOCKET_REFUSE,
@@ -191,6 +222,7 @@ def socket_token_refresh(*, identity: SocketIdentity, raw: str, client: ClientIn
             details={"method": "auth_op", "reason": exc.reason},
         )
         raise SocketRefused(close_code=4401, reason=exc.reason, message=exc.message) from None
+    user = grant.user
     if user.pk != identity.user_id:
         audit_record(
             action=AuditAction.SOCKET_REFUSE,
@@ -200,11 +232,12 @@ def socket_token_refresh(*, identity: SocketIdentity, raw: str, client: ClientIn
             details={"method": "auth_op", "reason": "other_user", "socket_user": identity.user_id},
         )
         raise SocketRefused(close_code=4401, reason="other_user", message="The token belongs to another user.")
-    expires = jwt.decode(raw, options={"verify_signature": False}).get("exp")
     return SocketIdentity(
         user_id=identity.user_id,
         user_name=identity.user_name,
         method="bearer",
-        generation=token_generation_current(user_id=user.pk),
-        expires_at=float(expires) if expires else time.time() + settings.JWT_ACCESS_TTL,
+        # The generation the token was checked against: read after the check, a revocation in
+        # between would have been taken for the socket's own.
+        generation=grant.generation,
+        expires_at=grant.expires_at if grant.expires_at else time.time() + settings.JWT_ACCESS_TTL,
     )

@@ -252,6 +252,10 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     def token_generation(self) -> int:
         return self.identity.generation
 
+    @property
+    def session_key(self) -> str | None:
+        return self.identity.session_key
+
     def too_slow(self) -> None:
         self._close_soon(SLOW_CLOSE, "unavailable", "Too slow to keep up: reconnect and resume with since.")
 
@@ -276,6 +280,9 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             self._close_soon(DEVICES_CLOSE, "forbidden", "Signed in on too many devices: this, the oldest, closes.")
         elif kind == "tokens_revoked" and message.get("generation", 0) > self.identity.generation:
             self._close_soon(UNAUTHORIZED_CLOSE, "unauthorized", "Your access was revoked: log in again.")
+        elif kind == "access_ended":
+            why = "Your account was deactivated." if message.get("reason") == "deactivated" else "Your session ended."
+            self._close_soon(UNAUTHORIZED_CLOSE, "unauthorized", f"{why} Log in again.")
         elif kind == "member_changed":
             wedding_id = int(message["wedding"])
             if self.hub.unsubscribe(self, wedding_id=wedding_id):

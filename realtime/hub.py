@@ -128,6 +128,11 @@ class Socket(Protocol):
         """The token generation the socket was authenticated with; a newer one revokes it."""
         ...
 
+    @property
+    def session_key(self) -> str | None:
+        """The browser session the socket lives on, if it does: it ends with the session."""
+        ...
+
     def heard_at(self) -> float:
         """When the client last sent anything (epoch seconds): a frame, a ping or a pong."""
         ...
@@ -873,10 +878,12 @@ class NodeHub:
         ]
         if not checked and not self.sockets_by_user:
             return
-        members, generations = await database_sync_to_async(access_snapshot)(
+        snapshot = await database_sync_to_async(access_snapshot)(
             member_ids=sorted({subscription.member_id for _f, _c, subscription in checked}),
             user_ids=sorted(self.sockets_by_user),
+            session_keys=sorted({key for socket in self.sockets.values() if (key := socket.session_key) is not None}),
         )
+        members = snapshot.members
         async for part in in_slices(checked):
             for feed, connection_id, subscription in part:
                 if feed.subscriptions.get(connection_id) is not subscription:
@@ -890,11 +897,17 @@ class NodeHub:
         users = [(user_id, list(connection_ids)) for user_id, connection_ids in self.sockets_by_user.items()]
         async for users_part in in_slices(users):
             for user_id, connection_ids in users_part:
-                generation = generations.get(user_id, 0)
+                generation = snapshot.generations.get(user_id, 0)
                 for connection_id in connection_ids:
                     socket = self.sockets.get(connection_id)
-                    if socket is not None and generation > socket.token_generation:
+                    if socket is None:
+                        continue
+                    if user_id in snapshot.inactive_users:
+                        socket.on_control({"kind": "access_ended", "reason": "deactivated"})
+                    elif generation > socket.token_generation:
                         socket.on_control({"kind": "tokens_revoked", "generation": generation})
+                    elif socket.session_key is not None and socket.session_key not in snapshot.live_sessions:
+                        socket.on_control({"kind": "access_ended", "reason": "session_ended"})
 
     def _close_idle_feeds(self, now: float) -> None:
         for wedding_id, feed in list(self.feeds.items()):

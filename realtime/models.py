@@ -23,6 +23,10 @@ class RealtimeTicket(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField(db_index=True)
     used_at = models.DateTimeField(null=True, blank=True)
+    # The credential that asked for the ticket, whose end the socket shares: a browser session, or
+    # an access token's expiry (the socket must then refresh in-band before it, like a token's).
+    session_key = models.CharField(max_length=40, null=True, blank=True)  # noqa: DJ001  NULL: not a session
+    credential_expires_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

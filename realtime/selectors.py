@@ -14,6 +14,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.contrib.sessions.models import Session
 from django.db import connection
 from django.utils import timezone
 
@@ -44,9 +45,11 @@ _MEMBERSHIPS_SQL = (
     f"JOIN {_WEDDING} w ON w.id = m.wedding_id WHERE m.user_id = %s AND m.is_active "
     "ORDER BY m.wedding_id, m.role, m.id"  # Member's default ordering, which the welcome frame shows
 )
+_USER = User._meta.db_table
 _MEMBERSHIP_SQL = (  # one row if the wedding exists, NULLs in it if the user is not an active member
     f"SELECT m.id, m.role FROM {_WEDDING} w LEFT JOIN {_MEMBER} m "  # noqa: S608
-    "ON m.wedding_id = w.id AND m.user_id = %s AND m.is_active WHERE w.id = %s"
+    "ON m.wedding_id = w.id AND m.user_id = %s AND m.is_active "
+    f"AND EXISTS (SELECT 1 FROM {_USER} u WHERE u.id = m.user_id AND u.is_active) WHERE w.id = %s"
 )
 _STREAM_HEAD_SQL = f"SELECT last_seq, epoch FROM {_STREAM} WHERE wedding_id = %s"  # noqa: S608
 _EVENT_COLUMNS = ", ".join(f'"{field.column}"' for field in Event._meta.concrete_fields)
@@ -87,7 +90,7 @@ def _member_for_publish_sql() -> str:
     return (  # table and column names come from the models, never from input
         f"SELECT {columns}, {picked} FROM {quote_name(_MEMBER)} m "  # noqa: S608
         f"JOIN {quote_name(User._meta.db_table)} u ON u.{quote_name(user_columns['id'])} = m.user_id "
-        "WHERE m.user_id = %s AND m.wedding_id = %s AND m.is_active"
+        f"WHERE m.user_id = %s AND m.wedding_id = %s AND m.is_active AND u.{quote_name('is_active')}"
     )
 
 
@@ -122,19 +125,32 @@ def membership_for_topic(*, user_id: int, wedding_id: int) -> MembershipView:
     return MembershipView(wedding_id=wedding_id, member_id=member_id, role=role)
 
 
-_GENERATIONS = UserTokenGeneration._meta.db_table
+_GENERATIONS, _USERS = UserTokenGeneration._meta.db_table, _USER
+_SESSIONS = Session._meta.db_table
 # Every 5 s with every socket of the node: 10,000 ids as one array parameter, not 10,000
 # placeholders for the ORM to compile (py-spy at 10,000 sockets: ~11 % of the node's samples,
 # holding the GIL, a latency spike for every socket each time).
 _ACCESS_MEMBERS_SQL = f"SELECT id, role, wedding_id, user_id, is_active FROM {_MEMBER} WHERE id = ANY(%s)"  # noqa: S608
-_ACCESS_GENERATIONS_SQL = f"SELECT user_id, generation FROM {_GENERATIONS} WHERE user_id = ANY(%s)"  # noqa: S608
+_ACCESS_USERS_SQL = (
+    f"SELECT u.id, u.is_active, g.generation FROM {_USERS} u "  # noqa: S608
+    f"LEFT JOIN {_GENERATIONS} g ON g.user_id = u.id WHERE u.id = ANY(%s)"
+)
+_ACCESS_SESSIONS_SQL = f"SELECT session_key FROM {_SESSIONS} WHERE session_key = ANY(%s) AND expire_date > %s"  # noqa: S608
 
 
-def access_snapshot(
-    *, member_ids: list[int], user_ids: list[int]
-) -> tuple[dict[int, tuple[str, int, int, bool]], dict[int, int]]:
-    """(role, wedding, user, active) of each of ``member_ids`` that exists, and the token
-    generations of ``user_ids``."""
+@dataclass(frozen=True, slots=True)
+class AccessSnapshot:
+    """What each node's access check compares its sockets with, read in one go."""
+
+    members: dict[int, tuple[str, int, int, bool]]  # member -> (role, wedding, user, active), if it exists
+    generations: dict[int, int]  # user -> token generation (0 when never revoked)
+    inactive_users: frozenset[int]  # of the users asked about: deactivated or deleted
+    live_sessions: frozenset[str]  # of the sessions asked about: those that exist and have not expired
+
+
+def access_snapshot(*, member_ids: list[int], user_ids: list[int], session_keys: list[str]) -> AccessSnapshot:
+    """The memberships, users and browser sessions the node's sockets stand on, as they are now."""
+    now = timezone.now()
     if connection.vendor != "postgresql":  # the embedded SQLite profile: small, and no arrays
         members = {
             pk: (role, wedding_id, user_id, active)
@@ -142,16 +158,30 @@ def access_snapshot(
                 "pk", "role", "wedding_id", "user_id", "is_active"
             )
         }
-        generations = dict(
-            UserTokenGeneration.objects.filter(user_id__in=user_ids).values_list("user_id", "generation")
-        )
-        return members, generations
-    with connection.cursor() as cursor:
-        cursor.execute(_ACCESS_MEMBERS_SQL, [member_ids])
-        members = {pk: (role, wedding_id, user_id, active) for pk, role, wedding_id, user_id, active in cursor}
-        cursor.execute(_ACCESS_GENERATIONS_SQL, [user_ids])
-        generations = dict(cursor.fetchall())
-    return members, generations
+        users = {
+            pk: (active, generation or 0)
+            for pk, active, generation in User.objects.filter(pk__in=user_ids).values_list(
+                "pk", "is_active", "token_generation__generation"
+            )
+        }
+        sessions = Session.objects.filter(session_key__in=session_keys, expire_date__gt=now)
+        live = frozenset(sessions.values_list("session_key", flat=True))
+    else:
+        with connection.cursor() as cursor:
+            cursor.execute(_ACCESS_MEMBERS_SQL, [member_ids])
+            members = {pk: (role, wedding_id, user_id, active) for pk, role, wedding_id, user_id, active in cursor}
+            cursor.execute(_ACCESS_USERS_SQL, [user_ids])
+            users = {pk: (active, generation or 0) for pk, active, generation in cursor}
+            live = frozenset()
+            if session_keys:
+                cursor.execute(_ACCESS_SESSIONS_SQL, [session_keys, now])
+                live = frozenset(key for (key,) in cursor)
+    return AccessSnapshot(
+        members=members,
+        generations={pk: generation for pk, (_active, generation) in users.items()},
+        inactive_users=frozenset(pk for pk in user_ids if not users.get(pk, (False, 0))[0]),
+        live_sessions=live,
+    )
 
 
 def stream_head(*, wedding_id: int) -> tuple[int, str]:

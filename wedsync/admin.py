@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
@@ -40,6 +40,7 @@ from wedsync.models import (
 )
 from wedsync.selectors import users_overseen
 from wedsync.services.audit import ClientInfo
+from wedsync.services.auth import tokens_revoke_for_user
 from wedsync.services.members import member_remove, member_save
 from wedsync.services.records import record_save
 from wedsync.services.weddings import wedding_delete
@@ -277,6 +278,14 @@ if admin.site.is_registered(User):
 @admin.register(User)
 class ScopedUserAdmin(ScopedAdmin[User], UserAdmin[User]):
     _PRIVILEGES = ("is_staff", "is_superuser", "groups", "user_permissions")
+    actions = ["log_out_everywhere"]
+
+    @admin.action(description="Log out everywhere (tokens, sockets, browser sessions)", permissions=["change"])
+    def log_out_everywhere(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
+        client = ClientInfo.from_request(request)
+        for user in queryset:
+            tokens_revoke_for_user(user_id=user.pk, reason="admin_logout", actor=request.user, client=client)  # type: ignore[arg-type]
+        self.message_user(request, f"Logged out everywhere: {queryset.count()} account(s).", messages.SUCCESS)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[User]:
         users = super().get_queryset(request)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -28,8 +29,28 @@ def _ticket_hash(raw: str) -> str:
     return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def ticket_issue(*, user: User, client: ClientInfo) -> tuple[str, int]:
-    """A new ticket for ``user`` and its lifetime in seconds. Only its hash is stored."""
+@dataclass(frozen=True, slots=True)
+class TicketGrant:
+    """What a used ticket lets its socket be: the user, the token generation it was issued at, and
+    the credential that asked for it, whose end is the socket's end too (a session, or a token's
+    expiry, epoch seconds)."""
+
+    user: User
+    generation: int
+    session_key: str | None
+    credential_expires_at: float | None
+
+
+def ticket_issue(
+    *,
+    user: User,
+    client: ClientInfo,
+    session_key: str | None = None,
+    credential_expires_at: datetime | None = None,
+) -> tuple[str, int]:
+    """A new ticket for ``user`` and its lifetime in seconds. Only its hash is stored. Pass the
+    browser session or the token expiry of the request that asks for it: the socket it opens
+    ends with that credential."""
     raw = secrets.token_urlsafe(32)
     ttl = settings.REALTIME_TICKET_TTL
     RealtimeTicket.objects.create(
@@ -37,12 +58,14 @@ def ticket_issue(*, user: User, client: ClientInfo) -> tuple[str, int]:
         user=user,
         token_generation=token_generation_current(user_id=user.pk),
         expires_at=timezone.now() + timedelta(seconds=ttl),
+        session_key=session_key,
+        credential_expires_at=credential_expires_at,
     )
     audit_record(action=AuditAction.TICKET_ISSUE, outcome=AuditOutcome.SUCCESS, actor=user, client=client)
     return raw, ttl
 
 
-def ticket_consume(*, raw: str) -> User:
+def ticket_consume(*, raw: str) -> TicketGrant:
     """Use a ticket up. Succeeds once, within its lifetime, for a user whose tokens were not revoked.
 
     The caller (the socket's authentication) audits the outcome with the connection's details.
@@ -67,7 +90,12 @@ def ticket_consume(*, raw: str) -> User:
         raise TicketRefused(reason="inactive", message="The user is deactivated.")
     if ticket.token_generation != token_generation_current(user_id=user.pk):
         raise TicketRefused(reason="revoked", message="The ticket has been revoked.")
-    return user
+    return TicketGrant(
+        user=user,
+        generation=ticket.token_generation,
+        session_key=ticket.session_key,
+        credential_expires_at=ticket.credential_expires_at.timestamp() if ticket.credential_expires_at else None,
+    )
 
 
 def tickets_purge_expired(

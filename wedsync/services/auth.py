@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth import authenticate
@@ -174,6 +174,12 @@ def access_token_grant(*, raw: str) -> AccessGrant:
     )
     expires = token.get("exp")
     return AccessGrant(user=user, generation=generation, expires_at=float(expires) if expires else None)
+
+
+def access_token_expiry(*, raw: str) -> datetime | None:
+    """When an access token that was already verified expires."""
+    expires = AccessToken(raw, verify=False).get("exp")  # type: ignore[arg-type]
+    return datetime.fromtimestamp(float(expires), tz=UTC) if expires else None
 
 
 def tokens_revoke_for_user(
