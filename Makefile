@@ -7,22 +7,38 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export HOST PORT
 
-.PHONY: run test lint format bench conformance conformance-install install install-dev clean
+.PHONY: run test lint audit lock format bench conformance conformance-install install install-dev clean
+
+# Installs come from the locks, every file checked against a hash in them; requirements.txt and
+# requirements-dev.txt are what people edit, `make lock` turns them into the locks (README "Dependencies").
+PIP_INSTALL := $(BIN)/pip install --quiet --disable-pip-version-check --require-hashes
+PIP_COMPILE := $(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+	--no-emit-index-url --no-emit-find-links $(if $(UPGRADE),--upgrade)
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
 
-$(VENV)/.installed-runtime: requirements.txt | $(BIN)/python
-	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+$(VENV)/.installed-runtime: requirements.lock | $(BIN)/python
+	$(PIP_INSTALL) -r requirements.lock
 	touch $@
 
-$(VENV)/.installed-dev: requirements.txt requirements-dev.txt | $(BIN)/python
-	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+$(VENV)/.installed-dev: requirements.lock requirements-dev.lock | $(BIN)/python
+	$(PIP_INSTALL) -r requirements-dev.lock
 	touch $@ $(VENV)/.installed-runtime
 
 install: $(VENV)/.installed-runtime
 install-dev: $(VENV)/.installed-dev
+
+## Re-resolve the locks after an edit of requirements.txt or requirements-dev.txt, keeping every pin
+## that still fits (UPGRADE=1: the newest releases the inputs allow). The dev lock is held to the
+## runtime lock's versions, so both install the same runtime set.
+lock: install-dev
+	$(PIP_COMPILE) -o requirements.lock requirements.txt
+	$(PIP_COMPILE) -c requirements.lock -o requirements-dev.lock requirements-dev.txt
+
+## pip-audit over the locked set; says AUDIT NOT RUN where its vulnerability service does not answer.
+audit: install-dev
+	bin/audit
 
 ## Serve on http://$(HOST):$(PORT): daphne plus a Celery worker with beat; Ctrl-C stops both.
 run: install
@@ -32,11 +48,12 @@ run: install
 test: install-dev
 	$(BIN)/pytest
 
-## ruff (lint and format check) and mypy.
+## ruff (lint and format check), mypy and the audit of the locked set.
 lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
+	bin/audit
 
 ## Every scenario against the product, the ceiling and the textbook baseline, side by side; a few
 ## minutes (FULL=1: the full sizes, tens of minutes). Needs PostgreSQL and Redis; see docs/benchmarks.md.

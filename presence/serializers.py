@@ -159,12 +159,3 @@ class PresenceSnapshotResponse(serializers.Serializer[None]):
         required=False,
         help_text="Each member's merged state, by member id; only for roles with view_presence (and staff).",
     )
-
-
-class _Error(serializers.Serializer[None]):
-    code = serializers.CharField(help_text="forbidden, not_found, invalid, unauthorized")
-    message = serializers.CharField()
-
-
-class ErrorResponse(serializers.Serializer[None]):
-    error = _Error()

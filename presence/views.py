@@ -26,9 +26,9 @@ from presence.serializers import (
     EmergencyListQuery,
     EmergencyListResponse,
     EmergencySerializer,
-    ErrorResponse,
     PresenceSnapshotResponse,
 )
+from wedsync.api.serializers import ErrorResponse
 from wedsync.services.audit import AuditAction, ClientInfo
 
 logger = structlog.get_logger(__name__)

@@ -330,7 +330,7 @@ REST_FRAMEWORK = {
         "wedsync.api.authentication.UnauthenticatedAddressCap",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "wedsync.api.schema.ApiAutoSchema",
     "EXCEPTION_HANDLER": "wedsync.api.errors.api_exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
     "DEFAULT_THROTTLE_RATES": {"auth": API_AUTH_RATE},
@@ -353,6 +353,7 @@ SPECTACULAR_SETTINGS = {
         "wedsync.api.authentication.RevocableJWTAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
+    "ENUM_NAME_OVERRIDES": {"ErrorCodeEnum": "wedsync.api.errors.API_ERROR_CODES"},
 }
 
 # --- Realtime protocol ------------------------------------------------------------------------------

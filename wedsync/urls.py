@@ -40,3 +40,9 @@ urlpatterns = [
     path("readyz", readyz, name="readyz"),
     path("metrics", metrics, name="metrics"),
 ]
+
+# Under /api/ even Django's own refusals answer in the API's error shape (wedsync/api/errors.py).
+handler400 = "wedsync.api.errors.bad_request"
+handler403 = "wedsync.api.errors.permission_denied"
+handler404 = "wedsync.api.errors.page_not_found"
+handler500 = "wedsync.api.errors.server_error"

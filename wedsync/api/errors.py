@@ -1,6 +1,8 @@
 """One error shape for the whole API, using the protocol's error codes.
 
-``{"error": {"code": "invalid", "message": "...", "fields": {...}}}``; never a traceback.
+``{"error": {"code": "invalid", "message": "...", "fields": {...}}}``; never a traceback, and never
+an HTML page under ``/api/``: Django's own 400, 403, 404 and 500 answers there (a path no route
+matches, a middleware's refusal) take the same shape through the ``handler*`` views below.
 """
 
 from __future__ import annotations
@@ -8,6 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 import structlog
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
@@ -15,6 +19,18 @@ from rest_framework.views import exception_handler
 from wedsync.services.audit import AuditAction, ClientInfo, audit_refusal_record
 
 logger = structlog.get_logger(__name__)
+
+# The protocol's error codes (docs/protocol.md) that an HTTP answer may carry.
+API_ERROR_CODES: tuple[str, ...] = (
+    "bad_json",
+    "invalid",
+    "unauthorized",
+    "forbidden",
+    "not_found",
+    "rate_limited",
+    "unavailable",
+    "server_error",
+)
 
 
 class Unauthorized(exceptions.APIException):
@@ -77,7 +93,9 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     error: dict[str, Any] = {"code": code}
     if isinstance(exc, exceptions.ValidationError):
         error["message"] = "Some fields are invalid."
-        error["fields"] = response.data
+        # A serializer's errors are by field; a bare ValidationError's are a list: same shape for both.
+        fields = response.data
+        error["fields"] = fields if isinstance(fields, dict) else {"non_field_errors": fields}
     else:
         error["message"] = str(getattr(exc, "detail", exc))
     wait = getattr(exc, "wait", None)
@@ -85,3 +103,39 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
         error["retry_after"] = wait
     response.data = {"error": error}
     return response
+
+
+def _under_api(request: HttpRequest) -> bool:
+    return request.path_info.startswith("/api/")
+
+
+def _django_error(*, code: str, message: str, status_code: int) -> JsonResponse:
+    return JsonResponse({"error": {"code": code, "message": message}}, status=status_code)
+
+
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if _under_api(request):
+        return _django_error(code="invalid", message="Bad request.", status_code=status.HTTP_400_BAD_REQUEST)
+    return defaults.bad_request(request, exception)
+
+
+def permission_denied(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if _under_api(request):
+        return _django_error(code="forbidden", message="Forbidden.", status_code=status.HTTP_403_FORBIDDEN)
+    return defaults.permission_denied(request, exception)
+
+
+def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if _under_api(request):
+        return _django_error(code="not_found", message="Not found.", status_code=status.HTTP_404_NOT_FOUND)
+    return defaults.page_not_found(request, exception)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    if _under_api(request):
+        return _django_error(
+            code="server_error",
+            message="Something went wrong on our side.",
+            status_code=status.HTTP_500_INTERNAL_SERVER_ERROR,
+        )
+    return defaults.server_error(request)

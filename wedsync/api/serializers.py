@@ -1,19 +1,34 @@
 from __future__ import annotations
 
+from drf_spectacular.utils import inline_serializer
 from rest_framework import serializers
 
+from wedsync.api.errors import API_ERROR_CODES
 
+
+class StrictCharField(serializers.CharField):
+    """A string that must arrive as a JSON string: DRF's CharField would take ``0`` or ``1.5`` and turn
+    them into ``"0"`` and ``"1.5"``, so a request the schema calls invalid would be served."""
+
+    def to_internal_value(self, data: object) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+# Credentials are taken as sent (never trimmed): a wrong one is refused with 401 like any other wrong
+# credential, and the schema's minLength is then the whole rule for "blank".
 class TokenObtainRequest(serializers.Serializer[None]):
-    username = serializers.CharField(max_length=150)
-    password = serializers.CharField(max_length=256, trim_whitespace=False)
+    username = StrictCharField(min_length=1, max_length=150, trim_whitespace=False)
+    password = StrictCharField(min_length=1, max_length=256, trim_whitespace=False)
 
 
 class TokenRefreshRequest(serializers.Serializer[None]):
-    refresh = serializers.CharField(max_length=4096)
+    refresh = StrictCharField(min_length=1, max_length=4096, trim_whitespace=False)
 
 
 class LogoutRequest(serializers.Serializer[None]):
-    refresh = serializers.CharField(max_length=4096, required=False, allow_blank=True)
+    refresh = StrictCharField(max_length=4096, required=False, allow_blank=True)
 
 
 class TokenPairResponse(serializers.Serializer[None]):
@@ -27,3 +42,18 @@ class TicketResponse(serializers.Serializer[None]):
     ticket = serializers.CharField()
     expires_in = serializers.IntegerField()
     url = serializers.CharField(help_text="Socket path with the ticket, relative to this host.")
+
+
+class ErrorResponse(serializers.Serializer[None]):
+    """Every refusal and failure of the API (wedsync/api/errors.py); for the schema only."""
+
+    # Inline, because a serializer cannot declare a field named ``fields`` as a class attribute.
+    error = inline_serializer(
+        name="ErrorDetail",
+        fields={
+            "code": serializers.ChoiceField(choices=API_ERROR_CODES),
+            "message": serializers.CharField(),
+            "fields": serializers.DictField(required=False, help_text="invalid: each field's problems, by field."),
+            "retry_after": serializers.FloatField(required=False, help_text="rate_limited: seconds to wait."),
+        },
+    )

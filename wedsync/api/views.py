@@ -15,7 +15,13 @@ from rest_framework.views import APIView
 
 from wedsync.api.authentication import UnauthenticatedAddressThrottle
 from wedsync.api.errors import Unauthorized
-from wedsync.api.serializers import LogoutRequest, TokenObtainRequest, TokenPairResponse, TokenRefreshRequest
+from wedsync.api.serializers import (
+    ErrorResponse,
+    LogoutRequest,
+    TokenObtainRequest,
+    TokenPairResponse,
+    TokenRefreshRequest,
+)
 from wedsync.services.audit import ClientInfo
 from wedsync.services.auth import TokenRefused, session_logout, token_pair_obtain, token_pair_refresh
 
@@ -26,7 +32,11 @@ class TokenObtainView(APIView):
     throttle_classes = [ScopedRateThrottle, UnauthenticatedAddressThrottle]
     throttle_scope = "auth"  # slows password guessing per client address
 
-    @extend_schema(request=TokenObtainRequest, responses={200: TokenPairResponse}, summary="Log in: get tokens")
+    @extend_schema(
+        request=TokenObtainRequest,
+        responses={200: TokenPairResponse, 401: ErrorResponse},
+        summary="Log in: get tokens (401: wrong username or password, or an inactive user)",
+    )
     def post(self, request: Request) -> Response:
         body = TokenObtainRequest(data=request.data)
         body.is_valid(raise_exception=True)
@@ -47,7 +57,11 @@ class TokenRefreshView(APIView):
     throttle_classes = [ScopedRateThrottle, UnauthenticatedAddressThrottle]
     throttle_scope = "auth"
 
-    @extend_schema(request=TokenRefreshRequest, responses={200: TokenPairResponse}, summary="Rotate a refresh token")
+    @extend_schema(
+        request=TokenRefreshRequest,
+        responses={200: TokenPairResponse, 401: ErrorResponse},
+        summary="Rotate a refresh token (401: used, expired, revoked or malformed)",
+    )
     def post(self, request: Request) -> Response:
         body = TokenRefreshRequest(data=request.data)
         body.is_valid(raise_exception=True)
