@@ -40,7 +40,13 @@ from realtime.auth import PROTOCOL_NAME, SocketIdentity, SocketRefused, socket_t
 from realtime.daphne_support import connection_open, control_frames_heard, frame_writer_for, write_gate_for
 from realtime.db import per_socket_db
 from realtime.hub import NodeHub, Subscription, node_hub
-from realtime.limits import AddressAdmission, node_limits, socket_address_admit, socket_address_release
+from realtime.limits import (
+    OP_WINDOW_SECONDS,
+    AddressAdmission,
+    node_limits,
+    socket_address_admit,
+    socket_address_release,
+)
 from realtime.names import Priority, wedding_id_from_topic, wedding_topic
 from realtime.outbox import Outbox, conflation_key
 from realtime.selectors import MembershipView, SubscriptionDenied, events_replay_page
@@ -48,6 +54,7 @@ from realtime.services.acks import AckRefused, event_ack
 from realtime.services.events import PublishRefused
 from realtime.services.sockets import (
     device_limit_close_audit,
+    socket_abuse_audit,
     socket_event_publish,
     socket_open,
     socket_subscribe_check,
@@ -64,6 +71,16 @@ TRY_AGAIN_CLOSE = 1013  # RFC 6455 "try again later": this node cannot serve soc
 TRY_AGAIN_SECONDS = 2.0  # the retry_after told with it
 HUB_READY_WAIT_SECONDS = 5.0  # how long a connect waits for the node's first hub start
 _DEVICE_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+RTT_STORE_MIN_SECONDS = 30.0
+# The ops with a budget of their own (REALTIME_OP_LIMITS); publish has its per-role rate limit.
+_BUDGETED_OPS: dict[type, str] = {
+    protocol.Subscribe: "subscribe",
+    protocol.Unsubscribe: "unsubscribe",
+    protocol.Presence: "presence",
+    protocol.Ack: "ack",
+    protocol.Auth: "auth",
+    protocol.Heartbeat: "heartbeat",
+}
 
 # The socket's own thread hops, each wrapped once (realtime.db).
 _socket_open = per_socket_db(socket_open)
@@ -71,6 +88,7 @@ _socket_subscribe_check = per_socket_db(socket_subscribe_check)
 _socket_event_publish = per_socket_db(socket_event_publish)
 _presence_state_set = per_socket_db(presence_state_set)
 _device_limit_close_audit = per_socket_db(device_limit_close_audit)
+_socket_abuse_audit = per_socket_db(socket_abuse_audit)
 _events_replay_page = per_socket_db(events_replay_page)
 
 
@@ -88,6 +106,10 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     _closing = False
     _released = False
     _violations: tuple[float, ...] = ()
+    _rate_refusals: tuple[float, ...] = ()  # when ops were answered rate_limited, this last minute
+    _heartbeat_window = -1  # the minute (monotonic) its heartbeats are counted in, and how many
+    _heartbeats = 0
+    _rtt_stored_at = -RTT_STORE_MIN_SECONDS  # when a heartbeat's rtt last reached presence (monotonic)
     heartbeat_interval: int = 30  # seconds, as told in the welcome frame
     client_device: str = ""  # the client's stable name for this device (``?device=``), if any
     _heard = 0.0  # when the client last sent a frame (epoch seconds)
@@ -313,6 +335,19 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             self._violation()
             self._send_frame(protocol.reply_error(exc.ref, exc.code, exc.message))
             return
+        over = await self._over_budget(frame)
+        if over is not None:
+            op, retry_after = over
+            self._send_frame(
+                protocol.reply_error(
+                    getattr(frame, "ref", None),
+                    "rate_limited",
+                    f"Too many {op} requests: wait and retry.",
+                    retry_after=retry_after,
+                )
+            )
+            await self._refused_for_rate(op)
+            return
         handler = self._handlers.get(type(frame))
         try:
             await handler(self, frame)  # type: ignore[misc]
@@ -321,6 +356,44 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             self._send_frame(
                 protocol.reply_error(getattr(frame, "ref", None), "server_error", "Something went wrong on our side.")
             )
+
+    async def _over_budget(self, frame: protocol.ClientFrame) -> tuple[str, float] | None:
+        """(op, retry_after) when the frame's op is over its budget (REALTIME_OP_LIMITS), else None:
+        per user across nodes, but heartbeats per socket here (one Redis call per heartbeat of
+        every socket would cost a busy node more than the heartbeats themselves)."""
+        op = _BUDGETED_OPS.get(type(frame))
+        per_minute = settings.REALTIME_OP_LIMITS.get(op, 0) if op is not None else 0
+        if op is None or not per_minute:
+            return None
+        if op == "heartbeat":
+            window = int(time.monotonic() // OP_WINDOW_SECONDS)
+            if window != self._heartbeat_window:
+                self._heartbeat_window, self._heartbeats = window, 0
+            self._heartbeats += 1
+            if self._heartbeats <= per_minute:
+                return None
+            return op, round(max((window + 1) * OP_WINDOW_SECONDS - time.monotonic(), 0.1), 1)
+        decision = await node_limits().op_spend(user_id=self.user_id, op=op, per_minute=per_minute)
+        return None if decision.allowed else (op, decision.retry_after)
+
+    async def _refused_for_rate(self, op: str) -> None:
+        """Count a rate_limited answer; REALTIME_ABUSE_REFUSALS of them within a minute close the
+        socket 4029, audited: a client that ignores retry_after is not one to keep serving."""
+        now = time.monotonic()
+        self._rate_refusals = (*(moment for moment in self._rate_refusals if now - moment < 60), now)
+        if len(self._rate_refusals) < settings.REALTIME_ABUSE_REFUSALS or self._closing:
+            return
+        self._closing = True
+        try:
+            await _socket_abuse_audit(
+                user_id=self.user_id,
+                connection_id=self.connection_id,
+                op=op,
+                refusals=len(self._rate_refusals),
+                client=self.client,
+            )
+        finally:
+            await self._close_with(DEVICES_CLOSE, "rate_limited", "Too many requests over the limits: closing.")
 
     def _violation(self) -> None:
         now = time.monotonic()
@@ -449,6 +522,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         except PublishRefused as refused:
             extra = {} if refused.retry_after is None else {"retry_after": refused.retry_after}
             self._send_frame(protocol.reply_error(frame.ref, refused.code, refused.message, **extra))  # type: ignore[arg-type]
+            if refused.code == "rate_limited":
+                await self._refused_for_rate("publish")
             return
         self._send_frame(protocol.reply_ok(frame.ref, {"seq": published.seq, "id": str(published.id)}))
 
@@ -484,8 +559,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         # Stored only when the connection's quality class moves: a round trip per heartbeat would
         # be a presence write per device every 10 s for nothing anyone needs to see.
         quality = quality_of(frame.rtt, 0).value
-        if quality == self._rtt_quality:
-            return
+        if quality == self._rtt_quality or time.monotonic() - self._rtt_stored_at < RTT_STORE_MIN_SECONDS:
+            return  # an rtt that swings across a class boundary is stored at most this often
         for wedding_id, subscription in self._present_subscriptions():
             try:
                 await sync_to_async(presence_device_rtt, thread_sensitive=False)(
@@ -500,7 +575,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 return
             if subscription.device is not None:
                 subscription.device = replace(subscription.device, rtt_ms=frame.rtt)
-        self._rtt_quality = quality
+        self._rtt_quality, self._rtt_stored_at = quality, time.monotonic()
 
     def _present_subscriptions(self) -> list[tuple[int, Subscription]]:
         return [

@@ -68,9 +68,13 @@ def require_known_daphne(version: str) -> None:
 def send_websocket_message(protocol: Any, message: dict[str, Any]) -> None:
     """daphne 4.2.3's ``websocket.send`` handling (``WebSocketProtocol.handle_reply``), except that
     an empty ``text`` or ``bytes`` is sent: daphne tests them for truth and silently drops ``""``
-    and ``b""``. As ASGI says, the one of the two that is not None is sent."""
+    and ``b""``. As ASGI says, the one of the two that is not None is sent. A send to a socket that
+    is closing or closed (the client left, the server closed it a moment ago) is dropped, as the
+    direct writes drop it, rather than raised into the application as autobahn's ``Disconnected``."""
     if protocol.state == protocol.STATE_CONNECTING:
         raise ValueError("Socket has not been accepted, so cannot send over it")
+    if protocol.state != protocol.STATE_OPEN:
+        return
     data, text = message.get("bytes"), message.get("text")
     if data is not None and text is not None:
         raise ValueError(f"Got invalid WebSocket reply message on {message!r} - contains both bytes and text keys")
@@ -500,6 +504,8 @@ class AppInbox:
         if protocol is not None and protocol.state == protocol.STATE_OPEN:
             protocol.sendMessage(_INBOX_OVERFLOW_ERROR, False)
             protocol.sendCloseFrame(code=INBOX_OVERFLOW_CLOSE, reasonUtf8=b"frames arrive too fast")
+        if self._paused:  # read again, or the client's answering close frame is never seen
+            self._resume()
 
 
 def _install_listen_backlog(backlog: int) -> None:

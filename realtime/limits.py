@@ -197,8 +197,19 @@ return {1, ''}
 """
 
 
+# One operation spent from a user's budget for this minute (a fixed window; its key outlives it a little).
+_OP_SPEND_LUA = """
+local count = redis.call('INCR', KEYS[1])
+if count == 1 then
+    redis.call('EXPIRE', KEYS[1], ARGV[1])
+end
+return count
+"""
+OP_WINDOW_SECONDS = 60
+
+
 class Limits:
-    """Device and address limits. One per event loop: Redis connections belong to the loop that
+    """Device and address limits, and operation budgets. One per event loop: Redis connections belong to the loop that
     opened them."""
 
     def __init__(self) -> None:
@@ -217,6 +228,8 @@ class Limits:
             self._device_disconnect_script = self._redis.register_script(_DEVICE_DISCONNECT_LUA)
             self._address_admit_script = self._redis.register_script(_ADDRESS_ADMIT_LUA)
             self._address_release_script = self._redis.register_script("redis.call('ZREM', KEYS[1], ARGV[1])")
+            self._op_spend_script = self._redis.register_script(_OP_SPEND_LUA)
+        self._local_ops: dict[tuple[str, int, int], int] = {}  # embedded mode only
         self._local_devices: dict[int, dict[str, float]] = {}  # embedded mode only
         self._local_connects: dict[tuple[int, str], list[float]] = {}
         # This node's own open sockets per address (entry -> address), renewed with the devices.
@@ -228,6 +241,33 @@ class Limits:
         if self._redis is not None:
             await self._scripts.close()
             await self._redis.aclose()
+
+    # --- operation budgets --------------------------------------------------------------------------
+
+    async def op_spend(self, *, user_id: int, op: str, per_minute: int) -> RateDecision:
+        """Spend one ``op`` from the user's budget for this minute (REALTIME_OP_LIMITS), shared by
+        every node; batched with the turn's other Redis calls. Fails open while Redis is away."""
+        now = time.time()
+        window = int(now // OP_WINDOW_SECONDS)
+        retry_after = round(max((window + 1) * OP_WINDOW_SECONDS - now, 0.1), 1)
+        if self._redis is None:
+            self._local_ops = {key: n for key, n in self._local_ops.items() if key[2] >= window}
+            count = self._local_ops[(op, user_id, window)] = self._local_ops.get((op, user_id, window), 0) + 1
+        else:
+            try:
+                count = int(
+                    await self._scripts.call(
+                        self._op_spend_script,
+                        keys=[f"wedsync:ops:{op}:{user_id}:{window}"],
+                        args=[OP_WINDOW_SECONDS + 5],
+                    )
+                )
+            except Exception as error:  # Redis away: the op goes through rather than the member stalls
+                logger.warning("op_budget.unavailable", op=op, error=repr(error))
+                return RateDecision(allowed=True)
+        if count <= per_minute:
+            return RateDecision(allowed=True)
+        return RateDecision(allowed=False, retry_after=retry_after)
 
     # --- devices ------------------------------------------------------------------------------------
 

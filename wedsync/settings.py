@@ -428,6 +428,15 @@ REALTIME_RATE_LIMITS = env_int_map(
     },
     allowed_keys=_ROLE_KEYS,
 )
+# Operations per user per minute, shared across nodes (heartbeat: per socket, on its node; 0: no budget).
+# Past one the op is answered rate_limited; REALTIME_ABUSE_REFUSALS refusals within a minute close
+# the socket 4029 with an audit entry.
+REALTIME_OP_LIMITS = env_int_map(
+    "REALTIME_OP_LIMITS",
+    default={"subscribe": 60, "unsubscribe": 60, "presence": 120, "ack": 300, "auth": 10, "heartbeat": 30},
+    allowed_keys=frozenset({"subscribe", "unsubscribe", "presence", "ack", "auth", "heartbeat"}),
+)
+REALTIME_ABUSE_REFUSALS = env_int("REALTIME_ABUSE_REFUSALS", default=30, minimum=1)
 # Devices per member at once.
 REALTIME_DEVICE_LIMITS = env_int_map(
     "REALTIME_DEVICE_LIMITS",

@@ -135,3 +135,15 @@ def device_limit_close_audit(*, user_id: int, connection_id: str, closed: list[s
             "policy": settings.REALTIME_DEVICE_LIMIT_POLICY,
         },
     )
+
+
+def socket_abuse_audit(*, user_id: int, connection_id: str, op: str, refusals: int, client: ClientInfo) -> None:
+    """A socket kept sending past its budgets (``refusals`` rate_limited answers within a minute,
+    the last for ``op``) and is closed 4029."""
+    audit_record(
+        action=AuditAction.RATE_LIMIT_REFUSE,
+        outcome=AuditOutcome.REFUSED,
+        target=f"user:{user_id}",
+        client=client,
+        details={"user": user_id, "connection": connection_id, "op": op, "refusals": refusals, "reason": "abuse"},
+    )

@@ -112,6 +112,7 @@ async def test_a_flood_past_the_hard_bound_is_closed_1008_and_not_kept() -> None
     assert _closed_with(protocol) is None
     inbox.put_nowait(_frame())
     assert _closed_with(protocol) == 1008
+    assert _reading(protocol)  # read again, so the client's answering close frame is seen
     assert b'"code": "rate_limited"' in protocol.sent[0]
     inbox.put_nowait(_frame())
     assert inbox.qsize() == 16  # nothing more is kept

@@ -20,7 +20,10 @@ from tests.realtime.nodes import echo_node
 def _open_socket() -> Any:
     """Enough of daphne's protocol for its reply handling: its state, and the sends it makes."""
     protocol = SimpleNamespace(
-        STATE_CONNECTING=WebSocketProtocol.STATE_CONNECTING, state=WebSocketProtocol.STATE_OPEN, sent=[]
+        STATE_CONNECTING=WebSocketProtocol.STATE_CONNECTING,
+        STATE_OPEN=WebSocketProtocol.STATE_OPEN,
+        state=WebSocketProtocol.STATE_OPEN,
+        sent=[],
     )
     protocol.serverSend = lambda content, binary: protocol.sent.append((content, binary))
     return protocol
@@ -76,3 +79,10 @@ async def test_a_real_node_echoes_empty_text_and_binary_messages(tmp_path: Path)
             for message in ("", b"", "after the empty ones", b"\xff"):
                 await socket.send(message)
                 assert await asyncio.wait_for(socket.recv(), timeout=5) == message
+
+
+def test_a_send_to_a_closing_socket_is_dropped_not_raised() -> None:
+    closing = _open_socket()
+    closing.state = WebSocketProtocol.STATE_CLOSING  # closed by the server a moment ago
+    send_websocket_message(closing, {"type": "websocket.send", "text": "late"})
+    assert closing.sent == []
