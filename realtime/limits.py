@@ -197,8 +197,9 @@ return {1, ''}
 """
 
 
-# One operation spent from a user's budget for this minute (a fixed window; its key outlives it a little).
-_OP_SPEND_LUA = """
+# One more in a fixed window's count (KEYS[1]), which expires ARGV[1] seconds after its first: an
+# operation spent from a user's budget, an API request without credentials from an address.
+_WINDOW_COUNT_LUA = """
 local count = redis.call('INCR', KEYS[1])
 if count == 1 then
     redis.call('EXPIRE', KEYS[1], ARGV[1])
@@ -228,7 +229,7 @@ class Limits:
             self._device_disconnect_script = self._redis.register_script(_DEVICE_DISCONNECT_LUA)
             self._address_admit_script = self._redis.register_script(_ADDRESS_ADMIT_LUA)
             self._address_release_script = self._redis.register_script("redis.call('ZREM', KEYS[1], ARGV[1])")
-            self._op_spend_script = self._redis.register_script(_OP_SPEND_LUA)
+            self._op_spend_script = self._redis.register_script(_WINDOW_COUNT_LUA)
         self._local_ops: dict[tuple[str, int, int], int] = {}  # embedded mode only
         self._local_devices: dict[int, dict[str, float]] = {}  # embedded mode only
         self._local_connects: dict[tuple[int, str], list[float]] = {}
@@ -464,14 +465,6 @@ async def socket_address_release(admission: AddressAdmission | None) -> None:
         logger.warning("socket.address_release_failed", address=admission.address)
 
 
-# One API request without valid credentials from an address, in its fixed window.
-_API_ADDRESS_LUA = """
-local count = redis.call('INCR', KEYS[1])
-if count == 1 then
-    redis.call('EXPIRE', KEYS[1], ARGV[1])
-end
-return count
-"""
 _local_api_requests: dict[tuple[str, int], int] = {}  # embedded mode only (one process)
 
 
@@ -479,7 +472,7 @@ _local_api_requests: dict[tuple[str, int], int] = {}  # embedded mode only (one 
 def _api_address_script(redis_url: str) -> Any:
     # Short timeouts: this runs on a request thread, which a hung Redis must not hold.
     client = redis.Redis.from_url(redis_url, socket_timeout=0.5, socket_connect_timeout=0.5)
-    return client.register_script(_API_ADDRESS_LUA)
+    return client.register_script(_WINDOW_COUNT_LUA)
 
 
 def api_address_check(*, client: ClientInfo) -> RateDecision:
