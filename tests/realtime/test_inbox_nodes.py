@@ -61,15 +61,14 @@ async def test_a_busy_socket_stops_being_read_instead_of_queueing(party: Wedding
             grown_mb = (_rss_kb(node.process.pid) - rss_before) / 1024
             assert grown_mb < 10, f"the node grew {grown_mb:.1f} MB while a client it could not serve sent 20 MB"
             assert '"event": "inbox.paused"' in node.log()
-            # The client reads again: the reply and the whole replay arrive, in order.
-            frames: list[dict] = []
-            async with asyncio.timeout(30):
-                while len(frames) < EVENTS + 1:
-                    frame = json.loads(await ws.recv())
-                    if frame["op"] == "event" or frame.get("ref") == "s":  # not the junk's error replies
-                        frames.append(frame)
-            assert frames[0]["op"] == "reply" and frames[0]["status"] == "ok"
-            assert [frame["seq"] for frame in frames[1:]] == list(range(1, EVENTS + 1))
+            # The client reads again: the reply, then the replay in order, until the junk it sent is
+            # read too and refused as protocol violations (4400). How much of the replay gets out
+            # before that close depends on the client's pace; none of it is out of order.
+            frames = await _frames_until_closed(ws, within=30)
+            assert next(frame for frame in frames if frame.get("ref") == "s")["status"] == "ok"
+            seqs = [frame["seq"] for frame in frames if frame["op"] == "event"]
+            assert seqs and seqs == list(range(1, len(seqs) + 1))
+            assert ws.close_code == 4400
         finally:
             await ws.close()
 
@@ -90,10 +89,10 @@ async def test_a_flood_read_in_one_go_is_closed_1008(party: WeddingParty, tmp_pa
         assert '"event": "inbox.overflow"' in node.log()
 
 
-async def _frames_until_closed(ws: ClientConnection) -> list[dict]:
+async def _frames_until_closed(ws: ClientConnection, within: float = 10) -> list[dict]:
     frames: list[dict] = []
     try:
         while True:
-            frames.append(json.loads(await asyncio.wait_for(ws.recv(), 10)))
+            frames.append(json.loads(await asyncio.wait_for(ws.recv(), within)))
     except ConnectionClosed:
         return frames
