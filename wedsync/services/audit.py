@@ -15,6 +15,7 @@ import datetime as dt
 import enum
 import functools
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,7 @@ from django.db import connection
 from django.http import HttpRequest
 
 from monitoring.metrics import AUDIT_ENTRIES, AUDIT_REFUSALS_COUNTED
+from wedsync.client_address import request_client_address, scope_client_address, scope_header
 from wedsync.models import AuditLog, AuditOutcome
 
 logger = structlog.get_logger(__name__)
@@ -68,7 +70,8 @@ class AuditAction(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class ClientInfo:
-    """Where a request came from, for the audit log."""
+    """Where a request or a socket came from, for the audit log (the address read through the trusted
+    proxy chain: :mod:`wedsync.client_address`)."""
 
     ip: str | None
     user_agent: str
@@ -76,8 +79,16 @@ class ClientInfo:
     @classmethod
     def from_request(cls, request: HttpRequest) -> ClientInfo:
         return cls(
-            ip=request.META.get("REMOTE_ADDR") or None,
+            ip=request_client_address(request),
             user_agent=str(request.META.get("HTTP_USER_AGENT", ""))[:_USER_AGENT_MAX],
+        )
+
+    @classmethod
+    def from_scope(cls, scope: Mapping[str, Any]) -> ClientInfo:
+        """From an ASGI connection's scope (a socket's handshake)."""
+        return cls(
+            ip=scope_client_address(scope),
+            user_agent=(scope_header(scope, b"user-agent") or "")[:_USER_AGENT_MAX],
         )
 
 
