@@ -14,6 +14,12 @@ AUDIT_ENTRIES = Counter(
     ["action", "outcome"],
 )
 
+ADMIN_LOGIN_REFUSALS = Counter(
+    "wedsync_admin_login_refusals_total",
+    "Admin sign-ins refused, by reason: bad_credentials (counted towards a lockout) or locked_out.",
+    ["reason"],
+)
+
 READINESS_FAILURES = Counter(
     "wedsync_readiness_failures_total",
     "Readiness probes that found a dependency down, by component.",

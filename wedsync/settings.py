@@ -10,7 +10,6 @@ which stops start-up with the variable's name when a value is malformed.
 from __future__ import annotations
 
 import os
-import re
 import socket
 from datetime import timedelta
 from pathlib import Path
@@ -31,6 +30,7 @@ from wedsync.env import (
     env_json_object,
     env_list,
     env_optional_str,
+    env_rate,
     env_str,
 )
 from wedsync.logs import logging_config
@@ -87,6 +87,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
+    "axes",
     "channels",
     "rest_framework",
     "rest_framework_simplejwt.token_blacklist",
@@ -111,6 +112,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
+    # Innermost, so the lockout page it answers with is what the other middleware (and metrics) see.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "wedsync.urls"
@@ -278,6 +281,28 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "wedsync.access_revocation.PasswordChangeRevokes"},
 ]
 
+# The admin's sign-in lockout (django-axes, wedsync/admin_login.py): this many failures for one
+# username, or from one address, lock both out for the cool-off after the last of them. Counters
+# live in the cache (Redis in production, so every node sees them) and expire with the cool-off.
+ADMIN_LOGIN_FAILURE_LIMIT = env_int("ADMIN_LOGIN_FAILURE_LIMIT", default=5, minimum=1, maximum=100)
+ADMIN_LOGIN_COOLOFF_SECONDS = env_int("ADMIN_LOGIN_COOLOFF_SECONDS", default=900, minimum=60, maximum=7 * 24 * 3600)
+AUTHENTICATION_BACKENDS = [
+    "wedsync.admin_login.AdminLoginLockoutBackend",  # first: a locked-out sign-in is refused unchecked
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_HANDLER = "wedsync.admin_login.AuditedAdminLoginHandler"
+AXES_CACHE = "default"
+AXES_ONLY_ADMIN_SITE = True  # the token API has throttles of its own (wedsync/api/throttles.py)
+AXES_FAILURE_LIMIT = ADMIN_LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(seconds=ADMIN_LOGIN_COOLOFF_SECONDS)
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # either one locks: one account, or one address
+# Attempts while locked out do not extend it: the page's "try again in N minutes" holds.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_CLIENT_IP_CALLABLE = "wedsync.client_address.request_client_address"
+AXES_LOCKOUT_CALLABLE = "wedsync.admin_login.lockout_response"
+AXES_ENABLE_ADMIN = False  # its pages list the database handler's rows; the cache handler writes none
+AXES_VERBOSE = False
+
 JWT_SIGNING_KEY = env_str("JWT_SIGNING_KEY", default=SECRET_KEY)
 if len(JWT_SIGNING_KEY) < 32:
     raise ImproperlyConfigured("JWT_SIGNING_KEY must be at least 32 characters (HS256 wants 256 bits)")
@@ -299,10 +324,17 @@ SIMPLE_JWT = {
     "AUTH_HEADER_TYPES": ("Bearer",),
 }
 
-API_AUTH_RATE = env_str("API_AUTH_RATE", default="30/min")
-_RATE_PATTERN = r"[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)"
-if not re.fullmatch(_RATE_PATTERN, API_AUTH_RATE):
-    raise ImproperlyConfigured(f"API_AUTH_RATE must look like 30/min (N/s, /min, /hour or /day), got {API_AUTH_RATE!r}")
+# Token endpoints (wedsync/api/throttles.py): logins and refreshes each per client address and per
+# user (the username tried; a refresh token's user). A venue's guests may share one address.
+if env_optional_str("API_AUTH_RATE") is not None:
+    raise ImproperlyConfigured(
+        "API_AUTH_RATE was split into API_LOGIN_ADDRESS_RATE, API_LOGIN_USER_RATE, API_REFRESH_ADDRESS_RATE "
+        "and API_REFRESH_USER_RATE: set those instead"
+    )
+API_LOGIN_ADDRESS_RATE = env_rate("API_LOGIN_ADDRESS_RATE", default="60/min")
+API_LOGIN_USER_RATE = env_rate("API_LOGIN_USER_RATE", default="10/min")
+API_REFRESH_ADDRESS_RATE = env_rate("API_REFRESH_ADDRESS_RATE", default="120/min")
+API_REFRESH_USER_RATE = env_rate("API_REFRESH_USER_RATE", default="30/min")
 TRUSTED_PROXIES = env_int("TRUSTED_PROXIES", default=0, minimum=0, maximum=5)
 
 # Unauthenticated refusals (bad handshakes, API 401s and 429s) are audited once per source address,
@@ -316,11 +348,7 @@ CELERY_BEAT_SCHEDULE["wedsync-flush-audit-refusals"] = {
 }
 # API requests without valid credentials (no credentials, a bad bearer token, the token endpoints)
 # per source address; past it, 429 until the period ends. Shared by every node through Redis.
-API_UNAUTHENTICATED_RATE = env_str("API_UNAUTHENTICATED_RATE", default="300/min")
-if not re.fullmatch(_RATE_PATTERN, API_UNAUTHENTICATED_RATE):
-    raise ImproperlyConfigured(
-        f"API_UNAUTHENTICATED_RATE must look like 300/min (N/s, /min, /hour or /day), got {API_UNAUTHENTICATED_RATE!r}"
-    )
+API_UNAUTHENTICATED_RATE = env_rate("API_UNAUTHENTICATED_RATE", default="300/min")
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -333,9 +361,9 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "wedsync.api.schema.ApiAutoSchema",
     "EXCEPTION_HANDLER": "wedsync.api.errors.api_exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
-    "DEFAULT_THROTTLE_RATES": {"auth": API_AUTH_RATE},
     # Client addresses come from REMOTE_ADDR unless this many proxies in front are trusted to set
-    # X-Forwarded-For; trusting the header blindly would let anyone dodge the login throttle.
+    # X-Forwarded-For; trusting the header blindly would let anyone dodge a throttle. Our throttles
+    # read addresses through wedsync/client_address.py, which applies this same rule.
     "NUM_PROXIES": TRUSTED_PROXIES,
 }
 
