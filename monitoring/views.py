@@ -1,12 +1,22 @@
 from __future__ import annotations
 
-from django.conf import settings
-from django.http import HttpRequest, HttpResponse, HttpResponseForbidden, JsonResponse
+import structlog
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 from django_prometheus.exports import ExportToDjangoView
 
+from monitoring.access import MetricsRefusal, metrics_scrape_refusal
 from monitoring.selectors import readiness_report
+from wedsync.client_address import request_client_address
+
+logger = structlog.get_logger(__name__)
+
+_REFUSALS: dict[MetricsRefusal, tuple[int, str]] = {
+    MetricsRefusal.NOT_CONFIGURED: (403, "metrics are closed: set METRICS_TOKEN to scrape them\n"),
+    MetricsRefusal.BAD_TOKEN: (401, "metrics need the bearer token (METRICS_TOKEN)\n"),
+    MetricsRefusal.ADDRESS: (403, "metrics are for the monitoring network only\n"),
+}
 
 
 @require_GET
@@ -37,8 +47,15 @@ def readyz(request: HttpRequest) -> JsonResponse:
 
 @never_cache
 def metrics(request: HttpRequest) -> HttpResponse:
-    """Prometheus exposition, for the scrapers in ``METRICS_ALLOWED_IPS`` only."""
-    if request.META.get("REMOTE_ADDR") not in settings.METRICS_ALLOWED_IPS:
-        return HttpResponseForbidden("metrics are for the monitoring network only\n")
+    """Prometheus exposition, for scrapers with the bearer token (monitoring/access.py)."""
+    address = request_client_address(request)
+    refusal = metrics_scrape_refusal(authorization=request.headers.get("Authorization"), address=address)
+    if refusal is not None:
+        logger.warning("metrics.refused", reason=refusal.value, ip=address)
+        status, text = _REFUSALS[refusal]
+        refused = HttpResponse(text, status=status, content_type="text/plain")
+        if refusal is MetricsRefusal.BAD_TOKEN:
+            refused["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return refused
     response: HttpResponse = ExportToDjangoView(request)
     return response

@@ -9,6 +9,7 @@ which stops start-up with the variable's name when a value is malformed.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 from datetime import timedelta
@@ -620,8 +621,18 @@ SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 # Health and metrics are probed over plain HTTP by the load balancer and Prometheus.
 SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
-# Who may read /metrics (Prometheus scrapers); everyone else gets 403.
-METRICS_ALLOWED_IPS = frozenset(env_list("METRICS_ALLOWED_IPS", default=["127.0.0.1", "::1"]))
+# Who may read /metrics (monitoring/access.py, decision 0024): scrapers presenting this bearer token,
+# and, when METRICS_ALLOWED_IPS is set, only from those addresses or networks. Without a token only
+# a DEBUG process answers (to METRICS_ALLOWED_IPS, loopback by default); production is closed.
+METRICS_TOKEN = env_optional_str("METRICS_TOKEN")
+if METRICS_TOKEN is not None and len(METRICS_TOKEN) < 32:
+    raise ImproperlyConfigured("METRICS_TOKEN must be at least 32 characters")
+METRICS_ALLOWED_NETWORKS: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+for _entry in env_list("METRICS_ALLOWED_IPS", default=[]):
+    try:
+        METRICS_ALLOWED_NETWORKS.append(ipaddress.ip_network(_entry, strict=False))
+    except ValueError:
+        raise ImproperlyConfigured(f"METRICS_ALLOWED_IPS: {_entry!r} is not an address or network") from None
 
 # --- I18n, static ---------------------------------------------------------------------------------
 

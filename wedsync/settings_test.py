@@ -42,6 +42,7 @@ for _variable, _service, _url in (("DATABASE_URL", "postgres", _database_url), (
 # The suite runs the production profile (DEBUG off), as Django's test runner does anyway.
 os.environ["DEBUG"] = "0"
 os.environ.setdefault("SECRET_KEY", "test-secret-key-" + "k" * 50)
+os.environ.setdefault("METRICS_TOKEN", "test-metrics-token-" + "m" * 32)
 os.environ.setdefault("WEDSYNC_VAR_DIR", "/tmp/wedsync-test-var")  # noqa: S108
 
 from wedsync.settings import *  # noqa: E402, F403

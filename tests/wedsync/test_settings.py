@@ -87,7 +87,12 @@ def _start_with(env: dict[str, str], *command: str) -> subprocess.CompletedProce
 
 
 def _production_env() -> dict[str, str]:
-    return {"DEBUG": "0", "SECRET_KEY": secrets.token_urlsafe(60), "ALLOWED_HOSTS": "wedsync.example.com"}
+    return {
+        "DEBUG": "0",
+        "SECRET_KEY": secrets.token_urlsafe(60),
+        "ALLOWED_HOSTS": "wedsync.example.com",
+        "METRICS_TOKEN": secrets.token_urlsafe(32),
+    }
 
 
 def test_no_environment_at_all_starts_embedded() -> None:
