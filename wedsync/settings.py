@@ -46,16 +46,25 @@ VAR_DIR = Path(env_str("WEDSYNC_VAR_DIR", default=str(BASE_DIR / "var")))
 # --- Core -----------------------------------------------------------------------------------------
 
 # Embedded mode (no DATABASE_URL) is a developer's machine: debug defaults on there, off elsewhere,
-# so that a deployment, which always names its database, never starts in debug by omission.
+# so that a deployment, which always names its database or its Redis, never starts in debug by
+# omission (bin/run decides the same way: wedsync/run_profile.py).
 EMBEDDED = env_optional_str("DATABASE_URL") is None
-DEBUG = env_bool("DEBUG", default=EMBEDDED)
+DEBUG = env_bool("DEBUG", default=EMBEDDED and env_optional_str("REDIS_URL") is None)
 
+# The development key signs nothing outside DEBUG: neither as SECRET_KEY nor as JWT_SIGNING_KEY
+# (below), nor any other key of Django's insecure kind.
 _DEV_SECRET_KEY = "django-insecure-wedsync-development-only-key-never-use-in-production"
+
+
+def _is_development_key(key: str) -> bool:
+    return key == _DEV_SECRET_KEY or key.startswith("django-insecure")
+
+
 if DEBUG:
     SECRET_KEY = env_str("SECRET_KEY", default=_DEV_SECRET_KEY)
 else:
     SECRET_KEY = env_str("SECRET_KEY")  # required: a production process must not start without one
-    if SECRET_KEY == _DEV_SECRET_KEY or len(SECRET_KEY) < 50:
+    if _is_development_key(SECRET_KEY) or len(SECRET_KEY) < 50:
         raise ImproperlyConfigured("SECRET_KEY must be a random string of at least 50 characters")
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
@@ -307,6 +316,8 @@ AXES_VERBOSE = False
 JWT_SIGNING_KEY = env_str("JWT_SIGNING_KEY", default=SECRET_KEY)
 if len(JWT_SIGNING_KEY) < 32:
     raise ImproperlyConfigured("JWT_SIGNING_KEY must be at least 32 characters (HS256 wants 256 bits)")
+if not DEBUG and _is_development_key(JWT_SIGNING_KEY):
+    raise ImproperlyConfigured("JWT_SIGNING_KEY must not be the development key with DEBUG off")
 JWT_ACCESS_TTL = env_int("JWT_ACCESS_TTL", default=15 * 60, minimum=30, maximum=24 * 3600)
 JWT_REFRESH_TTL = env_int("JWT_REFRESH_TTL", default=24 * 3600, minimum=60)
 REALTIME_TICKET_TTL = env_int("REALTIME_TICKET_TTL", default=60, minimum=5, maximum=600)
