@@ -148,13 +148,42 @@ TEMPLATES = [
 # --- Database -------------------------------------------------------------------------------------
 
 DATABASE_URL = env_optional_str("DATABASE_URL")
+# PostgreSQL connections per process (decision 0024, docs/operations.md): a pool of at most this
+# many (psycopg's, through Django), shared by all of the process's threads; a thread holds one only
+# for the length of a database hop. Size it so that every process's maximum, summed, stays under
+# PostgreSQL's max_connections. 0 turns the pool off: then each thread keeps its own connection for
+# DATABASE_CONN_MAX_AGE seconds (for a PgBouncer in front, which pools instead).
+DATABASE_POOL_MAX_SIZE = env_int("DATABASE_POOL_MAX_SIZE", default=20, minimum=0, maximum=1000)
+DATABASE_POOL_MIN_SIZE = env_int("DATABASE_POOL_MIN_SIZE", default=min(2, DATABASE_POOL_MAX_SIZE), minimum=0)
+# Seconds a hop waits for a free connection before it fails (the client sees server_error).
+DATABASE_POOL_TIMEOUT = env_float("DATABASE_POOL_TIMEOUT", default=10.0, minimum=0.1)
+if DATABASE_POOL_MIN_SIZE > DATABASE_POOL_MAX_SIZE:
+    raise ImproperlyConfigured("DATABASE_POOL_MIN_SIZE must not be larger than DATABASE_POOL_MAX_SIZE")
 if DATABASE_URL:
-    if urlsplit(DATABASE_URL).scheme not in ("postgres", "postgresql", "pgsql", "sqlite"):
+    _scheme = urlsplit(DATABASE_URL).scheme
+    if _scheme not in ("postgres", "postgresql", "pgsql", "sqlite"):
         raise ImproperlyConfigured("DATABASE_URL must be a postgres:// (or sqlite://) URL")
+    DATABASE_POOLED = _scheme != "sqlite" and DATABASE_POOL_MAX_SIZE > 0
+    if DATABASE_POOLED and env_optional_str("DATABASE_CONN_MAX_AGE") not in (None, "0"):
+        raise ImproperlyConfigured(
+            "DATABASE_CONN_MAX_AGE keeps a connection per thread, which the pool replaces: unset it, "
+            "or set DATABASE_POOL_MAX_SIZE=0 to turn the pool off"
+        )
     _database = dj_database_url.parse(
-        DATABASE_URL, conn_max_age=env_int("DATABASE_CONN_MAX_AGE", default=60, minimum=0), conn_health_checks=True
+        DATABASE_URL,
+        # Django's pool requires connections to be given back after each use (CONN_MAX_AGE 0).
+        conn_max_age=0 if DATABASE_POOLED else env_int("DATABASE_CONN_MAX_AGE", default=60, minimum=0),
+        conn_health_checks=True,  # with the pool: psycopg checks a connection before lending it
     )
+    if DATABASE_POOLED:
+        _database.setdefault("OPTIONS", {})["pool"] = {
+            "min_size": DATABASE_POOL_MIN_SIZE,
+            "max_size": DATABASE_POOL_MAX_SIZE,
+            "timeout": DATABASE_POOL_TIMEOUT,
+            "name": "wedsync",
+        }
 else:
+    DATABASE_POOLED = False
     VAR_DIR.mkdir(parents=True, exist_ok=True)  # embedded mode keeps its files here
     _database = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(VAR_DIR / "wedsync.sqlite3")}
     # SQLite serialises writers; waiting beats failing with "database is locked" under bursts.
@@ -401,6 +430,9 @@ SPECTACULAR_SETTINGS = {
 REALTIME_MAX_FRAME = env_int("REALTIME_MAX_FRAME", default=64 * 1024, minimum=1024, maximum=16 * 1024 * 1024)
 # Every server process is a node; two on one machine need different names.
 REALTIME_NODE_NAME = env_str("REALTIME_NODE_NAME", default=f"{socket.gethostname()}-{os.getpid()}")
+if _database["ENGINE"].endswith("postgresql"):
+    # pg_stat_activity says which process holds each connection (docs/operations.md).
+    _database.setdefault("OPTIONS", {}).setdefault("application_name", f"wedsync:{REALTIME_NODE_NAME}"[:63])
 REALTIME_RETENTION_DAYS = env_int("REALTIME_RETENTION_DAYS", default=7, minimum=1)
 # A resume further behind than this many events reloads over REST instead of replaying.
 REALTIME_REPLAY_MAX = env_int("REALTIME_REPLAY_MAX", default=5000, minimum=100)

@@ -56,8 +56,8 @@ STORAGES = {
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 # Each test has its own event loop, whose pool threads (realtime.db.per_socket_db) go away with
-# it: close their connections after every call instead of keeping them for reuse, or they would
-# outlive the threads and block dropping the test database.
+# it: their connections go back after every call (to the psycopg pool, as in production, which
+# Django closes before it drops the test database), never kept per thread past it.
 DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405
 # The garbage-collection policy freezes the whole process's objects: not in the test runner
 # (tests/realtime/test_gc_policy.py drives it directly; the nodes the tests start run it).

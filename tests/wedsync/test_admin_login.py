@@ -128,3 +128,14 @@ def test_api_logins_neither_count_towards_nor_answer_with_the_admin_lockout(coor
     assert rows("admin.login.refuse") == []
     status, browser = sign_in("coordinator", PASSWORD)
     assert status == 302 and signed_in(browser)
+
+
+def test_an_operator_can_lift_a_lockout_early(coordinator: User) -> None:
+    from django.core.management import call_command
+
+    for i in range(settings.ADMIN_LOGIN_FAILURE_LIMIT):
+        sign_in("coordinator", f"guess{i}", address=f"203.0.113.{i}")
+    assert sign_in("coordinator", PASSWORD, address="192.0.2.1")[0] == 429
+    call_command("axes_reset_username", "coordinator")  # docs/operations.md
+    status, browser = sign_in("coordinator", PASSWORD, address="192.0.2.1")
+    assert status == 302 and signed_in(browser)
