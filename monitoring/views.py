@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import structlog
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
@@ -9,8 +8,7 @@ from django_prometheus.exports import ExportToDjangoView
 from monitoring.access import MetricsRefusal, metrics_scrape_refusal
 from monitoring.selectors import readiness_report
 from wedsync.client_address import request_client_address
-
-logger = structlog.get_logger(__name__)
+from wedsync.services.audit import AuditAction, ClientInfo, audit_refusal_record
 
 _REFUSALS: dict[MetricsRefusal, tuple[int, str]] = {
     MetricsRefusal.NOT_CONFIGURED: (403, "metrics are closed: set METRICS_TOKEN to scrape them\n"),
@@ -48,10 +46,16 @@ def readyz(request: HttpRequest) -> JsonResponse:
 @never_cache
 def metrics(request: HttpRequest) -> HttpResponse:
     """Prometheus exposition, for scrapers with the bearer token (monitoring/access.py)."""
-    address = request_client_address(request)
-    refusal = metrics_scrape_refusal(authorization=request.headers.get("Authorization"), address=address)
+    refusal = metrics_scrape_refusal(
+        authorization=request.headers.get("Authorization"), address=request_client_address(request)
+    )
     if refusal is not None:
-        logger.warning("metrics.refused", reason=refusal.value, ip=address)
+        audit_refusal_record(
+            action=AuditAction.METRICS_REFUSE,
+            reason=refusal.value,
+            client=ClientInfo.from_request(request),
+            target="GET /metrics",
+        )
         status, text = _REFUSALS[refusal]
         refused = HttpResponse(text, status=status, content_type="text/plain")
         if refusal is MetricsRefusal.BAD_TOKEN:

@@ -12,6 +12,7 @@ from django.core.management.base import SystemCheckError
 from django.test import Client, override_settings
 
 from tests.wedsync.test_settings import _production_env, _start_with
+from wedsync.models import AuditLog
 
 pytestmark = pytest.mark.django_db
 
@@ -88,3 +89,10 @@ def test_bad_metrics_settings_stop_start_up(variable: str, value: str, complaint
 
 def test_the_test_settings_carry_a_token() -> None:
     assert settings.METRICS_TOKEN and len(settings.METRICS_TOKEN) >= 32
+
+
+@override_settings(METRICS_TOKEN=TOKEN, METRICS_ALLOWED_NETWORKS=[])
+def test_a_refused_scrape_is_audited() -> None:
+    assert scrape(address="203.0.113.50", token="guess" * 8) == 401
+    [row] = AuditLog.objects.filter(action="metrics.refuse")
+    assert (row.ip, row.details["reason"], row.target) == ("203.0.113.50", "bad_token", "GET /metrics")

@@ -42,6 +42,7 @@ class AuditAction(enum.StrEnum):
     LOGOUT = "auth.logout"
     TOKENS_REVOKE = "auth.tokens.revoke"
     API_AUTH_REFUSE = "api.auth.refuse"
+    METRICS_REFUSE = "metrics.refuse"
     ADMIN_LOGIN = "admin.login"
     ADMIN_LOGIN_REFUSE = "admin.login.refuse"
     ADMIN_LOGIN_LOCKOUT = "admin.login.lockout"
