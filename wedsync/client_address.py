@@ -46,14 +46,15 @@ def request_client_address(request: HttpRequest) -> str | None:
     return client_address(peer=request.META.get("REMOTE_ADDR"), forwarded_for=request.META.get("HTTP_X_FORWARDED_FOR"))
 
 
-def scope_header(scope: Mapping[str, Any], name: bytes) -> str | None:
-    """An ASGI scope's header ``name`` (lower case), repeated ones joined with commas as HTTP does."""
+def scope_header_values(scope: Mapping[str, Any], name: bytes) -> list[str]:
+    """Every value of an ASGI scope's header ``name`` (lower case), in the order sent."""
     headers: Iterable[tuple[bytes, bytes]] = scope.get("headers") or ()
-    values = [value.decode("latin1") for key, value in headers if key.lower() == name]
-    return ",".join(values) if values else None
+    return [value.decode("latin1") for key, value in headers if key.lower() == name]
 
 
 def scope_client_address(scope: Mapping[str, Any]) -> str | None:
     """:func:`client_address` of an ASGI connection (a socket's handshake)."""
     peer = scope.get("client") or (None,)
-    return client_address(peer=peer[0], forwarded_for=scope_header(scope, b"x-forwarded-for"))
+    # Repeated header lines are one comma-separated list, as in HTTP (and in Django's ASGI requests).
+    forwarded_for = ",".join(scope_header_values(scope, b"x-forwarded-for")) or None
+    return client_address(peer=peer[0], forwarded_for=forwarded_for)

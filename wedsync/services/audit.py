@@ -27,7 +27,7 @@ from django.db import connection
 from django.http import HttpRequest
 
 from monitoring.metrics import AUDIT_ENTRIES, AUDIT_REFUSALS_COUNTED
-from wedsync.client_address import request_client_address, scope_client_address, scope_header
+from wedsync.client_address import request_client_address, scope_client_address, scope_header_values
 from wedsync.models import AuditLog, AuditOutcome
 
 logger = structlog.get_logger(__name__)
@@ -90,10 +90,8 @@ class ClientInfo:
     @classmethod
     def from_scope(cls, scope: Mapping[str, Any]) -> ClientInfo:
         """From an ASGI connection's scope (a socket's handshake)."""
-        return cls(
-            ip=scope_client_address(scope),
-            user_agent=(scope_header(scope, b"user-agent") or "")[:_USER_AGENT_MAX],
-        )
+        agents = scope_header_values(scope, b"user-agent")  # the last one counts, as in the consumer's headers
+        return cls(ip=scope_client_address(scope), user_agent=(agents[-1] if agents else "")[:_USER_AGENT_MAX])
 
 
 def _without_nul(value: Any) -> Any:
