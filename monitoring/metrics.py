@@ -6,12 +6,22 @@ the number of series stays bounded whatever clients send.
 
 from __future__ import annotations
 
-from prometheus_client import Counter
+from collections.abc import Iterator
+
+from prometheus_client import REGISTRY, Counter
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 AUDIT_ENTRIES = Counter(
     "wedsync_audit_entries_total",
     "Audit log entries written, by action and outcome.",
     ["action", "outcome"],
+)
+
+ADMIN_LOGIN_REFUSALS = Counter(
+    "wedsync_admin_login_refusals_total",
+    "Admin sign-ins refused, by reason: bad_credentials (counted towards a lockout) or locked_out.",
+    ["reason"],
 )
 
 READINESS_FAILURES = Counter(
@@ -57,3 +67,43 @@ ADDRESS_LIMIT_REFUSALS = Counter(
     "Requests refused because their source address passed a cap: handshakes, connections (sockets) or api.",
     ["limit"],
 )
+
+
+class DatabasePoolCollector(Collector):
+    """This process's PostgreSQL connection pool, read from psycopg's counters at each scrape: how
+    many connections it holds (in use, idle) of its maximum, how many hops wait for one, and how
+    many gave up waiting (docs/operations.md: what to do when they do)."""
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())  # nothing to read at registration, before Django is set up
+
+    def collect(self) -> Iterator[Metric]:
+        from django.db import connections
+
+        pool = getattr(connections["default"], "pool", None)  # None: SQLite, or DATABASE_POOL_MAX_SIZE=0
+        if pool is None:
+            return
+        stats = pool.get_stats()
+        size, idle = stats.get("pool_size", 0), stats.get("pool_available", 0)
+        held = GaugeMetricFamily(
+            "wedsync_db_pool_connections", "PostgreSQL connections the pool holds, by state.", labels=["state"]
+        )
+        held.add_metric(["in_use"], size - idle)
+        held.add_metric(["idle"], idle)
+        yield held
+        yield GaugeMetricFamily("wedsync_db_pool_max", "Most connections the pool may hold.", value=stats["pool_max"])
+        waiting = stats.get("requests_waiting", 0)
+        yield GaugeMetricFamily("wedsync_db_pool_waiting", "Database hops waiting for a connection now.", value=waiting)
+        yield CounterMetricFamily(
+            "wedsync_db_pool_timeouts",
+            "Database hops that found no free connection within DATABASE_POOL_TIMEOUT.",
+            value=stats.get("requests_errors", 0),
+        )
+        yield CounterMetricFamily(
+            "wedsync_db_pool_wait_seconds",
+            "Time database hops spent waiting for a connection.",
+            value=stats.get("requests_wait_ms", 0) / 1000,
+        )
+
+
+REGISTRY.register(DatabasePoolCollector())

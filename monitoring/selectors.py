@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -24,6 +25,11 @@ from wedsync.permissions import Role
 logger = structlog.get_logger(__name__)
 
 _PROBE_TIMEOUT = 1.0
+# Connections a process's readiness probes may hold to one Redis: concurrent probes wait for one
+# (up to the timeout) instead of opening more.
+_PROBE_CONNECTIONS = 2
+_probe_clients: dict[str, redis.Redis] = {}
+_probe_clients_lock = threading.Lock()
 
 
 def _database_problem() -> str | None:
@@ -36,17 +42,32 @@ def _database_problem() -> str | None:
     return None
 
 
+def _probe_client(address: str) -> redis.Redis:
+    """One client per Redis address per process, on a small blocking pool: a probe reuses a
+    connection instead of opening one per hit (redis-py's pools are thread-safe and reopen after a
+    fork)."""
+    with _probe_clients_lock:
+        client = _probe_clients.get(address)
+        if client is None:
+            pool = redis.BlockingConnectionPool.from_url(
+                address,
+                max_connections=_PROBE_CONNECTIONS,
+                timeout=_PROBE_TIMEOUT,
+                socket_connect_timeout=_PROBE_TIMEOUT,
+                socket_timeout=_PROBE_TIMEOUT,
+            )
+            client = _probe_clients[address] = redis.Redis(connection_pool=pool)
+        return client
+
+
 def _channel_layer_problem() -> str | None:
     layer: dict[str, Any] = settings.CHANNEL_LAYERS["default"]
     for host in layer.get("CONFIG", {}).get("hosts", []):
         address = host["address"] if isinstance(host, dict) else host
-        client = redis.Redis.from_url(address, socket_connect_timeout=_PROBE_TIMEOUT, socket_timeout=_PROBE_TIMEOUT)
         try:
-            client.ping()
+            _probe_client(address).ping()
         except redis.RedisError as exc:
             return f"{type(exc).__name__}: {exc}".strip()
-        finally:
-            client.close()
     return None
 
 

@@ -134,8 +134,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             return  # gave up on while it waited its turn; its disconnect message follows
         headers = {name.decode("latin1").lower(): value.decode("latin1") for name, value in self.scope["headers"]}
         subprotocols: list[str] = list(self.scope.get("subprotocols") or [])
-        address = self.scope.get("client") or [None]
-        self.client = ClientInfo(ip=address[0], user_agent=headers.get("user-agent", "")[:512])
+        self.client = ClientInfo.from_scope(self.scope)
         self._address = await socket_address_admit(client=self.client)
         if not self._address.allowed:  # too many sockets from this address: try again later
             await self._refuse(

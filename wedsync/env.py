@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -141,3 +142,14 @@ def env_json_object(name: str, *, environ: Mapping[str, str] | None = None) -> d
     if not isinstance(parsed, dict):
         raise ImproperlyConfigured(f"{name} must be a JSON object, got {type(parsed).__name__}")
     return parsed
+
+
+_RATE = re.compile(r"[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)")
+
+
+def env_rate(name: str, *, default: str, environ: Mapping[str, str] | None = None) -> str:
+    """A rate like ``30/min``: a whole number per second, minute, hour or day (DRF's format)."""
+    value = env_str(name, default=default, environ=environ)
+    if not _RATE.fullmatch(value):
+        raise ImproperlyConfigured(f"{name} must look like 30/min (N/s, /min, /hour or /day), got {value!r}")
+    return value

@@ -9,8 +9,8 @@ which stops start-up with the variable's name when a value is malformed.
 
 from __future__ import annotations
 
+import ipaddress
 import os
-import re
 import socket
 from datetime import timedelta
 from pathlib import Path
@@ -31,6 +31,7 @@ from wedsync.env import (
     env_json_object,
     env_list,
     env_optional_str,
+    env_rate,
     env_str,
 )
 from wedsync.logs import logging_config
@@ -45,16 +46,25 @@ VAR_DIR = Path(env_str("WEDSYNC_VAR_DIR", default=str(BASE_DIR / "var")))
 # --- Core -----------------------------------------------------------------------------------------
 
 # Embedded mode (no DATABASE_URL) is a developer's machine: debug defaults on there, off elsewhere,
-# so that a deployment, which always names its database, never starts in debug by omission.
+# so that a deployment, which always names its database or its Redis, never starts in debug by
+# omission (bin/run decides the same way: wedsync/run_profile.py).
 EMBEDDED = env_optional_str("DATABASE_URL") is None
-DEBUG = env_bool("DEBUG", default=EMBEDDED)
+DEBUG = env_bool("DEBUG", default=EMBEDDED and env_optional_str("REDIS_URL") is None)
 
+# The development key signs nothing outside DEBUG: neither as SECRET_KEY nor as JWT_SIGNING_KEY
+# (below), nor any other key of Django's insecure kind.
 _DEV_SECRET_KEY = "django-insecure-wedsync-development-only-key-never-use-in-production"
+
+
+def _is_development_key(key: str) -> bool:
+    return key == _DEV_SECRET_KEY or key.startswith("django-insecure")
+
+
 if DEBUG:
     SECRET_KEY = env_str("SECRET_KEY", default=_DEV_SECRET_KEY)
 else:
     SECRET_KEY = env_str("SECRET_KEY")  # required: a production process must not start without one
-    if SECRET_KEY == _DEV_SECRET_KEY or len(SECRET_KEY) < 50:
+    if _is_development_key(SECRET_KEY) or len(SECRET_KEY) < 50:
         raise ImproperlyConfigured("SECRET_KEY must be a random string of at least 50 characters")
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
@@ -87,6 +97,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
+    "axes",
     "channels",
     "rest_framework",
     "rest_framework_simplejwt.token_blacklist",
@@ -111,6 +122,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
+    # Innermost, so the lockout page it answers with is what the other middleware (and metrics) see.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "wedsync.urls"
@@ -135,13 +148,42 @@ TEMPLATES = [
 # --- Database -------------------------------------------------------------------------------------
 
 DATABASE_URL = env_optional_str("DATABASE_URL")
+# PostgreSQL connections per process (decision 0024, docs/operations.md): a pool of at most this
+# many (psycopg's, through Django), shared by all of the process's threads; a thread holds one only
+# for the length of a database hop. Size it so that every process's maximum, summed, stays under
+# PostgreSQL's max_connections. 0 turns the pool off: then each thread keeps its own connection for
+# DATABASE_CONN_MAX_AGE seconds (for a PgBouncer in front, which pools instead).
+DATABASE_POOL_MAX_SIZE = env_int("DATABASE_POOL_MAX_SIZE", default=20, minimum=0, maximum=1000)
+DATABASE_POOL_MIN_SIZE = env_int("DATABASE_POOL_MIN_SIZE", default=min(2, DATABASE_POOL_MAX_SIZE), minimum=0)
+# Seconds a hop waits for a free connection before it fails (the client sees server_error).
+DATABASE_POOL_TIMEOUT = env_float("DATABASE_POOL_TIMEOUT", default=10.0, minimum=0.1)
+if DATABASE_POOL_MIN_SIZE > DATABASE_POOL_MAX_SIZE:
+    raise ImproperlyConfigured("DATABASE_POOL_MIN_SIZE must not be larger than DATABASE_POOL_MAX_SIZE")
 if DATABASE_URL:
-    if urlsplit(DATABASE_URL).scheme not in ("postgres", "postgresql", "pgsql", "sqlite"):
+    _scheme = urlsplit(DATABASE_URL).scheme
+    if _scheme not in ("postgres", "postgresql", "pgsql", "sqlite"):
         raise ImproperlyConfigured("DATABASE_URL must be a postgres:// (or sqlite://) URL")
+    DATABASE_POOLED = _scheme != "sqlite" and DATABASE_POOL_MAX_SIZE > 0
+    if DATABASE_POOLED and env_optional_str("DATABASE_CONN_MAX_AGE") not in (None, "0"):
+        raise ImproperlyConfigured(
+            "DATABASE_CONN_MAX_AGE keeps a connection per thread, which the pool replaces: unset it, "
+            "or set DATABASE_POOL_MAX_SIZE=0 to turn the pool off"
+        )
     _database = dj_database_url.parse(
-        DATABASE_URL, conn_max_age=env_int("DATABASE_CONN_MAX_AGE", default=60, minimum=0), conn_health_checks=True
+        DATABASE_URL,
+        # Django's pool requires connections to be given back after each use (CONN_MAX_AGE 0).
+        conn_max_age=0 if DATABASE_POOLED else env_int("DATABASE_CONN_MAX_AGE", default=60, minimum=0),
+        conn_health_checks=True,  # with the pool: psycopg checks a connection before lending it
     )
+    if DATABASE_POOLED:
+        _database.setdefault("OPTIONS", {})["pool"] = {
+            "min_size": DATABASE_POOL_MIN_SIZE,
+            "max_size": DATABASE_POOL_MAX_SIZE,
+            "timeout": DATABASE_POOL_TIMEOUT,
+            "name": "wedsync",
+        }
 else:
+    DATABASE_POOLED = False
     VAR_DIR.mkdir(parents=True, exist_ok=True)  # embedded mode keeps its files here
     _database = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(VAR_DIR / "wedsync.sqlite3")}
     # SQLite serialises writers; waiting beats failing with "database is locked" under bursts.
@@ -278,9 +320,33 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "wedsync.access_revocation.PasswordChangeRevokes"},
 ]
 
+# The admin's sign-in lockout (django-axes, wedsync/admin_login.py): this many failures for one
+# username, or from one address, lock both out for the cool-off after the last of them. Counters
+# live in the cache (Redis in production, so every node sees them) and expire with the cool-off.
+ADMIN_LOGIN_FAILURE_LIMIT = env_int("ADMIN_LOGIN_FAILURE_LIMIT", default=5, minimum=1, maximum=100)
+ADMIN_LOGIN_COOLOFF_SECONDS = env_int("ADMIN_LOGIN_COOLOFF_SECONDS", default=900, minimum=60, maximum=7 * 24 * 3600)
+AUTHENTICATION_BACKENDS = [
+    "wedsync.admin_login.AdminLoginLockoutBackend",  # first: a locked-out sign-in is refused unchecked
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_HANDLER = "wedsync.admin_login.AuditedAdminLoginHandler"
+AXES_CACHE = "default"
+AXES_ONLY_ADMIN_SITE = True  # the token API has throttles of its own (wedsync/api/throttles.py)
+AXES_FAILURE_LIMIT = ADMIN_LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(seconds=ADMIN_LOGIN_COOLOFF_SECONDS)
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # either one locks: one account, or one address
+# Attempts while locked out do not extend it: the page's "try again in N minutes" holds.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_CLIENT_IP_CALLABLE = "wedsync.client_address.request_client_address"
+AXES_LOCKOUT_CALLABLE = "wedsync.admin_login.lockout_response"
+AXES_ENABLE_ADMIN = False  # its pages list the database handler's rows; the cache handler writes none
+AXES_VERBOSE = False
+
 JWT_SIGNING_KEY = env_str("JWT_SIGNING_KEY", default=SECRET_KEY)
 if len(JWT_SIGNING_KEY) < 32:
     raise ImproperlyConfigured("JWT_SIGNING_KEY must be at least 32 characters (HS256 wants 256 bits)")
+if not DEBUG and _is_development_key(JWT_SIGNING_KEY):
+    raise ImproperlyConfigured("JWT_SIGNING_KEY must not be the development key with DEBUG off")
 JWT_ACCESS_TTL = env_int("JWT_ACCESS_TTL", default=15 * 60, minimum=30, maximum=24 * 3600)
 JWT_REFRESH_TTL = env_int("JWT_REFRESH_TTL", default=24 * 3600, minimum=60)
 REALTIME_TICKET_TTL = env_int("REALTIME_TICKET_TTL", default=60, minimum=5, maximum=600)
@@ -299,10 +365,17 @@ SIMPLE_JWT = {
     "AUTH_HEADER_TYPES": ("Bearer",),
 }
 
-API_AUTH_RATE = env_str("API_AUTH_RATE", default="30/min")
-_RATE_PATTERN = r"[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)"
-if not re.fullmatch(_RATE_PATTERN, API_AUTH_RATE):
-    raise ImproperlyConfigured(f"API_AUTH_RATE must look like 30/min (N/s, /min, /hour or /day), got {API_AUTH_RATE!r}")
+# Token endpoints (wedsync/api/throttles.py): logins and refreshes each per client address and per
+# user (the username tried; a refresh token's user). A venue's guests may share one address.
+if env_optional_str("API_AUTH_RATE") is not None:
+    raise ImproperlyConfigured(
+        "API_AUTH_RATE was split into API_LOGIN_ADDRESS_RATE, API_LOGIN_USER_RATE, API_REFRESH_ADDRESS_RATE "
+        "and API_REFRESH_USER_RATE: set those instead"
+    )
+API_LOGIN_ADDRESS_RATE = env_rate("API_LOGIN_ADDRESS_RATE", default="60/min")
+API_LOGIN_USER_RATE = env_rate("API_LOGIN_USER_RATE", default="10/min")
+API_REFRESH_ADDRESS_RATE = env_rate("API_REFRESH_ADDRESS_RATE", default="120/min")
+API_REFRESH_USER_RATE = env_rate("API_REFRESH_USER_RATE", default="30/min")
 TRUSTED_PROXIES = env_int("TRUSTED_PROXIES", default=0, minimum=0, maximum=5)
 
 # Unauthenticated refusals (bad handshakes, API 401s and 429s) are audited once per source address,
@@ -316,11 +389,7 @@ CELERY_BEAT_SCHEDULE["wedsync-flush-audit-refusals"] = {
 }
 # API requests without valid credentials (no credentials, a bad bearer token, the token endpoints)
 # per source address; past it, 429 until the period ends. Shared by every node through Redis.
-API_UNAUTHENTICATED_RATE = env_str("API_UNAUTHENTICATED_RATE", default="300/min")
-if not re.fullmatch(_RATE_PATTERN, API_UNAUTHENTICATED_RATE):
-    raise ImproperlyConfigured(
-        f"API_UNAUTHENTICATED_RATE must look like 300/min (N/s, /min, /hour or /day), got {API_UNAUTHENTICATED_RATE!r}"
-    )
+API_UNAUTHENTICATED_RATE = env_rate("API_UNAUTHENTICATED_RATE", default="300/min")
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -333,9 +402,9 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "wedsync.api.schema.ApiAutoSchema",
     "EXCEPTION_HANDLER": "wedsync.api.errors.api_exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
-    "DEFAULT_THROTTLE_RATES": {"auth": API_AUTH_RATE},
     # Client addresses come from REMOTE_ADDR unless this many proxies in front are trusted to set
-    # X-Forwarded-For; trusting the header blindly would let anyone dodge the login throttle.
+    # X-Forwarded-For; trusting the header blindly would let anyone dodge a throttle. Our throttles
+    # read addresses through wedsync/client_address.py, which applies this same rule.
     "NUM_PROXIES": TRUSTED_PROXIES,
 }
 
@@ -361,6 +430,9 @@ SPECTACULAR_SETTINGS = {
 REALTIME_MAX_FRAME = env_int("REALTIME_MAX_FRAME", default=64 * 1024, minimum=1024, maximum=16 * 1024 * 1024)
 # Every server process is a node; two on one machine need different names.
 REALTIME_NODE_NAME = env_str("REALTIME_NODE_NAME", default=f"{socket.gethostname()}-{os.getpid()}")
+if _database["ENGINE"].endswith("postgresql"):
+    # pg_stat_activity says which process holds each connection (docs/operations.md).
+    _database.setdefault("OPTIONS", {}).setdefault("application_name", f"wedsync:{REALTIME_NODE_NAME}"[:63])
 REALTIME_RETENTION_DAYS = env_int("REALTIME_RETENTION_DAYS", default=7, minimum=1)
 # A resume further behind than this many events reloads over REST instead of replaying.
 REALTIME_REPLAY_MAX = env_int("REALTIME_REPLAY_MAX", default=5000, minimum=100)
@@ -592,8 +664,18 @@ SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 # Health and metrics are probed over plain HTTP by the load balancer and Prometheus.
 SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
-# Who may read /metrics (Prometheus scrapers); everyone else gets 403.
-METRICS_ALLOWED_IPS = frozenset(env_list("METRICS_ALLOWED_IPS", default=["127.0.0.1", "::1"]))
+# Who may read /metrics (monitoring/access.py, decision 0024): scrapers presenting this bearer token,
+# and, when METRICS_ALLOWED_IPS is set, only from those addresses or networks. Without a token only
+# a DEBUG process answers (to METRICS_ALLOWED_IPS, loopback by default); production is closed.
+METRICS_TOKEN = env_optional_str("METRICS_TOKEN")
+if METRICS_TOKEN is not None and len(METRICS_TOKEN) < 32:
+    raise ImproperlyConfigured("METRICS_TOKEN must be at least 32 characters")
+METRICS_ALLOWED_NETWORKS: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+for _entry in env_list("METRICS_ALLOWED_IPS", default=[]):
+    try:
+        METRICS_ALLOWED_NETWORKS.append(ipaddress.ip_network(_entry, strict=False))
+    except ValueError:
+        raise ImproperlyConfigured(f"METRICS_ALLOWED_IPS: {_entry!r} is not an address or network") from None
 
 # --- I18n, static ---------------------------------------------------------------------------------
 

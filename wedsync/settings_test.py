@@ -42,6 +42,7 @@ for _variable, _service, _url in (("DATABASE_URL", "postgres", _database_url), (
 # The suite runs the production profile (DEBUG off), as Django's test runner does anyway.
 os.environ["DEBUG"] = "0"
 os.environ.setdefault("SECRET_KEY", "test-secret-key-" + "k" * 50)
+os.environ.setdefault("METRICS_TOKEN", "test-metrics-token-" + "m" * 32)
 os.environ.setdefault("WEDSYNC_VAR_DIR", "/tmp/wedsync-test-var")  # noqa: S108
 
 from wedsync.settings import *  # noqa: E402, F403
@@ -55,8 +56,8 @@ STORAGES = {
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 # Each test has its own event loop, whose pool threads (realtime.db.per_socket_db) go away with
-# it: close their connections after every call instead of keeping them for reuse, or they would
-# outlive the threads and block dropping the test database.
+# it: their connections go back after every call (to the psycopg pool, as in production, which
+# Django closes before it drops the test database), never kept per thread past it.
 DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405
 # The garbage-collection policy freezes the whole process's objects: not in the test runner
 # (tests/realtime/test_gc_policy.py drives it directly; the nodes the tests start run it).

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+from django.conf import settings
 from django.test import Client, override_settings
 
 from tests.servers import redis_server
@@ -43,13 +44,13 @@ def test_readyz_names_a_stopped_redis() -> None:
     assert str(server.port) not in response.content.decode()  # no internals for the public
 
 
-def test_metrics_are_only_for_the_monitoring_network(client: Client) -> None:
-    assert client.get("/metrics", REMOTE_ADDR="203.0.113.50").status_code == 403
+def test_metrics_are_only_for_scrapers_with_the_token(client: Client) -> None:
+    assert client.get("/metrics", REMOTE_ADDR="127.0.0.1").status_code == 401  # see test_metrics_access.py
 
 
 def test_metrics_are_exported(client: Client) -> None:
     client.get("/healthz")
-    response = client.get("/metrics", REMOTE_ADDR="127.0.0.1")
+    response = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {settings.METRICS_TOKEN}")
     assert response.status_code == 200
     text = response.content.decode()
     assert "django_http_requests_total_by_view_transport_method_total" in text

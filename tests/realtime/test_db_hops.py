@@ -1,5 +1,6 @@
-"""A socket's database hop skips Django's ``SELECT 1`` on a connection that served a hop just now,
-checks one that sat idle, and recovers on its own from a connection that died in between."""
+"""Without the pool (DATABASE_POOL_MAX_SIZE=0), a socket's database hop skips Django's ``SELECT 1``
+on a connection that served a hop just now, checks one that sat idle, and recovers on its own from a
+connection that died in between."""
 
 from __future__ import annotations
 
@@ -33,7 +34,9 @@ def hop(monkeypatch: pytest.MonkeyPatch) -> Iterator[Hop]:
     monkeypatch.setattr(socket_db, "_last_hop", threading.local())
     wrapper = connections["default"]
     wrapper.close()
-    # As the product runs (the test settings close connections after each use).
+    # As the product runs without its pool (DATABASE_POOL_MAX_SIZE=0; test_db_pool.py has the pool).
+    options = {name: value for name, value in wrapper.settings_dict["OPTIONS"].items() if name != "pool"}
+    monkeypatch.setitem(wrapper.settings_dict, "OPTIONS", options)
     monkeypatch.setitem(wrapper.settings_dict, "CONN_MAX_AGE", 60)
     monkeypatch.setitem(wrapper.settings_dict, "CONN_HEALTH_CHECKS", True)
     real_is_usable = wrapper.is_usable

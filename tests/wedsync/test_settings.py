@@ -87,7 +87,12 @@ def _start_with(env: dict[str, str], *command: str) -> subprocess.CompletedProce
 
 
 def _production_env() -> dict[str, str]:
-    return {"DEBUG": "0", "SECRET_KEY": secrets.token_urlsafe(60), "ALLOWED_HOSTS": "wedsync.example.com"}
+    return {
+        "DEBUG": "0",
+        "SECRET_KEY": secrets.token_urlsafe(60),
+        "ALLOWED_HOSTS": "wedsync.example.com",
+        "METRICS_TOKEN": secrets.token_urlsafe(32),
+    }
 
 
 def test_no_environment_at_all_starts_embedded() -> None:
@@ -167,7 +172,12 @@ def test_a_deployment_that_names_its_database_defaults_to_debug_off() -> None:
         ("REALTIME_CHANNEL_LAYER", "kafka", "REALTIME_CHANNEL_LAYER must be one of core, pubsub"),
         ("WEDSYNC_PERMISSION_OVERRIDES", '{"guest": {"fly": "all"}}', "unknown permission 'fly'"),
         ("WEDSYNC_PERMISSION_OVERRIDES", "[1]", "WEDSYNC_PERMISSION_OVERRIDES must be a JSON object, got list"),
-        ("API_AUTH_RATE", "lots", "API_AUTH_RATE must look like 30/min"),
+        ("API_LOGIN_USER_RATE", "lots", "API_LOGIN_USER_RATE must look like 30/min"),
+        ("API_REFRESH_ADDRESS_RATE", "0/min", "API_REFRESH_ADDRESS_RATE must look like 30/min"),
+        ("API_AUTH_RATE", "30/min", "API_AUTH_RATE was split into API_LOGIN_ADDRESS_RATE, API_LOGIN_USER_RATE"),
+        ("ADMIN_LOGIN_FAILURE_LIMIT", "0", "ADMIN_LOGIN_FAILURE_LIMIT must be at least 1"),
+        ("DATABASE_POOL_MAX_SIZE", "-1", "DATABASE_POOL_MAX_SIZE must be at least 0"),
+        ("DATABASE_POOL_MIN_SIZE", "30", "DATABASE_POOL_MIN_SIZE must not be larger than DATABASE_POOL_MAX_SIZE"),
         ("JWT_SIGNING_KEY", "short", "JWT_SIGNING_KEY must be at least 32 characters"),
         ("ALLOWED_HOSTS", ",", "ALLOWED_HOSTS must name at least one host"),
         ("TRUSTED_PROXIES", "-1", "TRUSTED_PROXIES must be at least 0"),
@@ -225,3 +235,37 @@ def test_environment_overrides_limits_without_code() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["12", "50", "9", "2", "131072"]
+
+
+_DATABASE = (
+    "import django; django.setup(); from django.conf import settings as s; d = s.DATABASES['default']; "
+    "print(d['CONN_MAX_AGE'], d['OPTIONS'].get('pool'), d['OPTIONS'].get('application_name'))"
+)
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ({}, "0 {'min_size': 2, 'max_size': 20, 'timeout': 10.0, 'name': 'wedsync'} wedsync:n7"),
+        (
+            {"DATABASE_POOL_MAX_SIZE": "6", "DATABASE_POOL_MIN_SIZE": "1", "DATABASE_POOL_TIMEOUT": "2.5"},
+            "0 {'min_size': 1, 'max_size': 6, 'timeout': 2.5, 'name': 'wedsync'} wedsync:n7",
+        ),
+        ({"DATABASE_POOL_MAX_SIZE": "0"}, "60 None wedsync:n7"),  # per-thread connections, e.g. behind PgBouncer
+        ({"DATABASE_POOL_MAX_SIZE": "0", "DATABASE_CONN_MAX_AGE": "5"}, "5 None wedsync:n7"),
+    ],
+)
+def test_postgres_connections_come_from_a_pool_per_process_unless_turned_off(
+    extra: dict[str, str], expected: str
+) -> None:
+    env = {**_production_env(), "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/none", "REALTIME_NODE_NAME": "n7"}
+    result = _start_with({**env, **extra}, "-c", _DATABASE)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == expected
+
+
+def test_a_per_thread_connection_age_with_the_pool_is_refused() -> None:
+    env = {**_production_env(), "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/none"}
+    result = _start_with({**env, "DATABASE_CONN_MAX_AGE": "60"})
+    assert result.returncode != 0
+    assert "DATABASE_CONN_MAX_AGE keeps a connection per thread, which the pool replaces" in result.stderr

@@ -10,7 +10,6 @@ from rest_framework import status
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from wedsync.api.authentication import UnauthenticatedAddressThrottle
@@ -22,6 +21,12 @@ from wedsync.api.serializers import (
     TokenPairResponse,
     TokenRefreshRequest,
 )
+from wedsync.api.throttles import (
+    LoginAddressThrottle,
+    LoginUserThrottle,
+    RefreshAddressThrottle,
+    RefreshUserThrottle,
+)
 from wedsync.services.audit import ClientInfo
 from wedsync.services.auth import TokenRefused, session_logout, token_pair_obtain, token_pair_refresh
 
@@ -29,8 +34,8 @@ from wedsync.services.auth import TokenRefused, session_logout, token_pair_obtai
 class TokenObtainView(APIView):
     authentication_classes: list[type] = []
     permission_classes = [AllowAny]
-    throttle_classes = [ScopedRateThrottle, UnauthenticatedAddressThrottle]
-    throttle_scope = "auth"  # slows password guessing per client address
+    # Slows password guessing from one address and against one account (wedsync/api/throttles.py).
+    throttle_classes = [LoginAddressThrottle, LoginUserThrottle, UnauthenticatedAddressThrottle]
 
     @extend_schema(
         request=TokenObtainRequest,
@@ -45,6 +50,7 @@ class TokenObtainView(APIView):
                 username=body.validated_data["username"],
                 password=body.validated_data["password"],
                 client=ClientInfo.from_request(request),
+                request=request._request,
             )
         except TokenRefused as exc:
             raise Unauthorized(exc.message) from None
@@ -54,8 +60,7 @@ class TokenObtainView(APIView):
 class TokenRefreshView(APIView):
     authentication_classes: list[type] = []
     permission_classes = [AllowAny]
-    throttle_classes = [ScopedRateThrottle, UnauthenticatedAddressThrottle]
-    throttle_scope = "auth"
+    throttle_classes = [RefreshAddressThrottle, RefreshUserThrottle, UnauthenticatedAddressThrottle]
 
     @extend_schema(
         request=TokenRefreshRequest,

@@ -15,6 +15,7 @@ import datetime as dt
 import enum
 import functools
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,7 @@ from django.db import connection
 from django.http import HttpRequest
 
 from monitoring.metrics import AUDIT_ENTRIES, AUDIT_REFUSALS_COUNTED
+from wedsync.client_address import request_client_address, scope_client_address, scope_header_values
 from wedsync.models import AuditLog, AuditOutcome
 
 logger = structlog.get_logger(__name__)
@@ -40,6 +42,10 @@ class AuditAction(enum.StrEnum):
     LOGOUT = "auth.logout"
     TOKENS_REVOKE = "auth.tokens.revoke"
     API_AUTH_REFUSE = "api.auth.refuse"
+    METRICS_REFUSE = "metrics.refuse"
+    ADMIN_LOGIN = "admin.login"
+    ADMIN_LOGIN_REFUSE = "admin.login.refuse"
+    ADMIN_LOGIN_LOCKOUT = "admin.login.lockout"
     API_REFUSE = "api.refuse"
     TICKET_ISSUE = "realtime.ticket.issue"
     MEMBER_ADD = "member.add"
@@ -68,7 +74,8 @@ class AuditAction(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class ClientInfo:
-    """Where a request came from, for the audit log."""
+    """Where a request or a socket came from, for the audit log (the address read through the trusted
+    proxy chain: :mod:`wedsync.client_address`)."""
 
     ip: str | None
     user_agent: str
@@ -76,9 +83,15 @@ class ClientInfo:
     @classmethod
     def from_request(cls, request: HttpRequest) -> ClientInfo:
         return cls(
-            ip=request.META.get("REMOTE_ADDR") or None,
+            ip=request_client_address(request),
             user_agent=str(request.META.get("HTTP_USER_AGENT", ""))[:_USER_AGENT_MAX],
         )
+
+    @classmethod
+    def from_scope(cls, scope: Mapping[str, Any]) -> ClientInfo:
+        """From an ASGI connection's scope (a socket's handshake)."""
+        agents = scope_header_values(scope, b"user-agent")  # the last one counts, as in the consumer's headers
+        return cls(ip=scope_client_address(scope), user_agent=(agents[-1] if agents else "")[:_USER_AGENT_MAX])
 
 
 def _without_nul(value: Any) -> Any:

@@ -16,6 +16,7 @@ from django.conf import settings
 from django.contrib.auth import authenticate
 from django.contrib.auth.models import User
 from django.db import transaction
+from django.http import HttpRequest
 from rest_framework_simplejwt.exceptions import ExpiredTokenError, TokenError
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
@@ -90,9 +91,14 @@ def _pair_for(user: User) -> TokenPair:
     )
 
 
-def token_pair_obtain(*, username: str, password: str, client: ClientInfo) -> TokenPair:
-    """Exchange a username and password for an access and a refresh token."""
-    user = authenticate(username=username, password=password)
+def token_pair_obtain(
+    *, username: str, password: str, client: ClientInfo, request: HttpRequest | None = None
+) -> TokenPair:
+    """Exchange a username and password for an access and a refresh token.
+
+    ``request`` is the HTTP request it came in, for the authentication backends (django-axes reads
+    it to tell the admin's logins, which it locks out, from the API's, which are throttled)."""
+    user = authenticate(request, username=username, password=password)
     if user is None or not user.is_active:
         audit_record(
             action=AuditAction.TOKEN_REFUSE,
