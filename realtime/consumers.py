@@ -43,6 +43,8 @@ from realtime.hub import NodeHub, Subscription, node_hub
 from realtime.limits import (
     OP_WINDOW_SECONDS,
     AddressAdmission,
+    RateDecision,
+    device_limit_for,
     node_limits,
     socket_address_admit,
     socket_address_release,
@@ -72,12 +74,13 @@ TRY_AGAIN_SECONDS = 2.0  # the retry_after told with it
 HUB_READY_WAIT_SECONDS = 5.0  # how long a connect waits for the node's first hub start
 _DEVICE_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 RTT_STORE_MIN_SECONDS = 30.0
+ACK_SLACK = 50  # acks a socket may send beyond the events it was asked to ack
+REFUSAL_GRACE_SECONDS = 2.0
 # The ops with a budget of their own (REALTIME_OP_LIMITS); publish has its per-role rate limit.
 _BUDGETED_OPS: dict[type, str] = {
     protocol.Subscribe: "subscribe",
     protocol.Unsubscribe: "unsubscribe",
     protocol.Presence: "presence",
-    protocol.Ack: "ack",
     protocol.Auth: "auth",
     protocol.Heartbeat: "heartbeat",
 }
@@ -107,6 +110,10 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     _released = False
     _violations: tuple[float, ...] = ()
     _rate_refusals: tuple[float, ...] = ()  # when ops were answered rate_limited, this last minute
+    _rate_refused_since: dict[str, float] | None = None  # op -> when its run of refusals began (made at the first)
+    _acks = 0  # acks received, and acks asked for (emergency and critical events sent)
+    _acks_owed = 0
+    _subscribe_floor = 0  # the subscribe budget this user's resume needs (its weddings x devices x 2)
     _heartbeat_window = -1  # the minute (monotonic) its heartbeats are counted in, and how many
     _heartbeats = 0
     _rtt_stored_at = -RTT_STORE_MIN_SECONDS  # when a heartbeat's rtt last reached presence (monotonic)
@@ -223,6 +230,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             user_id=self.user_id, connection_id=self.connection_id, roles=roles, device_key=device_key
         )
         self._reconnects = admission.reconnects
+        self._subscribe_floor = 2 * len(self.connect_weddings) * device_limit_for(roles)
         if admission.close:
             await _device_limit_close_audit(
                 user_id=self.user_id, connection_id=self.connection_id, closed=admission.close, client=self.client
@@ -293,6 +301,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         framed: bytes | None = None,
     ) -> None:
         if self.outbox is not None:
+            if priority.must_be_acknowledged:  # each one is an ack the client is asked for
+                self._acks_owed += 1
             self.outbox.put(text, priority=priority, topic=topic, seq=seq, conflate_key=conflate_key, framed=framed)
 
     def on_control(self, message: dict[str, Any]) -> None:
@@ -318,8 +328,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             return
         self._heard = time.time()
         if text_data is None:
+            self._closing = True  # first: a hub callback during the drain must not start a second close
             await self._close_with(BINARY_CLOSE, "invalid", "Binary frames are not part of the protocol.")
-            self._closing = True
             return
         if len(text_data.encode("utf-8", "surrogatepass")) > settings.REALTIME_MAX_FRAME:
             # daphne refuses these from the frame header; this covers other servers and tests.
@@ -337,14 +347,10 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         over = await self._over_budget(frame)
         if over is not None:
             op, retry_after = over
-            self._send_frame(
-                protocol.reply_error(
-                    getattr(frame, "ref", None),
-                    "rate_limited",
-                    f"Too many {op} requests: wait and retry.",
-                    retry_after=retry_after,
-                )
-            )
+            ref = getattr(frame, "ref", None)
+            if ref is not None or op != "ack":  # an ack is answered only when it asks to be
+                message = f"Too many {op} requests: wait and retry."
+                self._send_frame(protocol.reply_error(ref, "rate_limited", message, retry_after=retry_after))
             await self._refused_for_rate(op)
             return
         handler = self._handlers.get(type(frame))
@@ -360,6 +366,15 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         """(op, retry_after) when the frame's op is over its budget (REALTIME_OP_LIMITS), else None:
         per user across nodes, but heartbeats per socket here (one Redis call per heartbeat of
         every socket would cost a busy node more than the heartbeats themselves)."""
+        if isinstance(frame, protocol.Ack):
+            # Acks are asked for, one per emergency or critical event (re-sends included) this
+            # socket was sent: a budget per user would refuse the very acks an emergency flood
+            # demands, so each socket may ack what it was sent, and a little more.
+            self._acks += 1
+            if self._acks <= self._acks_owed + ACK_SLACK:
+                self._refusals_end("ack")
+                return None
+            return "ack", float(OP_WINDOW_SECONDS)
         op = _BUDGETED_OPS.get(type(frame))
         per_minute = settings.REALTIME_OP_LIMITS.get(op, 0) if op is not None else 0
         if op is None or not per_minute:
@@ -369,16 +384,33 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             if window != self._heartbeat_window:
                 self._heartbeat_window, self._heartbeats = window, 0
             self._heartbeats += 1
-            if self._heartbeats <= per_minute:
-                return None
-            return op, round(max((window + 1) * OP_WINDOW_SECONDS - time.monotonic(), 0.1), 1)
-        decision = await node_limits().op_spend(user_id=self.user_id, op=op, per_minute=per_minute)
-        return None if decision.allowed else (op, decision.retry_after)
+            decision = RateDecision(
+                allowed=self._heartbeats <= per_minute,
+                retry_after=round(max((window + 1) * OP_WINDOW_SECONDS - time.monotonic(), 0.1), 1),
+            )
+        else:
+            if op == "subscribe":  # a resume resubscribes every wedding of every device: room for two
+                per_minute = max(per_minute, self._subscribe_floor)
+            decision = await node_limits().op_spend(user_id=self.user_id, op=op, per_minute=per_minute)
+        if decision.allowed:
+            self._refusals_end(op)
+            return None
+        return op, decision.retry_after
+
+    def _refusals_end(self, op: str) -> None:
+        if self._rate_refused_since is not None:
+            self._rate_refused_since.pop(op, None)
 
     async def _refused_for_rate(self, op: str) -> None:
         """Count a rate_limited answer; REALTIME_ABUSE_REFUSALS of them within a minute close the
         socket 4029, audited: a client that ignores retry_after is not one to keep serving."""
         now = time.monotonic()
+        # Frames already on their way when the first refusal went out are not the client ignoring
+        # it: refusals count from REFUSAL_GRACE_SECONDS after the first of a run of them.
+        if self._rate_refused_since is None:
+            self._rate_refused_since = {}
+        if now - self._rate_refused_since.setdefault(op, now) < REFUSAL_GRACE_SECONDS:
+            return
         self._rate_refusals = (*(moment for moment in self._rate_refusals if now - moment < 60), now)
         if len(self._rate_refusals) < settings.REALTIME_ABUSE_REFUSALS or self._closing:
             return
@@ -455,6 +487,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             for event, seq in zip(page.frames, page.seqs, strict=True):
                 if self.outbox is None or self._closing:
                     return
+                if self.hub.subscribed(self, wedding_id=membership.wedding_id) is not subscription:
+                    return  # removed, its role changed, or replaced while the replay flowed
                 await self.outbox.put_paced(
                     protocol.encode(event),
                     priority=Priority.from_wire(event["priority"]),
@@ -464,8 +498,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 )
             if page.next_after is None:
                 break
-            if self._closing or self.hub.subscribed(self, wedding_id=membership.wedding_id) is not subscription:
-                return  # gone or replaced while the replay flowed: the rest is nobody's
+            if self._closing:
+                return
             try:  # a page at a time, so a 5,000-event replay never sits in memory whole
                 page = await _events_replay_page(
                     wedding_id=membership.wedding_id,

@@ -386,9 +386,12 @@ def install(*, on_running: Callable[[], object] | None = None) -> None:
     _install_sliced_checks(daphne.server.Server)
     _install_lazy_autobahn_pformat()
     if on_running is not None:
-        from twisted.internet import reactor
+        from twisted.internet import reactor as twisted_reactor
 
-        reactor.callWhenRunning(on_running)
+        reactor: Any = twisted_reactor
+        # callWhenRunning runs during the reactor's start-up, before its asyncio loop runs: the
+        # loop's first turn is the earliest the hub can start on it.
+        reactor.callWhenRunning(lambda: reactor.callLater(0, on_running))
     _installed = True
 
 
@@ -396,22 +399,24 @@ def install(*, on_running: Callable[[], object] | None = None) -> None:
 class InboxBounds:
     """How much a socket's application may have waiting to be read (REALTIME_INBOX_MAX_FRAMES /
     _BYTES): past the soft bound the server stops reading the socket (TCP back-pressure: the
-    client's sends slow down) until half of it is read; the hard bound, four times as much, is only
-    reached by a flood that one network read already holds, and closes the socket 1008."""
+    client's sends slow down) until half of it is read. Reading stops between network reads, so
+    what one read holds still comes in: up to 64 KiB, which can be 10,000 tiny frames. The hard
+    bound (sixteen times the frames, four times the bytes: a real client's burst of acks after a
+    dead zone is well under it) is only reached by such a flood, and closes the socket 1008."""
 
     frames: int
     bytes: int
 
     @property
     def hard_frames(self) -> int:
-        return self.frames * HARD_BOUND_FACTOR
+        return self.frames * HARD_FRAMES_FACTOR
 
     @property
     def hard_bytes(self) -> int:
-        return self.bytes * HARD_BOUND_FACTOR
+        return self.bytes * HARD_BYTES_FACTOR
 
 
-HARD_BOUND_FACTOR = 4
+HARD_FRAMES_FACTOR, HARD_BYTES_FACTOR = 16, 4
 INBOX_OVERFLOW_CLOSE = 1008  # RFC 6455 policy violation
 _INBOX_OVERFLOW_ERROR = json.dumps(
     {"op": "error", "code": "rate_limited", "message": "Frames arrive faster than they can be handled: slow down."}

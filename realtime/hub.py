@@ -538,6 +538,7 @@ class NodeHub:
         self._tasks = [
             asyncio.create_task(self._receive_loop(), name="hub-receive"),
             asyncio.create_task(self._poll_loop(), name="hub-poll"),
+            asyncio.create_task(self._access_loop(), name="hub-access"),
             asyncio.create_task(self._presence_loop(), name="hub-presence"),
             asyncio.create_task(self._presence_reconcile_loop(), name="hub-presence-reconcile"),
         ]
@@ -585,8 +586,8 @@ class NodeHub:
 
     async def _poll_loop(self) -> None:
         """The node's housekeeping, once a second: find events the layer never delivered (a dropped
-        last event, a Redis restart), re-send unacknowledged emergencies, reconcile access, keep
-        device entries and group memberships alive, and close feeds nobody uses."""
+        last event, a Redis restart), re-send unacknowledged emergencies, keep device entries and
+        group memberships alive, and close feeds nobody uses."""
         loop = asyncio.get_running_loop()
         # Core: renew memberships before they expire. Pub/Sub has no expiry; renewing still repairs
         # a subscription that a late group_discard of the same wedding removed, at no cost otherwise.
@@ -594,7 +595,6 @@ class NodeHub:
         refresh_every = max(expiry / 3, 30) if expiry else GROUP_RENEW_SECONDS
         next_refresh = loop.time() + refresh_every
         next_device_refresh = loop.time() + DEVICE_REFRESH_SECONDS
-        next_reconcile = loop.time() + RECONCILE_SECONDS
         next_resend = loop.time() + RESEND_SECONDS
         while True:
             await asyncio.sleep(POLL_INTERVAL)
@@ -614,9 +614,6 @@ class NodeHub:
                 if loop.time() >= next_resend:
                     await self._resend_unacknowledged()
                     next_resend = loop.time() + RESEND_SECONDS
-                if loop.time() >= next_reconcile:
-                    await self._reconcile_access()
-                    next_reconcile = loop.time() + RECONCILE_SECONDS
                 if loop.time() >= next_device_refresh:  # device entries expire unless renewed
                     await node_limits().device_refresh(connection_ids=list(self.sockets))
                     next_device_refresh = loop.time() + DEVICE_REFRESH_SECONDS
@@ -627,6 +624,19 @@ class NodeHub:
                 raise
             except Exception:
                 logger.exception("hub.poll_failed")
+
+    async def _access_loop(self) -> None:
+        """Every RECONCILE_SECONDS, the access check: a task of its own, since it needs only the
+        database and must keep its pace when the housekeeping's Redis steps wait on a Redis that
+        does not answer (the very moment revocation messages get lost)."""
+        while True:
+            await asyncio.sleep(RECONCILE_SECONDS)
+            try:
+                await self._reconcile_access()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("hub.access_check_failed")
 
     async def _presence_loop(self) -> None:
         """Every few seconds: hand the heartbeats heard since the last round to the presence store
@@ -876,12 +886,15 @@ class NodeHub:
             for connection_id, subscription in feed.subscriptions.items()
             if subscription.confirmed
         ]
-        if not checked and not self.sockets_by_user:
+        # Likewise the sockets: one that connects during the read was checked at its connect, and
+        # its session (not among those read) must not be taken for one that ended.
+        sockets = list(self.sockets.values())
+        if not checked and not sockets:
             return
         snapshot = await database_sync_to_async(access_snapshot)(
             member_ids=sorted({subscription.member_id for _f, _c, subscription in checked}),
-            user_ids=sorted(self.sockets_by_user),
-            session_keys=sorted({key for socket in self.sockets.values() if (key := socket.session_key) is not None}),
+            user_ids=sorted({socket.user_id for socket in sockets}),
+            session_keys=sorted({key for socket in sockets if (key := socket.session_key) is not None}),
         )
         members = snapshot.members
         async for part in in_slices(checked):
@@ -894,20 +907,17 @@ class NodeHub:
                     reason = "removed" if state is None else "deactivated" if not state[3] else "role_changed"
                     control = {"kind": "member_changed", "wedding": feed.wedding_id, "reason": reason}
                     subscription.socket.on_control(control)
-        users = [(user_id, list(connection_ids)) for user_id, connection_ids in self.sockets_by_user.items()]
-        async for users_part in in_slices(users):
-            for user_id, connection_ids in users_part:
-                generation = snapshot.generations.get(user_id, 0)
-                for connection_id in connection_ids:
-                    socket = self.sockets.get(connection_id)
-                    if socket is None:
-                        continue
-                    if user_id in snapshot.inactive_users:
-                        socket.on_control({"kind": "access_ended", "reason": "deactivated"})
-                    elif generation > socket.token_generation:
-                        socket.on_control({"kind": "tokens_revoked", "generation": generation})
-                    elif socket.session_key is not None and socket.session_key not in snapshot.live_sessions:
-                        socket.on_control({"kind": "access_ended", "reason": "session_ended"})
+        async for sockets_part in in_slices(sockets):
+            for socket in sockets_part:
+                if self.sockets.get(socket.connection_id) is not socket:
+                    continue  # gone since the read
+                generation = snapshot.generations.get(socket.user_id, 0)
+                if socket.user_id in snapshot.inactive_users:
+                    socket.on_control({"kind": "access_ended", "reason": "deactivated"})
+                elif generation > socket.token_generation:
+                    socket.on_control({"kind": "tokens_revoked", "generation": generation})
+                elif socket.session_key is not None and socket.session_key not in snapshot.live_sessions:
+                    socket.on_control({"kind": "access_ended", "reason": "session_ended"})
 
     def _close_idle_feeds(self, now: float) -> None:
         for wedding_id, feed in list(self.feeds.items()):

@@ -65,8 +65,11 @@ def layer_group_send(group: str, message: dict[str, Any]) -> None:
             running_here = False
         if running_here:
             _schedule(loop, group, message)
-        else:
+            return
+        try:
             loop.call_soon_threadsafe(_schedule, loop, group, message)
+        except RuntimeError as error:  # the loop closed since it was found (the node is stopping)
+            _dropped(group, message, reason="error", error=error)
         return
     try:
         async_to_sync(_send_bounded)(group, message)

@@ -46,7 +46,8 @@ DEVICE_REFRESH_SECONDS = 20
 DEVICE_REDIS_CONNECTIONS = 32  # per node (event loop); callers wait for one rather than fail
 # A device's reconnects (its presence's connection quality) are counted over the last hour.
 CONNECTS_WINDOW_SECONDS = 3600
-RATE_BREAKER_SECONDS = 2.0  # after Redis failed a rate check, checks pass unasked this long
+RATE_BREAKER_SECONDS = 2.0  # after Redis failed a rate or limits call, they pass unasked this long
+LIMITS_CALL_SECONDS = 2.0  # a device, address or op-budget call given up after this (and failing open)
 ADDRESS_SOCKET_TTL_SECONDS = DEVICE_TTL_SECONDS  # an open socket's place, unless its node renews it
 # What a socket refused for too many open sockets at its address is told to wait: nobody knows
 # when one of the others closes, and clients back off with jitter from there.
@@ -69,6 +70,10 @@ class DeviceAdmission:
 class RateDecision:
     allowed: bool
     retry_after: float = 0.0
+
+
+class RedisUnavailable(Exception):
+    """A limits call was not made: Redis failed one a moment ago."""
 
 
 class RedisBreaker:
@@ -231,11 +236,24 @@ class Limits:
             self._address_release_script = self._redis.register_script("redis.call('ZREM', KEYS[1], ARGV[1])")
             self._op_spend_script = self._redis.register_script(_WINDOW_COUNT_LUA)
         self._local_ops: dict[tuple[str, int, int], int] = {}  # embedded mode only
+        self._breaker = RedisBreaker(open_seconds=RATE_BREAKER_SECONDS)
         self._local_devices: dict[int, dict[str, float]] = {}  # embedded mode only
         self._local_connects: dict[tuple[int, str], list[float]] = {}
         # This node's own open sockets per address (entry -> address), renewed with the devices.
         self._address_entries: dict[str, str] = {}
         self._local_handshakes: dict[tuple[str, int], int] = {}  # embedded mode only
+
+    async def _script(self, script: Any, *, keys: list[Any], args: list[Any]) -> Any:
+        """One batched script call, given up after LIMITS_CALL_SECONDS; while Redis just failed one
+        (the breaker), given up at once. Callers fail open: under a partition a connect or an op
+        waits for Redis once, not every time."""
+        if not self._breaker.allows_asking():
+            raise RedisUnavailable("Redis failed a limits call a moment ago")
+        try:
+            return await asyncio.wait_for(self._scripts.call(script, keys=keys, args=args), LIMITS_CALL_SECONDS)
+        except Exception:
+            self._breaker.failed()
+            raise
 
     async def close(self) -> None:
         """Let go of the Redis connections (a node's last as long as its event loop)."""
@@ -257,7 +275,7 @@ class Limits:
         else:
             try:
                 count = int(
-                    await self._scripts.call(
+                    await self._script(
                         self._op_spend_script,
                         keys=[f"wedsync:ops:{op}:{user_id}:{window}"],
                         args=[OP_WINDOW_SECONDS + 5],
@@ -301,7 +319,7 @@ class Limits:
             self._local_connects[(user_id, device_key)] = [*recent, now]
             return DevicesCounted(over=ordered[: max(len(ordered) - limit, 0)], connects=len(recent) + 1)
         try:
-            live, connects = await self._scripts.call(
+            live, connects = await self._script(
                 self._device_connect_script,
                 keys=[self._devices_key(user_id), self._connects_key(user_id, device_key)],
                 args=[
@@ -348,7 +366,7 @@ class Limits:
         if self._redis is None:
             self._local_devices.get(user_id, {}).pop(connection_id, None)
             return
-        await self._scripts.call(
+        await self._script(
             self._device_disconnect_script,
             keys=[self._devices_key(user_id), self._alive_key(connection_id)],
             args=[connection_id],
@@ -377,7 +395,7 @@ class Limits:
                 address=address, entry=entry, now=now, bucket=bucket, handshakes_retry=handshakes_retry
             )
         try:
-            allowed, limit = await self._scripts.call(
+            allowed, limit = await self._script(
                 self._address_admit_script,
                 keys=[self._address_sockets_key(address), f"wedsync:address-handshakes:{address}:{bucket}"],
                 args=[entry, now, ADDRESS_SOCKET_TTL_SECONDS, max_open, max_handshakes, window + 1],
@@ -414,7 +432,7 @@ class Limits:
             return
         self._address_entries.pop(admission.entry, None)
         if self._redis is not None:  # batched: a storm's drop releases thousands at once
-            await self._scripts.call(
+            await self._script(
                 self._address_release_script,
                 keys=[self._address_sockets_key(admission.address)],
                 args=[admission.entry],

@@ -129,8 +129,9 @@ _encoder = msgspec.json.Encoder()
 # No frame of the protocol nests deeper than a few levels; a deep one (``[`` x 3000) would otherwise
 # exhaust the decoder's recursion and end the socket with a server error.
 MAX_NESTING = 32
-# A JSON string (escapes included) or one bracket: what the nesting scan walks.
-_NESTING_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+# A JSON string (escapes included; one never closed runs to the end, so an unclosed quote costs one
+# pass, not one pass per quote) or one bracket: what the nesting scan walks.
+_NESTING_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*(?:"|\Z)|[\[\]{}]')
 # NUL cannot be stored by PostgreSQL (text or jsonb); in a JSON text it can only be this escape.
 _NUL_ESCAPE = "\\u0000"
 

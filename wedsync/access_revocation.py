@@ -70,8 +70,14 @@ def _access_change_noticed(sender: type[User], instance: User, update_fields: An
 
 @receiver(post_save, sender=User)
 def _deactivation_revokes(sender: type[User], instance: User, created: bool, **kwargs: Any) -> None:
-    if instance.__dict__.pop(_DEACTIVATED, False) and not created:
+    if created:
+        return
+    if instance.__dict__.pop(_DEACTIVATED, False):
         tokens_revoke_for_user(user_id=instance.pk, reason="deactivated")
+    # A password disabled (the admin's "Password-based authentication: disabled") makes no
+    # password_changed call; a usable one replaced is revoked there, once the save is done.
+    if not is_password_usable(instance.password) and instance.__dict__.pop(_PASSWORD_REPLACED, False):
+        tokens_revoke_for_user(user_id=instance.pk, reason="password_disabled")
 
 
 @receiver(user_logged_in)

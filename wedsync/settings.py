@@ -126,6 +126,9 @@ MIDDLEWARE = [
     "axes.middleware.AxesMiddleware",
 ]
 
+# Django's database sessions, refusing malformed keys before they reach the database (wedsync/sessions.py).
+SESSION_ENGINE = "wedsync.sessions"
+
 ROOT_URLCONF = "wedsync.urls"
 WSGI_APPLICATION = "wedsync.wsgi.application"
 ASGI_APPLICATION = "wedsync.asgi.application"
@@ -399,6 +402,11 @@ REST_FRAMEWORK = {
         "wedsync.api.authentication.UnauthenticatedAddressCap",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PARSER_CLASSES": [
+        "wedsync.api.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_SCHEMA_CLASS": "wedsync.api.schema.ApiAutoSchema",
     "EXCEPTION_HANDLER": "wedsync.api.errors.api_exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
@@ -500,14 +508,19 @@ REALTIME_RATE_LIMITS = env_int_map(
     },
     allowed_keys=_ROLE_KEYS,
 )
-# Operations per user per minute, shared across nodes (heartbeat: per socket, on its node; 0: no budget).
+# Operations per user per minute, shared across nodes (heartbeat: per socket, on its node; 0: no
+# budget). Acks are bounded per socket by the events it was asked to ack (realtime/consumers.py).
 # Past one the op is answered rate_limited; REALTIME_ABUSE_REFUSALS refusals within a minute close
 # the socket 4029 with an audit entry.
 REALTIME_OP_LIMITS = env_int_map(
     "REALTIME_OP_LIMITS",
-    default={"subscribe": 60, "unsubscribe": 60, "presence": 120, "ack": 300, "auth": 10, "heartbeat": 30},
-    allowed_keys=frozenset({"subscribe", "unsubscribe", "presence", "ack", "auth", "heartbeat"}),
+    default={"subscribe": 60, "unsubscribe": 60, "presence": 120, "auth": 10, "heartbeat": 30},
+    allowed_keys=frozenset({"subscribe", "unsubscribe", "presence", "auth", "heartbeat"}),
 )
+if 0 < REALTIME_OP_LIMITS["heartbeat"] < 12:
+    # Clients heartbeat every 10 s on a wedding day (6 a minute): a budget below twice that would
+    # refuse, then close, every client that follows the protocol.
+    raise ImproperlyConfigured("REALTIME_OP_LIMITS: heartbeat must be 0 (no budget) or at least 12 a minute")
 REALTIME_ABUSE_REFUSALS = env_int("REALTIME_ABUSE_REFUSALS", default=30, minimum=1)
 # Devices per member at once.
 REALTIME_DEVICE_LIMITS = env_int_map(

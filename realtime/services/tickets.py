@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.contrib.sessions.models import Session
 from django.utils import timezone
 
 from realtime.models import RealtimeTicket
@@ -45,18 +46,23 @@ def ticket_issue(
     *,
     user: User,
     client: ClientInfo,
+    generation: int | None = None,
     session_key: str | None = None,
     credential_expires_at: datetime | None = None,
 ) -> tuple[str, int]:
-    """A new ticket for ``user`` and its lifetime in seconds. Only its hash is stored. Pass the
-    browser session or the token expiry of the request that asks for it: the socket it opens
-    ends with that credential."""
+    """A new ticket for ``user`` and its lifetime in seconds. Only its hash is stored. Pass what
+    the request's credential carries: its token generation (refused, ``revoked``, if a revocation
+    landed since the request was authenticated), and the browser session or the token expiry that
+    the socket it opens ends with."""
+    current = token_generation_current(user_id=user.pk)
+    if generation is not None and generation != current:
+        raise TicketRefused(reason="revoked", message="Your access was revoked: log in again.")
     raw = secrets.token_urlsafe(32)
     ttl = settings.REALTIME_TICKET_TTL
     RealtimeTicket.objects.create(
         ticket_hash=_ticket_hash(raw),
         user=user,
-        token_generation=token_generation_current(user_id=user.pk),
+        token_generation=current,
         expires_at=timezone.now() + timedelta(seconds=ttl),
         session_key=session_key,
         credential_expires_at=credential_expires_at,
@@ -90,6 +96,8 @@ def ticket_consume(*, raw: str) -> TicketGrant:
         raise TicketRefused(reason="inactive", message="The user is deactivated.")
     if ticket.token_generation != token_generation_current(user_id=user.pk):
         raise TicketRefused(reason="revoked", message="The ticket has been revoked.")
+    if ticket.session_key and not Session.objects.filter(session_key=ticket.session_key, expire_date__gt=now).exists():
+        raise TicketRefused(reason="session_ended", message="The session that asked for this ticket has ended.")
     return TicketGrant(
         user=user,
         generation=ticket.token_generation,

@@ -21,7 +21,7 @@ from tests.personas import WeddingParty
 from tests.realtime.conftest import bearer, communicator
 from tests.realtime.nodes import Node, node_environment
 from tests.realtime.test_nodes import protocols
-from tests.servers import RedisServer, free_port
+from tests.servers import RedisServer, free_port, redis_server
 from wedsync.settings import channel_layer_config
 
 pytestmark = [pytest.mark.requires_postgres, pytest.mark.django_db(transaction=True)]
@@ -86,6 +86,11 @@ async def test_a_node_started_without_redis_is_not_ready_until_it_answers(party:
     node.start(node_environment(redis_url=redis.url))
     token = await bearer(party.priya)
     try:
+        # The hub starts with the server, not with a first socket: its failed starts are logged
+        # before anything connected.
+        async with asyncio.timeout(10):
+            while "hub.start_failed" not in node.log():  # noqa: ASYNC110  another process
+                await asyncio.sleep(0.1)
         status, body = await asyncio.to_thread(_readyz, node.port)
         assert status == 503 and "socket_hub" in body["down"] and "channel_layer" in body["down"], body
         async with connect(node.url, subprotocols=protocols(token)) as ws:
@@ -108,3 +113,16 @@ async def test_a_node_started_without_redis_is_not_ready_until_it_answers(party:
     finally:
         node.stop()
         redis.stop()
+
+
+@pytest.mark.requires_redis
+async def test_a_node_is_ready_before_any_socket_connects(tmp_path: Path) -> None:
+    with redis_server() as redis:
+        node = Node(name="n1", port=free_port(), log_path=tmp_path / "n1.log")
+        node.start(node_environment(redis_url=redis.url))
+        try:
+            async with asyncio.timeout(10):
+                while (await asyncio.to_thread(_readyz, node.port))[0] != 200:  # noqa: ASYNC110  another process
+                    await asyncio.sleep(0.2)
+        finally:
+            node.stop()

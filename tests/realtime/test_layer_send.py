@@ -103,3 +103,26 @@ def test_a_silent_redis_costs_the_rate_check_one_timeout_then_none(settings) -> 
             assert publish_rate_check(member_id=1, role="guest", event_type="chat.message").allowed
         finally:
             os.kill(redis.process.pid, signal.SIGCONT)
+
+
+async def test_a_silent_redis_costs_the_limits_one_bounded_wait_then_none(settings, monkeypatch) -> None:
+    from realtime import limits as limits_module
+
+    monkeypatch.setattr(limits_module, "LIMITS_CALL_SECONDS", 0.5)
+    with redis_server() as redis:
+        settings.REDIS_URL = redis.url
+        limits = limits_module.Limits()
+        try:
+            assert (await limits.op_spend(user_id=1, op="presence", per_minute=10)).allowed
+            assert redis.process is not None
+            os.kill(redis.process.pid, signal.SIGSTOP)
+            try:
+                async with asyncio.timeout(3):  # a bound on a hang: its socket timeout is 5 s
+                    assert (await limits.op_spend(user_id=1, op="presence", per_minute=10)).allowed
+                assert not limits._breaker.allows_asking()  # the next calls do not ask it
+                admission = await limits.address_admit(address="198.51.100.9")
+                assert admission.allowed
+            finally:
+                os.kill(redis.process.pid, signal.SIGCONT)
+        finally:
+            await limits.close()

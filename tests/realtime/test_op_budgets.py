@@ -4,6 +4,7 @@ rate_limited and the socket stays, and a client that keeps going is closed 4029 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -28,12 +29,12 @@ def limits(settings, **budgets: int) -> None:
 
 
 async def test_a_user_past_the_subscribe_budget_is_told_to_wait(party: WeddingParty, sockets, settings) -> None:
-    limits(settings, subscribe=3)
+    limits(settings, subscribe=5)
+    settings.REALTIME_DEVICE_LIMITS = {**settings.REALTIME_DEVICE_LIMITS, "planner": 2}  # resume room: 1 x 2 x 2
     phone, tablet = await sockets(party.priya), await sockets(party.priya)
-    assert (await phone.subscribe(party.wedding.pk))["status"] == "ok"
-    assert (await tablet.subscribe(party.wedding.pk))["status"] == "ok"
-    assert (await phone.subscribe(party.wedding.pk))["status"] == "ok"
-    refused = await tablet.subscribe(party.wedding.pk)  # the user's fourth, from either device
+    for client in (phone, tablet, phone, tablet, phone):
+        assert (await client.subscribe(party.wedding.pk))["status"] == "ok"
+    refused = await tablet.subscribe(party.wedding.pk)  # the user's sixth, from either device
     assert refused["error"]["code"] == "rate_limited"
     assert 0 < refused["error"]["retry_after"] <= 60
     assert (await tablet.request("heartbeat"))["status"] == "ok"  # the socket stays
@@ -41,12 +42,33 @@ async def test_a_user_past_the_subscribe_budget_is_told_to_wait(party: WeddingPa
     assert (await other.subscribe(party.wedding.pk))["status"] == "ok"
 
 
+async def test_the_subscribe_budget_makes_room_for_a_resume_of_every_wedding(
+    party: WeddingParty, sockets, settings
+) -> None:
+    from tests.personas import make_wedding_party
+
+    limits(settings, subscribe=2)
+    others = [await database_sync_to_async(make_wedding_party)() for _ in range(2)]
+
+    def join_them() -> None:  # the planner plans three weddings
+        for other in others:
+            other.priya.user = party.priya.user
+            other.priya.save()
+
+    await database_sync_to_async(join_them)()
+    settings.REALTIME_DEVICE_LIMITS = {**settings.REALTIME_DEVICE_LIMITS, "planner": 1}  # room: 3 x 1 x 2 = 6
+    client: Client = await sockets(party.priya)
+    weddings = [party.wedding.pk, *(other.wedding.pk for other in others)]
+    answers = [(await client.subscribe(wedding))["status"] for wedding in weddings * 2]
+    assert answers == ["ok"] * 6
+    assert (await client.subscribe(party.wedding.pk))["error"]["code"] == "rate_limited"
+
+
 @pytest.mark.parametrize(
     ("op", "fields"),
     [
         ("presence", {"state": {"status": "busy"}}),
         ("unsubscribe", {}),
-        ("ack", {"seq": 1}),
         ("auth", {"token": "not-a-token"}),
     ],
 )
@@ -61,21 +83,49 @@ async def test_each_op_has_its_budget(party: WeddingParty, sockets, settings, op
     assert second["error"]["code"] == "rate_limited", second
 
 
+async def test_a_socket_may_ack_every_alarm_it_was_sent_and_a_little_more(
+    party: WeddingParty, sockets, monkeypatch
+) -> None:
+    from realtime.services.events import member_event_publish
+
+    monkeypatch.setattr(consumers, "ACK_SLACK", 1)
+    planner: Client = await sockets(party.priya)
+    await planner.subscribe(party.wedding.pk)
+    topic = f"wedding:{party.wedding.pk}"
+    for n in range(4):  # an alarm and three repeats of it: four frames to acknowledge
+        await database_sync_to_async(member_event_publish)(
+            member=party.victor, type_name="emergency.alert", data={"message": f"smoke {n}"}
+        )
+    seqs = [(await planner.receive())["seq"] for _ in range(4)]
+    for seq in seqs:
+        assert (await planner.request("ack", topic=topic, seq=seq))["status"] == "ok"
+    assert (await planner.request("ack", topic=topic, seq=seqs[0]))["status"] == "ok"  # the slack
+    assert (await planner.request("ack", topic=topic, seq=seqs[0]))["error"]["code"] == "rate_limited"
+    await planner.send({"op": "ack", "topic": topic, "seq": seqs[0]})  # no ref: refused without a reply
+    assert await planner.nothing_more()
+
+
 async def test_heartbeats_are_counted_per_socket(party: WeddingParty, sockets, settings) -> None:
-    limits(settings, heartbeat=2)
+    limits(settings, heartbeat=12)
     phone, tablet = await sockets(party.paula), await sockets(party.paula)
     for client in (phone, tablet):
-        assert [(await client.request("heartbeat"))["status"] for _ in range(2)] == ["ok", "ok"]
+        assert [(await client.request("heartbeat"))["status"] for _ in range(12)] == ["ok"] * 12
     assert (await phone.request("heartbeat"))["error"]["code"] == "rate_limited"
 
 
 async def test_a_client_that_ignores_retry_after_is_closed_4029_and_audited(
     party: WeddingParty, sockets, settings
 ) -> None:
-    limits(settings, heartbeat=1)
+    limits(settings, heartbeat=12)
     settings.REALTIME_ABUSE_REFUSALS = 5
     client: Client = await sockets(party.gil)
-    assert (await client.request("heartbeat"))["status"] == "ok"
+    for _ in range(12):
+        assert (await client.request("heartbeat"))["status"] == "ok"
+    # Frames already on their way when the first refusal went out are forgiven (2 s)...
+    for _ in range(20):
+        assert (await client.request("heartbeat"))["error"]["code"] == "rate_limited"
+    await asyncio.sleep(2.1)
+    # ... what comes after is the client ignoring retry_after.
     for _ in range(4):
         assert (await client.request("heartbeat"))["error"]["code"] == "rate_limited"
     await client.send({"op": "heartbeat", "ref": "last"})
@@ -110,7 +160,8 @@ async def test_an_rtt_swinging_across_a_quality_line_is_stored_at_most_every_30_
 @pytest.mark.requires_redis
 @pytest.mark.requires_postgres
 async def test_two_nodes_share_a_users_budget(party: WeddingParty, tmp_path: Path) -> None:
-    with cluster(tmp_path, extra_env={"REALTIME_OP_LIMITS": '{"subscribe": 3}'}) as nodes:
+    env = {"REALTIME_OP_LIMITS": '{"subscribe": 3}', "REALTIME_DEVICE_LIMITS": '{"planner": 2}'}  # room: 1 x 2 x 2
+    with cluster(tmp_path, extra_env=env) as nodes:
         a, b = nodes.nodes
         token = await bearer(party.priya)
         topic = f"wedding:{party.wedding.pk}"
@@ -121,9 +172,9 @@ async def test_two_nodes_share_a_users_budget(party: WeddingParty, tmp_path: Pat
         ):
             for ws in (on_a, on_b):
                 assert json.loads(await ws.recv())["op"] == "welcome"
-            for i, ws in enumerate((on_a, on_b, on_a, on_b)):
+            for i, ws in enumerate((on_a, on_b, on_a, on_b, on_a)):
                 await ws.send(json.dumps({"op": "subscribe", "ref": f"s{i}", "topic": topic}))
                 while (frame := json.loads(await ws.recv()))["op"] != "reply":
                     continue
                 answers.append(frame["status"] if frame["status"] == "ok" else frame["error"]["code"])
-        assert answers == ["ok", "ok", "ok", "rate_limited"]
+        assert answers == ["ok", "ok", "ok", "ok", "rate_limited"]

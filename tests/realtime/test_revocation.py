@@ -193,3 +193,30 @@ def test_a_ticket_keeps_the_generation_it_was_issued_at(party: WeddingParty, mon
         headers={}, subprotocols=[], query_string=f"ticket={raw}", scheme="ws", client=CLIENT
     )
     assert identity.generation == 0 < token_generation_current(user_id=user.pk)
+
+
+def test_a_ticket_is_refused_when_its_requests_credential_was_revoked_meanwhile(party: WeddingParty) -> None:
+    user = party.priya.user
+    # The request was authenticated with generation 0; a revocation lands before the ticket is made.
+    tokens_revoke_for_user(user_id=user.pk, reason="logout")
+    with pytest.raises(tickets.TicketRefused) as refused:
+        tickets.ticket_issue(user=user, client=CLIENT, generation=0)
+    assert refused.value.reason == "revoked"
+
+
+def test_a_ticket_from_a_session_that_ended_opens_nothing(party: WeddingParty) -> None:
+    key = _session(party.priya.user, generation=0)
+    raw, _ttl = tickets.ticket_issue(user=party.priya.user, client=CLIENT, generation=0, session_key=key)
+    Session.objects.filter(session_key=key).delete()  # logged out before the socket used it
+    with pytest.raises(tickets.TicketRefused) as refused:
+        tickets.ticket_consume(raw=raw)
+    assert refused.value.reason == "session_ended"
+
+
+async def test_a_session_cookie_with_a_nul_is_no_session_not_a_crash(party: WeddingParty, settings) -> None:
+    settings.CSRF_TRUSTED_ORIGINS = ["https://127.0.0.1"]
+    comm = communicator(headers=[(b"cookie", b'sessionid="abcdefgh\\000ijk"'), (b"origin", b"https://127.0.0.1")])
+    assert (await comm.connect())[0]
+    error = await comm.receive_json_from(timeout=3)
+    assert (error["op"], error["code"]) == ("error", "unauthorized")
+    assert await comm.receive_output(timeout=3) == {"type": "websocket.close", "code": 4401}

@@ -125,3 +125,24 @@ def test_a_browser_session_ends_with_a_password_change_made_elsewhere(party: Wed
     # Revoked through the token API (logout everywhere from a phone): the browser follows.
     APIClient().post(reverse("logout"), HTTP_AUTHORIZATION=f"Bearer {obtain(user)['access']}")
     assert browser.post(PROTECTED_URL).status_code in (401, 403)
+
+
+def test_disabling_a_password_revokes(party: WeddingParty) -> None:
+    user = party.miles.user
+    pair = obtain(user)
+    user.set_unusable_password()  # the admin's "Password-based authentication: disabled"
+    user.save()
+    assert not accepted(pair["access"]) and not refreshed(pair["refresh"])
+    assert revocations(user) == ["password_disabled"]
+
+
+def test_a_session_cookie_with_a_nul_is_no_session(party: WeddingParty) -> None:
+    browser = Client()
+    browser.cookies["sessionid"] = "abcdefgh\x00ijk"
+    assert browser.post(PROTECTED_URL).status_code in (401, 403)  # not a server error
+
+
+def test_a_body_nested_too_deep_is_bad_json_not_a_server_error() -> None:
+    response = APIClient().post(TOKEN_URL, "[" * 5000, content_type="application/json")
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "bad_json"

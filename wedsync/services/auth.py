@@ -182,10 +182,20 @@ def access_token_grant(*, raw: str) -> AccessGrant:
     return AccessGrant(user=user, generation=generation, expires_at=float(expires) if expires else None)
 
 
-def access_token_expiry(*, raw: str) -> datetime | None:
-    """When an access token that was already verified expires."""
-    expires = AccessToken(raw, verify=False).get("exp")  # type: ignore[arg-type]
-    return datetime.fromtimestamp(float(expires), tz=UTC) if expires else None
+@dataclass(frozen=True, slots=True)
+class AccessClaims:
+    generation: int | None
+    expires_at: datetime | None
+
+
+def access_token_claims(*, raw: str) -> AccessClaims:
+    """The generation and expiry an access token that was already verified carries."""
+    token = AccessToken(raw, verify=False)  # type: ignore[arg-type]
+    generation, expires = token.get(GENERATION_CLAIM), token.get("exp")
+    return AccessClaims(
+        generation=generation if isinstance(generation, int) else None,
+        expires_at=datetime.fromtimestamp(float(expires), tz=UTC) if expires else None,
+    )
 
 
 def tokens_revoke_for_user(
