@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
 
 import structlog
 
@@ -20,7 +19,8 @@ from presence.state import DevicePresence, DiffKind, StateChange
 from presence.store import Devices, MemberChange, MemberUpdate, member_update, presence_store
 from presence.vocabulary import PresenceStatus
 from realtime.layer_send import layer_group_send
-from realtime.names import LAYER_PRESENCE, NODES_GROUP
+from realtime.messages import PresenceBatch, PresenceEntry
+from realtime.names import NODES_GROUP
 from wedsync.models import AuditOutcome
 from wedsync.permissions import Permission, Role, role_has_permission
 from wedsync.services.audit import AuditAction, ClientInfo, audit_record
@@ -42,7 +42,7 @@ class PresenceRefused(Exception):
 Tell = Callable[[MemberChange], None]
 
 
-def presence_entry(change: MemberChange) -> dict[str, Any] | None:
+def presence_entry(change: MemberChange) -> PresenceEntry | None:
     """One change worth telling as it crosses the channel layer (None for one that is not)."""
     if change.kind is None:
         return None
@@ -55,20 +55,14 @@ def presence_entry(change: MemberChange) -> dict[str, Any] | None:
         if change.after is None:
             return None
         state = change.after
-    return {
-        "wedding": change.wedding_id,
-        "member": change.member_id,
-        "kind": change.kind.value,
-        "role": state.role,
-        "state": state.wire(),
-        "v": change.version,
-    }
-
-
-def presence_layer_message(entries: list[dict[str, Any]]) -> dict[str, Any]:
-    """One channel-layer message for a batch of entries, sent to every node (the ``nodes`` group):
-    a node sends one per window whatever the number of weddings or changes in it."""
-    return {"type": LAYER_PRESENCE, "entries": entries}
+    return PresenceEntry(
+        wedding=change.wedding_id,
+        member=change.member_id,
+        kind=change.kind.value,
+        role=state.role,
+        state=state.wire(),
+        v=change.version,
+    )
 
 
 def presence_tell_layer(changes: list[MemberChange]) -> None:
@@ -76,7 +70,7 @@ def presence_tell_layer(changes: list[MemberChange]) -> None:
     for Redis nor fails the caller (presence heals on the next change or snapshot)."""
     entries = [entry for change in changes if (entry := presence_entry(change)) is not None]
     if entries:
-        layer_group_send(NODES_GROUP, presence_layer_message(entries))
+        layer_group_send(NODES_GROUP, PresenceBatch(entries=entries))
 
 
 def _tell_now(change: MemberChange) -> None:

@@ -49,6 +49,7 @@ from realtime.limits import (
     socket_address_admit,
     socket_address_release,
 )
+from realtime.messages import ControlMessage
 from realtime.names import Priority, wedding_id_from_topic, wedding_topic
 from realtime.outbox import Outbox, conflation_key
 from realtime.selectors import MembershipView, SubscriptionDenied, events_replay_page
@@ -239,7 +240,9 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             if connection_id == self.connection_id:
                 self._close_soon(DEVICES_CLOSE, "forbidden", "Too many devices: close one and try again.")
                 return False
-            self.hub.control_broadcast({"kind": "close_connection", "user": self.user_id, "connection": connection_id})
+            self.hub.control_broadcast(
+                ControlMessage(kind="close_connection", user=self.user_id, connection=connection_id)
+            )
         return True
 
     async def _send_text(self, text: str) -> None:
@@ -305,21 +308,17 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 self._acks_owed += 1
             self.outbox.put(text, priority=priority, topic=topic, seq=seq, conflate_key=conflate_key, framed=framed)
 
-    def on_control(self, message: dict[str, Any]) -> None:
-        kind = message.get("kind")
-        if kind == "close_connection" and message.get("connection") == self.connection_id:
+    def on_control(self, message: ControlMessage) -> None:
+        kind = message.kind
+        if kind == "close_connection" and message.connection == self.connection_id:
             self._close_soon(DEVICES_CLOSE, "forbidden", "Signed in on too many devices: this, the oldest, closes.")
-        elif kind == "tokens_revoked" and message.get("generation", 0) > self.identity.generation:
+        elif kind == "tokens_revoked" and message.generation > self.identity.generation:
             self._close_soon(UNAUTHORIZED_CLOSE, "unauthorized", "Your access was revoked: log in again.")
         elif kind == "access_ended":
-            why = "Your account was deactivated." if message.get("reason") == "deactivated" else "Your session ended."
+            why = "Your account was deactivated." if message.reason == "deactivated" else "Your session ended."
             self._close_soon(UNAUTHORIZED_CLOSE, "unauthorized", f"{why} Log in again.")
-        elif kind == "member_changed":
-            wedding_id = int(message["wedding"])
-            if self.hub.unsubscribe(self, wedding_id=wedding_id):
-                self._send_frame(
-                    {"op": "unsubscribed", "topic": wedding_topic(wedding_id), "reason": message.get("reason", "")}
-                )
+        elif kind == "member_changed" and self.hub.unsubscribe(self, wedding_id=message.wedding):
+            self._send_frame({"op": "unsubscribed", "topic": wedding_topic(message.wedding), "reason": message.reason})
 
     # --- receive ------------------------------------------------------------------------------------
 

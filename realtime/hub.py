@@ -42,7 +42,6 @@ from presence.services import (
     presence_devices_leave,
     presence_entry,
     presence_heartbeat,
-    presence_layer_message,
     presence_sweep,
 )
 from presence.state import DevicePresence
@@ -53,10 +52,16 @@ from realtime.db import per_socket_db
 from realtime.gc_policy import gc_freeze_loop
 from realtime.layer_send import layer_group_send, node_loop_register, node_loop_unregister
 from realtime.limits import DEVICE_REFRESH_SECONDS, node_limits
+from realtime.messages import (
+    ControlMessage,
+    EventMessage,
+    PresenceBatch,
+    PresenceEntry,
+    PresenceKind,
+    layer_decode,
+    layer_encode,
+)
 from realtime.names import (
-    LAYER_CONTROL,
-    LAYER_EVENT,
-    LAYER_PRESENCE,
     NODES_GROUP,
     Priority,
     wedding_group,
@@ -99,9 +104,6 @@ PRESENCE_BATCH_MAX = 500  # entries per layer message (a reconnect storm's joins
 PRESENCE_FLOOR_SECONDS = 2.0  # how long a new subscriber's snapshot versions filter its diffs
 PRESENCE_LEAVE_DRAIN_SECONDS = 5.0  # how long a stopping node waits to tell its sockets' leaves
 PRESENCE_RECONCILE_MEMBERS = 1000  # shown members per read of a reconciliation round
-
-# (member, kind, role, state on the wire, version) of one member's presence change
-PresenceEntry = tuple[int, str, str, dict[str, Any], int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +150,7 @@ class Socket(Protocol):
         framed: bytes | None = None,
     ) -> None: ...
 
-    def on_control(self, message: dict[str, Any]) -> None: ...
+    def on_control(self, message: ControlMessage) -> None: ...
 
     def too_slow(self) -> None: ...
 
@@ -162,7 +164,7 @@ class Subscription:
     min_priority: int
     cursor: int = 0  # the highest seq this subscription has handled (delivered or filtered out)
     resent: dict[int, int] = field(default_factory=dict)  # seq -> times re-sent unacknowledged
-    held: list[dict[str, Any]] | None = field(default_factory=list)  # live events held during replay
+    held: list[FeedEvent] | None = field(default_factory=list)  # live events held during replay
     # False while attached ahead of its access check (see NodeHub.subscribe): it holds everything
     # then, since whose events it may see is not known yet, and reconciliation leaves it alone.
     confirmed: bool = True
@@ -177,35 +179,35 @@ class Subscription:
     heard_told: float = 0.0  # the last heartbeat time handed to the presence store
     device: DevicePresence | None = None  # the device as its socket last set it: what a rejoin restores
 
-    def offer(self, message: dict[str, Any]) -> None:
+    def offer(self, event: FeedEvent) -> None:
         if self.held is not None:
-            if self.confirmed and not self._wants(message):
+            if self.confirmed and not self._wants(event.message):
                 return  # go_live moves the cursor past it anyway
             if len(self.held) >= HELD_MAX:  # a replay that cannot keep up with the room: resume later
                 self.socket.too_slow()
                 return
-            self.held.append(message)
+            self.held.append(event)
         else:
-            self._deliver(message)
+            self._deliver(event)
 
-    def _deliver(self, message: dict[str, Any]) -> None:
-        seq: int = message["seq"]
-        if seq <= self.cursor:
+    def _deliver(self, event: FeedEvent) -> None:
+        message = event.message
+        if message.seq <= self.cursor:
             return  # already sent by the replay
-        self.cursor = seq
+        self.cursor = message.seq
         if self._wants(message):
             self.socket.push_event(
-                message["text"],
-                priority=Priority(message["priority"]),
+                event.text,
+                priority=Priority(message.priority),
                 topic=self.topic,
-                seq=seq,
-                conflate_key=message["conflate_key"],
-                framed=message.get("framed"),
+                seq=message.seq,
+                conflate_key=event.conflate_key,
+                framed=event.framed,
             )
 
-    def _wants(self, message: dict[str, Any]) -> bool:
-        return message["priority"] >= self.min_priority and (
-            self.role in message["roles"] or self.member_id in message["members"]
+    def _wants(self, message: EventMessage) -> bool:
+        return message.priority >= self.min_priority and (
+            self.role in message.roles or self.member_id in message.members
         )
 
     def confirm(self, membership: MembershipView) -> None:
@@ -213,7 +215,7 @@ class Subscription:
         self.member_id, self.role, self.confirmed = membership.member_id, membership.role, True
         self.sees_presence = role_has_permission(role=membership.role, permission=Permission.VIEW_PRESENCE)
         if self.held:
-            self.held = [message for message in self.held if self._wants(message)]
+            self.held = [event for event in self.held if self._wants(event.message)]
 
     def go_live(self, *, upto: int) -> None:
         """After the replay up to ``upto``: deliver what was held (newer events only), then live."""
@@ -221,8 +223,8 @@ class Subscription:
         # recovered:false, and live delivery continues right after upto.
         self.cursor = upto
         held, self.held = self.held or [], None
-        for message in held:
-            self._deliver(message)
+        for event in held:
+            self._deliver(event)
 
     def presence_live(self, *, versions: dict[int, int]) -> None:
         """The reply with the presence snapshot (``versions``: member -> version shown) is queued:
@@ -241,7 +243,7 @@ class Subscription:
             if time.monotonic() > self.presence_floor_until:
                 self.presence_floor = floor = None
             else:
-                fresh = [entry for entry in entries if entry[4] > floor.get(entry[0], 0)]
+                fresh = [entry for entry in entries if entry.v > floor.get(entry.member, 0)]
                 if len(fresh) != len(entries):
                     entries, frame = fresh, None
         if not entries:
@@ -260,27 +262,49 @@ def _presence_merge(entries: list[PresenceEntry]) -> list[PresenceEntry]:
     join stays a join until a leave; a leave followed by a join is an update."""
     merged: dict[int, PresenceEntry] = {}
     for entry in entries:
-        previous = merged.get(entry[0])
-        kind = entry[1]
-        if previous is not None and kind != "leaves":
-            kind = "joins" if previous[1] == "joins" else "updates" if previous[1] == "leaves" else kind
-        merged[entry[0]] = (entry[0], kind, entry[2], entry[3], entry[4])
+        previous = merged.get(entry.member)
+        if previous is not None and entry.kind != "leaves" and previous.kind != entry.kind:
+            kind: PresenceKind = (
+                "joins" if previous.kind == "joins" else "updates" if previous.kind == "leaves" else entry.kind
+            )
+            entry = msgspec.structs.replace(entry, kind=kind)
+        merged[entry.member] = entry
     return list(merged.values())
 
 
 def presence_diff_text(*, topic: str, entries: list[PresenceEntry], viewer_role: str) -> str:
     """The ``presence_diff`` frame as ``viewer_role`` may see it (PROTOCOL.md section 4)."""
     frame: dict[str, Any] = {"op": "presence_diff", "topic": topic, "joins": {}, "leaves": {}, "updates": {}}
-    for member_id, kind, role, state, _version in entries:
+    for entry in entries:
+        state = entry.state
         if state.get("location") is not None and not presence_location_visible(
-            viewer_role=viewer_role, subject_role=role
+            viewer_role=viewer_role, subject_role=entry.role
         ):
             state = {**state, "location": None}
-        frame[kind][str(member_id)] = state
+        frame[entry.kind][str(entry.member)] = state
     return encode(frame)
 
 
-_REPAIR = "repair"
+@dataclass(frozen=True, slots=True)
+class FeedEvent:
+    """An event as this node hands it to its sockets: encoded once, shared by every local socket."""
+
+    message: EventMessage
+    text: str
+    framed: bytes
+    conflate_key: str | None
+
+    @classmethod
+    def of(cls, message: EventMessage) -> FeedEvent:
+        text = encode(message.frame)
+        return cls(message, text, text_frame(text.encode()), conflation_key(message.frame))
+
+
+@dataclass(frozen=True, slots=True)
+class _Repair:
+    """The heads poll saw events up to ``upto`` that never arrived: read them from the log."""
+
+    upto: int
 
 
 class WeddingFeed:
@@ -293,7 +317,7 @@ class WeddingFeed:
         # Bounded: on Pub/Sub a node's backlog would otherwise pile up here, in its own memory,
         # where Redis's output-buffer limit never sees it (decision 0014). What does not fit is
         # dropped and read back from the log, like any other gap.
-        self.inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=settings.REALTIME_FEED_INBOX_MAX)
+        self.inbox: asyncio.Queue[EventMessage | _Repair] = asyncio.Queue(maxsize=settings.REALTIME_FEED_INBOX_MAX)
         self.inbox_dropped = 0
         self.suspected_head = 0
         self.idle_since: float | None = None
@@ -308,7 +332,7 @@ class WeddingFeed:
         self._presence_flush: asyncio.Handle | None = None
         self.task = asyncio.create_task(self._run(), name=f"feed-{wedding_id}")
 
-    def offer(self, message: dict[str, Any]) -> None:
+    def offer(self, message: EventMessage) -> None:
         """Queue an event for the feed's task, or drop it if the inbox is full: the next event's seq
         gap (or the heads poll, for a last one) has the feed read it from the log instead."""
         try:
@@ -316,9 +340,7 @@ class WeddingFeed:
         except asyncio.QueueFull:
             self.inbox_dropped += 1
             if self.inbox_dropped == 1 or self.inbox_dropped % 1000 == 0:
-                logger.warning(
-                    "feed.inbox_full", wedding=self.wedding_id, seq=message.get("seq"), dropped=self.inbox_dropped
-                )
+                logger.warning("feed.inbox_full", wedding=self.wedding_id, seq=message.seq, dropped=self.inbox_dropped)
 
     async def _run(self) -> None:
         while True:
@@ -328,15 +350,15 @@ class WeddingFeed:
             except asyncio.CancelledError:
                 raise
             except Exception:  # one bad message must not stop the wedding's feed
-                logger.exception("feed.message_failed", wedding=self.wedding_id, seq=message.get("seq"))
+                logger.exception("feed.message_failed", wedding=self.wedding_id, seq=getattr(message, "seq", None))
 
-    async def _take(self, message: dict[str, Any]) -> None:
-        if message.get("type") == _REPAIR:
-            if message["upto"] > self.last_seq:
-                logger.info("feed.gap", wedding=self.wedding_id, after=self.last_seq, head=message["upto"], by="head")
-            await self._repair(upto=message["upto"])
+    async def _take(self, message: EventMessage | _Repair) -> None:
+        if isinstance(message, _Repair):
+            if message.upto > self.last_seq:
+                logger.info("feed.gap", wedding=self.wedding_id, after=self.last_seq, head=message.upto, by="head")
+            await self._repair(upto=message.upto)
             return
-        seq = message["seq"]
+        seq = message.seq
         if seq <= self.last_seq:
             return  # a duplicate, or already read from the log
         if seq > self.last_seq + 1:
@@ -359,29 +381,26 @@ class WeddingFeed:
             for message in missed:
                 self._dispatch(message)
 
-    def _dispatch(self, message: dict[str, Any]) -> None:
-        if message["seq"] != self.last_seq + 1:
-            logger.error("feed.out_of_order", wedding=self.wedding_id, last=self.last_seq, got=message["seq"])
-        self.last_seq = message["seq"]
-        # Once per node, shared by every local socket.
-        message["text"] = encode(message["frame"])
-        message["framed"] = text_frame(message["text"].encode())
-        message["conflate_key"] = conflation_key(message["frame"])
+    def _dispatch(self, message: EventMessage) -> None:
+        if message.seq != self.last_seq + 1:
+            logger.error("feed.out_of_order", wedding=self.wedding_id, last=self.last_seq, got=message.seq)
+        self.last_seq = message.seq
+        event = FeedEvent.of(message)
         for subscription in list(self.subscriptions.values()):
-            subscription.offer(message)
+            subscription.offer(event)
 
-    def presence_offer(self, message: dict[str, Any]) -> None:
+    def presence_offer(self, entry: PresenceEntry) -> None:
         """A member's presence changed (from any node): batch it for this window's frame. Versions
         only grow, so a diff overtaken by a newer one on its way here is dropped."""
-        member_id, version = message["member"], message["v"]
+        member_id, version = entry.member, entry.v
         if version <= self.presence_versions.get(member_id, 0):
             return
         self.presence_versions[member_id] = version
-        if message["kind"] == "leaves":
+        if entry.kind == "leaves":
             self.presence_shown.pop(member_id, None)
         else:
-            self.presence_shown[member_id] = (message["role"], encode(message["state"]))
-        self.presence_pending.append((member_id, message["kind"], message["role"], message["state"], version))
+            self.presence_shown[member_id] = (entry.role, encode(entry.state))
+        self.presence_pending.append(entry)
         if self._presence_flush is None:
             # The sender already batched its window: flush once this layer message is read.
             self._presence_flush = asyncio.get_running_loop().call_soon(self.presence_flush)
@@ -410,15 +429,16 @@ class WeddingFeed:
                 self.presence_versions.get(entry.member_id, 0), self.presence_snapshot_versions.get(entry.member_id, 0)
             )
             if entry.version > known:
-                kind = "updates" if entry.member_id in self.presence_shown else "joins"
+                kind: PresenceKind = "updates" if entry.member_id in self.presence_shown else "joins"
                 self.presence_offer(
-                    {
-                        "member": entry.member_id,
-                        "kind": kind,
-                        "role": entry.role,
-                        "state": entry.wire,
-                        "v": entry.version,
-                    }
+                    PresenceEntry(
+                        wedding=self.wedding_id,
+                        member=entry.member_id,
+                        kind=kind,
+                        role=entry.role,
+                        state=entry.wire,
+                        v=entry.version,
+                    )
                 )
                 repaired += 1
         for member_id, (role, shown_state) in list(self.presence_shown.items()):
@@ -426,7 +446,9 @@ class WeddingFeed:
             if member_id not in present and known < read_at_ms:
                 gone = {**msgspec.json.decode(shown_state), "status": "offline", "devices": 0}
                 self.presence_offer(
-                    {"member": member_id, "kind": "leaves", "role": role, "state": gone, "v": read_at_ms}
+                    PresenceEntry(
+                        wedding=self.wedding_id, member=member_id, kind="leaves", role=role, state=gone, v=read_at_ms
+                    )
                 )
                 repaired += 1
         return repaired
@@ -480,7 +502,7 @@ class NodeHub:
         self._presence_work: list[PresenceWork] = []
         self._presence_working: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._presence_outgoing: list[dict[str, Any]] = []
+        self._presence_outgoing: list[PresenceEntry] = []
         self._presence_send: asyncio.TimerHandle | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------------
@@ -608,7 +630,7 @@ class NodeHub:
                         # Ahead twice in a row: not just in flight, but lost.
                         if feed.suspected_head and feed.suspected_head <= head:
                             with contextlib.suppress(asyncio.QueueFull):  # full: its gaps repair it
-                                feed.inbox.put_nowait({"type": _REPAIR, "upto": feed.suspected_head})
+                                feed.inbox.put_nowait(_Repair(upto=feed.suspected_head))
                         feed.suspected_head = head
                 self._close_idle_feeds(loop.time())
                 if loop.time() >= next_resend:
@@ -759,7 +781,7 @@ class NodeHub:
         if entries and self._loop is not None:
             self._loop.call_soon_threadsafe(self._presence_queue, entries)
 
-    def _presence_queue(self, entries: list[dict[str, Any]]) -> None:
+    def _presence_queue(self, entries: list[PresenceEntry]) -> None:
         self._presence_outgoing += entries
         if self._presence_send is None and self._loop is not None:
             self._presence_send = self._loop.call_later(PRESENCE_SEND_WINDOW_SECONDS, self._presence_send_now)
@@ -773,11 +795,11 @@ class NodeHub:
         task.add_done_callback(_log_failure)
         return task
 
-    async def _presence_send_batch(self, batch: list[dict[str, Any]]) -> None:
+    async def _presence_send_batch(self, batch: list[PresenceEntry]) -> None:
         for start in range(0, len(batch), PRESENCE_BATCH_MAX):
             try:
                 await self.layer.group_send(
-                    NODES_GROUP, presence_layer_message(batch[start : start + PRESENCE_BATCH_MAX])
+                    NODES_GROUP, layer_encode(PresenceBatch(entries=batch[start : start + PRESENCE_BATCH_MAX]))
                 )
             except Exception:  # presence heals with the next change of each member, or a snapshot
                 logger.exception("hub.presence_send_failed", entries=len(batch))
@@ -905,7 +927,7 @@ class NodeHub:
                 expected = (subscription.role, feed.wedding_id, subscription.socket.user_id, True)
                 if state != expected:
                     reason = "removed" if state is None else "deactivated" if not state[3] else "role_changed"
-                    control = {"kind": "member_changed", "wedding": feed.wedding_id, "reason": reason}
+                    control = ControlMessage(kind="member_changed", wedding=feed.wedding_id, reason=reason)
                     subscription.socket.on_control(control)
         async for sockets_part in in_slices(sockets):
             for socket in sockets_part:
@@ -913,11 +935,11 @@ class NodeHub:
                     continue  # gone since the read
                 generation = snapshot.generations.get(socket.user_id, 0)
                 if socket.user_id in snapshot.inactive_users:
-                    socket.on_control({"kind": "access_ended", "reason": "deactivated"})
+                    socket.on_control(ControlMessage(kind="access_ended", reason="deactivated"))
                 elif generation > socket.token_generation:
-                    socket.on_control({"kind": "tokens_revoked", "generation": generation})
+                    socket.on_control(ControlMessage(kind="tokens_revoked", generation=generation))
                 elif socket.session_key is not None and socket.session_key not in snapshot.live_sessions:
-                    socket.on_control({"kind": "access_ended", "reason": "session_ended"})
+                    socket.on_control(ControlMessage(kind="access_ended", reason="session_ended"))
 
     def _close_idle_feeds(self, now: float) -> None:
         for wedding_id, feed in list(self.feeds.items()):
@@ -932,19 +954,19 @@ class NodeHub:
                     task = asyncio.create_task(self.layer.group_discard(wedding_group(wedding_id), self.channel_name))
                     task.add_done_callback(_log_failure)
 
-    def _route(self, message: dict[str, Any]) -> None:
-        kind = message.get("type")
-        if kind == LAYER_EVENT:
-            feed = self.feeds.get(message["wedding"])
+    def _route(self, raw: dict[str, Any]) -> None:
+        message = layer_decode(raw)
+        if isinstance(message, EventMessage):
+            feed = self.feeds.get(message.wedding)
             if feed is not None:
                 feed.offer(message)
-        elif kind == LAYER_PRESENCE:
-            for entry in message["entries"]:
-                feed = self.feeds.get(entry["wedding"])
+        elif isinstance(message, PresenceBatch):
+            for entry in message.entries:
+                feed = self.feeds.get(entry.wedding)
                 if feed is not None:
                     feed.presence_offer(entry)
-        elif kind == LAYER_CONTROL:
-            for connection_id in list(self.sockets_by_user.get(message.get("user", -1), ())):
+        else:
+            for connection_id in list(self.sockets_by_user.get(message.user, ())):
                 socket = self.sockets.get(connection_id)
                 if socket is not None:
                     socket.on_control(message)
@@ -1052,9 +1074,9 @@ class NodeHub:
         feed = self.feeds.get(wedding_id)
         return None if feed is None else feed.subscriptions.get(socket.connection_id)
 
-    def control_broadcast(self, message: dict[str, Any]) -> None:
+    def control_broadcast(self, message: ControlMessage) -> None:
         """Tell every node (this one included) about something a socket of theirs must do."""
-        layer_group_send(NODES_GROUP, {"type": LAYER_CONTROL, **message})
+        layer_group_send(NODES_GROUP, message)
 
     async def stop(self) -> None:
         if self._start_task is not None:
@@ -1169,11 +1191,11 @@ def node_hubs_problem() -> str | None:
     return None
 
 
-def node_control_send(message: dict[str, Any]) -> Callable[[], None]:
+def node_control_send(message: ControlMessage) -> Callable[[], None]:
     """A callable for ``transaction.on_commit`` that tells every node about an access change
     (without waiting for Redis: each node's access reconciliation catches a lost one)."""
 
     def send() -> None:
-        layer_group_send(NODES_GROUP, {"type": LAYER_CONTROL, **message})
+        layer_group_send(NODES_GROUP, message)
 
     return send

@@ -18,13 +18,13 @@ from __future__ import annotations
 import asyncio
 import threading
 import weakref
-from typing import Any
 
 import structlog
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
 from monitoring.metrics import LAYER_SENDS_DROPPED
+from realtime.messages import LayerMessage, layer_encode
 
 logger = structlog.get_logger(__name__)
 
@@ -54,7 +54,7 @@ def _node_loop() -> asyncio.AbstractEventLoop | None:
     return None
 
 
-def layer_group_send(group: str, message: dict[str, Any]) -> None:
+def layer_group_send(group: str, message: LayerMessage) -> None:
     """Send ``message`` to ``group`` without waiting for it; never raises. Call it after the commit
     whose data the message announces (``transaction.on_commit``)."""
     loop = _node_loop()
@@ -77,7 +77,7 @@ def layer_group_send(group: str, message: dict[str, Any]) -> None:
         _dropped(group, message, reason="timeout" if isinstance(error, TimeoutError) else "error", error=error)
 
 
-def _schedule(loop: asyncio.AbstractEventLoop, group: str, message: dict[str, Any]) -> None:
+def _schedule(loop: asyncio.AbstractEventLoop, group: str, message: LayerMessage) -> None:
     pending = _node_loops.get(loop)
     if pending is None:  # the hub stopped meanwhile: nobody here to fan out to anyway
         pending = set()
@@ -89,25 +89,25 @@ def _schedule(loop: asyncio.AbstractEventLoop, group: str, message: dict[str, An
     task.add_done_callback(pending.discard)
 
 
-async def _send_bounded(group: str, message: dict[str, Any]) -> None:
+async def _send_bounded(group: str, message: LayerMessage) -> None:
     async with asyncio.timeout(SEND_TIMEOUT_SECONDS):
-        await get_channel_layer().group_send(group, message)
+        await get_channel_layer().group_send(group, layer_encode(message))
 
 
-async def _send_logged(group: str, message: dict[str, Any]) -> None:
+async def _send_logged(group: str, message: LayerMessage) -> None:
     try:
         await _send_bounded(group, message)
     except Exception as error:
         _dropped(group, message, reason="timeout" if isinstance(error, TimeoutError) else "error", error=error)
 
 
-def _dropped(group: str, message: dict[str, Any], *, reason: str, error: BaseException | None) -> None:
+def _dropped(group: str, message: LayerMessage, *, reason: str, error: BaseException | None) -> None:
     LAYER_SENDS_DROPPED.labels(reason=reason).inc()
     logger.warning(
         "layer.send_dropped",
         group=group,
-        type=message.get("type"),
-        seq=message.get("seq"),
+        type=type(message).__name__,
+        seq=getattr(message, "seq", None),
         reason=reason,
         error=repr(error) if error is not None else None,
     )

@@ -8,12 +8,13 @@ from django.db import transaction
 from django.dispatch import receiver
 
 from realtime.hub import node_control_send
+from realtime.messages import ControlMessage
 from wedsync.signals import member_access_changed, tokens_revoked
 
 
 @receiver(tokens_revoked)
 def _tokens_revoked(sender: Any, *, user_id: int, generation: int, **kwargs: Any) -> None:
-    transaction.on_commit(node_control_send({"kind": "tokens_revoked", "user": user_id, "generation": generation}))
+    transaction.on_commit(node_control_send(ControlMessage(kind="tokens_revoked", user=user_id, generation=generation)))
 
 
 @receiver(member_access_changed)
@@ -22,6 +23,6 @@ def _member_access_changed(
 ) -> None:
     transaction.on_commit(
         node_control_send(
-            {"kind": "member_changed", "user": user_id, "wedding": wedding_id, "member": member_id, "reason": reason}
+            ControlMessage(kind="member_changed", user=user_id, wedding=wedding_id, member=member_id, reason=reason)
         )
     )

@@ -18,6 +18,7 @@ from django.contrib.sessions.models import Session
 from django.db import connection
 from django.utils import timezone
 
+from realtime.messages import EventMessage
 from realtime.models import Event, EventAck, WeddingStream
 from realtime.names import EMERGENCY_REPEAT_FIELD, EventType, Priority
 from realtime.protocol import encode
@@ -262,7 +263,7 @@ def _replay_chunk(*, wedding_id: int, after: int, upto: int) -> list[Event]:
     return list(Event.objects.raw(_REPLAY_CHUNK_SQL, [wedding_id, after, upto, _REPLAY_CHUNK]))
 
 
-def events_after(*, wedding_id: int, after: int, upto: int | None = None) -> list[dict[str, Any]]:
+def events_after(*, wedding_id: int, after: int, upto: int | None = None) -> list[EventMessage]:
     """Channel-layer messages for the events after ``after``: what a node re-reads to fill a gap."""
     events = Event.objects.filter(wedding_id=wedding_id, seq__gt=after).order_by("seq")
     if upto is not None:

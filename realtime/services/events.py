@@ -19,10 +19,10 @@ from django.db import connection, transaction
 from presence.emergency.selectors import emergencies_open_ids
 from realtime.audience import EVERYONE, Audience, AudienceError, audience_default, audience_narrow
 from realtime.layer_send import layer_group_send
+from realtime.messages import EventMessage
 from realtime.models import Event, WeddingStream, new_epoch
 from realtime.names import (
     DEFAULT_PRIORITY,
-    LAYER_EVENT,
     PUBLISH_PERMISSION,
     SERVER_ONLY_TYPES,
     EventType,
@@ -70,24 +70,23 @@ def event_frame(event: Event, *, replay: bool) -> dict[str, Any]:
     }
 
 
-def layer_message(event: Event) -> dict[str, Any]:
+def layer_message(event: Event) -> EventMessage:
     """What crosses the channel layer: the frame plus what a node needs to route it locally."""
-    return {
-        "type": LAYER_EVENT,
-        "wedding": event.wedding_id,
-        "seq": event.seq,
-        "priority": event.priority,
-        "roles": event.audience_roles,
-        "members": event.audience_members,
-        "frame": event_frame(event, replay=False),
-    }
+    return EventMessage(
+        wedding=event.wedding_id,
+        seq=event.seq,
+        priority=event.priority,
+        roles=list(event.audience_roles),
+        members=list(event.audience_members),
+        frame=event_frame(event, replay=False),
+    )
 
 
-def _fan_out(message: dict[str, Any]) -> None:
+def _fan_out(message: EventMessage) -> None:
     """After commit: one channel-layer message per node, handed over without waiting for Redis
     (realtime.layer_send). A failure loses nothing: the event is stored and nodes repair gaps
     from the log."""
-    layer_group_send(wedding_group(message["wedding"]), message)
+    layer_group_send(wedding_group(message.wedding), message)
 
 
 def event_for_idempotency_key(*, sender: Member, idempotency_key: str) -> PublishedEvent | None:

@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from realtime.hub import NodeHub
+from realtime.messages import ControlMessage
 
 
 async def test_presence_reconciliation_survives_a_round_that_fails(settings, monkeypatch) -> None:
@@ -41,9 +42,9 @@ class _SessionSocket:
         self.connection_id, self.user_id, self.session_key = connection_id, user_id, session_key
         self.token_generation = 0
         self.heartbeat_interval = 30
-        self.told: list[dict] = []
+        self.told: list[ControlMessage] = []
 
-    def on_control(self, message: dict) -> None:
+    def on_control(self, message: ControlMessage) -> None:
         self.told.append(message)
 
 
@@ -69,5 +70,5 @@ async def test_a_session_socket_that_connects_during_the_access_check_is_not_clo
 
     monkeypatch.setattr(hub_module, "access_snapshot", snapshot_while_someone_connects)
     await hub._reconcile_access()
-    assert ended.told == [{"kind": "access_ended", "reason": "session_ended"}]
+    assert ended.told == [ControlMessage(kind="access_ended", reason="session_ended")]
     assert newcomer.told == []

@@ -16,10 +16,15 @@ from django.test import override_settings
 from monitoring.metrics import LAYER_SENDS_DROPPED
 from realtime import layer_send
 from realtime.limits import RedisBreaker, _rate_limiter, publish_rate_check
+from realtime.messages import EventMessage
 from tests.servers import redis_server
 from wedsync.settings import channel_layer_config
 
 pytestmark = [pytest.mark.requires_redis]
+
+
+def _event(seq: int) -> EventMessage:
+    return EventMessage(wedding=1, seq=seq, priority=2, roles=["guest"], members=[], frame={"op": "event"})
 
 
 def _dropped(reason: str) -> float:
@@ -43,7 +48,7 @@ async def test_a_thread_hands_sends_to_the_node_loop_and_goes_on(monkeypatch) ->
 
                 def commit_then_send() -> None:  # what transaction.on_commit does in a pool thread
                     for seq in (1, 2, 3):
-                        layer_send.layer_group_send("wedding.1", {"type": "wedding.event", "seq": seq})
+                        layer_send.layer_group_send("wedding.1", _event(seq))
                     finished.set()
 
                 thread = threading.Thread(target=commit_then_send)
@@ -72,7 +77,7 @@ def test_without_a_node_loop_the_send_is_bounded_where_it_runs(monkeypatch) -> N
             os.kill(redis.process.pid, signal.SIGSTOP)
             try:
                 timeouts = _dropped("timeout")
-                layer_send.layer_group_send("wedding.1", {"type": "wedding.event", "seq": 1})  # never raises
+                layer_send.layer_group_send("wedding.1", _event(1))  # never raises
                 assert _dropped("timeout") == timeouts + 1
             finally:
                 os.kill(redis.process.pid, signal.SIGCONT)
