@@ -16,9 +16,9 @@ from django.db.models import Exists, OuterRef, QuerySet
 from monitoring.metrics import READINESS_FAILURES
 from monitoring.models import Escalation, EscalationStatus
 from presence.models import Alert, AlertSeverity, Emergency
-from realtime.hub import node_hubs_problem
 from realtime.models import Event, EventAck
 from realtime.names import EMERGENCY_REPEAT_FIELD, EventType
+from realtime.node.hub import node_hubs_problem
 from wedsync.models import Member
 from wedsync.permissions import Role
 

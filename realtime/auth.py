@@ -58,7 +58,7 @@ class SocketIdentity:
     generation: int  # the token generation the credential carries; a newer one revokes the socket
     expires_at: float | None  # when a token's socket must have refreshed by (``auth`` op)
     # A browser session's socket (or a ticket a session asked for) ends with the session: logged out,
-    # expired or flushed, each node's access check closes it 4401 (realtime.hub).
+    # expired or flushed, each node's access check closes it 4401 (realtime.node.housekeeping).
     session_key: str | None = None
 
 

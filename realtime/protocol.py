@@ -6,13 +6,15 @@ checks types, required fields, lengths and refuses unknown fields, before any se
 
 from __future__ import annotations
 
+import enum
 import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
 
-from presence.vocabulary import VendorActivity
+from presence.state import StateChange
+from presence.vocabulary import PresenceStatus, VendorActivity
 from realtime.names import EventType
 from wedsync.models.records import LocationZone, RsvpStatus, TaskStatus
 
@@ -85,6 +87,22 @@ class PresenceState(msgspec.Struct, forbid_unknown_fields=True):
     activity: VendorActivity | msgspec.UnsetType | None = msgspec.UNSET
     battery: Annotated[int, msgspec.Meta(ge=0, le=100)] | msgspec.UnsetType | None = msgspec.UNSET
     charging: bool | msgspec.UnsetType | None = msgspec.UNSET
+
+    def change(self) -> StateChange | None:
+        """The fields this op set, and those it cleared with null; None when it set none."""
+        given = {name: getattr(self, name) for name in self.__struct_fields__}
+        given = {name: value for name, value in given.items() if value is not msgspec.UNSET}
+        if not given:
+            return None
+        status = given.get("status")
+        return StateChange(
+            status=None if status is None else PresenceStatus(status),
+            location=given.get("location"),
+            activity=given.get("activity"),
+            battery=given.get("battery"),
+            charging=given.get("charging"),
+            clear=frozenset(name for name, value in given.items() if value is None),
+        )
 
 
 class Presence(_Frame, tag="presence"):
@@ -245,6 +263,41 @@ def reply_error(ref: str | None, code: ErrorCode, message: str, **extra: Any) ->
 
 def error_frame(code: ErrorCode, message: str, **extra: Any) -> dict[str, Any]:
     return {"op": "error", "code": code, "message": message, **extra}
+
+
+def welcome_frame(
+    *,
+    session: str,
+    user: dict[str, Any],
+    memberships: list[dict[str, Any]],
+    heartbeat: int,
+    max_frame: int,
+    now: datetime,
+    node: str,
+) -> dict[str, Any]:
+    """The first frame of an accepted socket (PROTOCOL.md section 2)."""
+    return {
+        "op": "welcome",
+        "session": session,
+        "user": user,
+        "memberships": memberships,
+        "heartbeat_interval": heartbeat,
+        "max_frame": max_frame,
+        "server_time": iso(now),
+        "node": node,
+    }
+
+
+class CloseCode(enum.IntEnum):
+    """The close codes a server sends (docs/protocol.md section 6)."""
+
+    BINARY = 1003  # a binary frame: not part of the protocol
+    TRY_AGAIN = 1013  # RFC 6455 "try again later": this node cannot serve sockets yet, or too many from one address
+    TOO_LARGE = 1009
+    VIOLATIONS = 4400  # too many invalid frames
+    UNAUTHORIZED = 4401
+    SLOW = 4008  # too slow to keep up; resume with since
+    DEVICES = 4029  # device limit, or a client that ignores retry_after
 
 
 # --- The ``data`` of each event type a client may publish -------------------------------------------

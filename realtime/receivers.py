@@ -7,8 +7,8 @@ from typing import Any
 from django.db import transaction
 from django.dispatch import receiver
 
-from realtime.hub import node_control_send
 from realtime.messages import ControlMessage
+from realtime.node.hub import node_control_send
 from wedsync.signals import member_access_changed, tokens_revoked
 
 

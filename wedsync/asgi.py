@@ -10,7 +10,7 @@ django_asgi_app = get_asgi_application()  # set up Django before importing anyth
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from realtime import daphne_support  # noqa: E402
-from realtime.hub import node_hub  # noqa: E402
+from realtime.node.hub import node_hub  # noqa: E402
 from realtime.routing import websocket_urlpatterns  # noqa: E402
 
 # Protocol close codes, frame limits, write back-pressure, drain on SIGTERM; and the node's hub

@@ -66,7 +66,7 @@ async def test_a_resolved_emergency_reaches_every_socket_and_ends_the_widening(p
 async def test_repeated_alarms_reach_everyone_as_updates_and_one_too_many_is_refused_on_an_open_socket(
     party: WeddingParty, sockets, monkeypatch
 ) -> None:
-    monkeypatch.setattr("realtime.hub.RESEND_SECONDS", 1.0)
+    monkeypatch.setattr("realtime.node.housekeeping.RESEND_SECONDS", 1.0)
     topic = f"wedding:{party.wedding.pk}"
     planner, caterer = await sockets(party.priya), await sockets(party.carmen)
     for client in (planner, caterer):

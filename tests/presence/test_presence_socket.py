@@ -13,7 +13,7 @@ from channels.db import database_sync_to_async
 from presence.selectors import presence_devices, presence_snapshot
 from presence.services import presence_device_join, presence_device_leave, presence_sweep
 from presence.store import MemberChange
-from realtime import hub as hub_module
+from realtime.node import presence as node_presence
 from tests.factories import device_presence
 from tests.personas import WeddingParty, make_wedding_party
 from tests.realtime.conftest import Client
@@ -231,15 +231,15 @@ async def test_a_round_reads_a_busy_node_in_parts_and_repairs_every_wedding(
     party: WeddingParty, sockets, settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings.REALTIME_PRESENCE_RECONCILE_SECONDS = 0.3
-    monkeypatch.setattr(hub_module, "PRESENCE_RECONCILE_MEMBERS", 1)  # a wedding per read here
+    monkeypatch.setattr(node_presence, "RECONCILE_MEMBERS", 1)  # a wedding per read here
     reads: list[list[int]] = []
-    real_told = hub_module._presence_told
+    real_told = node_presence._told
 
     def told(weddings: list[int]) -> dict:
         reads.append(sorted(weddings))
         return real_told(weddings)
 
-    monkeypatch.setattr(hub_module, "_presence_told", told)
+    monkeypatch.setattr(node_presence, "_told", told)
     other = await database_sync_to_async(make_wedding_party)()
     viewers = []
     for wedding_party in (party, other):

@@ -9,7 +9,7 @@ import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 
-from realtime import hub as hub_module
+from realtime.node import hub as hub_module
 from wedsync.asgi import application
 from wedsync.models import Member
 from wedsync.services.auth import access_token_issue

@@ -19,7 +19,7 @@ publish_as = database_sync_to_async(member_event_publish)
 async def test_unacknowledged_emergencies_are_resent_until_acknowledged(
     party: WeddingParty, sockets, monkeypatch
 ) -> None:
-    monkeypatch.setattr("realtime.hub.RESEND_SECONDS", 1.0)
+    monkeypatch.setattr("realtime.node.housekeeping.RESEND_SECONDS", 1.0)
     planner, guest = await sockets(party.priya), await sockets(party.gil)
     topic = f"wedding:{party.wedding.pk}"
     for client in (planner, guest):

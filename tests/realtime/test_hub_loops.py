@@ -6,8 +6,9 @@ import asyncio
 
 import pytest
 
-from realtime.hub import NodeHub
 from realtime.messages import ControlMessage
+from realtime.node import housekeeping
+from realtime.node.hub import NodeHub
 
 
 async def test_presence_reconciliation_survives_a_round_that_fails(settings, monkeypatch) -> None:
@@ -23,8 +24,8 @@ async def test_presence_reconciliation_survives_a_round_that_fails(settings, mon
         if len(rounds) == 1:
             raise KeyError("a feed's state went missing mid-round")
 
-    monkeypatch.setattr(hub, "_presence_reconcile_round", round_that_fails_first)
-    loop_task = asyncio.create_task(hub._presence_reconcile_loop())
+    monkeypatch.setattr(hub.presence, "reconcile_round", round_that_fails_first)
+    loop_task = asyncio.create_task(hub.presence.reconcile_loop())
     try:
         async with asyncio.timeout(5):
             await three_rounds.wait()
@@ -52,7 +53,6 @@ class _SessionSocket:
 async def test_a_session_socket_that_connects_during_the_access_check_is_not_closed(monkeypatch) -> None:
     from channels.db import database_sync_to_async
 
-    from realtime import hub as hub_module
     from realtime.selectors import access_snapshot
     from tests.personas import make_wedding_party
 
@@ -68,7 +68,7 @@ async def test_a_session_socket_that_connects_during_the_access_check_is_not_clo
         hub.register(newcomer)  # type: ignore[arg-type]  # checked at its own connect, a moment ago
         return result
 
-    monkeypatch.setattr(hub_module, "access_snapshot", snapshot_while_someone_connects)
-    await hub._reconcile_access()
+    monkeypatch.setattr(housekeeping, "access_snapshot", snapshot_while_someone_connects)
+    await housekeeping.access_reconcile(hub)
     assert ended.told == [ControlMessage(kind="access_ended", reason="session_ended")]
     assert newcomer.told == []

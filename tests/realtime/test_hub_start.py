@@ -16,7 +16,7 @@ from django.test import override_settings
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from realtime import hub as hub_module
+from realtime.node import hub as hub_module
 from tests.personas import WeddingParty
 from tests.realtime.conftest import bearer, communicator
 from tests.realtime.nodes import Node, node_environment

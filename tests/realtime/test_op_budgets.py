@@ -14,7 +14,8 @@ from channels.db import database_sync_to_async
 from websockets.asyncio.client import connect
 
 from presence.services import presence_device_rtt
-from realtime import consumers
+from realtime import socket_budget
+from realtime.node import presence as node_presence
 from tests.personas import WeddingParty
 from tests.realtime.conftest import Client, bearer
 from tests.realtime.nodes import cluster
@@ -88,7 +89,7 @@ async def test_a_socket_may_ack_every_alarm_it_was_sent_and_a_little_more(
 ) -> None:
     from realtime.services.events import member_event_publish
 
-    monkeypatch.setattr(consumers, "ACK_SLACK", 1)
+    monkeypatch.setattr(socket_budget, "ACK_SLACK", 1)
     planner: Client = await sockets(party.priya)
     await planner.subscribe(party.wedding.pk)
     topic = f"wedding:{party.wedding.pk}"
@@ -149,7 +150,7 @@ async def test_an_rtt_swinging_across_a_quality_line_is_stored_at_most_every_30_
         stored.append(kwargs["rtt_ms"])
         return real(**kwargs)
 
-    monkeypatch.setattr(consumers, "presence_device_rtt", counted)
+    monkeypatch.setattr(node_presence, "presence_device_rtt", counted)
     client: Client = await sockets(party.paula)
     await client.subscribe(party.wedding.pk)
     for rtt in (100, 2000, 100, 2000, 100):  # good, poor, good...: each a new quality class

@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from realtime import hub as hub_module
 from realtime.models import Event
+from realtime.node import hub as hub_module
 from realtime.protocol import CLIENT_OPS
 from realtime.services.events import member_event_publish
 from tests.personas import WeddingParty
@@ -48,7 +48,7 @@ async def test_events_committed_on_both_sides_of_the_replay_read_arrive_once(
         return replay
 
     await database_sync_to_async(_publish_many)(party.priya, 3)
-    monkeypatch.setattr("realtime.hub.events_replay", replay_with_publishes_around)
+    monkeypatch.setattr("realtime.node.replay.events_replay", replay_with_publishes_around)
     guest: Client = await sockets(party.gil)
     reply = await guest.subscribe(party.wedding.pk, since=1)
     assert reply["data"]["seq"] == 4

@@ -1,0 +1,197 @@
+"""One wedding's events on this node, in seq order, and the subscriptions they go to.
+
+A :class:`WeddingFeed` takes the wedding's layer messages strictly in ``seq`` order: a message whose
+``seq`` skips ahead means the layer dropped something (capacity, a Redis restart), and the feed
+reads the missing events back from the log before going on. Each :class:`Subscription` then hands
+an event to its socket if the member is in the event's audience, holding live events while its
+replay is sent so that each goes out exactly once, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+
+import structlog
+from channels.db import database_sync_to_async
+from django.conf import settings
+
+from realtime.daphne_support import text_frame
+from realtime.messages import EventMessage
+from realtime.names import Priority
+from realtime.node.socket import Socket
+from realtime.outbox import conflation_key
+from realtime.protocol import encode
+from realtime.selectors import MembershipView, events_after
+
+logger = structlog.get_logger(__name__)
+
+RETRY_DELAY = 0.5  # a failed read of the log is tried again after this
+HELD_MAX = 2000  # live events held for one subscription while its replay is sent
+
+
+@dataclass(frozen=True, slots=True)
+class FeedEvent:
+    """An event as this node hands it to its sockets: encoded once, shared by every local socket."""
+
+    message: EventMessage
+    text: str
+    framed: bytes
+    conflate_key: str | None
+
+    @classmethod
+    def of(cls, message: EventMessage) -> FeedEvent:
+        text = encode(message.frame)
+        return cls(message, text, text_frame(text.encode()), conflation_key(message.frame))
+
+
+@dataclass(frozen=True, slots=True)
+class Repair:
+    """The heads poll saw events up to ``upto`` that never arrived: read them from the log."""
+
+    upto: int
+
+
+@dataclass(slots=True, eq=False)
+class Subscription:
+    socket: Socket
+    topic: str
+    member_id: int
+    role: str
+    min_priority: int
+    cursor: int = 0  # the highest seq this subscription has handled (delivered or filtered out)
+    resent: dict[int, int] = field(default_factory=dict)  # seq -> times re-sent unacknowledged
+    held: list[FeedEvent] | None = field(default_factory=list)  # live events held during replay
+    # False while attached ahead of its access check (see NodeHub.subscribe): it holds everything
+    # then, since whose events it may see is not known yet, and reconciliation leaves it alone.
+    confirmed: bool = True
+
+    def offer(self, event: FeedEvent) -> None:
+        if self.held is not None:
+            if self.confirmed and not self.wants(event.message):
+                return  # go_live moves the cursor past it anyway
+            if len(self.held) >= HELD_MAX:  # a replay that cannot keep up with the room: resume later
+                self.socket.too_slow()
+                return
+            self.held.append(event)
+        else:
+            self._deliver(event)
+
+    def _deliver(self, event: FeedEvent) -> None:
+        message = event.message
+        if message.seq <= self.cursor:
+            return  # already sent by the replay
+        self.cursor = message.seq
+        if self.wants(message):
+            self.socket.push_event(
+                event.text,
+                priority=Priority(message.priority),
+                topic=self.topic,
+                seq=message.seq,
+                conflate_key=event.conflate_key,
+                framed=event.framed,
+            )
+
+    def wants(self, message: EventMessage) -> bool:
+        """Whether the member is in the event's audience at the subscription's priority floor."""
+        return message.priority >= self.min_priority and (
+            self.role in message.roles or self.member_id in message.members
+        )
+
+    def confirm(self, membership: MembershipView) -> None:
+        """The access check passed: take the member's identity and drop held events it may not see."""
+        self.member_id, self.role, self.confirmed = membership.member_id, membership.role, True
+        if self.held:
+            self.held = [event for event in self.held if self.wants(event.message)]
+
+    def go_live(self, *, upto: int) -> None:
+        """After the replay up to ``upto``: deliver what was held (newer events only), then live."""
+        # upto, not max(cursor, upto): a ``since`` beyond the stream (history reset) is answered
+        # recovered:false, and live delivery continues right after upto.
+        self.cursor = upto
+        held, self.held = self.held or [], None
+        for event in held:
+            self._deliver(event)
+
+
+class WeddingFeed:
+    """One wedding's events on this node, in seq order, gaps repaired from the log."""
+
+    def __init__(self, *, wedding_id: int, last_seq: int) -> None:
+        self.wedding_id = wedding_id
+        self.last_seq = last_seq
+        self.subscriptions: dict[str, Subscription] = {}
+        # Bounded: on Pub/Sub a node's backlog would otherwise pile up here, in its own memory,
+        # where Redis's output-buffer limit never sees it (decision 0014). What does not fit is
+        # dropped and read back from the log, like any other gap.
+        self.inbox: asyncio.Queue[EventMessage | Repair] = asyncio.Queue(maxsize=settings.REALTIME_FEED_INBOX_MAX)
+        self.inbox_dropped = 0
+        self.suspected_head = 0
+        self.idle_since: float | None = None
+        self.task = asyncio.create_task(self._run(), name=f"feed-{wedding_id}")
+
+    def offer(self, message: EventMessage) -> None:
+        """Queue an event for the feed's task, or drop it if the inbox is full: the next event's seq
+        gap (or the heads poll, for a last one) has the feed read it from the log instead."""
+        try:
+            self.inbox.put_nowait(message)
+        except asyncio.QueueFull:
+            self.inbox_dropped += 1
+            if self.inbox_dropped == 1 or self.inbox_dropped % 1000 == 0:
+                logger.warning("feed.inbox_full", wedding=self.wedding_id, seq=message.seq, dropped=self.inbox_dropped)
+
+    def repair_soon(self, *, upto: int) -> None:
+        """Have the feed read the log up to ``upto`` (a full inbox repairs itself from its gaps)."""
+        with contextlib.suppress(asyncio.QueueFull):
+            self.inbox.put_nowait(Repair(upto=upto))
+
+    async def _run(self) -> None:
+        while True:
+            message = await self.inbox.get()
+            try:
+                await self._take(message)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # one bad message must not stop the wedding's feed
+                logger.exception("feed.message_failed", wedding=self.wedding_id, seq=getattr(message, "seq", None))
+
+    async def _take(self, message: EventMessage | Repair) -> None:
+        if isinstance(message, Repair):
+            if message.upto > self.last_seq:
+                logger.info("feed.gap", wedding=self.wedding_id, after=self.last_seq, head=message.upto, by="head")
+            await self._repair(upto=message.upto)
+            return
+        seq = message.seq
+        if seq <= self.last_seq:
+            return  # a duplicate, or already read from the log
+        if seq > self.last_seq + 1:
+            logger.info("feed.gap", wedding=self.wedding_id, after=self.last_seq, got=seq, by="seq")
+            await self._repair(upto=seq - 1)
+        self._dispatch(message)
+
+    async def _repair(self, *, upto: int) -> None:
+        while self.last_seq < upto:
+            try:
+                missed = await database_sync_to_async(events_after)(
+                    wedding_id=self.wedding_id, after=self.last_seq, upto=upto
+                )
+            except Exception:
+                logger.exception("feed.repair_failed", wedding=self.wedding_id)
+                await asyncio.sleep(RETRY_DELAY)
+                continue
+            if not missed:
+                return
+            for message in missed:
+                self._dispatch(message)
+
+    def _dispatch(self, message: EventMessage) -> None:
+        if message.seq != self.last_seq + 1:
+            logger.error("feed.out_of_order", wedding=self.wedding_id, last=self.last_seq, got=message.seq)
+        self.last_seq = message.seq
+        event = FeedEvent.of(message)
+        for subscription in list(self.subscriptions.values()):
+            subscription.offer(event)
+
+    def stop(self) -> None:
+        self.task.cancel()

@@ -1,0 +1,124 @@
+"""A subscription's replay: read with its access check in one thread hop, then sent a page at a
+time before the subscription goes live (realtime.node.hub runs the sequence)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import structlog
+
+from realtime.db import per_socket_db
+from realtime.names import Priority
+from realtime.node.feed import Subscription
+from realtime.node.socket import Socket
+from realtime.outbox import conflation_key
+from realtime.protocol import encode
+from realtime.selectors import MembershipView, Replay, events_replay, events_replay_page
+from realtime.services.sockets import socket_subscribe_check
+from wedsync.services.audit import ClientInfo
+
+if TYPE_CHECKING:
+    from realtime.node.hub import NodeHub
+
+logger = structlog.get_logger(__name__)
+
+_events_replay_page = per_socket_db(events_replay_page)  # wrapped once (realtime.db)
+
+
+class ReplayInterrupted(Exception):
+    """A replay page could not be read (the database went away): the client resumes from its seq."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayedEvent:
+    text: str
+    priority: Priority
+    seq: int
+    conflate_key: str | None
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Subscribed:
+    """A subscription whose reply is queued: its replay to send, then :meth:`go_live`."""
+
+    hub: NodeHub
+    socket: Socket
+    membership: MembershipView
+    replay: Replay
+    subscription: Subscription
+    min_priority: Priority
+
+    def current(self) -> bool:
+        """Whether the subscription still stands (not removed, re-roled or replaced meanwhile)."""
+        return self.hub.subscribed(self.socket, wedding_id=self.membership.wedding_id) is self.subscription
+
+    async def events(self) -> AsyncIterator[ReplayedEvent]:
+        """The replay, a page at a time (a 5,000-event replay never sits in memory whole); it ends
+        early when the subscription no longer stands. Raises :class:`ReplayInterrupted`."""
+        membership, page = self.membership, self.replay.first
+        while True:
+            for event, seq in zip(page.frames, page.seqs, strict=True):
+                if not self.current():
+                    return
+                yield ReplayedEvent(
+                    text=encode(event),
+                    priority=Priority.from_wire(event["priority"]),
+                    seq=seq,
+                    conflate_key=conflation_key(event),
+                )
+            if page.next_after is None:
+                return
+            try:
+                page = await _events_replay_page(
+                    wedding_id=membership.wedding_id,
+                    member_id=membership.member_id,
+                    role=membership.role,
+                    after=page.next_after,
+                    upto=self.replay.upto,
+                    min_priority=int(self.min_priority),
+                )
+            except Exception as error:
+                logger.exception("socket.replay_page_failed", connection=self.socket.connection_id)
+                raise ReplayInterrupted from error
+
+    def go_live(self) -> None:
+        self.subscription.go_live(upto=self.replay.upto)
+
+
+def access_check(*, user_id: int, wedding_id: int, client: ClientInfo) -> Callable[[], MembershipView]:
+    def check() -> MembershipView:
+        return socket_subscribe_check(user_id=user_id, wedding_id=wedding_id, client=client)
+
+    return check
+
+
+def checked_replay(
+    *,
+    membership: MembershipView | None,
+    check: Callable[[], MembershipView] | None,
+    wedding_id: int,
+    since: int | None,
+    epoch: str | None,
+    min_priority: int,
+) -> tuple[MembershipView, Replay]:
+    """The access check (when still to do) and the replay read, as one thread hop."""
+    if membership is None:
+        if check is None:
+            raise TypeError("pass a membership or a check")
+        membership = check()
+    if membership.wedding_id != wedding_id:
+        raise ValueError(f"membership of wedding {membership.wedding_id} used for wedding {wedding_id}")
+    replay = events_replay(
+        wedding_id=wedding_id,
+        member_id=membership.member_id,
+        role=membership.role,
+        since=since,
+        epoch=epoch,
+        min_priority=min_priority,
+    )
+    return membership, replay
+
+
+checked_replay_hop = per_socket_db(checked_replay)  # wrapped once (realtime.db)

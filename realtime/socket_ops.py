@@ -1,0 +1,193 @@
+"""The protocol's operations on a socket (docs/protocol.md section 3): each checks what the frame
+asks against the socket's subscriptions, calls the node hub or one service, and shapes the reply.
+The consumer (realtime.consumers) decodes frames and spends their budgets before they get here."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from channels.db import database_sync_to_async
+from django.utils import timezone
+
+from presence.services import PresenceRefused
+from presence.state import quality_of
+from realtime import protocol
+from realtime.auth import SocketRefused, socket_token_refresh
+from realtime.db import per_socket_db
+from realtime.names import Priority, wedding_id_from_topic
+from realtime.node.hub import SubscribeRequest
+from realtime.node.replay import ReplayInterrupted
+from realtime.protocol import CloseCode
+from realtime.selectors import SubscriptionDenied
+from realtime.services.acks import AckRefused, event_ack
+from realtime.services.events import PublishRefused
+from realtime.services.sockets import socket_event_publish
+
+if TYPE_CHECKING:
+    from realtime.consumers import RealtimeConsumer
+
+RTT_STORE_MIN_SECONDS = 30.0
+
+_socket_event_publish = per_socket_db(socket_event_publish)  # wrapped once (realtime.db)
+
+
+async def op_subscribe(socket: RealtimeConsumer, frame: protocol.Subscribe) -> None:
+    wedding_id = wedding_id_from_topic(frame.topic)
+    if wedding_id is None:
+        socket.send_frame(protocol.reply_error(frame.ref, "invalid", "topic: expected wedding:<id>"))
+        return
+    try:
+        subscribed = await socket.hub.subscribe(
+            socket,
+            SubscribeRequest(
+                topic=frame.topic,
+                wedding_id=wedding_id,
+                since=frame.since,
+                epoch=frame.epoch,
+                min_priority=Priority.from_wire(frame.min_priority),
+            ),
+            client=socket.client,
+            member_at_connect=wedding_id in socket.connect_weddings,
+            reply=lambda data: socket.send_frame(protocol.reply_ok(frame.ref, data)),
+        )
+    except SubscriptionDenied as denied:
+        socket.send_frame(protocol.reply_error(frame.ref, denied.code, denied.message))  # type: ignore[arg-type]
+        return
+    try:
+        async for event in subscribed.events():
+            if socket.outbox is None or socket.closing:
+                return
+            await socket.outbox.put_paced(
+                event.text,
+                priority=event.priority,
+                topic=frame.topic,
+                seq=event.seq,
+                conflate_key=event.conflate_key,
+            )
+    except ReplayInterrupted:
+        socket.close_soon(CloseCode.SLOW, "unavailable", "The replay was interrupted: reconnect and resume.")
+        return
+    if not socket.closing and subscribed.current():  # not removed, re-roled or replaced meanwhile
+        subscribed.go_live()
+
+
+async def op_unsubscribe(socket: RealtimeConsumer, frame: protocol.Unsubscribe) -> None:
+    wedding_id = wedding_id_from_topic(frame.topic)
+    if wedding_id is None or not socket.hub.unsubscribe(socket, wedding_id=wedding_id):
+        _not_subscribed(socket, frame.ref, frame.topic, "Not subscribed to {topic}.")
+        return
+    socket.send_frame(protocol.reply_ok(frame.ref))
+
+
+def _subscribed_wedding(socket: RealtimeConsumer, topic: str) -> int | None:
+    wedding_id = wedding_id_from_topic(topic)
+    if wedding_id is None or socket.hub.subscribed(socket, wedding_id=wedding_id) is None:
+        return None
+    return wedding_id
+
+
+async def op_publish(socket: RealtimeConsumer, frame: protocol.Publish) -> None:
+    wedding_id = _subscribed_wedding(socket, frame.topic)
+    if wedding_id is None:
+        _not_subscribed(socket, frame.ref, frame.topic, "Subscribe to {topic} first.")
+        return
+    try:
+        published = await _socket_event_publish(
+            user_id=socket.user_id,
+            wedding_id=wedding_id,
+            type_name=frame.type,
+            data=frame.data,
+            to=frame.to,
+            priority_name=frame.priority,
+            idempotency_key=frame.idempotency_key,
+            client=socket.client,
+        )
+    except PublishRefused as refused:
+        extra = {} if refused.retry_after is None else {"retry_after": refused.retry_after}
+        socket.send_frame(protocol.reply_error(frame.ref, refused.code, refused.message, **extra))  # type: ignore[arg-type]
+        if refused.code == "rate_limited":
+            await socket.refused_for_rate("publish")
+        return
+    socket.send_frame(protocol.reply_ok(frame.ref, {"seq": published.seq, "id": str(published.id)}))
+
+
+async def op_ack(socket: RealtimeConsumer, frame: protocol.Ack) -> None:
+    wedding_id = _subscribed_wedding(socket, frame.topic)
+    if wedding_id is None:
+        _not_subscribed(socket, frame.ref, frame.topic, "Not subscribed to {topic}.")
+        return
+    try:
+        await database_sync_to_async(event_ack)(user_id=socket.user_id, wedding_id=wedding_id, seq=frame.seq)
+    except AckRefused as refused:
+        if frame.ref is not None:
+            socket.send_frame(protocol.reply_error(frame.ref, refused.code, refused.message))  # type: ignore[arg-type]
+        return
+    if frame.ref is not None:
+        socket.send_frame(protocol.reply_ok(frame.ref))
+
+
+async def op_auth(socket: RealtimeConsumer, frame: protocol.Auth) -> None:
+    try:
+        socket.identity = await database_sync_to_async(socket_token_refresh)(
+            identity=socket.identity, raw=frame.token, client=socket.client
+        )
+    except SocketRefused as refused:
+        socket.send_frame(protocol.reply_error(frame.ref, "unauthorized", refused.message))
+        return
+    socket.schedule_expiry()
+    socket.send_frame(protocol.reply_ok(frame.ref, {"expires_at": socket.identity.expires_at}))
+
+
+async def op_heartbeat(socket: RealtimeConsumer, frame: protocol.Heartbeat) -> None:
+    socket.send_frame(protocol.reply_ok(frame.ref, {"server_time": protocol.iso(timezone.now())}))
+    if frame.rtt is None:
+        return
+    # Stored only when the connection's quality class moves, and at most every
+    # RTT_STORE_MIN_SECONDS: nobody needs a presence write per device per heartbeat.
+    quality = quality_of(frame.rtt, 0).value
+    if quality == socket.rtt_quality or time.monotonic() - socket.rtt_stored_at < RTT_STORE_MIN_SECONDS:
+        return
+    if await socket.hub.presence.device_rtt(socket, rtt_ms=frame.rtt):
+        socket.rtt_quality, socket.rtt_stored_at = quality, time.monotonic()
+
+
+async def op_presence(socket: RealtimeConsumer, frame: protocol.Presence) -> None:
+    wedding_id = _subscribed_wedding(socket, frame.topic)
+    if wedding_id is None:
+        _not_subscribed(socket, frame.ref, frame.topic, "Subscribe to {topic} first.")
+        return
+    state = frame.state.change()
+    if state is None:
+        socket.send_frame(protocol.reply_error(frame.ref, "invalid", "state: set at least one field."))
+        return
+    try:
+        await socket.hub.presence.state_set(
+            socket, wedding_id=wedding_id, state=state, client=socket.client, user_id=socket.user_id
+        )
+    except PresenceRefused as refused:
+        socket.send_frame(protocol.reply_error(frame.ref, refused.code, refused.message))  # type: ignore[arg-type]
+        return
+    socket.send_frame(protocol.reply_ok(frame.ref))
+
+
+async def op_not_yet(socket: RealtimeConsumer, frame: protocol.Sync) -> None:
+    op = type(frame).__name__.lower()
+    socket.send_frame(protocol.reply_error(frame.ref, "unavailable", f"{op} is not available on this server yet."))
+
+
+def _not_subscribed(socket: RealtimeConsumer, ref: str | None, topic: str, message: str) -> None:
+    socket.send_frame(protocol.reply_error(ref, "not_subscribed", message.format(topic=topic)))
+
+
+OPS: dict[type, Callable[[RealtimeConsumer, Any], Awaitable[None]]] = {
+    protocol.Subscribe: op_subscribe,
+    protocol.Unsubscribe: op_unsubscribe,
+    protocol.Publish: op_publish,
+    protocol.Ack: op_ack,
+    protocol.Auth: op_auth,
+    protocol.Heartbeat: op_heartbeat,
+    protocol.Presence: op_presence,
+    protocol.Sync: op_not_yet,
+}
