@@ -30,7 +30,6 @@ import logging
 import pprint
 import signal
 import socket
-import struct
 import sys
 import time
 from collections.abc import Callable
@@ -122,20 +121,6 @@ class WriteGate:
 
 
 _AUTOBAHN_STATE_OPEN = 3  # autobahn.websocket.protocol.WebSocketProtocol.STATE_OPEN
-
-
-def text_frame(payload: bytes) -> bytes:
-    """One final, unmasked server text frame (RFC 6455 section 5.2) around ``payload``.
-
-    Built once per event per node and written as-is to every local socket: server frames are
-    never masked and daphne negotiates no extension, so every socket's bytes are the same.
-    """
-    size = len(payload)
-    if size < 126:
-        return bytes((0x81, size)) + payload
-    if size < 65536:
-        return struct.pack("!BBH", 0x81, 126, size) + payload
-    return struct.pack("!BBQ", 0x81, 127, size) + payload
 
 
 class FrameWriter:

@@ -48,8 +48,8 @@ from presence.services import (
 from presence.state import DevicePresence
 from presence.store import MemberChange, MemoryPresenceStore, ToldWire, presence_store
 from realtime import daphne_support
-from realtime.daphne_support import text_frame
 from realtime.db import per_socket_db
+from realtime.framing import text_frame
 from realtime.gc_policy import gc_freeze_loop
 from realtime.layer_send import layer_group_send, node_loop_register, node_loop_unregister
 from realtime.limits import DEVICE_REFRESH_SECONDS, node_limits

@@ -15,7 +15,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from realtime.daphne_support import WriteGate, text_frame
+from realtime.daphne_support import WriteGate
+from realtime.framing import text_frame
 from realtime.names import Priority
 
 _AHEAD_SUFFIX = ',"ahead":true}'
