@@ -37,7 +37,7 @@ from presence.vocabulary import PresenceStatus
 from realtime import protocol
 from realtime.audit import node_audit
 from realtime.auth import PROTOCOL_NAME, SocketIdentity, SocketRefused, socket_token_refresh
-from realtime.daphne_support import connection_open, control_frames_heard, frame_writer_for, write_gate_for
+from realtime.daphne.transport import connection_open, control_frames_heard, frame_writer_for, write_gate_for
 from realtime.db import per_socket_db
 from realtime.hub import NodeHub, Subscription, node_hub
 from realtime.limits import (
