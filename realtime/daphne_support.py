@@ -22,7 +22,6 @@ It leans on daphne internals, so :func:`install` refuses a daphne it was not che
 from __future__ import annotations
 
 import asyncio
-import collections
 import concurrent.futures
 import functools
 import json
@@ -37,8 +36,8 @@ from typing import Any
 import structlog
 
 from realtime.daphne.inbox import AppInbox, InboxBounds
+from realtime.daphne.memory import _shed_handshake, malloc_arenas_cap
 from realtime.daphne.transport import send_websocket_message
-from realtime.malloc_policy import malloc_arenas_cap
 from realtime.walks import slice_gap, sweep_in_slices
 
 logger = structlog.get_logger(__name__)
@@ -62,62 +61,6 @@ def require_known_daphne(version: str) -> None:
             f"realtime.daphne_support patches daphne internals and knows daphne {known}, not {version}: "
             "read the new daphne's ws_protocol.py and server.py against this module, then add its version"
         )
-
-
-class _OpenedRequest:
-    """What daphne still reads of a socket's opening request once it is open: its path (logs)."""
-
-    __slots__ = ("path",)
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-
-def _shed_handshake(protocol: Any) -> None:
-    """Drop what an open socket keeps of its opening handshake for the rest of its life: autobahn's
-    raw request bytes, request line, header dict and offered subprotocols, its request object and
-    daphne's header list (cookies included). The ASGI scope shares that list; the app reads
-    headers only before it accepts (``RealtimeConsumer.websocket_connect``), so emptying it in
-    place frees them for every holder of the scope. Alternating short Saturday runs: 26.9-28.5 KB
-    of RSS per idle socket against 30.1-30.3 KB. The scope's ``subprotocols`` and query string
-    (a bearer token, a ticket) stay: they are small, and the scope is not ours to rebuild."""
-    request = getattr(protocol, "request", None)
-    if request is not None:
-        protocol.request = _OpenedRequest(getattr(request, "path", ""))
-    protocol.http_request_data = b""
-    protocol.http_headers = {}
-    protocol.http_status_line = protocol.http_request_uri = ""
-    protocol.http_request_params = {}
-    protocol.websocket_protocols = []  # read once, to choose the subprotocol
-    protocol.http_response_data = protocol._wskey = ""  # the 101 response we sent, the client's key
-    if not getattr(protocol, "send_queue", None):
-        protocol.send_queue = LazySendQueue()
-    headers = getattr(protocol, "clean_headers", None)
-    if isinstance(headers, list):
-        headers.clear()
-
-
-class LazySendQueue:
-    """autobahn's per-socket send queue, a ``deque`` (~0.75 KB with its first block) that only
-    chopped or synchronous sends use, and daphne makes neither: made on the first such send."""
-
-    __slots__ = ("_items",)
-
-    def __init__(self) -> None:
-        self._items: collections.deque[Any] | None = None
-
-    def __len__(self) -> int:
-        return len(self._items) if self._items is not None else 0
-
-    def append(self, item: Any) -> None:
-        if self._items is None:
-            self._items = collections.deque()
-        self._items.append(item)
-
-    def popleft(self) -> Any:
-        if self._items is None:
-            raise IndexError("pop from an empty send queue")
-        return self._items.popleft()
 
 
 def installed() -> bool:
