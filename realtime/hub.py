@@ -47,7 +47,7 @@ from presence.services import (
 )
 from presence.state import DevicePresence
 from presence.store import MemberChange, MemoryPresenceStore, ToldWire, presence_store
-from realtime import daphne_support
+from realtime.daphne import patches as daphne_support
 from realtime.db import per_socket_db
 from realtime.framing import text_frame
 from realtime.gc_policy import gc_freeze_loop

@@ -13,8 +13,8 @@ import pytest
 from daphne.ws_protocol import WebSocketProtocol
 from websockets.asyncio.client import connect
 
+from realtime.daphne.patches import KNOWN_DAPHNE_VERSIONS, require_known_daphne
 from realtime.daphne.transport import send_websocket_message
-from realtime.daphne_support import KNOWN_DAPHNE_VERSIONS, require_known_daphne
 from tests.realtime.nodes import echo_node
 
 

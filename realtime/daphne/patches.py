@@ -58,7 +58,7 @@ def require_known_daphne(version: str) -> None:
     if version not in KNOWN_DAPHNE_VERSIONS:
         known = ", ".join(sorted(KNOWN_DAPHNE_VERSIONS))
         raise RuntimeError(
-            f"realtime.daphne_support patches daphne internals and knows daphne {known}, not {version}: "
+            f"realtime.daphne.patches patches daphne internals and knows daphne {known}, not {version}: "
             "read the new daphne's ws_protocol.py and server.py against this module, then add its version"
         )
 
