@@ -10,13 +10,15 @@ its server, fixes those at the protocol level:
 - frames and messages over ``REALTIME_MAX_FRAME`` are refused from their header, before the
   payload is buffered: an ``error``/``too_large`` frame, then close 1009;
 - the app may close with any code of the protocol (1001, 1003, 1009, 4xxx);
-- :func:`write_gate_for` exposes the transport's flow control to the consumer, so a slow reader
-  fills the consumer's bounded queue (and is cut off with 4008) instead of daphne's memory;
+- :func:`realtime.daphne.transport.write_gate_for` exposes the transport's flow control to the
+  consumer, so a slow reader fills the consumer's bounded queue (and is cut off with 4008)
+  instead of daphne's memory;
 - SIGTERM/SIGINT close every socket with 1001, let consumers run their disconnect, then stop;
 - an empty text or binary message is sent as an empty frame (RFC 6455 allows it; Autobahn cases
   1.1.1, 1.2.1, 6.1.1 and 6.1.2 echo one), not dropped.
 
-It leans on daphne internals, so :func:`install` refuses a daphne it was not checked against.
+It leans on daphne, autobahn and Twisted internals, so :func:`install` refuses a release of any of
+them that it was not verified against (:data:`VERIFIED_VERSIONS`).
 """
 
 from __future__ import annotations
@@ -48,19 +50,44 @@ CLOSE_HANDSHAKE_SECONDS = 15.0
 TIMEOUT_CHECK_SECONDS = 2.0  # daphne's period for its timeout and ping check
 TIMEOUT_SWEEP_SECONDS = 1.5  # how long one such check takes to walk a big node's connections
 _installed = False
-# The daphne releases whose internals this module was read against and tested with (decision 0003);
-# a new one is added here once its source is read again and tests/realtime pass on it.
+# The releases whose internals these patches were read against and tested with: the ones
+# requirements.lock pins (decision 0003). A new one is added once its source is read again against
+# this module and tests/realtime pass on it.
 KNOWN_DAPHNE_VERSIONS = frozenset({"4.2.3"})
+VERIFIED_VERSIONS: dict[str, frozenset[str]] = {
+    "daphne": KNOWN_DAPHNE_VERSIONS,
+    "autobahn": frozenset({"26.11.1"}),
+    "twisted": frozenset({"26.10.0"}),
+}
+
+
+class UnverifiedVersionError(RuntimeError):
+    """A package these patches reach into is at a release they were not verified against."""
+
+
+def require_verified(package: str, version: str) -> None:
+    """Stop start-up loudly on a release of ``package`` whose internals the patches were not checked against."""
+    verified = ", ".join(sorted(VERIFIED_VERSIONS[package]))
+    if version not in VERIFIED_VERSIONS[package]:
+        raise UnverifiedVersionError(
+            f"realtime.daphne.patches patches {package} internals and knows {package} {verified}, not {version}: "
+            f"read the new {package}'s source against realtime/daphne/patches.py, "
+            "then add its version to VERIFIED_VERSIONS"
+        )
 
 
 def require_known_daphne(version: str) -> None:
-    """Stop start-up loudly on a daphne whose internals the patches below were not checked against."""
-    if version not in KNOWN_DAPHNE_VERSIONS:
-        known = ", ".join(sorted(KNOWN_DAPHNE_VERSIONS))
-        raise RuntimeError(
-            f"realtime.daphne.patches patches daphne internals and knows daphne {known}, not {version}: "
-            "read the new daphne's ws_protocol.py and server.py against this module, then add its version"
-        )
+    require_verified("daphne", version)
+
+
+def found_versions() -> dict[str, str]:
+    """The releases of the patched packages this process runs on."""
+    import autobahn
+    import daphne
+    import twisted
+
+    autobahn_package: Any = autobahn  # re-exports its version without declaring it
+    return {"daphne": daphne.__version__, "autobahn": autobahn_package.__version__, "twisted": twisted.__version__}
 
 
 def installed() -> bool:
@@ -76,21 +103,46 @@ def install(*, on_running: Callable[[], object] | None = None) -> None:
     if _installed or "daphne.cli" not in sys.modules:  # only inside `python -m daphne`
         return
     try:
-        import daphne
-        import daphne.server
-        from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
+        versions = found_versions()
     except ImportError:  # pragma: no cover - daphne is a dependency, but the app also runs elsewhere
         return
+    for package, version in versions.items():  # before anything is patched
+        require_verified(package, version)
+    import daphne.cli
+    import daphne.server
+    from autobahn.websocket import protocol as autobahn_protocol
+    from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
     from django.conf import settings
+    from twisted.internet import reactor as twisted_reactor
 
-    require_known_daphne(daphne.__version__)
-
-    max_frame = settings.REALTIME_MAX_FRAME
+    reactor: Any = twisted_reactor
     # Before the node's thread pool starts (glibc ignores the cap once more arenas exist).
     if settings.REALTIME_MALLOC_ARENAS and not malloc_arenas_cap(arenas=settings.REALTIME_MALLOC_ARENAS):
         logger.warning("malloc.arenas_not_capped", arenas=settings.REALTIME_MALLOC_ARENAS)
 
-    class ProtocolV1(WebSocketProtocol):  # type: ignore[misc]
+    daphne.server.WebSocketFactory = websocket_factory(
+        WebSocketFactory, WebSocketProtocol, max_frame=settings.REALTIME_MAX_FRAME
+    )
+    patch_lean_inbox(
+        daphne.server.Server,
+        InboxBounds(frames=settings.REALTIME_INBOX_MAX_FRAMES, bytes=settings.REALTIME_INBOX_MAX_BYTES),
+    )
+    patch_listen_backlog(daphne.cli, settings.REALTIME_LISTEN_BACKLOG)
+    patch_drain(daphne.server.Server, WebSocketProtocol, reactor)
+    patch_handshake_timeout(daphne.server.Server, settings.REALTIME_HANDSHAKE_TIMEOUT)
+    patch_sliced_checks(daphne.server.Server, reactor)
+    patch_lazy_autobahn_pformat(autobahn_protocol)
+    if on_running is not None:
+        # callWhenRunning runs during the reactor's start-up, before its asyncio loop runs: the
+        # loop's first turn is the earliest the hub can start on it.
+        reactor.callWhenRunning(lambda: reactor.callLater(0, on_running))
+    _installed = True
+
+
+def websocket_factory(factory_class: Any, protocol_class: Any, *, max_frame: int) -> Any:
+    """daphne's WebSocket factory, making protocols that speak PROTOCOL.md (see the module's docstring)."""
+
+    class ProtocolV1(protocol_class):  # type: ignore[misc]
         def _max_message_size_exceeded(self, size: int, limit: int, reason: str) -> None:
             if self.state == self.STATE_OPEN:
                 message = {"op": "error", "code": "too_large", "message": f"Frames are limited to {limit} bytes."}
@@ -122,7 +174,7 @@ def install(*, on_running: Callable[[], object] | None = None) -> None:
             else:
                 super().handle_reply(message)
 
-    class FactoryV1(WebSocketFactory):  # type: ignore[misc]
+    class FactoryV1(factory_class):  # type: ignore[misc]
         protocol = ProtocolV1
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -138,27 +190,10 @@ def install(*, on_running: Callable[[], object] | None = None) -> None:
                     options[key] = min(options[key] or max_frame, max_frame)
             super().setProtocolOptions(**options)
 
-    daphne.server.WebSocketFactory = FactoryV1
-    _install_lean_inbox(
-        daphne.server.Server,
-        InboxBounds(frames=settings.REALTIME_INBOX_MAX_FRAMES, bytes=settings.REALTIME_INBOX_MAX_BYTES),
-    )
-    _install_listen_backlog(settings.REALTIME_LISTEN_BACKLOG)
-    _install_drain(daphne.server, WebSocketProtocol)
-    _install_handshake_timeout(daphne.server.Server, settings.REALTIME_HANDSHAKE_TIMEOUT)
-    _install_sliced_checks(daphne.server.Server)
-    _install_lazy_autobahn_pformat()
-    if on_running is not None:
-        from twisted.internet import reactor as twisted_reactor
-
-        reactor: Any = twisted_reactor
-        # callWhenRunning runs during the reactor's start-up, before its asyncio loop runs: the
-        # loop's first turn is the earliest the hub can start on it.
-        reactor.callWhenRunning(lambda: reactor.callLater(0, on_running))
-    _installed = True
+    return FactoryV1
 
 
-def _install_listen_backlog(backlog: int) -> None:
+def patch_listen_backlog(daphne_cli: Any, backlog: int) -> None:
     """Listen with a deeper accept queue than Twisted's default of 50.
 
     When 2,000 phones reconnect within half a second, a queue of 50 drops the rest of their SYNs
@@ -167,9 +202,7 @@ def _install_listen_backlog(backlog: int) -> None:
     builds its endpoint strings, so its CLI's builder can still be wrapped here; an endpoint the
     operator wrote with ``-e`` and a ``backlog=`` of its own is left as it is.
     """
-    import daphne.cli
-
-    build = daphne.cli.build_endpoint_description_strings
+    build = daphne_cli.build_endpoint_description_strings
 
     def with_backlog(*args: Any, **kwargs: Any) -> list[str]:
         return [
@@ -179,10 +212,10 @@ def _install_listen_backlog(backlog: int) -> None:
             for description in build(*args, **kwargs)
         ]
 
-    daphne.cli.build_endpoint_description_strings = with_backlog
+    daphne_cli.build_endpoint_description_strings = with_backlog
 
 
-def _install_lean_inbox(server_class: Any, bounds: InboxBounds) -> None:
+def patch_lean_inbox(server_class: Any, bounds: InboxBounds) -> None:
     original = server_class.create_application
 
     def create_application(self: Any, protocol: Any, scope: dict[str, Any]) -> Any:
@@ -201,7 +234,7 @@ def _install_lean_inbox(server_class: Any, bounds: InboxBounds) -> None:
     server_class.create_application = create_application
 
 
-def _install_handshake_timeout(server_class: Any, seconds: int) -> None:
+def patch_handshake_timeout(server_class: Any, seconds: int) -> None:
     """At least ``seconds`` from the upgrade request to the app's accept: daphne rejects (403) a
     socket its app has not accepted within ``--websocket_connect_timeout`` (5 s by default) and
     autobahn drops one whose handshake is not done by then, losing the work already done for it;
@@ -219,16 +252,13 @@ def _install_handshake_timeout(server_class: Any, seconds: int) -> None:
     server_class.run = run
 
 
-def _install_sliced_checks(server_class: Any) -> None:
+def patch_sliced_checks(server_class: Any, reactor: Any) -> None:
     """daphne's two periodic checks walk every connection in one reactor callback: at 10,000
     sockets ``timeout_checker`` held the loop 40-180 ms every 2 s and ``application_checker``
     40-200 ms every second (py-spy, Saturday peak). Here each walks its connections
     :data:`~realtime.walks.WALK_SLICE` at a time, a loop turn between slices, on the same periods
     (daphne schedules the first run of each; each run schedules the next when it is done). The
     timeout check, which sends the pings, spaces its slices over most of its period."""
-    from twisted.internet import reactor as twisted_reactor
-
-    reactor: Any = twisted_reactor
 
     def call_soon(callback: Callable[[], None]) -> None:
         asyncio.get_running_loop().call_soon(callback)  # the reactor runs on this asyncio loop
@@ -305,11 +335,7 @@ def _application_check(server: Any, protocol: Any) -> None:
         del server.connections[protocol]
 
 
-def _install_drain(daphne_server_module: Any, protocol_class: type) -> None:
-    from twisted.internet import reactor as twisted_reactor
-
-    reactor: Any = twisted_reactor
-
+def patch_drain(server_class: Any, protocol_class: type, reactor: Any) -> None:
     def open_sockets(server: Any) -> list[Any]:
         return [
             protocol
@@ -347,13 +373,13 @@ def _install_drain(daphne_server_module: Any, protocol_class: type) -> None:
         signal.signal(signal.SIGINT, on_signal)
 
     _servers: list[Any] = []
-    original_run = daphne_server_module.Server.run
+    original_run = server_class.run
 
     def run(self: Any) -> Any:
         _servers.append(self)
         return original_run(self)
 
-    daphne_server_module.Server.run = run
+    server_class.run = run
     reactor.callWhenRunning(install_handlers)
 
 
@@ -372,7 +398,7 @@ class _PrettyLater:
         return format(str(self), spec)
 
 
-def _install_lazy_autobahn_pformat() -> None:
+def patch_lazy_autobahn_pformat(autobahn_protocol: Any) -> None:
     """Stop autobahn pretty-printing its options for every connection when nobody reads them.
 
     ``WebSocketProtocol._connectionMade`` (autobahn 26) calls ``self.log.debug(..., attrs=
@@ -383,9 +409,6 @@ def _install_lazy_autobahn_pformat() -> None:
     module's only other user, must return a real string and keeps the eager one. If autobahn
     stops importing ``pformat`` this way, nothing is patched.
     """
-    from autobahn.websocket import protocol
-
-    autobahn_protocol: Any = protocol
     if getattr(autobahn_protocol, "pformat", None) is not pprint.pformat:
         return
     autobahn_protocol.Timings.__str__ = lambda self: pprint.pformat(self._timings)
