@@ -49,7 +49,7 @@ def _payload_size(item: dict[str, Any]) -> int:
 
 class AppInbox:
     """A WebSocket connection's input queue for its application, in place of daphne's
-    ``asyncio.Queue`` (three deques and an event, ~3 KB per idle socket): daphne only calls
+    ``asyncio.Queue`` (three deques and an event, decision 0016 has its size): daphne only calls
     ``put_nowait``, the consumer only awaits ``get``. Bounded (:class:`InboxBounds`): daphne puts
     every frame it reads, whether or not the consumer is free to take it (a paced replay to a
     client that does not read keeps it busy for as long as the client likes)."""

@@ -194,13 +194,12 @@ def websocket_factory(factory_class: Any, protocol_class: Any, *, max_frame: int
 
 
 def patch_listen_backlog(daphne_cli: Any, backlog: int) -> None:
-    """Listen with a deeper accept queue than Twisted's default of 50.
+    """Listen with a deeper accept queue than Twisted's default of 50, which a reconnect storm
+    overflows, leaving phones to wait for the kernel's SYN retransmits (decision 0006).
 
-    When 2,000 phones reconnect within half a second, a queue of 50 drops the rest of their SYNs
-    and the kernel retries them after 1, 3, 7 s: the reconnect storm took ~11 s, most of it spent
-    waiting for retransmits (ListenOverflows counted them). daphne loads the application before it
-    builds its endpoint strings, so its CLI's builder can still be wrapped here; an endpoint the
-    operator wrote with ``-e`` and a ``backlog=`` of its own is left as it is.
+    daphne loads the application before it builds its endpoint strings, so its CLI's builder can
+    still be wrapped here; an endpoint the operator wrote with ``-e`` and a ``backlog=`` of its
+    own is left as it is.
     """
     build = daphne_cli.build_endpoint_description_strings
 
@@ -253,12 +252,11 @@ def patch_handshake_timeout(server_class: Any, seconds: int) -> None:
 
 
 def patch_sliced_checks(server_class: Any, reactor: Any) -> None:
-    """daphne's two periodic checks walk every connection in one reactor callback: at 10,000
-    sockets ``timeout_checker`` held the loop 40-180 ms every 2 s and ``application_checker``
-    40-200 ms every second (py-spy, Saturday peak). Here each walks its connections
-    :data:`~realtime.walks.WALK_SLICE` at a time, a loop turn between slices, on the same periods
-    (daphne schedules the first run of each; each run schedules the next when it is done). The
-    timeout check, which sends the pings, spaces its slices over most of its period."""
+    """daphne's two periodic checks walk every connection in one reactor callback, holding a big
+    node's loop long enough to delay every delivery due meanwhile (decision 0013). Here each walks
+    its connections :data:`~realtime.walks.WALK_SLICE` at a time, a loop turn between slices, on
+    the same periods (daphne schedules the first run of each; each run schedules the next when it
+    is done). The timeout check, which sends the pings, spaces its slices over most of its period."""
 
     def call_soon(callback: Callable[[], None]) -> None:
         asyncio.get_running_loop().call_soon(callback)  # the reactor runs on this asyncio loop
@@ -268,10 +266,8 @@ def patch_sliced_checks(server_class: Any, reactor: Any) -> None:
             if protocol in self.connections:  # not gone since the walk started
                 protocol.check_timeouts()
 
-        # This walk sends the pings that are due (every --ping-interval, 20 s): walked flat out,
-        # a tenth of a 10,000-socket node's pings went out in one burst every 2 s, and their
-        # pongs came back in one, holding every delivery due meanwhile for 150-300 ms (a latency
-        # trace of the Saturday peak). Spread over most of the period, they are a steady trickle.
+        # This walk sends the pings that are due: spread over most of the period they are a steady
+        # trickle, where a burst of them and of their pongs held every delivery due (decision 0015).
         connections = list(self.connections)
         gap = slice_gap(len(connections), spread=TIMEOUT_SWEEP_SECONDS)
         loop = asyncio.get_running_loop()
@@ -403,8 +399,8 @@ def patch_lazy_autobahn_pformat(autobahn_protocol: Any) -> None:
 
     ``WebSocketProtocol._connectionMade`` (autobahn 26) calls ``self.log.debug(..., attrs=
     pformat(configAttrLog))`` on every connection: the arguments are built whether or not debug
-    logging is on, and pretty-printing some forty options was about 4% of a connect's CPU. The
-    module's ``pformat`` becomes one that formats when the line is rendered (the logger formats
+    logging is on, and pretty-printing some forty options was a visible part of a connect's CPU
+    (decision 0006). The module's ``pformat`` becomes one that formats when the line is rendered (the logger formats
     its arguments with ``str.format``), so debug output is unchanged. ``Timings.__str__``, the
     module's only other user, must return a real string and keeps the eager one. If autobahn
     stops importing ``pformat`` this way, nothing is patched.

@@ -77,8 +77,7 @@ _AUTOBAHN_STATE_OPEN = 3  # autobahn.websocket.protocol.WebSocketProtocol.STATE_
 
 class FrameWriter:
     """Writes ready-made frames straight to one socket, skipping the ASGI send, daphne's reply
-    handling and autobahn's per-call framing (measured: the fan-out's largest cost per delivery,
-    docs/decisions/0005-direct-frame-writes.md).
+    handling and autobahn's per-call framing, the fan-out's largest cost per delivery (decision 0005).
 
     A frame goes to the kernel at once when Twisted holds nothing queued for the socket, which
     spares Twisted's register-for-writable round trip; otherwise it joins Twisted's buffer, so
@@ -139,8 +138,8 @@ def _daphne_protocol(send: Callable[..., Any]) -> Any | None:
 
 def connection_open(send: Callable[..., Any]) -> bool:
     """False once the connection behind ``send`` is gone: the client left, or daphne/autobahn gave
-    up on its opening handshake (5 s by default). In a reconnect storm, work done for such a
-    connection is work taken from the ones still waiting (measured: thousands per storm)."""
+    up on its opening handshake. In a reconnect storm, work done for such a connection is work
+    taken from the ones still waiting (decision 0006)."""
     protocol = _daphne_protocol(send)
     if protocol is None:
         return True  # not served by daphne (tests): the ASGI server tells the app itself
@@ -158,9 +157,8 @@ def control_frames_heard(send: Callable[..., Any]) -> Callable[[], float]:
 def write_gate_for(send: Callable[..., Any], *, send_buffer: int) -> WriteGate | None:
     """A gate that tracks this socket's transport, or None when not served by daphne (tests).
 
-    The kernel's send buffer is capped at ``send_buffer`` bytes too: Linux would otherwise grow it
-    to 4 MiB per socket for a slow reader, memory that 10,000 sockets cannot spare and that would
-    hide the reader's slowness from the gate.
+    The kernel's send buffer is capped at ``send_buffer`` bytes too, because Linux would otherwise
+    grow it for a slow reader and hide the reader's slowness from the gate (decision 0003).
     """
     protocol = _daphne_protocol(send)
     transport = getattr(protocol, "transport", None)
