@@ -4,7 +4,7 @@ The fuzzing client checks a server's framing by having it echo every message bac
 route which answers anyone, unauthenticated, with whatever it was sent, which the product must
 never serve. :mod:`realtime.routing` adds it only when ``REALTIME_CONFORMANCE_ECHO`` is on, and the
 settings refuse that outside DEBUG. It is a bare ASGI application on purpose: everything between
-it and the wire is the product's own stack (daphne with :func:`realtime.daphne_support.install`).
+it and the wire is the product's own stack (daphne with :func:`realtime.daphne.patches.install`).
 """
 
 from __future__ import annotations

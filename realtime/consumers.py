@@ -24,7 +24,7 @@ from django.utils import timezone
 from realtime import protocol
 from realtime.audit import node_audit
 from realtime.auth import PROTOCOL_NAME, SocketIdentity, SocketRefused
-from realtime.daphne_support import connection_open, control_frames_heard, frame_writer_for, write_gate_for
+from realtime.daphne.transport import connection_open, control_frames_heard, frame_writer_for, write_gate_for
 from realtime.db import per_socket_db
 from realtime.limits import AddressAdmission, node_limits, socket_address_admit, socket_address_release
 from realtime.messages import ControlMessage

@@ -1,7 +1,7 @@
 """One socket's outgoing frames: bounded, highest priority first, ``low`` conflated.
 
 The writer sends only while the transport is writable (daphne's flow control, see
-``realtime.daphne_support``), so a reader that cannot keep up fills this queue, not the server's
+``realtime.daphne.transport``), so a reader that cannot keep up fills this queue, not the server's
 memory; past either bound the socket is cut off (4008) and resumes from the log.
 """
 
@@ -15,7 +15,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from realtime.daphne_support import WriteGate, text_frame
+from realtime.daphne.transport import WriteGate
+from realtime.framing import text_frame
 from realtime.names import Priority
 
 _AHEAD_SUFFIX = ',"ahead":true}'

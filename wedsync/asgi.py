@@ -9,13 +9,13 @@ django_asgi_app = get_asgi_application()  # set up Django before importing anyth
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
-from realtime import daphne_support  # noqa: E402
+from realtime.daphne import patches as daphne_patches  # noqa: E402
 from realtime.node.hub import node_hub  # noqa: E402
 from realtime.routing import websocket_urlpatterns  # noqa: E402
 
 # Protocol close codes, frame limits, write back-pressure, drain on SIGTERM; and the node's hub
 # starts with the server, so /readyz tells the load balancer when it can take sockets.
-daphne_support.install(on_running=node_hub)
+daphne_patches.install(on_running=node_hub)
 
 application = ProtocolTypeRouter(
     {

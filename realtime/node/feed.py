@@ -17,7 +17,7 @@ import structlog
 from channels.db import database_sync_to_async
 from django.conf import settings
 
-from realtime.daphne_support import text_frame
+from realtime.framing import text_frame
 from realtime.messages import EventMessage
 from realtime.names import Priority
 from realtime.node.socket import Socket

@@ -25,7 +25,7 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from realtime import daphne_support
+from realtime.daphne import patches as daphne_patches
 from realtime.db import per_socket_db
 from realtime.gc_policy import gc_freeze_loop
 from realtime.layer_send import layer_group_send, node_loop_register, node_loop_unregister
@@ -395,7 +395,7 @@ def node_hub() -> NodeHub:
 def node_hubs_problem() -> str | None:
     """What keeps this server process from taking sockets, for ``/readyz``; None when its hub runs,
     or when it serves no sockets at all (a test client, a management command). Safe from any thread."""
-    if not daphne_support.installed():
+    if not daphne_patches.installed():
         return None
     for _attempt in range(3):  # the loop's thread may add a hub while this one reads
         try:

@@ -18,7 +18,7 @@ import msgspec
 from presence.selectors import presence_location_visible
 from presence.state import DevicePresence
 from presence.store import ToldWire
-from realtime.daphne_support import text_frame
+from realtime.framing import text_frame
 from realtime.messages import PresenceEntry, PresenceKind
 from realtime.names import Priority, wedding_topic
 from realtime.node.socket import Socket

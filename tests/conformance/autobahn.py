@@ -317,7 +317,7 @@ def summary_markdown(
         "`tests/conformance/test_autobahn.py`. Why and how: `docs/decisions/0020-autobahn-conformance.md`.",
         "",
         "The suite's fuzzing client drives a daphne node that runs the product's own socket stack",
-        "(`wedsync/asgi.py` installs `realtime/daphne_support.py`) and serves the test-only echo",
+        "(`wedsync/asgi.py` installs `realtime/daphne/patches.py`) and serves the test-only echo",
         "route (`REALTIME_CONFORMANCE_ECHO=1`, refused outside an embedded `DEBUG=1` process). The",
         f"node runs with `REALTIME_MAX_FRAME={MAX_MESSAGE}` (16 MiB, the setting's maximum) and",
         "daphne's `--websocket-max-message-size`/`--websocket-max-frame-size` at the same value,",

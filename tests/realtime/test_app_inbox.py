@@ -1,10 +1,10 @@
-"""The lean input queue daphne hands each WebSocket application (realtime.daphne_support.AppInbox)."""
+"""The lean input queue daphne hands each WebSocket application (realtime.daphne.inbox.AppInbox)."""
 
 from __future__ import annotations
 
 import asyncio
 
-from realtime.daphne_support import AppInbox, InboxBounds
+from realtime.daphne.inbox import AppInbox, InboxBounds
 
 
 async def test_messages_come_out_in_order_whether_queued_or_awaited() -> None:

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 from autobahn.websocket.types import ConnectionRequest
 
-from realtime.daphne_support import LazySendQueue, _shed_handshake
+from realtime.daphne.memory import LazySendQueue, _shed_handshake
 
 
 def test_an_open_socket_sheds_its_handshake_headers_for_every_holder_of_the_scope() -> None:

@@ -1,4 +1,4 @@
-"""An application's empty message reaches the client (realtime.daphne_support.send_websocket_message),
+"""An application's empty message reaches the client (realtime.daphne.transport.send_websocket_message),
 and the daphne patches refuse a daphne they were not checked against."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import pytest
 from daphne.ws_protocol import WebSocketProtocol
 from websockets.asyncio.client import connect
 
-from realtime.daphne_support import KNOWN_DAPHNE_VERSIONS, require_known_daphne, send_websocket_message
+from realtime.daphne.patches import KNOWN_DAPHNE_VERSIONS, require_known_daphne
+from realtime.daphne.transport import send_websocket_message
 from tests.realtime.nodes import echo_node
 
 

@@ -7,7 +7,7 @@ import os
 import pytest
 from websockets.frames import Frame, Opcode
 
-from realtime.daphne_support import text_frame
+from realtime.framing import text_frame
 
 
 @pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 200_000])

@@ -1,4 +1,4 @@
-"""A socket node caps its malloc arenas (realtime.malloc_policy, decision 0016)."""
+"""A socket node caps its malloc arenas (realtime.daphne.memory, decision 0016)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from realtime.malloc_policy import malloc_arenas_cap
+from realtime.daphne.memory import malloc_arenas_cap
 
 pytestmark = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's mallopt and malloc_info")
 
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc
 # process asks glibc how many arenas ("heaps") it has.
 ARENAS_IN_USE = """
 import ctypes, sys, threading
-from realtime.malloc_policy import malloc_arenas_cap
+from realtime.daphne.memory import malloc_arenas_cap
 if sys.argv[1] == "capped":
     assert malloc_arenas_cap(arenas=2)
 ready = threading.Barrier(9)

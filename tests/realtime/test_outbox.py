@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from realtime.daphne_support import WriteGate
+from realtime.daphne.transport import WriteGate
 from realtime.names import Priority
 from realtime.outbox import Outbox
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from realtime.daphne_support import _application_check
+from realtime.daphne.patches import _application_check
 from realtime.walks import in_slices, slice_gap, sweep_in_slices
 
 
