@@ -52,7 +52,7 @@ from realtime.limits import (
 from realtime.names import Priority, wedding_id_from_topic, wedding_topic
 from realtime.outbox import Outbox, conflation_key
 from realtime.selectors import MembershipView, SubscriptionDenied, events_replay_page
-from realtime.services.acks import AckRefused, event_ack
+from realtime.services.acks import event_ack
 from realtime.services.events import PublishRefused
 from realtime.services.sockets import (
     device_limit_close_audit,
@@ -61,6 +61,7 @@ from realtime.services.sockets import (
     socket_open,
     socket_subscribe_check,
 )
+from wedsync.refusals import Refused
 from wedsync.services.audit import ClientInfo
 
 logger = structlog.get_logger(__name__)
@@ -456,7 +457,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 checked = await _socket_subscribe_check(**access)
                 subscribed = await self.hub.subscribe(self, membership=checked, **options)
         except SubscriptionDenied as denied:
-            self._send_frame(protocol.reply_error(frame.ref, denied.code, denied.message))  # type: ignore[arg-type]
+            self._send_frame(protocol.reply_error(frame.ref, denied.code, denied.message))
             return
         membership, replay, subscription = subscribed
         device = self._presence_device(membership)
@@ -554,7 +555,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             )
         except PublishRefused as refused:
             extra = {} if refused.retry_after is None else {"retry_after": refused.retry_after}
-            self._send_frame(protocol.reply_error(frame.ref, refused.code, refused.message, **extra))  # type: ignore[arg-type]
+            self._send_frame(protocol.reply_error(frame.ref, refused.code, refused.message, **extra))
             if refused.code == "rate_limited":
                 await self._refused_for_rate("publish")
             return
@@ -567,9 +568,9 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             return
         try:
             await database_sync_to_async(event_ack)(user_id=self.user_id, wedding_id=wedding_id, seq=frame.seq)
-        except AckRefused as refused:
+        except Refused as refused:
             if frame.ref is not None:
-                self._send_frame(protocol.reply_error(frame.ref, refused.code, refused.message))  # type: ignore[arg-type]
+                self._send_frame(protocol.reply_error(frame.ref, refused.code, refused.message))
             return
         if frame.ref is not None:
             self._send_frame(protocol.reply_ok(frame.ref))
@@ -644,7 +645,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 tell=self.hub.presence_tell,
             )
         except PresenceRefused as refused:
-            self._send_frame(protocol.reply_error(frame.ref, refused.code, refused.message))  # type: ignore[arg-type]
+            self._send_frame(protocol.reply_error(frame.ref, refused.code, refused.message))
             return
         if subscription.device is not None:  # what a rejoin after a long silence restores
             subscription.device = state.apply(subscription.device, now=time.time())

@@ -41,17 +41,14 @@ from realtime.names import EMERGENCY_REPEAT_FIELD, EventType
 from realtime.protocol import iso
 from realtime.services.events import PublishRefused, event_publish, wedding_stream_lock
 from wedsync.models import AuditOutcome, Member
+from wedsync.refusals import Refused
 from wedsync.services.audit import AuditAction, ClientInfo, audit_record
 
 logger = structlog.get_logger(__name__)
 
 
-class EmergencyRefused(Exception):
-    def __init__(self, *, code: str, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.retry_after = retry_after
+class EmergencyRefused(Refused):
+    """A refused resolution (the alarm's own refusal is the publish's)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,6 +33,7 @@ from realtime.protocol import FrameError, event_data_validate, iso
 from realtime.services.publish_hooks import PublishGate, publish_gate, reach_widening_reasons
 from wedsync.models import AuditOutcome, Member, Task
 from wedsync.permissions import Permission, Role, role_has_permission
+from wedsync.refusals import ErrorCode, Refused
 from wedsync.services.audit import AuditAction, ClientInfo, audit_record
 
 logger = structlog.get_logger(__name__)
@@ -46,11 +47,11 @@ class PublishedEvent:
     duplicate: bool  # an idempotent retry: the first publish's seq and id
 
 
-class PublishRefused(Exception):
-    def __init__(self, *, code: str, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+class PublishRefused(Refused):
+    """A refused ``publish``; ``retry_after`` (seconds) when it was refused for its rate."""
+
+    def __init__(self, *, code: ErrorCode, message: str, retry_after: float | None = None) -> None:
+        super().__init__(code=code, message=message)
         self.retry_after = retry_after
 
 
@@ -208,7 +209,9 @@ def _event_store(
     )
 
 
-def _refuse(*, member: Member, code: str, message: str, event_type: str, client: ClientInfo | None) -> PublishRefused:
+def _refuse(
+    *, member: Member, code: ErrorCode, message: str, event_type: str, client: ClientInfo | None
+) -> PublishRefused:
     if code == "forbidden":
         audit_record(
             action=AuditAction.PUBLISH_REFUSE,
