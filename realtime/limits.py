@@ -37,6 +37,17 @@ from realtime.names import EventType
 from realtime.redis_batch import ScriptBatcher
 from realtime.walks import in_slices
 from wedsync.permissions import Permission, role_has_permission
+from wedsync.redis_keys import (
+    DEVICE_ALIVE_PREFIX,
+    PUBLISH_RATE_PREFIX,
+    address_api_key,
+    address_handshakes_key,
+    address_sockets_key,
+    device_alive_key,
+    device_connects_key,
+    devices_key,
+    op_budget_key,
+)
 from wedsync.services.audit import AuditAction, ClientInfo, audit_refusal_record
 
 logger = structlog.get_logger(__name__)
@@ -118,7 +129,7 @@ def _rate_limiter(redis_url: str | None) -> _RateLimiter:
     """The limiter for a Redis (or, embedded, this process's memory); built once per process."""
     # Short timeouts: this runs on a thread of the node's pool, which a hung Redis must not hold.
     storage = (
-        RedisStorage(redis_url, key_prefix="wedsync-rate", socket_timeout=0.5, socket_connect_timeout=0.5)
+        RedisStorage(redis_url, key_prefix=PUBLISH_RATE_PREFIX, socket_timeout=0.5, socket_connect_timeout=0.5)
         if redis_url
         else MemoryStorage()
     )
@@ -277,7 +288,7 @@ class Limits:
                 count = int(
                     await self._script(
                         self._op_spend_script,
-                        keys=[f"wedsync:ops:{op}:{user_id}:{window}"],
+                        keys=[op_budget_key(op=op, user_id=user_id, window=window)],
                         args=[OP_WINDOW_SECONDS + 5],
                     )
                 )
@@ -289,18 +300,6 @@ class Limits:
         return RateDecision(allowed=False, retry_after=retry_after)
 
     # --- devices ------------------------------------------------------------------------------------
-
-    @staticmethod
-    def _devices_key(user_id: int) -> str:
-        return f"wedsync:devices:{user_id}"
-
-    @staticmethod
-    def _alive_key(connection_id: str) -> str:
-        return f"wedsync:device-alive:{connection_id}"
-
-    @staticmethod
-    def _connects_key(user_id: int, device_key: str) -> str:
-        return f"wedsync:connects:{user_id}:{device_key}"
 
     async def device_connect(
         self, *, user_id: int, connection_id: str, limit: int, device_key: str = ""
@@ -321,13 +320,13 @@ class Limits:
         try:
             live, connects = await self._script(
                 self._device_connect_script,
-                keys=[self._devices_key(user_id), self._connects_key(user_id, device_key)],
+                keys=[devices_key(user_id=user_id), device_connects_key(user_id=user_id, device_key=device_key)],
                 args=[
                     connection_id,
                     now,
                     DEVICE_TTL_SECONDS,
                     24 * 3600,
-                    self._alive_key(""),
+                    DEVICE_ALIVE_PREFIX,
                     CONNECTS_WINDOW_SECONDS,
                 ],
             )
@@ -359,7 +358,7 @@ class Limits:
         async for part in in_slices(connection_ids):  # one pipeline of 10,000 held the loop ~50 ms
             async with self._redis.pipeline(transaction=False) as pipe:
                 for connection_id in part:
-                    pipe.set(self._alive_key(connection_id), "1", ex=DEVICE_TTL_SECONDS)
+                    pipe.set(device_alive_key(connection_id=connection_id), "1", ex=DEVICE_TTL_SECONDS)
                 await pipe.execute()
 
     async def device_disconnect(self, *, user_id: int, connection_id: str) -> None:
@@ -368,15 +367,11 @@ class Limits:
             return
         await self._script(
             self._device_disconnect_script,
-            keys=[self._devices_key(user_id), self._alive_key(connection_id)],
+            keys=[devices_key(user_id=user_id), device_alive_key(connection_id=connection_id)],
             args=[connection_id],
         )
 
     # --- source addresses ----------------------------------------------------------------------
-
-    @staticmethod
-    def _address_sockets_key(address: str) -> str:
-        return f"wedsync:address-sockets:{address}"
 
     async def address_admit(self, *, address: str) -> AddressAdmission:
         """Count a handshake from ``address`` (REALTIME_ADDRESS_HANDSHAKES per
@@ -397,7 +392,7 @@ class Limits:
         try:
             allowed, limit = await self._script(
                 self._address_admit_script,
-                keys=[self._address_sockets_key(address), f"wedsync:address-handshakes:{address}:{bucket}"],
+                keys=[address_sockets_key(address=address), address_handshakes_key(address=address, bucket=bucket)],
                 args=[entry, now, ADDRESS_SOCKET_TTL_SECONDS, max_open, max_handshakes, window + 1],
             )
         except Exception as error:  # Redis away: a venue's guests getting in beats a perfect count
@@ -434,7 +429,7 @@ class Limits:
         if self._redis is not None:  # batched: a storm's drop releases thousands at once
             await self._script(
                 self._address_release_script,
-                keys=[self._address_sockets_key(admission.address)],
+                keys=[address_sockets_key(address=admission.address)],
                 args=[admission.entry],
             )
 
@@ -450,7 +445,7 @@ class Limits:
         async for part in in_slices(list(by_address.items())):
             async with self._redis.pipeline(transaction=False) as pipe:
                 for address, entries in part:
-                    key = self._address_sockets_key(address)
+                    key = address_sockets_key(address=address)
                     pipe.zadd(key, entries)
                     pipe.expire(key, ADDRESS_SOCKET_TTL_SECONDS)
                 await pipe.execute()
@@ -510,7 +505,9 @@ def api_address_check(*, client: ClientInfo) -> RateDecision:
     else:
         try:
             count = int(
-                _api_address_script(redis_url)(keys=[f"wedsync:address-api:{address}:{bucket}"], args=[window + 1])
+                _api_address_script(redis_url)(
+                    keys=[address_api_key(address=address, bucket=bucket)], args=[window + 1]
+                )
             )
         except redis.RedisError as error:
             logger.warning("api_address_limit.unavailable", address=address, error=repr(error))

@@ -36,6 +36,7 @@ from wedsync.env import (
 )
 from wedsync.logs import logging_config
 from wedsync.permissions import Role, build_matrix
+from wedsync.redis_keys import CACHE_PREFIX, CHANNEL_LAYER_PREFIX
 
 # Lets admin and queryset classes be subscripted at run time (ModelAdmin[Wedding]) for mypy.
 django_stubs_ext.monkeypatch()
@@ -252,7 +253,7 @@ def channel_layer_config(
                 "hosts": [host],
                 "capacity": capacity,
                 "group_expiry": REALTIME_GROUP_EXPIRY,
-                "prefix": "wedsync",
+                "prefix": CHANNEL_LAYER_PREFIX,
             },
         }
     # Pub/Sub channels belong to the whole Redis server, not to a database: without the database in
@@ -260,7 +261,7 @@ def channel_layer_config(
     # other's events.
     return {
         "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-        "CONFIG": {"hosts": [host], "prefix": f"wedsync.db{redis_database(url=redis_url)}."},
+        "CONFIG": {"hosts": [host], "prefix": f"{CHANNEL_LAYER_PREFIX}.db{redis_database(url=redis_url)}."},
     }
 
 
@@ -274,7 +275,7 @@ if REDIS_URL:
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
-            "KEY_PREFIX": "wedsync",
+            "KEY_PREFIX": CACHE_PREFIX,
             "OPTIONS": {
                 "socket_timeout": 5,
                 "socket_connect_timeout": 5,
