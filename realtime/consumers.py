@@ -40,15 +40,11 @@ from realtime.auth import PROTOCOL_NAME, SocketIdentity, SocketRefused, socket_t
 from realtime.daphne_support import connection_open, control_frames_heard, frame_writer_for, write_gate_for
 from realtime.db import per_socket_db
 from realtime.hub import NodeHub, Subscription, node_hub
-from realtime.limits import (
-    OP_WINDOW_SECONDS,
-    AddressAdmission,
-    RateDecision,
-    device_limit_for,
-    node_limits,
-    socket_address_admit,
-    socket_address_release,
-)
+from realtime.limits.addresses import AddressAdmission
+from realtime.limits.counting import RateDecision
+from realtime.limits.devices import device_limit_for
+from realtime.limits.node import node_limits, socket_address_admit, socket_address_release
+from realtime.limits.ops import OP_WINDOW_SECONDS
 from realtime.names import Priority, wedding_id_from_topic, wedding_topic
 from realtime.outbox import Outbox, conflation_key
 from realtime.selectors import MembershipView, SubscriptionDenied, events_replay_page

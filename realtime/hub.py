@@ -52,7 +52,8 @@ from realtime.daphne_support import text_frame
 from realtime.db import per_socket_db
 from realtime.gc_policy import gc_freeze_loop
 from realtime.layer_send import layer_group_send, node_loop_register, node_loop_unregister
-from realtime.limits import DEVICE_REFRESH_SECONDS, node_limits
+from realtime.limits.devices import DEVICE_REFRESH_SECONDS
+from realtime.limits.node import node_limits
 from realtime.names import (
     LAYER_CONTROL,
     LAYER_EVENT,

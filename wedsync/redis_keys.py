@@ -3,7 +3,7 @@ tests that share one Redis agree on the names and nothing collides. Libraries th
 keys (limits, channels-redis, Django's cache) get their prefix from here too.
 
 All keys start ``wedsync:`` (libraries' prefixes ``wedsync-`` or ``wedsync``); the layouts are
-described where the keys are used: presence/store.py, realtime/limits.py, wedsync/services/audit.py.
+described where the keys are used: presence/store.py, realtime/limits/, wedsync/services/audit.py.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def node_alive_key(*, node: str) -> str:
     return f"wedsync:node-alive:{node}"
 
 
-# --- Devices, operation budgets, source addresses (realtime/limits.py) -------------------------------
+# --- Devices, operation budgets, source addresses (realtime/limits/) ---------------------------------
 
 DEVICE_ALIVE_PREFIX = "wedsync:device-alive:"  # + connection id (the connect's Lua appends it)
 

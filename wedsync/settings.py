@@ -535,7 +535,7 @@ REALTIME_DEVICE_LIMITS = env_int_map(
 REALTIME_DEVICE_LIMIT_POLICY = env_choice(
     "REALTIME_DEVICE_LIMIT_POLICY", default="close_oldest", choices=("close_oldest", "refuse_newest")
 )
-# Per source address, shared across nodes (realtime/limits.py, decision 0025): socket handshakes per
+# Per source address, shared across nodes (realtime/limits/addresses.py, decision 0025): socket handshakes per
 # window and sockets open at once; past either, the socket is closed 1013. 0 turns a cap off. A
 # venue's guests share its Wi-Fi's one public address, so these are far above one person's needs.
 REALTIME_ADDRESS_HANDSHAKES = env_int("REALTIME_ADDRESS_HANDSHAKES", default=1200, minimum=0)
