@@ -49,9 +49,6 @@ class Priority(enum.IntEnum):
         return self >= Priority.CRITICAL
 
 
-PRIORITY_WIRE_NAMES: tuple[str, ...] = tuple(priority.wire for priority in Priority)
-
-
 # --- Event types --------------------------------------------------------------------------------------
 
 
