@@ -6,4 +6,7 @@ class MonitoringConfig(AppConfig):
     verbose_name = "Monitoring"
 
     def ready(self) -> None:
-        from monitoring import access  # noqa: F401  (registers the deploy check on METRICS_TOKEN)
+        from monitoring import (
+            access,  # noqa: F401  (registers the deploy check on METRICS_TOKEN)
+            tasks,  # noqa: F401  (registers the Celery tasks that services queue by name)
+        )

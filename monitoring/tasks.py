@@ -6,7 +6,12 @@ import uuid
 
 from celery import Task, shared_task
 
-from monitoring.services.escalation import escalation_deliver, escalations_create_due, escalations_requeue_stalled
+from monitoring.services.escalation import (
+    DELIVER_ESCALATION_TASK,
+    escalation_deliver,
+    escalations_create_due,
+    escalations_requeue_stalled,
+)
 
 
 @shared_task(name="monitoring.tasks.escalate_unacknowledged", ignore_result=True)
@@ -17,7 +22,7 @@ def escalate_unacknowledged() -> int:
     return len(created)
 
 
-@shared_task(bind=True, name="monitoring.tasks.deliver_escalation", ignore_result=True, max_retries=None)
+@shared_task(bind=True, name=DELIVER_ESCALATION_TASK, ignore_result=True, max_retries=None)
 def deliver_escalation(self: Task[[str, str | None], str], escalation_id: str, dispatch_id: str | None = None) -> str:
     """One attempt, by the message queued with ``dispatch_id`` only (a message queued before
     dispatch ids existed carries none and does nothing: the stall re-queue takes its escalation

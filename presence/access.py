@@ -11,15 +11,9 @@ from django.contrib.auth.models import AnonymousUser, User
 
 from wedsync.models import AuditOutcome, Member, Wedding
 from wedsync.permissions import Role
+from wedsync.refusals import Refused
 from wedsync.selectors import wedding_may_oversee
 from wedsync.services.audit import AuditAction, ClientInfo, audit_record
-
-
-class WeddingViewRefused(Exception):
-    def __init__(self, *, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 def wedding_viewer_role(*, user: User | AnonymousUser, wedding_id: int) -> str | None:
@@ -47,7 +41,7 @@ def wedding_view_check(
     target: str,
     client: ClientInfo | None = None,
 ) -> str:
-    """The caller's viewer role; :class:`WeddingViewRefused` otherwise: ``forbidden`` (audited as
+    """The caller's viewer role; :class:`Refused` otherwise: ``forbidden`` (audited as
     ``action``) for anyone but members and the staff who oversee the wedding (a coordinator naming
     a wedding that does not exist is refused alike: existence is not theirs to learn),
     ``not_found`` for a superuser naming no wedding."""
@@ -63,7 +57,7 @@ def wedding_view_check(
             client=client,
             details={"op": op, "reason": reason},
         )
-        raise WeddingViewRefused(code="forbidden", message=reason)
+        raise Refused(code="forbidden", message=reason)
     if user.is_superuser and not Wedding.objects.filter(pk=wedding_id).exists():
-        raise WeddingViewRefused(code="not_found", message=f"There is no wedding {wedding_id}.")
+        raise Refused(code="not_found", message=f"There is no wedding {wedding_id}.")
     return role

@@ -24,7 +24,7 @@ from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from presence.alerts.services import AlertRefused, alert_acknowledge
+from presence.alerts.services import alert_acknowledge
 from presence.attendance import AttendanceRules, Expectation, Place, attendance_expected, wedding_plan
 from presence.emergency.services import EmergencyRefused, emergency_resolve
 from presence.models import Alert, Emergency
@@ -32,6 +32,7 @@ from presence.state import MemberPresence
 from wedsync.admin_scope import WeddingScopedAdmin
 from wedsync.models import Wedding
 from wedsync.permissions import Role
+from wedsync.refusals import Refused
 from wedsync.services.audit import ClientInfo
 
 logger = structlog.get_logger(__name__)
@@ -44,7 +45,7 @@ def _acknowledge(request: HttpRequest, alert: Alert) -> bool:
         acknowledged = alert_acknowledge(
             wedding_id=alert.wedding_id, alert_id=alert.pk, user=request.user, client=ClientInfo.from_request(request)
         )
-    except AlertRefused as refused:
+    except Refused as refused:
         messages.error(request, f"Alert {alert.pk}: {refused.message}")
         return False
     return not already and acknowledged.acknowledged_by_id == request.user.pk

@@ -75,9 +75,6 @@ class WeddingPlan:
         end = datetime.combine(self.date + timedelta(days=1), time.min, tzinfo=self.tz)
         return start.astimezone(UTC), end.astimezone(UTC)
 
-    def is_wedding_day(self, now: datetime) -> bool:
-        return now.astimezone(self.tz).date() == self.date
-
     def member(self, member_id: int) -> PlannedMember | None:
         return next((member for member in self.members if member.id == member_id), None)
 

@@ -23,6 +23,7 @@ from realtime.messages import PresenceBatch, PresenceEntry
 from realtime.names import NODES_GROUP
 from wedsync.models import AuditOutcome
 from wedsync.permissions import Permission, Role, role_has_permission
+from wedsync.refusals import Refused
 from wedsync.services.audit import AuditAction, ClientInfo, audit_record
 
 logger = structlog.get_logger(__name__)
@@ -30,11 +31,8 @@ logger = structlog.get_logger(__name__)
 SWEEP_BATCH = 1000
 
 
-class PresenceRefused(Exception):
-    def __init__(self, *, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+class PresenceRefused(Refused):
+    """A refused presence change: nothing was changed."""
 
 
 # How a change is told: the node's hub batches changes made in its own process (NodeHub.presence_tell);

@@ -34,6 +34,16 @@ import structlog
 from django.conf import settings
 
 from presence.state import DevicePresence, DiffKind, MemberPresence, member_merge, presence_diff_kind
+from wedsync.redis_keys import (
+    PRESENCE_DEADLINES,
+    PRESENCE_NODE_PREFIX,
+    PRESENCE_NODES,
+    node_alive_key,
+    presence_alive_members_key,
+    presence_member_key,
+    presence_node_key,
+    presence_told_key,
+)
 
 logger = structlog.get_logger(__name__)
 
@@ -174,9 +184,6 @@ def _rounds(updates: list[MemberUpdate]) -> list[list[tuple[int, MemberUpdate]]]
 _json_encode = msgspec.json.Encoder().encode
 _json_decode = msgspec.json.Decoder().decode
 
-_DEADLINES = "wedsync:presence:deadlines"
-_NODES = "wedsync:presence:nodes"
-
 # Heartbeats of a node's devices in one round trip: push forward the deadlines of those still
 # there and their members' (never back: GT), report the missing ones, keep the node alive.
 # ARGV: node ttl, then (deadline, entry, member) per device; KEYS: deadlines, node alive key,
@@ -238,26 +245,6 @@ return 1
 """
 
 
-def _member_key(wedding_id: int, member_id: int) -> str:
-    return f"wedsync:presence:{wedding_id}:{member_id}"
-
-
-def _alive_members_key(wedding_id: int) -> str:
-    return f"wedsync:presence:{wedding_id}:alive"
-
-
-def _told_key(wedding_id: int) -> str:
-    return f"wedsync:presence:{wedding_id}:told"
-
-
-def _node_key(node: str) -> str:
-    return f"wedsync:presence:node:{node}"
-
-
-def _alive_key(node: str) -> str:
-    return f"wedsync:node-alive:{node}"
-
-
 class RedisPresenceStore:
     def __init__(self, client: redis.Redis) -> None:
         self._redis = client
@@ -278,7 +265,7 @@ class RedisPresenceStore:
     def _update_chunk(self, updates: list[MemberUpdate], now: float, attempts: int = MAX_RETRIES) -> list[MemberChange]:
         """Distinct members' updates as one optimistic transaction: WATCH their hashes, read them
         and their deadlines in one script call, write everything in one MULTI/EXEC."""
-        keys = [_member_key(u.wedding_id, u.member_id) for u in updates]
+        keys = [presence_member_key(wedding_id=u.wedding_id, member_id=u.member_id) for u in updates]
         for _attempt in range(attempts):
             with self._redis.pipeline(transaction=True) as pipe:
                 try:
@@ -286,7 +273,7 @@ class RedisPresenceStore:
                     read = pipe.eval(
                         _MEMBERS_READ_LUA,
                         len(keys) + 1,
-                        _DEADLINES,
+                        PRESENCE_DEADLINES,
                         *keys,
                         *[_entry(u.wedding_id, u.member_id, "") for u in updates],
                     )
@@ -337,51 +324,51 @@ class RedisPresenceStore:
     def _write(
         pipe: Any, wedding_id: int, member_id: int, stored: Devices, after: Devices, change: MemberChange
     ) -> None:
-        key = _member_key(wedding_id, member_id)
+        key = presence_member_key(wedding_id=wedding_id, member_id=member_id)
         gone = [name for name in stored if name not in after]
         if gone:
             pipe.hdel(key, *gone)
-            pipe.zrem(_DEADLINES, *[_entry(wedding_id, member_id, name) for name in gone])
+            pipe.zrem(PRESENCE_DEADLINES, *[_entry(wedding_id, member_id, name) for name in gone])
             for name in gone:
-                pipe.srem(_node_key(stored[name].node), _entry(wedding_id, member_id, name))
+                pipe.srem(presence_node_key(node=stored[name].node), _entry(wedding_id, member_id, name))
         for name, device in after.items():
             entry = _entry(wedding_id, member_id, name)
             pipe.hset(key, name, _json_encode(device.to_json()))
-            pipe.zadd(_DEADLINES, {entry: device.deadline}, gt=name in stored)
+            pipe.zadd(PRESENCE_DEADLINES, {entry: device.deadline}, gt=name in stored)
             if name not in stored:
-                pipe.sadd(_node_key(device.node), entry)
-                pipe.sadd(_NODES, device.node)
+                pipe.sadd(presence_node_key(node=device.node), entry)
+                pipe.sadd(PRESENCE_NODES, device.node)
                 # A node's first heartbeat may still be on its way: its own device proves it alive.
-                pipe.set(_alive_key(device.node), "1", ex=settings.REALTIME_PRESENCE_NODE_TTL, nx=True)
+                pipe.set(node_alive_key(node=device.node), "1", ex=settings.REALTIME_PRESENCE_NODE_TTL, nx=True)
         if change.kind is not None:
             after_state = change.after if change.after is not None and change.after.is_online else None
             told = None if after_state is None else after_state.to_json()
             pipe.hset(key, "_pub", _json_encode({"state": told, "v": change.version}))
             if after_state is None:
-                pipe.hdel(_told_key(wedding_id), member_id)
+                pipe.hdel(presence_told_key(wedding_id=wedding_id), member_id)
             else:
                 # With its wire form, so a snapshot decodes each member once and renders nothing.
                 mirrored = {"state": told, "v": change.version, "r": after_state.role, "w": after_state.wire()}
-                pipe.hset(_told_key(wedding_id), member_id, _json_encode(mirrored))
-        alive = _alive_members_key(wedding_id)
+                pipe.hset(presence_told_key(wedding_id=wedding_id), member_id, _json_encode(mirrored))
+        alive = presence_alive_members_key(wedding_id=wedding_id)
         if after:
             # Only a device going can lower the member's latest deadline; otherwise never move it
             # back past what a heartbeat batch may have pushed meanwhile.
             pipe.zadd(alive, {member_id: max(d.deadline for d in after.values())}, gt=not gone)
-            for name in (key, alive, _told_key(wedding_id)):
+            for name in (key, alive, presence_told_key(wedding_id=wedding_id)):
                 pipe.expire(name, KEY_TTL_SECONDS)
         elif change.kind is not None or stored:
             pipe.zrem(alive, member_id)
             pipe.expire(key, KEY_TTL_SECONDS)  # keeps the version a little, so it keeps growing
 
     def devices(self, *, wedding_id: int, now: float) -> list[DevicePresence]:
-        alive: list[bytes] = self._redis.zrangebyscore(_alive_members_key(wedding_id), now, "+inf")  # type: ignore[assignment]
+        alive: list[bytes] = self._redis.zrangebyscore(presence_alive_members_key(wedding_id=wedding_id), now, "+inf")  # type: ignore[assignment]
         members = [int(m) for m in alive]
         if not members:
             return []
         with self._redis.pipeline(transaction=False) as pipe:
             for member_id in members:
-                pipe.hgetall(_member_key(wedding_id, member_id))
+                pipe.hgetall(presence_member_key(wedding_id=wedding_id, member_id=member_id))
             hashes = pipe.execute()
         found = [
             DevicePresence.from_json(_json_decode(value))
@@ -390,7 +377,7 @@ class RedisPresenceStore:
             if name != b"_pub"
         ]
         entries = [_entry(wedding_id, d.member_id, d.device) for d in found]
-        scores = self._redis.zmscore(_DEADLINES, entries) if entries else []
+        scores = self._redis.zmscore(PRESENCE_DEADLINES, entries) if entries else []
         live = []
         for device, score in zip(found, scores, strict=True):
             if score is None or score < now:
@@ -401,8 +388,8 @@ class RedisPresenceStore:
     def _told_raw(self, wedding_ids: list[int], now: float) -> dict[int, list[dict[str, Any]]]:
         with self._redis.pipeline(transaction=False) as pipe:
             for wedding_id in wedding_ids:
-                pipe.hgetall(_told_key(wedding_id))
-                pipe.zrangebyscore(_alive_members_key(wedding_id), now, "+inf")
+                pipe.hgetall(presence_told_key(wedding_id=wedding_id))
+                pipe.zrangebyscore(presence_alive_members_key(wedding_id=wedding_id), now, "+inf")
             replies = pipe.execute()
         found = {}
         for index, wedding_id in enumerate(wedding_ids):
@@ -426,10 +413,13 @@ class RedisPresenceStore:
 
     def heartbeat(self, *, node: str, seen: list[DevicePresence], node_ttl: int, now: float) -> list[DevicePresence]:
         args: list[Any] = [node_ttl, now, KEY_TTL_SECONDS]
-        keys = [_DEADLINES, _alive_key(node)]
+        keys = [PRESENCE_DEADLINES, node_alive_key(node=node)]
         for device in seen:
             args += [device.deadline, _entry(device.wedding_id, device.member_id, device.device), device.member_id]
-            keys += [_alive_members_key(device.wedding_id), _member_key(device.wedding_id, device.member_id)]
+            keys += [
+                presence_alive_members_key(wedding_id=device.wedding_id),
+                presence_member_key(wedding_id=device.wedding_id, member_id=device.member_id),
+            ]
         missing = self._heartbeat_script(keys=keys, args=args)
         gone = {entry.decode() if isinstance(entry, bytes) else entry for entry in missing}
         return [d for d in seen if _entry(d.wedding_id, d.member_id, d.device) in gone]
@@ -437,25 +427,25 @@ class RedisPresenceStore:
     def entry_forget(self, *, wedding_id: int, member_id: int, device: str) -> None:
         self._entry_forget_script(
             keys=[
-                _DEADLINES,
-                _member_key(wedding_id, member_id),
-                _NODES,
-                _alive_members_key(wedding_id),
-                _told_key(wedding_id),
+                PRESENCE_DEADLINES,
+                presence_member_key(wedding_id=wedding_id, member_id=member_id),
+                PRESENCE_NODES,
+                presence_alive_members_key(wedding_id=wedding_id),
+                presence_told_key(wedding_id=wedding_id),
             ],
-            args=[_entry(wedding_id, member_id, device), device, "wedsync:presence:node:", member_id],
+            args=[_entry(wedding_id, member_id, device), device, PRESENCE_NODE_PREFIX, member_id],
         )
 
     def due(self, *, now: float, limit: int) -> list[tuple[int, int, str]]:
-        entries = self._redis.zrangebyscore(_DEADLINES, "-inf", now, start=0, num=limit)
+        entries = self._redis.zrangebyscore(PRESENCE_DEADLINES, "-inf", now, start=0, num=limit)
         return [_parse_entry(e.decode()) for e in entries]  # type: ignore[union-attr]
 
     def dead_nodes(self) -> dict[str, list[tuple[int, int, str]]]:
-        nodes = [n.decode() for n in self._redis.smembers(_NODES)]  # type: ignore[union-attr]
+        nodes = [n.decode() for n in self._redis.smembers(PRESENCE_NODES)]  # type: ignore[union-attr]
         result = {}
         for node in nodes:
-            if not self._redis.exists(_alive_key(node)):
-                entries = self._redis.smembers(_node_key(node))
+            if not self._redis.exists(node_alive_key(node=node)):
+                entries = self._redis.smembers(presence_node_key(node=node))
                 result[node] = [_parse_entry(e.decode()) for e in entries]  # type: ignore[union-attr]
         return result
 
@@ -463,11 +453,11 @@ class RedisPresenceStore:
         # Only when the node is still dead and has nothing left: it may have come back meanwhile.
         with self._redis.pipeline(transaction=True) as pipe:
             try:
-                pipe.watch(_alive_key(node), _node_key(node))  # type: ignore[no-untyped-call]
-                if pipe.exists(_alive_key(node)) or pipe.scard(_node_key(node)):
+                pipe.watch(node_alive_key(node=node), presence_node_key(node=node))  # type: ignore[no-untyped-call]
+                if pipe.exists(node_alive_key(node=node)) or pipe.scard(presence_node_key(node=node)):
                     return
                 pipe.multi()
-                pipe.srem(_NODES, node)
+                pipe.srem(PRESENCE_NODES, node)
                 pipe.execute()
             except redis.WatchError:
                 return

@@ -13,9 +13,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from presence.access import WeddingViewRefused, wedding_view_check
+from presence.access import wedding_view_check
 from presence.alerts.selectors import AlertState, wedding_alerts
-from presence.alerts.services import AlertRefused, alert_access_check, alert_acknowledge
+from presence.alerts.services import alert_access_check, alert_acknowledge
 from presence.emergency.selectors import EmergencyState, wedding_emergencies
 from presence.emergency.services import EmergencyRefused, emergency_resolve
 from presence.selectors import presence_snapshot
@@ -29,6 +29,7 @@ from presence.serializers import (
     PresenceSnapshotResponse,
 )
 from wedsync.api.serializers import ErrorResponse
+from wedsync.refusals import Refused
 from wedsync.services.audit import AuditAction, ClientInfo
 
 logger = structlog.get_logger(__name__)
@@ -42,7 +43,7 @@ def _ids_exist(*ids: int) -> None:
         raise NotFound("No such wedding, alert or emergency.")
 
 
-def _refused(refused: AlertRefused | EmergencyRefused | WeddingViewRefused) -> Response:
+def _refused(refused: Refused) -> Response:
     """The API's error shape for a refusal the service already audited (the exception handler
     would audit it a second time)."""
     code = status.HTTP_404_NOT_FOUND if refused.code == "not_found" else status.HTTP_403_FORBIDDEN
@@ -69,7 +70,7 @@ class WeddingAlertListView(APIView):
                 target=f"wedding:{wedding_id}",
                 client=ClientInfo.from_request(request),
             )
-        except AlertRefused as refused:
+        except Refused as refused:
             return _refused(refused)
         limit = query.validated_data["limit"]
         alerts = list(
@@ -92,7 +93,7 @@ class AlertAckView(APIView):
             alert = alert_acknowledge(
                 wedding_id=wedding_id, alert_id=alert_id, user=request.user, client=ClientInfo.from_request(request)
             )
-        except AlertRefused as refused:
+        except Refused as refused:
             return _refused(refused)
         return Response(AlertSerializer(alert).data)
 
@@ -118,7 +119,7 @@ class WeddingEmergencyListView(APIView):
                 target=f"wedding:{wedding_id}",
                 client=ClientInfo.from_request(request),
             )
-        except WeddingViewRefused as refused:
+        except Refused as refused:
             return _refused(refused)
         limit = query.validated_data["limit"]
         state = EmergencyState(query.validated_data["state"])
@@ -168,7 +169,7 @@ class WeddingPresenceView(APIView):
                 target=f"wedding:{wedding_id}",
                 client=ClientInfo.from_request(request),
             )
-        except WeddingViewRefused as refused:
+        except Refused as refused:
             return _refused(refused)
         try:
             snapshot = presence_snapshot(wedding_id=wedding_id, viewer_role=viewer_role)

@@ -23,6 +23,7 @@ from django.http.request import split_domain_port, validate_host
 from realtime.services.tickets import TicketRefused, ticket_consume
 from wedsync.access_revocation import SESSION_GENERATION_KEY, session_generation_revoked
 from wedsync.models import AuditLog, AuditOutcome
+from wedsync.refusals import Refused
 from wedsync.services.audit import (
     AuditAction,
     ClientInfo,
@@ -38,15 +39,14 @@ BEARER_PREFIX = "bearer."
 Method = Literal["bearer", "ticket", "session"]
 
 
-class SocketRefused(Exception):
+class SocketRefused(Refused):
     """The socket may not stay: ``close_code`` is 4401 (credentials) or 4403 (origin). ``user`` is
     whom a genuine but unusable credential names (revoked, deactivated), else None."""
 
     def __init__(self, *, close_code: int, reason: str, message: str, user: User | None = None) -> None:
-        super().__init__(message)
+        super().__init__(code="forbidden" if close_code == 4403 else "unauthorized", message=message)
         self.close_code = close_code
         self.reason = reason
-        self.message = message
         self.user = user
 
 

@@ -26,7 +26,8 @@ from realtime.audit import node_audit
 from realtime.auth import PROTOCOL_NAME, SocketIdentity, SocketRefused
 from realtime.daphne.transport import connection_open, control_frames_heard, frame_writer_for, write_gate_for
 from realtime.db import per_socket_db
-from realtime.limits import AddressAdmission, node_limits, socket_address_admit, socket_address_release
+from realtime.limits.addresses import AddressAdmission
+from realtime.limits.node import node_limits, socket_address_admit, socket_address_release
 from realtime.messages import ControlMessage
 from realtime.names import Priority, wedding_topic
 from realtime.node.hub import NodeHub, node_hub
@@ -111,8 +112,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 headers=headers, subprotocols=subprotocols, query_string=query, scheme=scheme, client=self.client
             )
         except SocketRefused as refused:
-            code: protocol.ErrorCode = "forbidden" if refused.close_code == 4403 else "unauthorized"
-            await self._refuse(refused.close_code, protocol.error_frame(code, refused.message))
+            await self._refuse(refused.close_code, protocol.error_frame(refused.code, refused.message))
             return
         if not connection_open(self.base_send):
             return  # gone while it was authenticated: never accepted, so nothing to audit

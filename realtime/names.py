@@ -44,13 +44,6 @@ class Priority(enum.IntEnum):
     def from_wire(cls, value: str) -> Priority:
         return cls[value.upper()]
 
-    @property
-    def must_be_acknowledged(self) -> bool:
-        return self >= Priority.CRITICAL
-
-
-PRIORITY_WIRE_NAMES: tuple[str, ...] = tuple(priority.wire for priority in Priority)
-
 
 # --- Event types --------------------------------------------------------------------------------------
 

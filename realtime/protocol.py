@@ -17,21 +17,8 @@ from presence.state import StateChange
 from presence.vocabulary import PresenceStatus, VendorActivity
 from realtime.names import EventType
 from wedsync.models.records import LocationZone, RsvpStatus, TaskStatus
-
-ErrorCode = Literal[
-    "bad_json",
-    "invalid",
-    "unknown_op",
-    "unauthorized",
-    "forbidden",
-    "not_found",
-    "not_subscribed",
-    "rate_limited",
-    "too_large",
-    "conflict",
-    "unavailable",
-    "server_error",
-]
+from wedsync.refusals import ErrorCode as ErrorCode  # the protocol's codes, named where every app can raise them
+from wedsync.refusals import Refused
 
 Ref = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 Topic = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
@@ -154,13 +141,11 @@ _NESTING_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*(?:"|\Z)|[\[\]{}]')
 _NUL_ESCAPE = "\\u0000"
 
 
-class FrameError(Exception):
+class FrameError(Refused):
     """A client frame that could not be accepted: the protocol code, a message, and its ref if known."""
 
     def __init__(self, *, code: ErrorCode, message: str, ref: str | None = None) -> None:
-        super().__init__(message)
-        self.code: ErrorCode = code
-        self.message = message
+        super().__init__(code=code, message=message)
         self.ref = ref
 
 

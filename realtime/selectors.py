@@ -24,6 +24,7 @@ from realtime.names import EMERGENCY_REPEAT_FIELD, EventType, Priority
 from realtime.protocol import encode
 from realtime.services.events import event_frame, layer_message
 from wedsync.models import Member, UserTokenGeneration, Wedding
+from wedsync.refusals import Refused
 
 WEDDING_DAY_HEARTBEAT = 10
 DEFAULT_HEARTBEAT = 30
@@ -106,11 +107,8 @@ def member_for_publish(*, user_id: int, wedding_id: int) -> Member | None:
     return None
 
 
-class SubscriptionDenied(Exception):
-    def __init__(self, *, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+class SubscriptionDenied(Refused):
+    """A refused ``subscribe`` (the socket services audit it)."""
 
 
 def membership_for_topic(*, user_id: int, wedding_id: int) -> MembershipView:

@@ -13,7 +13,9 @@ import time
 from django.conf import settings
 
 from realtime import protocol
-from realtime.limits import OP_WINDOW_SECONDS, RateDecision, node_limits
+from realtime.limits.counting import RateDecision
+from realtime.limits.node import node_limits
+from realtime.limits.ops import OP_WINDOW_SECONDS
 
 VIOLATION_LIMIT = 10  # protocol violations per minute before 4400
 ACK_SLACK = 50  # acks a socket may send beyond the events it was asked to ack

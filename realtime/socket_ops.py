@@ -21,9 +21,10 @@ from realtime.node.hub import SubscribeRequest
 from realtime.node.replay import ReplayInterrupted
 from realtime.protocol import CloseCode
 from realtime.selectors import SubscriptionDenied
-from realtime.services.acks import AckRefused, event_ack
+from realtime.services.acks import event_ack
 from realtime.services.events import PublishRefused
 from realtime.services.sockets import socket_event_publish
+from wedsync.refusals import Refused
 
 if TYPE_CHECKING:
     from realtime.consumers import RealtimeConsumer
@@ -53,7 +54,7 @@ async def op_subscribe(socket: RealtimeConsumer, frame: protocol.Subscribe) -> N
             reply=lambda data: socket.send_frame(protocol.reply_ok(frame.ref, data)),
         )
     except SubscriptionDenied as denied:
-        socket.send_frame(protocol.reply_error(frame.ref, denied.code, denied.message))  # type: ignore[arg-type]
+        socket.send_frame(protocol.reply_error(frame.ref, denied.code, denied.message))
         return
     try:
         async for event in subscribed.events():
@@ -106,7 +107,7 @@ async def op_publish(socket: RealtimeConsumer, frame: protocol.Publish) -> None:
         )
     except PublishRefused as refused:
         extra = {} if refused.retry_after is None else {"retry_after": refused.retry_after}
-        socket.send_frame(protocol.reply_error(frame.ref, refused.code, refused.message, **extra))  # type: ignore[arg-type]
+        socket.send_frame(protocol.reply_error(frame.ref, refused.code, refused.message, **extra))
         if refused.code == "rate_limited":
             await socket.refused_for_rate("publish")
         return
@@ -120,9 +121,9 @@ async def op_ack(socket: RealtimeConsumer, frame: protocol.Ack) -> None:
         return
     try:
         await database_sync_to_async(event_ack)(user_id=socket.user_id, wedding_id=wedding_id, seq=frame.seq)
-    except AckRefused as refused:
+    except Refused as refused:
         if frame.ref is not None:
-            socket.send_frame(protocol.reply_error(frame.ref, refused.code, refused.message))  # type: ignore[arg-type]
+            socket.send_frame(protocol.reply_error(frame.ref, refused.code, refused.message))
         return
     if frame.ref is not None:
         socket.send_frame(protocol.reply_ok(frame.ref))
@@ -167,7 +168,7 @@ async def op_presence(socket: RealtimeConsumer, frame: protocol.Presence) -> Non
             socket, wedding_id=wedding_id, state=state, client=socket.client, user_id=socket.user_id
         )
     except PresenceRefused as refused:
-        socket.send_frame(protocol.reply_error(frame.ref, refused.code, refused.message))  # type: ignore[arg-type]
+        socket.send_frame(protocol.reply_error(frame.ref, refused.code, refused.message))
         return
     socket.send_frame(protocol.reply_ok(frame.ref))
 

@@ -56,11 +56,6 @@ def _user_with_generation_sql() -> str:
     )
 
 
-def memberships_active_for_user(*, user_id: int) -> list[Member]:
-    """The user's active memberships, with their weddings, evaluated."""
-    return list(Member.objects.filter(user_id=user_id, is_active=True).select_related("wedding").order_by("wedding_id"))
-
-
 # --- Staff scope: who oversees which weddings (docs/decisions/0022) ---------------------------------
 
 

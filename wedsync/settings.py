@@ -36,6 +36,7 @@ from wedsync.env import (
 )
 from wedsync.logs import logging_config
 from wedsync.permissions import Role, build_matrix
+from wedsync.redis_keys import CACHE_PREFIX, CHANNEL_LAYER_PREFIX
 
 # Lets admin and queryset classes be subscripted at run time (ModelAdmin[Wedding]) for mypy.
 django_stubs_ext.monkeypatch()
@@ -252,7 +253,7 @@ def channel_layer_config(
                 "hosts": [host],
                 "capacity": capacity,
                 "group_expiry": REALTIME_GROUP_EXPIRY,
-                "prefix": "wedsync",
+                "prefix": CHANNEL_LAYER_PREFIX,
             },
         }
     # Pub/Sub channels belong to the whole Redis server, not to a database: without the database in
@@ -260,7 +261,7 @@ def channel_layer_config(
     # other's events.
     return {
         "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-        "CONFIG": {"hosts": [host], "prefix": f"wedsync.db{redis_database(url=redis_url)}."},
+        "CONFIG": {"hosts": [host], "prefix": f"{CHANNEL_LAYER_PREFIX}.db{redis_database(url=redis_url)}."},
     }
 
 
@@ -274,7 +275,7 @@ if REDIS_URL:
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
-            "KEY_PREFIX": "wedsync",
+            "KEY_PREFIX": CACHE_PREFIX,
             "OPTIONS": {
                 "socket_timeout": 5,
                 "socket_connect_timeout": 5,
@@ -534,7 +535,7 @@ REALTIME_DEVICE_LIMITS = env_int_map(
 REALTIME_DEVICE_LIMIT_POLICY = env_choice(
     "REALTIME_DEVICE_LIMIT_POLICY", default="close_oldest", choices=("close_oldest", "refuse_newest")
 )
-# Per source address, shared across nodes (realtime/limits.py, decision 0025): socket handshakes per
+# Per source address, shared across nodes (realtime/limits/addresses.py, decision 0025): socket handshakes per
 # window and sockets open at once; past either, the socket is closed 1013. 0 turns a cap off. A
 # venue's guests share its Wi-Fi's one public address, so these are far above one person's needs.
 REALTIME_ADDRESS_HANDSHAKES = env_int("REALTIME_ADDRESS_HANDSHAKES", default=1200, minimum=0)

@@ -33,6 +33,7 @@ from monitoring.webhooks import backoff_countdown, webhook_body, webhook_post
 from presence.models import Alert
 from realtime.models import Event
 from realtime.protocol import iso
+from wedsync.celery import app as celery_app
 from wedsync.models import Member, Wedding
 
 logger = structlog.get_logger(__name__)
@@ -42,6 +43,8 @@ NO_URL_REASON = "WEDSYNC_ESCALATION_WEBHOOK_URL is not set: nothing was sent"
 # An attempt's claim lasts its whole-request timeout plus this, for saving its outcome; the beat
 # task re-queues it only WEDSYNC_ESCALATION_STALL_SECONDS after that (a worker that died).
 CLAIM_GRACE_SECONDS = 5.0
+# The Celery task that makes one delivery attempt (monitoring/tasks.py registers it under this name).
+DELIVER_ESCALATION_TASK = "monitoring.tasks.deliver_escalation"
 
 
 # --- What is sent ---------------------------------------------------------------------------------------
@@ -145,12 +148,12 @@ def escalation_payload_for_emergency(*, escalation_id: uuid.UUID, event: Event, 
 
 def _enqueue_delivery(escalation_id: uuid.UUID, *, dispatch_id: uuid.UUID) -> None:
     """Queue, after the commit, the message that may make the escalation's next attempt: the one
-    whose ``dispatch_id`` the row holds (the caller just saved it, under the row's lock)."""
-    from monitoring.tasks import deliver_escalation  # the task module imports this one
-
-    transaction.on_commit(
-        lambda: deliver_escalation.delay(escalation_id=str(escalation_id), dispatch_id=str(dispatch_id))
+    whose ``dispatch_id`` the row holds (the caller just saved it, under the row's lock). The task
+    is named, not imported: its module calls this one."""
+    delivery = celery_app.signature(
+        DELIVER_ESCALATION_TASK, kwargs={"escalation_id": str(escalation_id), "dispatch_id": str(dispatch_id)}
     )
+    transaction.on_commit(delivery.delay)
 
 
 def escalation_create(*, alert: Alert | None = None, event: Event | None = None, now: datetime) -> Escalation | None:

@@ -42,6 +42,7 @@ from realtime.protocol import iso
 from realtime.services.events import event_publish
 from wedsync.models import AuditOutcome, Member
 from wedsync.permissions import Role
+from wedsync.refusals import Refused
 from wedsync.services.audit import AuditAction, ClientInfo, audit_record
 
 logger = structlog.get_logger(__name__)
@@ -51,13 +52,6 @@ NOTICE_ESCALATED = "escalated"
 NOTICE_REPEATED = "repeated"
 RESOLVED_CLEARED = "cleared"  # the rule checked and the condition is gone
 RESOLVED_ENDED = "ended"  # the rule no longer watches it: the window passed, the device left, ...
-
-
-class AlertRefused(Exception):
-    def __init__(self, *, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 @dataclass(slots=True)
@@ -311,7 +305,7 @@ def alerts_evaluate(
 def alert_access_check(
     *, user: User | AnonymousUser, wedding_id: int, op: str, target: str, client: ClientInfo | None = None
 ) -> None:
-    """Refuse (audited) anyone but staff and the wedding's planner or couple: :class:`AlertRefused`."""
+    """Refuse (audited) anyone but staff and the wedding's planner or couple: :class:`Refused`."""
     if alert_may_acknowledge(user=user, wedding_id=wedding_id):
         return
     reason = "Only staff and the wedding's planner or couple may do that."
@@ -324,18 +318,18 @@ def alert_access_check(
         client=client,
         details={"op": op, "reason": reason},
     )
-    raise AlertRefused(code="forbidden", message=reason)
+    raise Refused(code="forbidden", message=reason)
 
 
 def alert_acknowledge(
     *, wedding_id: int, alert_id: int, user: User | AnonymousUser, client: ClientInfo | None = None
 ) -> Alert:
     """Acknowledge an alert for staff or the wedding's planner or couple (idempotent: the first
-    acknowledgement stays). Raises :class:`AlertRefused` (``forbidden``, audited; ``not_found``)."""
+    acknowledgement stays). Raises :class:`Refused` (``forbidden``, audited; ``not_found``)."""
     alert_access_check(user=user, wedding_id=wedding_id, op="ack", target=f"alert:{alert_id}", client=client)
     alert = Alert.objects.filter(pk=alert_id, wedding_id=wedding_id).first()
     if alert is None:
-        raise AlertRefused(code="not_found", message=f"There is no alert {alert_id} in this wedding.")
+        raise Refused(code="not_found", message=f"There is no alert {alert_id} in this wedding.")
     now = timezone.now()
     acknowledged_by = user if isinstance(user, User) else None
     if Alert.objects.filter(pk=alert.pk, acknowledged_at__isnull=True).update(

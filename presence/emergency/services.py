@@ -1,7 +1,7 @@
 """Emergency writes: open (with the ``emergency.alert`` that raised it) and resolve.
 
-Opening happens inside the transaction that stores the alert (``member_event_publish`` calls
-:func:`emergency_alarm_admit` under the wedding's stream lock, then :func:`emergency_alarm_record`),
+Opening happens inside the transaction that stores the alert (:class:`EmergencyAlarmGate`, the
+alert's publish gate, admits it under the wedding's stream lock, then records it),
 so there is never an emergency without its alert nor an alert that opened nothing. A member's
 ``emergency.alert`` opens its own row unless an emergency that member raised is still open: then
 the alarm is a repeat, stored and sent like any alert but marked as an update of the open one
@@ -39,19 +39,16 @@ from presence.emergency.selectors import (
 from presence.models import Emergency
 from realtime.names import EMERGENCY_REPEAT_FIELD, EventType
 from realtime.protocol import iso
-from realtime.services.events import event_publish, wedding_stream_lock
+from realtime.services.events import PublishRefused, event_publish, wedding_stream_lock
 from wedsync.models import AuditOutcome, Member
+from wedsync.refusals import Refused
 from wedsync.services.audit import AuditAction, ClientInfo, audit_record
 
 logger = structlog.get_logger(__name__)
 
 
-class EmergencyRefused(Exception):
-    def __init__(self, *, code: str, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.retry_after = retry_after
+class EmergencyRefused(Refused):
+    """A refused resolution (the alarm's own refusal is the publish's)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,10 +69,24 @@ class EmergencyAlarm:
             EMERGENCY_REPEAT_FIELD: self.repeat_of.repeats + 1,
         }
 
+    def record(self, *, event_id: uuid.UUID, sender: Member) -> None:
+        emergency_alarm_record(alarm=self, event_id=event_id, raised_by=sender)
+
+
+class EmergencyAlarmGate:
+    """The ``emergency.alert``'s publish gate (realtime.services.publish_hooks), registered by
+    presence's AppConfig."""
+
+    def admit(self, *, member: Member) -> EmergencyAlarm:
+        return emergency_alarm_admit(member=member)
+
+    def refusal_audit(self, *, member: Member, refused: PublishRefused, client: ClientInfo | None) -> None:
+        emergency_alarm_refusal_audit(member=member, refused=refused, client=client)
+
 
 def emergency_alarm_admit(*, member: Member, now: datetime | None = None) -> EmergencyAlarm:
     """Whether the member's alarm repeats their open emergency or opens a new one, or
-    :class:`EmergencyRefused` (``rate_limited``, with ``retry_after``) when they opened
+    :class:`PublishRefused` (``rate_limited``, with ``retry_after``) when they opened
     ``PRESENCE_EMERGENCY_NEW_PER_MEMBER`` already in the window.
 
     Call it inside the alarm's transaction after :func:`wedding_stream_lock`: every alarm and every
@@ -92,7 +103,7 @@ def emergency_alarm_admit(*, member: Member, now: datetime | None = None) -> Eme
     if len(raised) >= limit:
         # The oldest of them leaving the window makes room for one more.
         retry_after = max((raised[-limit] + window - now).total_seconds(), 0.1)
-        raise EmergencyRefused(
+        raise PublishRefused(
             code="rate_limited",
             message=(
                 f"You raised {len(raised)} emergencies in the last "
@@ -114,7 +125,7 @@ def emergency_alarm_record(*, alarm: EmergencyAlarm, event_id: uuid.UUID, raised
     return emergency
 
 
-def emergency_alarm_refusal_audit(*, member: Member, refused: EmergencyRefused, client: ClientInfo | None) -> None:
+def emergency_alarm_refusal_audit(*, member: Member, refused: PublishRefused, client: ClientInfo | None) -> None:
     """A refused alarm (one new emergency too many) is audited per refusal: the member is known."""
     audit_record(
         action=AuditAction.EMERGENCY_REFUSE,

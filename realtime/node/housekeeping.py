@@ -16,7 +16,8 @@ import structlog
 from channels.db import database_sync_to_async
 from django.utils import timezone
 
-from realtime.limits import DEVICE_REFRESH_SECONDS, node_limits
+from realtime.limits.devices import DEVICE_REFRESH_SECONDS
+from realtime.limits.node import node_limits
 from realtime.messages import ControlMessage
 from realtime.names import Priority
 from realtime.selectors import access_snapshot, stream_heads, unacknowledged_events

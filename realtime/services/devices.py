@@ -9,7 +9,8 @@ from urllib.parse import parse_qs
 
 from realtime.db import per_socket_db
 from realtime.layer_send import layer_group_send
-from realtime.limits import device_limit_for, node_limits
+from realtime.limits.devices import device_limit_for
+from realtime.limits.node import node_limits
 from realtime.messages import ControlMessage
 from realtime.names import NODES_GROUP
 from realtime.services.sockets import device_limit_close_audit

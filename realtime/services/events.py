@@ -16,7 +16,6 @@ from typing import Any
 import structlog
 from django.db import connection, transaction
 
-from presence.emergency.selectors import emergencies_open_ids
 from realtime.audience import EVERYONE, Audience, AudienceError, audience_default, audience_narrow
 from realtime.layer_send import layer_group_send
 from realtime.messages import EventMessage
@@ -31,8 +30,10 @@ from realtime.names import (
     wedding_topic,
 )
 from realtime.protocol import FrameError, event_data_validate, iso
+from realtime.services.publish_hooks import PublishGate, publish_gate, reach_widening_reasons
 from wedsync.models import AuditOutcome, Member, Task
 from wedsync.permissions import Permission, Role, role_has_permission
+from wedsync.refusals import ErrorCode, Refused
 from wedsync.services.audit import AuditAction, ClientInfo, audit_record
 
 logger = structlog.get_logger(__name__)
@@ -46,11 +47,11 @@ class PublishedEvent:
     duplicate: bool  # an idempotent retry: the first publish's seq and id
 
 
-class PublishRefused(Exception):
-    def __init__(self, *, code: str, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+class PublishRefused(Refused):
+    """A refused ``publish``; ``retry_after`` (seconds) when it was refused for its rate."""
+
+    def __init__(self, *, code: ErrorCode, message: str, retry_after: float | None = None) -> None:
+        super().__init__(code=code, message=message)
         self.retry_after = retry_after
 
 
@@ -207,7 +208,9 @@ def _event_store(
     )
 
 
-def _refuse(*, member: Member, code: str, message: str, event_type: str, client: ClientInfo | None) -> PublishRefused:
+def _refuse(
+    *, member: Member, code: ErrorCode, message: str, event_type: str, client: ClientInfo | None
+) -> PublishRefused:
     if code == "forbidden":
         audit_record(
             action=AuditAction.PUBLISH_REFUSE,
@@ -256,9 +259,10 @@ def member_event_publish(
     """A member's ``publish``: checks type, data, permission and ``to``, then :func:`event_publish`.
 
     Raises :class:`PublishRefused` (``invalid``, ``forbidden``, ``rate_limited``) with the reason;
-    refusals of permission and of emergencies past the cap are audited. An ``emergency.alert``
-    opens its emergency (or updates the sender's open one) in the same transaction, and while one
-    is open a vendor's ``to`` may reach the whole wedding (audited; decision 0011).
+    refusals of permission are audited, and a gate's refusals by the gate. A type with a publish
+    gate (realtime.services.publish_hooks; presence's ``emergency.alert`` opens or updates an
+    emergency) is stored with what the gate records in one transaction, and while a reach widening
+    holds (an open emergency) a vendor's ``to`` may reach the whole wedding (audited; decision 0011).
     """
     try:
         event_type = EventType(type_name)
@@ -300,8 +304,9 @@ def member_event_publish(
         idempotency_key=idempotency_key,
         client=client,
     )
-    if event_type is EventType.EMERGENCY_ALERT:
-        return _emergency_alert_publish(publish=publish)
+    gate = publish_gate(event_type=event_type)
+    if gate is not None:
+        return _gated_publish(publish=publish, gate=gate)
     # A vendor's reach is decided under the stream lock, in the event's own transaction; any other
     # publish is event_publish's transaction alone (no savepoint on the hot path).
     joint = to is not None and member.is_vendor
@@ -346,19 +351,11 @@ def _member_event_store(*, publish: _MemberPublish) -> PublishedEvent:
     return published
 
 
-def _emergency_alert_publish(*, publish: _MemberPublish) -> PublishedEvent:
-    """An ``emergency.alert`` (never rate limited): stored with its emergency in one transaction.
-    Under the stream lock it either opens an emergency, or, while one the member raised is open,
-    updates that one (a repeat: stored and sent, but opening, escalating and re-sending nothing),
-    or is refused ``rate_limited`` past the member's cap of new emergencies (decision 0011)."""
-    # presence publishes through this module, so importing it at the top would be a cycle.
-    from presence.emergency.services import (
-        EmergencyRefused,
-        emergency_alarm_admit,
-        emergency_alarm_record,
-        emergency_alarm_refusal_audit,
-    )
-
+def _gated_publish(*, publish: _MemberPublish, gate: PublishGate) -> PublishedEvent:
+    """A publish of a type another app admits (the ``emergency.alert``: never rate limited), stored
+    with what the gate records in one transaction. Under the stream lock the gate admits it (and
+    may change its data) or refuses it (``rate_limited`` past a member's cap of new emergencies,
+    decision 0011); a refusal is audited by the gate once the refused transaction is gone."""
     member, key = publish.member, publish.idempotency_key
     try:
         with transaction.atomic():
@@ -367,13 +364,24 @@ def _emergency_alert_publish(*, publish: _MemberPublish) -> PublishedEvent:
                 first = event_for_idempotency_key(sender=member, idempotency_key=key)
                 if first is not None:
                     return first
-            alarm = emergency_alarm_admit(member=member)
-            published = _member_event_store(publish=replace(publish, data=alarm.event_data(publish.data)))
-            emergency_alarm_record(alarm=alarm, event_id=published.id, raised_by=member)
-    except EmergencyRefused as refused:  # audited once the refused transaction is gone
-        emergency_alarm_refusal_audit(member=member, refused=refused, client=publish.client)
-        raise PublishRefused(code=refused.code, message=refused.message, retry_after=refused.retry_after) from None
+            try:
+                admission = gate.admit(member=member)
+            except PublishRefused as refused:
+                raise _GateRefused(refused) from None  # rolls the transaction back before the audit
+            published = _member_event_store(publish=replace(publish, data=admission.event_data(publish.data)))
+            admission.record(event_id=published.id, sender=member)
+    except _GateRefused as gated:
+        gate.refusal_audit(member=member, refused=gated.refused, client=publish.client)
+        raise gated.refused from None
     return published
+
+
+class _GateRefused(Exception):
+    """A gate's refusal on its way out of the transaction: only the gate's own refusals are its to audit."""
+
+    def __init__(self, refused: PublishRefused) -> None:
+        super().__init__(refused.message)
+        self.refused = refused
 
 
 @dataclass(frozen=True, slots=True)
@@ -395,7 +403,7 @@ def _audience_to(*, member: Member, default: Audience, to: list[str]) -> tuple[A
             # Decided under the stream lock that resolving an emergency takes first: this event is
             # stored either before emergency.resolved (widened) or after it (not).
             wedding_stream_lock(wedding_id=member.wedding_id)
-            emergencies = emergencies_open_ids(wedding_id=member.wedding_id)
+            emergencies = reach_widening_reasons(wedding_id=member.wedding_id)
             if emergencies:
                 return wide.with_member(member.pk), _Widened(default=default, reached=wide, emergencies=emergencies)
     return narrowed.with_member(member.pk), None

@@ -8,7 +8,7 @@ from typing import Any
 from django.conf import settings
 
 from realtime.auth import SocketIdentity, socket_identify
-from realtime.limits import publish_rate_check
+from realtime.limits.publish_rate import publish_rate_check
 from realtime.selectors import (
     MembershipView,
     SubscriptionDenied,

@@ -14,16 +14,18 @@ from django.utils import timezone
 
 from realtime.models import RealtimeTicket
 from wedsync.models import AuditOutcome
+from wedsync.refusals import Refused
 from wedsync.selectors import token_generation_current
 from wedsync.services.audit import AuditAction, ClientInfo, audit_record
 from wedsync.services.retention import PurgeResult, orm_batch_delete, purge_in_batches
 
 
-class TicketRefused(Exception):
+class TicketRefused(Refused):
+    """A ticket not issued or not accepted; ``reason`` is a short stable code for the audit log."""
+
     def __init__(self, *, reason: str, message: str) -> None:
-        super().__init__(message)
+        super().__init__(code="unauthorized", message=message)
         self.reason = reason
-        self.message = message
 
 
 def _ticket_hash(raw: str) -> str:

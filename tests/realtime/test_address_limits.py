@@ -21,7 +21,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
-from realtime.limits import ADDRESS_SOCKET_TTL_SECONDS, Limits
+from realtime.limits.addresses import ADDRESS_SOCKET_TTL_SECONDS
+from realtime.limits.node import Limits
 from tests.personas import WeddingParty
 from tests.realtime.conftest import bearer, communicator
 from tests.realtime.nodes import cluster

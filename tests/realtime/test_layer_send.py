@@ -15,7 +15,8 @@ from django.test import override_settings
 
 from monitoring.metrics import LAYER_SENDS_DROPPED
 from realtime import layer_send
-from realtime.limits import RedisBreaker, _rate_limiter, publish_rate_check
+from realtime.limits.breaker import RedisBreaker
+from realtime.limits.publish_rate import _rate_limiter, publish_rate_check
 from realtime.messages import EventMessage
 from tests.servers import redis_server
 from wedsync.settings import channel_layer_config
@@ -111,7 +112,7 @@ def test_a_silent_redis_costs_the_rate_check_one_timeout_then_none(settings) -> 
 
 
 async def test_a_silent_redis_costs_the_limits_one_bounded_wait_then_none(settings, monkeypatch) -> None:
-    from realtime import limits as limits_module
+    from realtime.limits import node as limits_module
 
     monkeypatch.setattr(limits_module, "LIMITS_CALL_SECONDS", 0.5)
     with redis_server() as redis:

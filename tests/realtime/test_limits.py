@@ -13,7 +13,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.test import override_settings
 
-from realtime.limits import Limits
+from realtime.limits.node import Limits
 from tests.personas import WeddingParty
 from tests.realtime.conftest import Client, bearer, communicator
 from wedsync.models import AuditLog

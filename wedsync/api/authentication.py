@@ -7,7 +7,7 @@ from rest_framework.exceptions import AuthenticationFailed, Throttled
 from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle
 
-from realtime.limits import api_address_check
+from realtime.limits.addresses import api_address_check
 from wedsync.services.audit import AuditAction, ClientInfo, audit_refusal_record
 from wedsync.services.auth import TokenRefused, access_token_verify
 

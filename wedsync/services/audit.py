@@ -29,6 +29,7 @@ from django.http import HttpRequest
 from monitoring.metrics import AUDIT_ENTRIES, AUDIT_REFUSALS_COUNTED
 from wedsync.client_address import request_client_address, scope_client_address, scope_header_values
 from wedsync.models import AuditLog, AuditOutcome
+from wedsync.redis_keys import AUDIT_REFUSALS_PENDING, audit_refusal_window_key
 
 logger = structlog.get_logger(__name__)
 
@@ -182,8 +183,6 @@ def audit_record(
 # One hash per (window, action, reason, address): its count and what the summary row needs. The
 # pending sorted set holds the windows that counted more than their first refusal, scored by when
 # they end, so a flush finds the closed ones without scanning.
-REFUSALS_PENDING_KEY = "wedsync:audit-refusals:pending"
-_REFUSAL_WINDOW_PREFIX = "wedsync:audit-refusals:window:"
 _REFUSAL_KEEP_SECONDS = 24 * 3600  # a window nobody flushed within a day is given up (logged as lost)
 _FLUSH_GRACE_SECONDS = 2.0  # a window is flushed this long after its end: nodes' clocks differ a little
 _FLUSH_BATCH = 500  # windows written per INSERT
@@ -324,7 +323,10 @@ def _refusal_count(
     start, end = _window_bounds(now)
     try:
         count, due = _refusal_scripts(redis_url).record(
-            keys=[f"{_REFUSAL_WINDOW_PREFIX}{start}:{action.value}:{reason}:{address}", REFUSALS_PENDING_KEY],
+            keys=[
+                audit_refusal_window_key(start=start, action=action.value, reason=reason, address=address),
+                AUDIT_REFUSALS_PENDING,
+            ],
             args=[
                 action.value,
                 reason,
@@ -369,7 +371,7 @@ def audit_refusals_flush() -> int:
     written = 0
     while True:
         claimed_raw, expired = scripts.claim(
-            keys=[REFUSALS_PENDING_KEY], args=[time.time() - _FLUSH_GRACE_SECONDS, _FLUSH_BATCH]
+            keys=[AUDIT_REFUSALS_PENDING], args=[time.time() - _FLUSH_GRACE_SECONDS, _FLUSH_BATCH]
         )
         if expired:
             logger.error("audit.refusal_windows_lost", windows=int(expired))
@@ -381,7 +383,7 @@ def audit_refusals_flush() -> int:
         except Exception:
             for fields in claimed:
                 scripts.restore(
-                    keys=[fields["key"], REFUSALS_PENDING_KEY],
+                    keys=[fields["key"], AUDIT_REFUSALS_PENDING],
                     args=[
                         fields["count"],
                         fields["action"],

@@ -23,6 +23,7 @@ from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, Ou
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
 from wedsync.models import AuditOutcome, UserTokenGeneration
+from wedsync.refusals import Refused
 from wedsync.selectors import token_generation_current, user_with_token_generation
 from wedsync.services.audit import AuditAction, ClientInfo, audit_record, audit_refusal_record
 from wedsync.signals import tokens_revoked
@@ -30,13 +31,12 @@ from wedsync.signals import tokens_revoked
 GENERATION_CLAIM = "gen"
 
 
-class TokenRefused(Exception):
+class TokenRefused(Refused):
     """A credential or token was not accepted; ``reason`` is a short stable code for the audit log."""
 
     def __init__(self, *, reason: str, message: str, user: User | None = None) -> None:
-        super().__init__(message)
+        super().__init__(code="unauthorized", message=message)
         self.reason = reason
-        self.message = message
         self.user = user  # when the token named a real user (revoked, deactivated)
 
 

@@ -25,6 +25,8 @@ from limits import (
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
+from wedsync.redis_keys import AUTH_RATE_PREFIX
+
 logger = structlog.get_logger(__name__)
 
 _PER: dict[str, type[RateLimitItem]] = {
@@ -39,7 +41,7 @@ _PER: dict[str, type[RateLimitItem]] = {
 def _limiter(redis_url: str | None) -> MovingWindowRateLimiter:
     # Short timeouts: a login waits on this, and a hung Redis must not hold the request.
     options: dict[str, float | str] = {
-        "key_prefix": "wedsync-auth-rate",
+        "key_prefix": AUTH_RATE_PREFIX,
         "socket_timeout": 0.5,
         "socket_connect_timeout": 0.5,
     }
