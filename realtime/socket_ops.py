@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from channels.db import database_sync_to_async
 from django.utils import timezone
@@ -14,27 +14,49 @@ from django.utils import timezone
 from presence.services import PresenceRefused
 from presence.state import quality_of
 from realtime import protocol
-from realtime.auth import SocketRefused, socket_token_refresh
+from realtime.auth import SocketIdentity, SocketRefused, socket_token_refresh
 from realtime.db import per_socket_db
 from realtime.names import Priority, wedding_id_from_topic
-from realtime.node.hub import SubscribeRequest
+from realtime.node.hub import NodeHub, SubscribeRequest
 from realtime.node.replay import ReplayInterrupted
+from realtime.node.socket import Socket
+from realtime.outbox import Outbox
 from realtime.protocol import CloseCode
 from realtime.selectors import SubscriptionDenied
 from realtime.services.acks import event_ack
 from realtime.services.events import PublishRefused
 from realtime.services.sockets import socket_event_publish
-from wedsync.refusals import Refused
-
-if TYPE_CHECKING:
-    from realtime.consumers import RealtimeConsumer
+from wedsync.refusals import ErrorCode, Refused
+from wedsync.services.audit import ClientInfo
 
 RTT_STORE_MIN_SECONDS = 30.0
+
+
+class OpSocket(Socket, Protocol):
+    """What an op needs of its socket (the consumer), beyond what the node does."""
+
+    identity: SocketIdentity
+    client: ClientInfo
+    hub: NodeHub
+    outbox: Outbox | None
+    connect_weddings: frozenset[int]
+    closing: bool
+    rtt_quality: str | None
+    rtt_stored_at: float
+
+    def send_frame(self, frame: dict[str, Any], *, priority: Priority = ...) -> None: ...
+
+    def close_soon(self, code: int, error: ErrorCode, message: str) -> None: ...
+
+    def schedule_expiry(self) -> None: ...
+
+    async def refused_for_rate(self, op: str) -> None: ...
+
 
 _socket_event_publish = per_socket_db(socket_event_publish)  # wrapped once (realtime.db)
 
 
-async def op_subscribe(socket: RealtimeConsumer, frame: protocol.Subscribe) -> None:
+async def op_subscribe(socket: OpSocket, frame: protocol.Subscribe) -> None:
     wedding_id = wedding_id_from_topic(frame.topic)
     if wedding_id is None:
         socket.send_frame(protocol.reply_error(frame.ref, "invalid", "topic: expected wedding:<id>"))
@@ -74,7 +96,7 @@ async def op_subscribe(socket: RealtimeConsumer, frame: protocol.Subscribe) -> N
         subscribed.go_live()
 
 
-async def op_unsubscribe(socket: RealtimeConsumer, frame: protocol.Unsubscribe) -> None:
+async def op_unsubscribe(socket: OpSocket, frame: protocol.Unsubscribe) -> None:
     wedding_id = wedding_id_from_topic(frame.topic)
     if wedding_id is None or not socket.hub.unsubscribe(socket, wedding_id=wedding_id):
         _not_subscribed(socket, frame.ref, frame.topic, "Not subscribed to {topic}.")
@@ -82,14 +104,14 @@ async def op_unsubscribe(socket: RealtimeConsumer, frame: protocol.Unsubscribe) 
     socket.send_frame(protocol.reply_ok(frame.ref))
 
 
-def _subscribed_wedding(socket: RealtimeConsumer, topic: str) -> int | None:
+def _subscribed_wedding(socket: OpSocket, topic: str) -> int | None:
     wedding_id = wedding_id_from_topic(topic)
     if wedding_id is None or socket.hub.subscribed(socket, wedding_id=wedding_id) is None:
         return None
     return wedding_id
 
 
-async def op_publish(socket: RealtimeConsumer, frame: protocol.Publish) -> None:
+async def op_publish(socket: OpSocket, frame: protocol.Publish) -> None:
     wedding_id = _subscribed_wedding(socket, frame.topic)
     if wedding_id is None:
         _not_subscribed(socket, frame.ref, frame.topic, "Subscribe to {topic} first.")
@@ -114,7 +136,7 @@ async def op_publish(socket: RealtimeConsumer, frame: protocol.Publish) -> None:
     socket.send_frame(protocol.reply_ok(frame.ref, {"seq": published.seq, "id": str(published.id)}))
 
 
-async def op_ack(socket: RealtimeConsumer, frame: protocol.Ack) -> None:
+async def op_ack(socket: OpSocket, frame: protocol.Ack) -> None:
     wedding_id = _subscribed_wedding(socket, frame.topic)
     if wedding_id is None:
         _not_subscribed(socket, frame.ref, frame.topic, "Not subscribed to {topic}.")
@@ -129,7 +151,7 @@ async def op_ack(socket: RealtimeConsumer, frame: protocol.Ack) -> None:
         socket.send_frame(protocol.reply_ok(frame.ref))
 
 
-async def op_auth(socket: RealtimeConsumer, frame: protocol.Auth) -> None:
+async def op_auth(socket: OpSocket, frame: protocol.Auth) -> None:
     try:
         socket.identity = await database_sync_to_async(socket_token_refresh)(
             identity=socket.identity, raw=frame.token, client=socket.client
@@ -141,7 +163,7 @@ async def op_auth(socket: RealtimeConsumer, frame: protocol.Auth) -> None:
     socket.send_frame(protocol.reply_ok(frame.ref, {"expires_at": socket.identity.expires_at}))
 
 
-async def op_heartbeat(socket: RealtimeConsumer, frame: protocol.Heartbeat) -> None:
+async def op_heartbeat(socket: OpSocket, frame: protocol.Heartbeat) -> None:
     socket.send_frame(protocol.reply_ok(frame.ref, {"server_time": protocol.iso(timezone.now())}))
     if frame.rtt is None:
         return
@@ -154,7 +176,7 @@ async def op_heartbeat(socket: RealtimeConsumer, frame: protocol.Heartbeat) -> N
         socket.rtt_quality, socket.rtt_stored_at = quality, time.monotonic()
 
 
-async def op_presence(socket: RealtimeConsumer, frame: protocol.Presence) -> None:
+async def op_presence(socket: OpSocket, frame: protocol.Presence) -> None:
     wedding_id = _subscribed_wedding(socket, frame.topic)
     if wedding_id is None:
         _not_subscribed(socket, frame.ref, frame.topic, "Subscribe to {topic} first.")
@@ -173,16 +195,16 @@ async def op_presence(socket: RealtimeConsumer, frame: protocol.Presence) -> Non
     socket.send_frame(protocol.reply_ok(frame.ref))
 
 
-async def op_not_yet(socket: RealtimeConsumer, frame: protocol.Sync) -> None:
+async def op_not_yet(socket: OpSocket, frame: protocol.Sync) -> None:
     op = type(frame).__name__.lower()
     socket.send_frame(protocol.reply_error(frame.ref, "unavailable", f"{op} is not available on this server yet."))
 
 
-def _not_subscribed(socket: RealtimeConsumer, ref: str | None, topic: str, message: str) -> None:
+def _not_subscribed(socket: OpSocket, ref: str | None, topic: str, message: str) -> None:
     socket.send_frame(protocol.reply_error(ref, "not_subscribed", message.format(topic=topic)))
 
 
-OPS: dict[type, Callable[[RealtimeConsumer, Any], Awaitable[None]]] = {
+OPS: dict[type, Callable[[OpSocket, Any], Awaitable[None]]] = {
     protocol.Subscribe: op_subscribe,
     protocol.Unsubscribe: op_unsubscribe,
     protocol.Publish: op_publish,

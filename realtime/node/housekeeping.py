@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import structlog
 from channels.db import database_sync_to_async
@@ -20,13 +20,25 @@ from realtime.limits.devices import DEVICE_REFRESH_SECONDS
 from realtime.limits.node import node_limits
 from realtime.messages import ControlMessage
 from realtime.names import Priority
+from realtime.node.feed import WeddingFeed
+from realtime.node.socket import Socket
 from realtime.selectors import access_snapshot, stream_heads, unacknowledged_events
 from realtime.walks import in_slices
 
-if TYPE_CHECKING:
-    from realtime.node.hub import NodeHub
-
 logger = structlog.get_logger(__name__)
+
+
+class Node(Protocol):
+    """What the housekeeping needs of the node hub."""
+
+    layer: Any  # the channel layer
+    feeds: dict[int, WeddingFeed]
+    sockets: dict[str, Socket]
+
+    async def join_groups(self) -> None: ...
+
+    def feed_close(self, wedding_id: int) -> None: ...
+
 
 POLL_INTERVAL = 1.0
 GROUP_RENEW_SECONDS = 60.0  # Pub/Sub group subscriptions (the core layer's follow its expiry)
@@ -37,7 +49,7 @@ RESEND_WINDOW_SECONDS = 3600.0  # for this long after it was published
 MAX_RESENDS = 5
 
 
-async def poll_loop(hub: NodeHub) -> None:
+async def poll_loop(hub: Node) -> None:
     """The once-a-second housekeeping; one failed round is logged and the next one runs."""
     loop = asyncio.get_running_loop()
     # Core: renew memberships before they expire. Pub/Sub has no expiry; renewing still repairs
@@ -67,7 +79,7 @@ async def poll_loop(hub: NodeHub) -> None:
             logger.exception("hub.poll_failed")
 
 
-async def heads_poll(hub: NodeHub) -> None:
+async def heads_poll(hub: Node) -> None:
     """A feed behind its stream's head twice in a row lost an event in flight: it reads the log."""
     if not hub.feeds:
         return
@@ -81,7 +93,7 @@ async def heads_poll(hub: NodeHub) -> None:
         feed.suspected_head = head
 
 
-def idle_feeds_close(hub: NodeHub, *, now: float) -> None:
+def idle_feeds_close(hub: Node, *, now: float) -> None:
     for wedding_id, feed in list(hub.feeds.items()):
         if feed.subscriptions:
             feed.idle_since = None
@@ -91,7 +103,7 @@ def idle_feeds_close(hub: NodeHub, *, now: float) -> None:
             hub.feed_close(wedding_id)
 
 
-async def unacknowledged_resend(hub: NodeHub) -> None:
+async def unacknowledged_resend(hub: Node) -> None:
     """Emergency and critical events a member has not acknowledged (``ack``) are sent again,
     marked ``"resent": true``, every RESEND_SECONDS, at most MAX_RESENDS times per socket."""
     if not hub.feeds:
@@ -129,7 +141,7 @@ async def unacknowledged_resend(hub: NodeHub) -> None:
                 )
 
 
-async def access_loop(hub: NodeHub) -> None:
+async def access_loop(hub: Node) -> None:
     """Every ACCESS_CHECK_SECONDS, the access check: a task of its own, since it needs only the
     database and must keep its pace when the housekeeping's Redis steps wait on a Redis that
     does not answer (the very moment revocation messages get lost)."""
@@ -143,7 +155,7 @@ async def access_loop(hub: NodeHub) -> None:
             logger.exception("hub.access_check_failed")
 
 
-async def access_reconcile(hub: NodeHub) -> None:
+async def access_reconcile(hub: Node) -> None:
     """The safety net under the control messages (which ride the same lossy layer): compare this
     node's subscriptions and sockets with the database's roles, token generations, accounts and
     sessions, and act on any change a lost message did not bring."""

@@ -306,7 +306,7 @@ class NodeHub:
             check = access_check(user_id=socket.user_id, wedding_id=wedding_id, client=client)
         else:
             membership = await _socket_subscribe_check(user_id=socket.user_id, wedding_id=wedding_id, client=client)
-        membership, replay, subscription, viewer = await self._attach(
+        feed, membership, replay, subscription, viewer = await self._attach(
             socket, request, membership=membership, check=check
         )
         snapshot = await self.presence.join(viewer, wedding_id=wedding_id)
@@ -322,7 +322,7 @@ class NodeHub:
             }
         )
         self.presence.show(viewer, wedding_id=wedding_id, snapshot=snapshot)
-        return Subscribed(self, socket, membership, replay, subscription, request.min_priority)
+        return Subscribed(feed, socket, membership, replay, subscription, request.min_priority)
 
     async def _attach(
         self,
@@ -331,7 +331,7 @@ class NodeHub:
         *,
         membership: MembershipView | None,
         check: Callable[[], MembershipView] | None,
-    ) -> tuple[MembershipView, Replay, Subscription, Viewer]:
+    ) -> tuple[WeddingFeed, MembershipView, Replay, Subscription, Viewer]:
         """Attach ``socket`` to the wedding, then read what it missed: every event is in the replay,
         among the ones the subscription held meanwhile, or both, and :meth:`Subscription.go_live`
         sends each exactly once, in order. With a ``check`` instead of a ``membership`` the
@@ -370,7 +370,7 @@ class NodeHub:
             raise
         subscription.confirm(membership)
         viewer.confirm(membership)
-        return membership, replay, subscription, viewer
+        return feed, membership, replay, subscription, viewer
 
 
 def _log_failure(task: asyncio.Task[Any]) -> None:

@@ -5,22 +5,18 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import structlog
 
 from realtime.db import per_socket_db
 from realtime.names import Priority
-from realtime.node.feed import Subscription
+from realtime.node.feed import Subscription, WeddingFeed
 from realtime.node.socket import Socket
 from realtime.outbox import conflation_key
 from realtime.protocol import encode
 from realtime.selectors import MembershipView, Replay, events_replay, events_replay_page
 from realtime.services.sockets import socket_subscribe_check
 from wedsync.services.audit import ClientInfo
-
-if TYPE_CHECKING:
-    from realtime.node.hub import NodeHub
 
 logger = structlog.get_logger(__name__)
 
@@ -43,7 +39,7 @@ class ReplayedEvent:
 class Subscribed:
     """A subscription whose reply is queued: its replay to send, then :meth:`go_live`."""
 
-    hub: NodeHub
+    feed: WeddingFeed
     socket: Socket
     membership: MembershipView
     replay: Replay
@@ -52,7 +48,7 @@ class Subscribed:
 
     def current(self) -> bool:
         """Whether the subscription still stands (not removed, re-roled or replaced meanwhile)."""
-        return self.hub.subscribed(self.socket, wedding_id=self.membership.wedding_id) is self.subscription
+        return self.feed.subscriptions.get(self.socket.connection_id) is self.subscription
 
     async def events(self) -> AsyncIterator[ReplayedEvent]:
         """The replay, a page at a time (a 5,000-event replay never sits in memory whole); it ends

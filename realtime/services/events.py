@@ -31,9 +31,10 @@ from realtime.names import (
 )
 from realtime.protocol import FrameError, event_data_validate, iso
 from realtime.services.publish_hooks import PublishGate, publish_gate, reach_widening_reasons
+from realtime.services.publish_hooks import PublishRefused as PublishRefused  # the publish API names it here too
 from wedsync.models import AuditOutcome, Member, Task
 from wedsync.permissions import Permission, Role, role_has_permission
-from wedsync.refusals import ErrorCode, Refused
+from wedsync.refusals import ErrorCode
 from wedsync.services.audit import AuditAction, ClientInfo, audit_record
 
 logger = structlog.get_logger(__name__)
@@ -45,14 +46,6 @@ class PublishedEvent:
     wedding_id: int
     seq: int
     duplicate: bool  # an idempotent retry: the first publish's seq and id
-
-
-class PublishRefused(Refused):
-    """A refused ``publish``; ``retry_after`` (seconds) when it was refused for its rate."""
-
-    def __init__(self, *, code: ErrorCode, message: str, retry_after: float | None = None) -> None:
-        super().__init__(code=code, message=message)
-        self.retry_after = retry_after
 
 
 def event_frame(event: Event, *, replay: bool) -> dict[str, Any]:

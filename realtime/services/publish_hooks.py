@@ -10,11 +10,19 @@ import uuid
 from typing import TYPE_CHECKING, Any, Protocol
 
 from realtime.names import EventType
+from wedsync.refusals import ErrorCode, Refused
 
 if TYPE_CHECKING:
-    from realtime.services.events import PublishRefused
     from wedsync.models import Member
     from wedsync.services.audit import ClientInfo
+
+
+class PublishRefused(Refused):
+    """A refused ``publish``; ``retry_after`` (seconds) when it was refused for its rate."""
+
+    def __init__(self, *, code: ErrorCode, message: str, retry_after: float | None = None) -> None:
+        super().__init__(code=code, message=message)
+        self.retry_after = retry_after
 
 
 class Admission(Protocol):
@@ -31,7 +39,7 @@ class PublishGate(Protocol):
     transaction (so what it decides and the event are kept or dropped together)."""
 
     def admit(self, *, member: Member) -> Admission:
-        """What the event will be, or :class:`~realtime.services.events.PublishRefused`."""
+        """What the event will be, or :class:`PublishRefused`."""
 
     def refusal_audit(self, *, member: Member, refused: PublishRefused, client: ClientInfo | None) -> None:
         """Called once the refused transaction is gone."""
