@@ -2,8 +2,8 @@
 
 channels' ``database_sync_to_async`` runs every call on one thread (``thread_sensitive``), so a
 node's connects, subscribes and publishes queue behind each other while that thread mostly waits
-on PostgreSQL round trips: in a 2,000-socket reconnect storm it was the queue every connect stood
-in (py-spy: 39 % of samples on that thread, three quarters of them waiting for the database).
+on PostgreSQL round trips: in a reconnect storm it was the queue every connect stood in
+(decision 0006).
 Calls that stand alone (one socket's read or its own transaction, nothing shared with other sync
 code) go to asgiref's small thread pool instead, each thread with its own connection.
 """
@@ -24,7 +24,7 @@ R = TypeVar("R")
 
 # Django checks a persistent connection with ``SELECT 1`` before the first query of every request
 # (CONN_HEALTH_CHECKS); a hop is one socket's one or two queries, so that doubled their round trips
-# and was 2.6 % of a reconnect storm's CPU (py-spy). A connection that finished a hop without error
+# (decision 0006). A connection that finished a hop without error
 # this recently is trusted as it is; one idle longer is checked as Django would.
 TRUST_RECENT_SECONDS = 1.0
 
@@ -34,8 +34,8 @@ _last_hop = threading.local()  # Django's connections are per thread, so is when
 def per_socket_db(func: Callable[P, R]) -> Any:
     """``database_sync_to_async`` on the thread pool, for a self-contained per-socket call.
 
-    Wrap once, at import, not per call: building the wrappers was 2.5 % of a reconnect storm's
-    CPU (py-spy), more than the hop's own bookkeeping."""
+    Wrap once, at import, not per call: building the wrappers cost more than the hop's own
+    bookkeeping (decision 0006)."""
 
     @functools.wraps(func)
     def call(*args: P.args, **kwargs: P.kwargs) -> R:

@@ -73,8 +73,8 @@ def memberships_for_user(*, user_id: int) -> tuple[list[MembershipView], int]:
 
 
 # A publish reads the sender's membership fresh every time (a role may have changed), with the user
-# its name comes from: at 50 publishes/s the ORM's filter/select_related/first was ~9 % of a
-# 10,000-socket node's GIL samples (py-spy, Saturday peak), most of it compiling the query.
+# its name comes from, in one hand-written statement: the ORM's filter/select_related/first was a
+# large share of a busy node's GIL, most of it compiling the query (decision 0013).
 # What Member.name reads, in the model's field order (User.from_db takes values in that order).
 _PUBLISHER_USER_FIELDS = tuple(
     field.attname for field in User._meta.concrete_fields if field.attname in ("username", "first_name", "last_name")
@@ -127,8 +127,8 @@ def membership_for_topic(*, user_id: int, wedding_id: int) -> MembershipView:
 _GENERATIONS, _USERS = UserTokenGeneration._meta.db_table, _USER
 _SESSIONS = Session._meta.db_table
 # Every 5 s with every socket of the node: 10,000 ids as one array parameter, not 10,000
-# placeholders for the ORM to compile (py-spy at 10,000 sockets: ~11 % of the node's samples,
-# holding the GIL, a latency spike for every socket each time).
+# placeholders for the ORM to compile, which held the GIL long enough to delay every socket's
+# deliveries each time (decision 0013).
 _ACCESS_MEMBERS_SQL = f"SELECT id, role, wedding_id, user_id, is_active FROM {_MEMBER} WHERE id = ANY(%s)"  # noqa: S608
 _ACCESS_USERS_SQL = (
     f"SELECT u.id, u.is_active, g.generation FROM {_USERS} u "  # noqa: S608

@@ -2,8 +2,8 @@
 
 A node's housekeeping visits each of its sockets: daphne's timeout and application checks (every
 2 s and 1 s), the hub's heard-from round (2 s), its access reconciliation (5 s) and its device
-refresh (20 s). At 10,000 sockets each walk held the loop for 40-200 ms in one callback (py-spy,
-Saturday peak), and every delivery due meanwhile waited behind it. These helpers do the same
+refresh (20 s). At a busy node each walk held the loop in one callback, and every delivery due
+meanwhile waited behind it (the figures are in decision 0013). These helpers do the same
 walks a slice at a time, letting the loop run between slices, so a delivery waits for one slice
 at most (a few ms). The work is the same; only its stalls are gone.
 """
@@ -20,8 +20,8 @@ logger = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 
-# ~500 sockets of any of these walks took 2-10 ms at 10,000 sockets: short next to a delivery's
-# p50, long enough that the hops between slices cost nothing measurable.
+# A slice's stall is short next to a delivery's p50, and long enough that the hops between slices
+# cost nothing measurable (decision 0013).
 WALK_SLICE = 500
 
 

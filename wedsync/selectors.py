@@ -22,9 +22,9 @@ def user_with_token_generation(*, user_id: object) -> tuple[User | None, int]:
     """The user (active or not) and its token generation, in one query; (None, 0) if unknown.
 
     Every bearer-token socket connect and API request runs this. It is one hand-written statement
-    read with a plain cursor: the ORM's ``select_related`` version cost three times the server CPU
-    of this one, most of it compiling the query, and ``raw()`` another ~40 % of what is left
-    (resolving columns to fields for every call; py-spy, reconnect storm). ``from_db`` builds the
+    read with a plain cursor: the ORM's ``select_related`` version and ``raw()`` cost several times
+    its server CPU, compiling the query and resolving columns to fields on every call (decision
+    0006). ``from_db`` builds the
     user as the ORM would, from values in the model's field order.
     """
     model = get_user_model()

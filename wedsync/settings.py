@@ -462,7 +462,7 @@ REALTIME_HANDSHAKE_TIMEOUT = env_int("REALTIME_HANDSHAKE_TIMEOUT", default=15, m
 # Threads a node runs its sockets' database and presence calls on (the event loop's default pool).
 REALTIME_THREAD_POOL = env_int("REALTIME_THREAD_POOL", default=24, minimum=1, maximum=256)
 # malloc arenas a socket node keeps (realtime/daphne/memory.py, decision 0016); 0 keeps glibc's
-# default of 8 per core, whose per-thread high-water marks cost ~2 KB of RSS per idle socket.
+# default of 8 per core, whose per-thread high-water marks cost RSS per idle socket.
 REALTIME_MALLOC_ARENAS = env_int("REALTIME_MALLOC_ARENAS", default=2, minimum=0, maximum=64)
 # Garbage collection on a socket node (realtime/gc_policy.py, decision 0007): freeze long-lived
 # objects this often (0 turns the policy off), and collect everything this often.
