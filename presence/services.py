@@ -35,7 +35,7 @@ class PresenceRefused(Refused):
     """A refused presence change: nothing was changed."""
 
 
-# How a change is told: the node's hub batches changes made in its own process (NodeHub.presence_tell);
+# How a change is told: the node's hub batches changes made in its own process (NodePresence.tell);
 # a process without one (the beat sweep) sends them to the layer itself (presence_tell_layer).
 Tell = Callable[[MemberChange], None]
 
