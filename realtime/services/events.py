@@ -23,6 +23,7 @@ from realtime.models import Event, WeddingStream, new_epoch
 from realtime.names import (
     DEFAULT_PRIORITY,
     PUBLISH_PERMISSION,
+    RETIRED_CLIENT_TYPES,
     SERVER_ONLY_TYPES,
     EventType,
     Priority,
@@ -261,6 +262,12 @@ def member_event_publish(
         event_type = EventType(type_name)
     except ValueError:
         raise PublishRefused(code="invalid", message=f"type: unknown event type {type_name[:64]!r}") from None
+    if event_type in RETIRED_CLIENT_TYPES:
+        raise PublishRefused(
+            code="invalid",
+            message=f"type: {event_type} is no longer published by clients; change the record with the sync op "
+            "and the server sends record.updated (docs/protocol.md section 7)",
+        )
     if event_type in SERVER_ONLY_TYPES:
         raise _refuse(
             member=member,

@@ -53,6 +53,8 @@ class AuditAction(enum.StrEnum):
     MEMBER_CHANGE = "member.change"
     MEMBER_REMOVE = "member.remove"
     RECORD_CHANGE = "record.change"
+    RECORD_REFUSE = "record.refuse"
+    CONFLICT_RESOLVE = "record.conflict.resolve"
     WEDDING_DELETE = "wedding.delete"
     ALERT_ACK = "presence.alert.ack"
     ALERT_REFUSE = "presence.alert.refuse"
