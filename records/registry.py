@@ -192,6 +192,8 @@ def _timeline_apply(actor: Actor, item: TimelineItem, changes: dict[str, Any]) -
 
 
 def _timeline_new(actor: Actor, changes: dict[str, Any]) -> TimelineItem:
+    if changes.get("starts_at") is None:  # the column is required: refused here, not by the database
+        raise RecordInvalid("starts_at: a new timeline item needs its start")
     return TimelineItem(wedding_id=actor.wedding_id)
 
 
