@@ -112,10 +112,7 @@ EMERGENCY_REPEAT_FIELD = "repeat"
 # The permission a member needs to publish each client type (``None``: see the audience rules).
 PUBLISH_PERMISSION: dict[EventType, Permission | None] = {
     EventType.CHAT_MESSAGE: Permission.CHAT,
-    EventType.RSVP_UPDATED: Permission.EDIT_RSVP,
-    EventType.TIMELINE_CHANGED: Permission.EDIT_TIMELINE,
     EventType.VENDOR_STATUS: None,  # vendors about themselves, planner and couple about anyone
-    EventType.TASK_UPDATED: None,  # the planner, the couple, or the task's assignee
     EventType.EMERGENCY_ALERT: Permission.SEND_EMERGENCY,
 }
 

@@ -16,7 +16,7 @@ import msgspec
 from presence.state import StateChange
 from presence.vocabulary import PresenceStatus, VendorActivity
 from realtime.names import EventType
-from wedsync.models.records import LocationZone, RsvpStatus, TaskStatus
+from wedsync.models.records import LocationZone
 from wedsync.refusals import ErrorCode as ErrorCode  # the protocol's codes, named where every app can raise them
 from wedsync.refusals import Refused
 
@@ -343,29 +343,10 @@ class ChatData(_Data):
     reply_to: Seq | None = None
 
 
-class RsvpData(_Data):
-    member: MemberId | None = None  # the guest concerned; the sender when omitted
-    status: RsvpStatus | None = None
-    meal: Annotated[str, msgspec.Meta(max_length=100)] | None = None
-    plus_ones: Annotated[int, msgspec.Meta(ge=0, le=20)] | None = None
-    dietary_notes: Annotated[str, msgspec.Meta(max_length=1000)] | None = None
-
-
-class TimelineData(_Data):
-    item: MemberId  # the timeline item's id
-    summary: ShortText | None = None
-
-
 class VendorStatusData(_Data):
     activity: VendorActivity
     member: MemberId | None = None  # the vendor concerned; the sender when omitted
     eta_minutes: Annotated[int, msgspec.Meta(ge=0, le=1440)] | None = None
-    note: ShortText | None = None
-
-
-class TaskData(_Data):
-    task: MemberId  # the task's id
-    status: TaskStatus | None = None
     note: ShortText | None = None
 
 
@@ -376,10 +357,7 @@ class EmergencyData(_Data):
 
 EVENT_DATA_SCHEMAS: dict[EventType, type[_Data]] = {
     EventType.CHAT_MESSAGE: ChatData,
-    EventType.RSVP_UPDATED: RsvpData,
-    EventType.TIMELINE_CHANGED: TimelineData,
     EventType.VENDOR_STATUS: VendorStatusData,
-    EventType.TASK_UPDATED: TaskData,
     EventType.EMERGENCY_ALERT: EmergencyData,
 }
 
