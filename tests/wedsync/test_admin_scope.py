@@ -283,12 +283,18 @@ def test_a_coordinator_cannot_add_a_member_to_another_agencys_wedding(luz: Side,
 
 def test_a_coordinator_cannot_move_a_record_to_another_agencys_wedding(luz: Side, mar: Side, cora: User) -> None:
     task = luz.rows["wedsync.task"]
-    response = logged_in(cora).post(
-        url("wedsync.task", "change", task.pk), {"wedding": mar.wedding.pk, "title": "Moved", "status": "todo"}
+    client = logged_in(cora)
+    # A record's wedding is fixed once created (shown, read-only); a new one's is theirs to pick.
+    assert "wedding" not in client.get(url("wedsync.task", "change", task.pk)).context["adminform"].form.fields
+    client.post(
+        url("wedsync.task", "change", task.pk),
+        {"wedding": mar.wedding.pk, "title": "Moved", "status": "todo", "base_version": 1},
     )
+    assert Task.objects.get(pk=task.pk).wedding_id == luz.wedding.pk
+    response = client.post(url("wedsync.task", "add"), {"wedding": mar.wedding.pk, "title": "New", "status": "todo"})
     assert response.status_code == 200
     assert "wedding" in response.context["adminform"].form.errors
-    assert Task.objects.get(pk=task.pk).wedding_id == luz.wedding.pk
+    assert not Task.objects.filter(title="New").exists()
 
 
 def test_the_autocomplete_offers_the_coordinators_weddings_and_people_only(luz: Side, mar: Side, cora: User) -> None:

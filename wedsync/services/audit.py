@@ -55,6 +55,7 @@ class AuditAction(enum.StrEnum):
     RECORD_CHANGE = "record.change"
     RECORD_REFUSE = "record.refuse"
     CONFLICT_RESOLVE = "record.conflict.resolve"
+    RECORD_STRATEGY_CHANGE = "record.strategy.change"
     WEDDING_DELETE = "wedding.delete"
     ALERT_ACK = "presence.alert.ack"
     ALERT_REFUSE = "presence.alert.refuse"
