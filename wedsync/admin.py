@@ -21,8 +21,9 @@ from django.forms import BaseInlineFormSet, ModelForm
 from django.http import HttpRequest
 
 from presence.admin import OpenAlertInline, wedding_presence_html
+from records.admin import WeddingStrategyInline, strategies_formset_save
 from records.admin_edits import RecordEditAdmin, RecordEditForm
-from records.models import RecordKindName
+from records.models import RecordKindName, WeddingStrategy
 from wedsync.admin_scope import (
     OverseenChoices,
     ScopedAdmin,
@@ -81,7 +82,7 @@ class WeddingAdmin(WeddingScopedAdmin[Wedding]):
     search_fields = ("name", "slug", "venue_name", "venue_address")
     date_hierarchy = "date"
     prepopulated_fields = {"slug": ("name",)}
-    inlines = [MemberInline, CoordinatorAssignmentInline, OpenAlertInline]
+    inlines = [MemberInline, CoordinatorAssignmentInline, OpenAlertInline, WeddingStrategyInline]
     readonly_fields = ("live_presence",)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Wedding]:
@@ -128,6 +129,9 @@ class WeddingAdmin(WeddingScopedAdmin[Wedding]):
     def save_formset(
         self, request: HttpRequest, form: ModelForm[Wedding], formset: BaseInlineFormSet[Any, Any, Any], change: bool
     ) -> None:
+        if formset.model is WeddingStrategy:
+            strategies_formset_save(request, formset)
+            return
         if formset.model is not Member:
             super().save_formset(request, form, formset, change)
             return
