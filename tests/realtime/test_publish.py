@@ -117,6 +117,7 @@ def record_sync_as(member: Member, kind: str, record_id: int | None, **changes: 
     return Event.objects.get(wedding_id=member.wedding_id, seq=result.reply["seq"])
 
 
+@pytest.mark.requires_postgres
 def test_timeline_audience_adds_the_assigned_vendors(party: WeddingParty) -> None:
     item = TimelineItemFactory(wedding=party.wedding)
     item.assigned_vendors.set([party.paula, party.miles])
@@ -126,6 +127,7 @@ def test_timeline_audience_adds_the_assigned_vendors(party: WeddingParty) -> Non
     assert not audience.includes(member_id=party.carmen.pk, role="caterer")
 
 
+@pytest.mark.requires_postgres
 def test_task_audience_is_couple_planner_and_assignee(party: WeddingParty) -> None:
     task = TaskFactory(wedding=party.wedding, assignee=party.flora)
     event = record_sync_as(party.ana, "task", task.pk, status="done")
@@ -136,6 +138,7 @@ def test_task_audience_is_couple_planner_and_assignee(party: WeddingParty) -> No
     )
 
 
+@pytest.mark.requires_postgres
 def test_rsvp_audience_is_couple_planner_and_that_guest(party: WeddingParty) -> None:
     event = record_sync_as(party.gil, "rsvp", None, status="attending")
     assert (event.type, event.audience_roles, event.audience_members) == (
@@ -198,6 +201,7 @@ def _other_guest(party: WeddingParty) -> Member:
 
 
 # Who may change what, once published as record types, is now the engine's to refuse (and audit).
+@pytest.mark.requires_postgres
 @pytest.mark.parametrize(
     ("persona", "kind", "target", "changes"),
     [
@@ -232,6 +236,7 @@ def test_forbidden_record_changes_are_refused_and_audited(
     assert (entry.actor_id, entry.wedding_id, entry.outcome) == (member.user_id, party.wedding.pk, "refused")
 
 
+@pytest.mark.requires_postgres
 def test_task_assignee_may_change_the_status_of_their_task(party: WeddingParty) -> None:
     task = TaskFactory(wedding=party.wedding, assignee=party.carmen)
     event = record_sync_as(party.carmen, "task", task.pk, status="done")
