@@ -30,6 +30,7 @@ def conflation_key(frame: dict[str, Any]) -> str | None:
     if frame["type"] in _NEVER_CONFLATED:
         return None
     data = frame.get("data") or {}
+    subject: object
     if "record" in data:  # a record's events are about the record, whoever changed it
         subject = f"{data['record']}:{data.get('id')}"
     else:
