@@ -10,7 +10,7 @@ through :mod:`records.oversight`, which audits them.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django import forms
 from django.contrib import admin, messages
@@ -30,7 +30,11 @@ from wedsync.admin_scope import WeddingScopedAdmin
 from wedsync.models import Wedding
 from wedsync.services.audit import ClientInfo
 
-_RESOLVED = "_records_conflict_resolved"  # (level, message), from save_model to the response
+if TYPE_CHECKING:
+    from django.contrib.admin.options import _FieldOpts, _FieldsetSpec
+    from django.utils.functional import _StrOrPromise
+
+_RESOLVED = "_records_conflict_resolved"  # whether save_model resolved it, for the response
 
 
 def _resolve(request: HttpRequest, conflict: Conflict, resolution: str, values: dict[str, Any] | None) -> bool:
@@ -122,10 +126,8 @@ class ConflictAdmin(WeddingScopedAdmin[Conflict]):
     )
     actions = ["keep_theirs", "apply_mine"]
 
-    def get_fieldsets(
-        self, request: HttpRequest, obj: Conflict | None = None
-    ) -> list[tuple[str | None, dict[str, Any]]]:
-        fieldsets: list[tuple[str | None, dict[str, Any]]] = [
+    def get_fieldsets(self, request: HttpRequest, obj: Conflict | None = None) -> _FieldsetSpec:
+        fieldsets: list[tuple[_StrOrPromise | None, _FieldOpts]] = [
             (
                 None,
                 {"fields": ("wedding", "record", "strategy", "base_version", "version", "submitted_by", "created_at")},
