@@ -833,8 +833,7 @@ def socket_records_sync(
     *, user_id: int, wedding_id: int, requests: list[SyncRequest], atomic: bool, client: ClientInfo
 ) -> list[SyncResult]:
     """A socket's ``sync``: as the user's current active member (a role may have changed since the
-    socket subscribed), resent op ids answered first at no cost, then the member's rate budget
-    (one op or one batch counts as one message)."""
+    socket subscribed), through :func:`records_sync_submit`."""
     member = member_for_publish(user_id=user_id, wedding_id=wedding_id)
     if member is None:
         audit_record(
@@ -846,20 +845,29 @@ def socket_records_sync(
             details={"user": user_id, "reason": "not a member"},
         )
         raise SyncRefused(code="forbidden", message="You are no longer a member of this wedding.")
-    actor = actor_for_member(member)
+    return records_sync_submit(actor=actor_for_member(member), requests=requests, atomic=atomic, client=client)
+
+
+def records_sync_submit(
+    *, actor: Actor, requests: list[SyncRequest], atomic: bool, client: ClientInfo | None = None
+) -> list[SyncResult]:
+    """The one door for a client's ops, from a socket's ``sync`` or the REST API alike, so both share
+    the op-id store and the member's rate budget: resent op ids are answered first at no cost, then
+    one op or one batch counts as one message (staff, who are no member, have no such budget)."""
     kept = [_op_result_kept(actor=actor, op_id=request.op_id) for request in requests]
     if all(result is not None for result in kept):
         return [result for result in kept if result is not None]
-    rate = publish_rate_check(member_id=member.pk, role=member.role, event_type="sync")
-    if not rate.allowed:
+    member = actor.member
+    rate = None if member is None else publish_rate_check(member_id=member.pk, role=actor.role, event_type="sync")
+    if rate is not None and not rate.allowed:
         audit_record(
             action=AuditAction.RATE_LIMIT_REFUSE,
             outcome=AuditOutcome.REFUSED,
-            actor=member.user,
-            wedding_id=wedding_id,
+            actor=actor.user,
+            wedding_id=actor.wedding_id,
             target="op:sync",
             client=client,
-            details={"member": member.pk, "role": member.role, "reason": "rate_limited"},
+            details={"member": actor.member_id, "role": actor.role, "reason": "rate_limited"},
         )
         raise SyncRefused(
             code="rate_limited", message="Too many changes: wait and retry.", retry_after=rate.retry_after
