@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -41,6 +41,7 @@ from wedsync.refusals import ErrorCode, Refused
 from wedsync.services.audit import AuditAction, ClientInfo, audit_record
 
 MAX_BATCH_OPS = 50
+_TIMES = (datetime(1900, 1, 1, tzinfo=UTC), datetime(2200, 1, 1, tzinfo=UTC) - timedelta(microseconds=1))
 _DELETED = object()  # what a deletion "writes" into every field, for the strategies
 
 
@@ -95,6 +96,10 @@ def _changes_checked(kind: RecordKind, raw: dict[str, Any], *, creating: bool) -
         raise SyncRefused(code="invalid", message=f"changes: {exc}") from None
     changes = {name: getattr(checked, name) for name in checked.__struct_fields__}
     changes = {name: value for name, value in changes.items() if value is not msgspec.UNSET}
+    for name, value in changes.items():
+        # Python cannot turn year 1 at +01:00 or year 9999 at -01:00 into UTC, which every time goes through.
+        if isinstance(value, datetime) and not _TIMES[0] <= value <= _TIMES[1]:
+            raise SyncRefused(code="invalid", message=f"changes: {name} must fall between 1900 and 2199")
     if not creating:
         late = sorted(set(changes) & kind.create_only)
         if late:
