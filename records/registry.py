@@ -66,6 +66,13 @@ def _wedding_members(wedding_id: int, ids: Iterable[int]) -> dict[int, str]:
     )
 
 
+def _required(record: models.Model, *names: str) -> None:
+    """A new record's fields it cannot be without (every field of the changes is optional)."""
+    for name in names:
+        if getattr(record, name) in (None, ""):
+            raise RecordInvalid(f"{name}: required")
+
+
 class _Changes(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     pass
 
@@ -181,6 +188,7 @@ def _timeline_apply(actor: Actor, item: TimelineItem, changes: dict[str, Any]) -
             setattr(item, name, changes[name])
     if "location" in changes:
         item.location = changes["location"] or ""
+    _required(item, "title", "starts_at")
     if item.ends_at is not None and item.starts_at is not None and item.ends_at < item.starts_at:
         raise RecordInvalid("ends_at: the item cannot end before it starts")
     if "assigned_vendors" in changes:
@@ -233,6 +241,7 @@ def _task_apply(actor: Actor, task: Task, changes: dict[str, Any]) -> list[str]:
         if assignee is not None and assignee not in _wedding_members(actor.wedding_id, [assignee]):
             raise RecordInvalid(f"assignee: member {assignee} is not a member of this wedding")
         task.assignee_id = assignee
+    _required(task, "title")
     return []
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -41,6 +41,7 @@ from wedsync.refusals import ErrorCode, Refused
 from wedsync.services.audit import AuditAction, ClientInfo, audit_record
 
 MAX_BATCH_OPS = 50
+_TIMES = (datetime(1900, 1, 1, tzinfo=UTC), datetime(2200, 1, 1, tzinfo=UTC) - timedelta(microseconds=1))
 _DELETED = object()  # what a deletion "writes" into every field, for the strategies
 
 
@@ -95,6 +96,10 @@ def _changes_checked(kind: RecordKind, raw: dict[str, Any], *, creating: bool) -
         raise SyncRefused(code="invalid", message=f"changes: {exc}") from None
     changes = {name: getattr(checked, name) for name in checked.__struct_fields__}
     changes = {name: value for name, value in changes.items() if value is not msgspec.UNSET}
+    for name, value in changes.items():
+        # Python cannot turn year 1 at +01:00 or year 9999 at -01:00 into UTC, which every time goes through.
+        if isinstance(value, datetime) and not _TIMES[0] <= value <= _TIMES[1]:
+            raise SyncRefused(code="invalid", message=f"changes: {name} must fall between 1900 and 2199")
     if not creating:
         late = sorted(set(changes) & kind.create_only)
         if late:
@@ -833,8 +838,7 @@ def socket_records_sync(
     *, user_id: int, wedding_id: int, requests: list[SyncRequest], atomic: bool, client: ClientInfo
 ) -> list[SyncResult]:
     """A socket's ``sync``: as the user's current active member (a role may have changed since the
-    socket subscribed), resent op ids answered first at no cost, then the member's rate budget
-    (one op or one batch counts as one message)."""
+    socket subscribed), through :func:`records_sync_submit`."""
     member = member_for_publish(user_id=user_id, wedding_id=wedding_id)
     if member is None:
         audit_record(
@@ -846,20 +850,29 @@ def socket_records_sync(
             details={"user": user_id, "reason": "not a member"},
         )
         raise SyncRefused(code="forbidden", message="You are no longer a member of this wedding.")
-    actor = actor_for_member(member)
+    return records_sync_submit(actor=actor_for_member(member), requests=requests, atomic=atomic, client=client)
+
+
+def records_sync_submit(
+    *, actor: Actor, requests: list[SyncRequest], atomic: bool, client: ClientInfo | None = None
+) -> list[SyncResult]:
+    """The one door for a client's ops, from a socket's ``sync`` or the REST API alike, so both share
+    the op-id store and the member's rate budget: resent op ids are answered first at no cost, then
+    one op or one batch counts as one message (staff, who are no member, have no such budget)."""
     kept = [_op_result_kept(actor=actor, op_id=request.op_id) for request in requests]
     if all(result is not None for result in kept):
         return [result for result in kept if result is not None]
-    rate = publish_rate_check(member_id=member.pk, role=member.role, event_type="sync")
-    if not rate.allowed:
+    member = actor.member
+    rate = None if member is None else publish_rate_check(member_id=member.pk, role=actor.role, event_type="sync")
+    if rate is not None and not rate.allowed:
         audit_record(
             action=AuditAction.RATE_LIMIT_REFUSE,
             outcome=AuditOutcome.REFUSED,
-            actor=member.user,
-            wedding_id=wedding_id,
+            actor=actor.user,
+            wedding_id=actor.wedding_id,
             target="op:sync",
             client=client,
-            details={"member": member.pk, "role": member.role, "reason": "rate_limited"},
+            details={"member": actor.member_id, "role": actor.role, "reason": "rate_limited"},
         )
         raise SyncRefused(
             code="rate_limited", message="Too many changes: wait and retry.", retry_after=rate.retry_after
