@@ -75,6 +75,7 @@ async def test_an_atomic_batch_failing_sends_nothing_and_names_the_op(party: Wed
     [
         ({"record": "timeline_item", "id": 1, "base_version": 1, "changes": {"title": "x"}}, "invalid", "op_id"),
         ({"record": "timeline_item", "op_id": "z", "changes": {"colour": "red"}}, "invalid", "colour"),
+        ({"record": "timeline_item", "op_id": "z", "changes": {"title": "No start"}}, "invalid", "starts_at"),
         ({"atomic": True, "record": "task", "op_id": "z", "ops": [{"record": "task", "op_id": "y"}]}, "invalid", "ops"),
         ({"ops": [{"record": "task", "op_id": "y"}]}, "invalid", "atomic"),
         (
