@@ -23,9 +23,6 @@ from records.models import Conflict, RecordTombstone, WeddingStrategy
 from records.services import SyncRequest, SyncResult, actor_for_member, record_sync
 from tests.factories import TaskFactory, TimelineItemFactory
 from tests.personas import WeddingParty, make_coordinator, make_superuser, make_wedding_party
-from tests.realtime.conftest import (
-    _close_connections_of_the_sync_thread as _close_connections_of_the_sync_thread,  # autouse, for sockets
-)
 from wedsync.models import AuditLog, Member, Task, TimelineItem
 from wedsync.services.agencies import COORDINATORS_GROUP
 

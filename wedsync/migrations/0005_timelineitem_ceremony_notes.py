@@ -4,15 +4,17 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('wedsync', '0004_agency_and_coordinator_scope'),
+        ("wedsync", "0004_agency_and_coordinator_scope"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='timelineitem',
-            name='ceremony_notes',
-            field=models.TextField(blank=True, help_text='Ceremony details (vows order, cues): only roles with view_ceremony_details see them.'),
+            model_name="timelineitem",
+            name="ceremony_notes",
+            field=models.TextField(
+                blank=True,
+                help_text="Ceremony details (vows order, cues): only roles with view_ceremony_details see them.",
+            ),
         ),
     ]
