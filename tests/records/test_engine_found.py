@@ -1,0 +1,37 @@
+"""Engine defects the state-machine test (test_state_machine.py) found, each pinned down on its own
+against the real database and event log."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from realtime.models import Event
+from records.selectors import wedding_state
+from records.services import SyncResult, SyncRequest, actor_for_member, record_sync
+from tests.personas import WeddingParty
+from wedsync.models import Member
+
+pytestmark = [pytest.mark.requires_postgres, pytest.mark.requires_redis]
+
+
+def sync(member: Member, kind: str, record_id: int | None, base: int | None, **changes: Any) -> SyncResult:
+    return record_sync(
+        actor=actor_for_member(member),
+        request=SyncRequest(kind=kind, record_id=record_id, base_version=base, changes=changes, op_id=None),
+    )
+
+
+def test_times_in_replies_and_events_are_in_utc_as_a_reload_shows_them(party: WeddingParty) -> None:
+    # Found: values echoed the client's offset ("+02:00") until the record was read back.
+    created = sync(party.priya, "timeline_item", None, None, title="Vows", starts_at="2027-06-12T15:00:00+02:00")
+    task = sync(party.priya, "task", None, None, title="Chairs", due="2027-06-12T09:00:00-05:00")
+    moved = sync(party.priya, "timeline_item", created.reply["id"], 1, starts_at="2027-06-12T19:30:00+02:00")
+    assert created.reply["values"]["starts_at"] == "2027-06-12T13:00:00Z"
+    assert task.reply["values"]["due"] == "2027-06-12T14:00:00Z"
+    assert moved.reply["values"]["starts_at"] == "2027-06-12T17:30:00Z"
+    sent = [e.data["values"]["starts_at"] for e in Event.objects.filter(type="record.updated")]
+    assert sent == ["2027-06-12T17:30:00Z"]
+    (reloaded,) = wedding_state(actor=actor_for_member(party.priya))["records"]["timeline_item"]
+    assert reloaded["values"] == moved.reply["values"]
