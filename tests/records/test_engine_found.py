@@ -9,7 +9,7 @@ import pytest
 
 from realtime.models import Event
 from records.selectors import wedding_state
-from records.services import SyncResult, SyncRequest, actor_for_member, record_sync
+from records.services import SyncRequest, SyncResult, actor_for_member, record_sync
 from tests.personas import WeddingParty
 from wedsync.models import Member
 
@@ -35,3 +35,34 @@ def test_times_in_replies_and_events_are_in_utc_as_a_reload_shows_them(party: We
     assert sent == ["2027-06-12T17:30:00Z"]
     (reloaded,) = wedding_state(actor=actor_for_member(party.priya))["records"]["timeline_item"]
     assert reloaded["values"] == moved.reply["values"]
+
+
+def test_a_stale_deletion_tells_whoever_it_overwrote(party: WeddingParty) -> None:
+    # Found: a deletion that had not seen a member's change removed it without a notice to them.
+    rsvp = sync(party.gil, "rsvp", None, None, status="pending").reply["id"]
+    sync(party.gil, "rsvp", rsvp, 1, status="attending")  # version 2
+    deleted = record_sync(
+        actor=actor_for_member(party.ana),
+        request=SyncRequest(kind="rsvp", record_id=rsvp, base_version=1, changes={}, delete=True),
+    )
+    assert deleted.reply["deleted"] and deleted.outcome == "merged"  # last write wins, over a change it missed
+    (notice,) = Event.objects.filter(type="record.conflict")
+    assert notice.audience_members == [party.gil.pk] and notice.audience_roles == []
+    assert {key: notice.data[key] for key in ("reason", "fields", "current", "deleted", "version")} == {
+        "reason": "overwritten",
+        "fields": ["status"],
+        "current": {},
+        "deleted": True,
+        "version": deleted.reply["version"],
+    }
+    assert notice.data["by"]["member"] == party.ana.pk
+
+
+def test_a_fresh_deletion_tells_nobody_it_overwrote(party: WeddingParty) -> None:
+    rsvp = sync(party.gil, "rsvp", None, None, status="pending").reply["id"]
+    sync(party.gil, "rsvp", rsvp, 1, status="attending")
+    record_sync(
+        actor=actor_for_member(party.ana),
+        request=SyncRequest(kind="rsvp", record_id=rsvp, base_version=2, changes={}, delete=True),
+    )
+    assert not Event.objects.filter(type="record.conflict").exists()  # the couple had seen the change
