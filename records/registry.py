@@ -193,6 +193,8 @@ def _timeline_apply(actor: Actor, item: TimelineItem, changes: dict[str, Any]) -
 
 
 def _timeline_new(actor: Actor, changes: dict[str, Any]) -> TimelineItem:
+    if changes.get("starts_at") is None:  # the row cannot be stored without one
+        raise RecordInvalid("starts_at: a new timeline item needs its start")
     return TimelineItem(wedding_id=actor.wedding_id)
 
 

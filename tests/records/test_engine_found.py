@@ -9,9 +9,9 @@ import pytest
 
 from realtime.models import Event
 from records.selectors import wedding_state
-from records.services import SyncRequest, SyncResult, actor_for_member, record_sync
+from records.services import SyncRefused, SyncRequest, SyncResult, actor_for_member, record_sync
 from tests.personas import WeddingParty
-from wedsync.models import Member
+from wedsync.models import Member, TimelineItem
 
 pytestmark = [pytest.mark.requires_postgres, pytest.mark.requires_redis]
 
@@ -66,3 +66,11 @@ def test_a_fresh_deletion_tells_nobody_it_overwrote(party: WeddingParty) -> None
         request=SyncRequest(kind="rsvp", record_id=rsvp, base_version=2, changes={}, delete=True),
     )
     assert not Event.objects.filter(type="record.conflict").exists()  # the couple had seen the change
+
+
+def test_a_timeline_item_created_without_a_start_is_invalid_not_a_server_error(party: WeddingParty) -> None:
+    # Found: the row's NOT NULL starts_at failed the insert, and the socket answered server_error.
+    with pytest.raises(SyncRefused) as refused:
+        sync(party.priya, "timeline_item", None, None, title="Cake")
+    assert refused.value.code == "invalid" and "starts_at" in refused.value.message
+    assert not TimelineItem.objects.exists() and not Event.objects.exists()
