@@ -288,6 +288,9 @@ def _reply(
     if values is not None:
         reply["values"] = kind.visible_values(values, role=actor.role)
     reply.update(extra)
+    for key in ("changed", "lost"):  # field names too, as the events withhold them
+        if isinstance(reply.get(key), list):
+            reply[key] = [name for name in reply[key] if name in kind.visible_values({name: None}, role=actor.role)]
     return reply
 
 

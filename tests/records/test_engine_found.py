@@ -74,3 +74,17 @@ def test_a_timeline_item_created_without_a_start_is_invalid_not_a_server_error(p
         sync(party.priya, "timeline_item", None, None, title="Cake")
     assert refused.value.code == "invalid" and "starts_at" in refused.value.message
     assert not TimelineItem.objects.exists() and not Event.objects.exists()
+
+
+def test_a_reply_names_no_field_the_sender_may_not_see(party: WeddingParty) -> None:
+    # Found: a caterer's stale deletion that lost was answered lost: [..., "ceremony_notes", ...].
+    item = sync(party.priya, "timeline_item", None, None, title="Vows", starts_at="2027-06-12T15:00:00Z").reply["id"]
+    sync(party.priya, "timeline_item", item, 1, title="I do")
+    lost = record_sync(
+        actor=actor_for_member(party.carmen),
+        request=SyncRequest(kind="timeline_item", record_id=item, base_version=1, changes={}, delete=True),
+    )
+    assert lost.outcome == "overridden" and "title" in lost.reply["lost"]
+    assert "ceremony_notes" not in lost.reply["lost"] and "ceremony_notes" not in lost.reply["values"]
+    (notice,) = Event.objects.filter(type="record.conflict")
+    assert notice.data["fields"] == lost.reply["lost"]  # the notice withheld it already
