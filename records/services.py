@@ -293,6 +293,9 @@ def _reply(
     if values is not None:
         reply["values"] = kind.visible_values(values, role=actor.role)
     reply.update(extra)
+    for key in ("changed", "lost"):  # field names too, as the events withhold them
+        if isinstance(reply.get(key), list):
+            reply[key] = [name for name in reply[key] if name in kind.visible_values({name: None}, role=actor.role)]
     return reply
 
 
@@ -487,32 +490,36 @@ def _notices(
     actor: Actor,
     record_id: int,
     version: int,
-    values: dict[str, Any],
+    values: dict[str, Any] | None,
     wire: dict[str, Any],
     resolution: Resolution,
 ) -> None:
     """Nobody is overwritten silently: the members whose values this edit replaced, and the author
-    when part of their edit lost, each get a ``record.conflict`` notice."""
+    when part of their edit lost, each get a ``record.conflict`` notice. ``values`` None: the edit
+    deleted the record."""
     for member_id, fields in sorted(resolution.overwritten.items()):
         if member_id == actor.member_id:
             continue
+        data = {
+            "record": kind.name,
+            "id": record_id,
+            "version": version,
+            "reason": "overwritten",
+            "conflict": None,
+            "fields": sorted(fields),
+            "current": {} if values is None else {name: values[name] for name in sorted(fields)},
+            "by": _actor_view(actor),
+        }
+        if values is None:
+            data["deleted"] = True
         _emit(
             kind=kind,
             actor=actor,
             event_type=EventType.RECORD_CONFLICT,
             reach=_members_reach({member_id}, wedding_id=actor.wedding_id),
-            data={
-                "record": kind.name,
-                "id": record_id,
-                "version": version,
-                "reason": "overwritten",
-                "conflict": None,
-                "fields": sorted(fields),
-                "current": {name: values[name] for name in sorted(fields)},
-                "by": _actor_view(actor),
-            },
+            data=data,
         )
-    if resolution.lost and actor.member is not None:
+    if resolution.lost and actor.member is not None and values is not None:
         _lost_notice(
             kind=kind, actor=actor, record_id=record_id, version=version, values=values, wire=wire, lost=resolution.lost
         )
@@ -593,6 +600,7 @@ def _delete(*, kind: RecordKind, actor: Actor, request: SyncRequest, record: Any
         },
     )
     seq = min(event.seq for event in published)
+    _notices(kind=kind, actor=actor, record_id=record_id, version=version, values=None, wire={}, resolution=resolution)
     record.delete()
     RecordTombstone.objects.create(
         wedding_id=actor.wedding_id, kind=kind.name, record_id=record_id, version=version, seq=seq
