@@ -219,6 +219,8 @@ def _members_reach(member_ids: set[int], *, wedding_id: int) -> Reach:
 def _since_base(
     kind: RecordKind, record_id: int, base_version: int, current_version: int
 ) -> tuple[list[Revision], bool]:
+    if base_version == current_version:
+        return [], True  # no version is newer than the current one: most edits need no read
     rows = list(
         RecordRevision.objects.filter(kind=kind.name, record_id=record_id, version__gt=base_version)
         .order_by("version")
