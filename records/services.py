@@ -381,7 +381,10 @@ def _change(*, kind: RecordKind, actor: Actor, request: SyncRequest, client: Cli
     current = kind.values_of(record)
     since_base, complete = _since_base(kind, record_id, request.base_version, record.version)
     wire = {name: _wire(value) for name, value in changes.items()}
-    strategy = record_strategy(wedding_id=actor.wedding_id, kind=kind)
+    # A strategy decides only between this edit and others' changes since its base (resolve drops the
+    # author's own); without any, the wedding's choice need not be read.
+    by_others = any(actor.member_id is None or rev.member_id != actor.member_id for rev in since_base)
+    strategy = record_strategy(wedding_id=actor.wedding_id, kind=kind) if by_others else kind.default_strategy.value
     resolution = resolve(
         strategy=strategy,
         changes=dict.fromkeys(kind.fields, _DELETED) if request.delete else wire,
