@@ -17,6 +17,7 @@ from typing import Any
 
 import msgspec
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from realtime.audience import Audience
@@ -102,9 +103,15 @@ def _changes_checked(kind: RecordKind, raw: dict[str, Any], *, creating: bool) -
     return changes
 
 
+def _one(queryset: QuerySet[Any]) -> Any:
+    """The row a lookup by a unique key finds, or None; ``first()`` would add the model's ORDER BY,
+    compiled and sorted for nothing on a single row."""
+    return next(iter(queryset.order_by()[:1]), None)
+
+
 def record_strategy(*, wedding_id: int, kind: RecordKind) -> str:
     chosen = WeddingStrategy.objects.filter(wedding_id=wedding_id, kind=kind.name).values_list("strategy", flat=True)
-    return chosen.first() or kind.default_strategy.value
+    return _one(chosen) or kind.default_strategy.value
 
 
 def _refuse_forbidden(
@@ -259,7 +266,7 @@ def _op_result_kept(*, actor: Actor, op_id: str | None) -> SyncResult | None:
     kept = SyncOpResult.objects.filter(user=actor.user, wedding_id=actor.wedding_id, op_id=op_id).values_list(
         "result", flat=True
     )
-    first = kept.first()
+    first = _one(kept)
     return None if first is None else SyncResult(reply=first, duplicate=True)
 
 
@@ -355,7 +362,7 @@ def _change(*, kind: RecordKind, actor: Actor, request: SyncRequest, client: Cli
     record_id = request.record_id
     if record_id is None:
         raise SyncRefused(code="invalid", message="id: name the record to change")
-    record = kind.queryset(wedding_id=actor.wedding_id).select_for_update(of=("self",)).filter(pk=record_id).first()
+    record = _one(kind.queryset(wedding_id=actor.wedding_id).select_for_update(of=("self",)).filter(pk=record_id))
     if record is None:
         raise _deleted_refusal(kind, wedding_id=actor.wedding_id, record_id=record_id)
     if not kind.may_view(actor, record):
