@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import msgspec
 from django.contrib.auth.models import User
 from django.db import models
+from django.db.models import Prefetch, prefetch_related_objects
 
 from records.models import RecordKindName, Strategy
 from wedsync.models import Member, Rsvp, Task, TimelineItem
@@ -158,6 +159,15 @@ class RecordKind:
 # --- timeline items ------------------------------------------------------------------------------------
 
 
+def _assigned_vendors(item: TimelineItem) -> dict[int, str]:
+    """The item's vendors (id -> role), read once per instance: an op reads them for its values and
+    its audience, before and after the write, and Django drops the cache when the relation is set."""
+    if not item.pk:
+        return {}
+    prefetch_related_objects([item], Prefetch("assigned_vendors", queryset=Member.objects.only("pk", "role")))
+    return {member.pk: member.role for member in item.assigned_vendors.all()}
+
+
 def _timeline_values(item: TimelineItem) -> dict[str, Any]:
     return {
         "title": item.title,
@@ -166,13 +176,12 @@ def _timeline_values(item: TimelineItem) -> dict[str, Any]:
         "location": item.location or None,
         "notes": item.notes,
         "ceremony_notes": item.ceremony_notes,
-        "assigned_vendors": sorted(item.assigned_vendors.values_list("pk", flat=True)) if item.pk else [],
+        "assigned_vendors": sorted(_assigned_vendors(item)),
     }
 
 
 def _timeline_reach(item: TimelineItem) -> Reach:
-    vendors = dict(item.assigned_vendors.values_list("pk", "role")) if item.pk else {}
-    return Reach(roles=_COUPLE_AND_PLANNER, members=vendors)
+    return Reach(roles=_COUPLE_AND_PLANNER, members=_assigned_vendors(item))
 
 
 def _timeline_refusal(actor: Actor, item: TimelineItem | None, changes: dict[str, Any], deleting: bool) -> str | None:

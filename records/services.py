@@ -17,6 +17,7 @@ from typing import Any
 
 import msgspec
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from realtime.audience import Audience
@@ -107,9 +108,15 @@ def _changes_checked(kind: RecordKind, raw: dict[str, Any], *, creating: bool) -
     return changes
 
 
+def _one(queryset: QuerySet[Any]) -> Any:
+    """The row a lookup by a unique key finds, or None; ``first()`` would add the model's ORDER BY,
+    compiled and sorted for nothing on a single row."""
+    return next(iter(queryset.order_by()[:1]), None)
+
+
 def record_strategy(*, wedding_id: int, kind: RecordKind) -> str:
     chosen = WeddingStrategy.objects.filter(wedding_id=wedding_id, kind=kind.name).values_list("strategy", flat=True)
-    return chosen.first() or kind.default_strategy.value
+    return _one(chosen) or kind.default_strategy.value
 
 
 def _refuse_forbidden(
@@ -224,6 +231,8 @@ def _members_reach(member_ids: set[int], *, wedding_id: int) -> Reach:
 def _since_base(
     kind: RecordKind, record_id: int, base_version: int, current_version: int
 ) -> tuple[list[Revision], bool]:
+    if base_version == current_version:
+        return [], True  # no version is newer than the current one: most edits need no read
     rows = list(
         RecordRevision.objects.filter(kind=kind.name, record_id=record_id, version__gt=base_version)
         .order_by("version")
@@ -262,7 +271,7 @@ def _op_result_kept(*, actor: Actor, op_id: str | None) -> SyncResult | None:
     kept = SyncOpResult.objects.filter(user=actor.user, wedding_id=actor.wedding_id, op_id=op_id).values_list(
         "result", flat=True
     )
-    first = kept.first()
+    first = _one(kept)
     return None if first is None else SyncResult(reply=first, duplicate=True)
 
 
@@ -361,7 +370,7 @@ def _change(*, kind: RecordKind, actor: Actor, request: SyncRequest, client: Cli
     record_id = request.record_id
     if record_id is None:
         raise SyncRefused(code="invalid", message="id: name the record to change")
-    record = kind.queryset(wedding_id=actor.wedding_id).select_for_update(of=("self",)).filter(pk=record_id).first()
+    record = _one(kind.queryset(wedding_id=actor.wedding_id).select_for_update(of=("self",)).filter(pk=record_id))
     if record is None:
         raise _deleted_refusal(kind, wedding_id=actor.wedding_id, record_id=record_id)
     if not kind.may_view(actor, record):
@@ -387,7 +396,10 @@ def _change(*, kind: RecordKind, actor: Actor, request: SyncRequest, client: Cli
     current = kind.values_of(record)
     since_base, complete = _since_base(kind, record_id, request.base_version, record.version)
     wire = {name: _wire(value) for name, value in changes.items()}
-    strategy = record_strategy(wedding_id=actor.wedding_id, kind=kind)
+    # A strategy decides only between this edit and others' changes since its base (resolve drops the
+    # author's own); without any, the wedding's choice need not be read.
+    by_others = any(actor.member_id is None or rev.member_id != actor.member_id for rev in since_base)
+    strategy = record_strategy(wedding_id=actor.wedding_id, kind=kind) if by_others else kind.default_strategy.value
     resolution = resolve(
         strategy=strategy,
         changes=dict.fromkeys(kind.fields, _DELETED) if request.delete else wire,

@@ -91,6 +91,24 @@ def test_a_fresh_change_bumps_the_version_and_says_what_changed(party: WeddingPa
         assert event.data["changed"] == ["title"] and event.data["version"] == 2 and event.data["outcome"] == "applied"
 
 
+def test_a_change_of_vendors_reaches_the_old_and_the_new_and_shows_the_new(
+    party: WeddingParty, item: TimelineItem
+) -> None:
+    result = sync(party.priya, "timeline_item", item.pk, 1, assigned_vendors=[party.paula.pk, party.victor.pk])
+    assert result.reply["values"]["assigned_vendors"] == sorted([party.paula.pk, party.victor.pk])
+    updated = events("record.updated")
+    # The caterer, unassigned, hears of it (without ceremony details); the venue, assigned, too.
+    assert sorted(audience_of(e) for e in updated) == [
+        ([], [party.carmen.pk]),
+        (["couple", "planner"], sorted([party.paula.pk, party.victor.pk])),
+    ]
+    assert all(e.data["values"]["assigned_vendors"] == sorted([party.paula.pk, party.victor.pk]) for e in updated)
+
+    sync(party.paula, "timeline_item", item.pk, 2, title="First dance at nine")
+    latest = [e for e in events("record.updated") if e.data["version"] == 3]
+    assert [audience_of(e) for e in latest] == [(["couple", "planner"], sorted([party.paula.pk, party.victor.pk]))]
+
+
 # --- field_merge (timeline default) --------------------------------------------------------------------
 
 
