@@ -9,10 +9,9 @@ from typing import Any
 from django.contrib.auth.models import AnonymousUser, User
 
 from realtime.selectors import member_for_publish
-from records.models import RecordTombstone
 from records.registry import Actor, RecordKind
 from records.selectors import record_view, records_visible
-from records.services import SyncRefused, actor_for_member, actor_for_staff
+from records.services import SyncRefused, actor_for_member, actor_for_staff, deleted_refusal
 from wedsync.models import AuditOutcome, Wedding
 from wedsync.selectors import wedding_may_oversee
 from wedsync.services.audit import AuditAction, ClientInfo, audit_record
@@ -49,25 +48,6 @@ def record_actor(*, user: User | AnonymousUser, wedding_id: int, client: ClientI
     raise SyncRefused(code="forbidden", message=reason)
 
 
-def record_deleted_seq(*, kind: RecordKind, wedding_id: int, record_id: int) -> int | None:
-    seq: int | None = (
-        RecordTombstone.objects.filter(kind=kind.name, record_id=record_id, wedding_id=wedding_id)
-        .values_list("seq", flat=True)
-        .first()
-    )
-    return seq
-
-
-def record_missing(*, kind: RecordKind, wedding_id: int, record_id: int) -> SyncRefused:
-    """``not_found``, with the seq of its ``record.deleted`` event for a deleted record."""
-    seq = record_deleted_seq(kind=kind, wedding_id=wedding_id, record_id=record_id)
-    if seq is not None:
-        return SyncRefused(
-            code="not_found", message=f"{kind.name} {record_id} was deleted (seq {seq}).", deleted_seq=seq
-        )
-    return SyncRefused(code="not_found", message=f"There is no {kind.name} {record_id} in this wedding.")
-
-
 def record_visible(
     *, kind: RecordKind, actor: Actor, record_id: int, client: ClientInfo | None = None
 ) -> dict[str, Any]:
@@ -77,7 +57,7 @@ def record_visible(
     queryset = kind.queryset(wedding_id=actor.wedding_id).filter(pk=record_id)
     record = queryset.first()
     if record is None:
-        raise record_missing(kind=kind, wedding_id=actor.wedding_id, record_id=record_id)
+        raise deleted_refusal(kind, wedding_id=actor.wedding_id, record_id=record_id)
     if not kind.may_view(actor, record):
         reason = f"you may not see {kind.name} {record_id}"
         _refusal_audit(
