@@ -176,14 +176,19 @@ PLANNER_REACHES: dict[str, set[int]] = {
     "POST /api/v1/weddings/{wedding_id}/emergencies/{emergency_id}/resolve/": {200, 403, 404},
     "GET /api/v1/weddings/{wedding_id}/presence/": {200, 403, 404},
     "GET /api/v1/weddings/{wedding_id}/state/": {200, 403, 404},
-    "GET /api/v1/weddings/{wedding_id}/records/{kind}/": {200, 400, 403, 404},
+    "GET /api/v1/weddings/{wedding_id}/records/{kind}/": {200, 403, 404},  # 400: SENT_AS_GIVEN
     "POST /api/v1/weddings/{wedding_id}/records/{kind}/": {403, 404, 422},  # 201: SENT_AS_GIVEN
     "GET /api/v1/weddings/{wedding_id}/records/{kind}/{record_id}/": {200, 403, 404},
     "PATCH /api/v1/weddings/{wedding_id}/records/{kind}/{record_id}/": {403, 404, 422},  # the rest: SENT_AS_GIVEN
     "DELETE /api/v1/weddings/{wedding_id}/records/{kind}/{record_id}/": {403, 404, 409},  # the rest: SENT_AS_GIVEN
     "POST /api/v1/weddings/{wedding_id}/records/batch/": {200, 403, 404, 422},
     "GET /api/v1/weddings/{wedding_id}/conflicts/": {200, 403, 404},
-    "POST /api/v1/weddings/{wedding_id}/conflicts/{conflict_id}/resolve/": {200, 400, 403, 404, 409, 422},
+    "POST /api/v1/weddings/{wedding_id}/conflicts/{conflict_id}/resolve/": {
+        200,
+        403,
+        404,
+        409,
+    },  # the rest: SENT_AS_GIVEN
 }
 ANONYMOUS_REACHES: dict[str, set[int]] = {
     "POST /api/v1/auth/token/": {200, 401},
@@ -259,9 +264,10 @@ RECORDS = "/api/v1/weddings/{wedding_id}/records/{kind}/"
 RECORD = "/api/v1/weddings/{wedding_id}/records/{kind}/{record_id}/"
 BATCH = "/api/v1/weddings/{wedding_id}/records/batch/"
 TASK = {"kind": "task", "record_id": OWN_TASK}
+RESOLVE = "/api/v1/weddings/{wedding_id}/conflicts/{conflict_id}/resolve/"
 SENT_AS_GIVEN = [
-    pytest.param("POST", RECORDS, {"kind": "task"}, {}, {"title": "Candles"}, 201, id="create"),
-    pytest.param("PATCH", RECORD, TASK, {"If-Match": '"1"'}, {"status": "done"}, 200, id="change"),
+    pytest.param("POST", RECORDS, {"kind": "task"}, {}, {"title": "Candles"}, 201, None, id="create"),
+    pytest.param("PATCH", RECORD, TASK, {"If-Match": '"1"'}, {"status": "done"}, 200, None, id="change"),
     pytest.param(
         "PATCH",
         RECORD,
@@ -269,16 +275,24 @@ SENT_AS_GIVEN = [
         {"If-Match": '"1"'},
         {"title": "Late"},
         409,
+        None,
         id="change-kept-as-a-conflict",
     ),
-    pytest.param("PATCH", RECORD, TASK, {}, {"status": "done"}, 428, id="change-without-if-match"),
-    pytest.param("PATCH", RECORD, TASK, {"If-Match": "*"}, {"status": "done"}, 400, id="change-bad-if-match"),
-    pytest.param("DELETE", RECORD, TASK, {"If-Match": '"1"'}, None, 200, id="delete"),
-    pytest.param("DELETE", RECORD, TASK, {}, None, 428, id="delete-without-if-match"),
+    pytest.param("PATCH", RECORD, TASK, {}, {"status": "done"}, 428, None, id="change-without-if-match"),
+    pytest.param("PATCH", RECORD, TASK, {"If-Match": "*"}, {"status": "done"}, 400, None, id="change-bad-if-match"),
+    pytest.param("DELETE", RECORD, TASK, {"If-Match": '"1"'}, None, 200, None, id="delete"),
+    pytest.param("DELETE", RECORD, TASK, {}, None, 428, None, id="delete-without-if-match"),
     pytest.param(
-        "DELETE", RECORD, TASK, {"If-Match": '"1"', "Idempotency-Key": "two words"}, None, 400, id="delete-bad-key"
+        "DELETE",
+        RECORD,
+        TASK,
+        {"If-Match": '"1"', "Idempotency-Key": "two words"},
+        None,
+        400,
+        None,
+        id="delete-bad-key",
     ),
-    pytest.param("POST", BATCH, {}, {}, {"ops": [{"record": "task", "changes": []}]}, 400, id="batch-malformed"),
+    pytest.param("POST", BATCH, {}, {}, {"ops": [{"record": "task", "changes": []}]}, 400, None, id="batch-malformed"),
     pytest.param(
         "POST",
         BATCH,
@@ -286,12 +300,16 @@ SENT_AS_GIVEN = [
         {},
         {"ops": [{"record": "timeline_item", "id": OWN_ITEM, "base_version": 1, "changes": {"title": "Late"}}]},
         409,
+        None,
         id="batch-stale-op",
     ),
+    pytest.param("GET", RECORDS, {"kind": "task"}, {}, None, 400, {"limit": "0"}, id="list-bad-page"),
+    pytest.param("POST", RESOLVE, {}, {}, {"resolution": "both"}, 400, None, id="resolve-unknown-resolution"),
+    pytest.param("POST", RESOLVE, {}, {}, {"resolution": "custom"}, 422, None, id="resolve-custom-without-values"),
 ]
 
 
-@pytest.mark.parametrize(("method", "path", "path_parameters", "headers", "body", "status"), SENT_AS_GIVEN)
+@pytest.mark.parametrize(("method", "path", "path_parameters", "headers", "body", "status", "query"), SENT_AS_GIVEN)
 def test_answers_sent_as_given_are_documented(
     seeded: None,
     method: str,
@@ -300,10 +318,12 @@ def test_answers_sent_as_given_are_documented(
     headers: dict[str, str],
     body: Any,
     status: int,
+    query: dict[str, str] | None,
 ) -> None:
     planner = get_user_model().objects.get(username=PLANNER)
     case = planner_api[path][method].Case(
-        path_parameters={"wedding_id": OWN_WEDDING, **path_parameters},
+        path_parameters={"wedding_id": OWN_WEDDING, "conflict_id": OWN_CONFLICT, **path_parameters},
+        query=query,
         headers={"Authorization": f"Bearer {access_token_issue(user=planner)}", **headers},
         **({} if body is None else {"body": body, "media_type": "application/json"}),
     )
