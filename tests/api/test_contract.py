@@ -159,6 +159,17 @@ def test_a_number_is_not_a_string(api: APIClient, party: WeddingParty) -> None:
     assert (login.status_code, sorted(login.json()["error"]["fields"])) == (400, ["password", "username"])
 
 
+def test_logout_takes_json_only_so_a_malformed_form_logs_nobody_out(api: APIClient, party: WeddingParty) -> None:
+    as_member(api, party.priya)
+    garbage = api.generic(
+        "POST", "/api/v1/auth/logout/", b"--b\r\n5.1--b--\r\n", content_type="multipart/form-data; boundary=b"
+    )
+    assert (garbage.status_code, garbage.json()["error"]["code"]) == (415, "invalid")
+    number = api.post("/api/v1/auth/logout/", 5, format="json")
+    assert number.status_code == 400
+    assert api.post("/api/v1/auth/logout/").status_code == 204
+
+
 def test_a_validation_error_without_fields_keeps_the_documented_shape() -> None:
     response = api_exception_handler(exceptions.ValidationError(["Pick one."]), {})
     fields = {"non_field_errors": ["Pick one."]}
