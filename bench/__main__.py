@@ -41,6 +41,13 @@ class Profile:
     presence_rates: list[float] = field(default_factory=lambda: [100.0, 200.0, 400.0])
     presence_rate: float = 400.0  # 2,000 members: one change per member every 5 s
     presence_seconds: float = 10.0
+    # Shared records (issue 18): one wedding of 200 members, records_editors vendor assistants among
+    # them besides the crew, editing a timeline of records_items items at records_rate edits/s.
+    records_rate: float = 20.0
+    records_seconds: float = 30.0
+    records_warmup: float = 2.0
+    records_items: int = 50
+    records_editors: int = 20
     repeats: int = 2
 
 
@@ -67,6 +74,7 @@ PROFILES = {
         sizes=[100, 250, 500],
         presence_rates=[100, 200, 400, 800],
         presence_seconds=20,
+        records_seconds=60,
         repeats=3,
     ),
 }
@@ -80,6 +88,14 @@ def _run_scenario(name: str, profile: Profile, kinds: list[str], workers: int) -
         if name in ("saturday", "storm", "presence"):
             weddings = servers.seed(
                 env, weddings=profile.weddings if name == "saturday" else profile.storm_weddings, members=200
+            )
+        elif name == "records":
+            weddings = servers.seed(
+                env,
+                weddings=1,
+                members=200,
+                editors=profile.records_editors,
+                timeline_items=profile.records_items,
             )
         else:
             weddings = servers.seed(env, weddings=1, members=1000)
@@ -115,6 +131,16 @@ def _run_scenario(name: str, profile: Profile, kinds: list[str], workers: int) -
                     seconds=profile.presence_seconds,
                     workers=workers,
                 )
+            elif name == "records":
+                one[kind] = scenarios.shared_records(
+                    kind,
+                    env,
+                    weddings,
+                    rate=profile.records_rate,
+                    seconds=profile.records_seconds,
+                    warmup=profile.records_warmup,
+                    workers=workers,
+                )
             _say(f"  {report.headline(name, one[kind])}")
         runs.append(one)
     return {"runs": runs}
@@ -127,7 +153,9 @@ def _say(line: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description="WedSync Realtime benchmark (docs/benchmarks.md).")
     parser.add_argument("--full", action="store_true", help="the full sizes (tens of minutes)")
-    parser.add_argument("--only", default="saturday,bigroom,sizes,storm,presence", help="comma-separated scenarios")
+    parser.add_argument(
+        "--only", default="saturday,bigroom,sizes,storm,presence,records", help="comma-separated scenarios"
+    )
     parser.add_argument("--servers", default=",".join(SERVER_KINDS), help="comma-separated server kinds")
     parser.add_argument("--repeats", type=int, help="override the profile's repeats (1-5)")
     parser.add_argument("--workers", type=int, default=2, help="load-generator processes for the receivers")

@@ -1,7 +1,8 @@
 """The ceiling: a minimal pure-asyncio WebSocket broadcaster doing the same fan-out as the product.
 
 It speaks just enough of protocol v1 for the load generator (welcome, subscribe, publish, event
-frames of the same shape; ``presence`` ops relayed at once as ``presence_diff`` frames to the
+frames of the same shape, a publish's ``to`` (``role:<role>`` / ``member:<id>``, the sender
+included) choosing who gets it; ``presence`` ops relayed at once as ``presence_diff`` frames to the
 room's sockets that view presence) and does nothing else: no authentication, storage, routing,
 merging, batching or limits. Who a socket is (member and role, for presence) it takes from the
 load generator's ``?bench_member=&bench_role=`` query, since it has no auth.
@@ -26,6 +27,7 @@ from websockets.typing import Subprotocol
 
 _topics: dict[str, set[ServerConnection]] = defaultdict(set)
 _viewers: dict[str, set[ServerConnection]] = defaultdict(set)  # sockets with view_presence (not guests)
+_who: dict[ServerConnection, tuple[str, str]] = {}  # socket -> (member, role), from the query
 _seqs: dict[str, int] = defaultdict(int)
 # Kept so that a resuming socket gets what it missed, as the product does; bounded like its replay.
 _history: dict[str, list[str]] = defaultdict(list)
@@ -36,6 +38,7 @@ async def _handler(ws: ServerConnection) -> None:
     await ws.send(json.dumps({"op": "welcome", "session": str(id(ws)), "heartbeat_interval": 30}))
     query = parse_qs(urlsplit(ws.request.path if ws.request else "").query)
     member, role = query.get("bench_member", ["0"])[0], query.get("bench_role", [""])[0]
+    _who[ws] = (member, role)
     joined: set[str] = set()
     try:
         async for raw in ws:
@@ -71,7 +74,7 @@ async def _handler(ws: ServerConnection) -> None:
                 encoded = json.dumps(event)
                 _history[topic].append(encoded)
                 del _history[topic][:-HISTORY_MAX]
-                broadcast(_topics[topic], encoded)  # encoded once, written to every socket
+                broadcast(_audience(ws, topic, frame.get("to")), encoded)  # encoded once, written to each
             elif op == "presence" and topic in joined:
                 await ws.send(json.dumps({"op": "reply", "ref": ref, "status": "ok", "data": {}}))
                 diff = {
@@ -87,9 +90,23 @@ async def _handler(ws: ServerConnection) -> None:
     except websockets.ConnectionClosed:
         pass
     finally:
+        _who.pop(ws, None)
         for topic in joined:
             _topics[topic].discard(ws)
             _viewers[topic].discard(ws)
+
+
+def _audience(sender: ServerConnection, topic: str, to: list[str] | None) -> set[ServerConnection]:
+    """The room, or the sockets ``to`` names and the sender."""
+    if not to:
+        return _topics[topic]
+    targets = set(to)
+    chosen = set()
+    for ws in _topics[topic]:
+        member, role = _who.get(ws, ("", ""))
+        if ws is sender or f"member:{member}" in targets or f"role:{role}" in targets:
+            chosen.add(ws)
+    return chosen
 
 
 async def _serve(host: str, port: int) -> None:

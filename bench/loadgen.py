@@ -22,6 +22,7 @@ import multiprocessing
 import os
 import time
 import traceback
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -30,6 +31,7 @@ from typing import Any
 import msgspec
 import picows
 
+from bench import records
 from realtime.client import reconnect_delay
 
 # Frames as the generator needs them: everything else in a frame is ignored by the decoder.
@@ -42,6 +44,7 @@ class _Incoming(msgspec.Struct):
     status: str | None = None
     topic: str | None = None
     seq: int | None = None
+    type: str | None = None  # event
     replay: bool = False
     data: _Data | None = None
     error: _Data | None = None
@@ -195,8 +198,13 @@ class _Tally:
     presence: dict[int, dict[int, list[tuple[float, int]]]] = field(default_factory=dict)
     presence_frames: int = 0  # presence_diff frames received while counting
     presence_unexpected: int = 0  # entries in presence_diff frames to sockets without view_presence
+    # shared records (bench.records): member -> [(key, arrival)] of the events and notices it got
+    records: bool = False
+    record_events: dict[int, list[tuple[Hashable, float]]] = field(default_factory=dict)
+    record_notices: dict[int, list[tuple[Hashable, float]]] = field(default_factory=dict)
+    record_leaks: int = 0  # events showing a hidden field to a role that may not see it
 
-    def reset(self) -> None:
+    def reset(self, *, records: bool = False) -> None:
         for seqs in self.seen.values():
             seqs.clear()
         self.duplicates = 0
@@ -205,6 +213,10 @@ class _Tally:
         self.presence.clear()
         self.presence_frames = 0
         self.presence_unexpected = 0
+        self.records = records
+        self.record_events.clear()
+        self.record_notices.clear()
+        self.record_leaks = 0
         self.counting = True
 
 
@@ -220,6 +232,7 @@ class BenchSocket(picows.WSListener):
         self.catch_up_to = 0
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.seen = tally.seen.setdefault(spec.member, set())
+        self.replied: dict[str, float] | None = None  # ref -> arrival of its reply, when timed (records)
 
     def on_ws_connected(self, transport: picows.WSTransport) -> None:
         self.transport = transport
@@ -250,6 +263,8 @@ class BenchSocket(picows.WSListener):
                     tally.replayed += 1
                 elif message.data and (text := message.data.get("text", "")).startswith("sent "):
                     tally.latencies.append(now - float(text[5:]))
+                if tally.records:
+                    self._record_receipt(message, now)
             if self.caught_up is not None and not self.caught_up.done() and self.last_seq >= self.catch_up_to:
                 self.caught_up.set_result(None)
         elif message.op == "presence_diff":
@@ -259,9 +274,21 @@ class BenchSocket(picows.WSListener):
             if not self.welcome.done():
                 self.welcome.set_result(message)
         elif message.op == "reply" and message.ref is not None:
+            if self.replied is not None:
+                self.replied[message.ref] = time.time()
             waiter = self.waiting.pop(message.ref, None)
             if waiter is not None and not waiter.done():
                 waiter.set_result(message)
+
+    def _record_receipt(self, message: _Incoming, now: float) -> None:
+        found = records.receipt_key(message)
+        if found is None:
+            return
+        kind, key = found
+        store = self.tally.record_events if kind == "event" else self.tally.record_notices
+        store.setdefault(self.spec.member, []).append((key, now))
+        if records.leaks(self.spec, message):
+            self.tally.record_leaks += 1
 
     def _presence_diff(self, message: _Incoming) -> None:
         tally = self.tally
@@ -305,6 +332,7 @@ class Worker:
         self.presence_next: dict[int, int] = {}  # member -> n of its next presence update
         self.presence_sent: dict[str, dict[int, list[SentUpdate]]] = {}  # topic -> member -> updates
         self.keepalive_task: asyncio.Task[None] | None = None
+        self.records_state: records.EditState | None = None  # the editors' view of the timeline
 
     async def _open(self, spec: SocketSpec, *, resume: bool) -> BenchSocket:
         headers = {"Sec-WebSocket-Protocol": f"wedsync.v1, bearer.{spec.token}"}
@@ -561,8 +589,8 @@ class Worker:
             "last_receipt": self.tally.last_receipt,
         }
 
-    def reset(self) -> None:
-        self.tally.reset()
+    def reset(self, *, records: bool = False) -> None:
+        self.tally.reset(records=records)
         self.published.clear()
         self.presence_sent.clear()
         self.refused = 0
@@ -589,7 +617,7 @@ def _serve_commands(conn: Connection, url: str, specs: list[SocketSpec]) -> None
             if command == "connect":
                 conn.send(await worker.connect(**options))
             elif command == "reset":
-                worker.reset()
+                worker.reset(**options)
                 conn.send({})
             elif command == "publish":
                 conn.send(await worker.publish(**options))
@@ -601,6 +629,10 @@ def _serve_commands(conn: Connection, url: str, specs: list[SocketSpec]) -> None
                 conn.send(await worker.presence(**options))
             elif command == "collect_presence":
                 conn.send(await worker.collect_presence(**options))
+            elif command == "records_edit":
+                conn.send(await records.edit(worker, **options))
+            elif command == "collect_records":
+                conn.send(await records.collect(worker, **options))
             elif command == "keepalive":
                 conn.send({"every": worker.keepalive(**options)})
             elif command == "cpu":
@@ -655,8 +687,9 @@ class LoadGenerator:
         merged["attempts"] = sum(a["attempts"] for a in answers)
         return merged
 
-    def reset(self) -> None:
-        self._all("reset")
+    def reset(self, *, records: bool = False) -> None:
+        """Forget what was received; ``records``: also key the shared-records events (bench.records)."""
+        self._all("reset", records=records)
 
     def publish(self, *, rate: float = 0, seconds: float = 0, burst: int = 0) -> dict[str, list[int]]:
         merged: dict[str, list[int]] = {}
@@ -680,6 +713,19 @@ class LoadGenerator:
             "latencies": sorted(lat for a in answers for lat in a["latencies"]),
             "last_receipt": max(a["last_receipt"] for a in answers),
         }
+
+    def records_edit(self, **options: Any) -> list[dict[str, Any]]:
+        """Paced edits by the editors held here (bench.records.edit); answers every edit."""
+        return [row for answer in self._all("records_edit", **options) for row in answer["edits"]]
+
+    def collect_records(self, *, expected: records.Expected, timeout: float) -> dict[str, Any]:
+        answers = self._all("collect_records", expected=expected, wait=timeout)
+        merged: dict[str, Any] = {
+            key: sum(a[key] for a in answers) for key in answers[0] if key not in ("latencies", "last_receipt")
+        }
+        merged["latencies"] = sorted(lat for a in answers for lat in a["latencies"])
+        merged["last_receipt"] = max(a["last_receipt"] for a in answers)
+        return merged
 
     def keepalive(self, *, seconds: float = 600.0) -> float:
         """Heartbeats from every socket (see Worker.keepalive); answers the interval in seconds."""

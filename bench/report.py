@@ -45,7 +45,11 @@ KEY_FIGURES = {
     "storm": ["all_resumed_seconds"],
     # At the churn step (profile presence_rate): propagation and the server's CPU per update.
     "presence": ["latency_ms_p50", "latency_ms_p99", "server_cpu_us_per_update"],
+    # The engine's (sync) where the server has one, else the same plan's publishes (the ceiling).
+    "records": ["reply_ms_p50", "reply_ms_p99", "server_cpu_us_per_edit"],
 }
+# Ratios between two figures of the product in one scenario: (scenario, numerator, denominator).
+PHASE_RATIOS = [("records", "sync", "publish")]
 
 
 def machine() -> dict[str, Any]:
@@ -86,6 +90,9 @@ def _flat(name: str, figures: Any) -> dict[str, float | None]:
         return {f"size_{row['members']}_deliveries_per_s": row["deliveries_per_s"] for row in figures}
     if name == "presence":
         return {key: figures["churn"].get(key) for key in KEY_FIGURES[name]}
+    if name == "records":
+        phase = figures.get("sync") or figures.get("publish") or {}
+        return {key: phase.get(key) for key in KEY_FIGURES[name]}
     flat = {key: figures.get(key) for key in KEY_FIGURES[name]}
     if name == "bigroom":
         flat["burst_deliveries_per_s"] = figures["burst"]["deliveries_per_s"]
@@ -98,9 +105,13 @@ def _higher_is_better(figure: str) -> bool:
 
 
 def headline(name: str, figures: Any) -> str:
+    if isinstance(figures, dict) and "not_run" in figures:
+        return f"not run: {figures['not_run']}"
     flat = _flat(name, figures)
     if name == "presence":
         figures = figures["churn"]
+    if name == "records":
+        figures = figures.get("sync") or figures.get("publish")
     lost = figures.get("lost") if isinstance(figures, dict) else None
     duplicated = figures.get("stale" if name == "presence" else "duplicates") if isinstance(figures, dict) else None
     extra = f", lost {lost}, duplicated {duplicated}" if lost is not None else ""
@@ -114,27 +125,41 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(outcome, dict) or "runs" not in outcome:
             continue
         runs = outcome["runs"]
+        ran = [kind for kind in runs[0] if "not_run" not in runs[0][kind]]  # a server a scenario skips has no figures
         medians: dict[str, dict[str, float | None]] = {}
-        for kind in runs[0]:
+        for kind in ran:
             per_run = [_flat(name, run[kind]) for run in runs]
             medians[kind] = {figure: _median([r[figure] for r in per_run]) for figure in per_run[0]}
         ratios: dict[str, dict[str, Any]] = {}
         for other in ("ceiling", "baseline"):
-            if "product" not in runs[0] or other not in runs[0]:
+            if "product" not in ran or other not in ran:
                 continue
             for figure in _flat(name, runs[0]["product"]):
                 values = [_ratio(_flat(name, run["product"])[figure], _flat(name, run[other])[figure]) for run in runs]
-                known = [v for v in values if v is not None]
-                middle = _median(known)
-                ratios[f"{figure} product/{other}"] = {
-                    "median": middle,
-                    "runs": values,
-                    # Relative spread between repeats; None when there was one repeat only.
-                    "spread": round((max(known) - min(known)) / middle, 3) if len(known) > 1 and middle else None,
-                    "higher_is_better": _higher_is_better(figure),
-                }
+                ratios[f"{figure} product/{other}"] = _ratio_entry(figure, values)
+        for scenario, ours, theirs in PHASE_RATIOS:
+            if scenario != name or "product" not in ran:
+                continue
+            for figure in KEY_FIGURES[name]:
+                values = [
+                    _ratio(run["product"].get(ours, {}).get(figure), run["product"].get(theirs, {}).get(figure))
+                    for run in runs
+                ]
+                ratios[f"{figure} {ours}/{theirs}"] = _ratio_entry(figure, values)
         summary[name] = {"medians": medians, "ratios": ratios}
     return summary
+
+
+def _ratio_entry(figure: str, values: list[float | None]) -> dict[str, Any]:
+    known = [v for v in values if v is not None]
+    middle = _median(known)
+    return {
+        "median": middle,
+        "runs": values,
+        # Relative spread between repeats; None when there was one repeat only.
+        "spread": round((max(known) - min(known)) / middle, 3) if len(known) > 1 and middle else None,
+        "higher_is_better": _higher_is_better(figure),
+    }
 
 
 def _median(values: list[Any]) -> float | None:
@@ -396,6 +421,8 @@ def _scenario_markdown(name: str, outcome: dict[str, Any], summary: dict[str, An
                     or "none"
                 )
             )
+        elif name == "records":
+            parts.append(_records_markdown(run))
         elif name == "sizes":
             columns = [
                 "members",
@@ -437,12 +464,71 @@ def _scenario_markdown(name: str, outcome: dict[str, Any], summary: dict[str, An
     return "\n".join(parts)
 
 
+_RECORDS_COLUMNS = [
+    "edits_sent",
+    "edits_per_s",
+    "conflicting_sent",
+    "outcomes",
+    "reply_ms_p50",
+    "reply_ms_p95",
+    "reply_ms_p99",
+    "reply_ms_max",
+    "expected",
+    "delivered",
+    "lost",
+    "duplicates",
+    "unexpected",
+    "leaked",
+    "notices_expected",
+    "notices_delivered",
+    "notices_lost",
+    "latency_ms_p50",
+    "latency_ms_p99",
+    "server_cpu_cores",
+    "server_cpu_us_per_edit",
+    "server_cpu_us_per_edit_above_idle",
+]
+
+
+def _records_markdown(run: dict[str, Any]) -> str:
+    """One row per server and plan (sync: the engine; publish: the same edits as chat messages)."""
+    rows: list[list[Any]] = [["server", "plan", *_RECORDS_COLUMNS]]
+    skipped = []
+    for kind, figures in run.items():
+        if "not_run" in figures:
+            skipped.append(f"{kind}: not run ({figures['not_run']})")
+            continue
+        for plan in ("sync", "publish"):
+            if plan in figures:
+                phase = figures[plan]
+                outcomes = ", ".join(f"{k} {v}" for k, v in phase["outcomes"].items())
+                rows.append([kind, plan, *(outcomes if c == "outcomes" else phase.get(c) for c in _RECORDS_COLUMNS)])
+    lines = [_table(rows)]
+    connected = ", ".join(
+        f"{kind} {f['connected']} of {f['sockets']} ({f['editors']} editors; idle, the server used"
+        f" {f.get('server_idle_cpu_cores')} cores)"
+        for kind, f in run.items()
+        if "connected" in f
+    )
+    lines.append(f"\nConnected: {connected}" + "".join(f"; {line}" for line in skipped))
+    refusals = [
+        f"{kind} {plan}: {r}"
+        for kind, f in run.items()
+        for plan in ("sync", "publish")
+        for r in f.get(plan, {}).get("refusals", [])[:1]
+    ]
+    if refusals:
+        lines.append("Refusals: " + "; ".join(refusals))
+    return "\n".join(lines)
+
+
 TITLES = {
     "saturday": "Saturday peak",
     "bigroom": "Big room: one wedding, 1,000 sockets, paced loads rising, then a burst",
     "sizes": "Burst throughput against room size",
     "storm": "Reconnect storm",
     "presence": "Presence churn",
+    "records": "Shared records: 200 members, a 50-item timeline, 20 edits/s, 10 % conflicting",
 }
 
 

@@ -9,6 +9,7 @@ receivers' process is busy (the reconnect storm needs that).
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,6 +19,7 @@ from typing import Any
 
 import redis
 
+from bench import records
 from bench.loadgen import LoadGenerator, SocketSpec
 from bench.servers import RunningServer, process_cpu_seconds, process_rss_kib, redis_pid, running
 
@@ -64,9 +66,9 @@ class Session:
     redis_pid: int
     connect: dict[str, Any]
 
-    def reset(self) -> None:
-        self.publishers.reset()
-        self.receivers.reset()
+    def reset(self, *, records: bool = False) -> None:
+        self.publishers.reset(records=records)
+        self.receivers.reset(records=records)
 
     def cpu(self) -> tuple[float, float, float, float]:
         return (
@@ -406,10 +408,97 @@ def presence_churn(
         }
 
 
+# Editors change the timeline far above a person's rate (20 edits/s over 29 editors in the short
+# profile, 41 a minute each): every role's limit is lifted, as the planners' is for publishing.
+RECORDS_ENVIRONMENT = {"REALTIME_RATE_LIMITS": json.dumps(dict.fromkeys(sorted(records.ROLES), 1_000_000))}
+RECORDS_DRAIN = 10.0  # seconds after the last reply an event or notice may still arrive; later is lost
+RECORDS_IDLE = 5.0  # seconds the server's CPU is read with nothing sent: what 200 idle sockets cost
+
+
+def shared_records(
+    kind: str,
+    env: dict[str, str],
+    weddings: list[dict[str, Any]],
+    *,
+    rate: float,
+    seconds: float,
+    warmup: float,
+    workers: int,
+) -> dict[str, Any]:
+    """Every member of one wedding connected; the editors change its timeline at ``rate`` edits a
+    second over them all (10 % deliberately stale), as ``sync`` ops and then, the same plan, as
+    publishes of a ``chat.message`` to the same audience (bench/records.py)."""
+    modes = records.modes_for(kind)
+    if not modes:
+        return {"not_run": "no audiences, records or storage: it cannot deliver the same plan"}
+    timeline = records.Timeline.of(weddings[0])
+    specs = [
+        SocketSpec(m["member"], m["token"], timeline.topic, publisher=m["member"] in timeline.editors, role=m["role"])
+        for m in weddings[0]["members"]
+    ]
+    with session(kind, {**env, **RECORDS_ENVIRONMENT}, specs, workers=workers) as live:
+        time.sleep(SETTLE_SECONDS)
+        before = live.cpu()
+        time.sleep(RECORDS_IDLE)
+        idle = _cpu_figures(before, live.cpu(), 0)["server_cpu_cores"]
+        phases = {}
+        for mode in modes:
+            phases[mode] = _records_phase(
+                live, timeline, mode=mode, rate=rate, seconds=seconds, warmup=warmup, idle_cores=idle
+            )
+            time.sleep(2.0)
+        return {
+            "editors": len(timeline.editors),
+            "items": len(timeline.versions),
+            **live.connect,
+            "server_idle_cpu_cores": idle,
+            **phases,
+        }
+
+
+def _records_phase(
+    live: Session,
+    timeline: records.Timeline,
+    *,
+    mode: str,
+    rate: float,
+    seconds: float,
+    warmup: float,
+    idle_cores: float,
+) -> dict[str, Any]:
+    """A warm-up not counted (the first edits' lazy set-up), then the measured edits."""
+    plan = {"timeline": timeline.wire(), "mode": mode, "rate": rate}
+    warm = live.publishers.records_edit(**plan, seconds=warmup, measured=False)
+    time.sleep(1.0)
+    live.reset(records=True)
+    before = live.cpu()
+    edits = live.publishers.records_edit(**plan, seconds=seconds, measured=True)
+    expected = records.records_expected(warm + edits, timeline=timeline, mode=mode)
+    a = live.publishers.collect_records(expected=expected, timeout=RECORDS_DRAIN)
+    b = live.receivers.collect_records(expected=expected, timeout=RECORDS_DRAIN)
+    after = live.cpu()
+    figures = records.edit_figures(edits)
+    delivered = {key: a[key] + b[key] for key in a if key not in ("latencies", "last_receipt")}
+    answered = figures["replies"]
+    server_cpu = after[1] - before[1]
+    above_idle = server_cpu - idle_cores * (after[0] - before[0])  # what the edits cost over idle sockets
+    return {
+        **figures,
+        "edits_per_s": round(figures["edits_sent"] / seconds, 1),
+        "notices_unknown": expected.notices_unknown,
+        **delivered,
+        **records.latency_figures(a["latencies"] + b["latencies"]),
+        **_cpu_figures(before, after, delivered["delivered"]),
+        "server_cpu_us_per_edit": round(server_cpu * 1e6 / answered, 1) if answered else None,
+        "server_cpu_us_per_edit_above_idle": round(above_idle * 1e6 / answered, 1) if answered else None,
+    }
+
+
 SCENARIOS: dict[str, Callable[..., Any]] = {
     "saturday": saturday_peak,
     "bigroom": big_room,
     "sizes": room_sizes,
     "storm": reconnect_storm,
     "presence": presence_churn,
+    "records": shared_records,
 }

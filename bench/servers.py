@@ -78,8 +78,12 @@ def environment() -> dict[str, str]:
     }
 
 
-def seed(env: dict[str, str], *, weddings: int, members: int) -> list[dict[str, Any]]:
-    """A fresh scratch database with ``weddings`` weddings of ``members`` members, with tokens."""
+def seed(
+    env: dict[str, str], *, weddings: int, members: int, editors: int = 0, timeline_items: int | None = None
+) -> list[dict[str, Any]]:
+    """A fresh scratch database with ``weddings`` weddings of ``members`` members, with tokens;
+    ``editors`` of the members are vendor assistants (who may change the timeline), and each
+    wedding's timeline has ``timeline_items`` items (the demo's five by default)."""
     with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as admin:
         admin.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
         admin.execute(f"CREATE DATABASE {DB_NAME}")
@@ -95,7 +99,10 @@ def seed(env: dict[str, str], *, weddings: int, members: int) -> list[dict[str, 
             "--weddings",
             str(weddings),
             "--guests",
-            str(max(members - 10, 1)),  # the demo staff are 10 members per wedding
+            str(max(members - 10 - editors, 1)),  # the demo staff are 10 members per wedding
+            "--editors",
+            str(editors),
+            *([] if timeline_items is None else ["--timeline-items", str(timeline_items)]),
             "--token-ttl",
             "7200",
         ],

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from realtime.names import EventType
-from wedsync.models import Member, Task, TimelineItem
+from wedsync.models import Member
 from wedsync.permissions import Role
 
 _ALL_ROLES = frozenset(role.value for role in Role)
@@ -61,32 +61,11 @@ def audience_default(
     concerned = _int_or_none(data.get("member"))
     if event_type in (EventType.CHAT_MESSAGE, EventType.EMERGENCY_ALERT, EventType.EMERGENCY_RESOLVED):
         audience = EVERYONE
-    elif event_type is EventType.RSVP_UPDATED:
-        guest = concerned if concerned is not None else (sender.pk if sender else None)
-        audience = Audience.of(roles=_COUPLE_AND_PLANNER).with_member(guest)
-    elif event_type is EventType.TIMELINE_CHANGED:
-        item_id = _int_or_none(data.get("item"))
-        vendors = (
-            TimelineItem.assigned_vendors.through.objects.filter(
-                timelineitem_id=item_id, timelineitem__wedding_id=wedding_id, member__wedding_id=wedding_id
-            ).values_list("member_id", flat=True)
-            if item_id is not None
-            else []
-        )
-        audience = Audience.of(roles=_COUPLE_AND_PLANNER, members=vendors)
     elif event_type is EventType.VENDOR_STATUS:
         audience = Audience.of(roles=_COUPLE_AND_PLANNER)
-    elif event_type is EventType.TASK_UPDATED:
-        task_id = _int_or_none(data.get("task"))
-        assignee = (
-            Task.objects.filter(pk=task_id, wedding_id=wedding_id).values_list("assignee_id", flat=True).first()
-            if task_id is not None
-            else None
-        )
-        audience = Audience.of(roles={Role.PLANNER.value}).with_member(assignee)
     elif event_type in (EventType.ALERT_RAISED, EventType.ALERT_RESOLVED):
         audience = Audience.of(roles=_COUPLE_AND_PLANNER).with_member(concerned)
-    else:  # record.* events are given their record's audience by the sync engine
+    else:  # record.* events: the sync engine always passes its record's audience
         audience = Audience.of(roles=_COUPLE_AND_PLANNER)
     # The sender's other devices see what they sent.
     return audience.with_member(sender.pk if sender else None)

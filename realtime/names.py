@@ -58,8 +58,11 @@ class EventType(enum.StrEnum):
     EMERGENCY_RESOLVED = "emergency.resolved"
     ALERT_RAISED = "alert.raised"
     ALERT_RESOLVED = "alert.resolved"
+    RECORD_CREATED = "record.created"
     RECORD_UPDATED = "record.updated"
+    RECORD_DELETED = "record.deleted"
     RECORD_CONFLICT = "record.conflict"
+    CONFLICT_RESOLVED = "conflict.resolved"
 
 
 # Types only the server publishes (alerts, the end of an emergency, and record changes made by ``sync``).
@@ -68,9 +71,18 @@ SERVER_ONLY_TYPES: frozenset[EventType] = frozenset(
         EventType.ALERT_RAISED,
         EventType.ALERT_RESOLVED,
         EventType.EMERGENCY_RESOLVED,
+        EventType.RECORD_CREATED,
         EventType.RECORD_UPDATED,
+        EventType.RECORD_DELETED,
         EventType.RECORD_CONFLICT,
+        EventType.CONFLICT_RESOLVED,
     }
+)
+
+# Types clients published before shared records existed; records now change only through ``sync``,
+# which emits the ``record.*`` events (a protocol change, docs/protocol.md section 7).
+RETIRED_CLIENT_TYPES: frozenset[EventType] = frozenset(
+    {EventType.RSVP_UPDATED, EventType.TIMELINE_CHANGED, EventType.TASK_UPDATED}
 )
 
 DEFAULT_PRIORITY: dict[EventType, Priority] = {
@@ -86,8 +98,11 @@ DEFAULT_PRIORITY: dict[EventType, Priority] = {
     EventType.EMERGENCY_RESOLVED: Priority.CRITICAL,
     EventType.ALERT_RAISED: Priority.CRITICAL,
     EventType.ALERT_RESOLVED: Priority.HIGH,
+    EventType.RECORD_CREATED: Priority.HIGH,
     EventType.RECORD_UPDATED: Priority.HIGH,
+    EventType.RECORD_DELETED: Priority.HIGH,
     EventType.RECORD_CONFLICT: Priority.HIGH,
+    EventType.CONFLICT_RESOLVED: Priority.HIGH,
 }
 
 # The ``data`` field that marks an ``emergency.alert`` as a repeat of the sender's open emergency
@@ -97,10 +112,7 @@ EMERGENCY_REPEAT_FIELD = "repeat"
 # The permission a member needs to publish each client type (``None``: see the audience rules).
 PUBLISH_PERMISSION: dict[EventType, Permission | None] = {
     EventType.CHAT_MESSAGE: Permission.CHAT,
-    EventType.RSVP_UPDATED: Permission.EDIT_RSVP,
-    EventType.TIMELINE_CHANGED: Permission.EDIT_TIMELINE,
     EventType.VENDOR_STATUS: None,  # vendors about themselves, planner and couple about anyone
-    EventType.TASK_UPDATED: None,  # the planner, the couple, or the task's assignee
     EventType.EMERGENCY_ALERT: Permission.SEND_EMERGENCY,
 }
 

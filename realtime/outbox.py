@@ -25,12 +25,16 @@ _NEVER_CONFLATED = frozenset({"chat.message"})
 
 
 def conflation_key(frame: dict[str, Any]) -> str | None:
-    """Which queued ``low`` event a newer one replaces: same topic, type and subject (the member,
-    timeline item or task it is about, else its sender); None for types never conflated."""
+    """Which queued ``low`` event a newer one replaces: same topic, type and subject (the record or
+    the member it is about, else its sender); None for types never conflated."""
     if frame["type"] in _NEVER_CONFLATED:
         return None
     data = frame.get("data") or {}
-    subject = data.get("member") or data.get("item") or data.get("task") or (frame.get("from") or {}).get("member")
+    subject: object
+    if "record" in data:  # a record's events are about the record, whoever changed it
+        subject = f"{data['record']}:{data.get('id')}"
+    else:
+        subject = data.get("member") or (frame.get("from") or {}).get("member")
     return f"{frame['topic']}|{frame['type']}|{subject}"
 
 

@@ -16,7 +16,7 @@ import msgspec
 from presence.state import StateChange
 from presence.vocabulary import PresenceStatus, VendorActivity
 from realtime.names import EventType
-from wedsync.models.records import LocationZone, RsvpStatus, TaskStatus
+from wedsync.models.records import LocationZone
 from wedsync.refusals import ErrorCode as ErrorCode  # the protocol's codes, named where every app can raise them
 from wedsync.refusals import Refused
 
@@ -104,22 +104,65 @@ class Heartbeat(_Frame, tag="heartbeat"):
     rtt: Annotated[int, msgspec.Meta(ge=0, le=600_000)] | None = None
 
 
+RecordName = Literal["timeline_item", "task", "rsvp"]
+OpId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+RecordId = Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)]
+Version = Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)]
+MAX_SYNC_OPS = 50
+
+
 class SyncOp(msgspec.Struct, forbid_unknown_fields=True):
-    record: Literal["timeline_item", "task", "rsvp"]
-    id: int | None
-    base_version: int | None
-    changes: dict[str, Any]
+    """One change of a shared record (section 7): create (``id`` null), change, or ``delete``."""
+
+    record: RecordName
+    op_id: OpId  # the client's own id for the op: a resent op is answered the same and applied once
+    id: RecordId | None = None
+    base_version: Version | None = None
+    changes: dict[str, Any] = msgspec.field(default_factory=dict)
+    delete: bool = False
 
 
 class Sync(_Frame, tag="sync"):
+    """One op (its fields on the frame), or ``atomic: true`` with ``ops``: all or nothing."""
+
     ref: Ref
     topic: Topic
-    record: Literal["timeline_item", "task", "rsvp"] | None = None
-    id: int | None = None
-    base_version: int | None = None
+    record: RecordName | None = None
+    op_id: OpId | None = None
+    id: RecordId | None = None
+    base_version: Version | None = None
     changes: dict[str, Any] | None = None
+    delete: bool = False
     atomic: bool = False
-    ops: list[SyncOp] | None = None
+    ops: Annotated[list[SyncOp], msgspec.Meta(min_length=1, max_length=MAX_SYNC_OPS)] | None = None
+
+    def sync_ops(self) -> list[SyncOp]:
+        """The frame's ops, or :class:`FrameError` when it mixes the two forms or misses a field."""
+        single = self.record is not None or self.op_id is not None or self.id is not None or self.changes is not None
+        if self.atomic:
+            if self.ops is None or single or self.delete or self.base_version is not None:
+                raise FrameError(
+                    code="invalid", message="ops: an atomic sync carries its changes in ops only", ref=self.ref
+                )
+            return self.ops
+        if self.ops is not None:
+            raise FrameError(
+                code="invalid", message="atomic: ops are applied all or nothing (atomic: true)", ref=self.ref
+            )
+        if self.record is None:
+            raise FrameError(code="invalid", message="record: required (timeline_item, task or rsvp)", ref=self.ref)
+        if self.op_id is None:
+            raise FrameError(code="invalid", message="op_id: required (the client's id for this change)", ref=self.ref)
+        return [
+            SyncOp(
+                record=self.record,
+                op_id=self.op_id,
+                id=self.id,
+                base_version=self.base_version,
+                changes=self.changes or {},
+                delete=self.delete,
+            )
+        ]
 
 
 ClientFrame = Subscribe | Unsubscribe | Publish | Ack | Auth | Presence | Heartbeat | Sync
@@ -300,29 +343,10 @@ class ChatData(_Data):
     reply_to: Seq | None = None
 
 
-class RsvpData(_Data):
-    member: MemberId | None = None  # the guest concerned; the sender when omitted
-    status: RsvpStatus | None = None
-    meal: Annotated[str, msgspec.Meta(max_length=100)] | None = None
-    plus_ones: Annotated[int, msgspec.Meta(ge=0, le=20)] | None = None
-    dietary_notes: Annotated[str, msgspec.Meta(max_length=1000)] | None = None
-
-
-class TimelineData(_Data):
-    item: MemberId  # the timeline item's id
-    summary: ShortText | None = None
-
-
 class VendorStatusData(_Data):
     activity: VendorActivity
     member: MemberId | None = None  # the vendor concerned; the sender when omitted
     eta_minutes: Annotated[int, msgspec.Meta(ge=0, le=1440)] | None = None
-    note: ShortText | None = None
-
-
-class TaskData(_Data):
-    task: MemberId  # the task's id
-    status: TaskStatus | None = None
     note: ShortText | None = None
 
 
@@ -333,10 +357,7 @@ class EmergencyData(_Data):
 
 EVENT_DATA_SCHEMAS: dict[EventType, type[_Data]] = {
     EventType.CHAT_MESSAGE: ChatData,
-    EventType.RSVP_UPDATED: RsvpData,
-    EventType.TIMELINE_CHANGED: TimelineData,
     EventType.VENDOR_STATUS: VendorStatusData,
-    EventType.TASK_UPDATED: TaskData,
     EventType.EMERGENCY_ALERT: EmergencyData,
 }
 

@@ -26,6 +26,7 @@ from realtime.selectors import SubscriptionDenied
 from realtime.services.acks import event_ack
 from realtime.services.events import PublishRefused
 from realtime.services.sockets import socket_event_publish
+from records.services import SyncRefused, SyncRequest, SyncResult, socket_records_sync
 from wedsync.refusals import ErrorCode, Refused
 from wedsync.services.audit import ClientInfo
 
@@ -54,6 +55,7 @@ class OpSocket(Socket, Protocol):
 
 
 _socket_event_publish = per_socket_db(socket_event_publish)  # wrapped once (realtime.db)
+_socket_records_sync = per_socket_db(socket_records_sync)
 
 
 async def op_subscribe(socket: OpSocket, frame: protocol.Subscribe) -> None:
@@ -195,9 +197,44 @@ async def op_presence(socket: OpSocket, frame: protocol.Presence) -> None:
     socket.send_frame(protocol.reply_ok(frame.ref))
 
 
-async def op_not_yet(socket: OpSocket, frame: protocol.Sync) -> None:
-    op = type(frame).__name__.lower()
-    socket.send_frame(protocol.reply_error(frame.ref, "unavailable", f"{op} is not available on this server yet."))
+async def op_sync(socket: OpSocket, frame: protocol.Sync) -> None:
+    wedding_id = _subscribed_wedding(socket, frame.topic)
+    if wedding_id is None:
+        _not_subscribed(socket, frame.ref, frame.topic, "Subscribe to {topic} first.")
+        return
+    try:
+        ops = frame.sync_ops()
+    except protocol.FrameError as error:
+        socket.send_frame(protocol.reply_error(frame.ref, error.code, error.message))
+        return
+    requests = [
+        SyncRequest(
+            kind=op.record,
+            record_id=op.id,
+            base_version=op.base_version,
+            changes=op.changes,
+            delete=op.delete,
+            op_id=op.op_id,
+        )
+        for op in ops
+    ]
+    try:
+        results = await _socket_records_sync(
+            user_id=socket.user_id, wedding_id=wedding_id, requests=requests, atomic=frame.atomic, client=socket.client
+        )
+    except SyncRefused as refused:
+        socket.send_frame(protocol.reply_error(frame.ref, refused.code, refused.message, **refused.details))
+        if refused.code == "rate_limited":
+            await socket.refused_for_rate("sync")
+        return
+    if frame.atomic:
+        socket.send_frame(protocol.reply_ok(frame.ref, {"results": [_sync_reply(result) for result in results]}))
+    else:
+        socket.send_frame(protocol.reply_ok(frame.ref, _sync_reply(results[0])))
+
+
+def _sync_reply(result: SyncResult) -> dict[str, Any]:
+    return {**result.reply, "duplicate": True} if result.duplicate else result.reply
 
 
 def _not_subscribed(socket: OpSocket, ref: str | None, topic: str, message: str) -> None:
@@ -212,5 +249,5 @@ OPS: dict[type, Callable[[OpSocket, Any], Awaitable[None]]] = {
     protocol.Auth: op_auth,
     protocol.Heartbeat: op_heartbeat,
     protocol.Presence: op_presence,
-    protocol.Sync: op_not_yet,
+    protocol.Sync: op_sync,
 }

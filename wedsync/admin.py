@@ -1,7 +1,9 @@
 """The coordinators' oversight panel for the core domain.
 
 Member edits go through :func:`wedsync.services.members.member_save`, so a role change made here
-revokes tokens and is audited exactly like one made anywhere else. The audit log is read-only.
+revokes tokens and is audited exactly like one made anywhere else. Timeline items, tasks and RSVPs
+are saved and deleted by the sync engine (:mod:`records.admin_edits`), so an admin's edit conflicts
+and notifies like a member's. The audit log is read-only.
 A coordinator sees the weddings they oversee and what belongs to them, superusers everything
 (:mod:`wedsync.admin_scope`, docs/decisions/0022); agencies and assignments are the superusers'.
 """
@@ -19,6 +21,9 @@ from django.forms import BaseInlineFormSet, ModelForm
 from django.http import HttpRequest
 
 from presence.admin import OpenAlertInline, wedding_presence_html
+from records.admin import WeddingStrategyInline, strategies_formset_save
+from records.admin_edits import RecordEditAdmin, RecordEditForm
+from records.models import RecordKindName, WeddingStrategy
 from wedsync.admin_scope import (
     OverseenChoices,
     ScopedAdmin,
@@ -42,7 +47,6 @@ from wedsync.selectors import users_overseen
 from wedsync.services.audit import ClientInfo
 from wedsync.services.auth import tokens_revoke_for_user
 from wedsync.services.members import member_remove, member_save
-from wedsync.services.records import record_save
 from wedsync.services.weddings import wedding_delete
 
 
@@ -78,7 +82,7 @@ class WeddingAdmin(WeddingScopedAdmin[Wedding]):
     search_fields = ("name", "slug", "venue_name", "venue_address")
     date_hierarchy = "date"
     prepopulated_fields = {"slug": ("name",)}
-    inlines = [MemberInline, CoordinatorAssignmentInline, OpenAlertInline]
+    inlines = [MemberInline, CoordinatorAssignmentInline, OpenAlertInline, WeddingStrategyInline]
     readonly_fields = ("live_presence",)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Wedding]:
@@ -125,6 +129,9 @@ class WeddingAdmin(WeddingScopedAdmin[Wedding]):
     def save_formset(
         self, request: HttpRequest, form: ModelForm[Wedding], formset: BaseInlineFormSet[Any, Any, Any], change: bool
     ) -> None:
+        if formset.model is WeddingStrategy:
+            strategies_formset_save(request, formset)
+            return
         if formset.model is not Member:
             super().save_formset(request, form, formset, change)
             return
@@ -162,21 +169,15 @@ class MemberAdmin(WeddingScopedAdmin[Member]):
             self.delete_model(request, member)
 
 
-class _RecordAdmin(WeddingScopedAdmin[Any]):
-    """Record edits go through record_save: version bumped, change audited."""
-
-    def save_model(self, request: HttpRequest, obj: Any, form: ModelForm[Any], change: bool) -> None:
-        record_save(record=obj, actor=request.user, client=ClientInfo.from_request(request))  # type: ignore[arg-type]
-
-
-class TimelineItemForm(ModelForm[TimelineItem]):
+class TimelineItemForm(RecordEditForm):
     class Meta:
         model = TimelineItem
-        fields = ("wedding", "title", "starts_at", "ends_at", "location", "assigned_vendors", "notes")
+        fields = ("wedding", "title", "starts_at", "ends_at", "location", "assigned_vendors", "notes", "ceremony_notes")
 
     def clean(self) -> dict[str, Any]:
         cleaned: dict[str, Any] = super().clean() or {}
-        wedding, vendors = cleaned.get("wedding"), cleaned.get("assigned_vendors") or []
+        wedding = cleaned.get("wedding") or (self.instance.wedding if self.instance.wedding_id else None)
+        vendors = cleaned.get("assigned_vendors") or []
         strangers = [vendor for vendor in vendors if wedding is not None and vendor.wedding_id != wedding.pk]
         if strangers:
             raise ValidationError({"assigned_vendors": f"{strangers[0]} is not a member of {wedding}."})
@@ -184,8 +185,10 @@ class TimelineItemForm(ModelForm[TimelineItem]):
 
 
 @admin.register(TimelineItem)
-class TimelineItemAdmin(_RecordAdmin):
+class TimelineItemAdmin(RecordEditAdmin):
     form = TimelineItemForm
+    record_kind_name = RecordKindName.TIMELINE_ITEM
+    blank_is_none = frozenset({"location"})
     list_display = ("title", "wedding", "starts_at", "ends_at", "location", "version")
     list_filter = ("location", "wedding__date")
     search_fields = ("title", "notes", "wedding__name")
@@ -195,7 +198,8 @@ class TimelineItemAdmin(_RecordAdmin):
 
 
 @admin.register(Task)
-class TaskAdmin(_RecordAdmin):
+class TaskAdmin(RecordEditAdmin):
+    record_kind_name = RecordKindName.TASK
     list_display = ("title", "wedding", "assignee", "status", "due", "version")
     list_filter = ("status", "wedding__date")
     search_fields = ("title", "wedding__name", "assignee__user__username")
@@ -204,8 +208,10 @@ class TaskAdmin(_RecordAdmin):
 
 
 @admin.register(Rsvp)
-class RsvpAdmin(_RecordAdmin):
+class RsvpAdmin(RecordEditAdmin):
+    record_kind_name = RecordKindName.RSVP
     wedding_path = "guest__wedding"
+    owner_field = "guest"
     list_display = ("guest", "status", "meal", "plus_ones", "version")
     list_filter = ("status", "guest__wedding__date")
     search_fields = ("guest__user__username", "guest__display_name", "meal", "dietary_notes")

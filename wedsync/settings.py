@@ -108,6 +108,7 @@ INSTALLED_APPS = [
     "wedsync",
     "realtime",
     "presence",
+    "records",
     "monitoring",
 ]
 
@@ -652,6 +653,7 @@ WEDSYNC_RETENTION_SWEEP_SECONDS = env_int("WEDSYNC_RETENTION_SWEEP_SECONDS", def
 for _name, _task in (
     ("realtime-purge-expired-events", "realtime.tasks.purge_expired_events"),
     ("realtime-purge-expired-tickets", "realtime.tasks.purge_expired_tickets"),
+    ("records-purge-expired-sync-history", "records.tasks.purge_expired_sync_history"),
     ("wedsync-purge-expired-tokens", "wedsync.tasks.purge_expired_tokens"),
     ("wedsync-purge-expired-sessions", "wedsync.tasks.purge_expired_sessions"),
     ("wedsync-purge-expired-audit-entries", "wedsync.tasks.purge_expired_audit_entries"),

@@ -12,6 +12,14 @@ from presence.views import (
     WeddingPresenceView,
 )
 from realtime.views import TicketCreateView
+from records.views import (
+    ConflictListView,
+    ConflictResolveView,
+    RecordBatchView,
+    RecordDetailView,
+    RecordListView,
+    WeddingStateView,
+)
 from wedsync.api.views import LogoutView, TokenObtainView, TokenRefreshView
 
 api_v1 = [
@@ -28,6 +36,21 @@ api_v1 = [
         name="wedding-emergency-resolve",
     ),
     path("weddings/<int:wedding_id>/presence/", WeddingPresenceView.as_view(), name="wedding-presence"),
+    path("weddings/<int:wedding_id>/state/", WeddingStateView.as_view(), name="wedding-state"),
+    # Before the kinds' routes, which would take "batch" for a kind.
+    path("weddings/<int:wedding_id>/records/batch/", RecordBatchView.as_view(), name="wedding-records-batch"),
+    path("weddings/<int:wedding_id>/records/<str:kind>/", RecordListView.as_view(), name="wedding-records"),
+    path(
+        "weddings/<int:wedding_id>/records/<str:kind>/<int:record_id>/",
+        RecordDetailView.as_view(),
+        name="wedding-record",
+    ),
+    path("weddings/<int:wedding_id>/conflicts/", ConflictListView.as_view(), name="wedding-conflicts"),
+    path(
+        "weddings/<int:wedding_id>/conflicts/<int:conflict_id>/resolve/",
+        ConflictResolveView.as_view(),
+        name="wedding-conflict-resolve",
+    ),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
 ]

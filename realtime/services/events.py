@@ -23,6 +23,7 @@ from realtime.models import Event, WeddingStream, new_epoch
 from realtime.names import (
     DEFAULT_PRIORITY,
     PUBLISH_PERMISSION,
+    RETIRED_CLIENT_TYPES,
     SERVER_ONLY_TYPES,
     EventType,
     Priority,
@@ -32,8 +33,8 @@ from realtime.names import (
 from realtime.protocol import FrameError, event_data_validate, iso
 from realtime.services.publish_hooks import PublishGate, publish_gate, reach_widening_reasons
 from realtime.services.publish_hooks import PublishRefused as PublishRefused  # the publish API names it here too
-from wedsync.models import AuditOutcome, Member, Task
-from wedsync.permissions import Permission, Role, role_has_permission
+from wedsync.models import AuditOutcome, Member
+from wedsync.permissions import Role, role_has_permission
 from wedsync.refusals import ErrorCode
 from wedsync.services.audit import AuditAction, ClientInfo, audit_record
 
@@ -219,22 +220,10 @@ def _refuse(
 
 def _may_publish(*, member: Member, event_type: EventType, data: dict[str, Any]) -> bool:
     role = member.role
-    concerned = data.get("member")
-    if event_type is EventType.RSVP_UPDATED:
-        own = concerned in (None, member.pk)
-        return role_has_permission(role=role, permission=Permission.EDIT_RSVP, own=own)
     if event_type is EventType.VENDOR_STATUS:
         if role in (Role.PLANNER, Role.COUPLE):
             return True
-        return Role(role).is_vendor and concerned in (None, member.pk)
-    if event_type is EventType.TASK_UPDATED:
-        if role in (Role.PLANNER, Role.COUPLE):
-            return True
-        task_id = data.get("task")
-        return (
-            isinstance(task_id, int)
-            and Task.objects.filter(pk=task_id, wedding_id=member.wedding_id, assignee=member).exists()
-        )
+        return Role(role).is_vendor and data.get("member") in (None, member.pk)
     permission = PUBLISH_PERMISSION[event_type]
     return permission is not None and role_has_permission(role=role, permission=permission)
 
@@ -261,6 +250,12 @@ def member_event_publish(
         event_type = EventType(type_name)
     except ValueError:
         raise PublishRefused(code="invalid", message=f"type: unknown event type {type_name[:64]!r}") from None
+    if event_type in RETIRED_CLIENT_TYPES:
+        raise PublishRefused(
+            code="invalid",
+            message=f"type: {event_type} is no longer published by clients; change the record with the sync op "
+            "and the server sends record.updated (docs/protocol.md section 7)",
+        )
     if event_type in SERVER_ONLY_TYPES:
         raise _refuse(
             member=member,

@@ -10,6 +10,7 @@ from drf_spectacular.generators import SchemaGenerator
 from rest_framework import exceptions
 from rest_framework.test import APIClient
 
+from records.registry import kinds
 from tests.personas import WeddingParty
 from tests.presence.test_alerts_api import as_member
 from wedsync.api.errors import api_exception_handler
@@ -39,10 +40,77 @@ def test_every_operation_documents_each_status_it_can_answer() -> None:
         "GET /api/v1/weddings/{wedding_id}/emergencies/": ["200", "400", "401", "403", "404"],
         "POST /api/v1/weddings/{wedding_id}/emergencies/{emergency_id}/resolve/": ["200", "401", "403", "404"],
         "GET /api/v1/weddings/{wedding_id}/presence/": ["200", "401", "403", "404", "503"],
+        "GET /api/v1/weddings/{wedding_id}/state/": ["200", "401", "403", "404"],
+        "POST /api/v1/weddings/{wedding_id}/records/batch/": [
+            "200",
+            "400",
+            "401",
+            "403",
+            "404",
+            "409",
+            "415",
+            "422",
+            "429",
+        ],
+        "GET /api/v1/weddings/{wedding_id}/records/{kind}/": ["200", "400", "401", "403", "404"],
+        "POST /api/v1/weddings/{wedding_id}/records/{kind}/": ["201", "400", "401", "403", "404", "415", "422", "429"],
+        "GET /api/v1/weddings/{wedding_id}/records/{kind}/{record_id}/": ["200", "401", "403", "404"],
+        "PATCH /api/v1/weddings/{wedding_id}/records/{kind}/{record_id}/": [
+            "200",
+            "400",
+            "401",
+            "403",
+            "404",
+            "409",
+            "415",
+            "422",
+            "428",
+            "429",
+        ],
+        "DELETE /api/v1/weddings/{wedding_id}/records/{kind}/{record_id}/": [
+            "200",
+            "400",
+            "401",
+            "403",
+            "404",
+            "409",
+            "422",
+            "428",
+            "429",
+        ],
+        "GET /api/v1/weddings/{wedding_id}/conflicts/": ["200", "400", "401", "403", "404"],
+        "POST /api/v1/weddings/{wedding_id}/conflicts/{conflict_id}/resolve/": [
+            "200",
+            "400",
+            "401",
+            "403",
+            "404",
+            "409",
+            "415",
+            "422",
+        ],
     }
     error = schema["components"]["schemas"]["ErrorDetail"]
     assert set(error["properties"]) == {"code", "message", "fields", "retry_after"}
     assert error["required"] == ["code", "message"]
+
+
+def test_record_kinds_and_the_fields_they_take_come_from_the_registry() -> None:
+    schema = SchemaGenerator().get_schema(request=None, public=True)
+    operation = schema["paths"]["/api/v1/weddings/{wedding_id}/records/{kind}/{record_id}/"]["patch"]
+    parameters = {parameter["name"]: parameter for parameter in operation["parameters"]}
+    assert parameters["kind"]["schema"]["enum"] == sorted(kind.name for kind in kinds())
+    assert parameters["If-Match"]["required"] is True and "Idempotency-Key" in parameters
+    bodies = operation["requestBody"]["content"]["application/json"]["schema"]["anyOf"]
+    assert [sorted(body["properties"]) for body in bodies] == [
+        sorted(kind.changes.__struct_fields__) for kind in kinds()
+    ]
+    assert all(body["additionalProperties"] is False for body in bodies)
+    timeline = bodies[0]["properties"]
+    assert timeline["ends_at"] == {"type": "string", "format": "date-time", "nullable": True}
+    assert timeline["location"]["enum"][-1] is None and timeline["location"]["nullable"] is True
+    error = schema["components"]["schemas"]["RecordErrorDetail"]
+    assert {"deleted_seq", "op", "outcome", "version", "conflict"} <= set(error["properties"])
 
 
 @pytest.mark.parametrize(
@@ -89,6 +157,17 @@ def test_a_number_is_not_a_string(api: APIClient, party: WeddingParty) -> None:
     assert (logout.status_code, logout.json()["error"]["fields"]) == (400, {"refresh": ["Not a valid string."]})
     login = api.post("/api/v1/auth/token/", {"username": 12, "password": 1.5}, format="json")
     assert (login.status_code, sorted(login.json()["error"]["fields"])) == (400, ["password", "username"])
+
+
+def test_logout_takes_json_only_so_a_malformed_form_logs_nobody_out(api: APIClient, party: WeddingParty) -> None:
+    as_member(api, party.priya)
+    garbage = api.generic(
+        "POST", "/api/v1/auth/logout/", b"--b\r\n5.1--b--\r\n", content_type="multipart/form-data; boundary=b"
+    )
+    assert (garbage.status_code, garbage.json()["error"]["code"]) == (415, "invalid")
+    number = api.post("/api/v1/auth/logout/", 5, format="json")
+    assert number.status_code == 400
+    assert api.post("/api/v1/auth/logout/").status_code == 204
 
 
 def test_a_validation_error_without_fields_keeps_the_documented_shape() -> None:

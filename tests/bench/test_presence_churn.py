@@ -2,14 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
-
-import pytest
-
 from bench.loadgen import (
     PRESENCE_PERIOD,
     LoadGenerator,
@@ -18,7 +10,6 @@ from bench.loadgen import (
     presence_state,
     presence_token,
 )
-from bench.servers import ROOT
 
 
 def test_every_update_is_a_real_change_and_names_its_number() -> None:
@@ -70,28 +61,6 @@ def test_old_states_and_refused_updates_are_not_counted_as_delivered() -> None:
 
     assert (match.expected, match.delivered, match.lost) == (1, 1, 0)
     assert (match.unmatched, match.stale) == (1, 1)
-
-
-@pytest.fixture
-def ceiling_url() -> Iterator[str]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "bench.ceiling", "--port", str(port)], cwd=ROOT)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        yield f"ws://127.0.0.1:{port}/ws/v1/"
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
 
 def test_over_the_socket_viewers_get_every_update_and_a_missing_one_is_lost(ceiling_url: str) -> None:

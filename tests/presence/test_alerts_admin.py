@@ -102,6 +102,9 @@ def _wedding_form(wedding: Wedding, *, acknowledge: list[Alert], alerts: list[Al
             "coordinator_assignments-TOTAL_FORMS": 0,
             "coordinator_assignments-INITIAL_FORMS": 0,
             "coordinator_assignments-MIN_NUM_FORMS": 0,
+            "record_strategies-TOTAL_FORMS": 0,
+            "record_strategies-INITIAL_FORMS": 0,
+            "record_strategies-MIN_NUM_FORMS": 0,
         }
     )
     form.update({"alerts-TOTAL_FORMS": len(alerts), "alerts-INITIAL_FORMS": len(alerts), "alerts-MIN_NUM_FORMS": 0})

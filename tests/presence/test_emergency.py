@@ -271,12 +271,13 @@ def test_a_vendor_reaching_only_its_default_audience_is_not_a_widened_use(party:
 
 def test_only_vendors_widen(party: WeddingParty) -> None:
     raise_alarm(party.victor)
-    guest = Event.objects.get(
+    # The couple may publish vendor.status too (about anyone), but is no vendor: `to` only narrows.
+    couple = Event.objects.get(
         pk=member_event_publish(
-            member=party.gil, type_name="rsvp.updated", data={"status": "attending"}, to=["role:caterer"]
+            member=party.ana, type_name="vendor.status", data={"activity": "setup"}, to=["role:caterer"]
         ).id
     )
-    assert (guest.audience_roles, guest.audience_members) == ([], [party.gil.pk])
+    assert (couple.audience_roles, couple.audience_members) == ([], [party.ana.pk])
     assert not AuditLog.objects.filter(action="presence.emergency.publish").exists()
 
 

@@ -382,6 +382,8 @@ def _records_for(party: WeddingParty) -> tuple[int, int]:
 
 
 async def test_the_audience_table_row_by_row_across_nodes(party: WeddingParty, tmp_path: Path) -> None:
+    """Publishes, and records changed through sync (server-sent record.* events), sent on node A
+    reach exactly their audience among the sockets on node B."""
     item_id, task_id = await database_sync_to_async(_records_for)(party)
     names = ("ana", "priya", "victor", "paula", "carmen", "flora", "olu", "gil")
     with cluster(tmp_path) as nodes:
@@ -392,19 +394,58 @@ async def test_the_audience_table_row_by_row_across_nodes(party: WeddingParty, t
             name: await client_for(getattr(party, name), a.url) for name in ("gil", "priya", "carmen", "victor")
         }
         everyone = set(names)
+        # (sender, op, its fields, the event type it sends, who receives it)
         rows = [
-            ("gil", "chat.message", {"text": "hello"}, everyone),
-            ("gil", "rsvp.updated", {"status": "attending"}, {"ana", "priya", "gil"}),
-            ("priya", "timeline.changed", {"item": item_id}, {"ana", "priya", "paula"}),
-            ("carmen", "vendor.status", {"activity": "setup"}, {"ana", "priya", "carmen"}),
-            ("priya", "task.updated", {"task": task_id, "status": "done"}, {"priya", "flora"}),
-            ("victor", "emergency.alert", {"message": "the marquee is flooding"}, everyone),
+            ("gil", "publish", {"type": "chat.message", "data": {"text": "hello"}}, "chat.message", everyone),
+            (
+                "gil",
+                "sync",
+                {"record": "rsvp", "changes": {"status": "attending"}},
+                "record.created",
+                {"ana", "priya", "gil"},
+            ),
+            (
+                "priya",
+                "sync",
+                {
+                    "record": "timeline_item",
+                    "id": item_id,
+                    "base_version": 1,
+                    "changes": {"title": "First look, garden"},
+                },
+                "record.updated",
+                {"ana", "priya", "paula"},
+            ),
+            (
+                "carmen",
+                "publish",
+                {"type": "vendor.status", "data": {"activity": "setup"}},
+                "vendor.status",
+                {"ana", "priya", "carmen"},
+            ),
+            (
+                "priya",
+                "sync",
+                {"record": "task", "id": task_id, "base_version": 1, "changes": {"status": "done"}},
+                "record.updated",
+                {"ana", "priya", "flora"},
+            ),
+            (
+                "victor",
+                "publish",
+                {"type": "emergency.alert", "data": {"message": "the marquee is flooding"}},
+                "emergency.alert",
+                everyone,
+            ),
         ]
         try:
             for client in [*receivers.values(), *publishers.values()]:
                 await client.subscribe(topic)
-            for sender, event_type, data, audience in rows:
-                published = await publishers[sender].publish(topic, event_type, data)
+            for n, (sender, op, fields, event_type, audience) in enumerate(rows):
+                if op == "sync":
+                    published = await publishers[sender].request("sync", topic=topic, op_id=f"row-{n}", **fields)
+                else:
+                    published = await publishers[sender].publish(topic, fields["type"], fields["data"])
                 got = set()
                 for name, client in receivers.items():
                     with contextlib.suppress(TimeoutError):

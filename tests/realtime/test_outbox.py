@@ -105,7 +105,14 @@ def test_conflation_keys_separate_subjects_and_spare_chat() -> None:
     carmen, flora = frame("vendor.status", {"activity": "setup"}, 7), frame("vendor.status", {"activity": "setup"}, 8)
     assert conflation_key(carmen) != conflation_key(flora)
     assert conflation_key(carmen) == conflation_key(frame("vendor.status", {"activity": "working"}, 7))
-    assert conflation_key(frame("task.updated", {"task": 3})) != conflation_key(frame("task.updated", {"task": 4}))
+    # One sender's changes of two records are two subjects; two senders' changes of one record, one.
+    task_3, task_4 = (
+        frame("record.updated", {"record": "task", "id": 3}),
+        frame("record.updated", {"record": "task", "id": 4}),
+    )
+    assert conflation_key(task_3) != conflation_key(task_4)
+    assert conflation_key(task_3) == conflation_key(frame("record.updated", {"record": "task", "id": 3}, 8))
+    assert conflation_key(task_3) != conflation_key(frame("record.updated", {"record": "rsvp", "id": 3}))
 
 
 def payload(frame: bytes) -> dict[str, object]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from django.db import transaction
 
@@ -9,10 +11,11 @@ from realtime.audience import Audience, audience_default
 from realtime.models import Event, WeddingStream
 from realtime.names import EventType, Priority
 from realtime.services.events import PublishRefused, member_event_publish
+from records.services import SyncRefused, SyncRequest, actor_for_member, record_sync
 from tests.concurrency import race
-from tests.factories import TaskFactory, TimelineItemFactory
+from tests.factories import MemberFactory, RsvpFactory, TaskFactory, TimelineItemFactory
 from tests.personas import WeddingParty
-from wedsync.models import AuditLog
+from wedsync.models import AuditLog, Member
 from wedsync.permissions import Role
 
 pytestmark = pytest.mark.django_db
@@ -91,18 +94,9 @@ def test_the_first_event_creates_the_stream_with_an_epoch(party: WeddingParty) -
 @pytest.mark.parametrize(
     ("event_type", "roles"),
     [
-        (
-            EventType.CHAT_MESSAGE,
-            EVERY_ROLE,
-        ),
-        (
-            EventType.EMERGENCY_ALERT,
-            EVERY_ROLE,
-        ),
+        (EventType.CHAT_MESSAGE, EVERY_ROLE),
+        (EventType.EMERGENCY_ALERT, EVERY_ROLE),
         (EventType.VENDOR_STATUS, {"couple", "planner"}),
-        (EventType.RSVP_UPDATED, {"couple", "planner"}),
-        (EventType.TASK_UPDATED, {"planner"}),
-        (EventType.TIMELINE_CHANGED, {"couple", "planner"}),
     ],
 )
 def test_default_audience_roles(party: WeddingParty, event_type: EventType, roles: set[str]) -> None:
@@ -111,28 +105,46 @@ def test_default_audience_roles(party: WeddingParty, event_type: EventType, role
     assert audience.members == {party.priya.pk}
 
 
+# Records change through the sync engine, which gives each record.* event its record's audience.
+
+
+def record_sync_as(member: Member, kind: str, record_id: int | None, **changes: object) -> Event:
+    """One change through the engine as ``member``; the one event it stored."""
+    result = record_sync(
+        actor=actor_for_member(member),
+        request=SyncRequest(
+            kind=kind, record_id=record_id, base_version=None if record_id is None else 1, changes=changes
+        ),
+    )
+    return Event.objects.get(wedding_id=member.wedding_id, seq=result.reply["seq"])
+
+
+@pytest.mark.requires_postgres
 def test_timeline_audience_adds_the_assigned_vendors(party: WeddingParty) -> None:
     item = TimelineItemFactory(wedding=party.wedding)
     item.assigned_vendors.set([party.paula, party.miles])
-    audience = audience_default(
-        event_type=EventType.TIMELINE_CHANGED, wedding_id=party.wedding.pk, sender=party.priya, data={"item": item.pk}
-    )
-    assert audience.members == {party.paula.pk, party.miles.pk, party.priya.pk}
+    event = record_sync_as(party.priya, "timeline_item", item.pk, title="Speeches")
+    audience = Audience.of(roles=event.audience_roles, members=event.audience_members)
+    assert audience == Audience.of(roles={"couple", "planner"}, members={party.paula.pk, party.miles.pk})
     assert not audience.includes(member_id=party.carmen.pk, role="caterer")
 
 
-def test_task_audience_is_planner_and_assignee(party: WeddingParty) -> None:
+@pytest.mark.requires_postgres
+def test_task_audience_is_couple_planner_and_assignee(party: WeddingParty) -> None:
     task = TaskFactory(wedding=party.wedding, assignee=party.flora)
-    audience = audience_default(
-        event_type=EventType.TASK_UPDATED, wedding_id=party.wedding.pk, sender=party.ana, data={"task": task.pk}
-    )
-    assert audience == Audience.of(roles={"planner"}, members={party.flora.pk, party.ana.pk})
+    event = record_sync_as(party.ana, "task", task.pk, status="done")
+    assert (event.type, event.audience_roles) == ("record.updated", ["couple", "planner"])
+    assert set(event.audience_members) - {party.ana.pk} == {party.flora.pk}  # and the author's own devices
 
 
+@pytest.mark.requires_postgres
 def test_rsvp_audience_is_couple_planner_and_that_guest(party: WeddingParty) -> None:
-    published = member_event_publish(member=party.gil, type_name="rsvp.updated", data={"status": "attending"})
-    event = Event.objects.get(pk=published.id)
-    assert (event.audience_roles, event.audience_members) == (["couple", "planner"], [party.gil.pk])
+    event = record_sync_as(party.gil, "rsvp", None, status="attending")
+    assert (event.type, event.audience_roles, event.audience_members) == (
+        "record.created",
+        ["couple", "planner"],
+        [party.gil.pk],
+    )
 
 
 def test_to_narrows_but_never_widens(party: WeddingParty) -> None:
@@ -156,16 +168,11 @@ def test_to_with_a_member_of_another_wedding_is_invalid(party: WeddingParty) -> 
 @pytest.mark.parametrize(
     ("persona", "type_name", "data"),
     [
-        ("gil", "timeline.changed", {"item": 1}),
-        ("olu", "timeline.changed", {"item": 1}),
         ("gil", "emergency.alert", {"message": "help"}),
         ("gil", "vendor.status", {"activity": "en_route"}),
         ("paula", "vendor.status", {"activity": "en_route", "member": 1}),
-        ("gil", "rsvp.updated", {"status": "declined", "member": 1}),
-        ("carmen", "rsvp.updated", {"status": "declined"}),
         ("priya", "alert.raised", {}),
         ("priya", "record.updated", {}),
-        ("carmen", "task.updated", {"task": 1}),
     ],
 )
 def test_forbidden_publishes_are_refused_and_audited(
@@ -180,13 +187,63 @@ def test_forbidden_publishes_are_refused_and_audited(
     assert (entry.actor_id, entry.wedding_id, entry.outcome) == (member.user_id, party.wedding.pk, "refused")
 
 
-def test_task_assignee_may_publish_about_their_task(party: WeddingParty) -> None:
+@pytest.mark.parametrize("type_name", ["rsvp.updated", "timeline.changed", "task.updated"])
+def test_the_retired_record_types_are_invalid_and_point_at_sync(party: WeddingParty, type_name: str) -> None:
+    with pytest.raises(PublishRefused) as refused:
+        member_event_publish(member=party.priya, type_name=type_name, data={})
+    assert refused.value.code == "invalid" and "sync" in refused.value.message
+    assert not Event.objects.exists()
+
+
+def _other_guest(party: WeddingParty) -> Member:
+    return MemberFactory(wedding=party.wedding, role="guest")
+
+
+# Who may change what, once published as record types, is now the engine's to refuse (and audit).
+@pytest.mark.requires_postgres
+@pytest.mark.parametrize(
+    ("persona", "kind", "target", "changes"),
+    [
+        ("gil", "timeline_item", "item", {"title": "x"}),
+        ("olu", "timeline_item", "item", {"title": "x"}),
+        ("gil", "rsvp", "other_rsvp", {"status": "declined"}),
+        ("carmen", "rsvp", "gil_rsvp", {"status": "declined"}),
+        ("carmen", "task", "task", {"status": "done"}),
+    ],
+)
+def test_forbidden_record_changes_are_refused_and_audited(
+    party: WeddingParty, persona: str, kind: str, target: str, changes: dict
+) -> None:
+    records = {
+        "item": lambda: TimelineItemFactory(wedding=party.wedding),
+        "other_rsvp": lambda: RsvpFactory(guest=_other_guest(party)),
+        "gil_rsvp": lambda: RsvpFactory(guest=party.gil),
+        "task": lambda: TaskFactory(wedding=party.wedding, assignee=party.flora),
+    }
+    record: Any = records[target]()
+    member = getattr(party, persona)
+    with pytest.raises(SyncRefused) as refused:
+        record_sync(
+            actor=actor_for_member(member),
+            request=SyncRequest(kind=kind, record_id=record.pk, base_version=1, changes=changes),
+        )
+    assert refused.value.code == "forbidden"
+    assert Event.objects.count() == 0
+    record.refresh_from_db()
+    assert record.version == 1
+    entry = AuditLog.objects.get(action="record.refuse")
+    assert (entry.actor_id, entry.wedding_id, entry.outcome) == (member.user_id, party.wedding.pk, "refused")
+
+
+@pytest.mark.requires_postgres
+def test_task_assignee_may_change_the_status_of_their_task(party: WeddingParty) -> None:
     task = TaskFactory(wedding=party.wedding, assignee=party.carmen)
-    assert (
-        member_event_publish(
-            member=party.carmen, type_name="task.updated", data={"task": task.pk, "status": "done"}
-        ).seq
-        == 1
+    event = record_sync_as(party.carmen, "task", task.pk, status="done")
+    assert (event.seq, event.type, event.data["changed"], event.data["actor"]["member"]) == (
+        1,
+        "record.updated",
+        ["status"],
+        party.carmen.pk,
     )
 
 

@@ -84,15 +84,41 @@ _values = st.one_of(
 _types = st.sampled_from(
     [
         "chat.message",
-        "rsvp.updated",
-        "timeline.changed",
         "vendor.status",
-        "task.updated",
         "emergency.alert",
         "alert.raised",
         "record.updated",
+        "rsvp.updated",  # retired: refused, pointing at sync
         "nope",
     ]
+)
+_record_ids = st.one_of(st.none(), st.integers(-1, 6), st.text(max_size=3))
+_changes = st.fixed_dictionaries(
+    {},
+    optional={
+        "title": st.text(max_size=20),
+        "status": st.sampled_from(["attending", "done", "weird"]),
+        "meal": st.text(max_size=10),
+        "plus_ones": st.integers(-1, 30),
+        "starts_at": st.sampled_from(["2026-06-13T15:00:00Z", "2026-06-13T15:00:00", "soon"]),
+        "ends_at": st.sampled_from([None, "2026-06-13T14:00:00Z", "2026-06-13T16:00:00Z"]),
+        "guest": st.integers(-1, 10**6),
+        # Never a member: a guest assigned a task would see it, which _guest_may_see does not follow.
+        "assignee": st.one_of(st.none(), st.integers(-1, 0), st.just(2**40)),
+        "assigned_vendors": st.lists(st.integers(-1, 10**6), max_size=2),
+        "extra": _values,
+    },
+)
+_sync_op = st.fixed_dictionaries(
+    {},
+    optional={
+        "record": st.sampled_from(["timeline_item", "task", "rsvp", "nope"]),
+        "op_id": st.text(max_size=6),
+        "id": _record_ids,
+        "base_version": st.one_of(st.none(), st.integers(-1, 4)),
+        "changes": _changes,
+        "delete": st.booleans(),
+    },
 )
 _data = st.fixed_dictionaries(
     {},
@@ -130,6 +156,15 @@ def _frames(wedding_id: int) -> st.SearchStrategy[str]:
             "token": st.text(max_size=20),
             "seq": st.integers(-1, 50),
             "state": st.dictionaries(st.text(max_size=5), _values, max_size=2),
+            # sync: one op on the frame, or atomic ops
+            "record": st.sampled_from(["timeline_item", "task", "rsvp", "nope"]),
+            "op_id": st.text(max_size=6),
+            "id": _record_ids,
+            "base_version": st.one_of(st.none(), st.integers(-1, 4)),
+            "changes": _changes,
+            "delete": st.booleans(),
+            "atomic": st.booleans(),
+            "ops": st.lists(_sync_op, max_size=3),
             "junk": _values,
         },
     ).map(json.dumps)
@@ -150,13 +185,22 @@ async def _exchange(client: Client, frames: list[str]) -> list[dict[str, Any]]:
 
 
 def _guest_may_see(frame: dict[str, Any], guest_id: int) -> bool:
-    """PROTOCOL.md section 5, written out independently of realtime/audience.py: what a guest sees."""
+    """PROTOCOL.md sections 5 and 7, written out independently of realtime/audience.py and the
+    records registry: what a guest sees."""
     if frame["type"] in ("chat.message", "emergency.alert"):
         return True
-    sender = (frame.get("from") or {}).get("member")
-    if frame["type"] == "rsvp.updated":
-        return frame["data"].get("member", sender) == guest_id
-    return sender == guest_id  # anything else only as the sender's own copy
+    data = frame["data"]
+    if data.get("record") == "rsvp":  # their own RSVP's events, whoever changed it
+        return _rsvp_guest(data["id"]) == guest_id
+    if data.get("record") is not None:  # timeline items and tasks: not a guest's (none is assigned one)
+        return False
+    return (frame.get("from") or {}).get("member") == guest_id  # anything else only as the sender's own copy
+
+
+def _rsvp_guest(rsvp_id: int) -> int | None:
+    """Whose RSVP it is, from the event that created it (it may have been deleted since)."""
+    created = Event.objects.filter(type="record.created", data__record="rsvp", data__id=rsvp_id).first()
+    return None if created is None else created.data["values"]["guest"]
 
 
 def _check(outputs: list[dict[str, Any]], *, member_id: int, role: str, invalid_sent: int) -> None:

@@ -16,6 +16,7 @@ from django.urls import reverse
 from monitoring.models import DeadLetter, DeadLetterState, Escalation, EscalationStatus, EscalationSubject
 from presence.models import Alert, Emergency
 from realtime.services.events import member_event_publish
+from records.models import Conflict
 from tests.factories import AlertFactory, RsvpFactory, TaskFactory, TimelineItemFactory, UserFactory
 from tests.personas import WeddingParty, make_coordinator, make_superuser, make_wedding_party
 from wedsync.models import Agency, AuditLog, AuditOutcome, CoordinatorAssignment, Member, Task, TimelineItem, Wedding
@@ -31,6 +32,7 @@ SCOPED = (
     "wedsync.task",
     "wedsync.rsvp",
     "wedsync.auditlog",
+    "records.conflict",
     "presence.alert",
     "presence.emergency",
     "monitoring.escalation",
@@ -63,15 +65,27 @@ def _side(party: WeddingParty) -> Side:
     entry = audit_record(
         action=AuditAction.MEMBER_CHANGE, outcome=AuditOutcome.SUCCESS, wedding_id=party.wedding.pk, target="x"
     )
+    task = TaskFactory(wedding=party.wedding, assignee=party.priya)
     return Side(
         party=party,
         rows={
             "wedsync.wedding": party.wedding,
             "wedsync.member": party.gil,
             "wedsync.timelineitem": TimelineItemFactory(wedding=party.wedding),
-            "wedsync.task": TaskFactory(wedding=party.wedding, assignee=party.priya),
+            "wedsync.task": task,
             "wedsync.rsvp": RsvpFactory(guest=party.gil),
             "wedsync.auditlog": entry,
+            "records.conflict": Conflict.objects.create(
+                wedding=party.wedding,
+                kind="task",
+                record_id=task.pk,
+                strategy="manual",
+                base_version=1,
+                version=1,
+                theirs={"status": "todo"},
+                mine={"status": "done"},
+                member=party.ana,
+            ),
             "presence.alert": alert,
             "presence.emergency": Emergency.objects.get(raised_event_id=published.id),
             "monitoring.escalation": escalation,
@@ -283,12 +297,18 @@ def test_a_coordinator_cannot_add_a_member_to_another_agencys_wedding(luz: Side,
 
 def test_a_coordinator_cannot_move_a_record_to_another_agencys_wedding(luz: Side, mar: Side, cora: User) -> None:
     task = luz.rows["wedsync.task"]
-    response = logged_in(cora).post(
-        url("wedsync.task", "change", task.pk), {"wedding": mar.wedding.pk, "title": "Moved", "status": "todo"}
+    client = logged_in(cora)
+    # A record's wedding is fixed once created (shown, read-only); a new one's is theirs to pick.
+    assert "wedding" not in client.get(url("wedsync.task", "change", task.pk)).context["adminform"].form.fields
+    client.post(
+        url("wedsync.task", "change", task.pk),
+        {"wedding": mar.wedding.pk, "title": "Moved", "status": "todo", "base_version": 1},
     )
+    assert Task.objects.get(pk=task.pk).wedding_id == luz.wedding.pk
+    response = client.post(url("wedsync.task", "add"), {"wedding": mar.wedding.pk, "title": "New", "status": "todo"})
     assert response.status_code == 200
     assert "wedding" in response.context["adminform"].form.errors
-    assert Task.objects.get(pk=task.pk).wedding_id == luz.wedding.pk
+    assert not Task.objects.filter(title="New").exists()
 
 
 def test_the_autocomplete_offers_the_coordinators_weddings_and_people_only(luz: Side, mar: Side, cora: User) -> None:
@@ -321,7 +341,7 @@ def _wedding_form(**fields: object) -> dict[str, object]:
         "status": "planning",
         **fields,
     }
-    for prefix in ("members", "alerts", "coordinator_assignments"):
+    for prefix in ("members", "alerts", "coordinator_assignments", "record_strategies"):
         form.update({f"{prefix}-TOTAL_FORMS": 0, f"{prefix}-INITIAL_FORMS": 0})
     return form
 

@@ -173,6 +173,7 @@ def test_beat_runs_every_purge_at_the_retention_sweep() -> None:
         [
             "realtime.tasks.purge_expired_events",
             "realtime.tasks.purge_expired_tickets",
+            "records.tasks.purge_expired_sync_history",
             "wedsync.tasks.purge_expired_tokens",
             "wedsync.tasks.purge_expired_sessions",
             "wedsync.tasks.purge_expired_audit_entries",

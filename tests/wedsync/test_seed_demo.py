@@ -16,7 +16,7 @@ from django.test import override_settings
 from django.utils import timezone
 
 from tests.factories import WeddingFactory
-from wedsync.models import Agency, Member, Rsvp, Wedding
+from wedsync.models import Agency, Member, Rsvp, TimelineItem, Wedding
 from wedsync.permissions import Role
 from wedsync.selectors import weddings_overseen
 from wedsync.services.auth import access_token_verify
@@ -149,3 +149,36 @@ def test_token_ttl_for_load_tests() -> None:
 
     claims = jwt.decode(wedding["members"][0]["token"], options={"verify_signature": False})
     assert 7190 <= claims["exp"] - claims["iat"] <= 7200
+
+
+def test_editors_and_a_longer_timeline_for_load_tests() -> None:
+    (wedding,) = seed("--guests", "5", "--editors", "7", "--timeline-items", "12")["weddings"]
+    roles = [m["role"] for m in wedding["members"] if m["username"].startswith("demo1-assistant")]
+    assert roles == ["venue", "photographer", "videographer", "caterer", "florist", "musician", "venue"]
+    assert len(wedding["members"]) == 10 + 7 + 5
+    assistants = Member.objects.filter(user__username__startswith="demo1-assistant")
+    assert not assistants.filter(is_key_person=True).exists()  # the crew are the key people
+    timeline = wedding["timeline"]
+    assert len(timeline) == TimelineItem.objects.filter(wedding_id=wedding["id"]).count() == 12
+    vendors = {m["member"] for m in wedding["members"] if Role(m["role"]).is_vendor}
+    assert all(item["version"] == 1 and item["assigned_vendors"] for item in timeline)
+    assert {v for item in timeline for v in item["assigned_vendors"]} <= vendors
+    assert [item["assigned_vendors"] for item in timeline] == [
+        sorted(TimelineItem.objects.get(pk=item["id"]).assigned_vendors.values_list("pk", flat=True))
+        for item in timeline
+    ]
+    # Seeding again with a longer timeline tops it up; nothing doubles.
+    (again,) = seed("--guests", "5", "--editors", "7", "--timeline-items", "14")["weddings"]
+    assert [item["id"] for item in again["timeline"][:12]] == [item["id"] for item in timeline]
+    assert len(again["timeline"]) == 14
+    assert Member.objects.filter(wedding_id=wedding["id"]).count() == 22
+
+
+def test_the_default_timeline_is_the_demos_five_items() -> None:
+    (wedding,) = seed()["weddings"]
+    assert len(wedding["timeline"]) == 5
+
+
+def test_negative_editors_are_a_clear_error() -> None:
+    with pytest.raises(CommandError, match="--editors"):
+        seed("--editors", "-1")

@@ -20,13 +20,16 @@ from wedsync.services.audit import AuditAction, ClientInfo, audit_refusal_record
 
 logger = structlog.get_logger(__name__)
 
-# The protocol's error codes (docs/protocol.md) that an HTTP answer may carry.
+# The protocol's error codes (docs/protocol.md) that an HTTP answer may carry, and the API's own
+# precondition_required (a change without If-Match).
 API_ERROR_CODES: tuple[str, ...] = (
     "bad_json",
     "invalid",
     "unauthorized",
     "forbidden",
     "not_found",
+    "conflict",
+    "precondition_required",
     "rate_limited",
     "unavailable",
     "server_error",
@@ -41,6 +44,14 @@ class Unauthorized(exceptions.APIException):
     default_code = "unauthorized"
 
 
+class PreconditionRequired(exceptions.APIException):
+    """428 for a change that must name the version it is based on (``If-Match``) and did not."""
+
+    status_code = status.HTTP_428_PRECONDITION_REQUIRED
+    default_detail = "If-Match: send the version your change is based on (the record's ETag)."
+    default_code = "precondition_required"
+
+
 _CODES: tuple[tuple[type[exceptions.APIException], str], ...] = (
     (Unauthorized, "unauthorized"),
     (exceptions.NotAuthenticated, "unauthorized"),
@@ -50,6 +61,7 @@ _CODES: tuple[tuple[type[exceptions.APIException], str], ...] = (
     (exceptions.ValidationError, "invalid"),
     (exceptions.ParseError, "bad_json"),
     (exceptions.Throttled, "rate_limited"),
+    (PreconditionRequired, "precondition_required"),
     (exceptions.MethodNotAllowed, "invalid"),
     (exceptions.UnsupportedMediaType, "invalid"),
 )

@@ -14,6 +14,7 @@ from rest_framework.views import APIView
 
 from wedsync.api.authentication import UnauthenticatedAddressThrottle
 from wedsync.api.errors import Unauthorized
+from wedsync.api.parsers import JSONParser
 from wedsync.api.serializers import (
     ErrorResponse,
     LogoutRequest,
@@ -79,6 +80,9 @@ class TokenRefreshView(APIView):
 
 class LogoutView(APIView):
     permission_classes = [IsAuthenticated]
+    # JSON only: every field is optional, so a form or multipart body that parses to nothing would
+    # pass for an empty one and log out on a malformed request.
+    parser_classes = [JSONParser]
 
     @extend_schema(request=LogoutRequest, responses={204: None}, summary="Log out everywhere: revoke every token")
     def post(self, request: Request) -> Response:

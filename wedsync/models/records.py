@@ -36,6 +36,9 @@ class TimelineItem(models.Model):
         limit_choices_to={"role__in": sorted(role.value for role in VENDOR_ROLES)},
     )
     notes = models.TextField(blank=True)
+    ceremony_notes = models.TextField(
+        blank=True, help_text="Ceremony details (vows order, cues): only roles with view_ceremony_details see them."
+    )
     version = models.PositiveIntegerField(default=1)
     updated_at = models.DateTimeField(auto_now=True)
 

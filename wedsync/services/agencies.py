@@ -24,6 +24,8 @@ _COORDINATOR_PERMISSIONS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("wedsync", "task", ("view", "add", "change", "delete")),
     ("wedsync", "rsvp", ("view", "add", "change", "delete")),
     ("wedsync", "auditlog", ("view",)),
+    ("records", "conflict", ("view", "change")),  # change: resolving (a conflict is never edited as a row)
+    ("records", "weddingstrategy", ("view", "add", "change", "delete")),  # the inline on the wedding page
     ("presence", "alert", ("view", "change")),  # change: the acknowledge action
     ("presence", "emergency", ("view", "change")),  # change: the resolve action
     ("monitoring", "escalation", ("view",)),

@@ -51,6 +51,24 @@ _CREW: tuple[tuple[str, Role, str, str], ...] = (
     ("musician", Role.MUSICIAN, "Miles", "Quinn"),
     ("officiant", Role.OFFICIANT, "Olu", "Adeyemi"),
 )
+# The vendor roles that may change the timeline, in the order ``editors`` adds assistants of them.
+_EDITOR_ROLES: tuple[Role, ...] = (
+    Role.VENUE,
+    Role.PHOTOGRAPHER,
+    Role.VIDEOGRAPHER,
+    Role.CATERER,
+    Role.FLORIST,
+    Role.MUSICIAN,
+)
+# The demo's timeline: (title, start and end in minutes from the ceremony, zone, vendors by crew key).
+_TIMELINE_PLAN: tuple[tuple[str, int, int, LocationZone, tuple[str, ...]], ...] = (
+    ("Florist setup", -180, -120, LocationZone.CEREMONY_AREA, ("florist",)),
+    ("Getting ready photos", -150, -60, LocationZone.BRIDAL_SUITE, ("photographer", "videographer")),
+    ("Ceremony", 0, 40, LocationZone.CEREMONY_AREA, ("officiant", "musician", "photographer", "videographer")),
+    ("Cocktail hour", 45, 105, LocationZone.COCKTAIL_AREA, ("caterer", "musician")),
+    ("Reception dinner", 120, 240, LocationZone.RECEPTION_HALL, ("caterer", "venue", "photographer")),
+)
+DEMO_TIMELINE_ITEMS = len(_TIMELINE_PLAN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,9 +82,17 @@ class DemoMember:
 
 
 @dataclass(frozen=True, slots=True)
+class DemoTimelineItem:
+    item_id: int
+    version: int
+    assigned_vendors: list[int]
+
+
+@dataclass(frozen=True, slots=True)
 class DemoWedding:
     wedding: Wedding
     members: list[DemoMember]
+    timeline: list[DemoTimelineItem]
 
 
 def _schedule(
@@ -97,44 +123,78 @@ def _ensure_users(specs: list[tuple[str, str, str]], password_hash: str) -> dict
     return {user.username: user for user in user_model.objects.filter(username__in=usernames)}
 
 
-def _seed_records(*, wedding: Wedding, members: dict[str, Member]) -> None:
-    """A small timeline and task list, created once per wedding."""
-    if wedding.timeline_items.exists():
-        return
+def _seed_records(*, wedding: Wedding, members: dict[str, Member], timeline_items: int) -> None:
+    """A timeline and a task list, created once per wedding; a timeline shorter than
+    ``timeline_items`` is topped up with generated items (load tests)."""
     start = wedding.ceremony_at
-    plan = (
-        ("Florist setup", -180, -120, LocationZone.CEREMONY_AREA, ("florist",)),
-        ("Getting ready photos", -150, -60, LocationZone.BRIDAL_SUITE, ("photographer", "videographer")),
-        ("Ceremony", 0, 40, LocationZone.CEREMONY_AREA, ("officiant", "musician", "photographer", "videographer")),
-        ("Cocktail hour", 45, 105, LocationZone.COCKTAIL_AREA, ("caterer", "musician")),
-        ("Reception dinner", 120, 240, LocationZone.RECEPTION_HALL, ("caterer", "venue", "photographer")),
-    )
-    for title, begin, end, zone, vendors in plan:
-        item = TimelineItem.objects.create(
-            wedding=wedding,
-            title=title,
-            starts_at=start + timedelta(minutes=begin),
-            ends_at=start + timedelta(minutes=end),
-            location=zone,
+    if not wedding.timeline_items.exists():
+        for title, begin, end, zone, vendors in _TIMELINE_PLAN[:timeline_items]:
+            item = TimelineItem.objects.create(
+                wedding=wedding,
+                title=title,
+                starts_at=start + timedelta(minutes=begin),
+                ends_at=start + timedelta(minutes=end),
+                location=zone,
+            )
+            item.assigned_vendors.set([members[key] for key in vendors])
+    if not wedding.tasks.exists():
+        Task.objects.bulk_create(
+            [
+                Task(
+                    wedding=wedding,
+                    title="Confirm final guest count with caterer",
+                    assignee=members["planner"],
+                    due=start - timedelta(days=3),
+                ),
+                Task(
+                    wedding=wedding,
+                    title="Deliver shot list",
+                    assignee=members["photographer"],
+                    due=start - timedelta(days=1),
+                ),
+                Task(
+                    wedding=wedding, title="Sound check", assignee=members["musician"], due=start - timedelta(hours=2)
+                ),
+            ]
         )
-        item.assigned_vendors.set([members[key] for key in vendors])
-    Task.objects.bulk_create(
+    existing = wedding.timeline_items.count()
+    if existing >= timeline_items:
+        return
+    vendor_members = sorted((m for m in members.values() if Role(m.role).is_vendor), key=lambda m: m.pk)
+    items = TimelineItem.objects.bulk_create(
         [
-            Task(
+            TimelineItem(
                 wedding=wedding,
-                title="Confirm final guest count with caterer",
-                assignee=members["planner"],
-                due=start - timedelta(days=3),
-            ),
-            Task(
-                wedding=wedding,
-                title="Deliver shot list",
-                assignee=members["photographer"],
-                due=start - timedelta(days=1),
-            ),
-            Task(wedding=wedding, title="Sound check", assignee=members["musician"], due=start - timedelta(hours=2)),
+                title=f"Moment {number + 1}",
+                starts_at=start + timedelta(minutes=5 * number),
+                ends_at=start + timedelta(minutes=5 * number + 5),
+                location=LocationZone.RECEPTION_HALL,
+            )
+            for number in range(existing, timeline_items)
         ]
     )
+    # Two vendors per generated item, in turn, so that every vendor is in some items' audience.
+    through = TimelineItem.assigned_vendors.through
+    through.objects.bulk_create(
+        [
+            through(timelineitem_id=item.pk, member_id=vendor_members[(2 * index + offset) % len(vendor_members)].pk)
+            for index, item in enumerate(items)
+            for offset in range(min(2, len(vendor_members)))
+        ]
+    )
+
+
+def _timeline_of(wedding: Wedding) -> list[DemoTimelineItem]:
+    through = TimelineItem.assigned_vendors.through
+    assigned: dict[int, list[int]] = {}
+    for item_id, member_id in through.objects.filter(timelineitem__wedding=wedding).values_list(
+        "timelineitem_id", "member_id"
+    ):
+        assigned.setdefault(item_id, []).append(member_id)
+    return [
+        DemoTimelineItem(item_id=pk, version=version, assigned_vendors=sorted(assigned.get(pk, [])))
+        for pk, version in TimelineItem.objects.filter(wedding=wedding).order_by("pk").values_list("pk", "version")
+    ]
 
 
 def demo_seed(
@@ -148,9 +208,15 @@ def demo_seed(
     token_lifetime: timedelta | None = None,
     with_admin: bool = False,
     only_if_empty: bool = False,
+    editors: int = 0,
+    timeline_items: int = DEMO_TIMELINE_ITEMS,
 ) -> list[DemoWedding]:
     """Create or refresh ``weddings`` demo weddings, each with every role and ``guests`` guests,
     all in the demo agency.
+
+    ``editors`` adds that many vendor assistants per wedding (venue, photographer, videographer,
+    caterer, florist, musician in turn: roles that may change the timeline) and ``timeline_items``
+    sets the timeline's length (generated items past the demo's five), both for load tests.
 
     ``with_admin`` also makes the ``demo-admin`` superuser, who sees every wedding, and the
     ``demo-coordinator``, a staff user of the demo agency who sees its weddings only, both with the
@@ -188,16 +254,26 @@ def demo_seed(
             )
             prefix = f"demo{number}"
             specs = [(f"{prefix}-{key}", first, last) for key, _role, first, last in _CREW]
+            specs += [
+                (f"{prefix}-assistant{index:03d}", "Assistant", f"{index:03d}") for index in range(1, editors + 1)
+            ]
             specs += [(f"{prefix}-guest{index:03d}", "Guest", f"{index:03d}") for index in range(1, guests + 1)]
             users = _ensure_users(specs, password_hash)
             roles = {f"{prefix}-{key}": role for key, role, _first, _last in _CREW}
+            crew = set(roles)  # key people are the crew, not their assistants
+            roles.update(
+                {
+                    f"{prefix}-assistant{index:03d}": _EDITOR_ROLES[(index - 1) % len(_EDITOR_ROLES)]
+                    for index in range(1, editors + 1)
+                }
+            )
             Member.objects.bulk_create(
                 [
                     Member(
                         user=users[username],
                         wedding=wedding,
                         role=roles.get(username, Role.GUEST),
-                        is_key_person=roles.get(username, Role.GUEST) in KEY_PERSON_ROLES,
+                        is_key_person=username in crew and roles[username] in KEY_PERSON_ROLES,
                         vendor_company=f"{first} {last} Studio" if roles.get(username, Role.GUEST).is_vendor else "",
                     )
                     for username, first, last in specs
@@ -216,6 +292,7 @@ def demo_seed(
             _seed_records(
                 wedding=wedding,
                 members={username.removeprefix(f"{prefix}-"): m for username, m in wedding_members.items()},
+                timeline_items=timeline_items,
             )
             generations = dict(
                 UserTokenGeneration.objects.filter(user__in=users.values()).values_list("user_id", "generation")
@@ -236,6 +313,7 @@ def demo_seed(
                         )
                         for username, member in sorted(wedding_members.items(), key=lambda item: item[1].pk)
                     ],
+                    timeline=_timeline_of(wedding),
                 )
             )
     return results

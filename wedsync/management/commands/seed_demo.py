@@ -13,8 +13,11 @@ from wedsync.services.demo import (
     DEMO_AGENCY_NAME,
     DEMO_COORDINATOR_USERNAME,
     DEMO_PASSWORD,
+    DEMO_TIMELINE_ITEMS,
     demo_seed,
 )
+
+MAX_TIMELINE_ITEMS = 1000
 
 
 def _positive(value: str) -> int:
@@ -40,10 +43,27 @@ class Command(BaseCommand):
         parser.add_argument(
             "--token-ttl", type=_positive, metavar="SECONDS", help="Lifetime of the printed access tokens (load tests)."
         )
+        parser.add_argument(
+            "--editors",
+            type=int,
+            default=0,
+            help="Vendor assistants per wedding who may change the timeline (load tests; default 0).",
+        )
+        parser.add_argument(
+            "--timeline-items",
+            type=int,
+            default=DEMO_TIMELINE_ITEMS,
+            metavar="N",
+            help=f"Timeline items per wedding (default {DEMO_TIMELINE_ITEMS}; more are generated, for load tests).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["guests"] < 0:
             raise CommandError("--guests must be 0 or more")
+        if options["editors"] < 0:
+            raise CommandError("--editors must be 0 or more")
+        if not 0 <= options["timeline_items"] <= MAX_TIMELINE_ITEMS:
+            raise CommandError(f"--timeline-items must be 0 to {MAX_TIMELINE_ITEMS}")
         if options["time_zone"] not in zoneinfo.available_timezones():
             raise CommandError(f"--time-zone: unknown time zone {options['time_zone']!r}")
         if options["token_ttl"] and options["token_ttl"] > 24 * 3600:
@@ -59,6 +79,8 @@ class Command(BaseCommand):
             token_lifetime=timedelta(seconds=options["token_ttl"]) if options["token_ttl"] else None,
             with_admin=settings.DEBUG,
             only_if_empty=options["if_empty"],
+            editors=options["editors"],
+            timeline_items=options["timeline_items"],
         )
         if not weddings:
             if not options["json"]:
@@ -84,6 +106,10 @@ class Command(BaseCommand):
                                 "token": m.token,
                             }
                             for m in item.members
+                        ],
+                        "timeline": [
+                            {"id": t.item_id, "version": t.version, "assigned_vendors": t.assigned_vendors}
+                            for t in item.timeline
                         ],
                     }
                     for item in weddings
