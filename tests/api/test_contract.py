@@ -162,7 +162,7 @@ def test_a_number_is_not_a_string(api: APIClient, party: WeddingParty) -> None:
 def test_logout_takes_json_only_so_a_malformed_form_logs_nobody_out(api: APIClient, party: WeddingParty) -> None:
     as_member(api, party.priya)
     garbage = api.generic(
-        "POST", "/api/v1/auth/logout/", b"--b\r\n5.1--b--\r\n", content_type="multipart/form-data; boundary=b"
+        "POST", "/api/v1/auth/logout/", "--b\r\n5.1--b--\r\n", content_type="multipart/form-data; boundary=b"
     )
     assert (garbage.status_code, garbage.json()["error"]["code"]) == (415, "invalid")
     number = api.post("/api/v1/auth/logout/", 5, format="json")
