@@ -26,7 +26,7 @@ from realtime.selectors import SubscriptionDenied
 from realtime.services.acks import event_ack
 from realtime.services.events import PublishRefused
 from realtime.services.sockets import socket_event_publish
-from records.services import SyncRefused, SyncRequest, SyncResult, socket_records_sync
+from records.services import SyncRefused, SyncRequest, socket_records_sync
 from wedsync.refusals import ErrorCode, Refused
 from wedsync.services.audit import ClientInfo
 
@@ -228,13 +228,9 @@ async def op_sync(socket: OpSocket, frame: protocol.Sync) -> None:
             await socket.refused_for_rate("sync")
         return
     if frame.atomic:
-        socket.send_frame(protocol.reply_ok(frame.ref, {"results": [_sync_reply(result) for result in results]}))
+        socket.send_frame(protocol.reply_ok(frame.ref, {"results": [result.answer for result in results]}))
     else:
-        socket.send_frame(protocol.reply_ok(frame.ref, _sync_reply(results[0])))
-
-
-def _sync_reply(result: SyncResult) -> dict[str, Any]:
-    return {**result.reply, "duplicate": True} if result.duplicate else result.reply
+        socket.send_frame(protocol.reply_ok(frame.ref, results[0].answer))
 
 
 def _not_subscribed(socket: OpSocket, ref: str | None, topic: str, message: str) -> None:

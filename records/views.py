@@ -41,7 +41,7 @@ from records.serializers import (
     kind_names,
     text_problem,
 )
-from records.services import SyncRefused, SyncRequest, SyncResult, conflict_resolve, records_sync_submit
+from records.services import SyncRefused, SyncRequest, conflict_resolve, records_sync_submit
 from records.strategies import Outcome
 from wedsync.api.errors import PreconditionRequired
 from wedsync.api.parsers import JSONParser
@@ -164,7 +164,7 @@ class _RecordsView(APIView):
         [result] = records_sync_submit(
             actor=actor, requests=[sync_request], atomic=False, client=ClientInfo.from_request(request)
         )
-        reply = _reply(result)
+        reply = result.answer
         if result.duplicate and (
             reply["record"] != sync_request.kind
             or (sync_request.record_id is not None and reply["id"] != sync_request.record_id)
@@ -187,10 +187,6 @@ class _RecordsView(APIView):
             )
             return Response(reply, status=status.HTTP_201_CREATED, headers=headers)
         return Response(reply, headers=headers)
-
-
-def _reply(result: SyncResult) -> dict[str, Any]:
-    return {**result.reply, "duplicate": True} if result.duplicate else result.reply
 
 
 class WeddingStateView(_RecordsView):
@@ -354,7 +350,7 @@ class RecordBatchView(_RecordsView):
         results = records_sync_submit(
             actor=actor, requests=requests, atomic=True, client=ClientInfo.from_request(request)
         )
-        return Response({"results": [_reply(result) for result in results]})
+        return Response({"results": [result.answer for result in results]})
 
 
 class ConflictListView(_RecordsView):
@@ -399,6 +395,6 @@ class ConflictResolveView(_RecordsView):
         return Response(
             {
                 "conflict": ConflictSerializer(conflict, context={"role": actor.role}).data,
-                "result": None if result is None else _reply(result),
+                "result": None if result is None else result.answer,
             }
         )

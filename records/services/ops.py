@@ -61,6 +61,11 @@ class SyncResult:
         value: str = self.reply["outcome"]
         return value
 
+    @property
+    def answer(self) -> dict[str, Any]:
+        """What the client is told, from a socket or over REST: a resent op id's says ``duplicate``."""
+        return {**self.reply, "duplicate": True} if self.duplicate else self.reply
+
 
 def wire_value(value: Any) -> Any:
     """A change's value as the records' values show it (datetimes in UTC, ISO 8601, ``Z``)."""
