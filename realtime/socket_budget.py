@@ -33,6 +33,19 @@ _BUDGETED_OPS: dict[type, str] = {
 class SocketBudget:
     """One socket's spending of its user's op budgets."""
 
+    # One per socket: slots and a refusal map made at the first refusal keep it small (decision 0026).
+    __slots__ = (
+        "_acks",
+        "_acks_owed",
+        "_heartbeat_window",
+        "_heartbeats",
+        "_refusals",
+        "_refused_since",
+        "_violations",
+        "subscribe_floor",
+        "user_id",
+    )
+
     def __init__(self, *, user_id: int, subscribe_floor: int = 0) -> None:
         self.user_id = user_id
         # The subscribe budget a resume needs: it resubscribes every wedding of every device, twice.
@@ -42,7 +55,7 @@ class SocketBudget:
         self._heartbeat_window = -1  # the minute (monotonic) heartbeats are counted in, and how many
         self._heartbeats = 0
         self._refusals: tuple[float, ...] = ()  # when ops were answered rate_limited, this last minute
-        self._refused_since: dict[str, float] = {}  # op -> when its run of refusals began
+        self._refused_since: dict[str, float] | None = None  # op -> when its run of refusals began
         self._violations: tuple[float, ...] = ()  # when invalid frames came, this last minute
 
     def violated(self) -> bool:
@@ -60,7 +73,7 @@ class SocketBudget:
         if isinstance(frame, protocol.Ack):
             self._acks += 1
             if self._acks <= self._acks_owed + ACK_SLACK:
-                self._refused_since.pop("ack", None)
+                self._run_of_refusals_ended("ack")
                 return None
             return "ack", float(OP_WINDOW_SECONDS)
         op = _BUDGETED_OPS.get(type(frame))
@@ -74,9 +87,13 @@ class SocketBudget:
                 per_minute = max(per_minute, self.subscribe_floor)
             decision = await node_limits().op_spend(user_id=self.user_id, op=op, per_minute=per_minute)
         if decision.allowed:
-            self._refused_since.pop(op, None)
+            self._run_of_refusals_ended(op)
             return None
         return op, decision.retry_after
+
+    def _run_of_refusals_ended(self, op: str) -> None:
+        if self._refused_since is not None:
+            self._refused_since.pop(op, None)
 
     def _heartbeat(self, per_minute: int) -> RateDecision:
         window = int(time.monotonic() // OP_WINDOW_SECONDS)
@@ -93,6 +110,8 @@ class SocketBudget:
         REALTIME_ABUSE_REFUSALS (the socket is to be closed), else None. Refusals count from
         REFUSAL_GRACE_SECONDS after the first of a run, so frames in flight are not held against it."""
         now = time.monotonic()
+        if self._refused_since is None:
+            self._refused_since = {}
         if now - self._refused_since.setdefault(op, now) < REFUSAL_GRACE_SECONDS:
             return None
         self._refusals = (*(moment for moment in self._refusals if now - moment < 60), now)
