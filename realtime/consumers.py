@@ -58,7 +58,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     user_id: int
     identity: SocketIdentity
     client: ClientInfo
-    connect_weddings: frozenset[int] = frozenset()  # the user's weddings when the socket connected
+    # The user's weddings when the socket connected: a tuple, the smallest container, as every socket holds one.
+    connect_weddings: tuple[int, ...] = ()
     hub: NodeHub
     budget: SocketBudget
     outbox: Outbox | None = None
@@ -119,7 +120,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         await node_audit().write(opened.audit_entry)
         self.identity, memberships, roles = opened.identity, opened.memberships, [m.role for m in opened.memberships]
         self.user_id, self.connection_id = self.identity.user_id, uuid.uuid4().hex
-        self.connect_weddings = frozenset(m.wedding_id for m in memberships)
+        self.connect_weddings = tuple(m.wedding_id for m in memberships)
         self.heartbeat_interval, self.client_device = opened.heartbeat, device_name_of(query_string=query)
         self.budget = SocketBudget(
             user_id=self.user_id, subscribe_floor=subscribe_floor_for(roles=roles, weddings=len(memberships))

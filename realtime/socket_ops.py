@@ -40,7 +40,7 @@ class OpSocket(Socket, Protocol):
     client: ClientInfo
     hub: NodeHub
     outbox: Outbox | None
-    connect_weddings: frozenset[int]
+    connect_weddings: tuple[int, ...]
     closing: bool
     rtt_quality: str | None
     rtt_stored_at: float

@@ -61,7 +61,7 @@ class Subscription:
     role: str
     min_priority: int
     cursor: int = 0  # the highest seq this subscription has handled (delivered or filtered out)
-    resent: dict[int, int] = field(default_factory=dict)  # seq -> times re-sent unacknowledged
+    resent: dict[int, int] | None = None  # seq -> times re-sent unacknowledged (made at the first)
     held: list[FeedEvent] | None = field(default_factory=list)  # live events held during replay
     # False while attached ahead of its access check (see NodeHub.subscribe): it holds everything
     # then, since whose events it may see is not known yet, and reconciliation leaves it alone.

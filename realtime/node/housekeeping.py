@@ -120,7 +120,8 @@ async def unacknowledged_resend(hub: Node) -> None:
     for wedding_id, wedding_feed in hub.feeds.items():  # forget what is acknowledged or too old
         keep = pending_seqs.get(wedding_id, set())
         for subscription in wedding_feed.subscriptions.values():
-            subscription.resent = {seq: n for seq, n in subscription.resent.items() if seq in keep}
+            if subscription.resent:
+                subscription.resent = {seq: n for seq, n in subscription.resent.items() if seq in keep} or None
     for event in pending:
         feed = hub.feeds.get(event.wedding_id)
         if feed is None:
@@ -132,10 +133,11 @@ async def unacknowledged_resend(hub: Node) -> None:
                 and subscription.member_id not in event.acknowledged_by
                 and event.priority >= subscription.min_priority
                 and (subscription.role in event.roles or subscription.member_id in event.members)
-                and subscription.resent.get(event.seq, 0) < MAX_RESENDS
+                and (subscription.resent or {}).get(event.seq, 0) < MAX_RESENDS
             )
             if due:
-                subscription.resent[event.seq] = subscription.resent.get(event.seq, 0) + 1
+                resent = subscription.resent = subscription.resent or {}
+                resent[event.seq] = resent.get(event.seq, 0) + 1
                 subscription.socket.push_event(
                     event.text, priority=Priority(event.priority), topic=None, seq=None, conflate_key=None
                 )
