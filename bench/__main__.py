@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench import report, scenarios, servers
+from bench import report, report_docs, scenarios, servers
 
 SERVER_KINDS = ("product", "ceiling", "baseline")
 
@@ -189,7 +189,7 @@ def main() -> None:
         report.accept(profile.name, summary)
         verdicts.append(f"this run is now the accepted one (bench/results/{profile.name}.json)")
     if not args.no_docs:
-        report.write_docs(profile.name, results, verdicts)
+        report_docs.write_docs(profile.name, results, verdicts)
     print(report.text_summary(results, verdicts))
 
 

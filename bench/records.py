@@ -33,7 +33,8 @@ from typing import TYPE_CHECKING, Any
 from wedsync.permissions import DEFAULT_MATRIX, Permission, Role, Scope
 
 if TYPE_CHECKING:
-    from bench.loadgen import BenchSocket, SocketSpec, Worker, _Incoming
+    from bench.loadgen import SocketSpec
+    from bench.worker import BenchSocket, Worker, _Incoming
 
 CONFLICT_EVERY = 10  # every tenth edit is deliberately stale: 10 % conflicting
 EDIT_FIELDS = ("title", "notes")  # free text: every edit writes a value no other edit wrote

@@ -382,7 +382,7 @@ def presence_churn(
     workers: int,
 ) -> dict[str, Any]:
     """Every member of every wedding sends presence updates, paced, at each total rate in turn;
-    every receiver with view_presence counts the diffs naming each member (bench/loadgen.py
+    every receiver with view_presence counts the diffs naming each member (bench/presence_match.py
     ``presence_match``). ``churn_rate``'s step is the scenario's headline."""
     specs = [replace(spec, publisher=False) for spec in specs_for(weddings)]  # everyone sends and receives
     with session(kind, env, specs, workers=workers) as live:

@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-from bench.loadgen import (
-    PRESENCE_PERIOD,
-    LoadGenerator,
-    SocketSpec,
-    presence_match,
-    presence_state,
-    presence_token,
-)
+from bench.loadgen import LoadGenerator, SocketSpec
+from bench.presence_match import PRESENCE_PERIOD, presence_match, presence_state, presence_token
 
 
 def test_every_update_is_a_real_change_and_names_its_number() -> None:

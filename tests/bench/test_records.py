@@ -7,8 +7,9 @@ from typing import Any
 import msgspec
 import pytest
 
-from bench import records, report
-from bench.loadgen import LoadGenerator, SocketSpec, _Incoming
+from bench import records, report, report_docs
+from bench.loadgen import LoadGenerator, SocketSpec
+from bench.worker import _Incoming
 
 COUPLE, PLANNER, PHOTOGRAPHER, CATERER, OFFICIANT, GUEST = 1, 2, 3, 4, 5, 6
 WEDDING: dict[str, Any] = {
@@ -285,7 +286,7 @@ def test_the_report_compares_the_engine_with_the_ceiling_and_with_its_own_publis
 
 def test_the_report_writes_one_row_per_server_and_plan_and_names_what_did_not_run() -> None:
     results = _records_results()
-    markdown = report._scenario_markdown("records", results["records"], report.summarise(results))
+    markdown = report_docs._scenario_markdown("records", results["records"], report.summarise(results))
 
     assert "| product | sync | 600 |" in markdown
     assert "| product | publish | 600 |" in markdown

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import report
+from bench import report, report_docs
 
 
 def _ratio(median: float) -> dict[str, object]:
@@ -48,8 +48,8 @@ def test_docs_of_a_partial_run_keep_the_other_scenarios_blocks(tmp_path: Path, m
         "![bench-short-latency-vs-load.png](img/bench-short-latency-vs-load.png)\n\n"
         "<!-- bench:short:end -->\n\ntail\n"
     )
-    monkeypatch.setattr(report, "DOCS", docs)
-    monkeypatch.setattr(report, "_plots", lambda profile, results: ["bench-short-presence.png"])
+    monkeypatch.setattr(report_docs, "DOCS", docs)
+    monkeypatch.setattr(report_docs, "_plots", lambda profile, results: ["bench-short-presence.png"])
     machine = {
         "date": "2026-12-01 22:30 UTC",
         "commit": "abc1234",
@@ -69,7 +69,7 @@ def test_docs_of_a_partial_run_keep_the_other_scenarios_blocks(tmp_path: Path, m
         "summary": {},
     }
 
-    report.write_docs("short", results, ["no ratio worse"])
+    report_docs.write_docs("short", results, ["no ratio worse"])
 
     text = docs.read_text()
     assert text.startswith("# Benchmarks\n\nhand-written") and text.rstrip().endswith("tail")
