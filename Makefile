@@ -12,7 +12,7 @@ export HOST PORT
 # Installs come from the locks, every file checked against a hash in them; requirements.txt and
 # requirements-dev.txt are what people edit, `make lock` turns them into the locks (README "Dependencies").
 PIP_INSTALL := $(BIN)/pip install --quiet --disable-pip-version-check --require-hashes
-PIP_COMPILE := $(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+PIP_COMPILE := $(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe \
 	--no-emit-index-url --no-emit-find-links $(if $(UPGRADE),--upgrade)
 
 $(BIN)/python:

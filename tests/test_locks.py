@@ -42,7 +42,7 @@ def _lock(path: Path) -> dict[str, tuple[str, frozenset[str]]]:
         requirement, *options = line.split(" --hash=")
         parsed = Requirement(requirement.strip())
         [specifier] = parsed.specifier
-        assert specifier.operator == "==" and not parsed.extras, f"{path.name}: {requirement} is not a plain pin"
+        assert specifier.operator == "==", f"{path.name}: {requirement} is not pinned with =="
         hashes = frozenset(option.strip() for option in options)
         assert hashes and all(h.startswith("sha256:") for h in hashes), f"{path.name}: {requirement} has no hash"
         entries[canonicalize_name(parsed.name)] = (specifier.version, hashes)
