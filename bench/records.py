@@ -8,8 +8,8 @@ same plan runs as ``sync`` ops (the engine) or as ``publish`` of a ``chat.messag
 audience (the path before the engine).
 
 What each member must receive is computed from the replies, never assumed: an accepted write
-(``changed`` not empty) is one ``record.updated`` per member of the item's audience (couple,
-planner, its assigned vendors) and its author, matched by ``(id, version)``, which the engine
+(``changed`` not empty) is one ``record.updated`` per member of the item's audience (every member
+whose role may view the timeline) and its author, matched by ``(id, version)``, which the engine
 gives one write only. Seqs cannot be the key there: a write whose audience holds roles that may not
 see ceremony details is stored as two events (decision 0027) and the reply names one seq. A
 publish is matched by the seq it was answered with. Notices are expected where the engine owes
@@ -47,6 +47,9 @@ ROLES = frozenset(role.value for role in Role)
 EDITING_ROLES = frozenset(
     r.value for r, cells in DEFAULT_MATRIX.items() if cells[Permission.EDIT_TIMELINE] != Scope.NONE
 )
+VIEWING_ROLES = frozenset(
+    r.value for r, cells in DEFAULT_MATRIX.items() if cells[Permission.VIEW_TIMELINE] == Scope.ALL
+)
 CEREMONY_ROLES = frozenset(
     r.value for r, cells in DEFAULT_MATRIX.items() if cells[Permission.VIEW_CEREMONY_DETAILS] != Scope.NONE
 )
@@ -76,12 +79,10 @@ class Timeline:
     @classmethod
     def of(cls, wedding: dict[str, Any]) -> Timeline:
         roles = {int(m["member"]): str(m["role"]) for m in wedding["members"]}
-        core = frozenset(pk for pk, role in roles.items() if role in (Role.COUPLE.value, Role.PLANNER.value))
-        audiences, to = {}, {}
-        for item in wedding["timeline"]:
-            vendors = [int(v) for v in item["assigned_vendors"]]
-            audiences[int(item["id"])] = core | frozenset(vendors)
-            to[int(item["id"])] = ["role:couple", "role:planner", *(f"member:{v}" for v in vendors)]
+        viewers = frozenset(pk for pk, role in roles.items() if role in VIEWING_ROLES)
+        viewing_roles = [f"role:{role}" for role in sorted(VIEWING_ROLES)]
+        audiences = {int(item["id"]): viewers for item in wedding["timeline"]}
+        to = {int(item["id"]): viewing_roles for item in wedding["timeline"]}
         return cls(
             topic=f"wedding:{wedding['id']}",
             versions={int(item["id"]): int(item["version"]) for item in wedding["timeline"]},

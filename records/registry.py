@@ -20,7 +20,7 @@ from django.db.models import Prefetch, prefetch_related_objects
 from records.models import RecordKindName, Strategy
 from wedsync.models import Member, Rsvp, Task, TimelineItem
 from wedsync.models.records import LocationZone, RsvpStatus, TaskStatus
-from wedsync.permissions import Permission, Role, role_has_permission
+from wedsync.permissions import Permission, Role, role_has_permission, roles_with_permission
 
 AwareTime = Annotated[datetime, msgspec.Meta(tz=True)]
 Title = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
@@ -159,13 +159,13 @@ class RecordKind:
 # --- timeline items ------------------------------------------------------------------------------------
 
 
-def _assigned_vendors(item: TimelineItem) -> dict[int, str]:
-    """The item's vendors (id -> role), read once per instance: an op reads them for its values and
-    its audience, before and after the write, and Django drops the cache when the relation is set."""
+def _assigned_vendors(item: TimelineItem) -> list[int]:
+    """The item's vendors, read once per instance: an op reads them for its values before and after
+    the write, and Django drops the cache when the relation is set."""
     if not item.pk:
-        return {}
-    prefetch_related_objects([item], Prefetch("assigned_vendors", queryset=Member.objects.only("pk", "role")))
-    return {member.pk: member.role for member in item.assigned_vendors.all()}
+        return []
+    prefetch_related_objects([item], Prefetch("assigned_vendors", queryset=Member.objects.only("pk")))
+    return sorted(member.pk for member in item.assigned_vendors.all())
 
 
 def _timeline_values(item: TimelineItem) -> dict[str, Any]:
@@ -176,12 +176,14 @@ def _timeline_values(item: TimelineItem) -> dict[str, Any]:
         "location": item.location or None,
         "notes": item.notes,
         "ceremony_notes": item.ceremony_notes,
-        "assigned_vendors": sorted(_assigned_vendors(item)),
+        "assigned_vendors": _assigned_vendors(item),
     }
 
 
 def _timeline_reach(item: TimelineItem) -> Reach:
-    return Reach(roles=_COUPLE_AND_PLANNER, members=_assigned_vendors(item))
+    # Everyone who may read the timeline hears of its changes, so a view loaded from the state
+    # endpoint never goes stale (docs/protocol.md widens PROTOCOL.md's row; decision 0027).
+    return Reach(roles=roles_with_permission(permission=Permission.VIEW_TIMELINE))
 
 
 def _timeline_refusal(actor: Actor, item: TimelineItem | None, changes: dict[str, Any], deleting: bool) -> str | None:

@@ -147,3 +147,8 @@ def role_has_permission(*, role: Role | str, permission: Permission | str, own: 
     """Whether ``role`` may use ``permission``; ``own=True`` asks about the member's own record."""
     scope = role_permission_scope(role=role, permission=permission)
     return scope is Scope.ALL or (own and scope is Scope.OWN)
+
+
+def roles_with_permission(*, permission: Permission | str) -> frozenset[str]:
+    """The roles that hold ``permission`` in full in this deployment (an audience follows the matrix)."""
+    return frozenset(role.value for role in Role if role_has_permission(role=role, permission=permission))

@@ -18,26 +18,27 @@ def actor_view(actor: Actor) -> dict[str, Any]:
     return {"member": actor.member_id, "role": actor.role, "staff": actor.member is None}
 
 
-def _split(kind: RecordKind, reach: Reach) -> list[tuple[frozenset[str] | None, Audience]]:
+def _withheld(kind: RecordKind, role: str) -> frozenset[str]:
+    """The hidden fields of ``kind`` that ``role`` may not see."""
+    return frozenset(name for name, perm in kind.hidden.items() if not role_has_permission(role=role, permission=perm))
+
+
+def _split(kind: RecordKind, reach: Reach, *, author_role: str) -> list[tuple[frozenset[str] | None, Audience]]:
     """The reach split by which hidden fields each part may see: (the hidden fields withheld, or
-    None for none, and the audience). A kind with no hidden fields is one part."""
+    None for none, and the audience). A kind with no hidden fields is one part. The author's part
+    comes last, so the highest seq of a change is the one the author's own devices receive."""
     if not kind.hidden:
         return [(None, Audience.of(roles=reach.roles, members=reach.members))]
     parts: dict[frozenset[str], tuple[set[str], set[int]]] = {}
-
-    def withheld(role: str) -> frozenset[str]:
-        return frozenset(
-            name for name, perm in kind.hidden.items() if not role_has_permission(role=role, permission=perm)
-        )
-
     for role in reach.roles:
-        parts.setdefault(withheld(role), (set(), set()))[0].add(role)
+        parts.setdefault(_withheld(kind, role), (set(), set()))[0].add(role)
     for member_id, role in reach.members.items():
         if role not in reach.roles:
-            parts.setdefault(withheld(role), (set(), set()))[1].add(member_id)
+            parts.setdefault(_withheld(kind, role), (set(), set()))[1].add(member_id)
+    authors = _withheld(kind, author_role)
     return [
         (hidden or None, Audience.of(roles=roles, members=members))
-        for hidden, (roles, members) in sorted(parts.items(), key=lambda part: sorted(part[0]))
+        for hidden, (roles, members) in sorted(parts.items(), key=lambda part: (part[0] == authors, sorted(part[0])))
     ]
 
 
@@ -52,7 +53,7 @@ def emit(
     """Store the event once per part of the reach that sees different fields (decision 0027), each
     part's data without the fields it may not see; fanned out after commit by the event log."""
     published = []
-    for hidden, audience in _split(kind, reach):
+    for hidden, audience in _split(kind, reach, author_role=actor.role):
         shown = data if hidden is None else _withhold(data, hidden)
         published.append(
             event_publish(

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from django.db import transaction
 
-from realtime.audience import Audience, audience_default
+from realtime.audience import audience_default
 from realtime.models import Event, WeddingStream
 from realtime.names import EventType, Priority
 from realtime.services.events import PublishRefused, member_event_publish
@@ -16,7 +16,7 @@ from tests.concurrency import race
 from tests.factories import MemberFactory, RsvpFactory, TaskFactory, TimelineItemFactory
 from tests.personas import WeddingParty
 from wedsync.models import AuditLog, Member
-from wedsync.permissions import Role
+from wedsync.permissions import Role, build_matrix
 
 pytestmark = pytest.mark.django_db
 
@@ -119,14 +119,40 @@ def record_sync_as(member: Member, kind: str, record_id: int | None, **changes: 
     return Event.objects.get(wedding_id=member.wedding_id, seq=result.reply["seq"])
 
 
+CEREMONY_VIEWERS = {"couple", "planner", "venue", "photographer", "videographer", "musician", "officiant"}
+
+
+def timeline_events(member: Member, item_id: int, **changes: object) -> list[Event]:
+    """The events of one timeline change as ``member``, the reply's (the author's part) last."""
+    last = record_sync_as(member, "timeline_item", item_id, **changes)
+    events = list(
+        Event.objects.filter(wedding_id=member.wedding_id, seq__gt=last.seq - 3, seq__lte=last.seq).order_by("seq")
+    )
+    return [e for e in events if e.data["id"] == item_id and e.data["version"] == last.data["version"]]
+
+
 @pytest.mark.requires_postgres
-def test_timeline_audience_adds_the_assigned_vendors(party: WeddingParty) -> None:
+def test_a_timeline_change_reaches_every_role_that_may_view_the_timeline(party: WeddingParty) -> None:
+    item = TimelineItemFactory(wedding=party.wedding, ceremony_notes="Rings with the best man")
+    item.assigned_vendors.set([party.paula])
+    others, authors = timeline_events(party.priya, item.pk, title="Speeches")
+    # Every role, assigned or not: a guest or the caterer who loaded the timeline hears it moved.
+    assert set(others.audience_roles) | set(authors.audience_roles) == EVERY_ROLE
+    assert set(authors.audience_roles) == CEREMONY_VIEWERS
+    assert authors.data["values"]["ceremony_notes"] == "Rings with the best man"
+    assert set(others.audience_roles) == EVERY_ROLE - CEREMONY_VIEWERS
+    assert "ceremony_notes" not in others.data["values"]
+    # The reply names the event the author's own devices get, whichever part that is.
+    caterers = timeline_events(party.carmen, item.pk, notes="Cake at nine")
+    assert set(caterers[-1].audience_roles) == EVERY_ROLE - CEREMONY_VIEWERS
+
+
+@pytest.mark.requires_postgres
+def test_the_timeline_audience_follows_the_deployments_matrix(party: WeddingParty, settings: Any) -> None:
+    settings.PERMISSION_MATRIX = build_matrix(overrides={"guest": {"view_timeline": "none"}})
     item = TimelineItemFactory(wedding=party.wedding)
-    item.assigned_vendors.set([party.paula, party.miles])
-    event = record_sync_as(party.priya, "timeline_item", item.pk, title="Speeches")
-    audience = Audience.of(roles=event.audience_roles, members=event.audience_members)
-    assert audience == Audience.of(roles={"couple", "planner"}, members={party.paula.pk, party.miles.pk})
-    assert not audience.includes(member_id=party.carmen.pk, role="caterer")
+    heard = {role for event in timeline_events(party.priya, item.pk, title="Speeches") for role in event.audience_roles}
+    assert heard == EVERY_ROLE - {"guest"}
 
 
 @pytest.mark.requires_postgres

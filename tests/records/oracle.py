@@ -13,6 +13,7 @@ CEREMONY_VIEWERS = frozenset({"couple", "planner", "venue", "photographer", "vid
 TIMELINE_EDITORS = frozenset(
     {"couple", "planner", "venue", "photographer", "videographer", "musician", "caterer", "florist"}
 )
+TIMELINE_VIEWERS = TIMELINE_EDITORS | {"officiant", "guest"}
 COUPLE_AND_PLANNER = frozenset({"couple", "planner"})
 MODELS = {"timeline_item": TimelineItem, "task": Task, "rsvp": Rsvp}
 
@@ -31,14 +32,15 @@ def hidden_leaks(data: dict[str, Any], *, role: str) -> list[str]:
 
 
 def in_audience(kind: str, values: dict[str, Any] | None, *, member_id: int, role: str) -> bool:
-    """PROTOCOL.md's routing: timeline to couple, planner and assigned vendors; tasks to couple,
-    planner and the assignee; RSVPs to couple, planner and that guest."""
+    """Who hears of a change: the timeline every role that may view it (docs/protocol.md widens
+    PROTOCOL.md's row, so that a view reloaded from the state endpoint never goes stale); tasks the
+    couple, the planner and the assignee; RSVPs the couple, the planner and that guest."""
+    if kind == "timeline_item":
+        return role in TIMELINE_VIEWERS
     if role in COUPLE_AND_PLANNER:
         return True
     if values is None:
         return False
-    if kind == "timeline_item":
-        return member_id in values.get("assigned_vendors", [])
     return values.get("assignee" if kind == "task" else "guest") == member_id
 
 

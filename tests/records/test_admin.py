@@ -24,6 +24,7 @@ from records.services import SyncRequest, SyncResult, actor_for_member, record_s
 from tests.factories import TaskFactory, TimelineItemFactory
 from tests.personas import WeddingParty, make_coordinator, make_superuser, make_wedding_party
 from wedsync.models import AuditLog, Member, Task, TimelineItem
+from wedsync.permissions import Role
 from wedsync.services.agencies import COORDINATORS_GROUP
 
 pytestmark = [pytest.mark.django_db, pytest.mark.requires_postgres, pytest.mark.requires_redis]
@@ -163,7 +164,10 @@ async def test_an_admin_edit_reaches_the_records_audience_as_record_updated(part
     hers = await caterer.receive()
     assert hers["type"] == "record.updated" and hers["data"]["values"]["title"] == "First dance, 21:00"
     assert "ceremony_notes" not in hers["data"]["values"]
-    assert await guest.nothing_more()
+    guests = await guest.receive()  # every role may view the timeline, so every role hears of it
+    assert guests["data"] == hers["data"]
+    for client in (planner, caterer, guest):
+        assert await client.nothing_more()
 
 
 # --- stale forms resolve like any stale edit -----------------------------------------------------------
@@ -222,7 +226,8 @@ def test_a_stale_form_under_manual_is_kept_as_a_conflict(party: WeddingParty, co
     message = said(response)[0]
     assert message.startswith("Conflict: ") and change_url("records.conflict", conflict.pk) in message
     kept = Event.objects.filter(type="record.conflict", data__conflict=conflict.pk)
-    assert any(event.audience_roles == ["couple", "planner"] for event in kept)
+    # The timeline item's audience: every role, in two parts by ceremony details.
+    assert {role for event in kept for role in event.audience_roles} == {role.value for role in Role}
 
 
 def test_a_form_that_does_not_say_its_version_is_refused(party: WeddingParty, coordinator: User) -> None:
@@ -291,7 +296,7 @@ async def test_resolving_from_the_admin_applies_and_tells_everyone_concerned(par
 
     response = await database_sync_to_async(resolve)()
     assert response.status_code == 302 and response["Location"] == reverse("admin:records_conflict_changelist")
-    for client in (couple, planner, caterer):
+    for client in (couple, planner, caterer, guest):
         updated, resolved = await client.receive(), await client.receive()
         assert (updated["type"], updated["data"]["values"]["title"]) == ("record.updated", "First dance, 21:00")
         assert (resolved["type"], resolved["data"]["conflict"], resolved["data"]["resolution"]) == (
@@ -299,7 +304,7 @@ async def test_resolving_from_the_admin_applies_and_tells_everyone_concerned(par
             conflict.pk,
             "custom",
         )
-    assert await guest.nothing_more()
+        assert await client.nothing_more()
     await database_sync_to_async(conflict.refresh_from_db)()
     assert (conflict.status, conflict.resolution, conflict.resolved_values["title"]) == (
         "resolved",

@@ -68,7 +68,7 @@ async def test_a_change_on_one_node_reaches_the_audience_on_the_other(party: Wed
         planner, party, "timeline_item", "n1", title="Vows", starts_at="2027-06-12T15:00:00Z",
         ceremony_notes="rings", assigned_vendors=[party.carmen.pk],
     )  # fmt: skip
-    for socket in (planner, couple, caterer):
+    for socket in (planner, couple, caterer, guest):
         assert (await socket.next_event(RECEIVE_WITHIN))["type"] == "record.created"
 
     reply = await sync(
@@ -76,7 +76,7 @@ async def test_a_change_on_one_node_reaches_the_audience_on_the_other(party: Wed
     )
     assert reply["data"]["outcome"] == "applied", reply
     seen = {}
-    for name, socket in (("couple", couple), ("caterer", caterer)):
+    for name, socket in (("couple", couple), ("caterer", caterer), ("guest", guest)):
         event = seen[name] = await socket.next_event(RECEIVE_WITHIN)
         assert (event["type"], event["data"]["version"], event["data"]["values"]["title"]) == (
             "record.updated",
@@ -86,9 +86,11 @@ async def test_a_change_on_one_node_reaches_the_audience_on_the_other(party: Wed
         assert event["data"]["op_id"] == "e1" and event["data"]["actor"]["member"] == party.priya.pk
     assert seen["couple"]["data"]["values"]["ceremony_notes"] == "rings"
     assert "ceremony_notes" not in seen["caterer"]["data"]["values"]  # the caterer's part is withheld
-    # The guest is not in a timeline item's audience: its next event is the chat sent after the change.
+    assert seen["guest"]["data"] == seen["caterer"]["data"]  # the guest's too: one part, one event
+    # Once each: every socket's next event is the chat sent after the change.
     await planner.request("publish", topic=f"wedding:{party.wedding.pk}", type="chat.message", data={"text": "hi"})
-    assert (await guest.next_event(RECEIVE_WITHIN))["type"] == "chat.message"
+    for socket in (couple, caterer, guest):
+        assert (await socket.next_event(RECEIVE_WITHIN))["type"] == "chat.message"
 
 
 async def test_a_race_between_nodes_has_one_winner_and_the_loser_is_told(party: WeddingParty, on_node: Any) -> None:
@@ -149,6 +151,8 @@ async def test_an_atomic_batch_from_one_node_is_seen_whole_or_not_at_all_on_the_
     # The couple's next three events are the batch's, in one run of seqs: nothing of the failed one.
     seen = [await couple.next_event(RECEIVE_WITHIN) for _ in items]
     assert [e["data"]["op_id"] for e in seen] == ["s0", "s1", "s2"], seen
+    # In one run of seqs, the couple's every other one: each change's part without ceremony details
+    # (for the caterers, florists and guests) is stored just before the planner's own.
     seqs = [e["seq"] for e in seen]
-    assert seqs == list(range(seqs[0], seqs[0] + 3)), seqs
+    assert seqs == list(range(seqs[0], seqs[0] + 6, 2)), seqs
     assert [e["data"]["values"]["starts_at"] for e in seen] == [f"2027-06-12T{16 + i}:30:00Z" for i in range(3)]
