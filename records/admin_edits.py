@@ -4,12 +4,16 @@ A form carries the version the page showed (``base_version``) and, hidden beside
 field's value then, so the engine receives only what this admin changed, based on what they saw:
 a stale form is resolved by the wedding's strategy like any other stale edit (or kept as a
 conflict under ``manual``), and everyone concerned is told. The outcome is the admin's message.
+
+The engine is called while the form is validated: a refusal (a vendor of another wedding, an end
+before the start) is then the form's error, and the page comes back with what the admin typed.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -41,8 +45,16 @@ class _Saved:
     stay: bool  # show the record's page again: the edit did not apply as the admin wrote it
 
 
+# A refusal's message names its field as a path ("changes: ... - at `$.notes`") or first ("guest: ...").
+_FIELD_PATH = re.compile(r"at `\$\.(\w+)`")
+_FIELD_LEAD = re.compile(r"^(\w+):")
+
+
 class RecordEditForm(ModelForm[Any]):
     base_version = forms.IntegerField(widget=forms.HiddenInput, required=False, min_value=1)
+    # The admin's engine call for this request (``RecordEditAdmin.get_form``); None: only validate.
+    submit: ClassVar[Callable[[RecordEditForm], SyncResult | None] | None] = None
+    result: SyncResult | None = None  # the engine's answer; None when nothing changed
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -56,6 +68,23 @@ class RecordEditForm(ModelForm[Any]):
         if self.instance.pk is not None and cleaned.get("base_version") is None and "base_version" not in self.errors:
             raise ValidationError("This form does not say which version it showed: reload the page and edit again.")
         return cleaned
+
+    def full_clean(self) -> None:
+        super().full_clean()
+        submit = type(self).submit
+        if submit is None or self.errors:
+            return
+        try:
+            self.result = submit(self)
+        except SyncRefused as refused:
+            self.add_error(self._field_of(refused.message), f"Not saved: {refused.message}")
+
+    def _field_of(self, message: str) -> str | None:
+        for pattern in (_FIELD_PATH, _FIELD_LEAD):
+            found = pattern.search(message)
+            if found and found.group(1) in self.fields:
+                return found.group(1)
+        return None
 
     def engine_changes(self, kind: RecordKind, *, blank_is_none: Iterable[str] = ()) -> dict[str, Any]:
         """The kind's fields as the engine takes them: all of them for a new record, else the ones
@@ -133,34 +162,42 @@ class RecordEditAdmin(WeddingScopedAdmin[Any]):
         fields = list(super().get_readonly_fields(request, obj))
         return [*fields, self.owner_field] if obj is not None else fields
 
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        form = super().get_form(request, obj, change=change, **kwargs)
+
+        def submit(bound: RecordEditForm) -> SyncResult | None:
+            return self._submit(request, bound)
+
+        return type(form.__name__, (form,), {"submit": staticmethod(submit)})
+
+    def _submit(self, request: HttpRequest, form: RecordEditForm) -> SyncResult | None:
+        """The form's changes through the engine; None when a change form changed nothing."""
+        kind, obj = self._kind(), form.instance
+        changes = form.engine_changes(kind, blank_is_none=self.blank_is_none)
+        change = obj.pk is not None
+        if change and not changes:
+            return None
+        return record_admin_save(
+            user=request.user,  # type: ignore[arg-type]
+            kind=kind.name,
+            wedding_id=self.wedding_id_of(obj) or 0,
+            record_id=obj.pk if change else None,
+            base_version=form.cleaned_data.get("base_version") if change else None,
+            changes=changes,
+            client=ClientInfo.from_request(request),
+        )
+
     def save_model(self, request: HttpRequest, obj: Any, form: ModelForm[Any], change: bool) -> None:
+        """The engine wrote the record while the form was validated: take its answer."""
         if not isinstance(form, RecordEditForm):  # pragma: no cover - every record admin uses one
             raise TypeError("record admins need a RecordEditForm")
-        kind = self._kind()
-        changes = form.engine_changes(kind, blank_is_none=self.blank_is_none)
-        result: SyncResult | None = None
-        refusal: SyncRefused | None = None
-        if not change or changes:
-            try:
-                result = record_admin_save(
-                    user=request.user,  # type: ignore[arg-type]
-                    kind=kind.name,
-                    wedding_id=self.wedding_id_of(obj) or 0,
-                    record_id=obj.pk if change else None,
-                    base_version=form.cleaned_data.get("base_version") if change else None,
-                    changes=changes,
-                    client=ClientInfo.from_request(request),
-                )
-            except SyncRefused as refused:
-                refusal = refused
-            else:
-                obj.pk = result.reply["id"]
+        result = form.result
+        if result is not None:
+            obj.pk = result.reply["id"]
         if obj.pk is not None:
-            with contextlib.suppress(ObjectDoesNotExist):  # deleted meanwhile: the refusal says so
+            with contextlib.suppress(ObjectDoesNotExist):  # deleted meanwhile
                 obj.refresh_from_db()  # the record as the engine left it, not as the form built it
-        if refusal is not None:
-            saved = _Saved(messages.ERROR, f"Not saved: {refusal.message}", stay=True)
-        elif result is None:
+        if result is None:
             saved = _Saved(messages.INFO, f"Nothing changed: {self._label(obj)} is as it was.", stay=False)
         else:
             saved = _saved(self._label(obj), result)
@@ -169,8 +206,21 @@ class RecordEditAdmin(WeddingScopedAdmin[Any]):
     def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
         """Nothing: the engine wrote the record's many-to-many fields with the rest, and there are no inlines."""
 
-    def log_addition(self, request: HttpRequest, obj: Any, message: Any) -> Any:
-        return None if obj.pk is None else super().log_addition(request, obj, message)
+    def construct_change_message(self, request: HttpRequest, form: Any, formsets: Any, add: bool = False) -> Any:
+        """The history says what the engine did, not what the form showed as changed."""
+        result: SyncResult | None = getattr(form, "result", None)
+        if result is None:
+            return []
+        reply = result.reply
+        if reply["outcome"] == Outcome.CONFLICT:
+            return f"Kept as conflict {reply['conflict']}: the record is unchanged."
+        if add:
+            return [{"added": {}}]
+        labels = [str(form.fields[name].label or name) if name in form.fields else name for name in reply["changed"]]
+        if reply["outcome"] == Outcome.OVERRIDDEN:
+            lost = ", ".join(reply.get("lost") or [])
+            return f"Overridden: {lost} lost to newer changes; changed: {', '.join(labels) or 'nothing'}."
+        return [{"changed": {"fields": labels}}]
 
     def _respond(self, request: HttpRequest, obj: Any, saved: _Saved) -> HttpResponse:
         self.message_user(request, saved.message, saved.level)

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from channels.db import database_sync_to_async
 from django.apps import apps as global_apps
+from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Group, User
 from django.contrib.auth.models import Permission as AuthPermission
 from django.contrib.messages import get_messages
@@ -92,6 +93,12 @@ def page_form(client: Client, path: str) -> dict[str, list[str]]:
     parser = _FormFields(f"{model}_form")
     parser.feed(response.content.decode())
     return parser.data
+
+
+def history_of(record: Any) -> list[str]:
+    """The record's admin history, oldest first, as the history page words it."""
+    entries = LogEntry.objects.filter(object_id=str(record.pk), content_type__model=record._meta.model_name)
+    return [entry.get_change_message() for entry in entries.order_by("action_time", "pk")]
 
 
 def said(response: Any) -> list[str]:
@@ -189,6 +196,8 @@ def test_a_stale_form_merges_with_what_changed_since_and_reverts_nothing(
     assert said(response)[0].startswith("Merged: ")
     updated = Event.objects.filter(type="record.updated").order_by("seq").last()
     assert updated is not None and (updated.data["outcome"], updated.data["changed"]) == ("merged", ["title"])
+    # The history names what the engine changed: the title, not the notes the couple wrote meanwhile.
+    assert history_of(item) == ["Changed Title."]
 
 
 def test_a_stale_form_loses_to_a_higher_rank_under_role_hierarchy(party: WeddingParty, coordinator: User) -> None:
@@ -226,8 +235,29 @@ def test_a_stale_form_under_manual_is_kept_as_a_conflict(party: WeddingParty, co
     message = said(response)[0]
     assert message.startswith("Conflict: ") and change_url("records.conflict", conflict.pk) in message
     kept = Event.objects.filter(type="record.conflict", data__conflict=conflict.pk)
+    assert history_of(item) == [f"Kept as conflict {conflict.pk}: the record is unchanged."]
     # The timeline item's audience: every role, in two parts by ceremony details.
     assert {role for event in kept for role in event.audience_roles} == {role.value for role in Role}
+
+
+def test_a_refused_add_shows_the_form_again_with_what_was_typed_and_why(party: WeddingParty, coordinator: User) -> None:
+    admin = logged_in(coordinator)
+    add = reverse("admin:wedsync_timelineitem_add")
+    data = page_form(admin, add)
+    data.update(
+        wedding=[str(party.wedding.pk)],
+        title=["Fireworks over the lake"],
+        starts_at_0=["2026-06-13"],
+        starts_at_1=["22:00:00"],
+        notes=["Sparklers for everyone. " * 200],  # longer than a record's notes may be (4,000)
+    )
+    response = admin.post(add, data)
+    assert response.status_code == 200  # the page again, not a redirect to an empty form
+    form = response.context["adminform"].form
+    assert form.errors == {"notes": ["Not saved: changes: Expected `str` of length <= 4000 - at `$.notes`"]}
+    assert b'value="Fireworks over the lake"' in response.content
+    assert not TimelineItem.objects.filter(title="Fireworks over the lake").exists()
+    assert not Event.objects.exists() and not LogEntry.objects.exists()
 
 
 def test_a_form_that_does_not_say_its_version_is_refused(party: WeddingParty, coordinator: User) -> None:
