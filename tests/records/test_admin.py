@@ -16,6 +16,7 @@ from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Group, User
 from django.contrib.auth.models import Permission as AuthPermission
 from django.contrib.messages import get_messages
+from django.core.management import call_command
 from django.test import Client
 from django.urls import reverse
 
@@ -451,14 +452,16 @@ def test_a_strategy_chosen_on_the_wedding_page_applies_and_every_change_is_audit
 
 # --- coordinators' permissions ---------------------------------------------------------------------------
 
+COORDINATORS_RECORDS_PERMISSIONS = {
+    "view_conflict",
+    "change_conflict",
+    *(f"{action}_weddingstrategy" for action in ("view", "add", "change", "delete")),
+}
+
 
 def test_existing_coordinators_are_given_the_inbox_and_the_strategies_by_the_migration(coordinator: User) -> None:
     group = Group.objects.get(name=COORDINATORS_GROUP)
-    wanted = {
-        "view_conflict",
-        "change_conflict",
-        *(f"{a}_weddingstrategy" for a in ("view", "add", "change", "delete")),
-    }
+    wanted = COORDINATORS_RECORDS_PERMISSIONS
     assert wanted <= set(group.permissions.values_list("codename", flat=True))
     group.permissions.remove(*AuthPermission.objects.filter(content_type__app_label="records"))
     migration = importlib.import_module("records.migrations.0002_coordinators_resolve_conflicts")
@@ -466,3 +469,22 @@ def test_existing_coordinators_are_given_the_inbox_and_the_strategies_by_the_mig
     assert wanted <= set(group.permissions.values_list("codename", flat=True))
     fresh = User.objects.get(pk=coordinator.pk)  # permission caches are per instance
     assert fresh.has_perm("records.change_conflict") and fresh.has_perm("records.add_weddingstrategy")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_grants_through_migrate_and_takes_back_when_reversed(coordinator: User) -> None:
+    """Through `migrate` on a database that already has coordinators, as an upgrade runs it."""
+    group = Group.objects.get(name=COORDINATORS_GROUP)
+    wanted = COORDINATORS_RECORDS_PERMISSIONS
+
+    def granted() -> set[str]:
+        return set(group.permissions.filter(content_type__app_label="records").values_list("codename", flat=True))
+
+    call_command("migrate", "records", "0001", verbosity=0)
+    assert not granted() & wanted
+    # As before shared records existed: not even the permissions yet (the migration makes them).
+    AuthPermission.objects.filter(content_type__app_label="records").delete()
+    call_command("migrate", "records", verbosity=0)
+    assert wanted <= granted()
+    fresh = User.objects.get(pk=coordinator.pk)
+    assert fresh.has_perm("records.change_conflict") and fresh.has_perm("records.delete_weddingstrategy")
