@@ -1,7 +1,8 @@
 """Shared records under a random wedding day (issue 18's proof): members of every kind of role, on
 two real nodes (daphne processes on one Redis), interleave edits, stale edits, creates, deletes,
 atomic batches, resent op ids, lost replies, races and reconnects that resume ``since`` their last
-seq. After every step (once each member's events have arrived) and at the end:
+seq, edits over REST (PATCH with If-Match) and the planner resolving kept conflicts. After every
+step (once each member's events have arrived) and at the end:
 
 - each member's records, rebuilt from the ``record.*`` events it received, equal what the database
   says it may see (PROTOCOL.md's audiences, ``ceremony_notes`` only with view_ceremony_details);
@@ -26,7 +27,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
 from realtime.models import Event
-from records.models import Strategy, WeddingStrategy
+from records.models import Conflict, ConflictStatus, Strategy, WeddingStrategy
 from records.registry import kinds
 from records.selectors import wedding_state
 from records.services import actor_for_member
@@ -49,6 +50,7 @@ from tests.records.oracle import (
     timeline_changes,
     withheld_from,
 )
+from tests.records.test_api import call
 from wedsync.models import Member
 from wedsync.permissions import Role
 
@@ -229,15 +231,21 @@ class RecordsMachine(RuleBasedStateMachine):
 
     # --- rules ---------------------------------------------------------------------------------------
 
+    def _edit_op(self, person: Person, stale: int, data: st.DataObject) -> dict[str, Any] | None:
+        """A change of a record the member knows, based ``stale`` versions back; None: none known."""
+        key, changes = self._known(person, data), self._changes(data)
+        if key is None:
+            return None
+        base = max(1, person.view.records[key]["version"] - stale)
+        return self._op(person, key[0], key[1], base, changes[key[0]])
+
     @rule(who=st.sampled_from(PEOPLE), stale=st.integers(0, 2), data=st.data())
     def edit(self, who: str, stale: int, data: st.DataObject) -> None:
         self.clean = False
         person = self.people[who]
-        key, changes = self._known(person, data), self._changes(data)
-        if key is None:
-            return
-        base = max(1, person.view.records[key]["version"] - stale)
-        self._submit(person, self._op(person, key[0], key[1], base, changes[key[0]]))
+        op = self._edit_op(person, stale, data)
+        if op is not None:
+            self._submit(person, op)
 
     @rule(who=st.sampled_from(PEOPLE), kind=st.sampled_from(tuple(MODELS)), data=st.data())
     def create(self, who: str, kind: str, data: st.DataObject) -> None:
@@ -351,6 +359,51 @@ class RecordsMachine(RuleBasedStateMachine):
             r for r in replies if r["status"] == "ok" and r["data"]["outcome"] == "applied" and r["data"]["changed"]
         ]
         assert len(winners) <= 1, replies  # same base: only the first to arrive is fresh
+
+    @rule(who=st.sampled_from(PEOPLE), stale=st.integers(0, 2), data=st.data())
+    def edit_over_rest(self, who: str, stale: int, data: st.DataObject) -> None:
+        """The same edit as a PATCH with If-Match: the REST door and the socket's are one engine."""
+        self.clean = False
+        person = self.people[who]
+        op = self._edit_op(person, stale, data)
+        if op is None:
+            return
+        predicted = self._predicted(person, op)
+        path = f"/api/v1/weddings/{self.wedding_id}/records/{op['record']}/{op['id']}/"
+        response = call(
+            self._member(person), "patch", path, op["changes"], if_match=op["base_version"], key=op["op_id"]
+        )
+        body = response.json()
+        if response.status_code not in (200, 409):  # 409 is a conflict kept: an answer, not a refusal
+            assert body["error"]["code"] == predicted, (op, response.status_code, body)
+            return
+        reply = {"status": "ok", "data": {name: value for name, value in body.items() if name != "error"}}
+        self._check_reply(person, op, reply, predicted, resent=False)
+
+    @rule(resolution=st.sampled_from(["theirs", "mine"]), data=st.data())
+    def resolve_a_conflict_over_rest(self, resolution: str, data: st.DataObject) -> None:
+        """The planner settles a kept conflict: the record changes (mine) or stays (theirs) for all."""
+        self.clean = False
+        pick = self._pick(data, "conflict")
+        open_ = list(
+            Conflict.objects.filter(wedding_id=self.wedding_id, status=ConflictStatus.OPEN)
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
+        if not open_:
+            return
+        conflict_id = open_[pick % len(open_)]
+        path = f"/api/v1/weddings/{self.wedding_id}/conflicts/{conflict_id}/resolve/"
+        response = call(self._member(self.people["priya"]), "post", path, {"resolution": resolution})
+        body = response.json()
+        # "mine" applies the kept side through the engine now, which may no longer fit the record.
+        assert response.status_code == 200 or (resolution, body["error"]["code"]) == ("mine", "invalid"), body
+        if response.status_code == 200:
+            assert body["conflict"]["status"] == "resolved", body
+
+    @staticmethod
+    def _member(person: Person) -> Member:
+        return Member.objects.select_related("user").get(pk=person.member_id)
 
     @rule(who=st.sampled_from(PEOPLE))
     def disconnect(self, who: str) -> None:
@@ -522,12 +575,22 @@ class RecordsMachine(RuleBasedStateMachine):
             "sender_member_id", "data"
         )
         for sender, data in rows:
-            applied[(sender, data["op_id"])].add((data["record"], data["id"], data["version"]))
+            if data["op_id"] is not None:  # a conflict's resolution applies without an op id
+                applied[(sender, data["op_id"])].add((data["record"], data["id"], data["version"]))
         assert all(len(changes) == 1 for changes in applied.values()), applied
 
 
-def test_records_stay_consistent_across_two_nodes_whatever_members_do(tmp_path: Path) -> None:
-    every_role = json.dumps(dict.fromkeys((role.value for role in Role), 100000))  # budgets have tests of their own
+@pytest.fixture
+def budgets(settings: Any) -> dict[str, int]:
+    """Every role's budget lifted, here for the REST edits this process serves and on the nodes
+    (budgets have tests of their own)."""
+    lifted = dict.fromkeys((role.value for role in Role), 100000)
+    settings.REALTIME_RATE_LIMITS = lifted
+    return lifted
+
+
+def test_records_stay_consistent_across_two_nodes_whatever_members_do(tmp_path: Path, budgets: dict[str, int]) -> None:
+    every_role = json.dumps(budgets)
     with cluster(tmp_path, extra_env={"REALTIME_RATE_LIMITS": every_role}) as nodes, asyncio.Runner() as runner:
         RecordsMachine.cluster, RecordsMachine.runner = nodes, runner
         run_state_machine_as_test(
