@@ -1,8 +1,8 @@
 """Shared records under a random wedding day (issue 18's proof): members of every kind of role, on
 two real nodes (daphne processes on one Redis), interleave edits, stale edits, creates, deletes,
 atomic batches, resent op ids, lost replies, races and reconnects that resume ``since`` their last
-seq, edits over REST (PATCH with If-Match) and the planner resolving kept conflicts. After every
-step (once each member's events have arrived) and at the end:
+seq, edits over REST (PATCH with If-Match), a coordinator's edits in the admin, and the planner
+resolving kept conflicts. After every step (once each member's events have arrived) and at the end:
 
 - each member's records, rebuilt from the ``record.*`` events it received, equal what the database
   says it may see (PROTOCOL.md's audiences, ``ceremony_notes`` only with view_ceremony_details);
@@ -15,23 +15,29 @@ step (once each member's events have arrived) and at the end:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, cast
 
 import pytest
+from channels.layers import channel_layers
+from django.conf import settings as django_settings
+from django.test import override_settings
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
 from realtime.models import Event
 from records.models import Conflict, ConflictStatus, Strategy, WeddingStrategy
+from records.oversight import record_admin_save
 from records.registry import kinds
 from records.selectors import wedding_state
-from records.services import actor_for_member
-from tests.personas import make_wedding_party
+from records.services import SyncRefused, actor_for_member
+from tests.personas import make_coordinator, make_wedding_party
 from tests.realtime.conftest import _bearer
 from tests.realtime.nodes import Cluster, cluster
 from tests.records.node_sockets import NodeSocket, View
@@ -53,6 +59,7 @@ from tests.records.oracle import (
 from tests.records.test_api import call
 from wedsync.models import Member
 from wedsync.permissions import Role
+from wedsync.settings import channel_layer_config
 
 pytestmark = [pytest.mark.requires_postgres, pytest.mark.requires_redis, pytest.mark.django_db(transaction=True)]
 
@@ -110,6 +117,7 @@ class RecordsMachine(RuleBasedStateMachine):
         self.vendors = [party.victor.pk, party.paula.pk, party.carmen.pk]
         self.members = [party.paula.pk, party.carmen.pk, party.gil.pk]
         self.guest = party.gil.pk
+        self.coordinator = make_coordinator(party.wedding, name=f"cora-{self.wedding_id}")
         for person in self.people.values():
             self._connect(person, since=None)
         priya, gil = self.people["priya"], self.people["gil"]
@@ -401,6 +409,35 @@ class RecordsMachine(RuleBasedStateMachine):
         if response.status_code == 200:
             assert body["conflict"]["status"] == "resolved", body
 
+    @rule(stale=st.integers(0, 2), data=st.data())
+    def edit_in_the_admin(self, stale: int, data: st.DataObject) -> None:
+        """A coordinator edits from the admin (staff: a planner's view and rank, as no member): the
+        same engine, so members hear of it, and those it overwrote are told, like any edit."""
+        self.clean = False
+        planner = self.people["priya"]  # staff see what the planner sees
+        key, changes = self._known(planner, data), self._changes(data)
+        if key is None:
+            return
+        base = max(1, planner.view.records[key]["version"] - stale)
+        predicted = refusal_predicted(
+            {"record": key[0], "id": key[1], "changes": changes[key[0]]}, role=Role.PLANNER.value, member_id=0
+        )
+        refused: SyncRefused | None = None
+        try:
+            result = record_admin_save(
+                user=self.coordinator,
+                kind=key[0],
+                wedding_id=self.wedding_id,
+                record_id=key[1],
+                base_version=base,
+                changes=changes[key[0]],
+            )
+        except SyncRefused as refusal:
+            refused = refusal
+        assert (refused and refused.code) == predicted, (key, changes[key[0]], refused and refused.message)
+        if refused is None:
+            assert result.reply["outcome"] in OUTCOMES, result.reply
+
     @staticmethod
     def _member(person: Person) -> Member:
         return Member.objects.select_related("user").get(pk=person.member_id)
@@ -580,6 +617,19 @@ class RecordsMachine(RuleBasedStateMachine):
         assert all(len(changes) == 1 for changes in applied.values()), applied
 
 
+@contextlib.contextmanager
+def layer_on(redis_url: str) -> Iterator[None]:
+    """This process's channel layer on the nodes' Redis, as a REST or admin process shares a
+    deployment's: its events then reach the nodes live, not by the nodes' heads poll."""
+    kind = cast(Literal["core", "pubsub"], django_settings.REALTIME_CHANNEL_LAYER)
+    channel_layers.backends.clear()
+    try:
+        with override_settings(CHANNEL_LAYERS={"default": channel_layer_config(redis_url=redis_url, kind=kind)}):
+            yield
+    finally:
+        channel_layers.backends.clear()  # the next test's layer is made from its own settings
+
+
 @pytest.fixture
 def budgets(settings: Any) -> dict[str, int]:
     """Every role's budget lifted, here for the REST edits this process serves and on the nodes
@@ -591,7 +641,11 @@ def budgets(settings: Any) -> dict[str, int]:
 
 def test_records_stay_consistent_across_two_nodes_whatever_members_do(tmp_path: Path, budgets: dict[str, int]) -> None:
     every_role = json.dumps(budgets)
-    with cluster(tmp_path, extra_env={"REALTIME_RATE_LIMITS": every_role}) as nodes, asyncio.Runner() as runner:
+    with (
+        cluster(tmp_path, extra_env={"REALTIME_RATE_LIMITS": every_role}) as nodes,
+        layer_on(nodes.redis.url),
+        asyncio.Runner() as runner,
+    ):
         RecordsMachine.cluster, RecordsMachine.runner = nodes, runner
         run_state_machine_as_test(
             RecordsMachine,
