@@ -5,8 +5,8 @@ field's value then, so the engine receives only what this admin changed, based o
 a stale form is resolved by the wedding's strategy like any other stale edit (or kept as a
 conflict under ``manual``), and everyone concerned is told. The outcome is the admin's message.
 
-The engine is called while the form is validated: a refusal (a vendor of another wedding, an end
-before the start) is then the form's error, and the page comes back with what the admin typed.
+The engine is called while the form is validated: a refusal only the engine makes (notes longer
+than a record may hold) is then the form's error, and the page comes back with what was typed.
 """
 
 from __future__ import annotations
