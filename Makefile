@@ -45,8 +45,13 @@ run: install
 	bin/run
 
 ## The whole suite; uses PostgreSQL and Redis when they answer and names what it could not run.
-test: install-dev
+test: install-dev node_modules/.installed
 	$(BIN)/pytest
+
+## The JS client's test tools (package-lock.json): terser, to hold the client to its size budget.
+node_modules/.installed: package.json package-lock.json
+	npm ci --ignore-scripts --no-audit --no-fund
+	touch $@
 
 ## ruff (lint and format check), mypy and the audit of the locked set.
 lint: install-dev
@@ -74,4 +79,4 @@ format: install-dev
 	$(BIN)/ruff format .
 
 clean:
-	rm -rf var .pytest_cache .mypy_cache .ruff_cache .conformance
+	rm -rf var .pytest_cache .mypy_cache .ruff_cache .conformance node_modules

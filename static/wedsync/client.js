@@ -1,0 +1,516 @@
+// The WedSync realtime client for browsers (docs/protocol.md, version 1): one socket per device,
+// resumed wherever it left off, with an offline queue that lands each op once.
+
+import { backoffDelay, urlForAttempt } from "./backoff.js";
+import { MemoryStorage, Outbox, randomKey } from "./outbox.js";
+import { TopicStream } from "./stream.js";
+
+/** Closes after which reconnecting would only be refused again. */
+const FINAL_CLOSES = new Map([
+  [4403, "This page's address is not allowed to connect."],
+  [4029, "You are connected on too many devices; this one was signed out."],
+]);
+/** Refusals a resend cannot fix: the op is dropped from the queue and reported. */
+const FINAL_REFUSALS = new Set(["forbidden", "invalid", "not_found", "too_large", "bad_json", "unknown_op"]);
+const POOR_NETWORKS = new Set(["slow-2g", "2g"]);
+const POOR_RTT_MS = 1500;
+
+/**
+ * @typedef {object} ClientOptions
+ * @property {string[]} urls socket URLs (`wss://host/ws/v1/`), tried in turn
+ * @property {() => Promise<string>} [getTicket] session users: a single-use ticket (POST /api/v1/realtime/tickets/)
+ * @property {() => Promise<string>} [getToken] token users: a current access token (refreshed before it expires)
+ * @property {(wedding: number) => Promise<any>} loadState GET /api/v1/weddings/{id}/state/
+ * @property {import("./outbox.js").OutboxStorage} [storage] where queued ops live (default: memory)
+ * @property {boolean} [reportBattery] send the Battery Status API's level with presence
+ * @property {any} [WebSocket] the WebSocket class (default: the global one)
+ * @property {{baseMs?: number, capMs?: number, random?: () => number}} [backoff]
+ * @property {any} [environment] navigator/document/window stand-ins (default: the globals)
+ */
+
+/** An error whose `code` is the protocol's (or "disconnected"). */
+export class RequestError extends Error {
+  /** @param {string} code @param {string} message @param {any} [detail] */
+  constructor(code, message, detail) {
+    super(message);
+    this.code = code;
+    this.detail = detail;
+  }
+}
+
+export class WedSyncClient extends EventTarget {
+  /** @param {ClientOptions} options */
+  constructor(options) {
+    super();
+    this.options = options;
+    this.outbox = new Outbox(options.storage ?? new MemoryStorage());
+    this.env = options.environment ?? { navigator: globalThis.navigator, document: globalThis.document, window: globalThis.window };
+    /** @type {Map<string, TopicStream>} */
+    this.streams = new Map();
+    /** @type {Map<string, {resolve: (frame: any) => void, reject: (error: Error) => void}>} */
+    this.waiting = new Map();
+    /** @type {"idle"|"connecting"|"online"|"reconnecting"|"offline"|"stopped"} */
+    this.status = "idle";
+    this.stoppedReason = "";
+    this.attempt = 0;
+    this.refCount = 0;
+    this.socket = null;
+    this.welcome = null;
+    this.ready = false; // welcomed and every followed topic subscribed
+    this.rtts = [];
+    this.lastRtt = null;
+    this.lastHeard = 0;
+    this.timers = new Set();
+    this.flushing = false;
+    this.unauthorizedCloses = 0;
+    this.retryAfterMs = 0;
+    this.battery = null;
+    /** @type {Map<string, any[]>} topics being reloaded: their events wait here */
+    this.reloading = new Map();
+  }
+
+  // --- Lifecycle ------------------------------------------------------------------------------
+
+  /** Opens the queue left by an earlier page and connects. */
+  async start() {
+    await this.outbox.open();
+    this.emit("outbox", { entries: this.outbox.pending() });
+    this.watchDevice();
+    this.connect();
+  }
+
+  /** Closes for good (logout, page teardown). */
+  stop(reason = "stopped") {
+    this.stoppedReason = reason;
+    this.setStatus("stopped");
+    for (const timer of this.timers) clearTimeout(timer);
+    this.timers.clear();
+    this.socket?.close(1000);
+  }
+
+  /**
+   * Follows a wedding: loads its state, then keeps it current over the socket.
+   * @param {number} wedding
+   */
+  async follow(wedding) {
+    const topic = `wedding:${wedding}`;
+    if (this.streams.has(topic)) return;
+    const stream = new TopicStream(topic);
+    this.streams.set(topic, stream);
+    await this.reload(stream);
+    if (this.welcome) await this.subscribe(stream);
+  }
+
+  // --- Ops ------------------------------------------------------------------------------------
+
+  /**
+   * Queues a publish; it is sent at once when online and lands once however often it is resent.
+   * @param {{topic: string, type: string, data: object, to?: string[], priority?: string}} op
+   */
+  async publish({ topic, type, data, to, priority }) {
+    const key = randomKey();
+    const frame = { op: "publish", topic, type, data, idempotency_key: key };
+    if (to) frame.to = to;
+    if (priority) frame.priority = priority;
+    return this.enqueue({ kind: "publish", topic, frame, key });
+  }
+
+  /**
+   * Queues a change of a shared record (`id` null creates; `remove` deletes).
+   * @param {{topic: string, record: string, id: number|null, baseVersion: number|null, changes?: object, remove?: boolean}} op
+   */
+  async sync({ topic, record, id, baseVersion, changes = {}, remove = false }) {
+    const key = randomKey();
+    const frame = { op: "sync", topic, record, id, base_version: baseVersion, changes, op_id: key };
+    if (remove) frame.delete = true;
+    return this.enqueue({ kind: "sync", topic, frame, key });
+  }
+
+  /** Acknowledges an emergency or critical event (not queued: a later resend asks again). */
+  ack(topic, seq) {
+    this.send({ op: "ack", topic, seq });
+  }
+
+  /** Sets this device's presence in a wedding (not queued: only the newest state matters). */
+  async setPresence(topic, state) {
+    return this.request({ op: "presence", topic, state });
+  }
+
+  /**
+   * Sends a frame that expects a reply and resolves with the reply's `data`.
+   * @param {Record<string, unknown>} frame
+   * @returns {Promise<any>}
+   */
+  request(frame) {
+    if (!this.socket || this.socket.readyState !== 1) {
+      return Promise.reject(new RequestError("disconnected", "Not connected."));
+    }
+    const ref = `r${++this.refCount}`;
+    return new Promise((resolve, reject) => {
+      this.waiting.set(ref, { resolve, reject });
+      this.send({ ...frame, ref });
+    });
+  }
+
+  /** @returns {number} ops waiting for the server */
+  get queued() {
+    return this.outbox.size;
+  }
+
+  // --- Connecting -----------------------------------------------------------------------------
+
+  async connect() {
+    if (this.status === "stopped") return;
+    if (this.env.navigator && this.env.navigator.onLine === false) {
+      this.setStatus("offline");
+      return;
+    }
+    this.setStatus(this.welcome || this.attempt > 0 ? "reconnecting" : "connecting");
+    const url = urlForAttempt(this.options.urls, this.attempt);
+    const protocols = ["wedsync.v1"];
+    let target = url;
+    try {
+      if (this.options.getTicket) {
+        const ticket = await this.options.getTicket();
+        target = `${url}${url.includes("?") ? "&" : "?"}ticket=${encodeURIComponent(ticket)}`;
+      } else if (this.options.getToken) {
+        protocols.push(`bearer.${await this.options.getToken()}`);
+      }
+    } catch (error) {
+      if (error && (error.status === 401 || error.status === 403)) {
+        this.stop("Your session has ended. Sign in again.");
+      } else {
+        this.retryLater();
+      }
+      return;
+    }
+    if (this.status === "stopped") return;
+    const SocketClass = this.options.WebSocket ?? globalThis.WebSocket;
+    const socket = new SocketClass(target, protocols);
+    this.socket = socket;
+    socket.onmessage = (message) => this.received(socket, message.data);
+    socket.onclose = (close) => this.closed(socket, close.code);
+    socket.onerror = () => {};
+  }
+
+  retryLater() {
+    if (this.status === "stopped") return;
+    const delay = Math.max(backoffDelay(this.attempt, this.options.backoff), this.retryAfterMs);
+    this.retryAfterMs = 0;
+    this.attempt += 1;
+    this.setStatus("reconnecting");
+    this.later(delay, () => this.connect());
+  }
+
+  /** @param {any} socket @param {number} code */
+  closed(socket, code) {
+    if (socket !== this.socket) return;
+    this.socket = null;
+    this.ready = false;
+    this.welcome = null;
+    for (const [, waiter] of this.waiting) waiter.reject(new RequestError("disconnected", "The connection was lost."));
+    this.waiting.clear();
+    for (const entry of this.outbox.pending()) this.outbox.mark(entry.key, "queued");
+    this.emit("outbox", { entries: this.outbox.pending() });
+    if (this.status === "stopped") return;
+    if (FINAL_CLOSES.has(code)) return this.stop(FINAL_CLOSES.get(code));
+    if (code === 4401 && ++this.unauthorizedCloses >= 3) return this.stop("Your session has ended. Sign in again.");
+    this.retryLater();
+  }
+
+  /** @param {any} socket @param {string} text */
+  received(socket, text) {
+    if (socket !== this.socket) return;
+    this.lastHeard = Date.now();
+    let frame;
+    try {
+      frame = JSON.parse(text);
+    } catch {
+      return;
+    }
+    switch (frame.op) {
+      case "welcome":
+        return this.welcomed(frame);
+      case "reply":
+        return this.replied(frame);
+      case "event":
+        return this.event(frame);
+      case "presence_diff":
+        return this.emit("presence", { topic: frame.topic, diff: frame });
+      case "unsubscribed":
+        this.streams.delete(frame.topic);
+        this.outbox.forget(frame.topic).then(() => this.emit("outbox", { entries: this.outbox.pending() }));
+        return this.emit("unsubscribed", frame);
+      case "error":
+        if (frame.code === "rate_limited" && frame.retry_after) this.retryAfterMs = frame.retry_after * 1000;
+        return this.emit("server-error", frame);
+      default:
+        return undefined;
+    }
+  }
+
+  async welcomed(frame) {
+    this.welcome = frame;
+    this.attempt = 0;
+    this.unauthorizedCloses = 0;
+    this.setStatus("online");
+    this.emit("welcome", frame);
+    this.heartbeat(frame.heartbeat_interval * 1000);
+    this.scheduleTokenRefresh();
+    const socket = this.socket;
+    for (const stream of this.streams.values()) {
+      await this.subscribe(stream);
+      if (socket !== this.socket) return;
+    }
+    this.ready = true;
+    this.flush();
+  }
+
+  replied(frame) {
+    const waiter = this.waiting.get(frame.ref);
+    if (!waiter) return;
+    this.waiting.delete(frame.ref);
+    if (frame.status === "ok") waiter.resolve(frame.data ?? {});
+    else waiter.reject(new RequestError(frame.error.code, frame.error.message, frame.error));
+  }
+
+  event(frame) {
+    const held = this.reloading.get(frame.topic);
+    if (held) return void held.push(frame);
+    const stream = this.streams.get(frame.topic);
+    if (!stream) return;
+    const verdict = stream.accept(frame);
+    if (verdict !== "duplicate") this.emit("event", { event: frame, resent: verdict === "resent" });
+  }
+
+  // --- Subscriptions --------------------------------------------------------------------------
+
+  /** @param {TopicStream} stream */
+  async subscribe(stream) {
+    const minPriority = this.poorConnection() ? "high" : "low";
+    const frame = { op: "subscribe", topic: stream.topic, ...stream.resumeFrom() };
+    if (minPriority === "high") frame.min_priority = "high";
+    let data;
+    try {
+      data = await this.request(frame);
+    } catch (error) {
+      if (error.code === "forbidden") {
+        this.streams.delete(stream.topic);
+        this.emit("unsubscribed", { topic: stream.topic, reason: "forbidden" });
+      }
+      return;
+    }
+    stream.filtered = minPriority === "high";
+    this.emit("presence", { topic: stream.topic, snapshot: data.presence });
+    if (!stream.subscribed(data)) {
+      await this.reload(stream);
+      await this.subscribe(stream);
+      return;
+    }
+    this.sendBattery(stream.topic);
+  }
+
+  /** Reloads a wedding's records from the snapshot endpoint (on follow, and on `recovered: false`). */
+  async reload(stream) {
+    this.reloading.set(stream.topic, []);
+    try {
+      const state = await this.options.loadState(Number(stream.topic.split(":")[1]));
+      stream.reset(state);
+      this.emit("snapshot", { topic: stream.topic, state });
+    } finally {
+      const held = this.reloading.get(stream.topic) ?? [];
+      this.reloading.delete(stream.topic);
+      for (const frame of held) this.event(frame);
+    }
+  }
+
+  // --- The queue ------------------------------------------------------------------------------
+
+  async enqueue(op) {
+    const entry = await this.outbox.add(op);
+    this.emit("outbox", { entries: this.outbox.pending() });
+    this.flush();
+    return entry;
+  }
+
+  /** Sends queued ops one at a time, oldest first, while the socket is ready. */
+  async flush() {
+    if (this.flushing) return;
+    this.flushing = true;
+    try {
+      for (let entry = this.outbox.next(); entry && this.ready; entry = this.outbox.next()) {
+        this.outbox.mark(entry.key, "sent");
+        this.emit("outbox", { entries: this.outbox.pending() });
+        let data;
+        try {
+          data = await this.request(entry.frame);
+        } catch (error) {
+          if (!(await this.refused(entry, error))) break;
+          continue;
+        }
+        const status = data.outcome === "conflict" ? "conflict" : "applied";
+        const settled = await this.outbox.settle(entry.key, status);
+        this.emit("settled", { entry: settled, reply: data });
+        this.emit("outbox", { entries: this.outbox.pending() });
+      }
+    } finally {
+      this.flushing = false;
+    }
+  }
+
+  /** Handles a refused op; returns whether the queue may go on now. */
+  async refused(entry, error) {
+    this.outbox.mark(entry.key, "queued");
+    if (error.code === "disconnected") return false;
+    if (error.code === "rate_limited" || error.code === "unavailable" || error.code === "server_error") {
+      const wait = error.detail?.retry_after ? error.detail.retry_after * 1000 : backoffDelay(2, this.options.backoff);
+      await new Promise((resolve) => this.later(wait, resolve));
+      return this.ready;
+    }
+    if (error.code === "not_subscribed") {
+      const stream = this.streams.get(entry.topic);
+      if (stream) {
+        await this.subscribe(stream);
+        return this.ready && this.streams.has(entry.topic);
+      }
+    }
+    const status = error.code === "conflict" ? "conflict" : "failed";
+    if (FINAL_REFUSALS.has(error.code) || status === "conflict" || !this.streams.has(entry.topic)) {
+      const settled = await this.outbox.settle(entry.key, status);
+      this.emit("settled", { entry: settled, error });
+      this.emit("outbox", { entries: this.outbox.pending() });
+      return true;
+    }
+    return false;
+  }
+
+  // --- Liveness, quality, token ---------------------------------------------------------------
+
+  heartbeat(intervalMs) {
+    const socket = this.socket;
+    this.later(intervalMs, () => {
+      if (socket !== this.socket) return;
+      // Hidden tabs' timers are throttled: their silence proves nothing about the network.
+      const hidden = this.env.document?.visibilityState === "hidden";
+      if (!hidden && Date.now() - this.lastHeard > intervalMs * 2.5) {
+        socket.close(3008, "heartbeat timeout");
+        return;
+      }
+      const frame = { op: "heartbeat" };
+      if (this.lastRtt !== null) frame.rtt = Math.min(600000, Math.round(this.lastRtt));
+      const sent = Date.now();
+      this.request(frame).then(
+        () => this.measured(Date.now() - sent),
+        () => {},
+      );
+      this.heartbeat(intervalMs);
+    });
+  }
+
+  measured(rtt) {
+    const wasPoor = this.poorConnection();
+    this.lastRtt = rtt;
+    this.rtts = [...this.rtts.slice(-2), rtt];
+    if (this.poorConnection() !== wasPoor && this.ready) {
+      for (const stream of this.streams.values()) this.subscribe(stream);
+    }
+  }
+
+  /** Poor: the median of the last three round trips is slow, or the browser says the network is. */
+  poorConnection() {
+    const network = this.env.navigator?.connection;
+    if (network && (network.saveData || POOR_NETWORKS.has(network.effectiveType))) return true;
+    if (this.rtts.length < 3) return false;
+    return [...this.rtts].sort((a, b) => a - b)[1] > POOR_RTT_MS;
+  }
+
+  scheduleTokenRefresh() {
+    if (!this.options.getToken) return;
+    const socket = this.socket;
+    const refresh = async () => {
+      if (socket !== this.socket) return;
+      try {
+        const token = await this.options.getToken();
+        const data = await this.request({ op: "auth", token });
+        this.later(Math.max(5000, data.expires_at * 1000 - Date.now() - 60000), refresh);
+      } catch (error) {
+        if (error.status === 401 || error.status === 403) this.stop("Your session has ended. Sign in again.");
+        else if (socket === this.socket) this.later(5000, refresh);
+      }
+    };
+    // Sockets opened with a token close at its `exp`: refresh a minute before it.
+    this.options
+      .getToken()
+      .then((token) => {
+        const exp = JSON.parse(atob(token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/"))).exp;
+        this.later(Math.max(5000, exp * 1000 - Date.now() - 60000), refresh);
+      })
+      .catch(() => this.later(5000, refresh));
+  }
+
+  // --- The device -----------------------------------------------------------------------------
+
+  watchDevice() {
+    const { window, document, navigator } = this.env;
+    const wake = () => {
+      if (this.status === "stopped" || this.socket) return;
+      this.attempt = 0;
+      for (const timer of this.timers) clearTimeout(timer);
+      this.timers.clear();
+      this.connect();
+    };
+    window?.addEventListener("online", wake);
+    window?.addEventListener("offline", () => {
+      // Some phones never fire a close when the network goes: treat "offline" as one.
+      this.socket?.close(3000, "offline");
+      this.setStatus("offline");
+    });
+    document?.addEventListener("visibilitychange", () => {
+      if (document.visibilityState === "visible") wake();
+    });
+    if (this.options.reportBattery && navigator?.getBattery) {
+      navigator
+        .getBattery()
+        .then((battery) => {
+          this.battery = battery;
+          const changed = () => {
+            for (const topic of this.streams.keys()) this.sendBattery(topic);
+          };
+          battery.addEventListener("levelchange", changed);
+          battery.addEventListener("chargingchange", changed);
+          changed();
+        })
+        .catch(() => {});
+    }
+  }
+
+  sendBattery(topic) {
+    if (!this.battery || !this.socket) return;
+    const state = { battery: Math.round(this.battery.level * 100), charging: this.battery.charging };
+    this.setPresence(topic, state).catch(() => {});
+  }
+
+  // --- Plumbing -------------------------------------------------------------------------------
+
+  send(frame) {
+    if (this.socket && this.socket.readyState === 1) this.socket.send(JSON.stringify(frame));
+  }
+
+  later(delay, action) {
+    const timer = setTimeout(() => {
+      this.timers.delete(timer);
+      action();
+    }, delay);
+    this.timers.add(timer);
+  }
+
+  setStatus(status) {
+    if (this.status === "stopped") return;
+    this.status = status;
+    this.emit("status", { status, queued: this.outbox.size, reason: this.stoppedReason });
+  }
+
+  emit(name, detail) {
+    this.dispatchEvent(new CustomEvent(name, { detail }));
+  }
+}

@@ -1,0 +1,209 @@
+import assert from "node:assert/strict";
+import { beforeEach, test } from "node:test";
+
+import { WedSyncClient } from "../../static/wedsync/client.js";
+import { MemoryStorage } from "../../static/wedsync/outbox.js";
+import { FakeSocket, until, welcome } from "./fake_server.mjs";
+
+const STATE = { wedding: 1, seq: 10, epoch: "e1", records: { timeline_item: [], task: [], rsvp: [] } };
+
+function makeClient({ storage = new MemoryStorage(), loadState = async () => STATE, urls = ["ws://a/ws/v1/", "ws://b/ws/v1/"], online = true } = {}) {
+  const navigator = { onLine: online };
+  const window = new EventTarget();
+  const client = new WedSyncClient({
+    urls,
+    getTicket: async () => `t${FakeSocket.opened.length + 1}`,
+    loadState,
+    storage,
+    WebSocket: FakeSocket,
+    backoff: { baseMs: 1, capMs: 2 },
+    environment: { navigator, window, document: undefined },
+  });
+  const seen = { events: [], settled: [], statuses: [], snapshots: [] };
+  client.addEventListener("event", (e) => seen.events.push(e.detail));
+  client.addEventListener("settled", (e) => seen.settled.push(e.detail));
+  client.addEventListener("status", (e) => seen.statuses.push(e.detail.status));
+  client.addEventListener("snapshot", (e) => seen.snapshots.push(e.detail.state));
+  return { client, seen, navigator, window };
+}
+
+const socket = () => FakeSocket.opened.at(-1);
+
+async function connectAndSubscribe(client) {
+  await until(() => FakeSocket.opened.length > 0, "a socket");
+  socket().deliver(welcome());
+  await until(() => socket().sent.some((f) => f.op === "subscribe" && !f.answered), "subscribe");
+  socket().reply("subscribe", { seq: 10, epoch: "e1", recovered: true, presence: { online: {} } });
+  await until(() => client.ready, "ready");
+}
+
+beforeEach(() => {
+  FakeSocket.opened = [];
+});
+
+test("a session user connects with a ticket and resumes from the snapshot it loaded", async () => {
+  const { client, seen } = makeClient();
+  await client.start();
+  await client.follow(1);
+  await connectAndSubscribe(client);
+  assert.match(socket().url, /^ws:\/\/a\/ws\/v1\/\?ticket=t1$/);
+  assert.deepEqual(socket().protocols, ["wedsync.v1"]);
+  const subscribe = socket().sent.find((f) => f.op === "subscribe");
+  assert.equal(subscribe.since, 10);
+  assert.equal(subscribe.epoch, "e1");
+  assert.equal(seen.snapshots.length, 1);
+  socket().deliver({ op: "event", topic: "wedding:1", seq: 11, type: "chat.message", data: { text: "hi" } });
+  socket().deliver({ op: "event", topic: "wedding:1", seq: 11, type: "chat.message", data: { text: "hi" }, replay: true });
+  socket().deliver({ op: "event", topic: "wedding:1", seq: 9, type: "chat.message", data: { text: "old" } });
+  assert.deepEqual(seen.events.map((e) => e.event.seq), [11], "each event once");
+  client.stop();
+});
+
+test("an op made offline waits in the store, is sent once online, and a resend after a lost reply keeps its key", async () => {
+  const storage = new MemoryStorage();
+  const { client, seen, navigator, window } = makeClient({ storage, online: false });
+  await client.start();
+  assert.equal(client.status, "offline");
+  const entry = await client.publish({ topic: "wedding:1", type: "chat.message", data: { text: "from the cellar" } });
+  assert.equal(client.queued, 1);
+  assert.equal((await storage.load())[0].frame.idempotency_key, entry.key, "stored before anything is sent");
+
+  navigator.onLine = true;
+  window.dispatchEvent(new Event("online"));
+  await client.follow(1);
+  await connectAndSubscribe(client);
+  await until(() => socket().sent.some((f) => f.op === "publish"), "the publish");
+  const first = socket().sent.find((f) => f.op === "publish");
+  assert.equal(first.idempotency_key, entry.key);
+
+  socket().drop(); // the reply is lost with the connection
+  await until(() => FakeSocket.opened.length === 2, "a reconnect");
+  assert.match(socket().url, /^ws:\/\/b\//, "the next attempt goes to the other node");
+  await connectAndSubscribe(client);
+  await until(() => socket().sent.some((f) => f.op === "publish"), "the resend");
+  const again = socket().sent.find((f) => f.op === "publish");
+  assert.equal(again.idempotency_key, entry.key, "the server keeps the first answer for this key");
+  socket().reply("publish", { seq: 12, id: "x", duplicate: true });
+  await until(() => seen.settled.length === 1, "settled");
+  assert.equal(seen.settled[0].entry.status, "applied");
+  assert.equal(client.queued, 0);
+  assert.deepEqual(await storage.load(), []);
+  client.stop();
+});
+
+test("ops go out one at a time in the order they were made, and a refused one does not block the rest", async () => {
+  const { client, seen } = makeClient();
+  await client.start();
+  await client.follow(1);
+  await client.sync({ topic: "wedding:1", record: "task", id: 4, baseVersion: 2, changes: { status: "done" } });
+  await client.publish({ topic: "wedding:1", type: "chat.message", data: { text: "done!" } });
+  await connectAndSubscribe(client);
+  await until(() => socket().sent.some((f) => f.op === "sync"), "the sync");
+  assert.equal(socket().sent.filter((f) => f.op === "publish").length, 0, "the second waits for the first's answer");
+  socket().reply("sync", { code: "forbidden", message: "no" }, "error");
+  await until(() => socket().sent.some((f) => f.op === "publish"), "the publish");
+  socket().reply("publish", { seq: 11, id: "y" });
+  await until(() => seen.settled.length === 2, "both settled");
+  assert.deepEqual(seen.settled.map((s) => s.entry.status), ["failed", "applied"]);
+  assert.equal(seen.settled[0].error.code, "forbidden");
+  client.stop();
+});
+
+test("a kept conflict settles as conflict, with the server's reply for the prompt", async () => {
+  const { client, seen } = makeClient();
+  await client.start();
+  await client.follow(1);
+  await connectAndSubscribe(client);
+  await client.sync({ topic: "wedding:1", record: "timeline_item", id: 7, baseVersion: 3, changes: { title: "First dance" } });
+  await until(() => socket().sent.some((f) => f.op === "sync"), "the sync");
+  socket().reply("sync", { outcome: "conflict", conflict: 5, values: { title: "Cake" } });
+  await until(() => seen.settled.length === 1, "settled");
+  assert.equal(seen.settled[0].entry.status, "conflict");
+  assert.equal(seen.settled[0].reply.conflict, 5);
+  client.stop();
+});
+
+test("an unrecovered resume reloads the snapshot and subscribes again from its seq", async () => {
+  let loads = 0;
+  const { client, seen } = makeClient({ loadState: async () => ({ ...STATE, seq: 10 + 100 * loads++, epoch: `e${loads}` }) });
+  await client.start();
+  await client.follow(1);
+  await until(() => FakeSocket.opened.length > 0, "a socket");
+  socket().deliver(welcome());
+  await until(() => socket().sent.some((f) => f.op === "subscribe"), "subscribe");
+  socket().reply("subscribe", { seq: 500, epoch: "other", recovered: false, presence: { online: {} } });
+  await until(() => socket().sent.filter((f) => f.op === "subscribe").length === 2, "the second subscribe");
+  const second = socket().sent.filter((f) => f.op === "subscribe")[1];
+  assert.equal(loads, 2);
+  assert.equal(second.since, 110);
+  assert.equal(second.epoch, "e2");
+  assert.equal(seen.snapshots.length, 2);
+  client.stop();
+});
+
+test("a refused origin or a device over the limit stops reconnecting and says why", async () => {
+  const { client, seen } = makeClient();
+  await client.start();
+  await until(() => FakeSocket.opened.length === 1, "a socket");
+  socket().deliver(welcome());
+  socket().drop(4029);
+  await until(() => client.status === "stopped", "stopped");
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  assert.equal(FakeSocket.opened.length, 1, "no reconnect");
+  assert.match(client.stoppedReason, /too many devices/);
+  assert.ok(seen.statuses.includes("online"));
+});
+
+test("heartbeats go at the welcome's interval and carry the previous round trip", async () => {
+  const { client } = makeClient();
+  await client.start();
+  await until(() => FakeSocket.opened.length > 0, "a socket");
+  socket().deliver({ ...welcome(), heartbeat_interval: 0.005 });
+  for (let beat = 0; beat < 3; beat++) {
+    await until(() => socket().sent.some((f) => f.op === "heartbeat" && !f.answered), "a heartbeat");
+    socket().reply("heartbeat", { server_time: "x" });
+  }
+  await until(() => socket().sent.filter((f) => f.op === "heartbeat").length >= 3, "three heartbeats");
+  const beats = socket().sent.filter((f) => f.op === "heartbeat");
+  assert.equal(beats[0].rtt, undefined, "nothing measured before the first");
+  assert.ok(beats.slice(1, 3).every((beat) => Number.isInteger(beat.rtt) && beat.rtt >= 0));
+  client.stop();
+});
+
+test("slow round trips switch the subscription to high priority, and fast ones back", async () => {
+  const { client } = makeClient();
+  await client.start();
+  await client.follow(1);
+  await connectAndSubscribe(client);
+  for (const rtt of [2000, 1800, 2500]) client.measured(rtt);
+  await until(() => socket().sent.some((f) => f.op === "subscribe" && f.min_priority === "high"), "a high-priority resubscribe");
+  socket().reply("subscribe", { seq: 10, epoch: "e1", recovered: true, presence: { online: {} } });
+  await until(() => client.streams.get("wedding:1").filtered, "filtered");
+  for (const rtt of [90, 80]) client.measured(rtt);
+  await until(() => socket().sent.filter((f) => f.op === "subscribe").length === 3, "a full resubscribe");
+  assert.equal(socket().sent.at(-1).min_priority, undefined);
+  client.stop();
+});
+
+test("a browser that reports a 2G network subscribes to high priority from the start", async () => {
+  const { client, navigator } = makeClient();
+  navigator.connection = { effectiveType: "2g", saveData: false };
+  await client.start();
+  await client.follow(1);
+  await until(() => FakeSocket.opened.length > 0, "a socket");
+  socket().deliver(welcome());
+  await until(() => socket().sent.some((f) => f.op === "subscribe"), "subscribe");
+  assert.equal(socket().sent.find((f) => f.op === "subscribe").min_priority, "high");
+  client.stop();
+});
+
+test("a socket that goes silent for 2.5 heartbeat intervals is closed and replaced", async () => {
+  const { client } = makeClient();
+  await client.start();
+  await until(() => FakeSocket.opened.length === 1, "a socket");
+  socket().deliver({ ...welcome(), heartbeat_interval: 0.01 });
+  // The server never answers: the heartbeats go unanswered and nothing else arrives.
+  await until(() => FakeSocket.opened.length === 2, "a replacement socket");
+  assert.equal(FakeSocket.opened[0].closedWith, 3008);
+  client.stop();
+});
