@@ -11,6 +11,7 @@ through the ``not_run`` fixture, to the same effect.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from typing import NoReturn
 
@@ -20,13 +21,32 @@ from django.conf import settings
 from tests.conformance.autobahn import PYTHON27_LOOKED_FOR, python27
 from tests.personas import WeddingParty, make_wedding_party
 
-_SERVICE_MARKERS = {"requires_redis": "redis", "requires_postgres": "postgres", "requires_python27": "python2.7"}
+_SERVICE_MARKERS = {
+    "requires_redis": "redis",
+    "requires_postgres": "postgres",
+    "requires_python27": "python2.7",
+    "requires_chromium": "chromium",
+    "requires_haproxy": "haproxy",
+}
+CHROMIUM_LOOKED_FOR = "$WEDSYNC_CHROMIUM, else chromium on PATH (apt-get install chromium)"
+
+
+def chromium_executable() -> str | None:
+    """Debian's Chromium, which Playwright drives through executable_path (no browser downloads here)."""
+    return os.environ.get("WEDSYNC_CHROMIUM") or shutil.which("chromium")
+
+
 _not_run: dict[str, list[str]] = {}
 _services: dict[str, bool] = {}
 
 
 def _service_places() -> dict[str, str]:
-    return {**settings.WEDSYNC_TEST_SERVICE_URLS, "python2.7": PYTHON27_LOOKED_FOR}
+    return {
+        **settings.WEDSYNC_TEST_SERVICE_URLS,
+        "python2.7": PYTHON27_LOOKED_FOR,
+        "chromium": CHROMIUM_LOOKED_FOR,
+        "haproxy": "haproxy on PATH (apt-get install haproxy)",
+    }
 
 
 def _missing_services() -> list[str]:
@@ -40,6 +60,8 @@ def _services_required() -> bool:
 def pytest_configure(config: pytest.Config) -> None:
     _services.update(settings.WEDSYNC_TEST_SERVICES)
     _services["python2.7"] = python27() is not None  # the Autobahn testsuite runs on nothing newer
+    _services["chromium"] = chromium_executable() is not None
+    _services["haproxy"] = shutil.which("haproxy") is not None  # a load balancer in front of nodes
     missing = _missing_services()
     if missing and _services_required():
         places = ", ".join(f"{name} at {_service_places()[name]}" for name in missing)

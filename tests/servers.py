@@ -99,3 +99,37 @@ def celery_worker_with_beat(env: dict[str, str], var_dir: Path) -> Iterator[subp
             process.wait(timeout=5)
         if process.returncode not in (0, -15):
             print(log_path.read_text(errors="replace")[-5000:])  # for the failure report
+
+
+@contextmanager
+def haproxy_in_front(ports: list[int], var_dir: Path) -> Iterator[int]:
+    """A real haproxy on a free port before the nodes on ``ports``: everything goes to the first
+    node while its /healthz answers (checked every 300 ms), then to the next. Stopped by its PID."""
+    binary = shutil.which("haproxy")
+    if binary is None:
+        raise RuntimeError("haproxy is not installed")
+    port = free_port()
+    servers = "\n".join(
+        f"    server n{i + 1} 127.0.0.1:{node_port} check inter 300 fall 1 rise 2" for i, node_port in enumerate(ports)
+    )
+    config = var_dir / "haproxy.cfg"
+    config.write_text(
+        "defaults\n    mode http\n    timeout connect 1s\n    timeout client 1h\n    timeout server 1h\n"
+        "    timeout tunnel 1h\n    retries 3\n    option redispatch\n"
+        f"frontend web\n    bind 127.0.0.1:{port}\n    default_backend nodes\n"
+        f"backend nodes\n    balance first\n    option httpchk GET /healthz\n{servers}\n"
+    )
+    process = subprocess.Popen([binary, "-db", "-f", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"haproxy did not start (exit {process.poll()})")
+            time.sleep(0.05)
+        yield port
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

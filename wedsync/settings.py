@@ -19,6 +19,9 @@ from urllib.parse import urlsplit
 
 import dj_database_url
 import django_stubs_ext
+from csp.constants import NONE as CSP_NONE
+from csp.constants import SELF as CSP_SELF
+from csp.constants import UNSAFE_INLINE as CSP_UNSAFE_INLINE
 from django.core.exceptions import ImproperlyConfigured
 from redis import ConnectionPool
 
@@ -110,6 +113,7 @@ INSTALLED_APPS = [
     "presence",
     "records",
     "monitoring",
+    "web",
 ]
 
 MIDDLEWARE = [
@@ -123,6 +127,7 @@ MIDDLEWARE = [
     "wedsync.access_revocation.SessionRevocationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
     # Innermost, so the lockout page it answers with is what the other middleware (and metrics) see.
     "axes.middleware.AxesMiddleware",
@@ -692,6 +697,32 @@ for _entry in env_list("METRICS_ALLOWED_IPS", default=[]):
         METRICS_ALLOWED_NETWORKS.append(ipaddress.ip_network(_entry, strict=False))
     except ValueError:
         raise ImproperlyConfigured(f"METRICS_ALLOWED_IPS: {_entry!r} is not an address or network") from None
+
+# --- The pages: sign-in and Content-Security-Policy ------------------------------------------------
+
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "my-weddings"
+LOGOUT_REDIRECT_URL = "login"
+
+# No inline script on any page (the wedding-day page boots from a JSON script block); sockets and
+# API calls go to this origin only ('self' covers ws: and wss: of it). Inline style attributes stay
+# allowed for the admin's templates. Swagger UI starts itself with an inline script, so its page is
+# left out (decision 0028).
+CONTENT_SECURITY_POLICY = {
+    "EXCLUDE_URL_PREFIXES": ["/api/v1/docs/"],
+    "DIRECTIVES": {
+        "default-src": [CSP_SELF],
+        "script-src": [CSP_SELF],
+        "style-src": [CSP_SELF],
+        "style-src-attr": [CSP_UNSAFE_INLINE],
+        "img-src": [CSP_SELF, "data:"],
+        "connect-src": [CSP_SELF],
+        "object-src": [CSP_NONE],
+        "base-uri": [CSP_SELF],
+        "form-action": [CSP_SELF],
+        "frame-ancestors": [CSP_NONE],
+    },
+}
 
 # --- I18n, static ---------------------------------------------------------------------------------
 

@@ -89,15 +89,20 @@ export class WedSyncClient extends EventTarget {
   }
 
   /**
-   * Follows a wedding: loads its state, then keeps it current over the socket.
+   * Follows a wedding: loads its state, then keeps it current over the socket. With `history`,
+   * the first subscription replays that many seqs from before the snapshot (the recent chat a
+   * page opens on); record events among them are older than the snapshot's versions.
    * @param {number} wedding
+   * @param {{history?: number}} [options]
    */
-  async follow(wedding) {
+  async follow(wedding, { history = 0 } = {}) {
     const topic = `wedding:${wedding}`;
     if (this.streams.has(topic)) return;
     const stream = new TopicStream(topic);
-    this.streams.set(topic, stream);
     await this.reload(stream);
+    if (history > 0 && stream.seq !== null) stream.seq = Math.max(0, stream.seq - history);
+    // Only now does a (re)connect subscribe it: never from before its snapshot.
+    this.streams.set(topic, stream);
     if (this.welcome) await this.subscribe(stream);
   }
 
@@ -195,6 +200,8 @@ export class WedSyncClient extends EventTarget {
 
   retryLater() {
     if (this.status === "stopped") return;
+    // Offline, the "online" event reconnects at once: no timer meanwhile.
+    if (this.env.navigator && this.env.navigator.onLine === false) return this.setStatus("offline");
     const delay = Math.max(backoffDelay(this.attempt, this.options.backoff), this.retryAfterMs);
     this.retryAfterMs = 0;
     this.attempt += 1;
@@ -393,7 +400,7 @@ export class WedSyncClient extends EventTarget {
       // Hidden tabs' timers are throttled: their silence proves nothing about the network.
       const hidden = this.env.document?.visibilityState === "hidden";
       if (!hidden && Date.now() - this.lastHeard > intervalMs * 2.5) {
-        socket.close(3008, "heartbeat timeout");
+        this.abandon(3008, "heartbeat timeout");
         return;
       }
       const frame = { op: "heartbeat" };
@@ -462,7 +469,7 @@ export class WedSyncClient extends EventTarget {
     window?.addEventListener("online", wake);
     window?.addEventListener("offline", () => {
       // Some phones never fire a close when the network goes: treat "offline" as one.
-      this.socket?.close(3000, "offline");
+      this.abandon(3000, "offline");
       this.setStatus("offline");
     });
     document?.addEventListener("visibilitychange", () => {
@@ -492,11 +499,20 @@ export class WedSyncClient extends EventTarget {
 
   // --- Plumbing -------------------------------------------------------------------------------
 
+  /** Gives up on the socket now: over a dead network its close event may come much later. */
+  abandon(code, reason) {
+    const socket = this.socket;
+    if (!socket) return;
+    socket.close(code, reason);
+    this.closed(socket, code);
+  }
+
   send(frame) {
     if (this.socket && this.socket.readyState === 1) this.socket.send(JSON.stringify(frame));
   }
 
   later(delay, action) {
+    if (this.status === "stopped") return;
     const timer = setTimeout(() => {
       this.timers.delete(timer);
       action();

@@ -207,3 +207,94 @@ test("a socket that goes silent for 2.5 heartbeat intervals is closed and replac
   assert.equal(FakeSocket.opened[0].closedWith, 3008);
   client.stop();
 });
+
+function jwt(expiresInSeconds) {
+  const body = Buffer.from(JSON.stringify({ exp: Math.floor(Date.now() / 1000) + expiresInSeconds })).toString("base64url");
+  return `h.${body}.s`;
+}
+
+test("a token user offers the bearer subprotocol and refreshes in-band a minute before expiry", async () => {
+  let issued = 0;
+  const client = new WedSyncClient({
+    urls: ["ws://a/ws/v1/"],
+    getToken: async () => jwt(60 + 5.01 + issued++ * 0), // expires 65 s out: refresh due in about 5 s
+    loadState: async () => STATE,
+    WebSocket: FakeSocket,
+    backoff: { baseMs: 1, capMs: 2 },
+    environment: { navigator: { onLine: true }, window: new EventTarget() },
+  });
+  const realSetTimeout = globalThis.setTimeout;
+  // Time passes quickly for the refresh timer only (anything scheduled at 5 s or more).
+  globalThis.setTimeout = (fn, delay, ...args) => realSetTimeout(fn, delay >= 5000 ? 1 : delay, ...args);
+  try {
+    await client.start();
+    await until(() => FakeSocket.opened.length === 1, "a socket");
+    assert.equal(socket().protocols[0], "wedsync.v1");
+    assert.match(socket().protocols[1], /^bearer\.h\./);
+    assert.ok(!socket().url.includes("ticket"), "no credential in the URL");
+    socket().deliver(welcome());
+    await until(() => socket().sent.some((f) => f.op === "auth"), "an auth op");
+    const auth = socket().sent.find((f) => f.op === "auth");
+    assert.match(auth.token, /^h\./);
+    socket().reply("auth", { expires_at: Math.floor(Date.now() / 1000) + 900 });
+    assert.equal(FakeSocket.opened.length, 1, "refreshed without reconnecting");
+  } finally {
+    globalThis.setTimeout = realSetTimeout;
+    client.stop();
+  }
+});
+
+test("a session that ended stops the client instead of retrying forever", async () => {
+  const client = new WedSyncClient({
+    urls: ["ws://a/ws/v1/"],
+    getTicket: async () => {
+      throw Object.assign(new Error("unauthorized"), { status: 403 });
+    },
+    loadState: async () => STATE,
+    WebSocket: FakeSocket,
+    environment: { navigator: { onLine: true }, window: new EventTarget() },
+  });
+  await client.start();
+  await until(() => client.status === "stopped", "stopped");
+  assert.match(client.stoppedReason, /Sign in again/);
+  assert.equal(FakeSocket.opened.length, 0);
+});
+
+test("battery level and charging go out with presence where the browser has the Battery Status API", async () => {
+  const battery = Object.assign(new EventTarget(), { level: 0.42, charging: false });
+  const navigator = { onLine: true, getBattery: async () => battery };
+  const client = new WedSyncClient({
+    urls: ["ws://a/ws/v1/"],
+    getTicket: async () => "t",
+    loadState: async () => STATE,
+    WebSocket: FakeSocket,
+    reportBattery: true,
+    environment: { navigator, window: new EventTarget() },
+  });
+  await client.start();
+  await client.follow(1);
+  await connectAndSubscribe(client);
+  await until(() => socket().sent.some((f) => f.op === "presence"), "a presence op");
+  assert.deepEqual(socket().sent.find((f) => f.op === "presence").state, { battery: 42, charging: false });
+  battery.charging = true;
+  battery.dispatchEvent(new Event("chargingchange"));
+  await until(() => socket().sent.filter((f) => f.op === "presence").length === 2, "a second presence op");
+  assert.deepEqual(socket().sent.filter((f) => f.op === "presence")[1].state, { battery: 42, charging: true });
+  client.stop();
+});
+
+test("going offline closes the socket at once, and coming back reconnects without waiting out the backoff", async () => {
+  const { client, navigator, window } = makeClient();
+  client.options.backoff = { baseMs: 60000, capMs: 60000, random: () => 0.99 };
+  await client.start();
+  await until(() => FakeSocket.opened.length === 1, "a socket");
+  socket().deliver(welcome());
+  navigator.onLine = false;
+  window.dispatchEvent(new Event("offline"));
+  await until(() => client.status === "offline", "offline");
+  assert.equal(FakeSocket.opened[0].closedWith, 3000);
+  navigator.onLine = true;
+  window.dispatchEvent(new Event("online"));
+  await until(() => FakeSocket.opened.length === 2, "a reconnect at once");
+  client.stop();
+});

@@ -90,7 +90,7 @@ def test_install_patches_the_seam_on_the_real_packages(
 
 def test_the_verified_releases_are_the_ones_requirements_lock_pins() -> None:
     lock = (ROOT / "requirements.lock").read_text()
-    pinned = dict(re.findall(r"^(daphne|autobahn|twisted)==(\S+)", lock, re.MULTILINE))
+    pinned = dict(re.findall(r"^(daphne|autobahn|twisted)(?:\[[^\]]*\])?==(\S+)", lock, re.MULTILINE))
     assert {package: {version} for package, version in pinned.items()} == {
         package: set(versions) for package, versions in patches.VERIFIED_VERSIONS.items()
     }
