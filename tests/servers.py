@@ -7,7 +7,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+import urllib.request
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,22 @@ def free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+def wait_until_healthy(port: int, process: subprocess.Popen[bytes], *, within: float, log: Callable[[], str]) -> None:
+    """Until the server on ``port`` answers /healthz with 200; RuntimeError with its log's tail if
+    its process ends first or ``within`` seconds pass."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the server on port {port} did not come up:\n{log()[-3000:]}")
+        time.sleep(0.1)
 
 
 @dataclass

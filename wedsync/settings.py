@@ -308,7 +308,8 @@ if REDIS_URL:
     CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, Any] = {"socket_timeout": REDIS_SOCKET_TIMEOUT}
 else:
     _broker_dir = VAR_DIR / "celery-broker"
-    for _folder in (_broker_dir / "queue", _broker_dir / "processed", VAR_DIR / "celery-results"):
+    _broker_folders = ("queue", "processed", "control")
+    for _folder in (*(_broker_dir / name for name in _broker_folders), VAR_DIR / "celery-results"):
         _folder.mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_URL = "filesystem://"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
@@ -316,6 +317,8 @@ else:
         "data_folder_out": str(_broker_dir / "queue"),
         "processed_folder": str(_broker_dir / "processed"),
         "store_processed": False,
+        # Broadcast exchanges too, or kombu writes them to ./control wherever the process started.
+        "control_folder": str(_broker_dir / "control"),
     }
     CELERY_RESULT_BACKEND = f"file://{VAR_DIR / 'celery-results'}"
 
@@ -736,7 +739,7 @@ STATIC_ROOT = VAR_DIR / "static"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+    "staticfiles": {"BACKEND": "wedsync.static_storage.HashedModulesStorage"},
 }
 if DEBUG:
     STORAGES["staticfiles"] = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}

@@ -215,6 +215,7 @@ export class WedSyncClient extends EventTarget {
     this.socket = null;
     this.ready = false;
     this.welcome = null;
+    for (const stream of this.streams.values()) stream.live = false;
     for (const [, waiter] of this.waiting) waiter.reject(new RequestError("disconnected", "The connection was lost."));
     this.waiting.clear();
     for (const entry of this.outbox.pending()) this.outbox.mark(entry.key, "queued");
@@ -296,7 +297,13 @@ export class WedSyncClient extends EventTarget {
   async subscribe(stream) {
     const minPriority = this.poorConnection() ? "high" : "low";
     const frame = { op: "subscribe", topic: stream.topic, ...stream.resumeFrom() };
-    if (minPriority === "high") frame.min_priority = "high";
+    stream.asked = minPriority;
+    // Filtered from the moment it is asked for; unfiltered only once the full subscription has
+    // replaced the filtered one (until then, events still skip the lower priorities).
+    if (minPriority === "high") {
+      frame.min_priority = "high";
+      stream.filtered = true;
+    }
     let data;
     try {
       data = await this.request(frame);
@@ -314,7 +321,9 @@ export class WedSyncClient extends EventTarget {
       await this.subscribe(stream);
       return;
     }
+    stream.live = true;
     this.sendBattery(stream.topic);
+    if (this.ready) this.flush();
   }
 
   /** Reloads a wedding's records from the snapshot endpoint (on follow, and on `recovered: false`). */
@@ -345,7 +354,7 @@ export class WedSyncClient extends EventTarget {
     if (this.flushing) return;
     this.flushing = true;
     try {
-      for (let entry = this.outbox.next(); entry && this.ready; entry = this.outbox.next()) {
+      for (let entry = this.sendable(); entry && this.ready; entry = this.sendable()) {
         this.outbox.mark(entry.key, "sent");
         this.emit("outbox", { entries: this.outbox.pending() });
         let data;
@@ -365,6 +374,14 @@ export class WedSyncClient extends EventTarget {
     }
   }
 
+  /**
+   * The oldest op of a wedding subscribed on this socket: ops keep their order within a wedding,
+   * and one of a wedding this page does not follow waits for a page that does.
+   */
+  sendable() {
+    return this.outbox.pending().find((entry) => this.streams.get(entry.topic)?.live);
+  }
+
   /** Handles a refused op; returns whether the queue may go on now. */
   async refused(entry, error) {
     this.outbox.mark(entry.key, "queued");
@@ -377,12 +394,13 @@ export class WedSyncClient extends EventTarget {
     if (error.code === "not_subscribed") {
       const stream = this.streams.get(entry.topic);
       if (stream) {
-        await this.subscribe(stream);
-        return this.ready && this.streams.has(entry.topic);
+        stream.live = false;
+        this.subscribe(stream);
       }
+      return this.ready;
     }
     const status = error.code === "conflict" ? "conflict" : "failed";
-    if (FINAL_REFUSALS.has(error.code) || status === "conflict" || !this.streams.has(entry.topic)) {
+    if (FINAL_REFUSALS.has(error.code) || status === "conflict") {
       const settled = await this.outbox.settle(entry.key, status);
       this.emit("settled", { entry: settled, error });
       this.emit("outbox", { entries: this.outbox.pending() });
@@ -415,12 +433,16 @@ export class WedSyncClient extends EventTarget {
   }
 
   measured(rtt) {
-    const wasPoor = this.poorConnection();
     this.lastRtt = rtt;
     this.rtts = [...this.rtts.slice(-2), rtt];
-    if (this.poorConnection() !== wasPoor && this.ready) {
-      for (const stream of this.streams.values()) this.subscribe(stream);
-    }
+    this.qualityChanged();
+  }
+
+  /** Subscribes again when the connection crossed between poor and good (min_priority follows). */
+  qualityChanged() {
+    if (!this.ready) return;
+    const poor = this.poorConnection();
+    for (const stream of this.streams.values()) if ((stream.asked === "high") !== poor) this.subscribe(stream);
   }
 
   /** Poor: the median of the last three round trips is slow, or the browser says the network is. */
@@ -475,6 +497,8 @@ export class WedSyncClient extends EventTarget {
     document?.addEventListener("visibilitychange", () => {
       if (document.visibilityState === "visible") wake();
     });
+    window?.addEventListener("pageshow", wake); // back from the back-forward cache
+    navigator?.connection?.addEventListener?.("change", () => this.qualityChanged());
     if (this.options.reportBattery && navigator?.getBattery) {
       navigator
         .getBattery()

@@ -90,11 +90,6 @@ export class Outbox {
     return this.entries.size;
   }
 
-  /** The next op to send: the oldest, whatever its topic, so ops land in the order they were made. */
-  next() {
-    return this.pending()[0];
-  }
-
   /** @param {string} key @param {"queued"|"sent"} status */
   mark(key, status) {
     const entry = this.entries.get(key);

@@ -26,6 +26,7 @@ const view = {
   pending: new Map(), // outbox key -> entry (for the badges)
   recordOps: new Map(), // "kind:id" -> status of the newest edit
   editing: null, // "kind:id" being edited
+  drafts: {}, // form -> field -> what the person typed and has not saved
 };
 
 const acked = new Set(JSON.parse(localStorage.getItem(ackedKey) || "[]"));
@@ -185,13 +186,14 @@ function drawFeed() {
     const mine = event.from?.member === boot.me.member;
     const who = event.from?.name ?? "WedSync";
     if (event.type === "chat.message") {
-      return el("li", { class: mine ? "mine" : "", "data-seq": event.seq }, el("span", { class: "who" }, `${who}: `), el("span", { class: "text" }, event.data.text), el("time", {}, ` ${formatTime(event.at, tz)}`));
+      const kind = event.priority === "high" ? "announcement" : mine ? "mine" : "";
+      return el("li", { class: kind, "data-seq": event.seq }, el("span", { class: "who" }, `${who}: `), el("span", { class: "text" }, event.data.text), el("time", {}, ` ${formatTime(event.at, tz)}`));
     }
     const text = event.type === "emergency.alert" ? `Emergency: ${event.data.message}` : `All clear: ${event.data.message}`;
     return el("li", { class: "announcement", "data-seq": event.seq }, el("span", { class: "who" }, `${who}: `), text);
   });
   for (const entry of view.pending.values()) {
-    if (entry.kind !== "publish" || entry.frame.type !== "chat.message") continue;
+    if (entry.kind !== "publish" || entry.frame.type !== "chat.message" || entry.topic !== topic) continue;
     const state = entry.status === "sent" ? "sending…" : "waiting to send";
     rows.push(el("li", { class: "mine pending", "data-status": entry.status }, el("span", { class: "who" }, "You: "), el("span", { class: "text" }, entry.frame.data.text), el("em", {}, ` (${state})`)));
   }
@@ -242,9 +244,23 @@ function recordBadge(kind, id) {
 }
 
 function drawRecords() {
+  // Redrawing must not cost a person what they are typing or where they are: drafts live in
+  // view.drafts, and the focused field is focused again.
+  const focused = document.activeElement?.id;
   drawTimeline();
   drawTasks();
   drawRsvp();
+  if (focused && document.activeElement?.id !== focused) document.getElementById(focused)?.focus();
+}
+
+/** An input that keeps its draft across redraws. */
+function draftInput(form, name, attributes, recordValue) {
+  const drafts = (view.drafts[form] ??= {});
+  const input = el("input", { ...attributes, name, value: drafts[name] ?? recordValue ?? "" });
+  input.addEventListener("input", () => {
+    drafts[name] = input.value;
+  });
+  return input;
 }
 
 function drawTimeline() {
@@ -273,8 +289,9 @@ function drawTimeline() {
 }
 
 function timelineForm(item) {
-  const title = el("input", { id: `edit-title-${item.id}`, name: "title", value: item.values.title, maxlength: "200", required: "" });
-  const time = el("input", { id: `edit-time-${item.id}`, name: "time", type: "time", value: wallTimeOf(item.values.starts_at, tz) });
+  const form_ = `timeline_item:${item.id}`;
+  const title = draftInput(form_, "title", { id: `edit-title-${item.id}`, maxlength: "200", required: "" }, item.values.title);
+  const time = draftInput(form_, "time", { id: `edit-time-${item.id}`, type: "time" }, wallTimeOf(item.values.starts_at, tz));
   const form = el(
     "form",
     { class: "edit" },
@@ -287,6 +304,7 @@ function timelineForm(item) {
   const cancel = el("button", { type: "button" }, "Cancel");
   cancel.addEventListener("click", () => {
     view.editing = null;
+    delete view.drafts[form_];
     drawTimeline();
   });
   form.append(cancel);
@@ -297,6 +315,7 @@ function timelineForm(item) {
     const startsAt = wallTimeToIso(item.values.starts_at, time.value, tz);
     if (startsAt && wallTimeOf(item.values.starts_at, tz) !== time.value) changes.starts_at = startsAt;
     view.editing = null;
+    delete view.drafts[form_];
     if (Object.keys(changes).length) client.sync({ topic, record: "timeline_item", id: item.id, baseVersion: item.version, changes });
     drawTimeline();
   });
@@ -339,14 +358,19 @@ function drawRsvp() {
 
 function rsvpForm(mine) {
   const values = mine?.values ?? { status: "pending", meal: "", plus_ones: 0, dietary_notes: "" };
-  const status = el("select", { id: "rsvp-status", name: "status" }, ...["pending", "attending", "declined", "maybe"].map((s) => el("option", { value: s, ...(s === values.status ? { selected: "" } : {}) }, label(s))));
-  const meal = el("input", { id: "rsvp-meal", name: "meal", value: values.meal ?? "", maxlength: "100" });
-  const plus = el("input", { id: "rsvp-plus", name: "plus_ones", type: "number", min: "0", max: "20", value: String(values.plus_ones ?? 0) });
-  const notes = el("input", { id: "rsvp-notes", name: "dietary_notes", value: values.dietary_notes ?? "" });
+  const chosen = view.drafts.rsvp?.status ?? values.status;
+  const status = el("select", { id: "rsvp-status", name: "status" }, ...["pending", "attending", "declined", "maybe"].map((s) => el("option", { value: s, ...(s === chosen ? { selected: "" } : {}) }, label(s))));
+  status.addEventListener("change", () => {
+    (view.drafts.rsvp ??= {}).status = status.value;
+  });
+  const meal = draftInput("rsvp", "meal", { id: "rsvp-meal", maxlength: "100" }, values.meal);
+  const plus = draftInput("rsvp", "plus_ones", { id: "rsvp-plus", type: "number", min: "0", max: "20" }, String(values.plus_ones ?? 0));
+  const notes = draftInput("rsvp", "dietary_notes", { id: "rsvp-notes" }, values.dietary_notes);
   const form = el("form", { class: "edit" }, el("label", { for: "rsvp-status" }, "Coming?"), status, el("label", { for: "rsvp-meal" }, "Meal"), meal, el("label", { for: "rsvp-plus" }, "Plus-ones"), plus, el("label", { for: "rsvp-notes" }, "Dietary notes"), notes, el("button", {}, "Save my RSVP"), mine ? recordBadge("rsvp", mine.id) : "");
   form.addEventListener("submit", (e) => {
     e.preventDefault();
     const changes = { status: status.value, meal: meal.value, plus_ones: Number(plus.value) || 0, dietary_notes: notes.value };
+    delete view.drafts.rsvp;
     client.sync({ topic, record: "rsvp", id: mine?.id ?? null, baseVersion: mine?.version ?? null, changes });
   });
   return form;
@@ -420,8 +444,10 @@ $("chat-form")?.addEventListener("submit", (e) => {
   e.preventDefault();
   const text = $("chat-text").value.trim();
   if (!text) return;
-  client.publish({ topic, type: "chat.message", data: { text } });
+  const announce = $("chat-announce")?.checked;
+  client.publish({ topic, type: "chat.message", data: { text }, priority: announce ? "high" : undefined });
   $("chat-text").value = "";
+  if (announce) $("chat-announce").checked = false;
 });
 
 $("emergency-form")?.addEventListener("submit", (e) => {

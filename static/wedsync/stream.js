@@ -28,6 +28,10 @@ export class TopicStream {
      * subscription replays what was skipped (and the set drops the copies).
      */
     this.filtered = false;
+    /** @type {"low"|"high"} the min_priority of the newest subscribe sent */
+    this.asked = "low";
+    /** subscribed on the current socket: its queued ops may go out */
+    this.live = false;
   }
 
   /**

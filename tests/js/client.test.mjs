@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { beforeEach, test } from "node:test";
 
 import { WedSyncClient } from "../../static/wedsync/client.js";
-import { MemoryStorage } from "../../static/wedsync/outbox.js";
+import { MemoryStorage, Outbox } from "../../static/wedsync/outbox.js";
 import { FakeSocket, until, welcome } from "./fake_server.mjs";
 
 const STATE = { wedding: 1, seq: 10, epoch: "e1", records: { timeline_item: [], task: [], rsvp: [] } };
@@ -296,5 +296,47 @@ test("going offline closes the socket at once, and coming back reconnects withou
   navigator.onLine = true;
   window.dispatchEvent(new Event("online"));
   await until(() => FakeSocket.opened.length === 2, "a reconnect at once");
+  client.stop();
+});
+
+test("a network that turns 2G subscribes again at high priority, at once", async () => {
+  const { client, navigator } = makeClient();
+  navigator.connection = Object.assign(new EventTarget(), { effectiveType: "4g", saveData: false });
+  await client.start();
+  await client.follow(1);
+  await connectAndSubscribe(client);
+  navigator.connection.effectiveType = "2g";
+  navigator.connection.dispatchEvent(new Event("change"));
+  await until(() => socket().sent.some((f) => f.op === "subscribe" && f.min_priority === "high"), "a high-priority resubscribe");
+  assert.equal(client.streams.get("wedding:1").filtered, true, "filtered from the moment it is asked for");
+  navigator.connection.dispatchEvent(new Event("change"));
+  assert.equal(socket().sent.filter((f) => f.op === "subscribe").length, 2, "asked once, not again while unanswered");
+  client.stop();
+});
+
+test("ops wait for their wedding's subscription: never sent before it, never blocked by another wedding's", async () => {
+  const storage = new MemoryStorage();
+  const earlier = new Outbox(storage);
+  await earlier.open();
+  const elsewhere = { op: "publish", topic: "wedding:2", type: "chat.message", data: { text: "other wedding" }, idempotency_key: "k2" };
+  await earlier.add({ kind: "publish", topic: "wedding:2", frame: elsewhere, key: "k2" });
+  const here = { op: "publish", topic: "wedding:1", type: "chat.message", data: { text: "this wedding" }, idempotency_key: "k1" };
+  await earlier.add({ kind: "publish", topic: "wedding:1", frame: here, key: "k1" });
+
+  const { client, seen } = makeClient({ storage });
+  await client.start();
+  await until(() => FakeSocket.opened.length === 1, "a socket");
+  socket().deliver(welcome()); // welcomed before the page follows any wedding
+  await new Promise((resolve) => setTimeout(resolve, 10));
+  assert.equal(socket().sent.filter((f) => f.op === "publish").length, 0, "nothing goes out unsubscribed");
+  const following = client.follow(1); // resolves once its subscription is answered
+  await until(() => socket().sent.some((f) => f.op === "subscribe"), "subscribe");
+  socket().reply("subscribe", { seq: 10, epoch: "e1", recovered: true, presence: { online: {} } });
+  await following;
+  await until(() => socket().sent.some((f) => f.op === "publish"), "the publish");
+  assert.deepEqual(socket().sent.filter((f) => f.op === "publish").map((f) => f.idempotency_key), ["k1"]);
+  socket().reply("publish", { seq: 11, id: "x" });
+  await until(() => seen.settled.length === 1, "settled");
+  assert.deepEqual(client.outbox.pending().map((e) => e.key), ["k2"], "kept for a page that follows wedding 2");
   client.stop();
 });

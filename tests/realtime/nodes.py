@@ -10,8 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,7 +19,7 @@ from django.conf import settings
 from django.db import connection
 
 from realtime.conformance import CONFORMANCE_ECHO_PATH
-from tests.servers import RedisServer, free_port, redis_server
+from tests.servers import RedisServer, free_port, redis_server, wait_until_healthy
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -65,17 +63,7 @@ class Node:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                pass
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"node {self.name} did not start:\n{self.log()[-3000:]}")
-            time.sleep(0.1)
+        wait_until_healthy(self.port, self.process, within=30, log=self.log)
 
     def signal(self, signum: int) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -127,9 +127,11 @@ async def sign_in(
     """``await sign_in(base, member, viewport=PHONE)``: a fresh browser profile signed in through the login form."""
     contexts: list[BrowserContext] = []
 
-    async def open_as(base: str, member: Member, viewport: ViewportSize = PHONE) -> tuple[BrowserContext, Page]:
+    async def open_as(
+        base: str, member: Member, viewport: ViewportSize = PHONE, *, bypass_csp: bool = False
+    ) -> tuple[BrowserContext, Page]:
         await User.objects.filter(pk=member.user_id).aupdate(password=password_for_nodes())
-        context = await browser.new_context(viewport=viewport, base_url=base)
+        context = await browser.new_context(viewport=viewport, base_url=base, bypass_csp=bypass_csp)
         contexts.append(context)
         page = problems.watch(await context.new_page())
         frames_seen[page] = FramesSeen(page)

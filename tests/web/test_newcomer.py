@@ -7,8 +7,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +14,7 @@ import pytest
 from playwright.async_api import Browser, expect
 
 from tests.realtime.nodes import ROOT
-from tests.servers import free_port
+from tests.servers import free_port, wait_until_healthy
 from tests.web.conftest import PHONE, PageProblems
 from wedsync.services.demo import DEMO_PASSWORD
 
@@ -28,6 +26,8 @@ def embedded_run(tmp_path: Path) -> Iterator[str]:
     """bin/run as `make run` starts it, with its files in a directory of the test's own."""
     port = free_port()
     log_path = tmp_path / "run.log"
+    stray = ROOT / "control"  # where kombu's filesystem broker writes unless told otherwise
+    stray_before = stray.exists()
     env = {
         "PATH": os.environ["PATH"],
         "HOME": os.environ.get("HOME", "/tmp"),
@@ -39,17 +39,7 @@ def embedded_run(tmp_path: Path) -> Iterator[str]:
             [str(ROOT / "bin" / "run")], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"make run did not come up:\n{log_path.read_text(errors='replace')[-3000:]}")
-            time.sleep(0.2)
+        wait_until_healthy(port, process, within=90, log=lambda: log_path.read_text(errors="replace"))
         yield f"http://127.0.0.1:{port}"
     finally:
         os.killpg(process.pid, signal.SIGTERM)  # honcho and what it started, all of them ours
@@ -59,6 +49,7 @@ def embedded_run(tmp_path: Path) -> Iterator[str]:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=5)
     assert "Traceback" not in log_path.read_text(errors="replace"), log_path.read_text(errors="replace")[-5000:]
+    assert stray_before or not stray.exists(), "make run wrote into the checkout, not WEDSYNC_VAR_DIR"
 
 
 async def test_a_newcomer_runs_it_signs_in_as_a_demo_planner_and_coordinates_the_day(

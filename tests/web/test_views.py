@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 from django.test import Client
@@ -84,3 +85,12 @@ def test_pages_carry_a_csp_without_inline_script_and_have_none(party: WeddingPar
         assert 'src="' in tag or 'type="application/json"' in tag, tag
     assert re.search(r'<meta name="csrf-token" content="[^"]+">', html)
     assert "onclick=" not in html and "javascript:" not in html
+
+
+def test_collected_modules_import_each_other_by_their_hashed_names(static_root: Path) -> None:
+    """After a deploy no browser may run a new page.js against an old client.js from its cache."""
+    collected = static_root / "static" / "wedsync"
+    [page] = [p for p in collected.glob("page.*.js") if re.fullmatch(r"page\.[0-9a-f]{12}\.js", p.name)]
+    imports = re.findall(r'from "\./([^"]+)"', page.read_text())
+    assert imports and all(re.fullmatch(r"[a-z]+\.[0-9a-f]{12}\.js", name) for name in imports), imports
+    assert all((collected / name).is_file() for name in imports)
