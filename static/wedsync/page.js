@@ -378,7 +378,16 @@ function rsvpForm(mine) {
 
 function drawPresence() {
   const body = $("presence-body");
-  const counts = Object.entries(view.presence.online || {}).map(([role, n]) => `${n} ${label(role).toLowerCase()}${n === 1 ? "" : "s"}`);
+  // Those who see everyone count from the members they are told about as they change; guests get
+  // the counts alone, refreshed from the presence endpoint.
+  let online = view.presence.online || {};
+  if (may("view_presence")) {
+    online = {};
+    for (const state of Object.values(view.presence.members || {})) {
+      if (state.status !== "offline") online[state.role] = (online[state.role] || 0) + 1;
+    }
+  }
+  const counts = Object.entries(online).map(([role, n]) => `${n} ${label(role).toLowerCase()}${n === 1 ? "" : "s"}`);
   const parts = [el("p", { id: "presence-counts" }, counts.length ? `Online: ${counts.join(", ")}` : "Nobody online yet.")];
   if (may("view_presence")) {
     const byZone = new Map();

@@ -71,6 +71,7 @@ async def test_a_vendors_status_and_battery_reach_the_planner_and_a_task_reaches
     person = planner.locator(f"#presence-body li[data-member='{party.paula.pk}']")
     await expect(person).to_contain_text("battery")
     await expect(person).to_contain_text("En route")
+    await expect(planner.locator("#presence-counts")).to_have_text("Online: 1 planner, 1 photographer")
 
     await planner.select_option(f"#task-list li[data-id='{shot_list.pk}'] select", "in_progress")
     await expect(photographer.locator(f"#task-list li[data-id='{shot_list.pk}'] select")).to_have_value("in_progress")
