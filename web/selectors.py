@@ -6,7 +6,6 @@ for the member there; what is read here is only what the page needs to draw itse
 
 from __future__ import annotations
 
-import zoneinfo
 from dataclasses import dataclass
 from datetime import date
 
@@ -15,7 +14,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from presence.vocabulary import VendorActivity
-from wedsync.models import LocationZone, Member
+from wedsync.models import LocationZone, Member, Wedding
 from wedsync.permissions import Permission, Role, role_permission_scope
 
 
@@ -29,8 +28,8 @@ class MembershipSummary:
     is_today: bool
 
 
-def _wedding_today(*, wedding_date: date, time_zone: str) -> bool:
-    return timezone.now().astimezone(zoneinfo.ZoneInfo(time_zone)).date() == wedding_date
+def _wedding_today(wedding: Wedding) -> bool:
+    return timezone.now().astimezone(wedding.tz).date() == wedding.date
 
 
 def member_weddings_list(*, user: AbstractBaseUser | AnonymousUser) -> list[MembershipSummary]:
@@ -45,7 +44,7 @@ def member_weddings_list(*, user: AbstractBaseUser | AnonymousUser) -> list[Memb
             wedding_date=member.wedding.date,
             venue_name=member.wedding.venue_name,
             role=member.role,
-            is_today=_wedding_today(wedding_date=member.wedding.date, time_zone=member.wedding.time_zone),
+            is_today=_wedding_today(member.wedding),
         )
         for member in members
     ]
@@ -77,7 +76,7 @@ def wedding_day_boot(*, user: AbstractBaseUser | AnonymousUser, wedding_id: int)
             "time_zone": wedding.time_zone,
             "venue_name": wedding.venue_name,
             "ceremony_at": wedding.ceremony_at.isoformat(),
-            "is_today": _wedding_today(wedding_date=wedding.date, time_zone=wedding.time_zone),
+            "is_today": _wedding_today(wedding),
         },
         "me": {"member": me.pk, "role": me.role, "name": me.name, "is_vendor": me.is_vendor},
         "may": may,

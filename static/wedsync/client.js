@@ -12,6 +12,7 @@ const FINAL_CLOSES = new Map([
 ]);
 /** Refusals a resend cannot fix: the op is dropped from the queue and reported. */
 const FINAL_REFUSALS = new Set(["forbidden", "invalid", "not_found", "too_large", "bad_json", "unknown_op"]);
+const SESSION_ENDED = "Your session has ended. Sign in again.";
 const POOR_NETWORKS = new Set(["slow-2g", "2g"]);
 const POOR_RTT_MS = 1500;
 
@@ -57,8 +58,7 @@ export class WedSyncClient extends EventTarget {
     this.socket = null;
     this.welcome = null;
     this.ready = false; // welcomed and every followed topic subscribed
-    this.rtts = [];
-    this.lastRtt = null;
+    this.rtts = []; // the last three heartbeat round trips, newest last
     this.lastHeard = 0;
     this.timers = new Set();
     this.flushing = false;
@@ -74,7 +74,7 @@ export class WedSyncClient extends EventTarget {
   /** Opens the queue left by an earlier page and connects. */
   async start() {
     await this.outbox.open();
-    this.emit("outbox", { entries: this.outbox.pending() });
+    this.outboxChanged();
     this.watchDevice();
     this.connect();
   }
@@ -183,7 +183,7 @@ export class WedSyncClient extends EventTarget {
       }
     } catch (error) {
       if (error && (error.status === 401 || error.status === 403)) {
-        this.stop("Your session has ended. Sign in again.");
+        this.stop(SESSION_ENDED);
       } else {
         this.retryLater();
       }
@@ -219,10 +219,10 @@ export class WedSyncClient extends EventTarget {
     for (const [, waiter] of this.waiting) waiter.reject(new RequestError("disconnected", "The connection was lost."));
     this.waiting.clear();
     for (const entry of this.outbox.pending()) this.outbox.mark(entry.key, "queued");
-    this.emit("outbox", { entries: this.outbox.pending() });
+    this.outboxChanged();
     if (this.status === "stopped") return;
     if (FINAL_CLOSES.has(code)) return this.stop(FINAL_CLOSES.get(code));
-    if (code === 4401 && ++this.unauthorizedCloses >= 3) return this.stop("Your session has ended. Sign in again.");
+    if (code === 4401 && ++this.unauthorizedCloses >= 3) return this.stop(SESSION_ENDED);
     this.retryLater();
   }
 
@@ -247,7 +247,7 @@ export class WedSyncClient extends EventTarget {
         return this.emit("presence", { topic: frame.topic, diff: frame });
       case "unsubscribed":
         this.streams.delete(frame.topic);
-        this.outbox.forget(frame.topic).then(() => this.emit("outbox", { entries: this.outbox.pending() }));
+        this.outbox.forget(frame.topic).then(() => this.outboxChanged());
         return this.emit("unsubscribed", frame);
       case "error":
         if (frame.code === "rate_limited" && frame.retry_after) this.retryAfterMs = frame.retry_after * 1000;
@@ -344,7 +344,7 @@ export class WedSyncClient extends EventTarget {
 
   async enqueue(op) {
     const entry = await this.outbox.add(op);
-    this.emit("outbox", { entries: this.outbox.pending() });
+    this.outboxChanged();
     this.flush();
     return entry;
   }
@@ -356,7 +356,7 @@ export class WedSyncClient extends EventTarget {
     try {
       for (let entry = this.sendable(); entry && this.ready; entry = this.sendable()) {
         this.outbox.mark(entry.key, "sent");
-        this.emit("outbox", { entries: this.outbox.pending() });
+        this.outboxChanged();
         let data;
         try {
           data = await this.request(entry.frame);
@@ -367,7 +367,7 @@ export class WedSyncClient extends EventTarget {
         const status = data.outcome === "conflict" ? "conflict" : "applied";
         const settled = await this.outbox.settle(entry.key, status);
         this.emit("settled", { entry: settled, reply: data });
-        this.emit("outbox", { entries: this.outbox.pending() });
+        this.outboxChanged();
       }
     } finally {
       this.flushing = false;
@@ -399,11 +399,10 @@ export class WedSyncClient extends EventTarget {
       }
       return this.ready;
     }
-    const status = error.code === "conflict" ? "conflict" : "failed";
-    if (FINAL_REFUSALS.has(error.code) || status === "conflict") {
-      const settled = await this.outbox.settle(entry.key, status);
+    if (error.code === "conflict" || FINAL_REFUSALS.has(error.code)) {
+      const settled = await this.outbox.settle(entry.key, error.code === "conflict" ? "conflict" : "failed");
       this.emit("settled", { entry: settled, error });
-      this.emit("outbox", { entries: this.outbox.pending() });
+      this.outboxChanged();
       return true;
     }
     return false;
@@ -422,7 +421,7 @@ export class WedSyncClient extends EventTarget {
         return;
       }
       const frame = { op: "heartbeat" };
-      if (this.lastRtt !== null) frame.rtt = Math.min(600000, Math.round(this.lastRtt));
+      if (this.rtts.length) frame.rtt = Math.min(600000, Math.round(this.rtts.at(-1)));
       const sent = Date.now();
       this.request(frame).then(
         () => this.measured(Date.now() - sent),
@@ -433,7 +432,6 @@ export class WedSyncClient extends EventTarget {
   }
 
   measured(rtt) {
-    this.lastRtt = rtt;
     this.rtts = [...this.rtts.slice(-2), rtt];
     this.qualityChanged();
   }
@@ -456,24 +454,23 @@ export class WedSyncClient extends EventTarget {
   scheduleTokenRefresh() {
     if (!this.options.getToken) return;
     const socket = this.socket;
+    // A minute before the token's `exp` (epoch seconds), and never sooner than in 5 s.
+    const refreshBefore = (exp) => this.later(Math.max(5000, exp * 1000 - Date.now() - 60000), refresh);
     const refresh = async () => {
       if (socket !== this.socket) return;
       try {
         const token = await this.options.getToken();
         const data = await this.request({ op: "auth", token });
-        this.later(Math.max(5000, data.expires_at * 1000 - Date.now() - 60000), refresh);
+        refreshBefore(data.expires_at);
       } catch (error) {
-        if (error.status === 401 || error.status === 403) this.stop("Your session has ended. Sign in again.");
+        if (error.status === 401 || error.status === 403) this.stop(SESSION_ENDED);
         else if (socket === this.socket) this.later(5000, refresh);
       }
     };
     // Sockets opened with a token close at its `exp`: refresh a minute before it.
     this.options
       .getToken()
-      .then((token) => {
-        const exp = JSON.parse(atob(token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/"))).exp;
-        this.later(Math.max(5000, exp * 1000 - Date.now() - 60000), refresh);
-      })
+      .then((token) => refreshBefore(JSON.parse(atob(token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/"))).exp))
       .catch(() => this.later(5000, refresh));
   }
 
@@ -548,6 +545,10 @@ export class WedSyncClient extends EventTarget {
     if (this.status === "stopped") return;
     this.status = status;
     this.emit("status", { status, queued: this.outbox.size, reason: this.stoppedReason });
+  }
+
+  outboxChanged() {
+    this.emit("outbox", { entries: this.outbox.pending() });
   }
 
   emit(name, detail) {

@@ -45,7 +45,6 @@ const client = new WedSyncClient({
   storage,
   reportBattery: true,
 });
-window.wedsyncClient = client; // for people debugging from the console
 
 client.addEventListener("status", () => drawConnection());
 client.addEventListener("outbox", (e) => {
@@ -121,12 +120,9 @@ function received(event, resent) {
       return drawPresence();
     case "record.created":
     case "record.updated":
-    case "conflict.resolved": {
-      const records = view.records[data.record];
-      const known = records?.get(data.id);
-      if (records && (!known || known.version < data.version)) records.set(data.id, { id: data.id, version: data.version, values: data.values });
+    case "conflict.resolved":
+      keepNewer(data);
       return drawRecords();
-    }
     case "record.deleted":
       view.records[data.record]?.delete(data.id);
       return drawRecords();
@@ -138,14 +134,19 @@ function received(event, resent) {
   }
 }
 
+/** Takes a record's values from an event or a reply unless the page already has a newer version. */
+function keepNewer({ record, id, version, values }) {
+  const records = view.records[record];
+  const known = records?.get(id);
+  if (records && (!known || known.version < version)) records.set(id, { id, version, values });
+}
+
 function settled({ entry, reply, error }) {
   if (entry.kind === "sync") {
     const key = `${entry.frame.record}:${entry.frame.id}`;
     view.recordOps.set(key, entry.status);
     if (reply?.values && reply.id) {
-      const records = view.records[reply.record];
-      const known = records.get(reply.id);
-      if (!known || known.version < reply.version) records.set(reply.id, { id: reply.id, version: reply.version, values: reply.values });
+      keepNewer(reply);
       view.recordOps.set(`${reply.record}:${reply.id}`, entry.status);
     }
     drawRecords();

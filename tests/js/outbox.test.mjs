@@ -5,13 +5,17 @@ import { MemoryStorage, Outbox, randomKey } from "../../static/wedsync/outbox.js
 
 const op = (key, topic = "wedding:1") => ({ kind: "publish", topic, key, frame: { op: "publish", topic, idempotency_key: key } });
 
+/** An opened outbox on `storage` holding ops with `keys`, added in that order. */
+async function outboxWith(storage, ...keys) {
+  const outbox = new Outbox(storage);
+  await outbox.open();
+  for (const key of keys) await outbox.add(op(key));
+  return outbox;
+}
+
 test("ops are stored before they are sent and survive a reopened page, in order", async () => {
   const storage = new MemoryStorage();
-  const first = new Outbox(storage);
-  await first.open();
-  await first.add(op("a"));
-  await first.add(op("b"));
-  await first.add(op("c"));
+  const first = await outboxWith(storage, "a", "b", "c");
   first.mark("a", "sent");
 
   const reopened = new Outbox(storage);
@@ -25,10 +29,7 @@ test("ops are stored before they are sent and survive a reopened page, in order"
 
 test("a settled op leaves the queue and the store, whatever its outcome", async () => {
   const storage = new MemoryStorage();
-  const outbox = new Outbox(storage);
-  await outbox.open();
-  await outbox.add(op("a"));
-  await outbox.add(op("b"));
+  const outbox = await outboxWith(storage, "a", "b");
   assert.equal((await outbox.settle("a", "failed")).status, "failed");
   assert.equal(outbox.pending()[0].key, "b", "a refused op does not block the next");
   assert.equal(outbox.size, 1);
