@@ -60,6 +60,9 @@ class SocketIdentity:
     # A browser session's socket (or a ticket a session asked for) ends with the session: logged out,
     # expired or flushed, each node's access check closes it 4401 (realtime.node.housekeeping).
     session_key: str | None = None
+    # A staff user watching the weddings they oversee (``?observe=1``): no memberships, writes
+    # nothing, is nobody's presence (decision 0029).
+    observer: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +183,14 @@ def socket_identify(
         if origin is not None and not origin_allowed(origin, host=headers.get("host"), secure=secure):
             raise SocketRefused(close_code=4403, reason="origin_refused", message="This origin may not connect.")
         credential = _authenticate(headers=headers, subprotocols=subprotocols, query=query)
+        observer = query.get("observe") == ["1"]
+        if observer and not (credential.user.is_staff or credential.user.is_superuser):
+            raise SocketRefused(
+                close_code=4403,
+                reason="not_staff",
+                message="Only staff may observe weddings: connect without observe.",
+                user=credential.user,
+            )
     except SocketRefused as refused:
         # Nobody identified: aggregated per address and reason (decision 0025); a known user: one row.
         audit_refusal_record(
@@ -196,7 +207,11 @@ def socket_identify(
         outcome=AuditOutcome.SUCCESS,
         actor=user,
         client=client,
-        details={"method": credential.method, "origin": headers.get("origin", "")[:200]},
+        details={
+            "method": credential.method,
+            "origin": headers.get("origin", "")[:200],
+            **({"observer": True} if observer else {}),
+        },
     )
     identity = SocketIdentity(
         user_id=user.pk,
@@ -205,6 +220,7 @@ def socket_identify(
         generation=credential.generation,
         expires_at=credential.expires_at,
         session_key=credential.session_key,
+        observer=observer,
     )
     return identity, entry
 
@@ -240,4 +256,5 @@ def socket_token_refresh(*, identity: SocketIdentity, raw: str, client: ClientIn
         # between would have been taken for the socket's own.
         generation=grant.generation,
         expires_at=grant.expires_at if grant.expires_at else time.time() + settings.JWT_ACCESS_TTL,
+        observer=identity.observer,
     )

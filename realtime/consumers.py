@@ -123,7 +123,12 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         self.connect_weddings = tuple(m.wedding_id for m in memberships)
         self.heartbeat_interval, self.client_device = opened.heartbeat, device_name_of(query_string=query)
         self.budget = SocketBudget(
-            user_id=self.user_id, subscribe_floor=subscribe_floor_for(roles=roles, weddings=len(memberships))
+            user_id=self.user_id,
+            subscribe_floor=(
+                2 * settings.REALTIME_OBSERVE_MAX_WEDDINGS  # a board's every wedding, twice, as a member's resume
+                if self.identity.observer
+                else subscribe_floor_for(roles=roles, weddings=len(memberships))
+            ),
         )
         self._heard, self._control_heard = time.time(), control_frames_heard(self.base_send)
         await self.accept(subprotocol=PROTOCOL_NAME if PROTOCOL_NAME in subprotocols else None)
@@ -138,17 +143,10 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         )
         self.hub = hub
         self.hub.register(self)
-        admitted = await socket_device_admit(
-            user_id=self.user_id,
-            connection_id=self.connection_id,
-            roles=roles,
-            device_key=device_key_of(client_device=self.client_device, user_agent=self.client.user_agent),
-            client=self.client,
-        )
-        self.reconnects = admitted.reconnects
-        if not admitted.allowed:
-            self.close_soon(CloseCode.DEVICES, "forbidden", "Too many devices: close one and try again.")
-            return
+        if not self.identity.observer:  # a staff observer is nobody's device: no member's limit to count it in
+            await self._admit_device(roles)
+            if self.closing:
+                return
         self.send_frame(
             protocol.welcome_frame(
                 session=self.connection_id,
@@ -161,6 +159,18 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             )
         )
         self.schedule_expiry()
+
+    async def _admit_device(self, roles: list[str]) -> None:
+        admitted = await socket_device_admit(
+            user_id=self.user_id,
+            connection_id=self.connection_id,
+            roles=roles,
+            device_key=device_key_of(client_device=self.client_device, user_agent=self.client.user_agent),
+            client=self.client,
+        )
+        self.reconnects = admitted.reconnects
+        if not admitted.allowed:
+            self.close_soon(CloseCode.DEVICES, "forbidden", "Too many devices: close one and try again.")
 
     async def _refuse(self, close_code: int, error: dict[str, Any]) -> None:
         """Accept, explain and close: browsers can read close codes, not handshake statuses."""
@@ -241,7 +251,12 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         elif kind == "access_ended":
             why = "Your account was deactivated." if message.reason == "deactivated" else "Your session ended."
             self.close_soon(CloseCode.UNAUTHORIZED, "unauthorized", f"{why} Log in again.")
-        elif kind == "member_changed" and self.hub.unsubscribe(self, wedding_id=message.wedding):
+        elif (
+            kind == "member_changed"
+            # An observer's subscriptions end with oversight only, a member's with membership only.
+            and (message.reason == "oversight_ended") == self.identity.observer
+            and self.hub.unsubscribe(self, wedding_id=message.wedding)
+        ):
             self.send_frame({"op": "unsubscribed", "topic": wedding_topic(message.wedding), "reason": message.reason})
 
     # --- receive ------------------------------------------------------------------------------------

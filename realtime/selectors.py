@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import zoneinfo
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -24,11 +25,17 @@ from realtime.names import EMERGENCY_REPEAT_FIELD, EventType, Priority
 from realtime.protocol import encode
 from realtime.services.events import event_frame, layer_message
 from wedsync.models import Member, UserTokenGeneration, Wedding
+from wedsync.permissions import Role
 from wedsync.refusals import Refused
+from wedsync.selectors import weddings_overseen
 
 WEDDING_DAY_HEARTBEAT = 10
 DEFAULT_HEARTBEAT = 30
 _REPLAY_CHUNK = 500
+# An observer's subscription (decision 0029) stands on no member row: it sees what a planner sees,
+# minus what is addressed to members by id, and is checked against staff scope instead.
+OBSERVER_MEMBER_ID = 0
+OBSERVER_ROLE = Role.PLANNER.value
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +131,28 @@ def membership_for_topic(*, user_id: int, wedding_id: int) -> MembershipView:
     return MembershipView(wedding_id=wedding_id, member_id=member_id, role=role)
 
 
+def observer_membership(*, user_id: int, wedding_id: int) -> MembershipView:
+    """An observer's view of a wedding the user oversees as staff (wedsync.selectors), or
+    :class:`SubscriptionDenied`, ``forbidden`` alike for a wedding that does not exist."""
+    user = User.objects.filter(pk=user_id).first()
+    if user is None or not weddings_overseen(user=user).filter(pk=wedding_id).exists():
+        raise SubscriptionDenied(code="forbidden", message=f"You do not oversee wedding {wedding_id}.")
+    return MembershipView(wedding_id=wedding_id, member_id=OBSERVER_MEMBER_ID, role=OBSERVER_ROLE)
+
+
+def oversight_still_held(*, observed: list[tuple[int, int]]) -> frozenset[tuple[int, int]]:
+    """Of the (user, wedding) pairs a node's observers hold, those the user still oversees: one
+    query for the users and one per observing user (a handful of coordinators per node)."""
+    weddings_by_user: dict[int, set[int]] = {}
+    for user_id, wedding_id in observed:
+        weddings_by_user.setdefault(user_id, set()).add(wedding_id)
+    held: set[tuple[int, int]] = set()
+    for user in User.objects.filter(pk__in=list(weddings_by_user)):
+        overseen = weddings_overseen(user=user).filter(pk__in=list(weddings_by_user[user.pk]))
+        held.update((user.pk, wedding_id) for wedding_id in overseen.values_list("pk", flat=True))
+    return frozenset(held)
+
+
 _GENERATIONS, _USERS = UserTokenGeneration._meta.db_table, _USER
 _SESSIONS = Session._meta.db_table
 # Every 5 s with every socket of the node: 10,000 ids as one array parameter, not 10,000
@@ -145,10 +174,14 @@ class AccessSnapshot:
     generations: dict[int, int]  # user -> token generation (0 when never revoked)
     inactive_users: frozenset[int]  # of the users asked about: deactivated or deleted
     live_sessions: frozenset[str]  # of the sessions asked about: those that exist and have not expired
+    overseen: frozenset[tuple[int, int]] = frozenset()  # of the observed (user, wedding) pairs: still overseen
 
 
-def access_snapshot(*, member_ids: list[int], user_ids: list[int], session_keys: list[str]) -> AccessSnapshot:
-    """The memberships, users and browser sessions the node's sockets stand on, as they are now."""
+def access_snapshot(
+    *, member_ids: list[int], user_ids: list[int], session_keys: list[str], observed: Sequence[tuple[int, int]] = ()
+) -> AccessSnapshot:
+    """The memberships, users, browser sessions and oversight the node's sockets stand on, as
+    they are now."""
     now = timezone.now()
     if connection.vendor != "postgresql":  # the embedded SQLite profile: small, and no arrays
         members = {
@@ -180,6 +213,7 @@ def access_snapshot(*, member_ids: list[int], user_ids: list[int], session_keys:
         generations={pk: generation for pk, (_active, generation) in users.items()},
         inactive_users=frozenset(pk for pk in user_ids if not users.get(pk, (False, 0))[0]),
         live_sessions=live,
+        overseen=oversight_still_held(observed=list(observed)) if observed else frozenset(),
     )
 
 

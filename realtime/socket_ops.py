@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from channels.db import database_sync_to_async
+from django.conf import settings
 from django.utils import timezone
 
 from presence.services import PresenceRefused
@@ -25,7 +26,7 @@ from realtime.protocol import CloseCode
 from realtime.selectors import SubscriptionDenied
 from realtime.services.acks import event_ack
 from realtime.services.events import PublishRefused
-from realtime.services.sockets import socket_event_publish
+from realtime.services.sockets import observer_write_refusal_audit, socket_event_publish
 from records.services import SyncRefused, SyncRequest, socket_records_sync
 from wedsync.refusals import ErrorCode, Refused
 from wedsync.services.audit import ClientInfo
@@ -56,12 +57,19 @@ class OpSocket(Socket, Protocol):
 
 _socket_event_publish = per_socket_db(socket_event_publish)  # wrapped once (realtime.db)
 _socket_records_sync = per_socket_db(socket_records_sync)
+_observer_write_refusal_audit = per_socket_db(observer_write_refusal_audit)
 
 
 async def op_subscribe(socket: OpSocket, frame: protocol.Subscribe) -> None:
     wedding_id = wedding_id_from_topic(frame.topic)
     if wedding_id is None:
         socket.send_frame(protocol.reply_error(frame.ref, "invalid", "topic: expected wedding:<id>"))
+        return
+    observer = socket.identity.observer
+    if observer and _observing_too_many(socket, wedding_id=wedding_id):
+        most = settings.REALTIME_OBSERVE_MAX_WEDDINGS
+        message = f"An observer follows at most {most} weddings at once: unsubscribe one first."
+        socket.send_frame(protocol.reply_error(frame.ref, "forbidden", message))
         return
     try:
         subscribed = await socket.hub.subscribe(
@@ -76,6 +84,7 @@ async def op_subscribe(socket: OpSocket, frame: protocol.Subscribe) -> None:
             client=socket.client,
             member_at_connect=wedding_id in socket.connect_weddings,
             reply=lambda data: socket.send_frame(protocol.reply_ok(frame.ref, data)),
+            observer=observer,
         )
     except SubscriptionDenied as denied:
         socket.send_frame(protocol.reply_error(frame.ref, denied.code, denied.message))
@@ -98,6 +107,23 @@ async def op_subscribe(socket: OpSocket, frame: protocol.Subscribe) -> None:
         subscribed.go_live()
 
 
+def _observing_too_many(socket: OpSocket, *, wedding_id: int) -> bool:
+    if socket.hub.subscribed(socket, wedding_id=wedding_id) is not None:
+        return False  # a resume of one it holds
+    held = sum(1 for feed in socket.hub.feeds.values() if socket.connection_id in feed.subscriptions)
+    return held >= settings.REALTIME_OBSERVE_MAX_WEDDINGS
+
+
+async def _observer_refused(socket: OpSocket, *, ref: str | None, op: str, topic: str) -> bool:
+    """An observer's socket only watches (decision 0029): its writes are refused and audited."""
+    if not socket.identity.observer:
+        return False
+    message = "This socket observes: act through the admin or the API, or connect as a member."
+    await _observer_write_refusal_audit(user_id=socket.user_id, op=op, topic=topic, client=socket.client)
+    socket.send_frame(protocol.reply_error(ref, "forbidden", message))
+    return True
+
+
 async def op_unsubscribe(socket: OpSocket, frame: protocol.Unsubscribe) -> None:
     wedding_id = wedding_id_from_topic(frame.topic)
     if wedding_id is None or not socket.hub.unsubscribe(socket, wedding_id=wedding_id):
@@ -114,6 +140,8 @@ def _subscribed_wedding(socket: OpSocket, topic: str) -> int | None:
 
 
 async def op_publish(socket: OpSocket, frame: protocol.Publish) -> None:
+    if await _observer_refused(socket, ref=frame.ref, op="publish", topic=frame.topic):
+        return
     wedding_id = _subscribed_wedding(socket, frame.topic)
     if wedding_id is None:
         _not_subscribed(socket, frame.ref, frame.topic, "Subscribe to {topic} first.")
@@ -139,6 +167,8 @@ async def op_publish(socket: OpSocket, frame: protocol.Publish) -> None:
 
 
 async def op_ack(socket: OpSocket, frame: protocol.Ack) -> None:
+    if await _observer_refused(socket, ref=frame.ref, op="ack", topic=frame.topic):
+        return
     wedding_id = _subscribed_wedding(socket, frame.topic)
     if wedding_id is None:
         _not_subscribed(socket, frame.ref, frame.topic, "Not subscribed to {topic}.")
@@ -179,6 +209,8 @@ async def op_heartbeat(socket: OpSocket, frame: protocol.Heartbeat) -> None:
 
 
 async def op_presence(socket: OpSocket, frame: protocol.Presence) -> None:
+    if await _observer_refused(socket, ref=frame.ref, op="presence", topic=frame.topic):
+        return
     wedding_id = _subscribed_wedding(socket, frame.topic)
     if wedding_id is None:
         _not_subscribed(socket, frame.ref, frame.topic, "Subscribe to {topic} first.")
@@ -198,6 +230,8 @@ async def op_presence(socket: OpSocket, frame: protocol.Presence) -> None:
 
 
 async def op_sync(socket: OpSocket, frame: protocol.Sync) -> None:
+    if await _observer_refused(socket, ref=frame.ref, op="sync", topic=frame.topic):
+        return
     wedding_id = _subscribed_wedding(socket, frame.topic)
     if wedding_id is None:
         _not_subscribed(socket, frame.ref, frame.topic, "Subscribe to {topic} first.")

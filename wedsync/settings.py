@@ -532,6 +532,8 @@ if 0 < REALTIME_OP_LIMITS["heartbeat"] < 12:
     # refuse, then close, every client that follows the protocol.
     raise ImproperlyConfigured("REALTIME_OP_LIMITS: heartbeat must be 0 (no budget) or at least 12 a minute")
 REALTIME_ABUSE_REFUSALS = env_int("REALTIME_ABUSE_REFUSALS", default=30, minimum=1)
+# Weddings one staff observer socket (a coordinators' board, decision 0029) may follow at once.
+REALTIME_OBSERVE_MAX_WEDDINGS = env_int("REALTIME_OBSERVE_MAX_WEDDINGS", default=50, minimum=1)
 # Devices per member at once.
 REALTIME_DEVICE_LIMITS = env_int_map(
     "REALTIME_DEVICE_LIMITS",

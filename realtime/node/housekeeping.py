@@ -22,7 +22,7 @@ from realtime.messages import ControlMessage
 from realtime.names import Priority
 from realtime.node.feed import WeddingFeed
 from realtime.node.socket import Socket
-from realtime.selectors import access_snapshot, stream_heads, unacknowledged_events
+from realtime.selectors import OBSERVER_MEMBER_ID, access_snapshot, stream_heads, unacknowledged_events
 from realtime.walks import in_slices
 
 logger = structlog.get_logger(__name__)
@@ -129,6 +129,7 @@ async def unacknowledged_resend(hub: Node) -> None:
         for subscription in list(feed.subscriptions.values()):
             due = (
                 subscription.confirmed
+                and subscription.member_id != OBSERVER_MEMBER_ID  # observers cannot ack: not asked again
                 and event.seq <= subscription.cursor  # delivered already (later ones go the live way)
                 and subscription.member_id not in event.acknowledged_by
                 and event.priority >= subscription.min_priority
@@ -175,15 +176,24 @@ async def access_reconcile(hub: Node) -> None:
     if not checked and not sockets:
         return
     snapshot = await database_sync_to_async(access_snapshot)(
-        member_ids=sorted({subscription.member_id for _f, _c, subscription in checked}),
+        member_ids=sorted({s.member_id for _f, _c, s in checked if s.member_id != OBSERVER_MEMBER_ID}),
         user_ids=sorted({socket.user_id for socket in sockets}),
         session_keys=sorted({key for socket in sockets if (key := socket.session_key) is not None}),
+        observed=sorted(
+            {(s.socket.user_id, f.wedding_id) for f, _c, s in checked if s.member_id == OBSERVER_MEMBER_ID}
+        ),
     )
     members = snapshot.members
     async for part in in_slices(checked):
         for feed, connection_id, subscription in part:
             if feed.subscriptions.get(connection_id) is not subscription:
                 continue  # gone or replaced since the read
+            if subscription.member_id == OBSERVER_MEMBER_ID:
+                if (subscription.socket.user_id, feed.wedding_id) not in snapshot.overseen:
+                    subscription.socket.on_control(
+                        ControlMessage(kind="member_changed", wedding=feed.wedding_id, reason="oversight_ended")
+                    )
+                continue
             state = members.get(subscription.member_id)
             expected = (subscription.role, feed.wedding_id, subscription.socket.user_id, True)
             if state != expected:

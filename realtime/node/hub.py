@@ -43,7 +43,7 @@ from realtime.selectors import (
     SubscriptionDenied,
     stream_head,
 )
-from realtime.services.sockets import socket_subscribe_check
+from realtime.services.sockets import socket_observe_check, socket_subscribe_check
 from wedsync.services.audit import ClientInfo
 
 logger = structlog.get_logger(__name__)
@@ -53,6 +53,7 @@ START_RETRY_SECONDS = 0.5  # a failed hub start is tried again after this, doubl
 START_RETRY_MAX_SECONDS = 5.0
 
 _socket_subscribe_check = per_socket_db(socket_subscribe_check)  # wrapped once (realtime.db)
+_socket_observe_check = per_socket_db(socket_observe_check)
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,6 +292,7 @@ class NodeHub:
         client: ClientInfo,
         member_at_connect: bool,
         reply: Callable[[dict[str, Any]], None],
+        observer: bool = False,
     ) -> Subscribed:
         """The whole subscribe sequence: the access check, the replay read, the presence join,
         ``reply`` (called with the reply's data, then presence diffs flow), and the replay to send.
@@ -298,18 +300,26 @@ class NodeHub:
 
         A wedding the user belonged to at connect (``member_at_connect``) is attached ahead of its
         access check, which runs in the same thread hop as the replay read; any other is checked
-        first, so no feed is made for a stranger's wedding and a refusal keeps what was there."""
+        first, so no feed is made for a stranger's wedding and a refusal keeps what was there.
+
+        An ``observer`` (a staff socket, decision 0029) is checked against staff scope first and
+        only looks at presence: its device joins nobody's."""
         wedding_id = request.wedding_id
         check = None
         membership = None
-        if member_at_connect and self.subscribed(socket, wedding_id=wedding_id) is None:
+        if observer:
+            membership = await _socket_observe_check(user_id=socket.user_id, wedding_id=wedding_id, client=client)
+        elif member_at_connect and self.subscribed(socket, wedding_id=wedding_id) is None:
             check = access_check(user_id=socket.user_id, wedding_id=wedding_id, client=client)
         else:
             membership = await _socket_subscribe_check(user_id=socket.user_id, wedding_id=wedding_id, client=client)
         feed, membership, replay, subscription, viewer = await self._attach(
             socket, request, membership=membership, check=check
         )
-        snapshot = await self.presence.join(viewer, wedding_id=wedding_id)
+        if observer:
+            snapshot = await self.presence.look(viewer, wedding_id=wedding_id)
+        else:
+            snapshot = await self.presence.join(viewer, wedding_id=wedding_id)
         if self.subscribed(socket, wedding_id=wedding_id) is not subscription:
             self.presence.leave(viewer, wedding_id=wedding_id)
             raise SubscriptionDenied(code="forbidden", message="Your access changed: subscribe again.")

@@ -151,6 +151,18 @@ class NodePresence:
         viewer.present, viewer.device = True, device
         return result
 
+    async def look(self, viewer: Viewer, *, wedding_id: int) -> PresenceSnapshot | None:
+        """The snapshot the viewer's role sees, without its device joining (an observer's: a
+        coordinator watching a board is nobody's presence). None when the store is away."""
+        try:
+            snapshots = await sync_to_async(presence_snapshots, thread_sensitive=False)(
+                wanted=[(wedding_id, viewer.role)]
+            )
+        except Exception:
+            logger.exception("hub.presence_snapshot_failed", devices=0)
+            return None
+        return snapshots.get((wedding_id, viewer.role))
+
     def show(self, viewer: Viewer, *, wedding_id: int, snapshot: PresenceSnapshot | None) -> None:
         """The subscribe reply carrying ``snapshot`` is queued: diffs flow to the viewer from now."""
         viewer.live(versions={} if snapshot is None else snapshot.versions)

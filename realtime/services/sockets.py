@@ -10,11 +10,13 @@ from django.conf import settings
 from realtime.auth import SocketIdentity, socket_identify
 from realtime.limits.publish_rate import publish_rate_check
 from realtime.selectors import (
+    WEDDING_DAY_HEARTBEAT,
     MembershipView,
     SubscriptionDenied,
     member_for_publish,
     membership_for_topic,
     memberships_for_user,
+    observer_membership,
 )
 from realtime.services.events import (
     PublishedEvent,
@@ -42,6 +44,8 @@ def socket_open(
     identity, entry = socket_identify(
         headers=headers, subprotocols=subprotocols, query_string=query_string, scheme=scheme, client=client
     )
+    if identity.observer:  # a board watches wedding days: the wedding-day heartbeat notices a dead link soonest
+        return SocketOpened(identity=identity, memberships=[], heartbeat=WEDDING_DAY_HEARTBEAT, audit_entry=entry)
     memberships, heartbeat = memberships_for_user(user_id=identity.user_id)
     return SocketOpened(identity=identity, memberships=memberships, heartbeat=heartbeat, audit_entry=entry)
 
@@ -53,6 +57,26 @@ def socket_subscribe_check(*, user_id: int, wedding_id: int, client: ClientInfo)
     except SubscriptionDenied:
         subscribe_refusal_audit(user_id=user_id, wedding_id=wedding_id, client=client)
         raise
+
+
+def socket_observe_check(*, user_id: int, wedding_id: int, client: ClientInfo) -> MembershipView:
+    """An observer's ``subscribe``: the user must oversee the wedding as staff; refusals audited."""
+    try:
+        return observer_membership(user_id=user_id, wedding_id=wedding_id)
+    except SubscriptionDenied:
+        subscribe_refusal_audit(user_id=user_id, wedding_id=wedding_id, client=client, reason="not overseen")
+        raise
+
+
+def observer_write_refusal_audit(*, user_id: int, op: str, topic: str, client: ClientInfo) -> None:
+    """An observer's socket asked to change something (publish, sync, presence, ack): it only watches."""
+    audit_record(
+        action=AuditAction.OBSERVER_REFUSE,
+        outcome=AuditOutcome.REFUSED,
+        target=topic[:200],  # no wedding id: the topic may name a wedding that does not exist
+        client=client,
+        details={"user": user_id, "op": op, "reason": "observer"},
+    )
 
 
 def socket_event_publish(
@@ -109,14 +133,14 @@ def socket_event_publish(
     )
 
 
-def subscribe_refusal_audit(*, user_id: int, wedding_id: int, client: ClientInfo) -> None:
+def subscribe_refusal_audit(*, user_id: int, wedding_id: int, client: ClientInfo, reason: str = "not a member") -> None:
     audit_record(
         action=AuditAction.SUBSCRIBE_REFUSE,
         outcome=AuditOutcome.REFUSED,
         wedding_id=wedding_id,
         target=f"wedding:{wedding_id}",
         client=client,
-        details={"user": user_id, "reason": "not a member"},
+        details={"user": user_id, "reason": reason},
     )
 
 

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
+from django.contrib.auth.models import User
 
 from realtime.node import hub as hub_module
 from wedsync.asgi import application
@@ -118,8 +119,9 @@ def communicator(
     return made
 
 
-async def connect_bearer(member: Member, **token_kwargs: Any) -> Client:
-    comm = communicator(subprotocols=["wedsync.v1", f"bearer.{await bearer(member, **token_kwargs)}"])
+async def connect_bearer(member: Member | User, *, path: str = "/ws/v1/", **token_kwargs: Any) -> Client:
+    """``path="/ws/v1/?observe=1"`` with a staff user opens an observer socket."""
+    comm = communicator(path=path, subprotocols=["wedsync.v1", f"bearer.{await bearer(member, **token_kwargs)}"])
     connected, subprotocol = await comm.connect()
     assert connected and subprotocol == "wedsync.v1"
     client = Client(comm)
@@ -133,8 +135,8 @@ async def sockets() -> AsyncIterator[Callable[..., Any]]:
     """Open clients with ``await sockets(member)``; all are closed and the node hub stopped after."""
     opened: list[Client] = []
 
-    async def open_client(member: Member, **token_kwargs: Any) -> Client:
-        client = await connect_bearer(member, **token_kwargs)
+    async def open_client(member: Member | User, **options: Any) -> Client:
+        client = await connect_bearer(member, **options)
         opened.append(client)
         return client
 

@@ -63,6 +63,8 @@ class AuditAction(enum.StrEnum):
     SOCKET_REFUSE = "realtime.connect.refuse"
     DEVICE_LIMIT_CLOSE = "realtime.device_limit.close"
     SUBSCRIBE_REFUSE = "realtime.subscribe.refuse"
+    # A staff observer's socket asked to write (publish, sync, presence, ack): observers only watch.
+    OBSERVER_REFUSE = "realtime.observer.refuse"
     PUBLISH_REFUSE = "realtime.publish.refuse"
     RATE_LIMIT_REFUSE = "realtime.rate_limit.refuse"
     PRESENCE_REFUSE = "presence.refuse"
