@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin
 from django.contrib.auth.models import User
@@ -19,6 +20,8 @@ from django.core.exceptions import ValidationError
 from django.db.models import Count, QuerySet
 from django.forms import BaseInlineFormSet, ModelForm
 from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html
 
 from presence.admin import OpenAlertInline, wedding_presence_html
 from records.admin import WeddingStrategyInline, strategies_formset_save
@@ -124,7 +127,22 @@ class WeddingAdmin(WeddingScopedAdmin[Wedding]):
 
     @admin.display(description="Who is here now")
     def live_presence(self, wedding: Wedding) -> str:
-        return wedding_presence_html(wedding)
+        if not wedding.pk:  # the add form
+            return wedding_presence_html(wedding)
+        # Kept live by wedsync/admin_presence.js over a staff observer socket (decision 0029).
+        return format_html(
+            '<div id="live-presence" data-wedding="{}" data-url="{}" data-socket="/ws/v1/?observe=1" data-ticket="{}">'
+            '<p class="live-presence-status" role="status" aria-live="polite">Live updates are starting…</p>'
+            '<div class="live-presence-table">{}</div></div>',
+            wedding.pk,
+            reverse("board-presence", kwargs={"wedding_id": wedding.pk}),
+            reverse("realtime-ticket"),
+            wedding_presence_html(wedding),
+        )
+
+    @property
+    def media(self) -> forms.Media:
+        return super().media + forms.Media(js=[forms.Script("wedsync/admin_presence.js", type="module")])  # type: ignore[list-item]  # the stubs predate Script
 
     def save_formset(
         self, request: HttpRequest, form: ModelForm[Wedding], formset: BaseInlineFormSet[Any, Any, Any], change: bool

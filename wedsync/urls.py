@@ -57,6 +57,7 @@ api_v1 = [
 
 urlpatterns = [
     path("", TemplateView.as_view(template_name="home.html"), name="home"),
+    path("admin/board/", include("web.board.urls")),  # before the admin's own catch-all
     path("admin/", admin.site.urls),
     path("", include("web.urls")),
     path("api/v1/", include(api_v1)),

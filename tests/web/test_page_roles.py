@@ -80,7 +80,7 @@ async def test_a_vendors_status_and_battery_reach_the_planner_and_a_task_reaches
     assert problems.seen == []
 
 
-async def _axe_violations(page: Page) -> list[dict]:
+async def axe_violations(page: Page) -> list[dict]:
     await page.add_script_tag(content=AXE.read_text())
     result = await page.evaluate("axe.run(document, {resultTypes: ['violations']})")
     return [v for v in result["violations"] if v["impact"] in ("serious", "critical")]
@@ -96,7 +96,7 @@ async def test_the_page_has_no_serious_accessibility_violations(
     # Only this profile lets a script in past the CSP: axe is the test's, not the page's.
     _, page = await sign_in(base_url(web_nodes, 0), member, bypass_csp=True)
     await open_wedding(page, member)
-    violations = await _axe_violations(page)
+    violations = await axe_violations(page)
     assert violations == [], json.dumps([(v["id"], v["help"], [n["target"] for n in v["nodes"]]) for v in violations])
     await page.goto("/weddings/")
-    assert await _axe_violations(page) == []
+    assert await axe_violations(page) == []
