@@ -86,12 +86,21 @@ async def test_the_board_shows_beats_alert_and_a_phone_dropping_off_without_a_re
             )
             await expect(page.locator(f"{card} .board-alerts")).to_contain_text("No open alerts.")
 
+            # The wedding's admin page keeps its presence table live the same way.
+            wedding_page = problems.watch(await context.new_page())
+            await wedding_page.goto(f"/admin/wedsync/wedding/{party.wedding.pk}/change/")
+            live = wedding_page.locator("#live-presence .live-presence-status")
+            await expect(live).to_have_attribute("data-status", "online", timeout=15000)
+            olu_row = wedding_page.locator("#live-presence tr", has_text=party.olu.name)
+            await expect(olu_row.locator("td").nth(2)).to_have_text("online")
+
             with celery_worker_with_beat(nodes.environment, tmp_path):
                 paula_alert = page.locator(f"{card} li.alert", has_text=party.paula.name)
                 await expect(paula_alert).to_contain_text("Key person missing", timeout=30000)
                 phones[party.olu.pk].reconnect = False
                 await phones[party.olu.pk].close()  # the officiant's phone drops off
                 await expect(olu).to_have_class("person missing", timeout=10000)
+                await expect(olu_row.locator("td").nth(2)).to_have_text("offline", timeout=10000)
                 await paula_alert.get_by_role("button", name="Acknowledge").click()
                 await expect(paula_alert).to_contain_text(f"Acknowledged by {cora.get_full_name()}")
 
