@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
-from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -12,6 +11,7 @@ from wedsync.access_revocation import SESSION_GENERATION_KEY
 from wedsync.api.authentication import RevocableJWTAuthentication
 from wedsync.api.errors import Unauthorized
 from wedsync.api.serializers import TicketResponse
+from wedsync.models import ApiScope, ServiceAccountKey
 from wedsync.services.audit import ClientInfo
 from wedsync.services.auth import access_token_claims
 
@@ -19,7 +19,7 @@ from wedsync.services.auth import access_token_claims
 class TicketCreateView(APIView):
     """A single-use socket ticket, so browsers and integrations never put a token in a URL."""
 
-    permission_classes = [IsAuthenticated]
+    api_key_scopes = {"POST": ApiScope.READ}  # a service account's socket can only observe
 
     @extend_schema(request=None, responses={201: TicketResponse}, summary="Get a single-use socket ticket")
     def post(self, request: Request) -> Response:
@@ -28,6 +28,8 @@ class TicketCreateView(APIView):
         if isinstance(request.successful_authenticator, RevocableJWTAuthentication):
             claims = access_token_claims(raw=str(request.auth))
             session_key, generation, expires_at = None, claims.generation, claims.expires_at
+        elif isinstance(request.auth, ServiceAccountKey):  # an integrator's observer socket (decision 0030)
+            session_key, generation, expires_at = None, None, request.auth.expiry_date
         else:
             session_key, expires_at = request.session.session_key, None
             stored = request.session.get(SESSION_GENERATION_KEY)

@@ -27,6 +27,7 @@ from presence.admin import OpenAlertInline, wedding_presence_html
 from records.admin import WeddingStrategyInline, strategies_formset_save
 from records.admin_edits import RecordEditAdmin, RecordEditForm
 from records.models import RecordKindName, WeddingStrategy
+from wedsync import admin_service_accounts  # noqa: F401  registers the service accounts' pages
 from wedsync.admin_scope import (
     OverseenChoices,
     ScopedAdmin,

@@ -9,7 +9,7 @@ from django.contrib.auth.models import AnonymousUser, User
 from django.db import connection
 from django.db.models import Exists, OuterRef, Q, QuerySet
 
-from wedsync.models import Agency, CoordinatorAssignment, Member, UserTokenGeneration, Wedding
+from wedsync.models import Agency, CoordinatorAssignment, Member, ServiceAccount, UserTokenGeneration, Wedding
 
 
 def token_generation_current(*, user_id: int) -> int:
@@ -61,7 +61,8 @@ def _user_with_generation_sql() -> str:
 
 def weddings_overseen(*, user: User | AnonymousUser) -> QuerySet[Wedding]:
     """The weddings ``user`` oversees as staff: all of them for an active superuser; for an active
-    staff user (a coordinator) those of their agencies and those assigned to them by name; none
+    staff user (a coordinator) those of their agencies and those assigned to them by name; for a
+    service account's user, its account's agency and weddings while the account is active; none
     for anyone else. A wedding with no agency and no assignment is a superuser's alone.
 
     This is the one definition of staff scope: every staff check (the API, presence, alerts,
@@ -77,7 +78,15 @@ def weddings_overseen(*, user: User | AnonymousUser) -> QuerySet[Wedding]:
     # Subqueries, not joins: a wedding both in the agency and assigned is still one row.
     agencies = Agency.coordinators.through.objects.filter(user_id=user.pk).values("agency_id")
     assigned = CoordinatorAssignment.objects.filter(coordinator_id=user.pk).values("wedding_id")
-    return Wedding.objects.filter(Q(agency_id__in=agencies) | Q(pk__in=assigned))
+    # A service account's user oversees its account's agency and weddings (while it is active).
+    account = ServiceAccount.objects.filter(user_id=user.pk, is_active=True)
+    named = ServiceAccount.weddings.through.objects.filter(serviceaccount__in=account.values("pk"))
+    return Wedding.objects.filter(
+        Q(agency_id__in=agencies)
+        | Q(pk__in=assigned)
+        | Q(agency_id__in=account.values("agency_id"))
+        | Q(pk__in=named.values("wedding_id"))
+    )
 
 
 def wedding_may_oversee(*, user: User | AnonymousUser, wedding_id: int) -> bool:
@@ -113,3 +122,12 @@ def users_overseen(*, user: User | AnonymousUser) -> QuerySet[User]:
     overseen = Member.objects.filter(wedding__in=weddings_overseen(user=user).values("pk")).values("user_id")
     placed = Exists(Member.objects.filter(user_id=OuterRef("pk")))
     return users.filter(Q(pk=user.pk) | Q(pk__in=overseen) | (Q(is_staff=False, is_superuser=False) & ~placed))
+
+
+def weddings_visible(*, user: User | AnonymousUser) -> QuerySet[Wedding]:
+    """The weddings ``user`` may read: those they oversee as staff, and those they are an active
+    member of (whatever their role)."""
+    if not user.is_authenticated or not user.is_active:
+        return Wedding.objects.none()
+    memberships = Member.objects.filter(user_id=user.pk, is_active=True).values("wedding_id")
+    return Wedding.objects.filter(Q(pk__in=weddings_overseen(user=user).values("pk")) | Q(pk__in=memberships))

@@ -105,6 +105,8 @@ INSTALLED_APPS = [
     "channels",
     "rest_framework",
     "rest_framework_simplejwt.token_blacklist",
+    # Integrators' API keys (wedsync.models.service_accounts); its own APIKey model stays unused.
+    "rest_framework_api_key",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_prometheus",
@@ -389,6 +391,10 @@ API_LOGIN_ADDRESS_RATE = env_rate("API_LOGIN_ADDRESS_RATE", default="60/min")
 API_LOGIN_USER_RATE = env_rate("API_LOGIN_USER_RATE", default="10/min")
 API_REFRESH_ADDRESS_RATE = env_rate("API_REFRESH_ADDRESS_RATE", default="120/min")
 API_REFRESH_USER_RATE = env_rate("API_REFRESH_USER_RATE", default="30/min")
+# Requests per API key (service accounts, decision 0030), shared by every node; past it, 429.
+API_KEY_RATE = env_rate("API_KEY_RATE", default="600/min")
+# How long a rotated key keeps working beside its replacement (seconds).
+API_KEY_ROTATION_GRACE_SECONDS = env_int("API_KEY_ROTATION_GRACE_SECONDS", default=86400, minimum=0)
 TRUSTED_PROXIES = env_int("TRUSTED_PROXIES", default=0, minimum=0, maximum=5)
 
 # Unauthenticated refusals (bad handshakes, API 401s and 429s) are audited once per source address,
@@ -406,12 +412,18 @@ API_UNAUTHENTICATED_RATE = env_rate("API_UNAUTHENTICATED_RATE", default="300/min
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        # First: it takes only API keys (one dot; a JWT has two) and leaves every other header alone.
+        "wedsync.api.authentication.ApiKeyAuthentication",
         "wedsync.api.authentication.RevocableJWTAuthentication",
         "rest_framework.authentication.SessionAuthentication",
         # Not a login: counts what nobody above accepted against its address (decision 0025).
         "wedsync.api.authentication.UnauthenticatedAddressCap",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PERMISSION_CLASSES": [
+        "rest_framework.permissions.IsAuthenticated",
+        "wedsync.api.permissions.ApiKeyScopes",
+    ],
+    "DEFAULT_THROTTLE_CLASSES": ["wedsync.api.throttles.ApiKeyRateThrottle"],
     "DEFAULT_PARSER_CLASSES": [
         "wedsync.api.parsers.JSONParser",
         "rest_framework.parsers.FormParser",

@@ -21,12 +21,16 @@ from records.views import (
     WeddingStateView,
 )
 from wedsync.api.views import LogoutView, TokenObtainView, TokenRefreshView
+from wedsync.api.weddings import WeddingArchiveView, WeddingDetailView, WeddingListView
 
 api_v1 = [
     path("auth/token/", TokenObtainView.as_view(), name="token-obtain"),
     path("auth/token/refresh/", TokenRefreshView.as_view(), name="token-refresh"),
     path("auth/logout/", LogoutView.as_view(), name="logout"),
     path("realtime/tickets/", TicketCreateView.as_view(), name="realtime-ticket"),
+    path("weddings/", WeddingListView.as_view(), name="weddings"),
+    path("weddings/<int:wedding_id>/", WeddingDetailView.as_view(), name="wedding"),
+    path("weddings/<int:wedding_id>/archive/", WeddingArchiveView.as_view(), name="wedding-archive"),
     path("weddings/<int:wedding_id>/alerts/", WeddingAlertListView.as_view(), name="wedding-alerts"),
     path("weddings/<int:wedding_id>/alerts/<int:alert_id>/ack/", AlertAckView.as_view(), name="wedding-alert-ack"),
     path("weddings/<int:wedding_id>/emergencies/", WeddingEmergencyListView.as_view(), name="wedding-emergencies"),

@@ -33,14 +33,14 @@ def test_every_operation_documents_each_status_it_can_answer() -> None:
     assert documented == {
         "POST /api/v1/auth/token/": ["200", "400", "401", "415", "429"],
         "POST /api/v1/auth/token/refresh/": ["200", "400", "401", "415", "429"],
-        "POST /api/v1/auth/logout/": ["204", "400", "401", "403", "415"],
-        "POST /api/v1/realtime/tickets/": ["201", "401", "403"],
-        "GET /api/v1/weddings/{wedding_id}/alerts/": ["200", "400", "401", "403", "404"],
-        "POST /api/v1/weddings/{wedding_id}/alerts/{alert_id}/ack/": ["200", "401", "403", "404"],
-        "GET /api/v1/weddings/{wedding_id}/emergencies/": ["200", "400", "401", "403", "404"],
-        "POST /api/v1/weddings/{wedding_id}/emergencies/{emergency_id}/resolve/": ["200", "401", "403", "404"],
-        "GET /api/v1/weddings/{wedding_id}/presence/": ["200", "401", "403", "404", "503"],
-        "GET /api/v1/weddings/{wedding_id}/state/": ["200", "401", "403", "404"],
+        "POST /api/v1/auth/logout/": ["204", "400", "401", "403", "415", "429"],
+        "POST /api/v1/realtime/tickets/": ["201", "401", "403", "429"],
+        "GET /api/v1/weddings/{wedding_id}/alerts/": ["200", "400", "401", "403", "404", "429"],
+        "POST /api/v1/weddings/{wedding_id}/alerts/{alert_id}/ack/": ["200", "401", "403", "404", "429"],
+        "GET /api/v1/weddings/{wedding_id}/emergencies/": ["200", "400", "401", "403", "404", "429"],
+        "POST /api/v1/weddings/{wedding_id}/emergencies/{emergency_id}/resolve/": ["200", "401", "403", "404", "429"],
+        "GET /api/v1/weddings/{wedding_id}/presence/": ["200", "401", "403", "404", "429", "503"],
+        "GET /api/v1/weddings/{wedding_id}/state/": ["200", "401", "403", "404", "429"],
         "POST /api/v1/weddings/{wedding_id}/records/batch/": [
             "200",
             "400",
@@ -52,9 +52,9 @@ def test_every_operation_documents_each_status_it_can_answer() -> None:
             "422",
             "429",
         ],
-        "GET /api/v1/weddings/{wedding_id}/records/{kind}/": ["200", "400", "401", "403", "404"],
+        "GET /api/v1/weddings/{wedding_id}/records/{kind}/": ["200", "400", "401", "403", "404", "429"],
         "POST /api/v1/weddings/{wedding_id}/records/{kind}/": ["201", "400", "401", "403", "404", "415", "422", "429"],
-        "GET /api/v1/weddings/{wedding_id}/records/{kind}/{record_id}/": ["200", "401", "403", "404"],
+        "GET /api/v1/weddings/{wedding_id}/records/{kind}/{record_id}/": ["200", "401", "403", "404", "429"],
         "PATCH /api/v1/weddings/{wedding_id}/records/{kind}/{record_id}/": [
             "200",
             "400",
@@ -78,7 +78,7 @@ def test_every_operation_documents_each_status_it_can_answer() -> None:
             "428",
             "429",
         ],
-        "GET /api/v1/weddings/{wedding_id}/conflicts/": ["200", "400", "401", "403", "404"],
+        "GET /api/v1/weddings/{wedding_id}/conflicts/": ["200", "400", "401", "403", "404", "429"],
         "POST /api/v1/weddings/{wedding_id}/conflicts/{conflict_id}/resolve/": [
             "200",
             "400",
@@ -88,7 +88,13 @@ def test_every_operation_documents_each_status_it_can_answer() -> None:
             "409",
             "415",
             "422",
+            "429",
         ],
+        "GET /api/v1/weddings/": ["200", "400", "401", "403", "404", "429"],
+        "POST /api/v1/weddings/": ["201", "400", "401", "403", "415", "422", "428", "429"],
+        "GET /api/v1/weddings/{wedding_id}/": ["200", "401", "403", "404", "429"],
+        "PATCH /api/v1/weddings/{wedding_id}/": ["200", "400", "401", "403", "404", "412", "415", "422", "428", "429"],
+        "POST /api/v1/weddings/{wedding_id}/archive/": ["200", "401", "403", "404", "429"],
     }
     error = schema["components"]["schemas"]["ErrorDetail"]
     assert set(error["properties"]) == {"code", "message", "fields", "retry_after"}

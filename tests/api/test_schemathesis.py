@@ -166,6 +166,11 @@ class PlannerToken:
 # Answers each pass must have checked at least once, by operation. A pass whose requests never reached
 # a seeded row would check only refusals: this makes such a run fail instead of passing quietly.
 PLANNER_REACHES: dict[str, set[int]] = {
+    "GET /api/v1/weddings/": {200, 400},
+    "POST /api/v1/weddings/": {403},  # a planner creates none; 201: tests/api/test_weddings.py
+    "GET /api/v1/weddings/{wedding_id}/": {200, 403},
+    "PATCH /api/v1/weddings/{wedding_id}/": {403},  # a planner changes none
+    "POST /api/v1/weddings/{wedding_id}/archive/": {403},
     "POST /api/v1/auth/token/": {200, 401},
     "POST /api/v1/auth/token/refresh/": {400, 401},
     "POST /api/v1/auth/logout/": {204},
@@ -191,6 +196,11 @@ PLANNER_REACHES: dict[str, set[int]] = {
     },  # the rest: SENT_AS_GIVEN
 }
 ANONYMOUS_REACHES: dict[str, set[int]] = {
+    "GET /api/v1/weddings/": {401},
+    "POST /api/v1/weddings/": {401},
+    "GET /api/v1/weddings/{wedding_id}/": {401},
+    "PATCH /api/v1/weddings/{wedding_id}/": {401},
+    "POST /api/v1/weddings/{wedding_id}/archive/": {401},
     "POST /api/v1/auth/token/": {200, 401},
     "POST /api/v1/auth/token/refresh/": {401},
     "POST /api/v1/auth/logout/": {401},

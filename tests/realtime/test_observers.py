@@ -17,7 +17,7 @@ from realtime.node import hub as hub_module
 from realtime.services.events import member_event_publish
 from tests.factories import UserFactory, WeddingFactory
 from tests.personas import WeddingParty
-from tests.realtime.conftest import bearer, communicator
+from tests.realtime.conftest import Client, bearer, communicator
 from wedsync.models import AuditLog, CoordinatorAssignment
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
@@ -166,3 +166,41 @@ async def test_an_observer_follows_a_bounded_number_of_weddings(
     assert (await observer.subscribe(party.wedding.pk))["status"] == "ok"  # a resume of the one it holds
     reply = await observer.subscribe(second.pk)
     assert reply["error"]["code"] == "forbidden" and "at most 1" in reply["error"]["message"]
+
+
+async def test_an_integrators_key_opens_an_observer_socket_on_its_weddings(party: WeddingParty) -> None:
+    from rest_framework.test import APIClient
+
+    from wedsync.models import ServiceAccountKey
+    from wedsync.services.service_accounts import (
+        service_account_create,
+        service_account_key_issue,
+        service_account_key_revoke,
+    )
+
+    def ticket_for_a_new_key() -> tuple[ServiceAccountKey, str]:
+        account = service_account_create(name="Luz CRM", scopes=["read"], weddings=[party.wedding], actor=None)
+        key, raw = service_account_key_issue(account=account, name="prod", actor=None)
+        response = APIClient().post("/api/v1/realtime/tickets/", HTTP_AUTHORIZATION=f"Api-Key {raw}")
+        assert response.status_code == 201, response.json()
+        return key, response.json()["ticket"]
+
+    key, ticket = await database_sync_to_async(ticket_for_a_new_key)()
+    comm = communicator(path=f"{OBSERVE}&ticket={ticket}", subprotocols=["wedsync.v1"])
+    connected, _ = await comm.connect()
+    assert connected
+    client = Client(comm)
+    try:
+        assert (await client.receive())["op"] == "welcome"
+        assert (await client.subscribe(party.wedding.pk))["status"] == "ok"
+        await publish_as(member=party.priya, type_name="chat.message", data={"text": "hello, CRM"})
+        assert (await client.receive())["data"]["text"] == "hello, CRM"
+        await database_sync_to_async(service_account_key_revoke)(key=key, actor=None)
+        error = await client.receive()
+        assert error["code"] == "unauthorized"
+        assert (await comm.receive_output(timeout=3)) == {"type": "websocket.close", "code": 4401}
+    finally:
+        await client.close()
+        hub = hub_module._hubs.get(asyncio.get_running_loop())
+        if hub is not None:
+            await hub.stop()

@@ -10,6 +10,7 @@ from rest_framework.throttling import BaseThrottle
 from realtime.limits.addresses import api_address_check
 from wedsync.services.audit import AuditAction, ClientInfo, audit_refusal_record
 from wedsync.services.auth import TokenRefused, access_token_verify
+from wedsync.services.service_accounts import ApiKeyRefused, api_key_verify
 
 if TYPE_CHECKING:  # rest_framework.views imports the authentication classes of the settings
     from rest_framework.views import APIView
@@ -21,6 +22,50 @@ def unauthenticated_request_admit(request: Request) -> None:
     decision = api_address_check(client=ClientInfo.from_request(request))
     if not decision.allowed:
         raise Throttled(wait=decision.retry_after)
+
+
+def _credential_refused(
+    request: Request, refused: TokenRefused | ApiKeyRefused, *, details: dict[str, str] | None = None
+) -> AuthenticationFailed:
+    """Audit a refused token or key (aggregated per address when it names nobody, which also counts
+    against the address's budget: decision 0025); the 401 to raise."""
+    if refused.user is None:
+        unauthenticated_request_admit(request)
+    audit_refusal_record(
+        action=AuditAction.API_AUTH_REFUSE,
+        reason=refused.reason,
+        actor=refused.user,
+        target=request.path[:200],
+        client=ClientInfo.from_request(request),
+        details=details,
+    )
+    return AuthenticationFailed(refused.message, code="unauthorized")
+
+
+class ApiKeyAuthentication(BaseAuthentication):
+    """A service account's key (decision 0030): ``Authorization: Api-Key <key>``, or ``Bearer <key>``
+    for clients that only speak bearer. A key has one dot (``<prefix>.<secret>``), a JWT two, so a
+    JWT is left to :class:`RevocableJWTAuthentication`. ``request.user`` is the account's user and
+    ``request.auth`` the key; refusals are audited like a bad token's."""
+
+    def authenticate(self, request: Request) -> tuple[object, object] | None:
+        parts = get_authorization_header(request).split()
+        if len(parts) != 2:
+            return None
+        keyword, raw_bytes = parts[0].lower(), parts[1]
+        if keyword != b"api-key" and not (keyword == b"bearer" and raw_bytes.count(b".") == 1):
+            return None
+        try:
+            key = api_key_verify(raw=raw_bytes.decode("ascii"))
+        except (ApiKeyRefused, UnicodeDecodeError) as exc:
+            refused = (
+                exc if isinstance(exc, ApiKeyRefused) else ApiKeyRefused(reason="malformed", message="Malformed key.")
+            )
+            raise _credential_refused(request, refused, details={"method": "api_key"}) from None
+        return key.service_account.user, key
+
+    def authenticate_header(self, request: Request) -> str:
+        return 'Bearer realm="wedsync"'
 
 
 class RevocableJWTAuthentication(BaseAuthentication):
@@ -42,16 +87,7 @@ class RevocableJWTAuthentication(BaseAuthentication):
             refused = (
                 exc if isinstance(exc, TokenRefused) else TokenRefused(reason="malformed", message="Malformed token.")
             )
-            if refused.user is None:  # a bearer that names nobody counts against its address's budget
-                unauthenticated_request_admit(request)
-            audit_refusal_record(
-                action=AuditAction.API_AUTH_REFUSE,
-                reason=refused.reason,
-                actor=refused.user,
-                target=request.path[:200],
-                client=ClientInfo.from_request(request),
-            )
-            raise AuthenticationFailed(refused.message, code="unauthorized") from None
+            raise _credential_refused(request, refused) from None
 
     def authenticate_header(self, request: Request) -> str:
         return 'Bearer realm="wedsync"'

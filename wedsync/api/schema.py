@@ -11,6 +11,7 @@ from drf_spectacular.utils import OpenApiResponse
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.permissions import AllowAny
 
+from wedsync.api.permissions import ApiKeyScopes
 from wedsync.api.serializers import ErrorResponse
 
 
@@ -23,6 +24,19 @@ class RevocableJWTScheme(OpenApiAuthenticationExtension):  # type: ignore[no-unt
             header_name="AUTHORIZATION", token_prefix="Bearer", bearer_format="JWT"
         )
         return definition
+
+
+class ApiKeyScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped-call]
+    target_class = "wedsync.api.authentication.ApiKeyAuthentication"
+    name = "apiKeyAuth"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, Any]:
+        return {
+            "type": "apiKey",
+            "in": "header",
+            "name": "Authorization",
+            "description": "A service account's key: `Api-Key <prefix>.<secret>` (or `Bearer <prefix>.<secret>`).",
+        }
 
 
 _UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -61,6 +75,8 @@ class ApiAutoSchema(AutoSchema):
             isinstance(authenticator, SessionAuthentication) for authenticator in self.view.get_authenticators()
         ):
             refusals.append(("403", "`forbidden`: a browser session's request without its CSRF token."))
+        elif any(isinstance(permission, ApiKeyScopes) for permission in self.view.get_permissions()):
+            refusals.append(("403", "`forbidden`: an API key whose service account lacks the scope."))
         if any(parameter["in"] == "path" for parameter in parameters):
             refusals.append(("404", "`not_found`: nothing has these ids."))
         if has_body:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from drf_spectacular.utils import inline_serializer
 from rest_framework import serializers
 
@@ -13,6 +15,19 @@ class StrictCharField(serializers.CharField):
     def to_internal_value(self, data: object) -> str:
         if not isinstance(data, str):
             self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictQuery(serializers.Serializer[None]):
+    """Query parameters where a blank value (``?status=``) is refused, not taken as "not given", which
+    is what DRF does with blanks in form-style data: the schema calls them invalid."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        blank: dict[str, Any] = {
+            str(name): ["May not be blank."] for name in self.fields if name in data and data.get(name) == ""
+        }
+        if blank:
+            raise serializers.ValidationError(blank)
         return super().to_internal_value(data)
 
 

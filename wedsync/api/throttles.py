@@ -19,6 +19,7 @@ from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from rest_framework_simplejwt.state import token_backend
 
 from wedsync.client_address import request_client_address
+from wedsync.models import ServiceAccountKey
 from wedsync.services.throttles import auth_attempt_hit
 
 
@@ -86,3 +87,19 @@ class RefreshUserThrottle(_AttemptThrottle):
             return None
         user_id = claims.get(jwt_settings.USER_ID_CLAIM)
         return None if user_id is None else str(user_id)
+
+
+class ApiKeyRateThrottle(BaseThrottle):
+    """Requests per API key (``API_KEY_RATE``), counted across nodes; people's requests pass."""
+
+    _wait: float | None = None
+
+    def allow_request(self, request: Request, view: Any) -> bool:
+        key = request.auth
+        if not isinstance(key, ServiceAccountKey):
+            return True
+        self._wait = auth_attempt_hit(bucket="api_key", identity=key.prefix, rate=settings.API_KEY_RATE)
+        return self._wait is None
+
+    def wait(self) -> float | None:
+        return self._wait

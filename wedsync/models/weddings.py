@@ -49,6 +49,8 @@ class Wedding(models.Model):
         related_name="weddings",
         help_text="The planning agency whose coordinators oversee this wedding; none: superusers only.",
     )
+    # Archived weddings leave the API's lists unless asked for; nothing in them is deleted.
+    archived_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
