@@ -345,3 +345,49 @@ def unacknowledged_events(
         )
         for event in events
     ]
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPage:
+    events: list[dict[str, Any]]  # event frames (``replay: true``), oldest first
+    next_after: int | None  # the seq to ask ``after`` for the next page; None at the stream's head
+
+
+def events_history(
+    *,
+    wedding_id: int,
+    member_id: int,
+    role: str,
+    after: int,
+    before: int | None,
+    since: datetime | None,
+    until: datetime | None,
+    types: frozenset[str],
+    limit: int,
+) -> HistoryPage:
+    """A page of the wedding's log as ``member_id``/``role`` may see it (the replay's audience
+    rule), by seq after ``after``, up to ``before`` (exclusive), within [``since``, ``until``),
+    of ``types`` (all when empty). Reads the log a chunk at a time until ``limit`` events are found:
+    the audience is decided per event in Python, as for the replay (JSON lookups differ by database)."""
+    head, _epoch = stream_head(wedding_id=wedding_id)
+    upto = head if before is None else min(head, before - 1)
+    events: list[dict[str, Any]] = []
+    cursor = after
+    while cursor < upto and len(events) < limit:
+        rows = Event.objects.filter(wedding_id=wedding_id, seq__gt=cursor, seq__lte=upto)
+        if since is not None:
+            rows = rows.filter(created_at__gte=since)
+        if until is not None:
+            rows = rows.filter(created_at__lt=until)
+        chunk = list(rows.order_by("seq")[:_REPLAY_CHUNK])
+        if not chunk:
+            cursor = upto
+            break
+        for event in chunk:
+            cursor = event.seq
+            seen = role in event.audience_roles or member_id in event.audience_members
+            if seen and (not types or event.type in types):
+                events.append(event_frame(event, replay=True))
+                if len(events) == limit:
+                    break
+    return HistoryPage(events=events, next_after=cursor if cursor < upto else None)

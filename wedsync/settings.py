@@ -393,6 +393,8 @@ API_REFRESH_ADDRESS_RATE = env_rate("API_REFRESH_ADDRESS_RATE", default="120/min
 API_REFRESH_USER_RATE = env_rate("API_REFRESH_USER_RATE", default="30/min")
 # Requests per API key (service accounts, decision 0030), shared by every node; past it, 429.
 API_KEY_RATE = env_rate("API_KEY_RATE", default="600/min")
+# How long the answer to a creating POST is kept for retries with its Idempotency-Key (hours).
+API_IDEMPOTENCY_KEY_HOURS = env_int("API_IDEMPOTENCY_KEY_HOURS", default=24, minimum=1)
 # How long a rotated key keeps working beside its replacement (seconds).
 API_KEY_ROTATION_GRACE_SECONDS = env_int("API_KEY_ROTATION_GRACE_SECONDS", default=86400, minimum=0)
 TRUSTED_PROXIES = env_int("TRUSTED_PROXIES", default=0, minimum=0, maximum=5)
@@ -452,7 +454,10 @@ SPECTACULAR_SETTINGS = {
         "wedsync.api.authentication.RevocableJWTAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "ENUM_NAME_OVERRIDES": {"ErrorCodeEnum": "wedsync.api.errors.API_ERROR_CODES"},
+    "ENUM_NAME_OVERRIDES": {
+        "ErrorCodeEnum": "wedsync.api.errors.API_ERROR_CODES",
+        "WeddingStatusEnum": "wedsync.models.WeddingStatus",
+    },
 }
 
 # --- Realtime protocol ------------------------------------------------------------------------------
@@ -679,6 +684,7 @@ for _name, _task in (
     ("wedsync-purge-expired-tokens", "wedsync.tasks.purge_expired_tokens"),
     ("wedsync-purge-expired-sessions", "wedsync.tasks.purge_expired_sessions"),
     ("wedsync-purge-expired-audit-entries", "wedsync.tasks.purge_expired_audit_entries"),
+    ("wedsync-purge-expired-idempotent-requests", "wedsync.tasks.purge_expired_idempotent_requests"),
 ):
     CELERY_BEAT_SCHEDULE[_name] = {
         "task": _task,

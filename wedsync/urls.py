@@ -11,7 +11,7 @@ from presence.views import (
     WeddingEmergencyListView,
     WeddingPresenceView,
 )
-from realtime.views import TicketCreateView
+from realtime.views import TicketCreateView, WeddingEventListView
 from records.views import (
     ConflictListView,
     ConflictResolveView,
@@ -20,6 +20,7 @@ from records.views import (
     RecordListView,
     WeddingStateView,
 )
+from wedsync.api.members import MemberDetailView, MemberListView
 from wedsync.api.views import LogoutView, TokenObtainView, TokenRefreshView
 from wedsync.api.weddings import WeddingArchiveView, WeddingDetailView, WeddingListView
 
@@ -31,6 +32,9 @@ api_v1 = [
     path("weddings/", WeddingListView.as_view(), name="weddings"),
     path("weddings/<int:wedding_id>/", WeddingDetailView.as_view(), name="wedding"),
     path("weddings/<int:wedding_id>/archive/", WeddingArchiveView.as_view(), name="wedding-archive"),
+    path("weddings/<int:wedding_id>/members/", MemberListView.as_view(), name="wedding-members"),
+    path("weddings/<int:wedding_id>/events/", WeddingEventListView.as_view(), name="wedding-events"),
+    path("weddings/<int:wedding_id>/members/<int:member_id>/", MemberDetailView.as_view(), name="wedding-member"),
     path("weddings/<int:wedding_id>/alerts/", WeddingAlertListView.as_view(), name="wedding-alerts"),
     path("weddings/<int:wedding_id>/alerts/<int:alert_id>/ack/", AlertAckView.as_view(), name="wedding-alert-ack"),
     path("weddings/<int:wedding_id>/emergencies/", WeddingEmergencyListView.as_view(), name="wedding-emergencies"),

@@ -171,3 +171,19 @@ def socket_abuse_audit(*, user_id: int, connection_id: str, op: str, refusals: i
         client=client,
         details={"user": user_id, "connection": connection_id, "op": op, "refusals": refusals, "reason": "abuse"},
     )
+
+
+def history_viewer_check(*, user_id: int, wedding_id: int, client: ClientInfo) -> MembershipView:
+    """Whose view of the wedding's log the caller gets over the API: an active member's own, or an
+    observer's (a planner's, without member-addressed events) for staff who oversee it. Refused
+    ``forbidden`` (audited) for anyone else, alike for a wedding that does not exist."""
+    try:
+        return membership_for_topic(user_id=user_id, wedding_id=wedding_id)
+    except SubscriptionDenied:
+        pass
+    try:
+        return observer_membership(user_id=user_id, wedding_id=wedding_id)
+    except SubscriptionDenied:
+        subscribe_refusal_audit(user_id=user_id, wedding_id=wedding_id, client=client, reason="history: not visible")
+        message = "Only the wedding's members and the staff who oversee it may read its events."
+        raise SubscriptionDenied(code="forbidden", message=message) from None

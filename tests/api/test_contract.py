@@ -95,6 +95,31 @@ def test_every_operation_documents_each_status_it_can_answer() -> None:
         "GET /api/v1/weddings/{wedding_id}/": ["200", "401", "403", "404", "429"],
         "PATCH /api/v1/weddings/{wedding_id}/": ["200", "400", "401", "403", "404", "412", "415", "422", "428", "429"],
         "POST /api/v1/weddings/{wedding_id}/archive/": ["200", "401", "403", "404", "429"],
+        "GET /api/v1/weddings/{wedding_id}/events/": ["200", "400", "401", "403", "404", "429"],
+        "GET /api/v1/weddings/{wedding_id}/members/": ["200", "401", "403", "404", "429"],
+        "POST /api/v1/weddings/{wedding_id}/members/": [
+            "201",
+            "400",
+            "401",
+            "403",
+            "404",
+            "409",
+            "415",
+            "422",
+            "428",
+            "429",
+        ],
+        "PATCH /api/v1/weddings/{wedding_id}/members/{member_id}/": [
+            "200",
+            "400",
+            "401",
+            "403",
+            "404",
+            "415",
+            "422",
+            "429",
+        ],
+        "DELETE /api/v1/weddings/{wedding_id}/members/{member_id}/": ["204", "401", "403", "404", "429"],
     }
     error = schema["components"]["schemas"]["ErrorDetail"]
     assert set(error["properties"]) == {"code", "message", "fields", "retry_after"}

@@ -19,16 +19,22 @@ from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, Ou
 from tests.concurrency import race
 from tests.factories import UserFactory
 from tests.wedsync.test_settings import _production_env, _start_with
-from wedsync.models import AuditLog, AuditOutcome
+from wedsync.models import AuditLog, AuditOutcome, IdempotentRequest
 from wedsync.services.audit import AuditAction, ClientInfo, audit_record
 from wedsync.services.auth import token_pair_obtain
 from wedsync.services.retention import (
     AUDIT_RETENTION_CUTOFF_SETTING,
     audit_entries_purge_expired,
+    idempotent_requests_purge_expired,
     outstanding_tokens_purge_expired,
     sessions_purge_expired,
 )
-from wedsync.tasks import purge_expired_audit_entries, purge_expired_sessions, purge_expired_tokens
+from wedsync.tasks import (
+    purge_expired_audit_entries,
+    purge_expired_idempotent_requests,
+    purge_expired_sessions,
+    purge_expired_tokens,
+)
 
 pytestmark = [pytest.mark.requires_postgres, pytest.mark.django_db]
 
@@ -78,6 +84,22 @@ def test_expired_sessions_go_after_the_grace() -> None:
     assert sessions_purge_expired().rows == {"sessions.Session": 1}
     assert Session.objects.count() == 2
     assert purge_expired_sessions.apply().get() == 0
+
+
+# --- Idempotency keys ----------------------------------------------------------------------------------
+
+
+def test_stored_answers_to_creating_posts_go_after_their_hours(settings) -> None:
+    settings.API_IDEMPOTENCY_KEY_HOURS = 24
+    user = UserFactory()
+    for key, age in (("old", timedelta(hours=24, minutes=1)), ("recent", timedelta(hours=23))):
+        made = IdempotentRequest.objects.create(
+            user=user, key=key, request_path="/api/v1/weddings/", request_hash="0" * 64, status_code=201, body={}
+        )
+        IdempotentRequest.objects.filter(pk=made.pk).update(created_at=timezone.now() - age)
+    assert idempotent_requests_purge_expired().rows == {"wedsync.IdempotentRequest": 1}
+    assert list(IdempotentRequest.objects.values_list("key", flat=True)) == ["recent"]
+    assert purge_expired_idempotent_requests.apply().get() == 0
 
 
 # --- The audit log -------------------------------------------------------------------------------------

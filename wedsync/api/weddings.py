@@ -15,13 +15,21 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from wedsync.api.conventions import (
+    IDEMPOTENCY_KEY_HEADER,
+    created_once,
+    idempotency_key,
+    invalid_response,
+    refused_response,
+    replayed_response,
+)
 from wedsync.api.errors import PreconditionRequired
 from wedsync.api.serializers import ErrorResponse, StrictCharField, StrictQuery
 from wedsync.models import ApiScope, Wedding, WeddingStatus
 from wedsync.refusals import Refused
 from wedsync.selectors import weddings_visible
 from wedsync.services.audit import ClientInfo
-from wedsync.services.idempotency import Answer, idempotent_create, idempotent_stored, request_fingerprint
+from wedsync.services.idempotency import idempotent_stored, request_fingerprint
 from wedsync.services.weddings import (
     wedding_access_check,
     wedding_agency_for_create,
@@ -33,7 +41,6 @@ from wedsync.services.weddings import (
     wedding_update,
 )
 
-IDEMPOTENCY_KEY = re.compile(r"^[!-~]{1,128}$")
 ETAG = re.compile(r'^"[0-9]{1,19}-[0-9]{1,20}"$')
 _ID_MAX = 2**63 - 1
 
@@ -108,36 +115,6 @@ class WeddingCursor(CursorPagination):
     max_page_size = 200
 
 
-def _refused(refused: Refused) -> Response:
-    codes = {"not_found": 404, "conflict": 412, "invalid": 422}
-    return Response({"error": {"code": refused.code, "message": refused.message}}, status=codes.get(refused.code, 403))
-
-
-def _invalid(error: ModelValidationError) -> Response:
-    fields = error.message_dict if hasattr(error, "error_dict") else {"non_field_errors": error.messages}
-    # 422: the request is well-formed (the schema's 400 is for that), the wedding it describes is not.
-    return Response(
-        {"error": {"code": "invalid", "message": "Some fields are invalid.", "fields": fields}},
-        status=status.HTTP_422_UNPROCESSABLE_ENTITY,
-    )
-
-
-def _idempotency_key(request: Request) -> str:
-    key = request.headers.get("Idempotency-Key")
-    if key is None:
-        raise PreconditionRequired("Send an Idempotency-Key header (any unique string up to 128 characters).")
-    if not IDEMPOTENCY_KEY.fullmatch(key):
-        raise exceptions.ValidationError({"Idempotency-Key": ["1 to 128 visible ASCII characters."]})
-    return key
-
-
-def _replayed(answer: Answer) -> Response:
-    response = Response(answer.body, status=answer.status_code)
-    if answer.replayed:
-        response["Idempotent-Replayed"] = "true"
-    return response
-
-
 def _with_etag(wedding: Wedding, *, status_code: int = 200) -> Response:
     response = Response(WeddingSerializer(wedding).data, status=status_code)
     response["ETag"] = wedding_etag(wedding)
@@ -151,6 +128,7 @@ class WeddingListView(APIView):
     api_key_scopes = {"POST": ApiScope.WEDDINGS}
 
     @extend_schema(
+        operation_id="weddings_list",
         parameters=[WeddingListQuery],
         responses={200: WeddingPage, 404: OpenApiResponse(ErrorResponse, description="`not_found`: a bad cursor.")},
         summary="The weddings you may see (members: theirs; staff and keys: those they oversee), by day",
@@ -172,16 +150,7 @@ class WeddingListView(APIView):
 
     @extend_schema(
         request=WeddingCreateRequest,
-        parameters=[
-            OpenApiParameter(
-                "Idempotency-Key",
-                str,
-                OpenApiParameter.HEADER,
-                required=True,
-                pattern=IDEMPOTENCY_KEY.pattern,
-                description="Any unique string: a retry with the same key gets the first answer. Missing: 428.",
-            )
-        ],
+        parameters=[IDEMPOTENCY_KEY_HEADER],
         responses={
             201: WeddingSerializer,
             403: ErrorResponse,
@@ -199,10 +168,10 @@ class WeddingListView(APIView):
         if not wedding_create_allowed(user=request.user, account=account):
             message = "You may not create weddings."
             client = ClientInfo.from_request(request)
-            return _refused(
+            return refused_response(
                 wedding_create_refusal_audit(user=request.user, message=message, agency_id=None, client=client)
             )
-        key = _idempotency_key(request)
+        key = idempotency_key(request)
         body = WeddingCreateRequest(data=request.data)
         body.is_valid(raise_exception=True)
         fields = dict(body.validated_data)
@@ -226,27 +195,15 @@ class WeddingListView(APIView):
                 )
             )
         except Refused as refused:
-            return _refused(refused)
+            return refused_response(refused)
         if answer is not None:
-            return _replayed(answer)
+            return replayed_response(answer)
 
         def create() -> tuple[int, dict[str, Any]]:
             wedding = wedding_create(fields=fields, agency=agency, actor=request.user, client=client)  # type: ignore[arg-type]
             return status.HTTP_201_CREATED, dict(WeddingSerializer(wedding).data)
 
-        try:
-            answer = idempotent_create(
-                user=request.user,  # type: ignore[arg-type]
-                key=key,
-                path=request.path,
-                payload=request.data,
-                create=create,
-            )
-        except ModelValidationError as error:
-            return _invalid(error)
-        except Refused as refused:
-            return _refused(refused)
-        return _replayed(answer)
+        return created_once(request, key=key, create=create)
 
 
 class WeddingDetailView(APIView):
@@ -255,9 +212,9 @@ class WeddingDetailView(APIView):
     @extend_schema(responses={200: WeddingSerializer, **_ERRORS}, summary="One wedding, with its ETag")
     def get(self, request: Request, wedding_id: int) -> Response:
         try:
-            wedding = _visible(request, wedding_id, write=False)
+            wedding = wedding_visible(request, wedding_id, write=False)
         except Refused as refused:
-            return _refused(refused)
+            return refused_response(refused)
         return _with_etag(wedding)
 
     @extend_schema(
@@ -283,9 +240,9 @@ class WeddingDetailView(APIView):
     )
     def patch(self, request: Request, wedding_id: int) -> Response:
         try:
-            _visible(request, wedding_id, write=True)
+            wedding_visible(request, wedding_id, write=True)
         except Refused as refused:
-            return _refused(refused)
+            return refused_response(refused)
         etag = request.headers.get("If-Match")
         if etag is None:
             raise PreconditionRequired("Send If-Match with the ETag you read, so nobody's change is overwritten.")
@@ -302,9 +259,9 @@ class WeddingDetailView(APIView):
                 client=ClientInfo.from_request(request),
             )
         except ModelValidationError as error:
-            return _invalid(error)
+            return invalid_response(error)
         except Refused as refused:
-            return _refused(refused)
+            return refused_response(refused, conflict=status.HTTP_412_PRECONDITION_FAILED)
         return _with_etag(wedding)
 
 
@@ -316,14 +273,14 @@ class WeddingArchiveView(APIView):
     )
     def post(self, request: Request, wedding_id: int) -> Response:
         try:
-            _visible(request, wedding_id, write=True)
+            wedding_visible(request, wedding_id, write=True)
         except Refused as refused:
-            return _refused(refused)
+            return refused_response(refused)
         wedding = wedding_archive(wedding_id=wedding_id, actor=request.user, client=ClientInfo.from_request(request))  # type: ignore[arg-type]
         return _with_etag(wedding)
 
 
-def _visible(request: Request, wedding_id: int, *, write: bool) -> Wedding:
+def wedding_visible(request: Request, wedding_id: int, *, write: bool) -> Wedding:
     if wedding_id > _ID_MAX:
         raise Refused(code="not_found", message="No such wedding.")
     is_key = request.auth is not None and hasattr(request.auth, "service_account")

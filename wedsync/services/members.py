@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.contrib.auth.models import User
+from django.contrib.auth.models import AnonymousUser, User
 from django.db import transaction
+from django.utils.crypto import get_random_string
 
 from wedsync.models import AuditOutcome, Member
+from wedsync.permissions import Permission, roles_with_permission
+from wedsync.refusals import Refused
+from wedsync.selectors import wedding_may_oversee
 from wedsync.services.audit import AuditAction, ClientInfo, audit_record
 from wedsync.services.auth import tokens_revoke_for_user
 from wedsync.signals import member_access_changed
@@ -85,3 +89,64 @@ def member_remove(*, member: Member, actor: User | None, client: ClientInfo | No
             client=client,
             details={"user_id": user_id, "role": role},
         )
+
+
+def member_may_manage(*, user: User | AnonymousUser, wedding_id: int, is_key: bool) -> bool:
+    """Whether the caller may add, change and remove the wedding's members (and see their contact
+    details): the staff who oversee it (a person with Django's ``change_member`` permission; a key,
+    whose ``members`` or ``read`` scope was checked), or an active member whose role may manage
+    members (the planner, the couple)."""
+    if wedding_may_oversee(user=user, wedding_id=wedding_id) and (is_key or user.has_perm("wedsync.change_member")):
+        return True
+    return Member.objects.filter(
+        user_id=user.pk or 0,
+        wedding_id=wedding_id,
+        is_active=True,
+        role__in=roles_with_permission(permission=Permission.MANAGE_MEMBERS),
+    ).exists()
+
+
+def member_manage_check(
+    *, user: User | AnonymousUser, wedding_id: int, is_key: bool, client: ClientInfo | None
+) -> None:
+    """:func:`member_may_manage`, or :class:`Refused` ``forbidden`` (audited), alike for a wedding
+    that does not exist."""
+    if not member_may_manage(user=user, wedding_id=wedding_id, is_key=is_key):
+        reason = "Only the wedding's planner, couple and overseeing staff may manage its members."
+        audit_record(
+            action=AuditAction.API_REFUSE,
+            outcome=AuditOutcome.REFUSED,
+            actor=user,
+            target=f"wedding:{wedding_id}",
+            client=client,
+            details={"op": "manage members", "reason": reason},
+        )
+        raise Refused(code="forbidden", message=reason)
+
+
+def member_invite(
+    *,
+    wedding_id: int,
+    email: str,
+    first_name: str,
+    last_name: str,
+    fields: dict[str, object],
+    actor: User,
+    client: ClientInfo | None = None,
+) -> Member:
+    """Add the person with this e-mail to the wedding, making them an account (no password yet)
+    if they have none. :class:`Refused` ``conflict`` when they are a member already."""
+    with transaction.atomic():
+        person = User.objects.filter(email__iexact=email).order_by("pk").first()
+        if person is None:
+            username = email.lower()[:140]
+            if User.objects.filter(username=username).exists():  # a username that happens to be this address
+                username = f"{username}-{get_random_string(6).lower()}"
+            person = User.objects.create_user(
+                username=username, email=email, first_name=first_name, last_name=last_name, password=None
+            )
+        elif Member.objects.filter(user=person, wedding_id=wedding_id).exists():
+            raise Refused(code="conflict", message=f"{email} is a member of this wedding already.")
+        member = Member(user=person, wedding_id=wedding_id, **fields)
+        member_save(member=member, actor=actor, client=client)
+    return member

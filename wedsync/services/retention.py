@@ -26,7 +26,7 @@ from django.utils import timezone
 from rest_framework_simplejwt.token_blacklist.models import OutstandingToken
 
 from monitoring.metrics import RETENTION_PURGED_ROWS
-from wedsync.models import AuditLog
+from wedsync.models import AuditLog, IdempotentRequest
 
 logger = structlog.get_logger(__name__)
 
@@ -134,6 +134,21 @@ def sessions_purge_expired(
     expired = store.get_model_class().objects.filter(expire_date__lt=_expired_before(now))
     return purge_in_batches(
         purge="sessions", delete_batch=orm_batch_delete(expired), batch_size=batch_size, max_batches=max_batches
+    )
+
+
+# --- Idempotency keys ------------------------------------------------------------------------------
+
+
+def idempotent_requests_purge_expired(
+    *, now: datetime | None = None, batch_size: int | None = None, max_batches: int | None = None
+) -> PurgeResult:
+    """Stored answers to creating POSTs older than ``API_IDEMPOTENCY_KEY_HOURS``: a retry after
+    that is a new request (decision 0031)."""
+    cutoff = (now or timezone.now()) - timedelta(hours=settings.API_IDEMPOTENCY_KEY_HOURS)
+    expired = IdempotentRequest.objects.filter(created_at__lt=cutoff)
+    return purge_in_batches(
+        purge="idempotency", delete_batch=orm_batch_delete(expired), batch_size=batch_size, max_batches=max_batches
     )
 
 
