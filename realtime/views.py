@@ -1,19 +1,27 @@
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema
+import json
+from typing import Any
+
+from django.contrib.auth.models import User
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from realtime.names import EventType
-from realtime.selectors import SubscriptionDenied, events_history
-from realtime.services.sockets import history_viewer_check
+from realtime.selectors import SubscriptionDenied, events_history, member_for_publish
+from realtime.services.events import PublishedEvent
+from realtime.services.publish_hooks import PublishRefused
+from realtime.services.sockets import history_viewer_check, socket_event_publish, staff_event_publish
 from realtime.services.tickets import TicketRefused, ticket_issue
 from wedsync.access_revocation import SESSION_GENERATION_KEY
 from wedsync.api.authentication import RevocableJWTAuthentication
+from wedsync.api.conventions import IDEMPOTENCY_KEY_HEADER, created_once, idempotency_key
 from wedsync.api.errors import Unauthorized
-from wedsync.api.serializers import ErrorResponse, StrictQuery, TicketResponse
+from wedsync.api.parsers import JSONParser
+from wedsync.api.serializers import ErrorResponse, StrictCharField, StrictQuery, TicketResponse
 from wedsync.models import ApiScope, ServiceAccountKey
 from wedsync.services.audit import ClientInfo
 from wedsync.services.auth import access_token_claims
@@ -66,8 +74,32 @@ class WeddingEventPage(serializers.Serializer[None]):
     next_after = serializers.IntegerField(allow_null=True, help_text="Ask after= this for the next page.")
 
 
+class WeddingEventPublishRequest(serializers.Serializer[None]):
+    type = serializers.ChoiceField(choices=[t.value for t in EventType])
+    data = serializers.DictField(help_text="The type's fields (docs/protocol.md).")  # type: ignore[assignment]  # a field named like Serializer.data
+    to = serializers.ListField(
+        child=StrictCharField(min_length=1, max_length=64),
+        required=False,
+        max_length=100,
+        help_text="role:<r> / member:<id>",
+    )
+    priority = serializers.ChoiceField(choices=["low", "normal", "high", "critical", "emergency"], required=False)
+
+
+class PublishedResponse(serializers.Serializer[None]):
+    seq = serializers.IntegerField()
+    id = serializers.UUIDField()
+
+
+_PUBLISH_STATUS = {"invalid": 422, "forbidden": 403, "rate_limited": 429, "not_found": 404}
+
+
 class WeddingEventListView(APIView):
-    """The wedding's event log, as the caller may see it (the socket's audience rules)."""
+    """The wedding's event log, as the caller may see it (the socket's audience rules), and
+    publishing into it over HTTP: as the member one is, or as staff (an announcement)."""
+
+    api_key_scopes = {"POST": ApiScope.PUBLISH}
+    parser_classes = [JSONParser]  # an event's data is an object: JSON only, as on the socket
 
     @extend_schema(
         operation_id="wedding_events_list",
@@ -101,3 +133,68 @@ class WeddingEventListView(APIView):
             limit=params["limit"],
         )
         return Response({"events": page.events, "next_after": page.next_after})
+
+    @extend_schema(
+        request=WeddingEventPublishRequest,
+        parameters=[IDEMPOTENCY_KEY_HEADER],
+        responses={
+            201: PublishedResponse,
+            403: ErrorResponse,
+            422: OpenApiResponse(ErrorResponse, description="`invalid`: the data, `to` or priority, or a reused key."),
+            428: OpenApiResponse(ErrorResponse, description="`precondition_required`: no Idempotency-Key."),
+        },
+        summary="Publish an event: a member as themselves; overseeing staff and keys an announcement",
+    )
+    def post(self, request: Request, wedding_id: int) -> Response:
+        key = idempotency_key(request)
+        body = WeddingEventPublishRequest(data=request.data)
+        body.is_valid(raise_exception=True)
+        fields = body.validated_data
+        asked = min(wedding_id, 2**63 - 1)
+        client = ClientInfo.from_request(request)
+
+        if "\\u0000" in json.dumps(fields["data"]):  # PostgreSQL's jsonb cannot store one; the socket refuses it too
+            error = {"code": "invalid", "message": "data: NUL characters are not allowed."}
+            return Response({"error": error}, status=status.HTTP_422_UNPROCESSABLE_ENTITY)
+
+        def create() -> tuple[int, dict[str, Any]]:
+            try:
+                published = _publish(request, asked, fields=fields, key=key, client=client)
+            except PublishRefused as refused:  # answered, and audited where it concerns access
+                error: dict[str, Any] = {"code": refused.code, "message": refused.message}
+                if refused.retry_after is not None:
+                    error["retry_after"] = refused.retry_after
+                return _PUBLISH_STATUS.get(refused.code, 403), {"error": error}
+            return status.HTTP_201_CREATED, {"seq": published.seq, "id": str(published.id)}
+
+        return created_once(request, key=key, create=create)
+
+
+def _publish(
+    request: Request, wedding_id: int, *, fields: dict[str, Any], key: str, client: ClientInfo
+) -> PublishedEvent:
+    """As the member the caller is in the wedding (a person), else as staff (an announcement)."""
+    user, account = request.user, getattr(request.auth, "service_account", None)
+    if not isinstance(user, User):
+        raise PublishRefused(code="forbidden", message="Sign in first.")
+    if account is None and member_for_publish(user_id=user.pk, wedding_id=wedding_id) is not None:
+        return socket_event_publish(
+            user_id=user.pk,
+            wedding_id=wedding_id,
+            type_name=fields["type"],
+            data=fields["data"],
+            to=fields.get("to"),
+            priority_name=fields.get("priority"),
+            idempotency_key=key,
+            client=client,
+        )
+    return staff_event_publish(
+        user=user,
+        wedding_id=wedding_id,
+        type_name=fields["type"],
+        data=fields["data"],
+        to=fields.get("to"),
+        priority_name=fields.get("priority"),
+        sender_name=account.name if account is not None else (user.get_full_name() or user.get_username()),
+        client=client,
+    )

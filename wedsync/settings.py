@@ -393,6 +393,8 @@ API_REFRESH_ADDRESS_RATE = env_rate("API_REFRESH_ADDRESS_RATE", default="120/min
 API_REFRESH_USER_RATE = env_rate("API_REFRESH_USER_RATE", default="30/min")
 # Requests per API key (service accounts, decision 0030), shared by every node; past it, 429.
 API_KEY_RATE = env_rate("API_KEY_RATE", default="600/min")
+# Events a person or key that is not a member may publish over the API (announcements), per credential.
+API_PUBLISH_RATE = env_rate("API_PUBLISH_RATE", default="120/min")
 # How long the answer to a creating POST is kept for retries with its Idempotency-Key (hours).
 API_IDEMPOTENCY_KEY_HOURS = env_int("API_IDEMPOTENCY_KEY_HOURS", default=24, minimum=1)
 # How long a rotated key keeps working beside its replacement (seconds).

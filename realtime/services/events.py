@@ -133,6 +133,7 @@ def event_publish(
     audience: Audience | None = None,
     priority: Priority | None = None,
     idempotency_key: str | None = None,
+    sender_view: dict[str, Any] | None = None,
 ) -> PublishedEvent:
     """Store an event under the wedding's next ``seq`` and fan it out after commit.
 
@@ -160,6 +161,7 @@ def event_publish(
                 members=members,
                 priority=priority,
                 idempotency_key=idempotency_key,
+                sender_view=sender_view,
             )
             message = layer_message(event)
             transaction.on_commit(lambda: _fan_out(message))
@@ -187,6 +189,7 @@ def _event_store(
     members: list[int],
     priority: Priority | None,
     idempotency_key: str | None,
+    sender_view: dict[str, Any] | None = None,
 ) -> Event:
     return Event.objects.create(
         wedding_id=wedding_id,
@@ -194,7 +197,7 @@ def _event_store(
         type=event_type.value,
         priority=(priority or DEFAULT_PRIORITY[event_type]).value,
         sender_member=sender,
-        sender=_sender_view(sender) if sender else {},
+        sender=_sender_view(sender) if sender else (sender_view or {}),
         audience_roles=roles,
         audience_members=members,
         data=data,

@@ -6,9 +6,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth.models import User
 
+from realtime.audience import AudienceError, audience_default, audience_narrow
 from realtime.auth import SocketIdentity, socket_identify
 from realtime.limits.publish_rate import publish_rate_check
+from realtime.names import DEFAULT_PRIORITY, EventType, Priority
+from realtime.protocol import FrameError, event_data_validate
 from realtime.selectors import (
     WEDDING_DAY_HEARTBEAT,
     MembershipView,
@@ -22,10 +26,13 @@ from realtime.services.events import (
     PublishedEvent,
     PublishRefused,
     event_for_idempotency_key,
+    event_publish,
     member_event_publish,
 )
-from wedsync.models import AuditLog, AuditOutcome
+from wedsync.models import AuditLog, AuditOutcome, Wedding
+from wedsync.selectors import wedding_may_oversee
 from wedsync.services.audit import AuditAction, ClientInfo, audit_record
+from wedsync.services.throttles import auth_attempt_hit
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,3 +194,67 @@ def history_viewer_check(*, user_id: int, wedding_id: int, client: ClientInfo) -
         subscribe_refusal_audit(user_id=user_id, wedding_id=wedding_id, client=client, reason="history: not visible")
         message = "Only the wedding's members and the staff who oversee it may read its events."
         raise SubscriptionDenied(code="forbidden", message=message) from None
+
+
+# Staff and integrators announce; every other type is a member's (a vendor's status, an emergency).
+STAFF_EVENT_TYPES = frozenset({EventType.CHAT_MESSAGE})
+
+
+def staff_event_publish(
+    *,
+    user: User,
+    wedding_id: int,
+    type_name: str,
+    data: dict[str, Any],
+    to: list[str] | None,
+    priority_name: str | None,
+    sender_name: str,
+    client: ClientInfo,
+) -> PublishedEvent:
+    """A publish over the API by staff who oversee the wedding, or a service account's key (its
+    ``publish`` scope checked before): an announcement (``chat.message``), from ``sender_name`` as
+    staff, to the type's audience narrowed by ``to``, at most ``API_PUBLISH_RATE`` per credential.
+    Raises :class:`PublishRefused`; refusals of access are audited."""
+    if not wedding_may_oversee(user=user, wedding_id=wedding_id):
+        audit_record(
+            action=AuditAction.PUBLISH_REFUSE,
+            outcome=AuditOutcome.REFUSED,
+            actor=user,
+            target=f"wedding:{wedding_id}",
+            client=client,
+            details={"reason": "not a member and not overseen", "type": type_name[:64]},
+        )
+        raise PublishRefused(
+            code="forbidden", message="Only the wedding's members and the staff who oversee it may publish."
+        )
+    if not Wedding.objects.filter(pk=wedding_id).exists():  # a superuser oversees any id
+        raise PublishRefused(code="not_found", message=f"There is no wedding {wedding_id}.")
+    try:
+        event_type = EventType(type_name)
+        data = event_data_validate(event_type, data)
+    except ValueError:
+        raise PublishRefused(code="invalid", message=f"type: unknown event type {type_name[:64]!r}") from None
+    except FrameError as exc:
+        raise PublishRefused(code="invalid", message=exc.message) from None
+    if event_type not in STAFF_EVENT_TYPES:
+        raise PublishRefused(code="invalid", message=f"type: staff publish {', '.join(sorted(STAFF_EVENT_TYPES))}")
+    priority = DEFAULT_PRIORITY[event_type] if priority_name is None else Priority.from_wire(priority_name)
+    if priority >= Priority.CRITICAL:
+        raise PublishRefused(code="invalid", message=f"priority: {priority_name} is not allowed for {event_type}")
+    audience = audience_default(event_type=event_type, wedding_id=wedding_id, sender=None, data=data)
+    if to is not None:
+        try:
+            audience = audience_narrow(default=audience, to=to, wedding_id=wedding_id)
+        except AudienceError as exc:
+            raise PublishRefused(code="invalid", message=f"to: {exc}") from None
+    wait = auth_attempt_hit(bucket="api_publish", identity=str(user.pk), rate=settings.API_PUBLISH_RATE)
+    if wait is not None:
+        raise PublishRefused(code="rate_limited", message="Too many publishes: wait and retry.", retry_after=wait)
+    return event_publish(
+        wedding_id=wedding_id,
+        event_type=event_type,
+        data=data,
+        audience=audience,
+        priority=priority,
+        sender_view={"name": sender_name, "role": "staff"},
+    )

@@ -106,3 +106,20 @@ def test_a_key_without_the_members_scope_is_refused(party: WeddingParty) -> None
     assert client.get(members_url(party)).status_code == 200
     refused = client.patch(member_url(party.miles), {"is_key_person": True}, format="json")
     assert refused.status_code == 403 and "'members' scope" in refused.json()["error"]["message"]
+
+
+def test_staff_and_closed_accounts_cannot_be_pulled_into_a_wedding(party: WeddingParty) -> None:
+    cora = make_coordinator(make_wedding_party().wedding)
+    User.objects.filter(pk=cora.pk).update(email="cora@agency.example")
+    body = {**INVITE, "email": "cora@agency.example"}
+    answer = as_user(api(), party.priya.user).post(members_url(party), body, format="json", HTTP_IDEMPOTENCY_KEY="c")
+    assert answer.status_code == 409 and "cora" not in answer.json()["error"]["message"]
+    assert not Member.objects.filter(wedding=party.wedding, user=cora).exists()
+
+
+def test_a_newcomer_without_a_name_is_not_shown_by_their_address(party: WeddingParty) -> None:
+    body = {"email": "quiet@example.com", "role": "musician"}
+    made = as_user(api(), party.priya.user).post(members_url(party), body, format="json", HTTP_IDEMPOTENCY_KEY="q")
+    assert made.status_code == 201
+    seen = as_user(api(), party.gil.user).get(members_url(party)).json()
+    assert "quiet@example.com" not in str(seen)

@@ -173,6 +173,7 @@ PLANNER_REACHES: dict[str, set[int]] = {
     "POST /api/v1/weddings/{wedding_id}/archive/": {403},
     "GET /api/v1/weddings/{wedding_id}/members/": {200, 403},
     "GET /api/v1/weddings/{wedding_id}/events/": {200, 400, 403},
+    "POST /api/v1/weddings/{wedding_id}/events/": {403, 422},  # 201: tests/api/test_events_publish.py
     "POST /api/v1/weddings/{wedding_id}/members/": {201, 403},
     "PATCH /api/v1/weddings/{wedding_id}/members/{member_id}/": {403, 404},
     "DELETE /api/v1/weddings/{wedding_id}/members/{member_id}/": {403, 404},
@@ -208,6 +209,7 @@ ANONYMOUS_REACHES: dict[str, set[int]] = {
     "POST /api/v1/weddings/{wedding_id}/archive/": {401},
     "GET /api/v1/weddings/{wedding_id}/members/": {401},
     "GET /api/v1/weddings/{wedding_id}/events/": {401},
+    "POST /api/v1/weddings/{wedding_id}/events/": {401},
     "POST /api/v1/weddings/{wedding_id}/members/": {401},
     "PATCH /api/v1/weddings/{wedding_id}/members/{member_id}/": {401},
     "DELETE /api/v1/weddings/{wedding_id}/members/{member_id}/": {401},

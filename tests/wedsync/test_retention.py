@@ -199,6 +199,7 @@ def test_beat_runs_every_purge_at_the_retention_sweep() -> None:
             "wedsync.tasks.purge_expired_tokens",
             "wedsync.tasks.purge_expired_sessions",
             "wedsync.tasks.purge_expired_audit_entries",
+            "wedsync.tasks.purge_expired_idempotent_requests",
         ],
         float(settings.WEDSYNC_RETENTION_SWEEP_SECONDS),
     )

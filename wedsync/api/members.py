@@ -76,7 +76,7 @@ class MemberPublicSerializer(MemberSerializer):
 
 
 class MemberInviteRequest(serializers.Serializer[None]):
-    email = serializers.EmailField()
+    email = serializers.EmailField(max_length=254)
     first_name = StrictCharField(max_length=150, required=False, allow_blank=True, default="")
     last_name = StrictCharField(max_length=150, required=False, allow_blank=True, default="")
     role = serializers.ChoiceField(choices=ROLE_CHOICES)

@@ -67,7 +67,10 @@ class Wedding(models.Model):
 
     def clean(self) -> None:
         if self.ceremony_at and self.date and self.time_zone in _known_time_zones():
-            local_day: date_type = self.ceremony_at.astimezone(self.tz).date()
+            try:
+                local_day: date_type = self.ceremony_at.astimezone(self.tz).date()
+            except (OverflowError, ValueError):  # past the calendar's end in that zone
+                raise ValidationError({"ceremony_at": "The ceremony is outside the calendar."}) from None
             if local_day != self.date:
                 raise ValidationError(
                     {"ceremony_at": f"The ceremony falls on {local_day} in {self.time_zone}, not on the wedding date."}

@@ -31,7 +31,8 @@ def idempotent_create(
     *, user: User, key: str, path: str, payload: Any, create: Callable[[], tuple[int, dict[str, Any]]]
 ) -> Answer:
     """Run ``create`` once per (user, key): it returns the answer's status and body, which is stored
-    in the same transaction. The same key again, for the same path and payload, gets the stored
+    in the same transaction when it is a success (a refusal it returns is not kept, and what it
+    audited stays). The same key again, for the same path and payload, gets the stored
     answer (``replayed``); for another path or payload it is refused ``invalid``. Two requests with
     the same key at once: one creates, the other's insert fails and it answers with the first's."""
     fingerprint = request_fingerprint(payload)
@@ -41,14 +42,15 @@ def idempotent_create(
     try:
         with transaction.atomic():
             status_code, body = create()
-            IdempotentRequest.objects.create(
-                user=user,
-                key=key,
-                request_path=path[:300],
-                request_hash=fingerprint,
-                status_code=status_code,
-                body=body,
-            )
+            if status_code < 300:  # a refusal is answered, not kept: the retry may well succeed
+                IdempotentRequest.objects.create(
+                    user=user,
+                    key=key,
+                    request_path=path[:300],
+                    request_hash=fingerprint,
+                    status_code=status_code,
+                    body=body,
+                )
     except IntegrityError:
         stored = idempotent_stored(user=user, key=key, path=path, fingerprint=fingerprint)
         if stored is None:

@@ -139,12 +139,18 @@ def member_invite(
     with transaction.atomic():
         person = User.objects.filter(email__iexact=email).order_by("pk").first()
         if person is None:
-            username = email.lower()[:140]
-            if User.objects.filter(username=username).exists():  # a username that happens to be this address
-                username = f"{username}-{get_random_string(6).lower()}"
+            # Not the address: a member's name falls back to the username, which other members see.
             person = User.objects.create_user(
-                username=username, email=email, first_name=first_name, last_name=last_name, password=None
+                username=f"member-{get_random_string(12).lower()}",
+                email=email,
+                first_name=first_name,
+                last_name=last_name,
+                password=None,
             )
+        elif person.is_staff or person.is_superuser or not person.is_active:
+            # Staff oversee weddings, they do not join them by someone else's say-so; and a closed
+            # account stays closed. Said without naming the account.
+            raise Refused(code="conflict", message="This address cannot be invited: ask an administrator.")
         elif Member.objects.filter(user=person, wedding_id=wedding_id).exists():
             raise Refused(code="conflict", message=f"{email} is a member of this wedding already.")
         member = Member(user=person, wedding_id=wedding_id, **fields)
