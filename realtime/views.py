@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from django.contrib.auth.models import User
@@ -21,7 +20,7 @@ from wedsync.api.authentication import RevocableJWTAuthentication
 from wedsync.api.conventions import IDEMPOTENCY_KEY_HEADER, created_once, idempotency_key
 from wedsync.api.errors import Unauthorized
 from wedsync.api.parsers import JSONParser
-from wedsync.api.serializers import ErrorResponse, StrictCharField, StrictQuery, TicketResponse
+from wedsync.api.serializers import ErrorResponse, StorableText, StrictQuery, TicketResponse, unstorable
 from wedsync.models import ApiScope, ServiceAccountKey
 from wedsync.services.audit import ClientInfo
 from wedsync.services.auth import access_token_claims
@@ -78,7 +77,7 @@ class WeddingEventPublishRequest(serializers.Serializer[None]):
     type = serializers.ChoiceField(choices=[t.value for t in EventType])
     data = serializers.DictField(help_text="The type's fields (docs/protocol.md).")  # type: ignore[assignment]  # a field named like Serializer.data
     to = serializers.ListField(
-        child=StrictCharField(min_length=1, max_length=64),
+        child=StorableText(min_length=1, max_length=64),
         required=False,
         max_length=100,
         help_text="role:<r> / member:<id>",
@@ -153,8 +152,8 @@ class WeddingEventListView(APIView):
         asked = min(wedding_id, 2**63 - 1)
         client = ClientInfo.from_request(request)
 
-        if "\\u0000" in json.dumps(fields["data"]):  # PostgreSQL's jsonb cannot store one; the socket refuses it too
-            error = {"code": "invalid", "message": "data: NUL characters are not allowed."}
+        if unstorable(fields["data"]) or unstorable(fields.get("to", [])):  # the socket refuses them too
+            error = {"code": "invalid", "message": "NUL characters and lone surrogates are not allowed."}
             return Response({"error": error}, status=status.HTTP_422_UNPROCESSABLE_ENTITY)
 
         def create() -> tuple[int, dict[str, Any]]:

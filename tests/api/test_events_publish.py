@@ -95,7 +95,7 @@ def test_each_credential_has_its_publish_rate_and_a_refusal_is_not_kept(party: W
 def test_a_nul_character_is_refused_in_words_not_a_server_error(party: WeddingParty) -> None:
     body = {"type": "chat.message", "data": {"text": "a\u0000b"}}
     answer = as_user(api(), party.priya.user).post(url(party), body, format="json", HTTP_IDEMPOTENCY_KEY="nul")
-    assert answer.status_code == 422 and "NUL" in answer.json()["error"]["message"]
+    assert answer.status_code == 422 and "NUL characters" in answer.json()["error"]["message"]
 
 
 def test_a_superuser_publishing_to_no_wedding_is_told_so(party: WeddingParty) -> None:
@@ -105,3 +105,10 @@ def test_a_superuser_publishing_to_no_wedding_is_told_so(party: WeddingParty) ->
         "/api/v1/weddings/987654/events/", ANNOUNCEMENT, format="json", HTTP_IDEMPOTENCY_KEY="none"
     )
     assert answer.status_code == 404 and answer.json()["error"]["code"] == "not_found"
+
+
+def test_a_lone_surrogate_anywhere_is_refused_in_words(party: WeddingParty) -> None:
+    body = '{"type": "chat.message", "data": {"text": "hi"}, "to": ["role:\\udb2f"]}'  # escaped, as JSON allows
+    client = as_user(api(), party.priya.user)
+    answer = client.post(url(party), body, content_type="application/json", HTTP_IDEMPOTENCY_KEY="sur")
+    assert answer.status_code == 422 and "surrogates" in answer.json()["error"]["message"]

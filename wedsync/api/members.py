@@ -20,7 +20,7 @@ from wedsync.api.conventions import (
     invalid_response,
     refused_response,
 )
-from wedsync.api.serializers import ErrorResponse, StrictCharField
+from wedsync.api.serializers import ErrorResponse, StorableText, unstorable
 from wedsync.api.weddings import wedding_visible
 from wedsync.models import ApiScope, Member
 from wedsync.permissions import ROLE_CHOICES
@@ -77,21 +77,21 @@ class MemberPublicSerializer(MemberSerializer):
 
 class MemberInviteRequest(serializers.Serializer[None]):
     email = serializers.EmailField(max_length=254)
-    first_name = StrictCharField(max_length=150, required=False, allow_blank=True, default="")
-    last_name = StrictCharField(max_length=150, required=False, allow_blank=True, default="")
+    first_name = StorableText(max_length=150, required=False, allow_blank=True, default="")
+    last_name = StorableText(max_length=150, required=False, allow_blank=True, default="")
     role = serializers.ChoiceField(choices=ROLE_CHOICES)
-    display_name = StrictCharField(max_length=150, required=False, allow_blank=True)
+    display_name = StorableText(max_length=150, required=False, allow_blank=True)
     is_key_person = serializers.BooleanField(required=False)
-    vendor_company = StrictCharField(max_length=200, required=False, allow_blank=True)
-    vendor_contact = StrictCharField(max_length=200, required=False, allow_blank=True)
+    vendor_company = StorableText(max_length=200, required=False, allow_blank=True)
+    vendor_contact = StorableText(max_length=200, required=False, allow_blank=True)
 
 
 class MemberChangeRequest(serializers.Serializer[None]):
     role = serializers.ChoiceField(choices=ROLE_CHOICES, required=False)
-    display_name = StrictCharField(max_length=150, required=False, allow_blank=True)
+    display_name = StorableText(max_length=150, required=False, allow_blank=True)
     is_key_person = serializers.BooleanField(required=False)
-    vendor_company = StrictCharField(max_length=200, required=False, allow_blank=True)
-    vendor_contact = StrictCharField(max_length=200, required=False, allow_blank=True)
+    vendor_company = StorableText(max_length=200, required=False, allow_blank=True)
+    vendor_contact = StorableText(max_length=200, required=False, allow_blank=True)
     is_active = serializers.BooleanField(required=False)
 
 
@@ -143,6 +143,9 @@ class MemberListView(APIView):
         body = MemberInviteRequest(data=request.data)
         body.is_valid(raise_exception=True)
         fields = dict(body.validated_data)
+        if unstorable(fields):
+            error = {"code": "invalid", "message": "NUL characters and lone surrogates are not allowed."}
+            return Response({"error": error}, status=status.HTTP_422_UNPROCESSABLE_ENTITY)
         person = {name: fields.pop(name) for name in ("email", "first_name", "last_name")}
 
         def create() -> tuple[int, dict[str, Any]]:
@@ -167,6 +170,9 @@ class MemberDetailView(APIView):
             return refused_response(refused)
         body = MemberChangeRequest(data=request.data)
         body.is_valid(raise_exception=True)
+        if unstorable(dict(body.validated_data)):
+            error = {"code": "invalid", "message": "NUL characters and lone surrogates are not allowed."}
+            return Response({"error": error}, status=status.HTTP_422_UNPROCESSABLE_ENTITY)
         for name, value in body.validated_data.items():
             setattr(member, name, value)
         try:

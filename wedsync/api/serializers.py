@@ -2,8 +2,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.validators import ProhibitNullCharactersValidator
 from drf_spectacular.utils import inline_serializer
 from rest_framework import serializers
+from rest_framework.validators import ProhibitSurrogateCharactersValidator
 
 from wedsync.api.errors import API_ERROR_CODES
 
@@ -16,6 +18,31 @@ class StrictCharField(serializers.CharField):
         if not isinstance(data, str):
             self.fail("invalid")
         return super().to_internal_value(data)
+
+
+class StorableText(StrictCharField):
+    """A string as the schema allows it, whatever its characters: NUL and lone surrogates (which
+    PostgreSQL cannot store) are left for the view to refuse with 422 (:func:`unstorable`), since a
+    request the schema calls valid must not get the 400 of a malformed one."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.validators = [
+            validator
+            for validator in self.validators
+            if not isinstance(validator, ProhibitNullCharactersValidator | ProhibitSurrogateCharactersValidator)
+        ]
+
+
+def unstorable(value: Any) -> bool:
+    """Whether a JSON value holds a string PostgreSQL cannot store: a NUL or a lone surrogate."""
+    if isinstance(value, str):
+        return "\x00" in value or any("\ud800" <= char <= "\udfff" for char in value)
+    if isinstance(value, dict):
+        return any(unstorable(key) or unstorable(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(unstorable(item) for item in value)
+    return False
 
 
 class StrictQuery(serializers.Serializer[None]):
