@@ -112,3 +112,9 @@ def test_a_lone_surrogate_anywhere_is_refused_in_words(party: WeddingParty) -> N
     client = as_user(api(), party.priya.user)
     answer = client.post(url(party), body, content_type="application/json", HTTP_IDEMPOTENCY_KEY="sur")
     assert answer.status_code == 422 and "surrogates" in answer.json()["error"]["message"]
+
+
+def test_control_characters_in_to_are_an_unknown_target_not_a_malformed_request(party: WeddingParty) -> None:
+    body = {"type": "chat.message", "data": {"text": "hi"}, "to": ["\u001e\u001e"]}
+    answer = as_user(api(), party.priya.user).post(url(party), body, format="json", HTTP_IDEMPOTENCY_KEY="rs")
+    assert answer.status_code == 422, answer.json()

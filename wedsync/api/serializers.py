@@ -26,6 +26,7 @@ class StorableText(StrictCharField):
     request the schema calls valid must not get the 400 of a malformed one."""
 
     def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("trim_whitespace", False)  # "\x1e" is whitespace to Python: trimmed, it would be blank
         super().__init__(**kwargs)
         self.validators = [
             validator
