@@ -17,7 +17,7 @@ from realtime.services.sockets import history_viewer_check, socket_event_publish
 from realtime.services.tickets import TicketRefused, ticket_issue
 from wedsync.access_revocation import SESSION_GENERATION_KEY
 from wedsync.api.authentication import RevocableJWTAuthentication
-from wedsync.api.conventions import IDEMPOTENCY_KEY_HEADER, created_once, idempotency_key
+from wedsync.api.conventions import IDEMPOTENCY_KEY_HEADER, created_once, idempotency_key, unstorable_response
 from wedsync.api.errors import Unauthorized
 from wedsync.api.parsers import JSONParser
 from wedsync.api.serializers import ErrorResponse, StorableText, StrictQuery, TicketResponse, unstorable
@@ -153,8 +153,7 @@ class WeddingEventListView(APIView):
         client = ClientInfo.from_request(request)
 
         if unstorable(fields["data"]) or unstorable(fields.get("to", [])):  # the socket refuses them too
-            error = {"code": "invalid", "message": "NUL characters and lone surrogates are not allowed."}
-            return Response({"error": error}, status=status.HTTP_422_UNPROCESSABLE_ENTITY)
+            return unstorable_response()
 
         def create() -> tuple[int, dict[str, Any]]:
             try:

@@ -35,6 +35,12 @@ def refused_response(refused: Refused, *, conflict: int = status.HTTP_409_CONFLI
     return Response({"error": {"code": refused.code, "message": refused.message}}, status=codes.get(refused.code, 403))
 
 
+def unstorable_response() -> Response:
+    """422 for text PostgreSQL cannot store (``wedsync.api.serializers.unstorable``)."""
+    error = {"code": "invalid", "message": "NUL characters and lone surrogates are not allowed."}
+    return Response({"error": error}, status=status.HTTP_422_UNPROCESSABLE_ENTITY)
+
+
 def invalid_response(error: ModelValidationError) -> Response:
     """422: the request is well-formed (the schema's 400 is for that), the object it describes is not."""
     fields = error.message_dict if hasattr(error, "error_dict") else {"non_field_errors": error.messages}

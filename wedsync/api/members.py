@@ -19,6 +19,7 @@ from wedsync.api.conventions import (
     idempotency_key,
     invalid_response,
     refused_response,
+    unstorable_response,
 )
 from wedsync.api.serializers import ErrorResponse, StorableText, unstorable
 from wedsync.api.weddings import wedding_visible
@@ -144,8 +145,7 @@ class MemberListView(APIView):
         body.is_valid(raise_exception=True)
         fields = dict(body.validated_data)
         if unstorable(fields):
-            error = {"code": "invalid", "message": "NUL characters and lone surrogates are not allowed."}
-            return Response({"error": error}, status=status.HTTP_422_UNPROCESSABLE_ENTITY)
+            return unstorable_response()
         person = {name: fields.pop(name) for name in ("email", "first_name", "last_name")}
 
         def create() -> tuple[int, dict[str, Any]]:
@@ -171,8 +171,7 @@ class MemberDetailView(APIView):
         body = MemberChangeRequest(data=request.data)
         body.is_valid(raise_exception=True)
         if unstorable(dict(body.validated_data)):
-            error = {"code": "invalid", "message": "NUL characters and lone surrogates are not allowed."}
-            return Response({"error": error}, status=status.HTTP_422_UNPROCESSABLE_ENTITY)
+            return unstorable_response()
         for name, value in body.validated_data.items():
             setattr(member, name, value)
         try:
