@@ -84,6 +84,7 @@ class Emergency(models.Model):
     class Meta:
         ordering = ["-raised_at", "-id"]
         indexes = [models.Index(fields=["wedding", "resolved_at"], name="emergency_wedding_open_idx")]
+        verbose_name_plural = "emergencies"
 
     def __str__(self) -> str:
         state = "open" if self.resolved_at is None else "resolved"

@@ -8,13 +8,14 @@ from rest_framework import serializers
 from presence.alerts.selectors import AlertState
 from presence.emergency.selectors import EmergencyState, emergency_resolver_view
 from presence.models import Alert, Emergency
+from wedsync.api.serializers import StrictQuery
 
 # A wedding-day's alerts are tens, a long wedding's history a few hundred: one page, bounded.
 ALERTS_PAGE_DEFAULT = 100
 ALERTS_PAGE_MAX = 500
 
 
-class AlertListQuery(serializers.Serializer[None]):
+class AlertListQuery(StrictQuery):
     state = serializers.ChoiceField(choices=[state.value for state in AlertState], default=AlertState.OPEN.value)
     limit = serializers.IntegerField(min_value=1, max_value=ALERTS_PAGE_MAX, default=ALERTS_PAGE_DEFAULT)
 
@@ -72,7 +73,7 @@ EMERGENCIES_PAGE_DEFAULT = 50
 EMERGENCIES_PAGE_MAX = 200
 
 
-class EmergencyListQuery(serializers.Serializer[None]):
+class EmergencyListQuery(StrictQuery):
     state = serializers.ChoiceField(
         choices=[state.value for state in EmergencyState], default=EmergencyState.OPEN.value
     )

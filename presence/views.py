@@ -27,6 +27,7 @@ from presence.serializers import (
     EmergencySerializer,
     PresenceSnapshotResponse,
 )
+from wedsync.api.conventions import ID_MAX
 from wedsync.api.serializers import ErrorResponse
 from wedsync.refusals import Refused
 from wedsync.services.audit import AuditAction, ClientInfo
@@ -34,11 +35,10 @@ from wedsync.services.audit import AuditAction, ClientInfo
 logger = structlog.get_logger(__name__)
 
 # Path ids beyond a bigint name nothing; asking the database would be an error, not an answer.
-_ID_MAX = 2**63 - 1
 
 
 def _ids_exist(*ids: int) -> None:
-    if any(value > _ID_MAX for value in ids):
+    if any(value > ID_MAX for value in ids):
         raise NotFound("No such wedding, alert or emergency.")
 
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from django.contrib.auth.models import User
@@ -17,7 +18,7 @@ from realtime.services.sockets import history_viewer_check, socket_event_publish
 from realtime.services.tickets import TicketRefused, ticket_issue
 from wedsync.access_revocation import SESSION_GENERATION_KEY
 from wedsync.api.authentication import RevocableJWTAuthentication
-from wedsync.api.conventions import IDEMPOTENCY_KEY_HEADER, created_once, idempotency_key, unstorable_response
+from wedsync.api.conventions import ID_MAX, IDEMPOTENCY_KEY_HEADER, created_once, idempotency_key, unstorable_response
 from wedsync.api.errors import Unauthorized
 from wedsync.api.parsers import JSONParser
 from wedsync.api.serializers import ErrorResponse, StorableText, StrictQuery, TicketResponse, unstorable
@@ -111,7 +112,7 @@ class WeddingEventListView(APIView):
         query.is_valid(raise_exception=True)
         params = query.validated_data
         # An id past a bigint names nothing: asked as the largest one, it is refused like any stranger's.
-        asked = min(wedding_id, 2**63 - 1)
+        asked = min(wedding_id, ID_MAX)
         try:
             viewer = history_viewer_check(
                 user_id=request.user.pk or 0, wedding_id=asked, client=ClientInfo.from_request(request)
@@ -149,7 +150,7 @@ class WeddingEventListView(APIView):
         body = WeddingEventPublishRequest(data=request.data)
         body.is_valid(raise_exception=True)
         fields = body.validated_data
-        asked = min(wedding_id, 2**63 - 1)
+        asked = min(wedding_id, ID_MAX)
         client = ClientInfo.from_request(request)
 
         if unstorable(fields["data"]) or unstorable(fields.get("to", [])):  # the socket refuses them too
@@ -165,7 +166,11 @@ class WeddingEventListView(APIView):
                 return _PUBLISH_STATUS.get(refused.code, 403), {"error": error}
             return status.HTTP_201_CREATED, {"seq": published.seq, "id": str(published.id)}
 
-        return created_once(request, key=key, create=create)
+        response = created_once(request, key=key, create=create)
+        retry_after = response.data.get("error", {}).get("retry_after") if response.status_code == 429 else None
+        if retry_after is not None:  # as DRF's own throttles say it, in the header too
+            response["Retry-After"] = str(math.ceil(retry_after))
+        return response
 
 
 def _publish(

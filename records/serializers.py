@@ -16,12 +16,12 @@ from records.models import ConflictResolution, ConflictStatus, Strategy
 from records.registry import RecordKind, kinds, record_kind
 from records.services import MAX_BATCH_OPS
 from records.strategies import Outcome
+from wedsync.api.conventions import ID_MAX
 from wedsync.api.errors import API_ERROR_CODES
-from wedsync.api.serializers import StrictCharField
+from wedsync.api.serializers import StrictCharField, StrictQuery
 
 RECORDS_PAGE_DEFAULT = 500
 RECORDS_PAGE_MAX = 1000
-_BIGINT_MAX = 2**63 - 1
 OUTCOMES = (Outcome.APPLIED, Outcome.MERGED, Outcome.OVERRIDDEN, Outcome.CONFLICT)
 # An op id as the socket's sync takes it (realtime.protocol.OpId), from the Idempotency-Key header:
 # visible ASCII only, as a header carries it unchanged.
@@ -119,8 +119,8 @@ class RecordSerializer(serializers.Serializer[None]):
     values = serializers.DictField(help_text="The record's fields the caller may see.")
 
 
-class RecordListQuery(serializers.Serializer[None]):
-    after = serializers.IntegerField(min_value=0, max_value=_BIGINT_MAX, default=0, help_text="Ids above this.")
+class RecordListQuery(StrictQuery):
+    after = serializers.IntegerField(min_value=0, max_value=ID_MAX, default=0, help_text="Ids above this.")
     limit = serializers.IntegerField(min_value=1, max_value=RECORDS_PAGE_MAX, default=RECORDS_PAGE_DEFAULT)
 
 
@@ -196,7 +196,7 @@ class SyncConflictResponse(SyncReplySerializer):
 class BatchOpSerializer(serializers.Serializer[None]):
     record = serializers.ChoiceField(choices=kind_names())
     id = serializers.IntegerField(
-        min_value=1, max_value=_BIGINT_MAX, allow_null=True, required=False, help_text="null or absent: create."
+        min_value=1, max_value=ID_MAX, allow_null=True, required=False, help_text="null or absent: create."
     )
     base_version = serializers.IntegerField(min_value=1, max_value=2**31 - 1, allow_null=True, required=False)
     changes = serializers.DictField(required=False, default=dict)
@@ -222,7 +222,7 @@ class BatchResponse(serializers.Serializer[None]):
 # --- conflicts ---------------------------------------------------------------------------------------
 
 
-class ConflictListQuery(serializers.Serializer[None]):
+class ConflictListQuery(StrictQuery):
     status = serializers.ChoiceField(choices=[*ConflictStatus.values, "all"], default=ConflictStatus.OPEN.value)
 
 

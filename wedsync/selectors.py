@@ -9,7 +9,15 @@ from django.contrib.auth.models import AnonymousUser, User
 from django.db import connection
 from django.db.models import Exists, OuterRef, Q, QuerySet
 
-from wedsync.models import Agency, CoordinatorAssignment, Member, ServiceAccount, UserTokenGeneration, Wedding
+from wedsync.models import (
+    Agency,
+    AuditLog,
+    CoordinatorAssignment,
+    Member,
+    ServiceAccount,
+    UserTokenGeneration,
+    Wedding,
+)
 
 
 def token_generation_current(*, user_id: int) -> int:
@@ -131,3 +139,10 @@ def weddings_visible(*, user: User | AnonymousUser) -> QuerySet[Wedding]:
         return Wedding.objects.none()
     memberships = Member.objects.filter(user_id=user.pk, is_active=True).values("wedding_id")
     return Wedding.objects.filter(Q(pk__in=weddings_overseen(user=user).values("pk")) | Q(pk__in=memberships))
+
+
+def audit_entries_visible(*, user: User | AnonymousUser) -> QuerySet[AuditLog]:
+    """The audit entries ``user`` may read, as the admin shows them: every entry for a superuser;
+    for staff and service accounts, the entries of the weddings they oversee (entries of no wedding,
+    such as logins, are the superusers'); none for anyone else."""
+    return AuditLog.objects.filter(weddings_overseen_condition(user=user, wedding_path="wedding"))

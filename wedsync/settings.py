@@ -453,12 +453,15 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     # The schema's security schemes: the last authenticator only counts anonymous requests.
     "AUTHENTICATION_WHITELIST": [
+        "wedsync.api.authentication.ApiKeyAuthentication",
         "wedsync.api.authentication.RevocableJWTAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "ENUM_NAME_OVERRIDES": {
         "ErrorCodeEnum": "wedsync.api.errors.API_ERROR_CODES",
         "WeddingStatusEnum": "wedsync.models.WeddingStatus",
+        "AuditOutcomeEnum": "wedsync.models.AuditOutcome",
+        "SyncOutcomeEnum": "records.serializers.OUTCOMES",
     },
 }
 

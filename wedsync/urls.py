@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import TemplateView
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from monitoring.views import healthz, metrics, readyz
 from presence.views import (
@@ -20,6 +20,7 @@ from records.views import (
     RecordListView,
     WeddingStateView,
 )
+from wedsync.api.audit import AuditLogListView
 from wedsync.api.members import MemberDetailView, MemberListView
 from wedsync.api.views import LogoutView, TokenObtainView, TokenRefreshView
 from wedsync.api.weddings import WeddingArchiveView, WeddingDetailView, WeddingListView
@@ -28,6 +29,7 @@ api_v1 = [
     path("auth/token/", TokenObtainView.as_view(), name="token-obtain"),
     path("auth/token/refresh/", TokenRefreshView.as_view(), name="token-refresh"),
     path("auth/logout/", LogoutView.as_view(), name="logout"),
+    path("audit/", AuditLogListView.as_view(), name="audit"),
     path("realtime/tickets/", TicketCreateView.as_view(), name="realtime-ticket"),
     path("weddings/", WeddingListView.as_view(), name="weddings"),
     path("weddings/<int:wedding_id>/", WeddingDetailView.as_view(), name="wedding"),
@@ -61,6 +63,7 @@ api_v1 = [
     ),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
 ]
 
 urlpatterns = [

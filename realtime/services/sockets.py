@@ -229,15 +229,17 @@ def staff_event_publish(
         )
     if not Wedding.objects.filter(pk=wedding_id).exists():  # a superuser oversees any id
         raise PublishRefused(code="not_found", message=f"There is no wedding {wedding_id}.")
+    allowed = ", ".join(sorted(STAFF_EVENT_TYPES))
     try:
         event_type = EventType(type_name)
-        data = event_data_validate(event_type, data)
     except ValueError:
         raise PublishRefused(code="invalid", message=f"type: unknown event type {type_name[:64]!r}") from None
+    if event_type not in STAFF_EVENT_TYPES:  # before the data: server-only types have no client schema
+        raise PublishRefused(code="invalid", message=f"type: staff publish {allowed}")
+    try:
+        data = event_data_validate(event_type, data)
     except FrameError as exc:
         raise PublishRefused(code="invalid", message=exc.message) from None
-    if event_type not in STAFF_EVENT_TYPES:
-        raise PublishRefused(code="invalid", message=f"type: staff publish {', '.join(sorted(STAFF_EVENT_TYPES))}")
     priority = DEFAULT_PRIORITY[event_type] if priority_name is None else Priority.from_wire(priority_name)
     if priority >= Priority.CRITICAL:
         raise PublishRefused(code="invalid", message=f"priority: {priority_name} is not allowed for {event_type}")

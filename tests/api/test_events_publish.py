@@ -89,6 +89,7 @@ def test_each_credential_has_its_publish_rate_and_a_refusal_is_not_kept(party: W
     assert codes == [201, 201, 429]
     limited = client.post(url(party), ANNOUNCEMENT, format="json", HTTP_IDEMPOTENCY_KEY="r2")
     assert limited.status_code == 429 and limited.json()["error"]["retry_after"] > 0
+    assert int(limited["Retry-After"]) >= limited.json()["error"]["retry_after"]
     assert "Idempotent-Replayed" not in limited  # answered again, not replayed: the retry may succeed later
 
 

@@ -8,17 +8,18 @@ body that matches the documented schema; schemathesis's other default checks (va
 invalid data refused, a missing or wrong credential refused, an undocumented method answered 405
 with ``Allow``) run too.
 
-Two passes, one test per operation each: as the seeded wedding's planner (a fresh bearer token for
+Four passes, one test per operation each: as the seeded wedding's planner (a fresh bearer token for
 every request, so that the logout operation, which revokes every token of its user, cannot starve
-the requests after it) and with no credentials at all (schemathesis then sends none, a made-up bearer
-token or a made-up session cookie). Half the path ids and usernames are the seeded ones, so the
-answers about rows that exist (200 bodies, the other wedding's 403) are checked too, not only 404s;
-each test fails if the answers it must have checked never came.
+the requests after it), as a coordinator who oversees it (staff, the same way), with the API key of
+a service account holding every scope over it, and with no credentials at all (schemathesis then
+sends none, a made-up bearer token or a made-up session cookie). Half the path ids and usernames
+are the seeded ones, so the answers about rows that exist (200 bodies, the other wedding's 403) are
+checked too, not only 404s; each test fails if the answers it must have checked never came.
 
 Reproducible: Hypothesis is derandomized (the requests depend only on the test and the library
 versions, which the lock pins) and its example database is off, so CI replays exactly what a
 developer's run did. Bounded: ``MAX_EXAMPLES`` generated requests per operation and pass on top of
-the coverage phase's fixed set: roughly three thousand requests in all.
+the coverage phase's fixed set: roughly six thousand requests in all.
 
 The requests run in the test's own thread and really commit (``transactional_db``): commit hooks
 (the fan-out of an acknowledgement or a resolution) and Django's per-request connection handling run
@@ -44,9 +45,10 @@ from records.models import Conflict, Strategy, WeddingStrategy
 from records.services import SyncRequest, actor_for_member, record_sync
 from tests.api.conftest import call_passed
 from tests.factories import PASSWORD, AlertFactory, RsvpFactory, TaskFactory, TimelineItemFactory, device_presence
-from tests.personas import WeddingParty, make_wedding_party
-from wedsync.models import Member
+from tests.personas import WeddingParty, make_coordinator, make_wedding_party
+from wedsync.models import ApiScope, Member
 from wedsync.services.auth import access_token_issue
+from wedsync.services.service_accounts import service_account_create, service_account_key_issue
 from wedsync.wsgi import application
 
 pytestmark = [pytest.mark.requires_postgres, pytest.mark.requires_redis]
@@ -65,6 +67,7 @@ OWN_EMERGENCY, OTHER_EMERGENCY = 9_300_001, 9_300_002
 OWN_ITEM, OWN_TASK, OWN_RSVP, OTHER_ITEM = 9_400_001, 9_400_002, 9_400_003, 9_400_004
 OWN_CONFLICT, OTHER_CONFLICT = 9_500_001, 9_500_002
 PLANNER, GUEST = "priya-fuzz-own", "gil-fuzz-own"  # personas' usernames: <name>-<wedding slug>
+COORDINATOR = "cora-fuzz"  # staff overseeing the own wedding (its agency), not the other
 
 
 def _emergency(*, raised_by: Member, emergency_id: int) -> None:
@@ -86,9 +89,19 @@ def _conflict(party: WeddingParty, *, item_id: int, conflict_id: int) -> None:
 
 
 @pytest.fixture
-def seeded(transactional_db: None) -> None:
+def seeded(transactional_db: None) -> str:
+    """Seeds the database; returns the raw API key of a service account overseeing the own wedding."""
     own = make_wedding_party(pk=OWN_WEDDING, slug="fuzz-own")
     other = make_wedding_party(pk=OTHER_WEDDING, slug="fuzz-other")
+    make_coordinator(own.wedding, name=COORDINATOR)
+    account = service_account_create(
+        name="Fuzz CRM",
+        scopes=[scope.value for scope in ApiScope],
+        agency=own.wedding.agency,
+        weddings=(),
+        actor=None,
+    )
+    _key, raw_key = service_account_key_issue(account=account, name="fuzz", actor=None)
     for member, location in ((own.paula, "ceremony_area"), (own.priya, None), (own.gil, None)):
         presence_device_join(device=device_presence(member, device=f"dev-{member.pk}", location=location))
     AlertFactory(pk=OWN_ALERTS[0], wedding=own.wedding, member=own.paula)
@@ -102,6 +115,7 @@ def seeded(transactional_db: None) -> None:
     TimelineItemFactory(pk=OTHER_ITEM, wedding=other.wedding)
     _conflict(own, item_id=OWN_ITEM, conflict_id=OWN_CONFLICT)
     _conflict(other, item_id=OTHER_ITEM, conflict_id=OTHER_CONFLICT)
+    return raw_key
 
 
 def _served_schema() -> schemathesis.BaseSchema:
@@ -133,9 +147,10 @@ def _served_schema() -> schemathesis.BaseSchema:
             },
             "checks": {
                 # The schema cannot say which values fit the wedding (a member of it, an end after
-                # the start, a version the record has reached): those are refused 422, as documented.
+                # the start, a version the record has reached): those are refused 422, as documented,
+                # and an If-Match the wedding is no longer at is 412.
                 "positive_data_acceptance": {
-                    "expected-statuses": ["2xx", "3xx", "401", "403", "404", "409", "422", "429", "5xx"]
+                    "expected-statuses": ["2xx", "3xx", "401", "403", "404", "409", "412", "422", "429", "5xx"]
                 },
                 # A change without If-Match is answered 428 (precondition_required), as documented.
                 "missing_required_header": {"expected-statuses": ["400", "401", "403", "406", "415", "422", "428"]},
@@ -147,11 +162,15 @@ def _served_schema() -> schemathesis.BaseSchema:
 
 planner_api = _served_schema()
 anonymous_api = _served_schema()
+coordinator_api = _served_schema()
+key_api = _served_schema()
 
 
 # Requests are generated in part when this module is collected (the coverage phase), before the test
-# database exists: the planner's requests carry this stand-in, swapped for a fresh token when sent.
+# database exists: the requests carry these stand-ins, swapped for a fresh token or the seeded key when sent.
 PLANNER_TOKEN_STANDIN = "planner-token-standin"
+COORDINATOR_TOKEN_STANDIN = "coordinator-token-standin"
+KEY_STANDIN = "key-standin"
 
 
 @planner_api.auth(refresh_interval=None)
@@ -163,9 +182,28 @@ class PlannerToken:
         case.headers["Authorization"] = f"Bearer {data}"
 
 
+@coordinator_api.auth(refresh_interval=None)
+class CoordinatorToken:
+    def get(self, case: schemathesis.Case, context: schemathesis.AuthContext) -> str:
+        return COORDINATOR_TOKEN_STANDIN
+
+    def set(self, case: schemathesis.Case, data: str, context: schemathesis.AuthContext) -> None:
+        case.headers["Authorization"] = f"Bearer {data}"
+
+
+@key_api.auth(refresh_interval=None)
+class ServiceAccountKey:
+    def get(self, case: schemathesis.Case, context: schemathesis.AuthContext) -> str:
+        return KEY_STANDIN
+
+    def set(self, case: schemathesis.Case, data: str, context: schemathesis.AuthContext) -> None:
+        case.headers["Authorization"] = f"Api-Key {data}"
+
+
 # Answers each pass must have checked at least once, by operation. A pass whose requests never reached
 # a seeded row would check only refusals: this makes such a run fail instead of passing quietly.
 PLANNER_REACHES: dict[str, set[int]] = {
+    "GET /api/v1/audit/": {403},  # staff and keys: STAFF_REACHES
     "GET /api/v1/weddings/": {200, 400},
     "POST /api/v1/weddings/": {403},  # a planner creates none; 201: tests/api/test_weddings.py
     "GET /api/v1/weddings/{wedding_id}/": {200, 403},
@@ -201,7 +239,55 @@ PLANNER_REACHES: dict[str, set[int]] = {
         409,
     },  # the rest: SENT_AS_GIVEN
 }
+# The staff passes: a coordinator overseeing the own wedding (not the other), and a key of a service
+# account with every scope over the same agency. Unlike the planner, neither is a member.
+COORDINATOR_REACHES: dict[str, set[int]] = {
+    "GET /api/v1/audit/": {200, 400},
+    "GET /api/v1/weddings/": {200, 400},
+    "POST /api/v1/weddings/": {403},  # a generated agency is never theirs; 201: tests/api/test_weddings.py
+    "GET /api/v1/weddings/{wedding_id}/": {200, 403},
+    "PATCH /api/v1/weddings/{wedding_id}/": {403, 412},  # 200: tests/api/test_weddings.py
+    "POST /api/v1/weddings/{wedding_id}/archive/": {200, 403},
+    "GET /api/v1/weddings/{wedding_id}/members/": {200, 403},
+    "POST /api/v1/weddings/{wedding_id}/members/": {201, 403},
+    "PATCH /api/v1/weddings/{wedding_id}/members/{member_id}/": {403, 404},
+    "DELETE /api/v1/weddings/{wedding_id}/members/{member_id}/": {403, 404},
+    "GET /api/v1/weddings/{wedding_id}/events/": {200, 400, 403},
+    "POST /api/v1/weddings/{wedding_id}/events/": {403, 422},  # 201: tests/api/test_events_publish.py
+    "POST /api/v1/auth/token/": {200, 401},
+    "POST /api/v1/auth/token/refresh/": {400, 401},
+    "POST /api/v1/auth/logout/": {204},
+    "POST /api/v1/realtime/tickets/": {201},
+    "GET /api/v1/weddings/{wedding_id}/alerts/": {200, 400, 403},
+    "POST /api/v1/weddings/{wedding_id}/alerts/{alert_id}/ack/": {403, 404},
+    "GET /api/v1/weddings/{wedding_id}/emergencies/": {200, 400, 403},
+    "POST /api/v1/weddings/{wedding_id}/emergencies/{emergency_id}/resolve/": {403, 404},
+    "GET /api/v1/weddings/{wedding_id}/presence/": {200, 403},
+    "GET /api/v1/weddings/{wedding_id}/state/": {200, 403},
+    "GET /api/v1/weddings/{wedding_id}/records/{kind}/": {200, 403},
+    "POST /api/v1/weddings/{wedding_id}/records/{kind}/": {403, 422},
+    "GET /api/v1/weddings/{wedding_id}/records/{kind}/{record_id}/": {200, 403},
+    "PATCH /api/v1/weddings/{wedding_id}/records/{kind}/{record_id}/": {403, 422},
+    "DELETE /api/v1/weddings/{wedding_id}/records/{kind}/{record_id}/": {403, 409},
+    "POST /api/v1/weddings/{wedding_id}/records/batch/": {200, 403, 422},
+    "GET /api/v1/weddings/{wedding_id}/conflicts/": {200, 403},
+    "POST /api/v1/weddings/{wedding_id}/conflicts/{conflict_id}/resolve/": {200, 403, 404, 409},
+}
+KEY_REACHES: dict[str, set[int]] = {
+    **{operation: statuses - {201, 204} for operation, statuses in COORDINATOR_REACHES.items()},
+    "GET /api/v1/audit/": {200, 400},
+    "POST /api/v1/weddings/": {403},  # 201: tests/api/test_weddings.py
+    "POST /api/v1/weddings/{wedding_id}/members/": {201, 403, 422},
+    "POST /api/v1/auth/logout/": {403},  # a key is no session to end
+    "POST /api/v1/realtime/tickets/": {201},  # an observer's socket
+    "POST /api/v1/weddings/{wedding_id}/records/{kind}/": {403},  # keys write no records
+    "PATCH /api/v1/weddings/{wedding_id}/records/{kind}/{record_id}/": {403},
+    "DELETE /api/v1/weddings/{wedding_id}/records/{kind}/{record_id}/": {403},
+    "POST /api/v1/weddings/{wedding_id}/records/batch/": {200, 403},
+    "POST /api/v1/weddings/{wedding_id}/conflicts/{conflict_id}/resolve/": {403, 404},
+}
 ANONYMOUS_REACHES: dict[str, set[int]] = {
+    "GET /api/v1/audit/": {401},
     "GET /api/v1/weddings/": {401},
     "POST /api/v1/weddings/": {401},
     "GET /api/v1/weddings/{wedding_id}/": {401},
@@ -237,13 +323,18 @@ ANONYMOUS_REACHES: dict[str, set[int]] = {
 class Answers:
     """Calls and validates each case, and remembers which statuses each operation answered with."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, raw_key: str) -> None:
         self.seen: dict[str, set[int]] = {}
+        self.raw_key = raw_key
 
     def call_and_validate(self, case: schemathesis.Case) -> None:
-        if case.headers.get("Authorization") == f"Bearer {PLANNER_TOKEN_STANDIN}":
-            planner = get_user_model().objects.get(username=PLANNER)
-            case.headers["Authorization"] = f"Bearer {access_token_issue(user=planner)}"
+        credential = case.headers.get("Authorization")
+        for standin, username in ((PLANNER_TOKEN_STANDIN, PLANNER), (COORDINATOR_TOKEN_STANDIN, COORDINATOR)):
+            if credential == f"Bearer {standin}":
+                user = get_user_model().objects.get(username=username)
+                case.headers["Authorization"] = f"Bearer {access_token_issue(user=user)}"
+        if credential == f"Api-Key {KEY_STANDIN}":
+            case.headers["Authorization"] = f"Api-Key {self.raw_key}"
         response = case.call_and_validate()
         self.seen.setdefault(case.operation.label, set()).add(response.status_code)
 
@@ -257,11 +348,12 @@ class Answers:
 
 
 @pytest.fixture
-def answers(seeded: None, request: pytest.FixtureRequest) -> Iterator[Answers]:
-    answers = Answers()
+def answers(seeded: str, request: pytest.FixtureRequest) -> Iterator[Answers]:
+    answers = Answers(raw_key=seeded)
     yield answers
     if call_passed(request.node):  # after a failure, the failure is the news
-        answers.assert_reached(PLANNER_REACHES if "planner" in request.node.name else ANONYMOUS_REACHES)
+        passes = {"planner": PLANNER_REACHES, "coordinator": COORDINATOR_REACHES, "key": KEY_REACHES}
+        answers.assert_reached(next((v for k, v in passes.items() if k in request.node.name), ANONYMOUS_REACHES))
 
 
 # The seeded database and the recorder are set up once per operation, not per request, on purpose.
@@ -277,6 +369,18 @@ def test_every_answer_to_the_planner_is_documented(case: schemathesis.Case, answ
 @anonymous_api.parametrize()
 @ONCE_PER_OPERATION
 def test_every_answer_without_credentials_is_documented(case: schemathesis.Case, answers: Answers) -> None:
+    answers.call_and_validate(case)
+
+
+@coordinator_api.parametrize()
+@ONCE_PER_OPERATION
+def test_every_answer_to_the_coordinator_is_documented(case: schemathesis.Case, answers: Answers) -> None:
+    answers.call_and_validate(case)
+
+
+@key_api.parametrize()
+@ONCE_PER_OPERATION
+def test_every_answer_to_a_service_account_key_is_documented(case: schemathesis.Case, answers: Answers) -> None:
     answers.call_and_validate(case)
 
 
@@ -333,7 +437,7 @@ SENT_AS_GIVEN = [
 
 @pytest.mark.parametrize(("method", "path", "path_parameters", "headers", "body", "status", "query"), SENT_AS_GIVEN)
 def test_answers_sent_as_given_are_documented(
-    seeded: None,
+    seeded: str,
     method: str,
     path: str,
     path_parameters: dict[str, Any],

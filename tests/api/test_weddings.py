@@ -15,7 +15,9 @@ from tests.factories import WeddingFactory
 from tests.personas import WeddingParty, make_coordinator, make_superuser, make_wedding_party
 from tests.presence.test_alerts_api import as_user
 from wedsync.models import Agency, ApiScope, AuditLog, Wedding
+from wedsync.refusals import Refused
 from wedsync.services.service_accounts import service_account_create, service_account_key_issue
+from wedsync.services.weddings import wedding_archive, wedding_update
 
 pytestmark = [pytest.mark.django_db, pytest.mark.requires_postgres, pytest.mark.requires_redis]
 
@@ -88,6 +90,19 @@ def test_filters_and_cursor_pages_are_stable_while_weddings_are_added() -> None:
     assert bad.status_code == 400 and set(bad.json()["error"]["fields"]) == {"page_size", "status"}
 
 
+def test_a_page_boundary_inside_a_day_neither_skips_nor_repeats_weddings() -> None:
+    day = dt.date(2027, 6, 12)
+    same_day = [WeddingFactory(date=day) for _ in range(4)]
+    client = as_user(api(), make_superuser())
+    first = client.get("/api/v1/weddings/", {"page_size": "2"}).json()
+    assert [w["id"] for w in first["results"]] == [same_day[0].pk, same_day[1].pk]
+    Wedding.objects.filter(pk=same_day[0].pk).update(archived_at=dt.datetime(2027, 1, 1, tzinfo=dt.UTC))
+    later = WeddingFactory(date=day)  # the same day, a higher id: after the boundary
+    second = client.get(first["next"]).json()
+    third = client.get(second["next"]).json()
+    assert [w["id"] for w in second["results"] + third["results"]] == [same_day[2].pk, same_day[3].pk, later.pk]
+
+
 # --- create -----------------------------------------------------------------------------------------
 
 
@@ -99,6 +114,7 @@ def test_a_coordinator_creates_a_wedding_once_however_often_the_request_is_retri
     assert first.status_code == 201, first.json()
     again = client.post("/api/v1/weddings/", body, format="json", HTTP_IDEMPOTENCY_KEY="crm-42")
     assert again.status_code == 201 and again.json() == first.json() and again["Idempotent-Replayed"] == "true"
+    assert first["Location"] == again["Location"] == f"/api/v1/weddings/{first.json()['id']}/"
     assert Wedding.objects.filter(name="Rita & Joao").count() == 1
     reused = client.post("/api/v1/weddings/", new_wedding(name="Other"), format="json", HTTP_IDEMPOTENCY_KEY="crm-42")
     assert reused.status_code == 422 and reused.json()["error"]["code"] == "invalid"
@@ -138,6 +154,13 @@ def test_a_key_creates_in_its_agency_only_with_the_weddings_scope() -> None:
 # --- retrieve, update, archive ----------------------------------------------------------------------
 
 
+def test_a_method_a_path_lacks_is_405_for_a_key_too(party: WeddingParty) -> None:
+    keyed = key_for(scopes=["read", "weddings"], weddings=(party.wedding,))
+    gone = keyed.delete(f"/api/v1/weddings/{party.wedding.pk}/")
+    assert gone.status_code == 405 and gone.json()["error"]["code"] == "invalid"
+    assert keyed.options(f"/api/v1/weddings/{party.wedding.pk}/").status_code == 200
+
+
 def test_a_stranger_is_refused_alike_whether_or_not_the_wedding_exists(party: WeddingParty) -> None:
     stranger = as_user(api(), make_wedding_party().priya.user)
     answers = [stranger.get(f"/api/v1/weddings/{pk}/") for pk in (party.wedding.pk, 987654)]
@@ -173,3 +196,35 @@ def test_archiving_is_idempotent_and_takes_the_wedding_out_of_lists(party: Weddi
         party.wedding.pk
     ]
     assert AuditLog.objects.filter(action="wedding.change", details__op="archive").count() == 1
+
+
+def test_text_postgresql_cannot_store_is_422_and_a_blank_name_is_invalid(party: WeddingParty, cora: User) -> None:
+    client = as_user(api(), cora)
+    agency = Agency.objects.get(coordinators=cora).pk
+    nul = client.post(
+        "/api/v1/weddings/", new_wedding(agency=agency, name="A\x00B"), format="json", HTTP_IDEMPOTENCY_KEY="n"
+    )
+    assert nul.status_code == 422 and "NUL" in nul.json()["error"]["message"]
+    blank = client.post(
+        "/api/v1/weddings/", new_wedding(agency=agency, name="\x1e "), format="json", HTTP_IDEMPOTENCY_KEY="b"
+    )
+    assert blank.status_code == 422 and set(blank.json()["error"]["fields"]) == {"name"}
+    url = f"/api/v1/weddings/{party.wedding.pk}/"
+    etag = client.get(url)["ETag"]
+    escaped = '{"venue_name": "\\ud800"}'  # a lone surrogate, as JSON escapes it
+    surrogate = client.patch(url, escaped, content_type="application/json", HTTP_IF_MATCH=etag)
+    assert surrogate.status_code == 422 and surrogate.json()["error"]["code"] == "invalid"
+    trimmed = client.patch(url, {"venue_name": "  Casa  "}, format="json", HTTP_IF_MATCH=etag)
+    assert trimmed.status_code == 200 and trimmed.json()["venue_name"] == "Casa"
+    assert not Wedding.objects.filter(name__contains="B").exclude(pk=party.wedding.pk).exists()
+
+
+def test_a_wedding_deleted_after_the_access_check_is_refused_not_found(cora: User) -> None:
+    gone = WeddingFactory()
+    gone_id = gone.pk
+    gone.delete()
+    with pytest.raises(Refused) as archived:
+        wedding_archive(wedding_id=gone_id, actor=cora)
+    with pytest.raises(Refused) as updated:
+        wedding_update(wedding_id=gone_id, changes={}, expected_etag='"1-1"', actor=cora)
+    assert archived.value.code == updated.value.code == "not_found"

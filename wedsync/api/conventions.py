@@ -17,6 +17,9 @@ from wedsync.api.errors import PreconditionRequired
 from wedsync.refusals import Refused
 from wedsync.services.idempotency import Answer, idempotent_create
 
+# The largest id PostgreSQL stores (bigint): a bigger one in a path or a query names nothing.
+ID_MAX = 2**63 - 1
+
 IDEMPOTENCY_KEY = re.compile(r"^[!-~]{1,128}$")
 IDEMPOTENCY_KEY_HEADER = OpenApiParameter(
     "Idempotency-Key",

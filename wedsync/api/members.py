@@ -14,6 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from wedsync.api.conventions import (
+    ID_MAX,
     IDEMPOTENCY_KEY_HEADER,
     created_once,
     idempotency_key,
@@ -34,8 +35,6 @@ from wedsync.services.members import (
     member_remove,
     member_save,
 )
-
-_ID_MAX = 2**63 - 1
 
 
 class MemberSerializer(serializers.ModelSerializer[Member]):
@@ -191,7 +190,7 @@ class MemberDetailView(APIView):
 
 
 def _ids(*ids: int) -> None:
-    if any(value > _ID_MAX for value in ids):
+    if any(value > ID_MAX for value in ids):
         raise Refused(code="not_found", message="No such wedding or member.")
 
 

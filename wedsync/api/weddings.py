@@ -8,6 +8,9 @@ import re
 from typing import Any
 
 from django.core.exceptions import ValidationError as ModelValidationError
+from django.db.models import CharField, Value
+from django.db.models.functions import Cast, Concat, LPad
+from django.urls import reverse
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, serializers, status
 from rest_framework.pagination import CursorPagination
@@ -16,15 +19,17 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from wedsync.api.conventions import (
+    ID_MAX,
     IDEMPOTENCY_KEY_HEADER,
     created_once,
     idempotency_key,
     invalid_response,
     refused_response,
     replayed_response,
+    unstorable_response,
 )
 from wedsync.api.errors import PreconditionRequired
-from wedsync.api.serializers import ErrorResponse, StrictCharField, StrictQuery
+from wedsync.api.serializers import ErrorResponse, StorableText, StrictQuery, unstorable
 from wedsync.models import ApiScope, Wedding, WeddingStatus
 from wedsync.refusals import Refused
 from wedsync.selectors import weddings_visible
@@ -42,7 +47,6 @@ from wedsync.services.weddings import (
 )
 
 ETAG = re.compile(r'^"[0-9]{1,19}-[0-9]{1,20}"$')
-_ID_MAX = 2**63 - 1
 
 
 class WeddingSerializer(serializers.ModelSerializer[Wedding]):
@@ -67,12 +71,12 @@ class WeddingSerializer(serializers.ModelSerializer[Wedding]):
 
 
 class WeddingCreateRequest(serializers.Serializer[None]):
-    name = StrictCharField(min_length=1, max_length=200)
+    name = StorableText(min_length=1, max_length=200)
     date = serializers.DateField(help_text="The wedding day, in the wedding's own time zone.")
-    time_zone = StrictCharField(min_length=1, max_length=64, help_text="IANA, e.g. Europe/Lisbon.")
+    time_zone = StorableText(min_length=1, max_length=64, help_text="IANA, e.g. Europe/Lisbon.")
     ceremony_at = serializers.DateTimeField(help_text="On the wedding's local day.")
-    venue_name = StrictCharField(max_length=200, required=False, allow_blank=True)
-    venue_address = StrictCharField(required=False, allow_blank=True)
+    venue_name = StorableText(max_length=200, required=False, allow_blank=True)
+    venue_address = StorableText(required=False, allow_blank=True)
     status = serializers.ChoiceField(choices=WeddingStatus.choices, required=False)
     agency = serializers.IntegerField(
         required=False, help_text="Required unless you are a superuser; one whose weddings you oversee."
@@ -80,12 +84,12 @@ class WeddingCreateRequest(serializers.Serializer[None]):
 
 
 class WeddingUpdateRequest(serializers.Serializer[None]):
-    name = StrictCharField(min_length=1, max_length=200, required=False)
+    name = StorableText(min_length=1, max_length=200, required=False)
     date = serializers.DateField(required=False)
-    time_zone = StrictCharField(min_length=1, max_length=64, required=False)
+    time_zone = StorableText(min_length=1, max_length=64, required=False)
     ceremony_at = serializers.DateTimeField(required=False)
-    venue_name = StrictCharField(max_length=200, required=False, allow_blank=True)
-    venue_address = StrictCharField(required=False, allow_blank=True)
+    venue_name = StorableText(max_length=200, required=False, allow_blank=True)
+    venue_address = StorableText(required=False, allow_blank=True)
     status = serializers.ChoiceField(choices=WeddingStatus.choices, required=False)
 
 
@@ -107,12 +111,23 @@ class WeddingPage(serializers.Serializer[None]):
 
 
 class WeddingCursor(CursorPagination):
-    """Stable pages however weddings are added meanwhile: by day, then id (unique, never edited)."""
+    """By day, then id. DRF places a cursor on one field, so that field is both in one unique key
+    (``2027-06-12:0000000000000000042``): a page boundary on a busy day then never skips or repeats
+    a wedding, however many are added, archived or moved meanwhile."""
 
-    ordering = ("date", "id")
+    ordering = "day_key"
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 200
+
+    def paginate_queryset(self, queryset: Any, request: Request, view: Any = None) -> list[Any] | None:
+        day_key = Concat(
+            Cast("date", CharField()),
+            Value(":"),
+            LPad(Cast("id", CharField()), 19, Value("0")),
+            output_field=CharField(),
+        )
+        return super().paginate_queryset(queryset.annotate(day_key=day_key), request, view)
 
 
 def _with_etag(wedding: Wedding, *, status_code: int = 200) -> Response:
@@ -174,7 +189,9 @@ class WeddingListView(APIView):
         key = idempotency_key(request)
         body = WeddingCreateRequest(data=request.data)
         body.is_valid(raise_exception=True)
-        fields = dict(body.validated_data)
+        if unstorable(body.validated_data):
+            return unstorable_response()
+        fields = _trimmed(body.validated_data)
         client = ClientInfo.from_request(request)
         user = request.user
         try:
@@ -197,13 +214,13 @@ class WeddingListView(APIView):
         except Refused as refused:
             return refused_response(refused)
         if answer is not None:
-            return replayed_response(answer)
+            return _located(replayed_response(answer))
 
         def create() -> tuple[int, dict[str, Any]]:
             wedding = wedding_create(fields=fields, agency=agency, actor=request.user, client=client)  # type: ignore[arg-type]
             return status.HTTP_201_CREATED, dict(WeddingSerializer(wedding).data)
 
-        return created_once(request, key=key, create=create)
+        return _located(created_once(request, key=key, create=create))
 
 
 class WeddingDetailView(APIView):
@@ -250,10 +267,12 @@ class WeddingDetailView(APIView):
             raise exceptions.ValidationError({"If-Match": ['The ETag as read: "<id>-<version>".']})
         body = WeddingUpdateRequest(data=request.data)
         body.is_valid(raise_exception=True)
+        if unstorable(body.validated_data):
+            return unstorable_response()
         try:
             wedding = wedding_update(
                 wedding_id=wedding_id,
-                changes=dict(body.validated_data),
+                changes=_trimmed(body.validated_data),
                 expected_etag=etag,
                 actor=request.user,  # type: ignore[arg-type]
                 client=ClientInfo.from_request(request),
@@ -276,12 +295,32 @@ class WeddingArchiveView(APIView):
             wedding_visible(request, wedding_id, write=True)
         except Refused as refused:
             return refused_response(refused)
-        wedding = wedding_archive(wedding_id=wedding_id, actor=request.user, client=ClientInfo.from_request(request))  # type: ignore[arg-type]
+        try:
+            wedding = wedding_archive(
+                wedding_id=wedding_id,
+                actor=request.user,  # type: ignore[arg-type]
+                client=ClientInfo.from_request(request),
+            )
+        except Refused as refused:  # deleted since the check above
+            return refused_response(refused)
         return _with_etag(wedding)
 
 
+def _located(response: Response) -> Response:
+    """A creation's answer (the first or a replay) says where the wedding lives."""
+    if response.status_code == status.HTTP_201_CREATED:
+        response["Location"] = reverse("wedding", kwargs={"wedding_id": response.data["id"]})
+    return response
+
+
+def _trimmed(fields: dict[str, Any]) -> dict[str, Any]:
+    """The fields with their text trimmed, as DRF would have: trimming after the schema's checks
+    makes a blank name (say, one control character) the model's 422, not the schema's 400."""
+    return {name: value.strip() if isinstance(value, str) else value for name, value in fields.items()}
+
+
 def wedding_visible(request: Request, wedding_id: int, *, write: bool) -> Wedding:
-    if wedding_id > _ID_MAX:
+    if wedding_id > ID_MAX:
         raise Refused(code="not_found", message="No such wedding.")
     is_key = request.auth is not None and hasattr(request.auth, "service_account")
     return wedding_access_check(

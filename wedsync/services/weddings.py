@@ -110,7 +110,7 @@ def wedding_update(
     """Apply ``changes`` if the wedding is still as the caller read it (``expected_etag``, from
     :func:`wedding_etag`); :class:`Refused` ``conflict`` otherwise, nothing written."""
     with transaction.atomic():
-        wedding = Wedding.objects.select_for_update().get(pk=wedding_id)
+        wedding = _locked(wedding_id)
         if wedding_etag(wedding) != expected_etag:
             raise Refused(code="conflict", message="The wedding changed since you read it: read it again and retry.")
         changed = sorted(name for name in WEDDING_FIELDS if name in changes and getattr(wedding, name) != changes[name])
@@ -126,11 +126,20 @@ def wedding_update(
 def wedding_archive(*, wedding_id: int, actor: User, client: ClientInfo | None = None) -> Wedding:
     """Archive a wedding (idempotent): it leaves lists unless asked for; nothing in it is deleted."""
     with transaction.atomic():
-        wedding = Wedding.objects.select_for_update().get(pk=wedding_id)
+        wedding = _locked(wedding_id)
         if wedding.archived_at is None:
             wedding.archived_at = timezone.now()
             wedding.save(update_fields=["archived_at", "updated_at"])
             _change_audit(wedding, actor=actor, client=client, details={"op": "archive"})
+    return wedding
+
+
+def _locked(wedding_id: int) -> Wedding:
+    """The wedding, locked for this transaction; deleted since the caller's access check, it is
+    refused as any unknown wedding is."""
+    wedding = Wedding.objects.select_for_update().filter(pk=wedding_id).first()
+    if wedding is None:
+        raise Refused(code="not_found", message="No such wedding.")
     return wedding
 
 
