@@ -48,6 +48,17 @@ class Profile:
     records_warmup: float = 2.0
     records_items: int = 50
     records_editors: int = 20
+    # Server-side publish over HTTP (issue 20): http_weddings x http_members, the planners publishing
+    # at each total rate (events/s over all weddings) in turn, over sockets and over HTTP.
+    http_weddings: int = 50
+    http_members: int = 20
+    # Steps of ~1.25-1.33x, so the ratio of two variants' capacities is known within that: each
+    # rate x http_seconds / http_weddings is whole, so every planner sends the same count.
+    http_rates: list[float] = field(
+        default_factory=lambda: [50.0, 75.0, 100.0, 125.0, 150.0, 200.0, 250.0, 300.0, 400.0, 500.0, 600.0, 800.0]
+    )
+    http_seconds: float = 6.0
+    http_warmup: float = 2.0
     repeats: int = 2
 
 
@@ -75,6 +86,8 @@ PROFILES = {
         presence_rates=[100, 200, 400, 800],
         presence_seconds=20,
         records_seconds=60,
+        http_rates=[50, 75, 100, 125, 150, 200, 250, 300, 400, 500, 600, 800, 1000, 1200, 1600],
+        http_seconds=15,
         repeats=3,
     ),
 }
@@ -97,6 +110,8 @@ def _run_scenario(name: str, profile: Profile, kinds: list[str], workers: int) -
                 editors=profile.records_editors,
                 timeline_items=profile.records_items,
             )
+        elif name == "http_publish":
+            weddings = servers.seed(env, weddings=profile.http_weddings, members=profile.http_members)
         else:
             weddings = servers.seed(env, weddings=1, members=1000)
         for kind in kinds:
@@ -141,6 +156,17 @@ def _run_scenario(name: str, profile: Profile, kinds: list[str], workers: int) -
                     warmup=profile.records_warmup,
                     workers=workers,
                 )
+            elif name == "http_publish":
+                one[kind] = scenarios.http_publish(
+                    kind,
+                    env,
+                    weddings,
+                    rates=profile.http_rates,
+                    seconds=profile.http_seconds,
+                    warmup=profile.http_warmup,
+                    repeat=repeat,
+                    workers=workers,
+                )
             _say(f"  {report.headline(name, one[kind])}")
         runs.append(one)
     return {"runs": runs}
@@ -154,7 +180,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="WedSync Realtime benchmark (docs/benchmarks.md).")
     parser.add_argument("--full", action="store_true", help="the full sizes (tens of minutes)")
     parser.add_argument(
-        "--only", default="saturday,bigroom,sizes,storm,presence,records", help="comma-separated scenarios"
+        "--only",
+        default="saturday,bigroom,sizes,storm,presence,records,http_publish",
+        help="comma-separated scenarios",
     )
     parser.add_argument("--servers", default=",".join(SERVER_KINDS), help="comma-separated server kinds")
     parser.add_argument("--repeats", type=int, help="override the profile's repeats (1-5)")

@@ -8,6 +8,10 @@ stored, never assumed) and the latency of every live delivery. Loops are bounded
 deadlines; the only address is the 127.0.0.1 URL the bench passes in. This module is the main
 process's side; the sockets and what they record are :mod:`bench.worker`'s.
 
+Publishing over HTTP (``http_publish``, :mod:`bench.http_publishers`): the publishers' process
+POSTs the same events to the same server's HTTP side; each answered seq is expected like a socket
+publish's.
+
 Presence churn (``presence`` / ``collect_presence``): every socket sends ``presence`` ops at a
 paced rate, its n-th update setting a state that encodes n; receivers with ``view_presence``
 record, per member named in a ``presence_diff``, when which encoded state arrived, and
@@ -24,7 +28,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
-from bench import records
+from bench import http_publishers, records
 from bench.presence_match import SentUpdate
 from bench.worker import Worker
 
@@ -75,6 +79,8 @@ def _serve_commands(conn: Connection, url: str, specs: list[SocketSpec]) -> None
                 conn.send(await worker.collect_presence(**options))
             elif command == "records_edit":
                 conn.send(await records.edit(worker, **options))
+            elif command == "http_publish":
+                conn.send(await http_publishers.publish(worker, **options))
             elif command == "collect_records":
                 conn.send(await records.collect(worker, **options))
             elif command == "keepalive":
@@ -145,6 +151,30 @@ class LoadGenerator:
         if refused:
             merged["_refused"] = [refused]
         return merged
+
+    def http_publish(self, *, rate: float, seconds: float) -> dict[str, Any]:
+        """The publishers' paced POSTs of the same events (bench.http_publishers.publish): what was
+        stored, by topic, as ``publish`` answers it, with the refusals and the answers' times."""
+        merged: dict[str, list[int]] = {}
+        totals = {"refused": 0, "unanswered": 0, "retries": 0, "connections": 0}
+        why: list[str] = []
+        answer_seconds: list[float] = []
+        send_lag_seconds: list[float] = []
+        for answer in self._all("http_publish", rate=rate, seconds=seconds):
+            for topic, seqs in answer["published"].items():
+                merged.setdefault(topic, []).extend(seqs)
+            for key in totals:
+                totals[key] += answer[key]
+            why += answer["why"]
+            answer_seconds += answer["answer_seconds"]
+            send_lag_seconds += answer["send_lag_seconds"]
+        return {
+            "published": merged,
+            **totals,
+            "why": why[:5],
+            "answer_seconds": sorted(answer_seconds),
+            "send_lag_seconds": sorted(send_lag_seconds),
+        }
 
     def collect(self, *, expected: dict[str, list[int]], timeout: float) -> dict[str, Any]:
         answers = self._all("collect", expected=expected, wait=timeout)

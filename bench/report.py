@@ -22,6 +22,7 @@ HIGHER_IS_BETTER = {
     "burst_deliveries_per_s",
     "connects_per_s",
     "diffs_per_s",
+    "capacity_publishes_per_s",
 }
 KEY_FIGURES = {
     "saturday": [
@@ -44,9 +45,15 @@ KEY_FIGURES = {
     "presence": ["latency_ms_p50", "latency_ms_p99", "server_cpu_us_per_update"],
     # The engine's (sync) where the server has one, else the same plan's publishes (the ceiling).
     "records": ["reply_ms_p50", "reply_ms_p99", "server_cpu_us_per_edit"],
+    # HTTP's (issue 20): its capacity, and at the rate both variants carried, p99 and CPU per publish.
+    "http_publish": [
+        "capacity_publishes_per_s",
+        "p99_ms_at_common_rate",
+        "server_cpu_us_per_publish_at_common_rate",
+    ],
 }
 # Ratios between two figures of the product in one scenario: (scenario, numerator, denominator).
-PHASE_RATIOS = [("records", "sync", "publish")]
+PHASE_RATIOS = [("records", "sync", "publish"), ("http_publish", "http", "socket")]
 
 
 def machine() -> dict[str, Any]:
@@ -90,6 +97,8 @@ def _flat(name: str, figures: Any) -> dict[str, float | None]:
     if name == "records":
         phase = figures.get("sync") or figures.get("publish") or {}
         return {key: phase.get(key) for key in KEY_FIGURES[name]}
+    if name == "http_publish":
+        return {key: figures["http"].get(key) for key in KEY_FIGURES[name]}
     flat = {key: figures.get(key) for key in KEY_FIGURES[name]}
     if name == "bigroom":
         flat["burst_deliveries_per_s"] = figures["burst"]["deliveries_per_s"]
@@ -104,6 +113,8 @@ def _higher_is_better(figure: str) -> bool:
 def headline(name: str, figures: Any) -> str:
     if isinstance(figures, dict) and "not_run" in figures:
         return f"not run: {figures['not_run']}"
+    if name == "http_publish":
+        return _http_publish_headline(figures)
     flat = _flat(name, figures)
     if name == "presence":
         figures = figures["churn"]
@@ -113,6 +124,21 @@ def headline(name: str, figures: Any) -> str:
     duplicated = figures.get("stale" if name == "presence" else "duplicates") if isinstance(figures, dict) else None
     extra = f", lost {lost}, duplicated {duplicated}" if lost is not None else ""
     return ", ".join(f"{key} {value}" for key, value in flat.items()) + extra
+
+
+def _http_publish_headline(figures: dict[str, Any]) -> str:
+    """Each variant's capacity and its last step, then the ratio against issue 20's target."""
+    parts = []
+    for variant in ("socket", "http"):
+        phase = figures[variant]
+        last = phase["steps"][-1] if phase["steps"] else {}
+        parts.append(
+            f"{variant} {phase['capacity_publishes_per_s']}/s (last step {last.get('publishes_offered_per_s')}/s:"
+            f" p99 {last.get('latency_ms_p99')} ms, lost {last.get('lost')}, refused {last.get('publish_refused')})"
+        )
+    ratio = figures["capacity_ratio_http_socket"]
+    verdict = "met" if figures["target_met"] else "not met"
+    return "; ".join(parts) + f"; http/socket {ratio} (target >= {figures['capacity_ratio_target']}: {verdict})"
 
 
 def summarise(results: dict[str, Any]) -> dict[str, Any]:

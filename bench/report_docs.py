@@ -212,6 +212,8 @@ def _scenario_markdown(name: str, outcome: dict[str, Any], summary: dict[str, An
             )
         elif name == "records":
             parts.append(_records_markdown(run))
+        elif name == "http_publish":
+            parts.append(_http_publish_markdown(run))
         elif name == "sizes":
             columns = [
                 "members",
@@ -311,6 +313,68 @@ def _records_markdown(run: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+_HTTP_PUBLISH_COLUMNS = [
+    "publishes_offered_per_s",
+    "publishes_per_s",
+    "publish_refused",
+    "expected",
+    "deliveries_per_s",
+    "latency_ms_p50",
+    "latency_ms_p99",
+    "lost",
+    "duplicates",
+    "server_cpu_cores",
+    "server_cpu_us_per_publish",
+    "redis_cpu_cores",
+    "loadgen_cpu_cores",
+    "answer_ms_p50",
+    "answer_ms_p99",
+    "send_lag_ms_p99",
+]
+
+
+def _http_publish_markdown(run: dict[str, Any]) -> str:
+    """One row per server, variant and step (socket: the planners' sockets; http: their POSTs), a
+    step that missed the criterion marked, then each variant's capacity and the ratio."""
+    rows: list[list[Any]] = [["server", "variant", *_HTTP_PUBLISH_COLUMNS]]
+    skipped = []
+    verdicts = []
+    for kind, figures in run.items():
+        if "not_run" in figures:
+            skipped.append(f"{kind}: not run ({figures['not_run']})")
+            continue
+        for variant in ("socket", "http"):
+            for step in figures[variant]["steps"]:
+                label = variant if step["carried"] else f"{variant} (missed)"
+                rows.append([kind, label, *(step.get(c) for c in _HTTP_PUBLISH_COLUMNS)])
+        socket, http = figures["socket"], figures["http"]
+        verdict = "met" if figures["target_met"] else "not met"
+        verdicts.append(
+            f"{kind}: socket {socket['capacity_publishes_per_s']:,.1f}/s,"
+            f" http {http['capacity_publishes_per_s']:,.1f}/s"
+            f"; http/socket {figures['capacity_ratio_http_socket']} (target >= {figures['capacity_ratio_target']}:"
+            f" {verdict}); at {socket['common_rate_per_s']}/s, both carried: p99 socket"
+            f" {socket['p99_ms_at_common_rate']} ms, http {http['p99_ms_at_common_rate']} ms; server CPU per"
+            f" publish socket {socket['server_cpu_us_per_publish_at_common_rate']} us,"
+            f" http {http['server_cpu_us_per_publish_at_common_rate']} us; order {', '.join(figures['order'])};"
+            f" {figures['connected']} of {figures['sockets']} sockets connected"
+        )
+    lines = [_table(rows)]
+    lines.append(
+        "\nCapacity (the highest step with delivery p99 <= 100 ms, 0 lost, 0 refused or unanswered, and"
+        " the rate kept up): " + ("; ".join(verdicts) or "none") + "".join(f"; {line}" for line in skipped)
+    )
+    refusals = [
+        f"{kind}: {reason}"
+        for kind, f in run.items()
+        for step in f.get("http", {}).get("steps", [])
+        for reason in step.get("refusals", [])[:1]
+    ]
+    if refusals:
+        lines.append("Refusals over HTTP: " + "; ".join(refusals[:3]))
+    return "\n".join(lines)
+
+
 TITLES = {
     "saturday": "Saturday peak",
     "bigroom": "Big room: one wedding, 1,000 sockets, paced loads rising, then a burst",
@@ -318,6 +382,7 @@ TITLES = {
     "storm": "Reconnect storm",
     "presence": "Presence churn",
     "records": "Shared records: 200 members, a 50-item timeline, 20 edits/s, 10 % conflicting",
+    "http_publish": "HTTP publish: 50 weddings x 20 members, stepped rates, over sockets and over HTTP",
 }
 
 

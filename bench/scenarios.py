@@ -494,6 +494,155 @@ def _records_phase(
     }
 
 
+# Server-side publish over HTTP (issue 20). A planner's POST counts against the same per-member
+# budget as its socket publish (REALTIME_RATE_LIMITS, the planners' lifted by servers.environment);
+# API_PUBLISH_RATE counts announcements by staff and keys today, not members, and is lifted too so
+# that the figures stay the server's, never a throttle's, should it count members' POSTs one day.
+HTTP_PUBLISH_ENVIRONMENT = {"API_PUBLISH_RATE": "1000000/min"}
+HTTP_PUBLISH_VARIANTS = ("socket", "http")
+HTTP_PUBLISH_TARGET = 0.5  # issue 20: HTTP carries at least half the socket's rate
+# A step carries its rate when it kept its pace: the publishes answered over the time until the last
+# answer are at least this share of the planned ones over the step's length (a publisher that falls
+# behind, or answers that come late, stretch that time).
+CARRIED_SHARE = 0.95
+HTTP_PUBLISH_DRAIN = 10.0  # seconds after a step's last answer an event may still arrive; later is lost
+
+
+def step_carried(step: dict[str, Any]) -> bool:
+    """A step meets issue 20's criterion: every publish stored (none refused or unanswered) and
+    delivered (0 lost), delivery p99 within the budget, and the pace kept (CARRIED_SHARE)."""
+    p99 = step.get("latency_ms_p99")
+    return (
+        step["published"] > 0
+        and step["publish_refused"] == 0
+        and step["lost"] == 0
+        and p99 is not None
+        and p99 <= P99_BUDGET_MS
+        and step["publishes_per_s"] >= CARRIED_SHARE * step["publishes_sent"] / step["seconds"]
+    )
+
+
+def publish_capacity(steps: list[dict[str, Any]]) -> dict[str, Any]:
+    """A variant's headline: the highest step that met the criterion, its achieved and offered
+    rates (0 when none did)."""
+    carried = [step for step in steps if step_carried(step)]
+    best = max(carried, key=lambda step: step["publishes_offered_per_s"], default=None)
+    return {
+        "capacity_publishes_per_s": best["publishes_per_s"] if best else 0.0,
+        "capacity_offered_per_s": best["publishes_offered_per_s"] if best else 0.0,
+    }
+
+
+def at_common_rate(variants: dict[str, dict[str, Any]]) -> float | None:
+    """The highest offered rate every variant carried (the lower capacity): where their latency
+    and CPU per publish compare like with like. None when one carried nothing."""
+    offered = [variant["capacity_offered_per_s"] for variant in variants.values()]
+    return min(offered) if offered and min(offered) > 0 else None
+
+
+def http_publish(
+    kind: str,
+    env: dict[str, str],
+    weddings: list[dict[str, Any]],
+    *,
+    rates: list[float],
+    seconds: float,
+    warmup: float,
+    repeat: int,
+    workers: int,
+) -> dict[str, Any]:
+    """Every member of every wedding connected; each wedding's planner publishes, paced, at total
+    rates rising, over its socket and then (or first, every other repeat) the same plan as HTTP
+    POSTs. Each variant stops at its first step that misses the criterion (``step_carried``)."""
+    if not kind.startswith("product"):
+        return {"not_run": "it has no HTTP API to publish through"}
+    order = HTTP_PUBLISH_VARIANTS if repeat % 2 == 0 else HTTP_PUBLISH_VARIANTS[::-1]
+    specs = specs_for(weddings)
+    planners = sum(spec.publisher for spec in specs)
+    with session(kind, {**env, **HTTP_PUBLISH_ENVIRONMENT}, specs, workers=workers) as live:
+        time.sleep(SETTLE_SECONDS)
+        variants: dict[str, dict[str, Any]] = {}
+        for variant in order:
+            # Not counted: the first publishes' lazy set-up, and the HTTP variant's connections.
+            _publish_step(live, variant=variant, rate=min(rates), planners=planners, seconds=warmup)
+            time.sleep(1.0)
+            steps: list[dict[str, Any]] = []
+            for rate in sorted(rates):
+                step = _publish_step(live, variant=variant, rate=rate, planners=planners, seconds=seconds)
+                step["carried"] = step_carried(step)
+                steps.append(step)
+                if not step["carried"]:
+                    break  # issue 20: stop stepping a variant at its first step that misses
+                time.sleep(1.0)
+            variants[variant] = {**publish_capacity(steps), "steps": steps}
+            time.sleep(3.0)  # what a saturated server still holds drains before the next variant
+        common = at_common_rate(variants)
+        for figures in variants.values():
+            compared: dict[str, Any] | None = next(
+                (s for s in figures["steps"] if s["publishes_offered_per_s"] == common), None
+            )
+            figures["common_rate_per_s"] = common
+            figures["p99_ms_at_common_rate"] = compared["latency_ms_p99"] if compared else None
+            figures["server_cpu_us_per_publish_at_common_rate"] = (
+                compared["server_cpu_us_per_publish"] if compared else None
+            )
+        socket_capacity = variants["socket"]["capacity_publishes_per_s"]
+        ratio = round(variants["http"]["capacity_publishes_per_s"] / socket_capacity, 3) if socket_capacity else None
+        return {
+            "weddings": len(weddings),
+            "planners": planners,
+            **live.connect,
+            "order": list(order),
+            **{variant: variants[variant] for variant in HTTP_PUBLISH_VARIANTS},
+            "capacity_ratio_http_socket": ratio,
+            "capacity_ratio_target": HTTP_PUBLISH_TARGET,
+            "target_met": ratio is not None and ratio >= HTTP_PUBLISH_TARGET,
+        }
+
+
+def _publish_step(live: Session, *, variant: str, rate: float, planners: int, seconds: float) -> dict[str, Any]:
+    """``rate`` publishes a second over all the planners for ``seconds``, over their sockets or as
+    POSTs; every socket then counts what arrived against the seqs the publishers were answered."""
+    live.reset()
+    before = live.cpu()
+    started, wall_start = time.perf_counter(), time.time()
+    http: dict[str, Any] = {}
+    if variant == "socket":
+        published = live.publishers.publish(rate=rate / planners, seconds=seconds)
+        refused = published.pop("_refused", [0])[0]
+    else:
+        sent = live.publishers.http_publish(rate=rate / planners, seconds=seconds)
+        published, refused = sent["published"], sent["refused"] + sent["unanswered"]
+        http = {
+            "answer_ms_p50": percentile(sent["answer_seconds"], 0.50),
+            "answer_ms_p99": percentile(sent["answer_seconds"], 0.99),
+            "send_lag_ms_p99": percentile(sent["send_lag_seconds"], 0.99),
+            "http_connections": sent["connections"],
+            "http_retries": sent["retries"],
+            "refusals": sent["why"],
+        }
+    # Until the last answer: a server answering late, or a client falling behind, stretches it.
+    sending = max(time.perf_counter() - started, seconds)
+    figures = live.collect(published, timeout=HTTP_PUBLISH_DRAIN)
+    after = live.cpu()
+    delivering = max(figures.pop("last_receipt") - wall_start, seconds)
+    server_cpu = after[1] - before[1]
+    accepted = figures["published"]
+    return {
+        "variant": variant,
+        "publishes_offered_per_s": rate,
+        "seconds": seconds,
+        "publishes_sent": planners * max(int(rate / planners * seconds), 1),
+        "publishes_per_s": round(accepted / sending, 1),
+        "deliveries_per_s": round(figures["delivered"] / delivering, 1),
+        **figures,
+        "publish_refused": refused,
+        **_cpu_figures(before, after, figures["delivered"]),
+        "server_cpu_us_per_publish": round(server_cpu * 1e6 / accepted, 1) if accepted else None,
+        **http,
+    }
+
+
 SCENARIOS: dict[str, Callable[..., Any]] = {
     "saturday": saturday_peak,
     "bigroom": big_room,
@@ -501,4 +650,5 @@ SCENARIOS: dict[str, Callable[..., Any]] = {
     "storm": reconnect_storm,
     "presence": presence_churn,
     "records": shared_records,
+    "http_publish": http_publish,
 }

@@ -1,6 +1,7 @@
 """A load-generator worker process: its share of the sockets (picows: a C-speed client, so the
 generator is not what saturates first) and the commands it obeys over its pipe (connect, publish,
-drop-and-resume, presence, shared-record edits, collect). See :mod:`bench.loadgen` for the whole."""
+drop-and-resume, presence, shared-record edits, publishing over HTTP, collect). See
+:mod:`bench.loadgen` for the whole."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from bench.presence_match import PresenceMatch, SentUpdate, presence_match, pres
 from realtime.client import reconnect_delay
 
 if TYPE_CHECKING:
+    from bench.http_publishers import HttpPublishers
     from bench.loadgen import SocketSpec
 
 
@@ -201,6 +203,7 @@ class Worker:
         self.presence_sent: dict[str, dict[int, list[SentUpdate]]] = {}  # topic -> member -> updates
         self.keepalive_task: asyncio.Task[None] | None = None
         self.records_state: records.EditState | None = None  # the editors' view of the timeline
+        self.http_publishers: HttpPublishers | None = None  # the planners' HTTP connections (issue 20)
 
     async def _open(self, spec: SocketSpec, *, resume: bool) -> BenchSocket:
         headers = {"Sec-WebSocket-Protocol": f"wedsync.v1, bearer.{spec.token}"}
@@ -467,6 +470,8 @@ class Worker:
     async def close(self) -> None:
         if self.keepalive_task is not None:
             self.keepalive_task.cancel()
+        if self.http_publishers is not None:
+            self.http_publishers.close()
         for sock in self.sockets.values():
             if sock.transport is not None:
                 sock.transport.send_close(picows.WSCloseCode.OK)
