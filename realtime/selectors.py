@@ -353,6 +353,10 @@ class HistoryPage:
     next_after: int | None  # the seq to ask ``after`` for the next page; None at the stream's head
 
 
+# Chunks of the log one history page reads at most (a page may then hold fewer than asked).
+_HISTORY_CHUNKS_MAX = 20
+
+
 def events_history(
     *,
     wedding_id: int,
@@ -368,13 +372,19 @@ def events_history(
     """A page of the wedding's log as ``member_id``/``role`` may see it (the replay's audience
     rule), by seq after ``after``, up to ``before`` (exclusive), within [``since``, ``until``),
     of ``types`` (all when empty). Reads the log a chunk at a time until ``limit`` events are found:
-    the audience is decided per event in Python, as for the replay (JSON lookups differ by database)."""
+    the audience is decided per event in Python, as for the replay (JSON lookups differ by database).
+    A page reads at most ``_HISTORY_CHUNKS_MAX`` chunks, so a log the caller sees little of ends a
+    page early, with ``next_after`` where the reading stopped, rather than being read whole."""
     head, _epoch = stream_head(wedding_id=wedding_id)
     upto = head if before is None else min(head, before - 1)
     events: list[dict[str, Any]] = []
     cursor = after
-    while cursor < upto and len(events) < limit:
+    chunks = 0
+    while cursor < upto and len(events) < limit and chunks < _HISTORY_CHUNKS_MAX:
+        chunks += 1
         rows = Event.objects.filter(wedding_id=wedding_id, seq__gt=cursor, seq__lte=upto)
+        if types:
+            rows = rows.filter(type__in=sorted(types))
         if since is not None:
             rows = rows.filter(created_at__gte=since)
         if until is not None:

@@ -14,7 +14,7 @@ from realtime.names import EventType
 from realtime.selectors import SubscriptionDenied, events_history, member_for_publish
 from realtime.services.events import PublishedEvent
 from realtime.services.publish_hooks import PublishRefused
-from realtime.services.sockets import history_viewer_check, socket_event_publish, staff_event_publish
+from realtime.services.sockets import history_viewer_check, member_publish_checked, staff_event_publish
 from realtime.services.tickets import TicketRefused, ticket_issue
 from wedsync.access_revocation import SESSION_GENERATION_KEY
 from wedsync.api.authentication import RevocableJWTAuthentication
@@ -71,7 +71,11 @@ class WeddingEventQuery(StrictQuery):
 
 class WeddingEventPage(serializers.Serializer[None]):
     events = serializers.ListField(child=serializers.DictField(), help_text="Event frames (docs/protocol.md).")
-    next_after = serializers.IntegerField(allow_null=True, help_text="Ask after= this for the next page.")
+    next_after = serializers.IntegerField(
+        allow_null=True,
+        help_text="Ask after= this for the next page; null at the log's end. A page may hold fewer events than "
+        "limit, even none, and still have one: each page reads a bounded part of the log.",
+    )
 
 
 class WeddingEventPublishRequest(serializers.Serializer[None]):
@@ -180,10 +184,10 @@ def _publish(
     user, account = request.user, getattr(request.auth, "service_account", None)
     if not isinstance(user, User):
         raise PublishRefused(code="forbidden", message="Sign in first.")
-    if account is None and member_for_publish(user_id=user.pk, wedding_id=wedding_id) is not None:
-        return socket_event_publish(
-            user_id=user.pk,
-            wedding_id=wedding_id,
+    member = member_for_publish(user_id=user.pk, wedding_id=wedding_id) if account is None else None
+    if member is not None:
+        return member_publish_checked(
+            member=member,
             type_name=fields["type"],
             data=fields["data"],
             to=fields.get("to"),

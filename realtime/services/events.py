@@ -86,11 +86,9 @@ def _fan_out(message: EventMessage) -> None:
 
 def event_for_idempotency_key(*, sender: Member, idempotency_key: str) -> PublishedEvent | None:
     """The event this sender already stored under this key, if any."""
-    first = (
-        Event.objects.filter(sender_member=sender, idempotency_key=idempotency_key)
-        .values_list("id", "wedding_id", "seq")
-        .first()
-    )
+    # At most one row (a unique constraint): no ordering to compile or sort.
+    rows = Event.objects.filter(sender_member=sender, idempotency_key=idempotency_key).order_by()
+    first = next(iter(rows.values_list("id", "wedding_id", "seq")[:1]), None)
     return None if first is None else PublishedEvent(id=first[0], wedding_id=first[1], seq=first[2], duplicate=True)
 
 

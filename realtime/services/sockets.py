@@ -29,7 +29,7 @@ from realtime.services.events import (
     event_publish,
     member_event_publish,
 )
-from wedsync.models import AuditLog, AuditOutcome, Wedding
+from wedsync.models import AuditLog, AuditOutcome, Member, Wedding
 from wedsync.selectors import wedding_may_oversee
 from wedsync.services.audit import AuditAction, ClientInfo, audit_record
 from wedsync.services.throttles import auth_attempt_hit
@@ -110,6 +110,30 @@ def socket_event_publish(
             details={"user": user_id, "reason": "not a member"},
         )
         raise PublishRefused(code="forbidden", message="You are no longer a member of this wedding.")
+    return member_publish_checked(
+        member=member,
+        type_name=type_name,
+        data=data,
+        to=to,
+        priority_name=priority_name,
+        idempotency_key=idempotency_key,
+        client=client,
+    )
+
+
+def member_publish_checked(
+    *,
+    member: Member,
+    type_name: str,
+    data: dict[str, Any],
+    to: list[str] | None,
+    priority_name: str | None,
+    idempotency_key: str | None,
+    client: ClientInfo,
+) -> PublishedEvent:
+    """A publish by ``member`` (read as active just now by the caller): idempotent retries first,
+    then the rate limit. Raises :class:`PublishRefused`."""
+    wedding_id = member.wedding_id
     if idempotency_key is not None:
         # A retry of something already stored is answered with it, at no cost to the budget.
         first = event_for_idempotency_key(sender=member, idempotency_key=idempotency_key)

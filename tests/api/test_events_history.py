@@ -10,6 +10,7 @@ import pytest
 import time_machine
 from rest_framework.test import APIClient
 
+import realtime.selectors
 from realtime.services.events import member_event_publish
 from tests.personas import WeddingParty, make_coordinator, make_wedding_party
 from tests.presence.test_alerts_api import as_user
@@ -52,6 +53,23 @@ def test_each_caller_reads_what_their_socket_would_see(party: WeddingParty) -> N
         "caterer": ["hello all", "for carmen"],
         "coordinator": ["hello all", "vendor.status"],  # a planner's view, minus member-addressed events
     }
+
+
+def test_a_page_reads_a_bounded_part_of_the_log_and_says_where_to_go_on(
+    party: WeddingParty, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(realtime.selectors, "_REPLAY_CHUNK", 2)  # small, so a dozen events are many chunks
+    monkeypatch.setattr(realtime.selectors, "_HISTORY_CHUNKS_MAX", 3)
+    for i in range(10):
+        chat(party, f"crew only {i}", to=["role:planner", "role:couple"])
+    seen = chat(party, "for everyone")
+    guest = as_user(api(), party.gil.user)
+    early = guest.get(url(party)).json()
+    assert early == {"events": [], "next_after": 6}  # three chunks of two read, none the guest's
+    pages = [early]
+    while pages[-1]["next_after"] is not None:
+        pages.append(guest.get(url(party), {"after": pages[-1]["next_after"]}).json())
+    assert [e["seq"] for page in pages for e in page["events"]] == [seen] and len(pages) == 2
 
 
 def test_pages_by_seq_and_filters_by_type_and_time(party: WeddingParty) -> None:

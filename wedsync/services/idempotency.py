@@ -63,7 +63,8 @@ def idempotent_stored(*, user: User, key: str, path: str, fingerprint: str) -> A
     """The stored answer to this key, if any (``replayed``); :class:`Refused` ``invalid`` when the
     key was used for another path or payload. Ask it before checks that refuse (and audit): a
     retry of a request that was answered gets its answer, whatever changed since."""
-    found = IdempotentRequest.objects.filter(user=user, key=key).first()
+    # At most one row (unique per user and key): no ordering to compile or sort.
+    found = next(iter(IdempotentRequest.objects.filter(user=user, key=key).order_by()[:1]), None)
     if found is None:
         return None
     if found.request_path != path[:300] or found.request_hash != fingerprint:
