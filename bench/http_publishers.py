@@ -5,9 +5,9 @@ same way (``bench.scenarios.http_publish`` is the scenario).
 Each planner is a client of its own (its token, its connections): a keep-alive pool of at most
 ``CONNECTIONS_PER_PUBLISHER`` HTTP/1.1 connections, opened when a request finds none idle. HTTP/1.1
 has one request in flight per connection, so the pool is what lets a planner keep its pace while
-answers take longer than its interval. The protocol is h11's (the HTTP/1.1 state machine uvicorn,
-a pinned dependency of the bench, is built on): no HTTP client library is installed, and this one
-needs only POST with a JSON body.
+answers take longer than its interval. The protocol is h11's (the HTTP/1.1 state machine uvicorn
+is built on, pinned in requirements-dev.txt): this needs only POST with a JSON body, and h11 keeps
+the client's own cost low.
 
 A request's body is stamped with its planned send time before it waits for a connection, so a
 wait for the pool counts in the delivery latency, as it would for the integrator. A POST a

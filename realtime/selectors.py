@@ -353,8 +353,10 @@ class HistoryPage:
     next_after: int | None  # the seq to ask ``after`` for the next page; None at the stream's head
 
 
-# Chunks of the log one history page reads at most (a page may then hold fewer than asked).
+# Chunks of the log one history page reads at most (a page may then hold fewer than asked), and
+# the seqs one chunk spans at most.
 _HISTORY_CHUNKS_MAX = 20
+_HISTORY_WINDOW = 5_000
 
 
 def events_history(
@@ -382,7 +384,10 @@ def events_history(
     chunks = 0
     while cursor < upto and len(events) < limit and chunks < _HISTORY_CHUNKS_MAX:
         chunks += 1
-        rows = Event.objects.filter(wedding_id=wedding_id, seq__gt=cursor, seq__lte=upto)
+        # A window of seqs as well as a number of rows: a filter matching little (a rare type, a
+        # time range) must not make one chunk's query walk the whole log to fill itself.
+        window_end = min(upto, cursor + _HISTORY_WINDOW)
+        rows = Event.objects.filter(wedding_id=wedding_id, seq__gt=cursor, seq__lte=window_end)
         if types:
             rows = rows.filter(type__in=sorted(types))
         if since is not None:
@@ -390,9 +395,6 @@ def events_history(
         if until is not None:
             rows = rows.filter(created_at__lt=until)
         chunk = list(rows.order_by("seq")[:_REPLAY_CHUNK])
-        if not chunk:
-            cursor = upto
-            break
         for event in chunk:
             cursor = event.seq
             seen = role in event.audience_roles or member_id in event.audience_members
@@ -400,4 +402,6 @@ def events_history(
                 events.append(event_frame(event, replay=True))
                 if len(events) == limit:
                     break
+        if len(chunk) < _REPLAY_CHUNK and len(events) < limit:
+            cursor = window_end  # the window was read to its end
     return HistoryPage(events=events, next_after=cursor if cursor < upto else None)

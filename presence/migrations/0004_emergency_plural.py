@@ -4,14 +4,13 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('presence', '0003_emergency_repeats'),
+        ("presence", "0003_emergency_repeats"),
     ]
 
     operations = [
         migrations.AlterModelOptions(
-            name='emergency',
-            options={'ordering': ['-raised_at', '-id'], 'verbose_name_plural': 'emergencies'},
+            name="emergency",
+            options={"ordering": ["-raised_at", "-id"], "verbose_name_plural": "emergencies"},
         ),
     ]

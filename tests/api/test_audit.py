@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from typing import Any
 
 import pytest
 import time_machine
 from django.contrib.auth.models import User
 
 from tests.api.test_weddings import api, key_for
+from tests.factories import UserFactory
 from tests.personas import WeddingParty, make_coordinator, make_superuser, make_wedding_party
 from tests.presence.test_alerts_api import as_user
 from wedsync.api.audit import ACTION_NAME
-from wedsync.models import AuditLog, AuditOutcome
+from wedsync.models import AuditLog, AuditOutcome, CoordinatorAssignment
 from wedsync.services.audit import AuditAction, audit_record
 
 pytestmark = [pytest.mark.django_db, pytest.mark.requires_postgres, pytest.mark.requires_redis]
@@ -63,6 +65,23 @@ def test_members_anonymous_callers_and_keys_without_read_are_refused(party: Wedd
     assert publisher.status_code == 403 and "'read' scope" in publisher.json()["error"]["message"]
 
 
+def test_staff_need_the_audit_permission_the_admin_asks_for(party: WeddingParty) -> None:
+    assigned = UserFactory(username="sol", is_staff=True)  # oversees by assignment, in no group
+    CoordinatorAssignment.objects.create(wedding=party.wedding, coordinator=assigned)
+    entry(AuditAction.MEMBER_ADD, wedding_id=party.wedding.pk)
+    refused = as_user(api(), assigned).get(AUDIT)
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "forbidden"
+    assert AuditLog.objects.filter(action="api.refuse", actor=assigned, target__contains="/api/v1/audit/").exists()
+
+
+def test_forged_cursors_are_bad_cursors_not_errors(party: WeddingParty) -> None:
+    client = as_user(api(), make_superuser())
+    for forged in ("cD1hYmM=", "cD0=", "cD0xLjU="):  # p=abc, p=, p=1.5
+        assert client.get(AUDIT, {"cursor": forged}).status_code == 404
+    for forged in ("cD0lMDA=", "cD1hYmM="):  # p=<NUL>, p=abc
+        assert client.get("/api/v1/weddings/", {"cursor": forged}).status_code == 404
+
+
 def test_a_wedding_outside_ones_scope_reads_as_empty_as_one_that_does_not_exist(party: WeddingParty) -> None:
     cora = make_coordinator(party.wedding)
     other = make_wedding_party().wedding
@@ -85,7 +104,7 @@ def test_filters_narrow_by_wedding_actor_action_outcome_and_time(party: WeddingP
         elsewhere = entry(AuditAction.MEMBER_ADD, wedding_id=other.pk, actor=priya)
     client = as_user(api(), make_superuser())
 
-    def found(**query: object) -> set[int]:
+    def found(**query: Any) -> set[int]:
         answer = client.get(AUDIT, query)
         assert answer.status_code == 200, answer.json()
         return set(ids(answer.json())) & {early.pk, refused.pk, published.pk, elsewhere.pk}
@@ -106,7 +125,7 @@ def test_pages_run_newest_first_without_skipping_or_repeating_while_entries_are_
 ) -> None:
     first_five = [entry(AuditAction.MEMBER_CHANGE, wedding_id=party.wedding.pk) for _ in range(5)]
     client = as_user(api(), make_superuser())
-    query = {"wedding": party.wedding.pk, "action": "member.change", "page_size": 2}
+    query: dict[str, Any] = {"wedding": party.wedding.pk, "action": "member.change", "page_size": 2}
     page = client.get(AUDIT, query).json()
     assert ids(page) == [first_five[4].pk, first_five[3].pk] and page["previous"] is None
     newer = entry(AuditAction.MEMBER_CHANGE, wedding_id=party.wedding.pk)  # lands before the cursor

@@ -107,3 +107,16 @@ def test_a_key_reads_its_weddings_log_and_strangers_are_refused_alike(party: Wed
     assert (
         AuditLog.objects.filter(action="realtime.subscribe.refuse", details__reason="history: not visible").count() == 2
     )
+
+
+def test_a_rare_type_is_found_a_window_of_seqs_at_a_time(party: WeddingParty, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(realtime.selectors, "_HISTORY_WINDOW", 3)  # each chunk spans 3 seqs at most
+    monkeypatch.setattr(realtime.selectors, "_HISTORY_CHUNKS_MAX", 3)
+    for i in range(10):
+        chat(party, f"m{i}")
+    rare = member_event_publish(member=party.paula, type_name="vendor.status", data={"activity": "at_venue"}).seq
+    planner = as_user(api(), party.priya.user)
+    first = planner.get(url(party), {"type": "vendor.status"}).json()
+    assert first == {"events": [], "next_after": 9}  # three windows of three seqs, none of the type
+    second = planner.get(url(party), {"type": "vendor.status", "after": "9"}).json()
+    assert [e["seq"] for e in second["events"]] == [rare] and second["next_after"] is None

@@ -3,14 +3,15 @@ actor, action, outcome and time, and scoped as the admin scopes it (selectors.au
 
 from __future__ import annotations
 
+import re
+
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import serializers, status
-from rest_framework.pagination import CursorPagination
+from rest_framework import exceptions, serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from wedsync.api.conventions import ID_MAX
+from wedsync.api.conventions import ID_MAX, CheckedCursorPagination
 from wedsync.api.serializers import ErrorResponse, StrictQuery
 from wedsync.models import AuditLog, AuditOutcome
 from wedsync.selectors import audit_entries_visible
@@ -70,14 +71,15 @@ class AuditPage(serializers.Serializer[None]):
     results = AuditEntrySerializer(many=True)
 
 
-class AuditCursor(CursorPagination):
+class AuditCursor(CheckedCursorPagination):
     """Newest first by id, which is unique and grows with every entry, so a page boundary never
-    skips or repeats an entry however many are written meanwhile."""
+    repeats an entry (one committed late, inside a long transaction, may land behind it)."""
 
     ordering = "-id"
     page_size = 100
     page_size_query_param = "page_size"
     max_page_size = 500
+    position_format = re.compile(r"^[0-9]{1,19}$")
 
 
 class AuditLogListView(APIView):
@@ -93,9 +95,9 @@ class AuditLogListView(APIView):
     )
     def get(self, request: Request) -> Response:
         user = request.user
-        if not (user.is_staff or user.is_superuser):  # a member has nothing here; say so plainly
-            error = {"code": "forbidden", "message": "The audit log is for staff and service accounts."}
-            return Response({"error": error}, status=status.HTTP_403_FORBIDDEN)
+        is_key = getattr(request.auth, "service_account", None) is not None  # its read scope was checked
+        if not (is_key or user.has_perm("wedsync.view_auditlog")):  # as the admin asks of people
+            raise exceptions.PermissionDenied("The audit log is for staff who may read it and service accounts.")
         query = AuditQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
         filters = query.validated_data

@@ -10,6 +10,7 @@ from typing import Any
 from django.core.exceptions import ValidationError as ModelValidationError
 from drf_spectacular.utils import OpenApiParameter
 from rest_framework import exceptions, status
+from rest_framework.pagination import Cursor, CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -29,6 +30,20 @@ IDEMPOTENCY_KEY_HEADER = OpenApiParameter(
     pattern=IDEMPOTENCY_KEY.pattern,
     description="Any unique string: a retry with the same key gets the first answer. Missing: 428.",
 )
+
+
+class CheckedCursorPagination(CursorPagination):
+    """DRF's cursor pages, with the position a cursor carries checked against ``position_format``
+    before it reaches a query: a forged cursor (``p=abc``, a NUL) is a bad cursor, 404, not a 500."""
+
+    position_format: re.Pattern[str]
+
+    def decode_cursor(self, request: Request) -> Cursor | None:
+        cursor = super().decode_cursor(request)
+        position = None if cursor is None else cursor.position
+        if position is not None and not self.position_format.fullmatch(str(position)):
+            raise exceptions.NotFound(self.invalid_cursor_message)
+        return cursor
 
 
 def refused_response(refused: Refused, *, conflict: int = status.HTTP_409_CONFLICT) -> Response:

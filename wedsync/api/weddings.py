@@ -8,12 +8,11 @@ import re
 from typing import Any
 
 from django.core.exceptions import ValidationError as ModelValidationError
-from django.db.models import CharField, Value
+from django.db.models import CharField, F, Func, Value
 from django.db.models.functions import Cast, Concat, LPad
 from django.urls import reverse
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, serializers, status
-from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -21,6 +20,7 @@ from rest_framework.views import APIView
 from wedsync.api.conventions import (
     ID_MAX,
     IDEMPOTENCY_KEY_HEADER,
+    CheckedCursorPagination,
     created_once,
     idempotency_key,
     invalid_response,
@@ -110,23 +110,22 @@ class WeddingPage(serializers.Serializer[None]):
     results = WeddingSerializer(many=True)
 
 
-class WeddingCursor(CursorPagination):
+class WeddingCursor(CheckedCursorPagination):
     """By day, then id. DRF places a cursor on one field, so that field is both in one unique key
     (``2027-06-12:0000000000000000042``): a page boundary on a busy day then never skips or repeats
-    a wedding, however many are added, archived or moved meanwhile."""
+    a wedding added or archived meanwhile (one whose date is changed across the boundary may be)."""
 
     ordering = "day_key"
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 200
+    position_format = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}:[0-9]{19}$")
 
     def paginate_queryset(self, queryset: Any, request: Request, view: Any = None) -> list[Any] | None:
-        day_key = Concat(
-            Cast("date", CharField()),
-            Value(":"),
-            LPad(Cast("id", CharField()), 19, Value("0")),
-            output_field=CharField(),
-        )
+        # to_char with an explicit format: a cast would follow the session's DateStyle.
+        day = Func(F("date"), Value("YYYY-MM-DD"), function="to_char", output_field=CharField())
+        padded_id = LPad(Cast("id", CharField()), 19, Value("0"))
+        day_key = Concat(day, Value(":"), padded_id, output_field=CharField())
         return super().paginate_queryset(queryset.annotate(day_key=day_key), request, view)
 
 
