@@ -43,6 +43,19 @@ ESCALATION_DELIVERY_ATTEMPTS = Counter(
     ["outcome"],
 )
 
+EVENT_WEBHOOK_DELIVERIES = Counter(
+    "wedsync_event_webhook_deliveries_total",
+    "Event webhook attempts by outcome: delivered, retry, dead_lettered (the subscription is paused); paused: "
+    "its service account may no longer receive the wedding's events; superseded: a delivery message that "
+    "found another's turn (a duplicate or a late one).",
+    ["outcome"],
+)
+
+EVENT_WEBHOOK_EVENTS = Counter(
+    "wedsync_event_webhook_events_total",
+    "Events delivered to event webhooks (an event sent to two subscriptions counts twice).",
+)
+
 LAYER_SENDS_DROPPED = Counter(
     "wedsync_layer_sends_dropped_total",
     "Channel-layer sends given up after a commit (the nodes repair the gap from the event log), by "

@@ -1,5 +1,6 @@
-"""Escalations: what nobody acknowledged in time, sent to the integrator's webhook, and what could
-not be delivered (dead letters, for staff to retry). See docs/decisions/0010-escalation-webhook.md.
+"""Escalations: what nobody acknowledged in time, sent to the integrator's webhook; integrators'
+subscriptions to a wedding's events (event webhooks); and what could not be delivered (dead letters,
+for staff to retry). See docs/decisions/0010-escalation-webhook.md and 0032-outbound-event-webhooks.md.
 """
 
 from __future__ import annotations
@@ -72,6 +73,50 @@ class Escalation(models.Model):
         return f"{self.get_subject_display()} in wedding {self.wedding_id} ({self.status})"
 
 
+class EventWebhook(models.Model):
+    """A service account's subscription to one wedding's events: what a staff observer of the wedding
+    sees (member-addressed events never), of ``event_types`` (all when empty), POSTed to ``url`` in
+    seq order, signed with ``secret``. Its delivery state is here too: the cursor, and the one batch
+    in flight with its attempts; one batch at a time is what keeps the order (decision 0032)."""
+
+    service_account = models.ForeignKey(
+        "wedsync.ServiceAccount", on_delete=models.CASCADE, related_name="event_webhooks", editable=False
+    )
+    wedding = models.ForeignKey("wedsync.Wedding", on_delete=models.CASCADE, related_name="event_webhooks")
+    url = models.CharField(max_length=2000)
+    event_types = models.JSONField(default=list, blank=True, help_text="Event types sent; empty: every type.")
+    # The HMAC key, made by the server and shown once (on create and on rotation). Stored as it is:
+    # signing needs it; the admin never shows it.
+    secret = models.CharField(max_length=128, editable=False)
+    is_active = models.BooleanField(default=True, help_text="Off: paused, nothing is sent.")
+    paused_at = models.DateTimeField(null=True, blank=True)
+    pause_reason = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    # The cursor: every event up to this seq was delivered (or was not for this subscription).
+    last_delivered_seq = models.PositiveBigIntegerField(default=0)
+    last_delivered_at = models.DateTimeField(null=True, blank=True)
+    # The batch in flight, frozen when it was read, so every attempt sends the same id and bytes.
+    delivery_id = models.UUIDField(null=True, blank=True, editable=False)
+    batch_upto = models.PositiveBigIntegerField(null=True, blank=True, help_text="The cursor once it is delivered.")
+    batch_payload = models.JSONField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0, help_text="HTTP attempts, all batches together.")
+    run_attempts = models.PositiveIntegerField(default=0, help_text="HTTP attempts at the batch in flight.")
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    # When the sweep may next hand it to a worker: null at once; while a delivery task holds it, the
+    # end of its lease (so a worker that died is noticed); after a failure, the backoff's end.
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    # The one queued delivery message that may act on it (decision 0023's claim, as for escalations).
+    dispatch_id = models.UUIDField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["wedding_id", "pk"]
+        indexes = [models.Index(fields=["is_active", "next_attempt_at"], name="event_webhook_due_idx")]
+
+    def __str__(self) -> str:
+        return f"Webhook {self.pk} to {self.url}"
+
+
 class DeadLetterState(models.TextChoices):
     OPEN = "open", "Open"  # waiting for staff
     RETRYING = "retrying", "Retrying"  # staff asked for a retry; its run is under way
@@ -80,9 +125,15 @@ class DeadLetterState(models.TextChoices):
 
 
 class DeadLetter(models.Model):
-    """An escalation whose delivery ran out of attempts (or that had nowhere to go)."""
+    """A delivery that ran out of attempts (or, for an escalation, had nowhere to go): of an
+    escalation, or of an event webhook's batch (whose subscription is paused at it)."""
 
-    escalation = models.ForeignKey(Escalation, on_delete=models.CASCADE, related_name="dead_letters")
+    escalation = models.ForeignKey(
+        Escalation, on_delete=models.CASCADE, null=True, blank=True, related_name="dead_letters"
+    )
+    event_webhook = models.ForeignKey(
+        EventWebhook, on_delete=models.CASCADE, null=True, blank=True, related_name="dead_letters"
+    )
     payload = models.JSONField()
     last_error = models.TextField()
     attempts = models.PositiveIntegerField(help_text="HTTP attempts in the run that ended here.")
@@ -97,6 +148,17 @@ class DeadLetter(models.Model):
     class Meta:
         ordering = ["-created_at"]
         indexes = [models.Index(fields=["state", "created_at"], name="dead_letter_state_idx")]
+        constraints = [
+            models.CheckConstraint(
+                condition=(
+                    models.Q(escalation__isnull=False, event_webhook__isnull=True)
+                    | models.Q(escalation__isnull=True, event_webhook__isnull=False)
+                ),
+                name="dead_letter_of_one_delivery",
+            )
+        ]
 
     def __str__(self) -> str:
-        return f"Dead letter for escalation {self.escalation_id} ({self.state})"
+        if self.escalation_id is not None:
+            return f"Dead letter for escalation {self.escalation_id} ({self.state})"
+        return f"Dead letter for event webhook {self.event_webhook_id} ({self.state})"

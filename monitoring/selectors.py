@@ -11,12 +11,12 @@ import redis
 import structlog
 from django.conf import settings
 from django.db import connection
-from django.db.models import Exists, OuterRef, QuerySet
+from django.db.models import Exists, F, OuterRef, Q, QuerySet
 
 from monitoring.metrics import READINESS_FAILURES
-from monitoring.models import Escalation, EscalationStatus
+from monitoring.models import Escalation, EscalationStatus, EventWebhook
 from presence.models import Alert, AlertSeverity, Emergency
-from realtime.models import Event, EventAck
+from realtime.models import Event, EventAck, WeddingStream
 from realtime.names import EMERGENCY_REPEAT_FIELD, EventType
 from realtime.node.hub import node_hubs_problem
 from wedsync.models import Member
@@ -149,3 +149,32 @@ def escalations_stalled(*, due_before: datetime) -> QuerySet[Escalation]:
     """Pending escalations whose next attempt was due before ``due_before`` and never came (a lost
     broker message, a worker that died mid-attempt)."""
     return Escalation.objects.filter(status=EscalationStatus.PENDING, next_attempt_at__lt=due_before)
+
+
+# --- Event webhooks (monitoring/services/event_webhooks.py, decision 0032) -------------------------
+
+
+def event_webhooks_of(*, account_id: int, wedding_id: int) -> QuerySet[EventWebhook]:
+    """A service account's subscriptions to one wedding, oldest first."""
+    return EventWebhook.objects.filter(service_account_id=account_id, wedding_id=wedding_id).order_by("pk")
+
+
+def event_webhook_of(*, account_id: int, wedding_id: int, webhook_id: int) -> EventWebhook | None:
+    """One of the account's subscriptions to the wedding; None for another account's, another
+    wedding's or one that does not exist, alike."""
+    return event_webhooks_of(account_id=account_id, wedding_id=wedding_id).filter(pk=webhook_id).first()
+
+
+def event_webhooks_due(*, now: datetime) -> QuerySet[EventWebhook]:
+    """Active subscriptions a delivery task should look at now: a batch waiting for its next attempt,
+    or events after their cursor (the wedding's stream is ahead of it), and not held by a task
+    (``next_attempt_at`` in the future). Those waiting longest first."""
+    ahead = Exists(
+        WeddingStream.objects.filter(wedding_id=OuterRef("wedding_id"), last_seq__gt=OuterRef("last_delivered_seq"))
+    )
+    return (
+        EventWebhook.objects.filter(is_active=True)
+        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+        .filter(Q(delivery_id__isnull=False) | ahead)
+        .order_by(F("next_attempt_at").asc(nulls_first=True), "pk")
+    )

@@ -12,6 +12,11 @@ from monitoring.services.escalation import (
     escalations_create_due,
     escalations_requeue_stalled,
 )
+from monitoring.services.event_webhooks import (
+    DELIVER_EVENT_WEBHOOK_TASK,
+    event_webhook_deliver,
+    event_webhooks_dispatch_due,
+)
 
 
 @shared_task(name="monitoring.tasks.escalate_unacknowledged", ignore_result=True)
@@ -36,3 +41,16 @@ def deliver_escalation(self: Task[[str, str | None], str], escalation_id: str, d
             countdown=result.retry_in, kwargs={"escalation_id": escalation_id, "dispatch_id": str(result.dispatch_id)}
         )
     return result.status.value if result.status else "skipped"
+
+
+@shared_task(name="monitoring.tasks.deliver_event_webhooks", ignore_result=True)
+def deliver_event_webhooks() -> int:
+    """Beat: queue a delivery task for each event webhook with something to send."""
+    return len(event_webhooks_dispatch_due())
+
+
+@shared_task(name=DELIVER_EVENT_WEBHOOK_TASK, ignore_result=True)
+def deliver_event_webhook(webhook_id: int, dispatch_id: str) -> str:
+    """Deliver one subscription's batches in order, by the message queued with ``dispatch_id`` only.
+    A failed attempt is not retried here: the sweep queues the next one when its backoff is over."""
+    return event_webhook_deliver(webhook_id=webhook_id, dispatch_id=uuid.UUID(dispatch_id)).outcome

@@ -27,8 +27,29 @@ HEADER_TIMESTAMP = "X-WedSync-Timestamp"
 HEADER_SIGNATURE = "X-WedSync-Signature"
 HEADER_ATTEMPT = "X-WedSync-Attempt"
 USER_AGENT = "WedSync-Escalation/1"
+# Event webhooks (docs/decisions/0032) are signed the same way; only their id header and agent differ.
+EVENTS_HEADER_ID = "X-WedSync-Delivery-Id"
+EVENTS_USER_AGENT = "WedSync-Events/1"
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 _ERROR_BODY_MAX = 300  # bytes of a refusal's body kept in last_error
 _JITTER = random.Random()  # noqa: S311  jitter, not a secret
+
+
+def webhook_url_problem(url: str, *, debug: bool) -> str | None:
+    """What is wrong with ``url`` as a webhook endpoint, or None: it must be ``https://`` with a
+    host, plain ``http://`` only to a loopback host or with ``debug`` on (a signed body still
+    travels in clear over http). The one rule for the escalation webhook (settings) and for
+    integrators' event webhooks (monitoring/services/event_webhooks.py)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:  # an unbalanced IPv6 bracket, say
+        host = None
+    if host is None or parts.scheme not in ("https", "http"):
+        return "must be an https:// URL with a host"
+    if parts.scheme == "http" and not (debug or host in LOOPBACK_HOSTS):
+        return "must be an https:// URL (http:// only with DEBUG on or to a loopback host)"
+    return None
 
 
 def webhook_body(payload: dict[str, Any]) -> bytes:
@@ -160,17 +181,27 @@ def _connection(url: str, deadline: _Deadline) -> tuple[_DeadlineConnection, str
 
 
 def webhook_post(
-    *, url: str, secret: str, body: bytes, escalation_id: str, attempt: int, timestamp: int, timeout: float
+    *,
+    url: str,
+    secret: str,
+    body: bytes,
+    delivery_id: str,
+    attempt: int,
+    timestamp: int,
+    timeout: float,
+    id_header: str = HEADER_ID,
+    user_agent: str = USER_AGENT,
 ) -> WebhookOutcome:
     """POST ``body`` signed; any 2xx is delivered, anything else (or no answer) is not.
+    ``delivery_id`` goes in ``id_header``: the id the receiver de-duplicates on.
 
     ``timeout`` bounds the whole request: connecting, TLS, sending, and the answer's status line,
     headers and (for a refusal) the first bytes of its body. Name resolution is the system
     resolver's (see docs/decisions/0023)."""
     headers = {
         "Content-Type": "application/json; charset=utf-8",
-        "User-Agent": USER_AGENT,
-        HEADER_ID: escalation_id,
+        "User-Agent": user_agent,
+        id_header: delivery_id,
         HEADER_TIMESTAMP: str(timestamp),
         HEADER_SIGNATURE: webhook_signature(secret=secret, timestamp=timestamp, body=body),
         HEADER_ATTEMPT: str(attempt),

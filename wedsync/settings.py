@@ -25,6 +25,7 @@ from csp.constants import UNSAFE_INLINE as CSP_UNSAFE_INLINE
 from django.core.exceptions import ImproperlyConfigured
 from redis import ConnectionPool
 
+from monitoring.webhooks import webhook_url_problem  # standard library only: safe to import here
 from wedsync.env import (
     env_bool,
     env_choice,
@@ -462,6 +463,8 @@ SPECTACULAR_SETTINGS = {
         "WeddingStatusEnum": "wedsync.models.WeddingStatus",
         "AuditOutcomeEnum": "wedsync.models.AuditOutcome",
         "SyncOutcomeEnum": "records.serializers.OUTCOMES",
+        # The events' type filter and publish body, and event webhooks' event_types: one enum.
+        "TypeEnum": "monitoring.webhook_views.EVENT_TYPES",
     },
 }
 
@@ -636,16 +639,9 @@ WEDSYNC_ESCALATION_STALL_SECONDS = env_int("WEDSYNC_ESCALATION_STALL_SECONDS", d
 WEDSYNC_ESCALATION_WEBHOOK_URL = env_optional_str("WEDSYNC_ESCALATION_WEBHOOK_URL")
 WEDSYNC_ESCALATION_WEBHOOK_SECRET = env_optional_str("WEDSYNC_ESCALATION_WEBHOOK_SECRET") or ""
 if WEDSYNC_ESCALATION_WEBHOOK_URL:
-    _hook = urlsplit(WEDSYNC_ESCALATION_WEBHOOK_URL)
-    _loopback = _hook.hostname in ("127.0.0.1", "localhost", "::1")
-    if (
-        _hook.scheme not in ("https", "http")
-        or not _hook.hostname
-        or (_hook.scheme == "http" and not (DEBUG or _loopback))
-    ):
-        raise ImproperlyConfigured(
-            "WEDSYNC_ESCALATION_WEBHOOK_URL must be an https:// URL (http:// only with DEBUG on or to a loopback host)"
-        )
+    _hook_problem = webhook_url_problem(WEDSYNC_ESCALATION_WEBHOOK_URL, debug=DEBUG)
+    if _hook_problem is not None:
+        raise ImproperlyConfigured(f"WEDSYNC_ESCALATION_WEBHOOK_URL {_hook_problem}")
     if len(WEDSYNC_ESCALATION_WEBHOOK_SECRET) < 32:
         raise ImproperlyConfigured(
             "WEDSYNC_ESCALATION_WEBHOOK_SECRET must be set (at least 32 characters) with WEDSYNC_ESCALATION_WEBHOOK_URL"
@@ -665,6 +661,36 @@ WEDSYNC_ESCALATION_WEBHOOK_TIMEOUT_SECONDS = env_float(
 CELERY_BEAT_SCHEDULE["monitoring-escalate-unacknowledged"] = {
     "task": "monitoring.tasks.escalate_unacknowledged",
     "schedule": WEDSYNC_ESCALATION_SWEEP_SECONDS,
+}
+
+# --- Event webhooks (monitoring/services/event_webhooks.py, docs/decisions/0032, docs/webhooks.md) ---
+# Integrators' subscriptions to a wedding's events. Beat sweeps this often; each subscription with
+# events after its cursor (or a batch waiting for its next attempt) gets one delivery task, which
+# POSTs up to BATCHES_PER_RUN batches of up to BATCH_MAX events, in seq order. A sweep dispatches
+# at most SUBSCRIPTIONS_PER_SWEEP (those waiting longest first); the rest go in the next sweep.
+WEDSYNC_EVENT_WEBHOOK_SWEEP_SECONDS = env_float("WEDSYNC_EVENT_WEBHOOK_SWEEP_SECONDS", default=5.0, minimum=1.0)
+WEDSYNC_EVENT_WEBHOOK_BATCH_MAX = env_int("WEDSYNC_EVENT_WEBHOOK_BATCH_MAX", default=100, minimum=1, maximum=500)
+WEDSYNC_EVENT_WEBHOOK_BATCHES_PER_RUN = env_int(
+    "WEDSYNC_EVENT_WEBHOOK_BATCHES_PER_RUN", default=10, minimum=1, maximum=100
+)
+WEDSYNC_EVENT_WEBHOOK_SUBSCRIPTIONS_PER_SWEEP = env_int(
+    "WEDSYNC_EVENT_WEBHOOK_SUBSCRIPTIONS_PER_SWEEP", default=200, minimum=1, maximum=10_000
+)
+# Attempts at one batch before it is dead-lettered and its subscription paused (retried as the
+# escalation webhook is: exponential backoff with equal jitter, capped), and one attempt's timeout
+# for the whole request. More attempts than an escalation's: an event is worth having late.
+WEDSYNC_EVENT_WEBHOOK_ATTEMPTS = env_int("WEDSYNC_EVENT_WEBHOOK_ATTEMPTS", default=10, minimum=1, maximum=30)
+WEDSYNC_EVENT_WEBHOOK_BACKOFF_SECONDS = env_float("WEDSYNC_EVENT_WEBHOOK_BACKOFF_SECONDS", default=5.0, minimum=0.0)
+WEDSYNC_EVENT_WEBHOOK_BACKOFF_MAX_SECONDS = env_float(
+    "WEDSYNC_EVENT_WEBHOOK_BACKOFF_MAX_SECONDS", default=300.0, minimum=0.0
+)
+WEDSYNC_EVENT_WEBHOOK_TIMEOUT_SECONDS = env_float("WEDSYNC_EVENT_WEBHOOK_TIMEOUT_SECONDS", default=5.0, minimum=0.1)
+if WEDSYNC_EVENT_WEBHOOK_TIMEOUT_SECONDS > 60:
+    raise ImproperlyConfigured("WEDSYNC_EVENT_WEBHOOK_TIMEOUT_SECONDS must be at most 60")
+CELERY_BEAT_SCHEDULE["monitoring-deliver-event-webhooks"] = {
+    "task": "monitoring.tasks.deliver_event_webhooks",
+    "schedule": WEDSYNC_EVENT_WEBHOOK_SWEEP_SECONDS,
+    "options": {"expires": WEDSYNC_EVENT_WEBHOOK_SWEEP_SECONDS},  # a late sweep is dropped: the next one does it
 }
 
 # --- Retention (wedsync/services/retention.py, docs/decisions/0023) ---------------------------------

@@ -4,6 +4,12 @@ from django.views.generic import TemplateView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from monitoring.views import healthz, metrics, readyz
+from monitoring.webhook_views import (
+    EventWebhookDetailView,
+    EventWebhookListView,
+    EventWebhookResumeView,
+    EventWebhookRotateView,
+)
 from presence.views import (
     AlertAckView,
     EmergencyResolveView,
@@ -46,6 +52,22 @@ api_v1 = [
         name="wedding-emergency-resolve",
     ),
     path("weddings/<int:wedding_id>/presence/", WeddingPresenceView.as_view(), name="wedding-presence"),
+    path("weddings/<int:wedding_id>/webhooks/", EventWebhookListView.as_view(), name="wedding-webhooks"),
+    path(
+        "weddings/<int:wedding_id>/webhooks/<int:webhook_id>/",
+        EventWebhookDetailView.as_view(),
+        name="wedding-webhook",
+    ),
+    path(
+        "weddings/<int:wedding_id>/webhooks/<int:webhook_id>/rotate-secret/",
+        EventWebhookRotateView.as_view(),
+        name="wedding-webhook-rotate-secret",
+    ),
+    path(
+        "weddings/<int:wedding_id>/webhooks/<int:webhook_id>/resume/",
+        EventWebhookResumeView.as_view(),
+        name="wedding-webhook-resume",
+    ),
     path("weddings/<int:wedding_id>/state/", WeddingStateView.as_view(), name="wedding-state"),
     # Before the kinds' routes, which would take "batch" for a kind.
     path("weddings/<int:wedding_id>/records/batch/", RecordBatchView.as_view(), name="wedding-records-batch"),

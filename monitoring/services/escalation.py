@@ -326,7 +326,7 @@ def escalation_deliver(*, escalation_id: uuid.UUID, dispatch_id: uuid.UUID | Non
         url=url,
         secret=settings.WEDSYNC_ESCALATION_WEBHOOK_SECRET,
         body=webhook_body(claimed_escalation.payload),
-        escalation_id=str(claimed_escalation.pk),
+        delivery_id=str(claimed_escalation.pk),
         attempt=attempt,
         timestamp=int(timezone.now().timestamp()),
         timeout=settings.WEDSYNC_ESCALATION_WEBHOOK_TIMEOUT_SECONDS,
@@ -381,6 +381,8 @@ def dead_letter_retry(*, dead_letter: DeadLetter, actor: User | None) -> bool:
     """Start a new delivery run for an open dead letter; False when it is not open (retried
     already, perhaps by a colleague a moment ago). The outcome lands on the dead letter: delivered,
     or failed again with a newer dead letter."""
+    if dead_letter.escalation_id is None:
+        raise ValueError("not an escalation's dead letter")
     now = timezone.now()
     with transaction.atomic():
         # The escalation first, then the dead letter: the order delivery locks them in.

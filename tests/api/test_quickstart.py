@@ -18,6 +18,11 @@ How the quick start is read. Only the fenced blocks of its ``## Quick start`` se
   the real status (with the standard reason phrase), every header shown must be in the real answer
   with that value, and the JSON shown must be in the real answer: every key shown present (an
   answer may have more), lists as long, every value shown exact.
+- ``webhook``: the request the integrator's endpoint receives. A real HTTP server on 127.0.0.1
+  plays the endpoint (its address is ``{receiver_url}``); the block runs the beat sweep of event
+  webhooks and the delivery tasks it queues, here and now, then holds the one request received to
+  the block as an answer is held to its ``http`` block (request line, headers, JSON), and checks its
+  signature with the ``{webhook_secret}`` an earlier answer gave.
 
 ``{name}`` is a value that differs per run. Where it is not known yet (in an answer, an admin
 address, a message) it matches anything and is remembered; anywhere else it is the remembered value,
@@ -47,6 +52,10 @@ from django.utils.html import strip_tags
 from django.utils.text import capfirst
 from rest_framework.test import APIClient
 
+from monitoring.services.event_webhooks import event_webhooks_dispatch_due
+from monitoring.tasks import deliver_event_webhook
+from monitoring.webhooks import webhook_signature_valid
+from tests.monitoring.webhook_server import WebhookServer, webhook_server
 from tests.personas import make_superuser
 from wedsync.api.errors import API_ERROR_CODES
 from wedsync.models import ApiScope
@@ -113,8 +122,9 @@ def parse_example(text: str, where: str) -> Any:
 class Walkthrough:
     """Runs the quick start's blocks in order, remembering what the answers gave."""
 
-    def __init__(self, superuser: User) -> None:
-        self.values: dict[str, Any] = {}
+    def __init__(self, superuser: User, *, receiver: WebhookServer) -> None:
+        self.values: dict[str, Any] = {"receiver_url": receiver.url}
+        self.receiver = receiver
         self.browser = Client()
         self.browser.force_login(superuser)
         self.api = APIClient()
@@ -132,8 +142,11 @@ class Walkthrough:
         elif block.kind == "http":
             assert self.answer is None, f"{block.where}: the request before it has no answer block"
             self.request(block)
+        elif block.kind == "webhook":
+            assert self.answer is None, f"{block.where}: the request before it has no answer block"
+            self.webhook_received(block)
         else:
-            pytest.fail(f"{block.where}: the quick start runs admin, admin-message and http blocks only")
+            pytest.fail(f"{block.where}: the quick start runs admin, admin-message, http and webhook blocks only")
 
     # --- placeholders ---------------------------------------------------------------------------
 
@@ -305,6 +318,32 @@ class Walkthrough:
         if body.strip():
             self.match(parse_example(body, block.where), answer.json(), block.where)
 
+    # --- the integrator's endpoint ---------------------------------------------------------------
+
+    def webhook_received(self, block: Block) -> None:
+        seen = len(self.receiver.received)
+        for dispatched in event_webhooks_dispatch_due():  # beat's sweep, then each task it queued, as a worker
+            deliver_event_webhook(dispatched.webhook_id, str(dispatched.dispatch_id))
+        fresh = self.receiver.received[seen:]
+        assert len(fresh) == 1, f"{block.where}: the endpoint received {len(fresh)} requests, not one"
+        (received,) = fresh
+        head, _, body = block.text.partition("\n\n")
+        request_line, *header_lines = head.splitlines()
+        method, path, version = request_line.split(" ")
+        assert (method, version) == ("POST", "HTTP/1.1"), f"{block.where}: a webhook is a POST over HTTP/1.1"
+        assert received.path == path, f"{block.where}: the endpoint was asked for {received.path}, not {path}"
+        for line in header_lines:
+            name, shown = line.split(": ", 1)
+            assert name.lower() in received.headers, f"{block.where}: no {name} header in {received.headers}"
+            self.match_text(shown, received.headers[name.lower()], f"{block.where}, header {name}")
+        self.match(parse_example(body, block.where), json.loads(received.body), block.where)
+        assert webhook_signature_valid(
+            secret=str(self.values["webhook_secret"]),
+            timestamp=int(received.headers["x-wedsync-timestamp"]),
+            body=received.body,
+            signature=received.headers["x-wedsync-signature"],
+        ), f"{block.where}: the signature does not verify with the subscription's secret"
+
     def finish(self) -> None:
         assert self.answer is None, f"the quick start's last request ({self.asked}) has no answer block"
 
@@ -316,11 +355,12 @@ def test_the_quick_start_runs_as_written() -> None:
     blocks = quick_start_blocks()
     kinds = {block.kind for block in blocks}
     assert {"admin", "admin-message", "http"} <= kinds, f"the quick start's blocks were not found: {kinds}"
-    walk = Walkthrough(make_superuser("root"))
-    for block in blocks:
-        walk.run(block)
-    walk.finish()
-    assert {"key", "agency_id", "wedding_id", "etag", "new_etag"} <= set(walk.values)
+    with webhook_server() as receiver:
+        walk = Walkthrough(make_superuser("root"), receiver=receiver)
+        for block in blocks:
+            walk.run(block)
+        walk.finish()
+    assert {"key", "agency_id", "wedding_id", "etag", "new_etag", "webhook_secret", "delivery_id"} <= set(walk.values)
 
 
 def test_every_api_address_the_guide_names_is_routed() -> None:

@@ -38,6 +38,8 @@ import schemathesis
 from django.contrib.auth import get_user_model
 from hypothesis import HealthCheck, settings
 
+from monitoring.models import EventWebhook
+from monitoring.services.event_webhooks import event_webhook_create
 from presence.models import Emergency
 from presence.services import presence_device_join
 from realtime.services.events import member_event_publish
@@ -66,6 +68,7 @@ OWN_ALERTS, OTHER_ALERT = (9_200_001, 9_200_002), 9_200_003
 OWN_EMERGENCY, OTHER_EMERGENCY = 9_300_001, 9_300_002
 OWN_ITEM, OWN_TASK, OWN_RSVP, OTHER_ITEM = 9_400_001, 9_400_002, 9_400_003, 9_400_004
 OWN_CONFLICT, OTHER_CONFLICT = 9_500_001, 9_500_002
+OWN_WEBHOOK = 9_600_001  # the key's account's event webhook subscription to the own wedding
 PLANNER, GUEST = "priya-fuzz-own", "gil-fuzz-own"  # personas' usernames: <name>-<wedding slug>
 COORDINATOR = "cora-fuzz"  # staff overseeing the own wedding (its agency), not the other
 
@@ -102,6 +105,14 @@ def seeded(transactional_db: None) -> str:
         actor=None,
     )
     _key, raw_key = service_account_key_issue(account=account, name="fuzz", actor=None)
+    webhook, _secret = event_webhook_create(
+        account=account,
+        wedding_id=own.wedding.pk,
+        url="https://crm.example.com/hooks",
+        event_types=[],
+        actor=account.user,
+    )
+    EventWebhook.objects.filter(pk=webhook.pk).update(id=OWN_WEBHOOK)
     for member, location in ((own.paula, "ceremony_area"), (own.priya, None), (own.gil, None)):
         presence_device_join(device=device_presence(member, device=f"dev-{member.pk}", location=location))
     AlertFactory(pk=OWN_ALERTS[0], wedding=own.wedding, member=own.paula)
@@ -131,6 +142,7 @@ def _served_schema() -> schemathesis.BaseSchema:
                 "emergencies": {"values": [OWN_EMERGENCY, OTHER_EMERGENCY]},
                 "records": {"values": [OWN_ITEM, OWN_TASK, OWN_RSVP, OTHER_ITEM]},
                 "conflicts": {"values": [OWN_CONFLICT, OTHER_CONFLICT]},
+                "webhooks": {"values": [OWN_WEBHOOK]},
                 "versions": {"values": ['"1"', '"2"']},  # the seeded records' versions
                 "usernames": {"values": [PLANNER, GUEST]},
                 "passwords": {"values": [PASSWORD]},
@@ -141,6 +153,7 @@ def _served_schema() -> schemathesis.BaseSchema:
                 "path.emergency_id": drawn_from("emergencies"),
                 "path.record_id": drawn_from("records"),
                 "path.conflict_id": drawn_from("conflicts"),
+                "path.webhook_id": drawn_from("webhooks"),
                 "header.If-Match": drawn_from("versions"),
                 "body.username": drawn_from("usernames"),
                 "body.password": drawn_from("passwords"),
@@ -238,6 +251,12 @@ PLANNER_REACHES: dict[str, set[int]] = {
         404,
         409,
     },  # the rest: SENT_AS_GIVEN
+    "GET /api/v1/weddings/{wedding_id}/webhooks/": {403},  # keys only: people follow a wedding over its socket
+    "POST /api/v1/weddings/{wedding_id}/webhooks/": {403},
+    "GET /api/v1/weddings/{wedding_id}/webhooks/{webhook_id}/": {403},
+    "DELETE /api/v1/weddings/{wedding_id}/webhooks/{webhook_id}/": {403},
+    "POST /api/v1/weddings/{wedding_id}/webhooks/{webhook_id}/rotate-secret/": {403},
+    "POST /api/v1/weddings/{wedding_id}/webhooks/{webhook_id}/resume/": {403},
 }
 # The staff passes: a coordinator overseeing the own wedding (not the other), and a key of a service
 # account with every scope over the same agency. Unlike the planner, neither is a member.
@@ -272,6 +291,12 @@ COORDINATOR_REACHES: dict[str, set[int]] = {
     "POST /api/v1/weddings/{wedding_id}/records/batch/": {200, 403, 422},
     "GET /api/v1/weddings/{wedding_id}/conflicts/": {200, 403},
     "POST /api/v1/weddings/{wedding_id}/conflicts/{conflict_id}/resolve/": {200, 403, 404, 409},
+    "GET /api/v1/weddings/{wedding_id}/webhooks/": {403},  # keys only: people follow a wedding over its socket
+    "POST /api/v1/weddings/{wedding_id}/webhooks/": {403},
+    "GET /api/v1/weddings/{wedding_id}/webhooks/{webhook_id}/": {403},
+    "DELETE /api/v1/weddings/{wedding_id}/webhooks/{webhook_id}/": {403},
+    "POST /api/v1/weddings/{wedding_id}/webhooks/{webhook_id}/rotate-secret/": {403},
+    "POST /api/v1/weddings/{wedding_id}/webhooks/{webhook_id}/resume/": {403},
 }
 KEY_REACHES: dict[str, set[int]] = {
     **{operation: statuses - {201, 204} for operation, statuses in COORDINATOR_REACHES.items()},
@@ -285,6 +310,12 @@ KEY_REACHES: dict[str, set[int]] = {
     "DELETE /api/v1/weddings/{wedding_id}/records/{kind}/{record_id}/": {403},
     "POST /api/v1/weddings/{wedding_id}/records/batch/": {200, 403},
     "POST /api/v1/weddings/{wedding_id}/conflicts/{conflict_id}/resolve/": {403, 404},
+    "GET /api/v1/weddings/{wedding_id}/webhooks/": {200, 403},
+    "POST /api/v1/weddings/{wedding_id}/webhooks/": {400, 403, 422, 428},  # 201: tests/api/test_event_webhooks.py
+    "GET /api/v1/weddings/{wedding_id}/webhooks/{webhook_id}/": {200, 403, 404},
+    "DELETE /api/v1/weddings/{wedding_id}/webhooks/{webhook_id}/": {204, 403, 404},
+    "POST /api/v1/weddings/{wedding_id}/webhooks/{webhook_id}/rotate-secret/": {200, 403, 404},
+    "POST /api/v1/weddings/{wedding_id}/webhooks/{webhook_id}/resume/": {200, 403, 404},
 }
 ANONYMOUS_REACHES: dict[str, set[int]] = {
     "GET /api/v1/audit/": {401},
@@ -317,6 +348,12 @@ ANONYMOUS_REACHES: dict[str, set[int]] = {
     "POST /api/v1/weddings/{wedding_id}/records/batch/": {401},
     "GET /api/v1/weddings/{wedding_id}/conflicts/": {401},
     "POST /api/v1/weddings/{wedding_id}/conflicts/{conflict_id}/resolve/": {401},
+    "GET /api/v1/weddings/{wedding_id}/webhooks/": {401},
+    "POST /api/v1/weddings/{wedding_id}/webhooks/": {401},
+    "GET /api/v1/weddings/{wedding_id}/webhooks/{webhook_id}/": {401},
+    "DELETE /api/v1/weddings/{wedding_id}/webhooks/{webhook_id}/": {401},
+    "POST /api/v1/weddings/{wedding_id}/webhooks/{webhook_id}/rotate-secret/": {401},
+    "POST /api/v1/weddings/{wedding_id}/webhooks/{webhook_id}/resume/": {401},
 }
 
 

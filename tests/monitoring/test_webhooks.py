@@ -48,7 +48,7 @@ def test_the_body_is_compact_sorted_utf8_json() -> None:
 def _post(url: str, *, timeout: float) -> tuple[WebhookOutcome, float]:
     started = time.monotonic()
     outcome = webhook_post(
-        url=url, secret="s" * 32, body=b"{}", escalation_id="e", attempt=1, timestamp=1, timeout=timeout
+        url=url, secret="s" * 32, body=b"{}", delivery_id="e", attempt=1, timestamp=1, timeout=timeout
     )
     return outcome, time.monotonic() - started
 

@@ -32,6 +32,7 @@ class Received:
     headers: dict[str, str]  # names in lower case (HTTP header names are case-insensitive)
     body: bytes
     at: float = field(default_factory=time.monotonic)  # when it arrived
+    path: str = ""  # the request target, as sent
 
 
 @dataclass
@@ -76,7 +77,8 @@ def _handler(server: WebhookServer) -> type[BaseHTTPRequestHandler]:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             server.started()
             try:
-                server.received.append(Received(headers={k.lower(): v for k, v in self.headers.items()}, body=body))
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                server.received.append(Received(headers=headers, body=body, path=self.path))
                 if server.gate is not None:
                     server.gate.wait(timeout=30)
                 if server.delay:

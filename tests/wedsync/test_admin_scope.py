@@ -13,7 +13,14 @@ from django.db.models import Model
 from django.test import Client
 from django.urls import reverse
 
-from monitoring.models import DeadLetter, DeadLetterState, Escalation, EscalationStatus, EscalationSubject
+from monitoring.models import (
+    DeadLetter,
+    DeadLetterState,
+    Escalation,
+    EscalationStatus,
+    EscalationSubject,
+    EventWebhook,
+)
 from presence.models import Alert, Emergency
 from realtime.services.events import member_event_publish
 from records.models import Conflict
@@ -21,6 +28,7 @@ from tests.factories import AlertFactory, RsvpFactory, TaskFactory, TimelineItem
 from tests.personas import WeddingParty, make_coordinator, make_superuser, make_wedding_party
 from wedsync.models import Agency, AuditLog, AuditOutcome, CoordinatorAssignment, Member, Task, TimelineItem, Wedding
 from wedsync.services.audit import AuditAction, audit_record
+from wedsync.services.service_accounts import service_account_create
 
 pytestmark = [pytest.mark.django_db, pytest.mark.requires_postgres, pytest.mark.requires_redis]
 
@@ -37,6 +45,7 @@ SCOPED = (
     "presence.emergency",
     "monitoring.escalation",
     "monitoring.deadletter",
+    "monitoring.eventwebhook",
 )
 
 
@@ -91,6 +100,14 @@ def _side(party: WeddingParty) -> Side:
             "monitoring.escalation": escalation,
             "monitoring.deadletter": DeadLetter.objects.create(
                 escalation=escalation, payload=escalation.payload, last_error="HTTP 502", attempts=6
+            ),
+            "monitoring.eventwebhook": EventWebhook.objects.create(
+                service_account=service_account_create(
+                    name=f"CRM of {party.wedding.slug}", scopes=["webhooks"], weddings=[party.wedding], actor=None
+                ),
+                wedding=party.wedding,
+                url="https://crm.example.com/hooks",
+                secret="whsec_test",
             ),
         },
     )

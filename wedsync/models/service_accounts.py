@@ -18,6 +18,7 @@ class ApiScope(models.TextChoices):
     PUBLISH = "publish", "Publish events"
     MEMBERS = "members", "Add, change and remove members"
     WEDDINGS = "weddings", "Create, change and archive weddings"
+    WEBHOOKS = "webhooks", "Subscribe to a wedding's events by webhook"
 
 
 class ServiceAccount(models.Model):

@@ -30,6 +30,7 @@ _COORDINATOR_PERMISSIONS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("presence", "emergency", ("view", "change")),  # change: the resolve action
     ("monitoring", "escalation", ("view",)),
     ("monitoring", "deadletter", ("view", "change")),  # change: the retry action
+    ("monitoring", "eventwebhook", ("view", "change")),  # change: the pause and resume actions
     ("auth", "user", ("view",)),
 )
 

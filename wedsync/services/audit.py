@@ -52,6 +52,13 @@ class AuditAction(enum.StrEnum):
     API_KEY_ISSUE = "api.key.issue"
     API_KEY_ROTATE = "api.key.rotate"
     API_KEY_REVOKE = "api.key.revoke"
+    # An integrator's event webhook subscription (docs/decisions/0032): created, deleted, its secret
+    # rotated, paused and resumed (by staff in the admin, or resumed by its account's key).
+    EVENT_WEBHOOK_CREATE = "api.webhook.create"
+    EVENT_WEBHOOK_DELETE = "api.webhook.delete"
+    EVENT_WEBHOOK_ROTATE = "api.webhook.rotate"
+    EVENT_WEBHOOK_PAUSE = "api.webhook.pause"
+    EVENT_WEBHOOK_RESUME = "api.webhook.resume"
     TICKET_ISSUE = "realtime.ticket.issue"
     MEMBER_ADD = "member.add"
     MEMBER_CHANGE = "member.change"
