@@ -502,10 +502,6 @@ REALTIME_MALLOC_ARENAS = env_int("REALTIME_MALLOC_ARENAS", default=2, minimum=0,
 # objects this often (0 turns the policy off), and collect everything this often.
 REALTIME_GC_FREEZE_SECONDS = env_int("REALTIME_GC_FREEZE_SECONDS", default=10, minimum=0)
 REALTIME_GC_FULL_SECONDS = env_int("REALTIME_GC_FULL_SECONDS", default=1800, minimum=60)
-# The node's GIL switch interval in milliseconds (decision 0033); CPython's own is 5.
-REALTIME_GIL_SWITCH_MS = env_float("REALTIME_GIL_SWITCH_MS", default=0.5, minimum=0.1)
-if REALTIME_GIL_SWITCH_MS > 50:
-    raise ImproperlyConfigured("REALTIME_GIL_SWITCH_MS must be at most 50")
 REALTIME_OUTBOX_MAX_BYTES = env_int("REALTIME_OUTBOX_MAX_BYTES", default=2 * 1024 * 1024, minimum=64 * 1024)
 # A socket's frames read but not yet handled: past either bound the node stops reading that socket
 # (TCP back-pressure) until half is handled; a flood four times past them closes it 1008.

@@ -28,7 +28,6 @@ from django.conf import settings
 from realtime.daphne import patches as daphne_patches
 from realtime.db import per_socket_db
 from realtime.gc_policy import gc_freeze_loop
-from realtime.interpreter_policy import gil_switch_interval_set
 from realtime.layer_send import layer_group_send, node_loop_register, node_loop_unregister
 from realtime.messages import ControlMessage, EventMessage, PresenceBatch, layer_decode
 from realtime.names import NODES_GROUP, Priority, wedding_group
@@ -143,7 +142,6 @@ class NodeHub:
             asyncio.create_task(housekeeping.access_loop(self), name="hub-access"),
             *self.presence.start(self._loop),
         ]
-        gil_switch_interval_set(milliseconds=settings.REALTIME_GIL_SWITCH_MS)
         if settings.REALTIME_GC_FREEZE_SECONDS:
             freeze = gc_freeze_loop(
                 freeze_every=settings.REALTIME_GC_FREEZE_SECONDS, full_every=settings.REALTIME_GC_FULL_SECONDS
