@@ -14,7 +14,7 @@ from django.http import HttpRequest
 
 from monitoring.models import DeadLetter, Escalation, EventWebhook
 from monitoring.services.escalation import dead_letter_retry
-from monitoring.services.event_webhooks import (
+from monitoring.services.event_webhooks.subscriptions import (
     event_webhook_dead_letter_retry,
     event_webhook_pause,
     event_webhook_resume,

@@ -151,7 +151,7 @@ def escalations_stalled(*, due_before: datetime) -> QuerySet[Escalation]:
     return Escalation.objects.filter(status=EscalationStatus.PENDING, next_attempt_at__lt=due_before)
 
 
-# --- Event webhooks (monitoring/services/event_webhooks.py, decision 0032) -------------------------
+# --- Event webhooks (monitoring/services/event_webhooks/, decision 0032) -------------------------
 
 
 def event_webhooks_of(*, account_id: int, wedding_id: int) -> QuerySet[EventWebhook]:

@@ -12,7 +12,7 @@ from monitoring.services.escalation import (
     escalations_create_due,
     escalations_requeue_stalled,
 )
-from monitoring.services.event_webhooks import (
+from monitoring.services.event_webhooks.delivery import (
     DELIVER_EVENT_WEBHOOK_TASK,
     event_webhook_deliver,
     event_webhooks_dispatch_due,

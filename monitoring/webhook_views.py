@@ -16,7 +16,7 @@ from rest_framework.views import APIView
 
 from monitoring.models import EventWebhook
 from monitoring.selectors import event_webhook_of, event_webhooks_of
-from monitoring.services.event_webhooks import (
+from monitoring.services.event_webhooks.subscriptions import (
     event_webhook_account_check,
     event_webhook_create,
     event_webhook_delete,

@@ -39,7 +39,7 @@ def webhook_url_problem(url: str, *, debug: bool) -> str | None:
     """What is wrong with ``url`` as a webhook endpoint, or None: it must be ``https://`` with a
     host, plain ``http://`` only to a loopback host or with ``debug`` on (a signed body still
     travels in clear over http). The one rule for the escalation webhook (settings) and for
-    integrators' event webhooks (monitoring/services/event_webhooks.py)."""
+    integrators' event webhooks (monitoring/services/event_webhooks/)."""
     try:
         parts = urlsplit(url)
         host = parts.hostname

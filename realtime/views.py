@@ -3,7 +3,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from django.contrib.auth.models import User
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
@@ -11,10 +10,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from realtime.names import EventType
-from realtime.selectors import SubscriptionDenied, events_history, member_for_publish
-from realtime.services.events import PublishedEvent
+from realtime.selectors import SubscriptionDenied, events_history
 from realtime.services.publish_hooks import PublishRefused
-from realtime.services.sockets import history_viewer_check, member_publish_checked, staff_event_publish
+from realtime.services.sockets import api_event_publish, history_viewer_check
 from realtime.services.tickets import TicketRefused, ticket_issue
 from wedsync.access_revocation import SESSION_GENERATION_KEY
 from wedsync.api.authentication import RevocableJWTAuthentication
@@ -162,7 +160,17 @@ class WeddingEventListView(APIView):
 
         def create() -> tuple[int, dict[str, Any]]:
             try:
-                published = _publish(request, asked, fields=fields, key=key, client=client)
+                published = api_event_publish(
+                    user=request.user,
+                    account=getattr(request.auth, "service_account", None),
+                    wedding_id=asked,
+                    type_name=fields["type"],
+                    data=fields["data"],
+                    to=fields.get("to"),
+                    priority_name=fields.get("priority"),
+                    idempotency_key=key,
+                    client=client,
+                )
             except PublishRefused as refused:  # answered, and audited where it concerns access
                 error: dict[str, Any] = {"code": refused.code, "message": refused.message}
                 if refused.retry_after is not None:
@@ -175,33 +183,3 @@ class WeddingEventListView(APIView):
         if retry_after is not None:  # as DRF's own throttles say it, in the header too
             response["Retry-After"] = str(math.ceil(retry_after))
         return response
-
-
-def _publish(
-    request: Request, wedding_id: int, *, fields: dict[str, Any], key: str, client: ClientInfo
-) -> PublishedEvent:
-    """As the member the caller is in the wedding (a person), else as staff (an announcement)."""
-    user, account = request.user, getattr(request.auth, "service_account", None)
-    if not isinstance(user, User):
-        raise PublishRefused(code="forbidden", message="Sign in first.")
-    member = member_for_publish(user_id=user.pk, wedding_id=wedding_id) if account is None else None
-    if member is not None:
-        return member_publish_checked(
-            member=member,
-            type_name=fields["type"],
-            data=fields["data"],
-            to=fields.get("to"),
-            priority_name=fields.get("priority"),
-            idempotency_key=key,
-            client=client,
-        )
-    return staff_event_publish(
-        user=user,
-        wedding_id=wedding_id,
-        type_name=fields["type"],
-        data=fields["data"],
-        to=fields.get("to"),
-        priority_name=fields.get("priority"),
-        sender_name=account.name if account is not None else (user.get_full_name() or user.get_username()),
-        client=client,
-    )

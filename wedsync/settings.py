@@ -663,7 +663,7 @@ CELERY_BEAT_SCHEDULE["monitoring-escalate-unacknowledged"] = {
     "schedule": WEDSYNC_ESCALATION_SWEEP_SECONDS,
 }
 
-# --- Event webhooks (monitoring/services/event_webhooks.py, docs/decisions/0032, docs/webhooks.md) ---
+# --- Event webhooks (monitoring/services/event_webhooks/, docs/decisions/0032, docs/webhooks.md) ---
 # Integrators' subscriptions to a wedding's events. Beat sweeps this often; each subscription with
 # events after its cursor (or a batch waiting for its next attempt) gets one delivery task, which
 # POSTs up to BATCHES_PER_RUN batches of up to BATCH_MAX events, in seq order. A sweep dispatches

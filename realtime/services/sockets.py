@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import User
+from django.contrib.auth.models import AnonymousUser, User
 
 from realtime.audience import AudienceError, audience_default, audience_narrow
 from realtime.auth import SocketIdentity, socket_identify
@@ -29,7 +29,7 @@ from realtime.services.events import (
     event_publish,
     member_event_publish,
 )
-from wedsync.models import AuditLog, AuditOutcome, Member, Wedding
+from wedsync.models import AuditLog, AuditOutcome, Member, ServiceAccount, Wedding
 from wedsync.selectors import wedding_may_oversee
 from wedsync.services.audit import AuditAction, ClientInfo, audit_record
 from wedsync.services.throttles import auth_attempt_hit
@@ -222,6 +222,45 @@ def history_viewer_check(*, user_id: int, wedding_id: int, client: ClientInfo) -
 
 # Staff and integrators announce; every other type is a member's (a vendor's status, an emergency).
 STAFF_EVENT_TYPES = frozenset({EventType.CHAT_MESSAGE})
+
+
+def api_event_publish(
+    *,
+    user: User | AnonymousUser,
+    account: ServiceAccount | None,
+    wedding_id: int,
+    type_name: str,
+    data: dict[str, Any],
+    to: list[str] | None,
+    priority_name: str | None,
+    idempotency_key: str,
+    client: ClientInfo,
+) -> PublishedEvent:
+    """A publish over the API: as the member the caller is in the wedding (a person), else as staff
+    or ``account``'s key (an announcement). Raises :class:`PublishRefused`."""
+    if not isinstance(user, User):
+        raise PublishRefused(code="forbidden", message="Sign in first.")
+    member = member_for_publish(user_id=user.pk, wedding_id=wedding_id) if account is None else None
+    if member is not None:
+        return member_publish_checked(
+            member=member,
+            type_name=type_name,
+            data=data,
+            to=to,
+            priority_name=priority_name,
+            idempotency_key=idempotency_key,
+            client=client,
+        )
+    return staff_event_publish(
+        user=user,
+        wedding_id=wedding_id,
+        type_name=type_name,
+        data=data,
+        to=to,
+        priority_name=priority_name,
+        sender_name=account.name if account is not None else (user.get_full_name() or user.get_username()),
+        client=client,
+    )
 
 
 def staff_event_publish(

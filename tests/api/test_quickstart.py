@@ -52,7 +52,7 @@ from django.utils.html import strip_tags
 from django.utils.text import capfirst
 from rest_framework.test import APIClient
 
-from monitoring.services.event_webhooks import event_webhooks_dispatch_due
+from monitoring.services.event_webhooks.delivery import event_webhooks_dispatch_due
 from monitoring.tasks import deliver_event_webhook
 from monitoring.webhooks import webhook_signature_valid
 from tests.monitoring.webhook_server import WebhookServer, webhook_server

@@ -39,7 +39,7 @@ from django.contrib.auth import get_user_model
 from hypothesis import HealthCheck, settings
 
 from monitoring.models import EventWebhook
-from monitoring.services.event_webhooks import event_webhook_create
+from monitoring.services.event_webhooks.subscriptions import event_webhook_create
 from presence.models import Emergency
 from presence.services import presence_device_join
 from realtime.services.events import member_event_publish

@@ -20,12 +20,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from monitoring.models import DeadLetter, DeadLetterState, EventWebhook
-from monitoring.services.event_webhooks import (
-    ACCESS_LOST,
-    event_webhook_create,
-    event_webhook_secret_rotate,
-    event_webhooks_dispatch_due,
-)
+from monitoring.services.event_webhooks.delivery import ACCESS_LOST, event_webhooks_dispatch_due
+from monitoring.services.event_webhooks.subscriptions import event_webhook_create, event_webhook_secret_rotate
 from monitoring.tasks import deliver_event_webhook, deliver_event_webhooks
 from monitoring.webhooks import webhook_signature_valid
 from realtime.services.events import member_event_publish
