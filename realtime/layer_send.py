@@ -16,8 +16,10 @@ bounded by the same timeout.
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import weakref
+from dataclasses import dataclass
 
 import structlog
 from asgiref.sync import async_to_sync
@@ -84,21 +86,50 @@ def _schedule(loop: asyncio.AbstractEventLoop, group: str, message: LayerMessage
     if len(pending) >= MAX_PENDING_SENDS:
         _dropped(group, message, reason="overflow", error=None)
         return
-    task = loop.create_task(_send_logged(group, message), name="layer-send")
-    pending.add(task)
-    task.add_done_callback(pending.discard)
+    send = _PendingSend(group=group, message=message, task=loop.create_task(_send(group, message), name="layer-send"))
+    pending.add(send.task)
+    deadline = loop.call_later(SEND_TIMEOUT_SECONDS, send.expire)
+    send.task.add_done_callback(functools.partial(send.settle, pending=pending, deadline=deadline))
+
+
+@dataclass(slots=True)
+class _PendingSend:
+    """One send waiting on the node loop. Its deadline is a timer beside the task, not a timeout
+    inside it: the Redis client may absorb a cancellation (a retry, a lock handed over at the same
+    moment) and the drop must still be counted on time. The task stays pending until it really ends,
+    so the bound on waiting sends holds."""
+
+    group: str
+    message: LayerMessage
+    task: asyncio.Task[None]
+    expired: bool = False
+
+    def expire(self) -> None:
+        if self.task.done():
+            return
+        self.expired = True
+        _dropped(self.group, self.message, reason="timeout", error=TimeoutError())
+        self.task.cancel()
+
+    def settle(
+        self, task: asyncio.Task[None], *, pending: set[asyncio.Task[None]], deadline: asyncio.TimerHandle
+    ) -> None:
+        pending.discard(task)
+        deadline.cancel()
+        if task.cancelled():  # it expired (counted then), or the loop is stopping
+            return
+        error = task.exception()  # retrieved even when late, so asyncio does not report it as lost
+        if error is not None and not self.expired:
+            _dropped(self.group, self.message, reason="error", error=error)
+
+
+async def _send(group: str, message: LayerMessage) -> None:
+    await get_channel_layer().group_send(group, layer_encode(message))
 
 
 async def _send_bounded(group: str, message: LayerMessage) -> None:
     async with asyncio.timeout(SEND_TIMEOUT_SECONDS):
-        await get_channel_layer().group_send(group, layer_encode(message))
-
-
-async def _send_logged(group: str, message: LayerMessage) -> None:
-    try:
-        await _send_bounded(group, message)
-    except Exception as error:
-        _dropped(group, message, reason="timeout" if isinstance(error, TimeoutError) else "error", error=error)
+        await _send(group, message)
 
 
 def _dropped(group: str, message: LayerMessage, *, reason: str, error: BaseException | None) -> None:

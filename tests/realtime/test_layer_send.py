@@ -68,6 +68,41 @@ async def test_a_thread_hands_sends_to_the_node_loop_and_goes_on(monkeypatch) ->
                 channel_layers.backends.clear()
 
 
+async def test_a_send_that_absorbs_its_cancel_is_counted_at_its_deadline_and_once(monkeypatch) -> None:
+    """The Redis client may swallow a cancellation (a retry on its own timeout); the drop is still
+    counted when the deadline passes, and the send keeps its place until it really ends."""
+    monkeypatch.setattr(layer_send, "SEND_TIMEOUT_SECONDS", 0.2)
+    released = asyncio.Event()
+
+    async def stubborn_send(group: str, message: object) -> None:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            await released.wait()  # goes on as if nothing had happened
+            raise ConnectionError("the partition ended badly") from None
+
+    monkeypatch.setattr(layer_send, "_send", stubborn_send)
+    loop = asyncio.get_running_loop()
+    layer_send.node_loop_register(loop)
+    try:
+        timeouts, errors = _dropped("timeout"), _dropped("error")
+        layer_send.layer_group_send("wedding.1", _event(1))
+        pending = layer_send._node_loops[loop]
+        assert len(pending) == 1
+        async with asyncio.timeout(5):
+            while _dropped("timeout") < timeouts + 1:  # noqa: ASYNC110  a counter, not an event
+                await asyncio.sleep(0.02)
+        assert len(pending) == 1  # still running: it still counts against the bound
+        released.set()
+        async with asyncio.timeout(5):
+            while pending:  # noqa: ASYNC110  the set empties from a done callback
+                await asyncio.sleep(0.02)
+        assert _dropped("timeout") == timeouts + 1
+        assert _dropped("error") == errors  # its late failure is not a second drop
+    finally:
+        layer_send.node_loop_unregister(loop)
+
+
 def test_without_a_node_loop_the_send_is_bounded_where_it_runs(monkeypatch) -> None:
     monkeypatch.setattr(layer_send, "SEND_TIMEOUT_SECONDS", 0.5)
     with redis_server() as redis:
