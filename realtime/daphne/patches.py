@@ -15,7 +15,8 @@ its server, fixes those at the protocol level:
   instead of daphne's memory;
 - SIGTERM/SIGINT close every socket with 1001, let consumers run their disconnect, then stop;
 - an empty text or binary message is sent as an empty frame (RFC 6455 allows it; Autobahn cases
-  1.1.1, 1.2.1, 6.1.1 and 6.1.2 echo one), not dropped.
+  1.1.1, 1.2.1, 6.1.1 and 6.1.2 echo one), not dropped;
+- an HTTP POST's body is not parsed as a form by Twisted, since daphne hands the raw body to Django.
 
 It leans on daphne, autobahn and Twisted internals, so :func:`install` refuses a release of any of
 them that it was not verified against (:data:`VERIFIED_VERSIONS`).
@@ -109,6 +110,7 @@ def install(*, on_running: Callable[[], object] | None = None) -> None:
     for package, version in versions.items():  # before anything is patched
         require_verified(package, version)
     import daphne.cli
+    import daphne.http_protocol
     import daphne.server
     from autobahn.websocket import protocol as autobahn_protocol
     from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
@@ -132,6 +134,7 @@ def install(*, on_running: Callable[[], object] | None = None) -> None:
     patch_handshake_timeout(daphne.server.Server, settings.REALTIME_HANDSHAKE_TIMEOUT)
     patch_sliced_checks(daphne.server.Server, reactor)
     patch_lazy_autobahn_pformat(autobahn_protocol)
+    patch_no_form_parsing(daphne.http_protocol)
     if on_running is not None:
         # callWhenRunning runs during the reactor's start-up, before its asyncio loop runs: the
         # loop's first turn is the earliest the hub can start on it.
@@ -409,3 +412,23 @@ def patch_lazy_autobahn_pformat(autobahn_protocol: Any) -> None:
         return
     autobahn_protocol.Timings.__str__ = lambda self: pprint.pformat(self._timings)
     autobahn_protocol.pformat = _PrettyLater
+
+
+def patch_no_form_parsing(http_protocol: Any) -> None:
+    """Stop Twisted parsing every POST as a form that nobody reads.
+
+    Twisted's ``Request.requestReceived`` parses a POST's Content-Type through the ``email``
+    package and then a urlencoded or multipart body into ``request.args``; daphne never reads
+    ``args`` (it hands the raw body to the ASGI application, and Django parses it), yet that
+    parse was the largest part of Twisted's CPU per API request (decision 0033). Twisted's own
+    switch, ``parsePOSTFormSubmission``, turns it off; daphne's ``HTTPFactory.buildProtocol``
+    builds its requests from the module's ``WebRequest``, which becomes a subclass passing it.
+    """
+    base = http_protocol.WebRequest
+
+    class WebRequestWithoutFormParsing(base):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs.setdefault("parsePOSTFormSubmission", False)
+            super().__init__(*args, **kwargs)
+
+    http_protocol.WebRequest = WebRequestWithoutFormParsing

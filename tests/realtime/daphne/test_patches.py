@@ -5,13 +5,15 @@ What the wrappers do on a serving node is covered cross-process elsewhere: the p
 codes, ``too_large`` and 1009 (tests/realtime/test_nodes.py, test_socket_protocol.py), pings
 heard (test_daphne_pings.py), empty messages (test_daphne_replies.py), handshake shedding
 (test_daphne_handshake.py), the lean inbox (test_inbox_nodes.py), the drain on SIGTERM and the
-handshake timeout (test_nodes.py) and the sliced checks (test_walks.py, test_daphne_pings.py).
+handshake timeout (test_nodes.py) and the sliced checks (test_walks.py, test_daphne_pings.py); a
+POST's body left to Django is tested here on a real node.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import http.client
 import json
 import pprint
 import re
@@ -34,7 +36,7 @@ from twisted.internet.task import Clock
 
 from realtime.daphne import patches
 from realtime.daphne.inbox import AppInbox, InboxBounds
-from tests.realtime.nodes import ROOT, Node, echo_node_environment
+from tests.realtime.nodes import ROOT, Node, echo_node, echo_node_environment
 from tests.servers import free_port
 
 PATCHES = "realtime.daphne.patches"
@@ -48,6 +50,7 @@ SEAMS = [
     ("daphne.cli", "build_endpoint_description_strings"),
     ("autobahn.websocket.protocol", "pformat"),
     ("autobahn.websocket.protocol", "Timings.__str__"),
+    ("daphne.http_protocol", "WebRequest"),
 ]
 # Run in a fresh interpreter, as `python -m daphne` would: install() patches process-wide.
 INSTALL_SCRIPT = """
@@ -327,6 +330,36 @@ def test_autobahn_is_left_alone_when_it_stops_importing_pformat() -> None:
     patches.patch_lazy_autobahn_pformat(module)
 
     assert (module.pformat, module.Timings.__str__) == stock
+
+
+def test_twisted_is_told_not_to_parse_post_forms() -> None:
+    built: list[dict[str, Any]] = []
+    stock_request = type("WebRequest", (), {"__init__": lambda self, *args, **kwargs: built.append(kwargs)})
+    module = SimpleNamespace(WebRequest=stock_request)
+    patches.patch_no_form_parsing(module)
+
+    module.WebRequest("channel", 0)
+
+    assert issubclass(module.WebRequest, stock_request) and built == [{"parsePOSTFormSubmission": False}]
+
+
+def test_a_post_that_twisted_would_refuse_as_a_bad_form_is_answered_by_django(tmp_path: Path) -> None:
+    # Stock Twisted parses a multipart POST itself and answers a body it cannot read with a bare 400
+    # before the application hears of it; the node leaves the body to Django, which answers by its
+    # own rules (here CSRF's refusal, with the product's security headers).
+    with echo_node(tmp_path) as node:
+        connection = http.client.HTTPConnection("127.0.0.1", node.port, timeout=10)
+        connection.request(
+            "POST",
+            "/healthz",
+            b"not a multipart body",
+            {"Content-Type": "multipart/form-data; boundary=xyz", "Host": "localhost"},
+        )
+        answer = connection.getresponse()
+        answer.read()
+        connection.close()
+
+    assert (answer.status, answer.getheader("X-Frame-Options")) == (403, "DENY")
 
 
 @pytest.fixture(autouse=True)
