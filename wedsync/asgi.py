@@ -2,10 +2,12 @@
 
 import os
 
-from django.core.asgi import get_asgi_application
+from wedsync.http_handler import one_thread_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "wedsync.settings")
-django_asgi_app = get_asgi_application()  # set up Django before importing anything that uses models
+# Set up Django before importing anything that uses models; a request's middleware and view run in
+# one thread (wedsync/http_handler.py).
+django_asgi_app = one_thread_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
