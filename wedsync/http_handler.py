@@ -9,16 +9,29 @@ is busy writing frames to every socket on the node. :class:`OneThreadASGIHandler
 in Django's WSGI (synchronous) mode instead and runs it whole with one ``sync_to_async`` call, so a
 request makes three crossings: ``request_started``, the chain, and closing the response.
 
-It overrides two methods of Django's handlers, so :func:`require_verified_django` refuses a Django
+Django's handler also starts a thread for every request and joins it on the event loop when the
+request ends. Here a request borrows one of ``HTTP_REQUEST_THREADS`` long-lived single-thread
+executors for its whole life (asgiref's ``ThreadSensitiveContext(executor=...)``), so its chain, its
+close and the database connection they share stay on one thread as before, and a burst of requests
+waits on the loop for a free thread instead of starting more.
+
+It overrides three methods of Django's handlers, so :func:`require_verified_django` refuses a Django
 release it was not read against.
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from typing import Any
 
 import django
-from asgiref.sync import sync_to_async
+from asgiref.sync import ThreadSensitiveContext, sync_to_async
+from django.conf import settings
 from django.core.handlers.asgi import ASGIHandler
 from django.http import HttpRequest, HttpResponseBase
 
@@ -42,20 +55,58 @@ def require_verified_django(version: str) -> None:
         )
 
 
+class RequestThreads:
+    """Single-thread executors lent to one request at a time and kept for the next. At most
+    ``size`` are lent at once on an event loop; a request past that waits for one to come back."""
+
+    def __init__(self, *, size: int) -> None:
+        self.size = size
+        self._idle: collections.deque[ThreadPoolExecutor] = collections.deque()
+        self._slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    @asynccontextmanager
+    async def lent(self) -> AsyncIterator[ThreadPoolExecutor]:
+        loop = asyncio.get_running_loop()
+        slots = self._slots.get(loop)
+        if slots is None:
+            slots = self._slots[loop] = asyncio.Semaphore(self.size)
+        async with slots:
+            executor = (
+                self._idle.pop() if self._idle else ThreadPoolExecutor(max_workers=1, thread_name_prefix="http-request")
+            )
+            try:
+                yield executor
+            finally:
+                self._idle.append(executor)
+
+
 class OneThreadASGIHandler(ASGIHandler):
-    """Django's ASGI handler whose middleware chain and view run synchronously, in one thread per request."""
+    """Django's ASGI handler whose middleware chain and view run synchronously, in one thread per
+    request, borrowed from a pool."""
 
     def __init__(self) -> None:
         require_verified_django(django.get_version())
         super().__init__()
+        self.request_threads = RequestThreads(size=settings.HTTP_REQUEST_THREADS)
+
+    async def __call__(
+        self, scope: dict[str, Any], receive: Callable[[], Awaitable[Any]], send: Callable[[Any], Awaitable[None]]
+    ) -> None:
+        if scope["type"] != "http":
+            raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
+        # Django's own opens a ThreadSensitiveContext() that starts a thread and joins it on the loop.
+        async with self.request_threads.lent() as executor, ThreadSensitiveContext(executor=executor):
+            await self.handle(scope, receive, send)
 
     def load_middleware(self, is_async: bool = False) -> None:
         # The stock handler asks for the async chain; the sync one is what WSGI servers run.
         super().load_middleware(is_async=False)
 
     async def get_response_async(self, request: HttpRequest) -> Any:
-        # Thread-sensitive, inside the ThreadSensitiveContext Django's handler opens per request: the
-        # request's own thread, which also closes the response (and its database connection).
+        # Thread-sensitive, inside the request's ThreadSensitiveContext: the thread it borrowed, which
+        # also closes the response (and returns its database connection to the pool).
         response: HttpResponseBase = await sync_to_async(self.get_response, thread_sensitive=True)(request)
         return response
 

@@ -1,12 +1,16 @@
 """The HTTP handler daphne serves (wedsync/http_handler.py): a request's middleware and view run in
 one thread, so it crosses between the event loop and a thread three times, against the many of
-Django's stock ASGI handler; and it refuses a Django release it was not read against."""
+Django's stock ASGI handler; that thread is borrowed from a bounded pool and kept, not started and
+joined per request; and the handler refuses a Django release it was not read against."""
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import json
 import re
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +20,7 @@ from asgiref import sync as asgiref_sync
 from channels.db import database_sync_to_async
 from channels.testing import HttpCommunicator
 from django.core.handlers.asgi import ASGIHandler
+from django.core.signals import request_started
 
 from tests.personas import make_wedding_party
 from wedsync import http_handler
@@ -88,6 +93,37 @@ async def test_django_stock_handler_crosses_once_per_middleware_hook(crossings: 
     assert answer["status"] == 200
     # What the one-thread handler saves: if Django's own handler ever gets this far down, drop ours.
     assert sum(crossings.values()) >= 10, crossings
+
+
+@pytest.fixture
+def request_threads() -> Iterator[collections.Counter[str]]:
+    """The thread each request's chain starts on (request_started's receivers run there)."""
+    seen: collections.Counter[str] = collections.Counter()
+
+    def record(**_: Any) -> None:
+        seen[f"{threading.current_thread().name} {threading.get_ident()}"] += 1
+
+    request_started.connect(record, weak=False, dispatch_uid="test_http_handler")
+    yield seen
+    request_started.disconnect(dispatch_uid="test_http_handler")
+
+
+async def test_requests_take_turns_on_the_pools_threads_and_none_is_started_per_request(
+    settings: Any, request_threads: collections.Counter[str]
+) -> None:
+    settings.HTTP_REQUEST_THREADS = 2
+    handler = http_handler.OneThreadASGIHandler()
+    token, path = await _planner_token_and_path()
+    before = threading.active_count()
+
+    answers = await asyncio.gather(*(_get(handler, path, token) for _ in range(6)))
+    answers += [await _get(handler, path, token) for _ in range(4)]
+
+    assert [answer["status"] for answer in answers] == [200] * 10
+    # Six at once went through two threads, and the four after them reused those.
+    assert len(request_threads) == 2 and sum(request_threads.values()) == 10
+    assert all(name.startswith("http-request") for name in request_threads)
+    assert threading.active_count() <= before + 2
 
 
 def test_a_django_release_the_handler_was_not_read_against_is_refused() -> None:
