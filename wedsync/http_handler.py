@@ -3,9 +3,8 @@
 Every view of the product is synchronous, and most middleware (WhiteNoise, the session
 revocation check, Django's own ``MiddlewareMixin`` classes in async mode) runs its hooks in a
 thread. Django's stock ASGI handler builds its chain around an async core, so a request crosses
-between the event loop and a thread once per hook: seventeen times for an API publish
-(docs/decisions/0033-one-thread-per-http-request.md). Each crossing waits for an event loop that
-is busy writing frames to every socket on the node. :class:`OneThreadASGIHandler` builds the chain
+between the event loop and a thread once per hook (decision 0033 counts them). Each crossing
+waits for an event loop that is busy writing frames to every socket on the node. :class:`OneThreadASGIHandler` builds the chain
 in Django's WSGI (synchronous) mode instead and runs it whole with one ``sync_to_async`` call, so a
 request makes three crossings: ``request_started``, the chain, and closing the response.
 
@@ -35,8 +34,8 @@ from django.conf import settings
 from django.core.handlers.asgi import ASGIHandler
 from django.http import HttpRequest, HttpResponseBase
 
-# The Django releases whose BaseHandler.load_middleware / get_response / get_response_async this
-# module was read against; a new one is added once its handlers are read again and
+# The Django releases whose ASGIHandler.__call__ and BaseHandler.load_middleware / get_response /
+# get_response_async this module was read against; a new one is added once its handlers are read again and
 # tests/wedsync/test_http_handler.py passes on it.
 VERIFIED_DJANGO_VERSIONS = frozenset({"5.2.19"})
 

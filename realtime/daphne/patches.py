@@ -419,10 +419,11 @@ def patch_no_form_parsing(http_protocol: Any) -> None:
 
     Twisted's ``Request.requestReceived`` parses a POST's Content-Type through the ``email``
     package and then a urlencoded or multipart body into ``request.args``; daphne never reads
-    ``args`` (it hands the raw body to the ASGI application, and Django parses it), yet that
-    parse was the largest part of Twisted's CPU per API request (decision 0033). Twisted's own
-    switch, ``parsePOSTFormSubmission``, turns it off; daphne's ``HTTPFactory.buildProtocol``
-    builds its requests from the module's ``WebRequest``, which becomes a subclass passing it.
+    ``args`` (it hands the raw body to the ASGI application, and Django parses it), and a
+    multipart body Twisted cannot read gets its own bare 400 before Django hears of it (decision
+    0033). Twisted's own switch, ``parsePOSTFormSubmission``, turns it off; daphne's
+    ``HTTPFactory.buildProtocol`` builds its requests from the module's ``WebRequest``, which
+    becomes a subclass passing it.
     """
     base = http_protocol.WebRequest
 
