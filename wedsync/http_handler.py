@@ -4,9 +4,10 @@ Every view of the product is synchronous, and most middleware (WhiteNoise, the s
 revocation check, Django's own ``MiddlewareMixin`` classes in async mode) runs its hooks in a
 thread. Django's stock ASGI handler builds its chain around an async core, so a request crosses
 between the event loop and a thread once per hook (decision 0033 counts them). Each crossing
-waits for an event loop that is busy writing frames to every socket on the node. :class:`OneThreadASGIHandler` builds the chain
-in Django's WSGI (synchronous) mode instead and runs it whole with one ``sync_to_async`` call, so a
-request makes three crossings: ``request_started``, the chain, and closing the response.
+waits for an event loop that is busy writing frames to every socket on the node.
+:class:`OneThreadASGIHandler` builds the chain in Django's WSGI (synchronous) mode instead and runs
+it whole with one ``sync_to_async`` call, so a request makes three crossings: ``request_started``,
+the chain, and closing the response.
 
 Django's handler also starts a thread for every request and joins it on the event loop when the
 request ends. Here a request borrows one of ``HTTP_REQUEST_THREADS`` long-lived single-thread
