@@ -86,6 +86,7 @@ def memberships_for_user(*, user_id: int) -> tuple[list[MembershipView], int]:
 _PUBLISHER_USER_FIELDS = tuple(
     field.attname for field in User._meta.concrete_fields if field.attname in ("username", "first_name", "last_name")
 )
+_MEMBER_FIELD_NAMES = [field.attname for field in Member._meta.concrete_fields]
 
 
 @functools.cache
@@ -93,9 +94,7 @@ def _member_for_publish_sql() -> str:
     quote_name = connection.ops.quote_name
     user_columns = {field.name: field.column for field in User._meta.concrete_fields}
     columns = ", ".join(f"m.{quote_name(field.column)}" for field in Member._meta.concrete_fields)
-    picked = ", ".join(
-        f"u.{quote_name(user_columns[name])} AS {quote_name('user_' + name)}" for name in _PUBLISHER_USER_FIELDS
-    )
+    picked = ", ".join(f"u.{quote_name(user_columns[name])}" for name in _PUBLISHER_USER_FIELDS)
     return (  # table and column names come from the models, never from input
         f"SELECT {columns}, {picked} FROM {quote_name(_MEMBER)} m "  # noqa: S608
         f"JOIN {quote_name(User._meta.db_table)} u ON u.{quote_name(user_columns['id'])} = m.user_id "
@@ -105,13 +104,18 @@ def _member_for_publish_sql() -> str:
 
 def member_for_publish(*, user_id: int, wedding_id: int) -> Member | None:
     """The user's active member of the wedding, with the user fields its ``name`` needs, or None.
-    One hand-written statement. The user's other fields are deferred: reading one is a query, so
-    from async code only in a thread, like any ORM access."""
-    for member in Member.objects.raw(_member_for_publish_sql(), [user_id, wedding_id]):
-        values = [getattr(member, f"user_{name}") for name in _PUBLISHER_USER_FIELDS]
-        member.user = User.from_db(member._state.db, ["id", *_PUBLISHER_USER_FIELDS], [member.user_id, *values])
-        return member
-    return None
+    One hand-written statement read with a plain cursor (``raw()`` resolved its columns to fields on
+    every call, decision 0034); ``from_db`` builds both as the ORM would. The user's other fields
+    are deferred: reading one is a query, so from async code only in a thread, like any ORM access."""
+    with connection.cursor() as cursor:
+        cursor.execute(_member_for_publish_sql(), [user_id, wedding_id])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    member_values, user_values = row[: len(_MEMBER_FIELD_NAMES)], row[len(_MEMBER_FIELD_NAMES) :]
+    member = Member.from_db(connection.alias, _MEMBER_FIELD_NAMES, member_values)
+    member.user = User.from_db(connection.alias, ["id", *_PUBLISHER_USER_FIELDS], [member.user_id, *user_values])
+    return member
 
 
 class SubscriptionDenied(Refused):

@@ -9,6 +9,7 @@ find the gap by ``seq`` and read it back from this log (docs/architecture.md).
 from __future__ import annotations
 
 import contextlib
+import functools
 import uuid
 from dataclasses import dataclass, replace
 from typing import Any
@@ -85,11 +86,24 @@ def _fan_out(message: EventMessage) -> None:
 
 
 def event_for_idempotency_key(*, sender: Member, idempotency_key: str) -> PublishedEvent | None:
-    """The event this sender already stored under this key, if any."""
-    # At most one row (a unique constraint): no ordering to compile or sort.
-    rows = Event.objects.filter(sender_member=sender, idempotency_key=idempotency_key).order_by()
-    first = next(iter(rows.values_list("id", "wedding_id", "seq")[:1]), None)
-    return None if first is None else PublishedEvent(id=first[0], wedding_id=first[1], seq=first[2], duplicate=True)
+    """The event this sender already stored under this key, if any.
+
+    Every publish with a key asks this first, so it is one hand-written statement read with a
+    plain cursor: the ORM's filter compiled it anew on each call (decision 0034)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_event_for_idempotency_key_sql(), [sender.pk, idempotency_key])
+        row = cursor.fetchone()
+    return None if row is None else PublishedEvent(id=row[0], wedding_id=row[1], seq=row[2], duplicate=True)
+
+
+@functools.cache
+def _event_for_idempotency_key_sql() -> str:
+    quote_name = connection.ops.quote_name
+    column = {field.name: quote_name(field.column) for field in Event._meta.concrete_fields}
+    return (  # table and column names come from the models, never from input; at most one row (unique)
+        f"SELECT {column['id']}, {column['wedding']}, {column['seq']} FROM {quote_name(Event._meta.db_table)} "  # noqa: S608
+        f"WHERE {column['sender_member']} = %s AND {column['idempotency_key']} = %s LIMIT 1"
+    )
 
 
 def _sender_view(member: Member) -> dict[str, Any]:
