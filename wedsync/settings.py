@@ -496,8 +496,9 @@ REALTIME_HANDSHAKE_TIMEOUT = env_int("REALTIME_HANDSHAKE_TIMEOUT", default=15, m
 # Threads a node runs its sockets' database and presence calls on (the event loop's default pool).
 REALTIME_THREAD_POOL = env_int("REALTIME_THREAD_POOL", default=24, minimum=1, maximum=256)
 # Threads a node runs its HTTP requests on, each request's middleware and view on one of them
-# (wedsync/http_handler.py); more requests at once wait on the event loop for a free one.
-HTTP_REQUEST_THREADS = env_int("HTTP_REQUEST_THREADS", default=16, minimum=1, maximum=256)
+# (wedsync/http_handler.py); more requests at once wait on the event loop for a free one. Few: the
+# node has one GIL, which more threads only queue for beside the loop (decision 0034).
+HTTP_REQUEST_THREADS = env_int("HTTP_REQUEST_THREADS", default=4, minimum=1, maximum=256)
 # malloc arenas a socket node keeps (realtime/daphne/memory.py, decision 0016); 0 keeps glibc's
 # default of 8 per core, whose per-thread high-water marks cost RSS per idle socket.
 REALTIME_MALLOC_ARENAS = env_int("REALTIME_MALLOC_ARENAS", default=2, minimum=0, maximum=64)
