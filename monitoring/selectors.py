@@ -7,6 +7,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+import msgspec
 import redis
 import structlog
 from django.conf import settings
@@ -15,12 +16,14 @@ from django.db.models import Exists, F, OuterRef, Q, QuerySet
 
 from monitoring.metrics import READINESS_FAILURES
 from monitoring.models import Escalation, EscalationStatus, EventWebhook
+from monitoring.node_reports import NodeReport, node_report_decode, registry_client
 from presence.models import Alert, AlertSeverity, Emergency
 from realtime.models import Event, EventAck, WeddingStream
 from realtime.names import EMERGENCY_REPEAT_FIELD, EventType
 from realtime.node.hub import node_hubs_problem
 from wedsync.models import Member
 from wedsync.permissions import Role
+from wedsync.redis_keys import NODE_REGISTRY, node_report_key
 
 logger = structlog.get_logger(__name__)
 
@@ -178,3 +181,25 @@ def event_webhooks_due(*, now: datetime) -> QuerySet[EventWebhook]:
         .filter(Q(delivery_id__isnull=False) | ahead)
         .order_by(F("next_attempt_at").asc(nulls_first=True), "pk")
     )
+
+
+# --- The node registry (monitoring/node_reports.py) ---------------------------------------------------
+
+
+def nodes_reported(*, client: redis.Redis | None = None) -> list[NodeReport]:
+    """The nodes whose last report has not expired, by name; none without Redis (one process, no
+    fleet). A report another release wrote in a shape this one cannot read is logged and skipped."""
+    client = client if client is not None else registry_client()
+    if client is None:
+        return []
+    names = sorted(name.decode() for name in client.zrange(NODE_REGISTRY, 0, -1))  # type: ignore[union-attr]
+    raws = client.mget([node_report_key(node=name) for name in names]) if names else []
+    reports = []
+    for name, raw in zip(names, raws, strict=True):
+        if raw is None:  # expired: the node stopped reporting
+            continue
+        try:
+            reports.append(node_report_decode(raw))
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            logger.warning("nodes.report_unreadable", node=name)
+    return reports

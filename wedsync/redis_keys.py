@@ -83,3 +83,13 @@ PUBLISH_RATE_PREFIX = "wedsync-rate"  # the limits library's publish rate counte
 AUTH_RATE_PREFIX = "wedsync-auth-rate"  # the limits library's login and refresh throttles
 CHANNEL_LAYER_PREFIX = "wedsync"  # channels-redis (core layer; the pub/sub one adds the database)
 CACHE_PREFIX = "wedsync"  # Django's cache
+
+
+# --- The node registry (monitoring/node_reports.py) --------------------------------------------------
+
+NODE_REGISTRY = "wedsync:nodes"  # sorted set of node names by their last report's time
+
+
+def node_report_key(*, node: str) -> str:
+    """A node's last report (JSON), which expires when the node stops reporting."""
+    return f"wedsync:node-report:{node}"

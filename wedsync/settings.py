@@ -476,6 +476,11 @@ REALTIME_NODE_NAME = env_str("REALTIME_NODE_NAME", default=f"{socket.gethostname
 if _database["ENGINE"].endswith("postgresql"):
     # pg_stat_activity says which process holds each connection (docs/operations.md).
     _database.setdefault("OPTIONS", {}).setdefault("application_name", f"wedsync:{REALTIME_NODE_NAME}"[:63])
+# The release this process runs, as a node reports it in the registry (monitoring/node_reports.py):
+# set it at deploy (a tag or a commit), so an operator sees which nodes run what.
+WEDSYNC_VERSION = env_str("WEDSYNC_VERSION", default="dev")
+# How often a node reports itself into the registry; a report expires after three of these.
+REALTIME_NODE_REPORT_SECONDS = env_float("REALTIME_NODE_REPORT_SECONDS", default=5.0, minimum=0.2)
 REALTIME_RETENTION_DAYS = env_int("REALTIME_RETENTION_DAYS", default=7, minimum=1)
 # A resume further behind than this many events reloads over REST instead of replaying.
 REALTIME_REPLAY_MAX = env_int("REALTIME_REPLAY_MAX", default=5000, minimum=100)

@@ -25,6 +25,7 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from monitoring.node_reports import registry_client
 from realtime.daphne import patches as daphne_patches
 from realtime.db import per_socket_db
 from realtime.gc_policy import gc_freeze_loop
@@ -35,6 +36,7 @@ from realtime.node import housekeeping
 from realtime.node.feed import Subscription, WeddingFeed
 from realtime.node.presence import NodePresence
 from realtime.node.presence_diffs import Viewer
+from realtime.node.registry import report_loop as registry_loop
 from realtime.node.replay import Subscribed, access_check, checked_replay_hop
 from realtime.node.socket import Socket
 from realtime.selectors import (
@@ -142,6 +144,10 @@ class NodeHub:
             asyncio.create_task(housekeeping.access_loop(self), name="hub-access"),
             *self.presence.start(self._loop),
         ]
+        registry = registry_client()
+        if registry is not None:
+            reports = registry_loop(self, client=registry, every=settings.REALTIME_NODE_REPORT_SECONDS)
+            self._tasks.append(asyncio.create_task(reports, name="hub-registry"))
         if settings.REALTIME_GC_FREEZE_SECONDS:
             freeze = gc_freeze_loop(
                 freeze_every=settings.REALTIME_GC_FREEZE_SECONDS, full_every=settings.REALTIME_GC_FULL_SECONDS

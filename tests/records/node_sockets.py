@@ -14,7 +14,10 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
+from tests.realtime.conftest import bearer
+from tests.realtime.nodes import Cluster
 from tests.records.oracle import RECORD_EVENTS
+from wedsync.models import Member
 
 
 class NodeSocket:
@@ -108,6 +111,26 @@ class NodeSocket:
 
 
 @dataclass
+class SubscribedSockets:
+    """``await sockets.open(member, node)``: a socket to that node of ``nodes``, subscribed to the
+    wedding; :meth:`close_all` closes every one opened."""
+
+    def __init__(self, nodes: Cluster, *, wedding_id: int) -> None:
+        self.nodes, self.wedding_id = nodes, wedding_id
+        self.opened: list[NodeSocket] = []
+
+    async def open(self, member: Member, node: int) -> NodeSocket:
+        socket = await NodeSocket.open(self.nodes.nodes[node].url, await bearer(member))
+        self.opened.append(socket)
+        reply = await socket.request("subscribe", topic=f"wedding:{self.wedding_id}")
+        assert reply["status"] == "ok", reply
+        return socket
+
+    async def close_all(self) -> None:
+        for socket in self.opened:
+            await socket.close()
+
+
 class View:
     """A member's records as rebuilt from the ``record.*`` events it received, in order."""
 

@@ -14,10 +14,9 @@ import pytest
 from channels.db import database_sync_to_async
 
 from tests.personas import WeddingParty
-from tests.realtime.conftest import bearer
 from tests.realtime.nodes import Cluster, cluster
-from tests.records.node_sockets import NodeSocket
-from wedsync.models import Member, Task
+from tests.records.node_sockets import NodeSocket, SubscribedSockets
+from wedsync.models import Task
 from wedsync.permissions import Role
 
 pytestmark = [pytest.mark.requires_postgres, pytest.mark.requires_redis, pytest.mark.django_db(transaction=True)]
@@ -35,18 +34,10 @@ def nodes(tmp_path: Path) -> Any:
 @pytest.fixture
 async def on_node(nodes: Cluster, party: WeddingParty) -> AsyncIterator[Any]:
     """``await on_node(member, 0 or 1)``: a socket subscribed to the wedding on that node."""
-    opened: list[NodeSocket] = []
-
-    async def open_socket(member: Member, node: int) -> NodeSocket:
-        socket = await NodeSocket.open(nodes.nodes[node].url, await bearer(member))
-        opened.append(socket)
-        reply = await socket.request("subscribe", topic=f"wedding:{party.wedding.pk}")
-        assert reply["status"] == "ok", reply
-        return socket
-
-    yield open_socket
-    for socket in opened:
-        await socket.close()
+    sockets = SubscribedSockets(nodes, wedding_id=party.wedding.pk)
+    yield sockets.open
+    await sockets.close_all()
+    for socket in sockets.opened:
         assert not socket.answered_badly() and not socket.other, (socket.replies, socket.other)
 
 

@@ -1,0 +1,105 @@
+"""The node's reports into the registry (monitoring/node_reports.py): every
+``REALTIME_NODE_REPORT_SECONDS`` what it holds (sockets, subscriptions by role, weddings) and how it
+fares (CPU, memory, the event loop's lateness), kept for three intervals."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import time
+from typing import Protocol
+
+import redis
+import structlog
+from asgiref.sync import sync_to_async
+from django.conf import settings
+
+from monitoring.node_reports import NodeReport
+from monitoring.services.nodes import node_report_write
+from realtime.node.feed import WeddingFeed
+from realtime.node.socket import Socket
+
+logger = structlog.get_logger(__name__)
+
+LAG_TICK_SECONDS = 0.25  # how often the loop's lateness is sampled between reports
+REPORT_TTL_INTERVALS = 3
+
+
+class Node(Protocol):
+    """What a report reads of the node hub."""
+
+    feeds: dict[int, WeddingFeed]
+    sockets: dict[str, Socket]
+
+
+class ProcessSample:
+    """This process's CPU between two reports, and the event loop's worst lateness meanwhile."""
+
+    def __init__(self) -> None:
+        self._cpu, self._wall = time.process_time(), time.monotonic()
+        self.worst_lag = 0.0
+
+    def lag_seen(self, lag: float) -> None:
+        self.worst_lag = max(self.worst_lag, lag)
+
+    def take(self) -> tuple[float, float]:
+        """(CPU percent of one core, worst lag in ms) since the last take; starts the next interval."""
+        cpu, wall = time.process_time(), time.monotonic()
+        percent = 100.0 * (cpu - self._cpu) / max(wall - self._wall, 1e-6)
+        lag_ms = self.worst_lag * 1000
+        self._cpu, self._wall, self.worst_lag = cpu, wall, 0.0
+        return round(percent, 1), round(lag_ms, 1)
+
+
+def rss_bytes() -> int:
+    """The process's resident memory now (Linux's /proc); 0 where it cannot be read."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            resident_pages = int(statm.read().split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+    return resident_pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def node_report(hub: Node, *, started_at: float, sample: ProcessSample) -> NodeReport:
+    roles: collections.Counter[str] = collections.Counter()
+    for feed in hub.feeds.values():
+        roles.update(subscription.role for subscription in feed.subscriptions.values())
+    cpu_percent, loop_lag_ms = sample.take()
+    return NodeReport(
+        name=settings.REALTIME_NODE_NAME,
+        version=settings.WEDSYNC_VERSION,
+        started_at=started_at,
+        reported_at=time.time(),
+        sockets=len(hub.sockets),
+        subscriptions_by_role=dict(sorted(roles.items())),
+        weddings=sum(1 for feed in hub.feeds.values() if feed.subscriptions),
+        cpu_percent=cpu_percent,
+        rss_bytes=rss_bytes(),
+        loop_lag_ms=loop_lag_ms,
+    )
+
+
+async def report_loop(hub: Node, *, client: redis.Redis, every: float) -> None:
+    """Report every ``every`` seconds, sampling the loop's lateness in between; a failed write is
+    logged, and the report after it (three chances before the entry expires) tries again."""
+    loop = asyncio.get_running_loop()
+    started_at, sample = time.time(), ProcessSample()
+    tick = min(LAG_TICK_SECONDS, every)
+    next_report = loop.time()
+    while True:
+        if loop.time() >= next_report:
+            next_report = loop.time() + every
+            report = node_report(hub, started_at=started_at, sample=sample)
+            try:
+                await sync_to_async(node_report_write, thread_sensitive=False)(
+                    client=client, report=report, ttl=every * REPORT_TTL_INTERVALS
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # Redis away: the registry shows the node again once it is back
+                logger.exception("node.report_failed")
+        asked = loop.time()
+        await asyncio.sleep(tick)
+        sample.lag_seen(max(0.0, loop.time() - asked - tick))

@@ -1,0 +1,132 @@
+"""The node registry (issue 21, monitoring/node_reports.py): each daphne node reports what it holds
+and how it fares into Redis every few seconds; the fleet is the reports that have not expired, so a
+node that stops drops out on its own."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+import redis
+import structlog
+
+from monitoring.node_reports import NodeReport, node_report_decode, node_report_encode, registry_client
+from monitoring.selectors import nodes_reported
+from monitoring.services.nodes import node_report_write
+from tests.personas import WeddingParty
+from tests.realtime.nodes import Cluster, cluster
+from tests.records.node_sockets import SubscribedSockets
+from wedsync.redis_keys import NODE_REGISTRY, node_report_key
+
+pytestmark = [pytest.mark.requires_redis]
+
+REPORT_SECONDS = 0.5  # the nodes' interval in these tests: a report expires 1.5 s after the last one
+SEEN_WITHIN = 15.0
+
+
+def a_report(name: str, **fields: Any) -> NodeReport:
+    now = time.time()
+    values: dict[str, Any] = {
+        "name": name,
+        "version": "2026.12.1",
+        "started_at": now - 60,
+        "reported_at": now,
+        "sockets": 3,
+        "subscriptions_by_role": {"guest": 2, "planner": 1},
+        "weddings": 1,
+        "cpu_percent": 12.5,
+        "rss_bytes": 80_000_000,
+        "loop_lag_ms": 1.5,
+    }
+    return NodeReport(**{**values, **fields})
+
+
+@pytest.fixture
+def registry() -> Any:
+    client = registry_client()
+    assert client is not None, "the tests run with REDIS_URL"
+    yield client
+    names = [name.decode() for name in client.zrange(NODE_REGISTRY, 0, -1)]  # type: ignore[union-attr]
+    client.delete(NODE_REGISTRY, *(node_report_key(node=name) for name in names))
+
+
+def test_a_report_is_read_back_as_written_and_a_stray_shape_is_refused() -> None:
+    report = a_report("n-roundtrip")
+    assert node_report_decode(node_report_encode(report)) == report
+    with pytest.raises(msgspec.ValidationError):  # another release's shape
+        node_report_decode(b'{"name": "n", "sockets": "many"}')
+
+
+def test_the_fleet_is_the_reports_that_have_not_expired_by_name(registry: redis.Redis) -> None:
+    node_report_write(client=registry, report=a_report("n-b"), ttl=15)
+    node_report_write(client=registry, report=a_report("n-a", sockets=0, subscriptions_by_role={}), ttl=15)
+    assert 0 < registry.pttl(node_report_key(node="n-a")) <= 15_000
+    assert [(node.name, node.sockets) for node in nodes_reported()] == [("n-a", 0), ("n-b", 3)]
+
+    registry.delete(node_report_key(node="n-b"))  # as its TTL would: n-b stopped reporting
+    registry.set(node_report_key(node="n-c"), b'{"name": "n-c"}')  # a shape this release cannot read
+    registry.zadd(NODE_REGISTRY, {"n-c": time.time()})
+    with structlog.testing.capture_logs() as logs:
+        assert [node.name for node in nodes_reported()] == ["n-a"]
+    assert {"event": "nodes.report_unreadable", "node": "n-c", "log_level": "warning"} in logs
+
+
+def test_a_name_silent_for_a_day_leaves_the_index(registry: redis.Redis) -> None:
+    node_report_write(client=registry, report=a_report("n-old", reported_at=time.time() - 90_000), ttl=15)
+    node_report_write(client=registry, report=a_report("n-new"), ttl=15)
+    assert [name.decode() for name in registry.zrange(NODE_REGISTRY, 0, -1)] == ["n-new"]  # type: ignore[union-attr]
+
+
+# --- Two real nodes -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def nodes(tmp_path: Path) -> Any:
+    extra = {"REALTIME_NODE_REPORT_SECONDS": str(REPORT_SECONDS), "WEDSYNC_VERSION": "2026.12.1-test"}
+    with cluster(tmp_path, extra_env=extra) as running:
+        yield running
+
+
+async def fleet_when(client: redis.Redis, done: Any) -> list[NodeReport]:
+    """The fleet as soon as ``done(fleet)`` holds (reports come every REPORT_SECONDS), or fail."""
+    deadline = time.monotonic() + SEEN_WITHIN
+    while True:
+        fleet = nodes_reported(client=client)
+        if done(fleet):
+            return fleet
+        assert time.monotonic() < deadline, fleet
+        await asyncio.sleep(0.1)
+
+
+@pytest.mark.requires_postgres
+@pytest.mark.django_db(transaction=True)
+async def test_each_node_reports_what_it_holds_and_a_stopped_one_drops_out(nodes: Cluster, party: WeddingParty) -> None:
+    client = redis.Redis.from_url(nodes.redis.url)
+    sockets = SubscribedSockets(nodes, wedding_id=party.wedding.pk)
+    try:
+        for member, index in ((party.priya, 0), (party.gil, 0), (party.ana, 1)):
+            await sockets.open(member, index)
+
+        def both_hold_their_sockets(fleet: list[NodeReport]) -> bool:
+            return [(node.name, node.sockets) for node in fleet] == [("n1", 2), ("n2", 1)]
+
+        first, second = await fleet_when(client, both_hold_their_sockets)
+        assert (first.subscriptions_by_role, second.subscriptions_by_role) == (
+            {"guest": 1, "planner": 1},
+            {"couple": 1},
+        )
+        for node in (first, second):
+            assert node.version == "2026.12.1-test" and node.weddings == 1
+            assert node.started_at <= node.reported_at <= time.time() + 1
+            assert node.rss_bytes > 10_000_000 and node.cpu_percent >= 0 and node.loop_lag_ms >= 0
+
+        nodes.nodes[1].stop()
+        remaining = await fleet_when(client, lambda fleet: [node.name for node in fleet] == ["n1"])
+        assert remaining[0].sockets == 2
+    finally:
+        await sockets.close_all()
+        client.close()
