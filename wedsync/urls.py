@@ -3,6 +3,7 @@ from django.urls import include, path
 from django.views.generic import TemplateView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
+from monitoring.node_views import NodeListView
 from monitoring.views import healthz, metrics, readyz
 from monitoring.webhook_views import (
     EventWebhookDetailView,
@@ -36,6 +37,7 @@ api_v1 = [
     path("auth/token/refresh/", TokenRefreshView.as_view(), name="token-refresh"),
     path("auth/logout/", LogoutView.as_view(), name="logout"),
     path("audit/", AuditLogListView.as_view(), name="audit"),
+    path("nodes/", NodeListView.as_view(), name="nodes"),
     path("realtime/tickets/", TicketCreateView.as_view(), name="realtime-ticket"),
     path("weddings/", WeddingListView.as_view(), name="weddings"),
     path("weddings/<int:wedding_id>/", WeddingDetailView.as_view(), name="wedding"),

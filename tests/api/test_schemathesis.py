@@ -217,6 +217,7 @@ class ServiceAccountKey:
 # a seeded row would check only refusals: this makes such a run fail instead of passing quietly.
 PLANNER_REACHES: dict[str, set[int]] = {
     "GET /api/v1/audit/": {403},  # staff and keys: STAFF_REACHES
+    "GET /api/v1/nodes/": {403},  # superusers only: tests/monitoring/test_node_registry.py
     "GET /api/v1/weddings/": {200, 400},
     "POST /api/v1/weddings/": {403},  # a planner creates none; 201: tests/api/test_weddings.py
     "GET /api/v1/weddings/{wedding_id}/": {200, 403},
@@ -262,6 +263,7 @@ PLANNER_REACHES: dict[str, set[int]] = {
 # account with every scope over the same agency. Unlike the planner, neither is a member.
 COORDINATOR_REACHES: dict[str, set[int]] = {
     "GET /api/v1/audit/": {200, 400},
+    "GET /api/v1/nodes/": {403},
     "GET /api/v1/weddings/": {200, 400},
     "POST /api/v1/weddings/": {403},  # a generated agency is never theirs; 201: tests/api/test_weddings.py
     "GET /api/v1/weddings/{wedding_id}/": {200, 403},
@@ -319,6 +321,7 @@ KEY_REACHES: dict[str, set[int]] = {
 }
 ANONYMOUS_REACHES: dict[str, set[int]] = {
     "GET /api/v1/audit/": {401},
+    "GET /api/v1/nodes/": {401},
     "GET /api/v1/weddings/": {401},
     "POST /api/v1/weddings/": {401},
     "GET /api/v1/weddings/{wedding_id}/": {401},

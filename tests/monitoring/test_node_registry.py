@@ -17,10 +17,13 @@ import structlog
 from monitoring.node_reports import NodeReport, node_report_decode, node_report_encode, registry_client
 from monitoring.selectors import nodes_reported
 from monitoring.services.nodes import node_report_write
-from tests.personas import WeddingParty
+from tests.api.test_events_publish import api
+from tests.personas import WeddingParty, make_coordinator, make_superuser
+from tests.presence.test_alerts_api import as_user
 from tests.realtime.nodes import Cluster, cluster
 from tests.records.node_sockets import SubscribedSockets
 from wedsync.redis_keys import NODE_REGISTRY, node_report_key
+from wedsync.services.service_accounts import service_account_create, service_account_key_issue
 
 pytestmark = [pytest.mark.requires_redis]
 
@@ -130,3 +133,30 @@ async def test_each_node_reports_what_it_holds_and_a_stopped_one_drops_out(nodes
     finally:
         await sockets.close_all()
         client.close()
+
+
+# --- The staff API --------------------------------------------------------------------------------------
+
+
+@pytest.mark.requires_postgres
+@pytest.mark.django_db
+def test_superusers_read_the_fleet_and_nobody_else_does(registry: redis.Redis, party: WeddingParty) -> None:
+    node_report_write(client=registry, report=a_report("n-api", started_at=1_765_000_000.0), ttl=15)
+    answer = as_user(api(), make_superuser()).get("/api/v1/nodes/")
+    assert answer.status_code == 200, answer.json()
+    (node,) = answer.json()["nodes"]
+    assert node["name"] == "n-api" and node["started_at"] == "2025-12-06T05:46:40Z"
+    assert (node["sockets"], node["subscriptions_by_role"], node["rss_bytes"]) == (
+        3,
+        {"guest": 2, "planner": 1},
+        80_000_000,
+    )
+
+    account = service_account_create(name="CRM", scopes=["read"], weddings=[party.wedding], actor=None)
+    _key, raw = service_account_key_issue(account=account, name="prod", actor=None)
+    keyed = api()
+    keyed.credentials(HTTP_AUTHORIZATION=f"Api-Key {raw}")
+    for client in (as_user(api(), make_coordinator(party.wedding)), as_user(api(), party.priya.user), keyed):
+        refused = client.get("/api/v1/nodes/")
+        assert refused.status_code == 403 and refused.json()["error"]["code"] == "forbidden"
+    assert api().get("/api/v1/nodes/").status_code == 401

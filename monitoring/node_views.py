@@ -1,0 +1,61 @@
+"""The node registry over the staff API (issue 21): the fleet as its nodes last reported it, for
+operators (superusers); service accounts' keys are refused, as the fleet is no wedding's business."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import msgspec
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import exceptions, serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from monitoring.node_reports import NodeReport
+from monitoring.selectors import nodes_reported
+from wedsync.api.serializers import ErrorResponse
+
+
+class NodeSerializer(serializers.Serializer[None]):
+    name = serializers.CharField(help_text="The node's REALTIME_NODE_NAME.")
+    version = serializers.CharField(help_text="The release it runs (WEDSYNC_VERSION).")
+    started_at = serializers.DateTimeField()
+    reported_at = serializers.DateTimeField(help_text="A node unheard of for three report intervals is not listed.")
+    sockets = serializers.IntegerField(help_text="Open sockets.")
+    subscriptions_by_role = serializers.DictField(
+        child=serializers.IntegerField(), help_text="Weddings followed, counted under the role held in each."
+    )
+    weddings = serializers.IntegerField(help_text="Weddings with at least one subscriber on the node.")
+    cpu_percent = serializers.FloatField(help_text="Of one core, since the report before.")
+    rss_bytes = serializers.IntegerField()
+    loop_lag_ms = serializers.FloatField(help_text="The event loop's worst lateness since the report before.")
+
+
+class NodeList(serializers.Serializer[None]):
+    nodes = NodeSerializer(many=True)
+
+
+class NodeListView(APIView):
+    @extend_schema(
+        operation_id="nodes_list",
+        responses={
+            200: NodeList,
+            403: OpenApiResponse(ErrorResponse, description="`forbidden`: not a superuser, or an API key."),
+        },
+        summary="The server nodes that reported in the last three intervals, by name (superusers)",
+    )
+    def get(self, request: Request) -> Response:
+        if getattr(request.auth, "service_account", None) is not None or not request.user.is_superuser:
+            raise exceptions.PermissionDenied("The node list is for operators: superusers only.")
+        return Response({"nodes": [_node_fields(report) for report in nodes_reported()]})
+
+
+def _node_fields(report: NodeReport) -> dict[str, Any]:
+    """The report as NodeSerializer describes it: its times as datetimes, which the API writes in ISO 8601."""
+    return {
+        **msgspec.structs.asdict(report),
+        "started_at": dt.datetime.fromtimestamp(report.started_at, tz=dt.UTC),
+        "reported_at": dt.datetime.fromtimestamp(report.reported_at, tz=dt.UTC),
+    }
