@@ -1,5 +1,5 @@
-"""The node registry over the staff API (issue 21): the fleet as its nodes last reported it, for
-operators (superusers); service accounts' keys are refused, as the fleet is no wedding's business."""
+"""The node registry (issue 21) for operators (superusers): over the staff API, and as a page of the
+admin that reloads itself. Service accounts' keys are refused, as the fleet is no wedding's business."""
 
 from __future__ import annotations
 
@@ -7,6 +7,11 @@ import datetime as dt
 from typing import Any
 
 import msgspec
+from django.conf import settings
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_GET
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import exceptions, serializers
 from rest_framework.request import Request
@@ -15,6 +20,7 @@ from rest_framework.views import APIView
 
 from monitoring.node_reports import NodeReport
 from monitoring.selectors import nodes_reported
+from realtime.node.registry import REPORT_TTL_INTERVALS
 from wedsync.api.serializers import ErrorResponse
 
 
@@ -59,3 +65,22 @@ def _node_fields(report: NodeReport) -> dict[str, Any]:
         "started_at": dt.datetime.fromtimestamp(report.started_at, tz=dt.UTC),
         "reported_at": dt.datetime.fromtimestamp(report.reported_at, tz=dt.UTC),
     }
+
+
+@require_GET
+def nodes_page(request: HttpRequest) -> HttpResponse:
+    """The admin's page of the fleet (the admin site has checked the user is staff)."""
+    if not request.user.is_superuser:
+        raise PermissionDenied("The node list is for operators: superusers only.")
+    every = settings.REALTIME_NODE_REPORT_SECONDS
+    nodes = [{**_node_fields(report), "rss_mb": round(report.rss_bytes / 1e6)} for report in nodes_reported()]
+    return render(
+        request,
+        "monitoring/nodes.html",
+        {
+            "title": "Server nodes",
+            "nodes": nodes,
+            "refresh_seconds": max(1, round(every)),
+            "expiry_seconds": round(every * REPORT_TTL_INTERVALS),
+        },
+    )

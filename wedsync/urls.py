@@ -3,7 +3,7 @@ from django.urls import include, path
 from django.views.generic import TemplateView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
-from monitoring.node_views import NodeListView
+from monitoring.node_views import NodeListView, nodes_page
 from monitoring.views import healthz, metrics, readyz
 from monitoring.webhook_views import (
     EventWebhookDetailView,
@@ -93,6 +93,7 @@ api_v1 = [
 urlpatterns = [
     path("", TemplateView.as_view(template_name="home.html"), name="home"),
     path("admin/board/", include("web.board.urls")),  # before the admin's own catch-all
+    path("admin/nodes/", admin.site.admin_view(nodes_page), name="admin-nodes"),
     path("admin/", admin.site.urls),
     path("", include("web.urls")),
     path("api/v1/", include(api_v1)),

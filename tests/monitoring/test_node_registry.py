@@ -5,6 +5,7 @@ node that stops drops out on its own."""
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import msgspec
 import pytest
 import redis
 import structlog
+from django.test import Client
 
 from monitoring.node_reports import NodeReport, node_report_decode, node_report_encode, registry_client
 from monitoring.selectors import nodes_reported
@@ -160,3 +162,32 @@ def test_superusers_read_the_fleet_and_nobody_else_does(registry: redis.Redis, p
         refused = client.get("/api/v1/nodes/")
         assert refused.status_code == 403 and refused.json()["error"]["code"] == "forbidden"
     assert api().get("/api/v1/nodes/").status_code == 401
+
+
+@pytest.mark.requires_postgres
+@pytest.mark.django_db
+def test_the_admin_shows_superusers_the_fleet_and_reloads_itself(registry: redis.Redis, party: WeddingParty) -> None:
+    node_report_write(client=registry, report=a_report("n-page", rss_bytes=123_000_000), ttl=15)
+    browser = Client()
+    browser.force_login(make_superuser())
+    assert 'href="/admin/nodes/"' in browser.get("/admin/").content.decode()
+    page = browser.get("/admin/nodes/")
+    html = page.content.decode()
+    assert page.status_code == 200 and '<meta http-equiv="refresh" content="5">' in html
+    row = re.search(r"<tr>\s*<th scope=\"row\">n-page</th>(.*?)</tr>", html, re.S)
+    assert row is not None, html
+    assert [cell for cell in re.findall(r"<td>(.*?)</td>", row.group(1)) if ":" not in cell] == [
+        "2026.12.1",
+        "3",
+        "guest 2, planner 1",
+        "1",
+        "12.5",
+        "123",
+        "1.5",
+    ]
+
+    coordinator = Client()
+    coordinator.force_login(make_coordinator(party.wedding))
+    assert 'href="/admin/nodes/"' not in coordinator.get("/admin/").content.decode()
+    assert coordinator.get("/admin/nodes/").status_code == 403
+    assert Client().get("/admin/nodes/").status_code == 302  # to the admin's sign-in
