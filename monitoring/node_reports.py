@@ -29,6 +29,7 @@ class NodeReport(msgspec.Struct, frozen=True, kw_only=True):
     cpu_percent: float  # of one core, since the previous report
     rss_bytes: int
     loop_lag_ms: float  # the event loop's worst lateness since the previous report
+    draining: bool = False  # an operator asked it to drain: it closes its sockets a slice at a time
 
 
 _decoder = msgspec.json.Decoder(NodeReport)

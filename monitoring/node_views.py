@@ -8,20 +8,23 @@ from typing import Any
 
 import msgspec
 from django.conf import settings
+from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
-from django.views.decorators.http import require_GET
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import exceptions, serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from monitoring.node_reports import NodeReport
+from monitoring.node_reports import NodeReport, registry_client
 from monitoring.selectors import nodes_reported
+from monitoring.services.nodes import node_drain_set
 from realtime.node.registry import REPORT_TTL_INTERVALS
 from wedsync.api.serializers import ErrorResponse
+from wedsync.services.audit import ClientInfo
 
 
 class NodeSerializer(serializers.Serializer[None]):
@@ -84,3 +87,23 @@ def nodes_page(request: HttpRequest) -> HttpResponse:
             "expiry_seconds": round(every * REPORT_TTL_INTERVALS),
         },
     )
+
+
+@require_POST
+def node_drain_view(request: HttpRequest, node: str, *, drain: bool) -> HttpResponse:
+    """The page's Drain and Resume buttons (the admin site has checked staff and the CSRF token)."""
+    if not request.user.is_superuser:
+        raise PermissionDenied("Draining nodes is for operators: superusers only.")
+    client = registry_client()
+    if client is None or node not in {report.name for report in nodes_reported(client=client)}:
+        raise Http404("No node of that name has reported lately.")
+    node_drain_set(
+        client=client,
+        node=node,
+        drain=drain,
+        actor=request.user,
+        client_info=ClientInfo.from_request(request),
+    )
+    told = "closes its sockets a slice at a time" if drain else "takes sockets again"
+    messages.success(request, f"{node} {told} from its next report.")
+    return redirect("admin-nodes")

@@ -43,6 +43,7 @@ logger = structlog.get_logger(__name__)
 
 CONTROL_PRIORITY = Priority.EMERGENCY  # replies and notices are never queued behind events
 TRY_AGAIN_SECONDS = 2.0  # the retry_after told with a 1013
+DRAINING_MESSAGE = "This node is draining: reconnect, another node will answer, and resume with since."
 HUB_READY_WAIT_SECONDS = 5.0  # how long a connect waits for the node's first hub start
 
 # The socket's own thread hops, each wrapped once (realtime.db).
@@ -105,6 +106,9 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             message_text = "This node is not ready: try again later."
             error = protocol.error_frame("unavailable", message_text, retry_after=TRY_AGAIN_SECONDS)
             await self._refuse(CloseCode.TRY_AGAIN, error)
+            return
+        if hub.draining:  # its /readyz says so too: the load balancer sends the client elsewhere next time
+            await self._refuse(CloseCode.GOING_AWAY, protocol.error_frame("unavailable", DRAINING_MESSAGE))
             return
         headers = {name.decode("latin1").lower(): value.decode("latin1") for name, value in self.scope["headers"]}
         scheme = self.scope.get("scheme", "ws")
@@ -226,6 +230,9 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
 
     def too_slow(self) -> None:
         self.close_soon(CloseCode.SLOW, "unavailable", "Too slow to keep up: reconnect and resume with since.")
+
+    def going_away(self) -> None:
+        self.close_soon(CloseCode.GOING_AWAY, "unavailable", DRAINING_MESSAGE)
 
     def push_event(
         self,

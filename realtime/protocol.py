@@ -319,6 +319,7 @@ def welcome_frame(
 class CloseCode(enum.IntEnum):
     """The close codes a server sends (docs/protocol.md section 6)."""
 
+    GOING_AWAY = 1001  # the node is draining or shutting down: reconnect to another, resume with since
     BINARY = 1003  # a binary frame: not part of the protocol
     TRY_AGAIN = 1013  # RFC 6455 "try again later": this node cannot serve sockets yet, or too many from one address
     TOO_LARGE = 1009

@@ -93,3 +93,8 @@ NODE_REGISTRY = "wedsync:nodes"  # sorted set of node names by their last report
 def node_report_key(*, node: str) -> str:
     """A node's last report (JSON), which expires when the node stops reporting."""
     return f"wedsync:node-report:{node}"
+
+
+def node_drain_key(*, node: str) -> str:
+    """Present while an operator has asked the node to drain (monitoring.services.nodes)."""
+    return f"wedsync:node-drain:{node}"

@@ -481,6 +481,8 @@ if _database["ENGINE"].endswith("postgresql"):
 WEDSYNC_VERSION = env_str("WEDSYNC_VERSION", default="dev")
 # How often a node reports itself into the registry; a report expires after three of these.
 REALTIME_NODE_REPORT_SECONDS = env_float("REALTIME_NODE_REPORT_SECONDS", default=5.0, minimum=0.2)
+# A node an operator drains closes this many sockets a second (1001), so the others take them gradually.
+REALTIME_DRAIN_SOCKETS_PER_SECOND = env_int("REALTIME_DRAIN_SOCKETS_PER_SECOND", default=100, minimum=1)
 REALTIME_RETENTION_DAYS = env_int("REALTIME_RETENTION_DAYS", default=7, minimum=1)
 # A resume further behind than this many events reloads over REST instead of replaying.
 REALTIME_REPLAY_MAX = env_int("REALTIME_REPLAY_MAX", default=5000, minimum=100)

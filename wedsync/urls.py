@@ -1,9 +1,11 @@
+from functools import partial
+
 from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import TemplateView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
-from monitoring.node_views import NodeListView, nodes_page
+from monitoring.node_views import NodeListView, node_drain_view, nodes_page
 from monitoring.views import healthz, metrics, readyz
 from monitoring.webhook_views import (
     EventWebhookDetailView,
@@ -94,6 +96,16 @@ urlpatterns = [
     path("", TemplateView.as_view(template_name="home.html"), name="home"),
     path("admin/board/", include("web.board.urls")),  # before the admin's own catch-all
     path("admin/nodes/", admin.site.admin_view(nodes_page), name="admin-nodes"),
+    path(
+        "admin/nodes/<str:node>/drain/",
+        admin.site.admin_view(partial(node_drain_view, drain=True)),
+        name="admin-node-drain",
+    ),
+    path(
+        "admin/nodes/<str:node>/resume/",
+        admin.site.admin_view(partial(node_drain_view, drain=False)),
+        name="admin-node-resume",
+    ),
     path("admin/", admin.site.urls),
     path("", include("web.urls")),
     path("api/v1/", include(api_v1)),

@@ -86,6 +86,7 @@ class NodeHub:
         self._start_failures = 0
         self._regroup = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.draining = False  # an operator asked (realtime.node.registry): no new sockets, the open ones close
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -425,6 +426,8 @@ def node_hubs_problem() -> str | None:
         return "the socket hub has not started"
     if not all(hub.running for hub in hubs):
         return "the socket hub is not running yet (is the channel layer's Redis reachable?)"
+    if any(hub.draining for hub in hubs):
+        return "the node is draining (an operator asked, in the admin's Server nodes)"
     return None
 
 

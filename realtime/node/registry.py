@@ -1,6 +1,8 @@
 """The node's reports into the registry (monitoring/node_reports.py): every
 ``REALTIME_NODE_REPORT_SECONDS`` what it holds (sockets, subscriptions by role, weddings) and how it
-fares (CPU, memory, the event loop's lateness), kept for three intervals."""
+fares (CPU, memory, the event loop's lateness), kept for three intervals. Each report also hears
+whether an operator asks the node to drain; while it does, the node closes its sockets with 1001,
+``REALTIME_DRAIN_SOCKETS_PER_SECOND`` at a time, so the other nodes take them gradually."""
 
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ class Node(Protocol):
 
     feeds: dict[int, WeddingFeed]
     sockets: dict[str, Socket]
+    draining: bool
 
 
 class ProcessSample:
@@ -78,14 +81,28 @@ def node_report(hub: Node, *, started_at: float, sample: ProcessSample) -> NodeR
         cpu_percent=cpu_percent,
         rss_bytes=rss_bytes(),
         loop_lag_ms=loop_lag_ms,
+        draining=hub.draining,
     )
+
+
+def drain_slice(hub: Node, *, count: int, told: set[str]) -> None:
+    """Tell up to ``count`` of the node's open sockets that were not told yet to go (1001), adding
+    them to ``told``; a told socket leaves ``hub.sockets`` once its close completes."""
+    told.intersection_update(hub.sockets)
+    for connection_id, socket in list(hub.sockets.items()):
+        if count <= 0:
+            break
+        if connection_id not in told:
+            told.add(connection_id)
+            socket.going_away()
+            count -= 1
 
 
 async def report_loop(hub: Node, *, client: redis.Redis, every: float) -> None:
     """Report every ``every`` seconds, sampling the loop's lateness in between; a failed write is
     logged, and the report after it (three chances before the entry expires) tries again."""
     loop = asyncio.get_running_loop()
-    started_at, sample = time.time(), ProcessSample()
+    started_at, sample, told = time.time(), ProcessSample(), set[str]()
     tick = min(LAG_TICK_SECONDS, every)
     next_report = loop.time()
     while True:
@@ -93,13 +110,20 @@ async def report_loop(hub: Node, *, client: redis.Redis, every: float) -> None:
             next_report = loop.time() + every
             report = node_report(hub, started_at=started_at, sample=sample)
             try:
-                await sync_to_async(node_report_write, thread_sensitive=False)(
+                drain_asked = await sync_to_async(node_report_write, thread_sensitive=False)(
                     client=client, report=report, ttl=every * REPORT_TTL_INTERVALS
                 )
             except asyncio.CancelledError:
                 raise
             except Exception:  # Redis away: the registry shows the node again once it is back
                 logger.exception("node.report_failed")
+            else:
+                if drain_asked != hub.draining:
+                    logger.info("node.drain" if drain_asked else "node.resume", sockets=len(hub.sockets))
+                    hub.draining = drain_asked
+                    told.clear()
+        if hub.draining:
+            drain_slice(hub, count=max(1, round(settings.REALTIME_DRAIN_SOCKETS_PER_SECOND * tick)), told=told)
         asked = loop.time()
         await asyncio.sleep(tick)
         sample.lag_seen(max(0.0, loop.time() - asked - tick))

@@ -5,8 +5,11 @@ node that stops drops out on its own."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +18,8 @@ import pytest
 import redis
 import structlog
 from django.test import Client
+from websockets.asyncio.client import connect
+from websockets.typing import Subprotocol
 
 from monitoring.node_reports import NodeReport, node_report_decode, node_report_encode, registry_client
 from monitoring.selectors import nodes_reported
@@ -22,9 +27,11 @@ from monitoring.services.nodes import node_report_write
 from tests.api.test_events_publish import api
 from tests.personas import WeddingParty, make_coordinator, make_superuser
 from tests.presence.test_alerts_api import as_user
-from tests.realtime.nodes import Cluster, cluster
+from tests.realtime.conftest import bearer
+from tests.realtime.nodes import Cluster, Node, cluster
 from tests.records.node_sockets import SubscribedSockets
-from wedsync.redis_keys import NODE_REGISTRY, node_report_key
+from wedsync.models import AuditLog
+from wedsync.redis_keys import NODE_REGISTRY, node_drain_key, node_report_key
 from wedsync.services.service_accounts import service_account_create, service_account_key_issue
 
 pytestmark = [pytest.mark.requires_redis]
@@ -191,3 +198,86 @@ def test_the_admin_shows_superusers_the_fleet_and_reloads_itself(registry: redis
     assert 'href="/admin/nodes/"' not in coordinator.get("/admin/").content.decode()
     assert coordinator.get("/admin/nodes/").status_code == 403
     assert Client().get("/admin/nodes/").status_code == 302  # to the admin's sign-in
+
+
+# --- Draining a node ------------------------------------------------------------------------------------
+
+
+@pytest.mark.requires_postgres
+@pytest.mark.django_db
+def test_a_superuser_drains_and_resumes_a_node_from_the_admin_and_it_is_audited(
+    registry: redis.Redis, party: WeddingParty
+) -> None:
+    node_report_write(client=registry, report=a_report("n-drain"), ttl=15)
+    operator = make_superuser()
+    browser = Client()
+    browser.force_login(operator)
+    assert 'action="/admin/nodes/n-drain/drain/"' in browser.get("/admin/nodes/").content.decode()
+
+    drained = browser.post("/admin/nodes/n-drain/drain/")
+    assert drained.status_code == 302 and drained["Location"] == "/admin/nodes/"
+    assert registry.exists(node_drain_key(node="n-drain"))
+    assert node_report_write(client=registry, report=a_report("n-drain"), ttl=15) is True  # what the node hears
+    browser.post("/admin/nodes/n-drain/resume/")
+    assert not registry.exists(node_drain_key(node="n-drain"))
+    assert node_report_write(client=registry, report=a_report("n-drain"), ttl=15) is False
+    assert list(
+        AuditLog.objects.filter(actor=operator, target="node:n-drain").order_by("id").values_list("action", "outcome")
+    ) == [("node.drain", "success"), ("node.resume", "success")]
+
+    assert browser.post("/admin/nodes/n-unknown/drain/").status_code == 404
+    assert browser.get("/admin/nodes/n-drain/drain/").status_code == 405
+    coordinator = Client()
+    coordinator.force_login(make_coordinator(party.wedding))
+    assert coordinator.post("/admin/nodes/n-drain/drain/").status_code == 403
+    assert not registry.exists(node_drain_key(node="n-drain"))
+
+
+def readiness(node: Node) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{node.port}/readyz", timeout=5) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as refused:
+        return refused.code
+
+
+@pytest.mark.requires_postgres
+@pytest.mark.django_db(transaction=True)
+async def test_a_drained_node_closes_its_sockets_with_1001_takes_no_new_ones_and_resumes(
+    nodes: Cluster, party: WeddingParty
+) -> None:
+    client = redis.Redis.from_url(nodes.redis.url)
+    sockets = SubscribedSockets(nodes, wedding_id=party.wedding.pk)
+    try:
+        on_first = [await sockets.open(member, 0) for member in (party.priya, party.gil, party.ana)]
+        on_second = await sockets.open(party.carmen, 1)
+        await fleet_when(client, lambda fleet: [(node.name, node.sockets) for node in fleet] == [("n1", 3), ("n2", 1)])
+
+        client.set(node_drain_key(node="n1"), b"1")  # as the admin's Drain button does
+        for socket in on_first:
+            async with asyncio.timeout(SEEN_WITHIN):
+                await socket.ws.wait_closed()
+            assert socket.ws.close_code == 1001 and socket.other[-1]["code"] == "unavailable", socket.other
+        fleet = await fleet_when(
+            client,
+            lambda fleet: bool(fleet) and (fleet[0].name, fleet[0].draining, fleet[0].sockets) == ("n1", True, 0),
+        )
+        assert not fleet[1].draining and fleet[1].sockets == 1 and on_second.ws.close_code is None
+        assert (readiness(nodes.nodes[0]), readiness(nodes.nodes[1])) == (503, 200)
+
+        token = await bearer(party.priya)
+        async with connect(
+            nodes.nodes[0].url, subprotocols=[Subprotocol("wedsync.v1"), Subprotocol(f"bearer.{token}")]
+        ) as refused:
+            frame = json.loads(await refused.recv())
+            await refused.wait_closed()
+        assert frame["op"] == "error" and frame["code"] == "unavailable" and refused.close_code == 1001
+
+        client.delete(node_drain_key(node="n1"))  # Resume
+        await fleet_when(client, lambda fleet: bool(fleet) and not fleet[0].draining)
+        assert readiness(nodes.nodes[0]) == 200
+        again = await sockets.open(party.priya, 0)
+        assert again.ws.close_code is None
+    finally:
+        await sockets.close_all()
+        client.close()

@@ -44,6 +44,8 @@ class AuditAction(enum.StrEnum):
     TOKENS_REVOKE = "auth.tokens.revoke"
     API_AUTH_REFUSE = "api.auth.refuse"
     METRICS_REFUSE = "metrics.refuse"
+    NODE_DRAIN = "node.drain"
+    NODE_RESUME = "node.resume"
     ADMIN_LOGIN = "admin.login"
     ADMIN_LOGIN_REFUSE = "admin.login.refuse"
     ADMIN_LOGIN_LOCKOUT = "admin.login.lockout"
