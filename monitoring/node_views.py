@@ -14,13 +14,13 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import exceptions, serializers
+from rest_framework import exceptions, serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from monitoring.node_reports import NodeReport, registry_client
-from monitoring.selectors import nodes_reported
+from monitoring.selectors import RegistryUnavailable, nodes_reported
 from monitoring.services.nodes import node_drain_set
 from realtime.node.registry import REPORT_TTL_INTERVALS
 from wedsync.api.serializers import ErrorResponse
@@ -40,6 +40,7 @@ class NodeSerializer(serializers.Serializer[None]):
     cpu_percent = serializers.FloatField(help_text="Of one core, since the report before.")
     rss_bytes = serializers.IntegerField()
     loop_lag_ms = serializers.FloatField(help_text="The event loop's worst lateness since the report before.")
+    draining = serializers.BooleanField(help_text="An operator drains it: it closes its sockets and takes no new ones.")
 
 
 class NodeList(serializers.Serializer[None]):
@@ -52,13 +53,24 @@ class NodeListView(APIView):
         responses={
             200: NodeList,
             403: OpenApiResponse(ErrorResponse, description="`forbidden`: not a superuser, or an API key."),
+            503: OpenApiResponse(
+                ErrorResponse, description="`unavailable`: Redis, where nodes report, did not answer."
+            ),
         },
         summary="The server nodes that reported in the last three intervals, by name (superusers)",
     )
     def get(self, request: Request) -> Response:
         if getattr(request.auth, "service_account", None) is not None or not request.user.is_superuser:
             raise exceptions.PermissionDenied("The node list is for operators: superusers only.")
-        return Response({"nodes": [_node_fields(report) for report in nodes_reported()]})
+        try:
+            reports = nodes_reported()
+        except RegistryUnavailable as unavailable:
+            return Response(
+                {"error": {"code": "unavailable", "message": f"{unavailable} Try again shortly."}},
+                status=status.HTTP_503_SERVICE_UNAVAILABLE,
+                headers={"Retry-After": "5"},
+            )
+        return Response({"nodes": [_node_fields(report) for report in reports]})
 
 
 def _node_fields(report: NodeReport) -> dict[str, Any]:
@@ -76,13 +88,18 @@ def nodes_page(request: HttpRequest) -> HttpResponse:
     if not request.user.is_superuser:
         raise PermissionDenied("The node list is for operators: superusers only.")
     every = settings.REALTIME_NODE_REPORT_SECONDS
-    nodes = [{**_node_fields(report), "rss_mb": round(report.rss_bytes / 1e6)} for report in nodes_reported()]
+    try:
+        reports, unavailable = nodes_reported(), False
+    except RegistryUnavailable:
+        reports, unavailable = [], True
+    nodes = [{**_node_fields(report), "rss_mb": round(report.rss_bytes / 1e6)} for report in reports]
     return render(
         request,
         "monitoring/nodes.html",
         {
             "title": "Server nodes",
             "nodes": nodes,
+            "unavailable": unavailable,
             "refresh_seconds": max(1, round(every)),
             "expiry_seconds": round(every * REPORT_TTL_INTERVALS),
         },
@@ -95,7 +112,12 @@ def node_drain_view(request: HttpRequest, node: str, *, drain: bool) -> HttpResp
     if not request.user.is_superuser:
         raise PermissionDenied("Draining nodes is for operators: superusers only.")
     client = registry_client()
-    if client is None or node not in {report.name for report in nodes_reported(client=client)}:
+    try:
+        reported = {report.name for report in nodes_reported(client=client)} if client is not None else set()
+    except RegistryUnavailable:
+        messages.error(request, f"Nothing was changed: Redis, where nodes report, did not answer. {node} is as it was.")
+        return redirect("admin-nodes")
+    if client is None or node not in reported:
         raise Http404("No node of that name has reported lately.")
     node_drain_set(
         client=client,

@@ -20,7 +20,7 @@ from monitoring.node_reports import NodeReport, node_report_decode, registry_cli
 from presence.models import Alert, AlertSeverity, Emergency
 from realtime.models import Event, EventAck, WeddingStream
 from realtime.names import EMERGENCY_REPEAT_FIELD, EventType
-from realtime.node.hub import node_hubs_problem
+from realtime.node.hub import node_drain_problem, node_hubs_problem
 from wedsync.models import Member
 from wedsync.permissions import Role
 from wedsync.redis_keys import NODE_REGISTRY, node_report_key
@@ -80,7 +80,10 @@ _CHECKS: dict[str, Callable[[], str | None]] = {
     # A socket node is ready once its hub runs (joined the channel layer): until then it refuses
     # sockets with 1013, and the load balancer must not send it any.
     "socket_hub": node_hubs_problem,
+    # An operator's drain (monitoring/node_reports.py): not ready on purpose, so not counted as a failure.
+    "drain": node_drain_problem,
 }
+_NOT_FAILURES = frozenset({"drain"})
 
 
 def readiness_report() -> dict[str, str | None]:
@@ -88,7 +91,7 @@ def readiness_report() -> dict[str, str | None]:
     report: dict[str, str | None] = {}
     for component, check in _CHECKS.items():
         problem = check()
-        if problem is not None:
+        if problem is not None and component not in _NOT_FAILURES:
             READINESS_FAILURES.labels(component=component).inc()
             logger.warning("readiness.down", component=component, problem=problem)
         report[component] = problem
@@ -186,14 +189,23 @@ def event_webhooks_due(*, now: datetime) -> QuerySet[EventWebhook]:
 # --- The node registry (monitoring/node_reports.py) ---------------------------------------------------
 
 
+class RegistryUnavailable(Exception):
+    """Redis, where the nodes report, did not answer."""
+
+
 def nodes_reported(*, client: redis.Redis | None = None) -> list[NodeReport]:
     """The nodes whose last report has not expired, by name; none without Redis (one process, no
-    fleet). A report another release wrote in a shape this one cannot read is logged and skipped."""
+    fleet); :class:`RegistryUnavailable` when Redis does not answer. A report another release wrote
+    in a shape this one cannot read is logged and skipped."""
     client = client if client is not None else registry_client()
     if client is None:
         return []
-    names = sorted(name.decode() for name in client.zrange(NODE_REGISTRY, 0, -1))  # type: ignore[union-attr]
-    raws = client.mget([node_report_key(node=name) for name in names]) if names else []
+    try:
+        names = sorted(name.decode() for name in client.zrange(NODE_REGISTRY, 0, -1))  # type: ignore[union-attr]
+        raws = client.mget([node_report_key(node=name) for name in names]) if names else []
+    except redis.RedisError as error:
+        logger.warning("nodes.registry_unavailable", error=str(error))
+        raise RegistryUnavailable("Redis, where the nodes report, did not answer.") from error
     reports = []
     for name, raw in zip(names, raws, strict=True):
         if raw is None:  # expired: the node stopped reporting

@@ -97,12 +97,12 @@ urlpatterns = [
     path("admin/board/", include("web.board.urls")),  # before the admin's own catch-all
     path("admin/nodes/", admin.site.admin_view(nodes_page), name="admin-nodes"),
     path(
-        "admin/nodes/<str:node>/drain/",
+        "admin/nodes/<path:node>/drain/",
         admin.site.admin_view(partial(node_drain_view, drain=True)),
         name="admin-node-drain",
     ),
     path(
-        "admin/nodes/<str:node>/resume/",
+        "admin/nodes/<path:node>/resume/",
         admin.site.admin_view(partial(node_drain_view, drain=False)),
         name="admin-node-resume",
     ),

@@ -414,19 +414,27 @@ def node_hubs_problem() -> str | None:
     or when it serves no sockets at all (a test client, a management command). Safe from any thread."""
     if not daphne_patches.installed():
         return None
-    for _attempt in range(3):  # the loop's thread may add a hub while this one reads
-        try:
-            hubs = list(_hubs.values())
-            break
-        except RuntimeError:
-            continue
-    else:
-        hubs = []
+    hubs = _hubs_now()
     if not hubs:
         return "the socket hub has not started"
     if not all(hub.running for hub in hubs):
         return "the socket hub is not running yet (is the channel layer's Redis reachable?)"
-    if any(hub.draining for hub in hubs):
+    return None
+
+
+def _hubs_now() -> list[NodeHub]:
+    """This process's hubs, read from any thread."""
+    for _attempt in range(3):  # the loop's thread may add a hub while this one reads
+        try:
+            return list(_hubs.values())
+        except RuntimeError:
+            continue
+    return []
+
+
+def node_drain_problem() -> str | None:
+    """For ``/readyz``: why this process takes no sockets on purpose (an operator drains it), else None."""
+    if any(hub.draining for hub in _hubs_now()):
         return "the node is draining (an operator asked, in the admin's Server nodes)"
     return None
 

@@ -2,7 +2,7 @@
 ``REALTIME_NODE_REPORT_SECONDS`` what it holds (sockets, subscriptions by role, weddings) and how it
 fares (CPU, memory, the event loop's lateness), kept for three intervals. Each report also hears
 whether an operator asks the node to drain; while it does, the node closes its sockets with 1001,
-``REALTIME_DRAIN_SOCKETS_PER_SECOND`` at a time, so the other nodes take them gradually."""
+``REALTIME_DRAIN_SOCKETS_PER_SECOND`` a second, so the other nodes take them gradually."""
 
 from __future__ import annotations
 
@@ -68,7 +68,8 @@ def rss_bytes() -> int:
 def node_report(hub: Node, *, started_at: float, sample: ProcessSample) -> NodeReport:
     roles: collections.Counter[str] = collections.Counter()
     for feed in hub.feeds.values():
-        roles.update(subscription.role for subscription in feed.subscriptions.values())
+        # A subscription attached ahead of its access check has no role yet: counted once checked.
+        roles.update(subscription.role for subscription in feed.subscriptions.values() if subscription.confirmed)
     cpu_percent, loop_lag_ms = sample.take()
     return NodeReport(
         name=settings.REALTIME_NODE_NAME,
@@ -83,6 +84,21 @@ def node_report(hub: Node, *, started_at: float, sample: ProcessSample) -> NodeR
         loop_lag_ms=loop_lag_ms,
         draining=hub.draining,
     )
+
+
+class DrainPace:
+    """How many sockets a draining node tells to go at each tick: ``per_second`` on average, the
+    fractions carried over, so a low rate is kept too (1 a second at 4 ticks a second: one in four)."""
+
+    def __init__(self, *, per_second: float) -> None:
+        self.per_second = per_second
+        self._owed = 0.0
+
+    def take(self, *, seconds: float) -> int:
+        self._owed += self.per_second * seconds
+        whole = int(self._owed)
+        self._owed -= whole
+        return whole
 
 
 def drain_slice(hub: Node, *, count: int, told: set[str]) -> None:
@@ -103,6 +119,8 @@ async def report_loop(hub: Node, *, client: redis.Redis, every: float) -> None:
     logged, and the report after it (three chances before the entry expires) tries again."""
     loop = asyncio.get_running_loop()
     started_at, sample, told = time.time(), ProcessSample(), set[str]()
+    pace = DrainPace(per_second=settings.REALTIME_DRAIN_SOCKETS_PER_SECOND)
+    failing = False
     tick = min(LAG_TICK_SECONDS, every)
     next_report = loop.time()
     while True:
@@ -116,14 +134,19 @@ async def report_loop(hub: Node, *, client: redis.Redis, every: float) -> None:
             except asyncio.CancelledError:
                 raise
             except Exception:  # Redis away: the registry shows the node again once it is back
-                logger.exception("node.report_failed")
+                if not failing:  # once per outage, not every interval
+                    logger.exception("node.report_failed")
+                failing = True
             else:
+                if failing:
+                    logger.info("node.report_resumed")
+                failing = False
                 if drain_asked != hub.draining:
                     logger.info("node.drain" if drain_asked else "node.resume", sockets=len(hub.sockets))
                     hub.draining = drain_asked
                     told.clear()
         if hub.draining:
-            drain_slice(hub, count=max(1, round(settings.REALTIME_DRAIN_SOCKETS_PER_SECOND * tick)), told=told)
+            drain_slice(hub, count=pace.take(seconds=tick), told=told)
         asked = loop.time()
         await asyncio.sleep(tick)
         sample.lag_seen(max(0.0, loop.time() - asked - tick))

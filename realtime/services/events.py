@@ -93,7 +93,10 @@ def event_for_idempotency_key(*, sender: Member, idempotency_key: str) -> Publis
     with connection.cursor() as cursor:
         cursor.execute(_event_for_idempotency_key_sql(), [sender.pk, idempotency_key])
         row = cursor.fetchone()
-    return None if row is None else PublishedEvent(id=row[0], wedding_id=row[1], seq=row[2], duplicate=True)
+    if row is None:
+        return None
+    event_id = Event._meta.pk.to_python(row[0])  # PostgreSQL gives a UUID; SQLite (embedded mode) its hex
+    return PublishedEvent(id=event_id, wedding_id=row[1], seq=row[2], duplicate=True)
 
 
 @functools.cache

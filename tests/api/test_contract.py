@@ -121,7 +121,7 @@ def test_every_operation_documents_each_status_it_can_answer() -> None:
         ],
         "DELETE /api/v1/weddings/{wedding_id}/members/{member_id}/": ["204", "401", "403", "404", "429"],
         "GET /api/v1/audit/": ["200", "400", "401", "403", "404", "429"],
-        "GET /api/v1/nodes/": ["200", "401", "403", "429"],
+        "GET /api/v1/nodes/": ["200", "401", "403", "429", "503"],
         "POST /api/v1/weddings/{wedding_id}/events/": ["201", "400", "401", "403", "404", "415", "422", "428", "429"],
         "GET /api/v1/weddings/{wedding_id}/webhooks/": ["200", "401", "403", "404", "429"],
         "POST /api/v1/weddings/{wedding_id}/webhooks/": ["201", "400", "401", "403", "404", "415", "422", "428", "429"],

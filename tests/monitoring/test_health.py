@@ -21,7 +21,7 @@ def test_readyz_is_ready_with_the_real_services(client: Client) -> None:
     response = client.get("/readyz")
     assert response.status_code == 200, response.content
     # Not a daphne node (no sockets served here), so its socket hub is not asked for.
-    assert response.json()["checks"] == {"database": "ok", "channel_layer": "ok", "socket_hub": "ok"}
+    assert response.json()["checks"] == {"database": "ok", "channel_layer": "ok", "socket_hub": "ok", "drain": "ok"}
 
 
 def test_readyz_names_a_stopped_redis() -> None:
@@ -40,7 +40,7 @@ def test_readyz_names_a_stopped_redis() -> None:
     body = response.json()
     assert body["status"] == "unavailable"
     assert body["down"] == ["channel_layer"]
-    assert body["checks"] == {"database": "ok", "channel_layer": "down", "socket_hub": "ok"}
+    assert body["checks"] == {"database": "ok", "channel_layer": "down", "socket_hub": "ok", "drain": "ok"}
     assert str(server.port) not in response.content.decode()  # no internals for the public
 
 

@@ -11,6 +11,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import msgspec
@@ -24,12 +25,14 @@ from websockets.typing import Subprotocol
 from monitoring.node_reports import NodeReport, node_report_decode, node_report_encode, registry_client
 from monitoring.selectors import nodes_reported
 from monitoring.services.nodes import node_report_write
+from realtime.node.registry import DrainPace, drain_slice
 from tests.api.test_events_publish import api
 from tests.personas import WeddingParty, make_coordinator, make_superuser
 from tests.presence.test_alerts_api import as_user
 from tests.realtime.conftest import bearer
 from tests.realtime.nodes import Cluster, Node, cluster
 from tests.records.node_sockets import SubscribedSockets
+from tests.servers import free_port
 from wedsync.models import AuditLog
 from wedsync.redis_keys import NODE_REGISTRY, node_drain_key, node_report_key
 from wedsync.services.service_accounts import service_account_create, service_account_key_issue
@@ -38,6 +41,12 @@ pytestmark = [pytest.mark.requires_redis]
 
 REPORT_SECONDS = 0.5  # the nodes' interval in these tests: a report expires 1.5 s after the last one
 SEEN_WITHIN = 15.0
+
+
+def ours(fleet: list[NodeReport]) -> list[NodeReport]:
+    """The reports these tests wrote ("n-..."): a hub another test ran in this process reports into
+    the same Redis, under this machine's name, for a while after."""
+    return [node for node in fleet if node.name.startswith("n-")]
 
 
 def a_report(name: str, **fields: Any) -> NodeReport:
@@ -77,20 +86,21 @@ def test_the_fleet_is_the_reports_that_have_not_expired_by_name(registry: redis.
     node_report_write(client=registry, report=a_report("n-b"), ttl=15)
     node_report_write(client=registry, report=a_report("n-a", sockets=0, subscriptions_by_role={}), ttl=15)
     assert 0 < registry.pttl(node_report_key(node="n-a")) <= 15_000
-    assert [(node.name, node.sockets) for node in nodes_reported()] == [("n-a", 0), ("n-b", 3)]
+    assert [(node.name, node.sockets) for node in ours(nodes_reported())] == [("n-a", 0), ("n-b", 3)]
 
     registry.delete(node_report_key(node="n-b"))  # as its TTL would: n-b stopped reporting
     registry.set(node_report_key(node="n-c"), b'{"name": "n-c"}')  # a shape this release cannot read
     registry.zadd(NODE_REGISTRY, {"n-c": time.time()})
     with structlog.testing.capture_logs() as logs:
-        assert [node.name for node in nodes_reported()] == ["n-a"]
+        assert [node.name for node in ours(nodes_reported())] == ["n-a"]
     assert {"event": "nodes.report_unreadable", "node": "n-c", "log_level": "warning"} in logs
 
 
 def test_a_name_silent_for_a_day_leaves_the_index(registry: redis.Redis) -> None:
     node_report_write(client=registry, report=a_report("n-old", reported_at=time.time() - 90_000), ttl=15)
     node_report_write(client=registry, report=a_report("n-new"), ttl=15)
-    assert [name.decode() for name in registry.zrange(NODE_REGISTRY, 0, -1)] == ["n-new"]  # type: ignore[union-attr]
+    indexed = [name.decode() for name in registry.zrange(NODE_REGISTRY, 0, -1)]  # type: ignore[union-attr]
+    assert "n-new" in indexed and "n-old" not in indexed
 
 
 # --- Two real nodes -------------------------------------------------------------------------------------
@@ -153,8 +163,9 @@ def test_superusers_read_the_fleet_and_nobody_else_does(registry: redis.Redis, p
     node_report_write(client=registry, report=a_report("n-api", started_at=1_765_000_000.0), ttl=15)
     answer = as_user(api(), make_superuser()).get("/api/v1/nodes/")
     assert answer.status_code == 200, answer.json()
-    (node,) = answer.json()["nodes"]
+    (node,) = [node for node in answer.json()["nodes"] if node["name"].startswith("n-")]
     assert node["name"] == "n-api" and node["started_at"] == "2025-12-06T05:46:40Z"
+    assert node["draining"] is False
     assert (node["sockets"], node["subscriptions_by_role"], node["rss_bytes"]) == (
         3,
         {"guest": 2, "planner": 1},
@@ -281,3 +292,47 @@ async def test_a_drained_node_closes_its_sockets_with_1001_takes_no_new_ones_and
     finally:
         await sockets.close_all()
         client.close()
+
+
+@pytest.mark.requires_postgres
+@pytest.mark.django_db
+def test_with_redis_away_the_fleet_is_unknown_not_empty(settings: Any) -> None:
+    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    operator = make_superuser()
+    answer = as_user(api(), operator).get("/api/v1/nodes/")
+    assert answer.status_code == 503 and answer.json()["error"]["code"] == "unavailable"
+    assert answer["Retry-After"] == "5"
+    browser = Client()
+    browser.force_login(operator)
+    page = browser.get("/admin/nodes/")
+    assert page.status_code == 200 and "Redis, where the nodes report, did not answer" in page.content.decode()
+    drained = browser.post("/admin/nodes/n-any/drain/", follow=True)
+    assert "Nothing was changed" in drained.content.decode()
+    assert not AuditLog.objects.filter(action="node.drain").exists()
+
+
+def test_a_drain_keeps_its_pace_at_any_rate() -> None:
+    slow, fast = DrainPace(per_second=1), DrainPace(per_second=100)
+    assert [slow.take(seconds=0.25) for _ in range(8)] == [0, 0, 0, 1, 0, 0, 0, 1]
+    assert [fast.take(seconds=0.25) for _ in range(4)] == [25, 25, 25, 25]
+
+
+class TellableSocket:
+    def __init__(self) -> None:
+        self.told = 0
+
+    def going_away(self) -> None:
+        self.told += 1
+
+
+def test_a_drain_tells_each_socket_once_a_slice_at_a_time() -> None:
+    sockets = {f"c{i}": TellableSocket() for i in range(5)}
+    hub = SimpleNamespace(sockets=sockets, feeds={}, draining=True)
+    told: set[str] = set()
+    drain_slice(hub, count=2, told=told)
+    assert [socket.told for socket in sockets.values()] == [1, 1, 0, 0, 0]
+    del sockets["c0"]  # its close completed
+    drain_slice(hub, count=2, told=told)
+    assert [socket.told for socket in sockets.values()] == [1, 1, 1, 0]
+    drain_slice(hub, count=10, told=told)
+    assert [socket.told for socket in sockets.values()] == [1, 1, 1, 1] and told == set(sockets)
