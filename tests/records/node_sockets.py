@@ -110,7 +110,6 @@ class NodeSocket:
         ]
 
 
-@dataclass
 class SubscribedSockets:
     """``await sockets.open(member, node)``: a socket to that node of ``nodes``, subscribed to the
     wedding; :meth:`close_all` closes every one opened."""
@@ -131,6 +130,7 @@ class SubscribedSockets:
             await socket.close()
 
 
+@dataclass
 class View:
     """A member's records as rebuilt from the ``record.*`` events it received, in order."""
 
