@@ -15,6 +15,12 @@ import msgspec
 import redis
 from django.conf import settings
 
+REPORT_TTL_INTERVALS = 3  # a report is kept for this many report intervals: then its node is gone
+
+
+class RegistryUnavailable(Exception):
+    """Redis, where the nodes report, did not answer."""
+
 
 class NodeReport(msgspec.Struct, frozen=True, kw_only=True):
     """What a node says about itself. Times are epoch seconds."""

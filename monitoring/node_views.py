@@ -19,10 +19,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from monitoring.node_reports import NodeReport, registry_client
-from monitoring.selectors import RegistryUnavailable, nodes_reported
-from monitoring.services.nodes import node_drain_set
-from realtime.node.registry import REPORT_TTL_INTERVALS
+from monitoring.node_reports import REPORT_TTL_INTERVALS, NodeReport, RegistryUnavailable, registry_client
+from monitoring.selectors import nodes_reported
+from monitoring.services.nodes import NodeNotReported, node_drain_set
 from wedsync.api.serializers import ErrorResponse
 from wedsync.services.audit import ClientInfo
 
@@ -111,21 +110,19 @@ def node_drain_view(request: HttpRequest, node: str, *, drain: bool) -> HttpResp
     """The page's Drain and Resume buttons (the admin site has checked staff and the CSRF token)."""
     if not request.user.is_superuser:
         raise PermissionDenied("Draining nodes is for operators: superusers only.")
-    client = registry_client()
     try:
-        reported = {report.name for report in nodes_reported(client=client)} if client is not None else set()
+        node_drain_set(
+            client=registry_client(),
+            node=node,
+            drain=drain,
+            actor=request.user,
+            client_info=ClientInfo.from_request(request),
+        )
+    except NodeNotReported:
+        raise Http404("No node of that name has reported lately.") from None
     except RegistryUnavailable:
         messages.error(request, f"Nothing was changed: Redis, where nodes report, did not answer. {node} is as it was.")
         return redirect("admin-nodes")
-    if client is None or node not in reported:
-        raise Http404("No node of that name has reported lately.")
-    node_drain_set(
-        client=client,
-        node=node,
-        drain=drain,
-        actor=request.user,
-        client_info=ClientInfo.from_request(request),
-    )
     told = "closes its sockets a slice at a time" if drain else "takes sockets again"
     messages.success(request, f"{node} {told} from its next report.")
     return redirect("admin-nodes")

@@ -16,7 +16,7 @@ from django.db.models import Exists, F, OuterRef, Q, QuerySet
 
 from monitoring.metrics import READINESS_FAILURES
 from monitoring.models import Escalation, EscalationStatus, EventWebhook
-from monitoring.node_reports import NodeReport, node_report_decode, registry_client
+from monitoring.node_reports import NodeReport, RegistryUnavailable, node_report_decode, registry_client
 from presence.models import Alert, AlertSeverity, Emergency
 from realtime.models import Event, EventAck, WeddingStream
 from realtime.names import EMERGENCY_REPEAT_FIELD, EventType
@@ -187,10 +187,6 @@ def event_webhooks_due(*, now: datetime) -> QuerySet[EventWebhook]:
 
 
 # --- The node registry (monitoring/node_reports.py) ---------------------------------------------------
-
-
-class RegistryUnavailable(Exception):
-    """Redis, where the nodes report, did not answer."""
 
 
 def nodes_reported(*, client: redis.Redis | None = None) -> list[NodeReport]:

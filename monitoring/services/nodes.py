@@ -5,7 +5,7 @@ from __future__ import annotations
 import redis
 from django.contrib.auth.models import User
 
-from monitoring.node_reports import NodeReport, node_report_encode
+from monitoring.node_reports import NodeReport, RegistryUnavailable, node_report_encode
 from wedsync.models import AuditOutcome
 from wedsync.redis_keys import NODE_REGISTRY, node_drain_key, node_report_key
 from wedsync.services.audit import AuditAction, ClientInfo, audit_record
@@ -26,14 +26,26 @@ def node_report_write(*, client: redis.Redis, report: NodeReport, ttl: float) ->
     return bool(drain_asked)
 
 
-def node_drain_set(*, client: redis.Redis, node: str, drain: bool, actor: User, client_info: ClientInfo) -> None:
+class NodeNotReported(Exception):
+    """No node of that name has a report that has not expired."""
+
+
+def node_drain_set(*, client: redis.Redis | None, node: str, drain: bool, actor: User, client_info: ClientInfo) -> None:
     """Ask ``node`` to drain (it closes its sockets with 1001 a slice at a time, and its /readyz
     answers 503 so the load balancer sends nobody new), or to take sockets again; audited. The node
-    hears it at its next report."""
-    if drain:
-        client.set(node_drain_key(node=node), b"1", ex=DRAIN_KEEP_SECONDS)
-    else:
-        client.delete(node_drain_key(node=node))
+    hears it at its next report. :class:`NodeNotReported` for a node that is not in the registry
+    (none is without Redis); :class:`RegistryUnavailable` when Redis does not answer."""
+    if client is None:
+        raise NodeNotReported(node)
+    try:
+        if not client.exists(node_report_key(node=node)):
+            raise NodeNotReported(node)
+        if drain:
+            client.set(node_drain_key(node=node), b"1", ex=DRAIN_KEEP_SECONDS)
+        else:
+            client.delete(node_drain_key(node=node))
+    except redis.RedisError as error:
+        raise RegistryUnavailable("Redis, where the nodes report, did not answer.") from error
     audit_record(
         action=AuditAction.NODE_DRAIN if drain else AuditAction.NODE_RESUME,
         outcome=AuditOutcome.SUCCESS,

@@ -17,7 +17,7 @@ import structlog
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
-from monitoring.node_reports import NodeReport
+from monitoring.node_reports import REPORT_TTL_INTERVALS, NodeReport
 from monitoring.services.nodes import node_report_write
 from realtime.node.feed import WeddingFeed
 from realtime.node.socket import Socket
@@ -25,7 +25,6 @@ from realtime.node.socket import Socket
 logger = structlog.get_logger(__name__)
 
 LAG_TICK_SECONDS = 0.25  # how often the loop's lateness is sampled between reports
-REPORT_TTL_INTERVALS = 3
 
 
 class Node(Protocol):
