@@ -33,10 +33,21 @@ pytestmark = [
 ]
 
 
+def _zone_where_today_lasts(*, hours: int) -> zoneinfo.ZoneInfo:
+    """The board shows weddings whose date is today in their own zone, so a run near a zone's
+    midnight would see the ceremony fall on tomorrow: pick a zone where the day outlasts the test."""
+    now = timezone.now()
+    for name in ("Europe/Lisbon", "Asia/Tokyo", "America/Los_Angeles"):
+        zone = zoneinfo.ZoneInfo(name)
+        if now.astimezone(zone).date() == (now + dt.timedelta(hours=hours)).astimezone(zone).date():
+            return zone
+    raise AssertionError("three zones eight hours apart cannot all be within the hours of midnight")
+
+
 def _day_with_a_coordinator() -> tuple[WeddingParty, User]:
-    lisbon = zoneinfo.ZoneInfo("Europe/Lisbon")
-    ceremony = (timezone.now() + dt.timedelta(minutes=25)).astimezone(lisbon)
-    party = make_wedding_party(date=ceremony.date(), ceremony_at=ceremony, time_zone="Europe/Lisbon")
+    zone = _zone_where_today_lasts(hours=2)
+    ceremony = (timezone.now() + dt.timedelta(minutes=25)).astimezone(zone)
+    party = make_wedding_party(date=ceremony.date(), ceremony_at=ceremony, time_zone=str(zone))
     agency = Agency.objects.create(name="Luz Weddings")
     party.wedding.agency = agency
     party.wedding.save(update_fields=["agency"])
