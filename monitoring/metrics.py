@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client import REGISTRY, Counter
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -82,13 +82,155 @@ ADDRESS_LIMIT_REFUSALS = Counter(
 )
 
 
+# --- The socket path, from every daphne node (docs/operations.md: "What each metric means") ---------
+
+SOCKETS_OPEN = Gauge(
+    "wedsync_sockets_open",
+    "Sockets open on this node, by role: the role its memberships share, several (a member of weddings "
+    "in different roles), observer (staff watching the board) or none. Set with each node report.",
+    ["role"],
+)
+
+SUBSCRIPTIONS_OPEN = Gauge(
+    "wedsync_subscriptions_open",
+    "Wedding subscriptions held on this node, by the subscriber's role there. Set with each node report.",
+    ["role"],
+)
+
+WEDDINGS_HELD = Gauge(
+    "wedsync_weddings_held", "Weddings with at least one subscriber on this node. Set with each node report."
+)
+
+SOCKET_CONNECTS = Counter(
+    "wedsync_socket_connects_total",
+    "Socket handshakes by outcome: accepted, or refused with its close code's name (try_again: not ready "
+    "or too many from one address; going_away: draining; unauthorized; forbidden; devices).",
+    ["outcome"],
+)
+
+SOCKET_CLOSES = Counter(
+    "wedsync_socket_closes_total",
+    "Sockets closed after they were accepted, by close code name (normal, going_away, server_error, slow, "
+    "violations, unauthorized, devices, too_large, binary, try_again, no_status, abnormal, other).",
+    ["code"],
+)
+
+SOCKET_CUTOFFS = Counter(
+    "wedsync_socket_cutoffs_total",
+    "Sockets closed 4008 for not keeping up, by where they fell behind: outbox (live events past the "
+    "outbox's bound) or replay (live events held past their bound while a replay was sent).",
+    ["where"],
+)
+
+EVENTS_PUBLISHED = Counter(
+    "wedsync_events_published_total",
+    "Events stored and committed, by type and priority (counted after commit, on the publishing process).",
+    ["type", "priority"],
+)
+
+EVENT_DELIVERIES = Counter(
+    "wedsync_event_deliveries_total",
+    "Event frames handed to this node's sockets (one event to 200 sockets counts 200); replays excluded.",
+)
+
+FANOUT_SIZE = Histogram(
+    "wedsync_fanout_sockets",
+    "Sockets on this node one live event went to.",
+    buckets=(0, 1, 5, 10, 25, 50, 100, 200, 500, 1000, 2500, 5000, 10000),
+)
+
+DELIVERY_LATENCY = Histogram(
+    "wedsync_delivery_latency_seconds",
+    "From an event's commit to its frames handed to this node's writable sockets, once per event per "
+    "node (a slow reader's queued frame is not waited for). Spans processes: needs synchronised clocks.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+REPLAY_EVENTS = Histogram(
+    "wedsync_replay_events",
+    "Events replayed to one subscription (0 for a fresh subscribe or one already up to date).",
+    buckets=(0, 1, 10, 50, 100, 500, 1000, 5000, 10000),
+)
+
+FEED_GAPS_REPAIRED = Counter(
+    "wedsync_feed_gaps_repaired_total",
+    "Gaps in a wedding's events a node read back from the log, by how it noticed: seq (a later event "
+    "skipped ahead) or head (the heads poll saw a stream past the feed).",
+    ["by"],
+)
+
+FEED_INBOX_DROPPED = Counter(
+    "wedsync_feed_inbox_dropped_total",
+    "Layer messages a wedding feed's full inbox dropped (read back from the log as gaps).",
+)
+
+RATE_LIMIT_REFUSALS = Counter(
+    "wedsync_rate_limit_refusals_total",
+    "Socket ops answered rate_limited, by op (a client past its budget or a member past the publish cap).",
+    ["op"],
+)
+
+PRESENCE_CHANGES = Counter(
+    "wedsync_presence_changes_total",
+    "Presence changes this node told every node, by kind: joins, leaves, updates.",
+    ["kind"],
+)
+
+PRESENCE_LATENCY = Histogram(
+    "wedsync_presence_latency_seconds",
+    "From a member's presence change to its diff reaching a node that shows it. Needs synchronised clocks.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1, 2.5, 5, 10),
+)
+
+RECORD_SYNC_OUTCOMES = Counter(
+    "wedsync_record_sync_ops_total",
+    "Shared-record sync ops, by outcome: applied, merged, overridden (the record's values kept), conflict "
+    "(kept for a person to resolve, or an atomic batch refused for one), duplicate (an op_id answered "
+    "before), refused (invalid or not allowed; a refused batch counts once).",
+    ["outcome"],
+)
+
+EVENT_LOOP_LAG = Gauge(
+    "wedsync_event_loop_lag_seconds",
+    "The event loop's worst lateness over the last node report interval.",
+)
+
+THREAD_POOL_QUEUE = Gauge(
+    "wedsync_thread_pool_queued",
+    "Database and Redis hops waiting for one of the node's threads (REALTIME_THREAD_POOL), at scrape time.",
+)
+
+NODE_DRAINING = Gauge("wedsync_node_draining", "1 while an operator drains this node.")
+
+
+# --- Celery worker and beat ------------------------------------------------------------------------
+
+TASK_RUNS = Counter(
+    "wedsync_task_runs_total",
+    "Celery task runs by task (our tasks by name; anything else as other) and outcome: succeeded, failed, retried.",
+    ["task", "outcome"],
+)
+
+TASK_DURATION = Histogram(
+    "wedsync_task_duration_seconds",
+    "Celery task run time, by task.",
+    ["task"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+
+
 class DatabasePoolCollector(Collector):
     """This process's PostgreSQL connection pool, read from psycopg's counters at each scrape: how
     many connections it holds (in use, idle) of its maximum, how many hops wait for one, and how
     many gave up waiting (docs/operations.md: what to do when they do)."""
 
     def describe(self) -> Iterator[Metric]:
-        return iter(())  # nothing to read at registration, before Django is set up
+        """The families it exports, without values: nothing is read before Django is set up."""
+        yield GaugeMetricFamily("wedsync_db_pool_connections", "", labels=["state"])
+        yield GaugeMetricFamily("wedsync_db_pool_max", "")
+        yield GaugeMetricFamily("wedsync_db_pool_waiting", "")
+        yield CounterMetricFamily("wedsync_db_pool_timeouts", "")
+        yield CounterMetricFamily("wedsync_db_pool_wait_seconds", "")
 
     def collect(self) -> Iterator[Metric]:
         from django.db import connections
@@ -119,4 +261,5 @@ class DatabasePoolCollector(Collector):
         )
 
 
-REGISTRY.register(DatabasePoolCollector())
+DATABASE_POOL = DatabasePoolCollector()
+REGISTRY.register(DATABASE_POOL)

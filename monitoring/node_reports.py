@@ -36,6 +36,9 @@ class NodeReport(msgspec.Struct, frozen=True, kw_only=True):
     rss_bytes: int
     loop_lag_ms: float  # the event loop's worst lateness since the previous report
     draining: bool = False  # an operator asked it to drain: it closes its sockets a slice at a time
+    # The 99th percentile of its delivery latency (commit to frames written) over about the last
+    # minute, in ms; None when it delivered nothing meanwhile.
+    delivery_p99_ms: float | None = None
 
 
 _decoder = msgspec.json.Decoder(NodeReport)

@@ -39,6 +39,11 @@ class NodeSerializer(serializers.Serializer[None]):
     cpu_percent = serializers.FloatField(help_text="Of one core, since the report before.")
     rss_bytes = serializers.IntegerField()
     loop_lag_ms = serializers.FloatField(help_text="The event loop's worst lateness since the report before.")
+    delivery_p99_ms = serializers.FloatField(
+        allow_null=True,
+        help_text="99th percentile of event delivery latency (commit to frames written) over about the last "
+        "minute; null when it delivered nothing meanwhile.",
+    )
     draining = serializers.BooleanField(help_text="An operator drains it: it closes its sockets and takes no new ones.")
 
 

@@ -21,6 +21,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.utils import timezone
 
+from monitoring.metrics import SOCKET_CLOSES, SOCKET_CONNECTS
 from realtime import protocol
 from realtime.audit import node_audit
 from realtime.auth import PROTOCOL_NAME, SocketIdentity, SocketRefused
@@ -31,8 +32,9 @@ from realtime.limits.node import node_limits, socket_address_admit, socket_addre
 from realtime.messages import ControlMessage
 from realtime.names import Priority, wedding_topic
 from realtime.node.hub import NodeHub, node_hub
+from realtime.node.registry import socket_role
 from realtime.outbox import Outbox
-from realtime.protocol import CloseCode
+from realtime.protocol import CloseCode, close_code_name
 from realtime.services.devices import device_key_of, device_name_of, socket_device_admit, subscribe_floor_for
 from realtime.services.sockets import socket_abuse_audit, socket_open
 from realtime.socket_budget import SocketBudget
@@ -66,6 +68,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     outbox: Outbox | None = None
     heartbeat_interval: int = 30  # seconds, as told in the welcome frame
     client_device: str = ""  # the client's stable name for this device (``?device=``), if any
+    role = "none"  # what its memberships make it, for the node's report (realtime.node.registry.socket_role)
+    _close_code: int | None = None  # the code its disconnect message gave
     reconnects: int = 0  # this device's connects in the last hour, minus this one
     _expiry: asyncio.TimerHandle | None = None
     closing = False
@@ -125,6 +129,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         self.identity, memberships, roles = opened.identity, opened.memberships, [m.role for m in opened.memberships]
         self.user_id, self.connection_id = self.identity.user_id, uuid.uuid4().hex
         self.connect_weddings = tuple(m.wedding_id for m in memberships)
+        self.role = socket_role(roles=roles, observer=self.identity.observer)
         self.heartbeat_interval, self.client_device = opened.heartbeat, device_name_of(query_string=query)
         self.budget = SocketBudget(
             user_id=self.user_id,
@@ -136,6 +141,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         )
         self._heard, self._control_heard = time.time(), control_frames_heard(self.base_send)
         await self.accept(subprotocol=PROTOCOL_NAME if PROTOCOL_NAME in subprotocols else None)
+        SOCKET_CONNECTS.labels("accepted").inc()
         writer = frame_writer_for(self.base_send)
         self.outbox = Outbox(
             send_text=self._send_text,
@@ -178,6 +184,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
 
     async def _refuse(self, close_code: int, error: dict[str, Any]) -> None:
         """Accept, explain and close: browsers can read close codes, not handshake statuses."""
+        SOCKET_CONNECTS.labels(close_code_name(close_code)).inc()
         subprotocols = self.scope.get("subprotocols") or []
         await self.accept(subprotocol=PROTOCOL_NAME if PROTOCOL_NAME in subprotocols else None)
         await self.send(text_data=protocol.encode(error))
@@ -327,6 +334,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     # --- disconnect ---------------------------------------------------------------------------------
 
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        self._close_code = message.get("code") or 1005
         await self._release()
         raise StopConsumer
 
@@ -338,11 +346,17 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         self.base_send = send
         # However the consumer ends (disconnect, an error in connect, daphne cancelling it), the
         # socket leaves the hub and frees its device place.
+        ended = "abnormal"  # daphne cancelled it without a disconnect message
         try:
             with contextlib.suppress(StopConsumer):
                 while True:
                     await self.dispatch(await receive())
+        except Exception:
+            ended = "server_error"  # daphne closes it 1011
+            raise
         finally:
+            if self.outbox is not None:  # accepted: a refused handshake counts among the connects
+                SOCKET_CLOSES.labels(close_code_name(self._close_code) if self._close_code else ended).inc()
             await self._release()
 
     async def _release(self) -> None:

@@ -27,6 +27,8 @@ class EventMessage(msgspec.Struct, frozen=True, tag_field="type", tag=LAYER_EVEN
     roles: list[str]  # the audience: these roles, and these members
     members: list[int]
     frame: dict[str, Any]  # the ``event`` frame as clients get it (PROTOCOL.md section 3)
+    # When its transaction committed (epoch seconds), for the delivery latency; 0 when read back from the log.
+    committed_at: float = 0.0
 
 
 class PresenceEntry(msgspec.Struct, frozen=True):

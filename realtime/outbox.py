@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from monitoring.metrics import SOCKET_CUTOFFS
 from realtime.daphne.transport import WriteGate
 from realtime.framing import text_frame
 from realtime.names import Priority
@@ -122,6 +123,7 @@ class Outbox:
         if topic is not None and seq is not None:
             self._pending_seqs.setdefault(topic, []).append(seq)
         if self._frames > self._max_frames or self._bytes > self._max_bytes:
+            SOCKET_CUTOFFS.labels("outbox").inc()
             self.overflowed = True
             self.close()
             self._on_overflow()

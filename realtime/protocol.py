@@ -329,6 +329,21 @@ class CloseCode(enum.IntEnum):
     DEVICES = 4029  # device limit, or a client that ignores retry_after
 
 
+_CLOSE_NAMES: dict[int, str] = {
+    1000: "normal",
+    1005: "no_status",  # closed without a code
+    1006: "abnormal",  # the connection dropped without a close handshake
+    1011: "server_error",
+    4403: "forbidden",  # an origin refused at the handshake (realtime/auth.py)
+    **{code.value: code.name.lower() for code in CloseCode},
+}
+
+
+def close_code_name(code: int | None) -> str:
+    """A close code's name for metrics: a closed set, whatever code a client sends."""
+    return _CLOSE_NAMES.get(code or 1005, "other")
+
+
 # --- The ``data`` of each event type a client may publish -------------------------------------------
 
 ShortText = Annotated[str, msgspec.Meta(max_length=500)]

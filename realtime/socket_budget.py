@@ -12,6 +12,7 @@ import time
 
 from django.conf import settings
 
+from monitoring.metrics import RATE_LIMIT_REFUSALS
 from realtime import protocol
 from realtime.limits.counting import RateDecision
 from realtime.limits.node import node_limits
@@ -109,6 +110,7 @@ class SocketBudget:
         """Count a rate_limited answer; returns the refusals of the last minute once they reach
         REALTIME_ABUSE_REFUSALS (the socket is to be closed), else None. Refusals count from
         REFUSAL_GRACE_SECONDS after the first of a run, so frames in flight are not held against it."""
+        RATE_LIMIT_REFUSALS.labels(op).inc()
         now = time.monotonic()
         if self._refused_since is None:
             self._refused_since = {}

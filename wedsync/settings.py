@@ -753,6 +753,9 @@ SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 # Who may read /metrics (monitoring/access.py, decision 0024): scrapers presenting this bearer token,
 # and, when METRICS_ALLOWED_IPS is set, only from those addresses or networks. Without a token only
 # a DEBUG process answers (to METRICS_ALLOWED_IPS, loopback by default); production is closed.
+# A Celery worker serves /metrics on this port (0: it does not); daphne nodes serve it on their own port.
+WORKER_METRICS_PORT = env_int("WORKER_METRICS_PORT", default=0, minimum=0, maximum=65535)
+WORKER_METRICS_ADDRESS = env_str("WORKER_METRICS_ADDRESS", default="127.0.0.1")
 METRICS_TOKEN = env_optional_str("METRICS_TOKEN")
 if METRICS_TOKEN is not None and len(METRICS_TOKEN) < 32:
     raise ImproperlyConfigured("METRICS_TOKEN must be at least 32 characters")

@@ -11,12 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from dataclasses import dataclass, field
 
 import structlog
 from channels.db import database_sync_to_async
 from django.conf import settings
 
+from monitoring.metrics import (
+    DELIVERY_LATENCY,
+    EVENT_DELIVERIES,
+    FANOUT_SIZE,
+    FEED_GAPS_REPAIRED,
+    FEED_INBOX_DROPPED,
+    SOCKET_CUTOFFS,
+)
 from realtime.framing import text_frame
 from realtime.messages import EventMessage
 from realtime.names import Priority
@@ -67,31 +76,35 @@ class Subscription:
     # then, since whose events it may see is not known yet, and reconciliation leaves it alone.
     confirmed: bool = True
 
-    def offer(self, event: FeedEvent) -> None:
+    def offer(self, event: FeedEvent) -> bool:
+        """Hand a live event on; True when it went to the socket now (not held, not filtered out)."""
         if self.held is not None:
             if self.confirmed and not self.wants(event.message):
-                return  # go_live moves the cursor past it anyway
+                return False  # go_live moves the cursor past it anyway
             if len(self.held) >= HELD_MAX:  # a replay that cannot keep up with the room: resume later
+                SOCKET_CUTOFFS.labels("replay").inc()
                 self.socket.too_slow()
-                return
+                return False
             self.held.append(event)
-        else:
-            self._deliver(event)
+            return False
+        return self._deliver(event)
 
-    def _deliver(self, event: FeedEvent) -> None:
+    def _deliver(self, event: FeedEvent) -> bool:
         message = event.message
         if message.seq <= self.cursor:
-            return  # already sent by the replay
+            return False  # already sent by the replay
         self.cursor = message.seq
-        if self.wants(message):
-            self.socket.push_event(
-                event.text,
-                priority=Priority(message.priority),
-                topic=self.topic,
-                seq=message.seq,
-                conflate_key=event.conflate_key,
-                framed=event.framed,
-            )
+        if not self.wants(message):
+            return False
+        self.socket.push_event(
+            event.text,
+            priority=Priority(message.priority),
+            topic=self.topic,
+            seq=message.seq,
+            conflate_key=event.conflate_key,
+            framed=event.framed,
+        )
+        return True
 
     def wants(self, message: EventMessage) -> bool:
         """Whether the member is in the event's audience at the subscription's priority floor."""
@@ -111,8 +124,9 @@ class Subscription:
         # recovered:false, and live delivery continues right after upto.
         self.cursor = upto
         held, self.held = self.held or [], None
-        for event in held:
-            self._deliver(event)
+        delivered = sum(self._deliver(event) for event in held)
+        if delivered:
+            EVENT_DELIVERIES.inc(delivered)
 
 
 class WeddingFeed:
@@ -137,6 +151,7 @@ class WeddingFeed:
         try:
             self.inbox.put_nowait(message)
         except asyncio.QueueFull:
+            FEED_INBOX_DROPPED.inc()
             self.inbox_dropped += 1
             if self.inbox_dropped == 1 or self.inbox_dropped % 1000 == 0:
                 logger.warning("feed.inbox_full", wedding=self.wedding_id, seq=message.seq, dropped=self.inbox_dropped)
@@ -159,6 +174,7 @@ class WeddingFeed:
     async def _take(self, message: EventMessage | Repair) -> None:
         if isinstance(message, Repair):
             if message.upto > self.last_seq:
+                FEED_GAPS_REPAIRED.labels("head").inc()
                 logger.info("feed.gap", wedding=self.wedding_id, after=self.last_seq, head=message.upto, by="head")
             await self._repair(upto=message.upto)
             return
@@ -166,6 +182,7 @@ class WeddingFeed:
         if seq <= self.last_seq:
             return  # a duplicate, or already read from the log
         if seq > self.last_seq + 1:
+            FEED_GAPS_REPAIRED.labels("seq").inc()
             logger.info("feed.gap", wedding=self.wedding_id, after=self.last_seq, got=seq, by="seq")
             await self._repair(upto=seq - 1)
         self._dispatch(message)
@@ -190,8 +207,14 @@ class WeddingFeed:
             logger.error("feed.out_of_order", wedding=self.wedding_id, last=self.last_seq, got=message.seq)
         self.last_seq = message.seq
         event = FeedEvent.of(message)
+        delivered = 0
         for subscription in list(self.subscriptions.values()):
-            subscription.offer(event)
+            delivered += subscription.offer(event)
+        FANOUT_SIZE.observe(delivered)
+        if delivered:
+            EVENT_DELIVERIES.inc(delivered)
+            if message.committed_at:  # a live event (one read back from the log has no commit time)
+                DELIVERY_LATENCY.observe(max(0.0, time.time() - message.committed_at))
 
     def stop(self) -> None:
         self.task.cancel()

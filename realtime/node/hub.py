@@ -25,6 +25,7 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from monitoring.metrics import THREAD_POOL_QUEUE
 from monitoring.node_reports import registry_client
 from realtime.daphne import patches as daphne_patches
 from realtime.db import per_socket_db
@@ -133,9 +134,9 @@ class NodeHub:
             if "ASGI_THREADS" not in os.environ:  # an operator's ASGI_THREADS (read by daphne) wins
                 # Every subscribe's thread hop reads the database and writes presence: asyncio's
                 # default pool is too small for a reconnect storm (docs/benchmarks.md).
-                self._loop.set_default_executor(
-                    ThreadPoolExecutor(max_workers=settings.REALTIME_THREAD_POOL, thread_name_prefix="node-pool")
-                )
+                pool = ThreadPoolExecutor(max_workers=settings.REALTIME_THREAD_POOL, thread_name_prefix="node-pool")
+                self._loop.set_default_executor(pool)
+                THREAD_POOL_QUEUE.set_function(pool._work_queue.qsize)  # read at each scrape
         if self.channel_name is None:
             self.channel_name = await self.layer.new_channel(prefix="node")
         await self.layer.group_add(NODES_GROUP, self.channel_name)

@@ -23,6 +23,7 @@ import structlog
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
+from monitoring.metrics import PRESENCE_CHANGES, PRESENCE_LATENCY
 from presence.selectors import PresenceSnapshot, presence_snapshots
 from presence.services import (
     PresenceRefused,
@@ -123,6 +124,8 @@ class NodePresence:
     def offer(self, entry: PresenceEntry) -> None:
         feed = self.feeds.get(entry.wedding)
         if feed is not None:
+            # A change's version is when it happened, in ms (presence/store.py): its age is the propagation.
+            PRESENCE_LATENCY.observe(max(0.0, time.time() - entry.v / 1000))
             feed.offer(entry)
 
     async def join(self, viewer: Viewer, *, wedding_id: int) -> PresenceSnapshot | None:
@@ -230,6 +233,8 @@ class NodePresence:
             self._loop.call_soon_threadsafe(self._queue, entries)
 
     def _queue(self, entries: list[PresenceEntry]) -> None:
+        for entry in entries:
+            PRESENCE_CHANGES.labels(entry.kind).inc()
         self._outgoing += entries
         if self._send is None and self._loop is not None:
             self._send = self._loop.call_later(SEND_WINDOW_SECONDS, self._send_now)

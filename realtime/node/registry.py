@@ -16,11 +16,21 @@ import redis
 import structlog
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from prometheus_client import Gauge, Histogram
 
+from monitoring.metrics import (
+    DELIVERY_LATENCY,
+    EVENT_LOOP_LAG,
+    NODE_DRAINING,
+    SOCKETS_OPEN,
+    SUBSCRIPTIONS_OPEN,
+    WEDDINGS_HELD,
+)
 from monitoring.node_reports import REPORT_TTL_INTERVALS, NodeReport
 from monitoring.services.nodes import node_report_write
 from realtime.node.feed import WeddingFeed
 from realtime.node.socket import Socket
+from wedsync.permissions import Role
 
 logger = structlog.get_logger(__name__)
 
@@ -64,12 +74,30 @@ def rss_bytes() -> int:
     return resident_pages * os.sysconf("SC_PAGE_SIZE")
 
 
-def node_report(hub: Node, *, started_at: float, sample: ProcessSample) -> NodeReport:
+def socket_role(*, roles: list[str], observer: bool) -> str:
+    """What a socket's memberships make it, as the node's metrics count sockets: their one role,
+    ``several`` when they differ, ``observer`` for staff watching, ``none`` without any."""
+    if observer:
+        return "observer"
+    distinct = set(roles)
+    if len(distinct) > 1:
+        return "several"
+    return distinct.pop() if distinct else "none"
+
+
+def node_report(hub: Node, *, started_at: float, sample: ProcessSample, latency: LatencyWindow) -> NodeReport:
     roles: collections.Counter[str] = collections.Counter()
     for feed in hub.feeds.values():
         # A subscription attached ahead of its access check has no role yet: counted once checked.
         roles.update(subscription.role for subscription in feed.subscriptions.values() if subscription.confirmed)
+    socket_roles = collections.Counter(socket.role for socket in hub.sockets.values())
     cpu_percent, loop_lag_ms = sample.take()
+    weddings = sum(1 for feed in hub.feeds.values() if feed.subscriptions)
+    _gauges_set(SOCKETS_OPEN, socket_roles)
+    _gauges_set(SUBSCRIPTIONS_OPEN, roles)
+    WEDDINGS_HELD.set(weddings)
+    EVENT_LOOP_LAG.set(loop_lag_ms / 1000)
+    NODE_DRAINING.set(int(hub.draining))
     return NodeReport(
         name=settings.REALTIME_NODE_NAME,
         version=settings.WEDSYNC_VERSION,
@@ -77,12 +105,71 @@ def node_report(hub: Node, *, started_at: float, sample: ProcessSample) -> NodeR
         reported_at=time.time(),
         sockets=len(hub.sockets),
         subscriptions_by_role=dict(sorted(roles.items())),
-        weddings=sum(1 for feed in hub.feeds.values() if feed.subscriptions),
+        weddings=weddings,
         cpu_percent=cpu_percent,
         rss_bytes=rss_bytes(),
         loop_lag_ms=loop_lag_ms,
         draining=hub.draining,
+        delivery_p99_ms=latency.p99_ms(),
     )
+
+
+_GAUGE_ROLES = (*(role.value for role in Role), "several", "observer", "none")
+
+
+def _gauges_set(gauge: Gauge, counts: collections.Counter[str]) -> None:
+    """Set every role's series, zero included, so a role whose last socket left reads 0, not its last count."""
+    for role in _GAUGE_ROLES:
+        gauge.labels(role).set(counts.get(role, 0))
+
+
+class LatencyWindow:
+    """The delivery latency's 99th percentile over about the last minute, from the histogram's
+    cumulative buckets: a snapshot each report, the newest minus the one a minute before."""
+
+    def __init__(self, *, histogram: Histogram, reports_per_minute: int) -> None:
+        self._histogram = histogram
+        self._snapshots: collections.deque[list[tuple[float, float]]] = collections.deque(
+            maxlen=max(reports_per_minute, 1) + 1
+        )
+
+    def p99_ms(self) -> float | None:
+        self._snapshots.append(_bucket_counts(self._histogram))
+        oldest, newest = self._snapshots[0], self._snapshots[-1]
+        if len(self._snapshots) == 1:
+            oldest = [(bound, 0.0) for bound, _ in newest]
+        delta = [(bound, count - before) for (bound, count), (_, before) in zip(newest, oldest, strict=True)]
+        seconds = bucket_quantile(0.99, delta)
+        return None if seconds is None else round(seconds * 1000, 1)
+
+
+def _bucket_counts(histogram: Histogram) -> list[tuple[float, float]]:
+    """(upper bound, cumulative count) of each bucket, ``+Inf`` last, as a scrape would read them."""
+    return [
+        (float(sample.labels["le"]), sample.value)
+        for metric in histogram.collect()
+        for sample in metric.samples
+        if sample.name.endswith("_bucket")
+    ]
+
+
+def bucket_quantile(quantile: float, buckets: list[tuple[float, float]]) -> float | None:
+    """Prometheus's ``histogram_quantile``: the bucket the rank falls in, interpolated linearly
+    (the last finite bound when it falls past it); None without observations."""
+    total = buckets[-1][1] if buckets else 0.0
+    if total <= 0:
+        return None
+    rank = quantile * total
+    lower_bound, lower_count = 0.0, 0.0
+    for bound, count in buckets:
+        if count >= rank:
+            if bound == float("inf"):
+                return lower_bound
+            if count == lower_count:
+                return bound
+            return lower_bound + (bound - lower_bound) * (rank - lower_count) / (count - lower_count)
+        lower_bound, lower_count = bound, count
+    return lower_bound
 
 
 class DrainPace:
@@ -118,6 +205,7 @@ async def report_loop(hub: Node, *, client: redis.Redis, every: float) -> None:
     logged, and the report after it (three chances before the entry expires) tries again."""
     loop = asyncio.get_running_loop()
     started_at, sample, told = time.time(), ProcessSample(), set[str]()
+    latency = LatencyWindow(histogram=DELIVERY_LATENCY, reports_per_minute=round(60 / every))
     pace = DrainPace(per_second=settings.REALTIME_DRAIN_SOCKETS_PER_SECOND)
     failing = False
     tick = min(LAG_TICK_SECONDS, every)
@@ -125,7 +213,7 @@ async def report_loop(hub: Node, *, client: redis.Redis, every: float) -> None:
     while True:
         if loop.time() >= next_report:
             next_report = loop.time() + every
-            report = node_report(hub, started_at=started_at, sample=sample)
+            report = node_report(hub, started_at=started_at, sample=sample, latency=latency)
             try:
                 drain_asked = await sync_to_async(node_report_write, thread_sensitive=False)(
                     client=client, report=report, ttl=every * REPORT_TTL_INTERVALS

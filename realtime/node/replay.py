@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import structlog
 
+from monitoring.metrics import REPLAY_EVENTS
 from realtime.db import per_socket_db
 from realtime.names import Priority
 from realtime.node.feed import Subscription, WeddingFeed
@@ -53,6 +54,15 @@ class Subscribed:
     async def events(self) -> AsyncIterator[ReplayedEvent]:
         """The replay, a page at a time (a 5,000-event replay never sits in memory whole); it ends
         early when the subscription no longer stands. Raises :class:`ReplayInterrupted`."""
+        replayed = 0
+        try:
+            async for event in self._pages():
+                replayed += 1
+                yield event
+        finally:
+            REPLAY_EVENTS.observe(replayed)
+
+    async def _pages(self) -> AsyncIterator[ReplayedEvent]:
         membership, page = self.membership, self.replay.first
         while True:
             for event, seq in zip(page.frames, page.seqs, strict=True):

@@ -13,6 +13,7 @@ class Socket(Protocol):
     user_id: int
     heartbeat_interval: int
     client_device: str  # the client's stable name for the device, if it gave one
+    role: str  # what its memberships make it (realtime.node.registry.socket_role), for the node's metrics
 
     @property
     def token_generation(self) -> int:

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import time
 import uuid
 from dataclasses import dataclass, replace
 from typing import Any
 
+import msgspec
 import structlog
 from django.db import connection, transaction
 
+from monitoring.metrics import EVENTS_PUBLISHED
 from realtime.audience import EVERYONE, Audience, AudienceError, audience_default, audience_narrow
 from realtime.layer_send import layer_group_send
 from realtime.messages import EventMessage
@@ -82,7 +85,8 @@ def _fan_out(message: EventMessage) -> None:
     """After commit: one channel-layer message per node, handed over without waiting for Redis
     (realtime.layer_send). A failure loses nothing: the event is stored and nodes repair gaps
     from the log."""
-    layer_group_send(wedding_group(message.wedding), message)
+    EVENTS_PUBLISHED.labels(message.frame["type"], message.frame["priority"]).inc()
+    layer_group_send(wedding_group(message.wedding), msgspec.structs.replace(message, committed_at=time.time()))
 
 
 def event_for_idempotency_key(*, sender: Member, idempotency_key: str) -> PublishedEvent | None:

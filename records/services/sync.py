@@ -14,6 +14,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from monitoring.metrics import RECORD_SYNC_OUTCOMES
 from realtime.names import EventType
 from realtime.services.events import wedding_stream_lock
 from records.models import (
@@ -402,9 +403,15 @@ def _sync_one(*, actor: Actor, request: SyncRequest, client: ClientInfo | None) 
 def record_sync(*, actor: Actor, request: SyncRequest, client: ClientInfo | None = None) -> SyncResult:
     """Apply one op in its own transaction; raises :class:`SyncRefused` (nothing written) when it
     cannot be applied. A stale edit is resolved, never refused: the result says how."""
-    with audited(), transaction.atomic():
-        wedding_stream_lock(wedding_id=actor.wedding_id)
-        return _sync_one(actor=actor, request=request, client=client)
+    try:
+        with audited(), transaction.atomic():
+            wedding_stream_lock(wedding_id=actor.wedding_id)
+            result = _sync_one(actor=actor, request=request, client=client)
+    except SyncRefused as refused:
+        _outcomes_count([], refused=refused)
+        raise
+    _outcomes_count([result])
+    return result
 
 
 def records_sync_batch(
@@ -413,6 +420,24 @@ def records_sync_batch(
     """All ops or none, in one transaction. An op refused, or one that would not fully apply
     (``overridden`` or ``conflict``), rolls every op back, so nothing is stored or emitted, and
     raises :class:`SyncRefused` naming the op (``op``: its index)."""
+    try:
+        results = _batch_apply(actor=actor, requests=requests, client=client)
+    except SyncRefused as refused:
+        _outcomes_count([], refused=refused)
+        raise
+    _outcomes_count(results)
+    return results
+
+
+def _outcomes_count(results: list[SyncResult], *, refused: SyncRefused | None = None) -> None:
+    """After the transaction: what each op came to (a refused batch counts once, as its refusal)."""
+    if refused is not None:
+        RECORD_SYNC_OUTCOMES.labels("conflict" if refused.code == "conflict" else "refused").inc()
+    for result in results:
+        RECORD_SYNC_OUTCOMES.labels("duplicate" if result.duplicate else result.outcome).inc()
+
+
+def _batch_apply(*, actor: Actor, requests: list[SyncRequest], client: ClientInfo | None) -> list[SyncResult]:
     if not 1 <= len(requests) <= MAX_BATCH_OPS:
         raise SyncRefused(code="invalid", message=f"ops: between 1 and {MAX_BATCH_OPS} ops")
     op_ids = [request.op_id for request in requests if request.op_id is not None]
@@ -440,4 +465,4 @@ def records_sync_batch(
                     version=result.reply["version"],
                 )
             results.append(result)
-    return results
+        return results

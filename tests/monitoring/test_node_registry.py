@@ -185,7 +185,7 @@ def test_superusers_read_the_fleet_and_nobody_else_does(registry: redis.Redis, p
 @pytest.mark.requires_postgres
 @pytest.mark.django_db
 def test_the_admin_shows_superusers_the_fleet_and_reloads_itself(registry: redis.Redis, party: WeddingParty) -> None:
-    node_report_write(client=registry, report=a_report("n-page", rss_bytes=123_000_000), ttl=15)
+    node_report_write(client=registry, report=a_report("n-page", rss_bytes=123_000_000, delivery_p99_ms=42.5), ttl=15)
     browser = Client()
     browser.force_login(make_superuser())
     assert 'href="/admin/nodes/"' in browser.get("/admin/").content.decode()
@@ -202,6 +202,7 @@ def test_the_admin_shows_superusers_the_fleet_and_reloads_itself(registry: redis
         "12.5",
         "123",
         "1.5",
+        "42.5",
     ]
 
     coordinator = Client()
