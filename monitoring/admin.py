@@ -12,7 +12,7 @@ from django.contrib.auth.models import User
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 
-from monitoring.models import DeadLetter, Escalation, EventWebhook
+from monitoring.models import DeadLetter, Escalation, EventWebhook, OpsAlert
 from monitoring.services.escalation import dead_letter_retry
 from monitoring.services.event_webhooks.subscriptions import (
     event_webhook_dead_letter_retry,
@@ -133,7 +133,9 @@ class DeadLetterAdmin(_WrittenByServicesAdmin[DeadLetter]):
     @admin.display(description="wedding")
     def wedding(self, obj: DeadLetter) -> str:
         held = obj.escalation if obj.escalation_id is not None else obj.event_webhook
-        return str(held.wedding) if held is not None else ""
+        if held is None:
+            return ""
+        return "the service (an operations alert)" if held.wedding is None else str(held.wedding)
 
     @admin.action(description="Retry delivery of the selected dead letters", permissions=["change"])
     def retry(self, request: HttpRequest, queryset: QuerySet[DeadLetter]) -> None:
@@ -150,3 +152,39 @@ class DeadLetterAdmin(_WrittenByServicesAdmin[DeadLetter]):
         if len(letters) > queued:
             skipped = len(letters) - queued
             self.message_user(request, f"Skipped {skipped}: only open dead letters can be retried.", messages.WARNING)
+
+
+@admin.register(OpsAlert)
+class OpsAlertAdmin(admin.ModelAdmin[OpsAlert]):
+    """Beat's alerts about the service itself (docs/operations.md "Checks in beat"): superusers
+    look; beat raises and resolves them, so nothing here is edited."""
+
+    list_display = (
+        "raised_at",
+        "kind",
+        "subject",
+        "severity",
+        "status",
+        "value",
+        "threshold",
+        "message",
+        "resolved_at",
+    )
+    list_filter = ("status", "severity", "kind")
+    search_fields = ("subject", "message")
+    date_hierarchy = "raised_at"
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return bool(request.user.is_active and request.user.is_superuser)
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return self.has_view_permission(request)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

@@ -203,6 +203,43 @@ THREAD_POOL_QUEUE = Gauge(
 NODE_DRAINING = Gauge("wedsync_node_draining", "1 while an operator drains this node.")
 
 
+# --- Beat's checks of the service (monitoring/services/ops_checks.py) --------------------------------
+
+OPS_ALERTS_RAISED = Counter(
+    "wedsync_ops_alerts_raised_total",
+    "Operations alerts beat raised, by check and severity (critical ones go to the escalation webhook).",
+    ["check", "severity"],
+)
+
+OPS_ALERTS_OPEN = Gauge(
+    "wedsync_ops_alerts_open",
+    "Operations alerts open now, by check (set by the worker after each run of the checks).",
+    ["check"],
+)
+
+
+# --- The capacity forecast (monitoring/capacity.py), set by the worker with each run of the checks --
+# ``day`` is days from today (UTC), "0" to "13": a closed set.
+
+CAPACITY_FORECAST_SOCKETS = Gauge(
+    "wedsync_capacity_forecast_sockets", "Forecast concurrent sockets in the day's busiest hour.", ["day"]
+)
+CAPACITY_FORECAST_EVENTS = Gauge(
+    "wedsync_capacity_forecast_events_per_second", "Forecast events published per second in that hour.", ["day"]
+)
+CAPACITY_FORECAST_DELIVERIES = Gauge(
+    "wedsync_capacity_forecast_deliveries_per_second", "Forecast deliveries per second in that hour.", ["day"]
+)
+CAPACITY_RECOMMENDED_NODES = Gauge(
+    "wedsync_capacity_recommended_nodes",
+    "Nodes the day's busiest hour needs at the per-node capacities, spare included (day 0: today, for an autoscaler).",
+    ["day"],
+)
+CAPACITY_REGISTERED_NODES = Gauge(
+    "wedsync_capacity_registered_nodes", "Nodes serving now: reporting into the registry and not draining."
+)
+
+
 # --- Celery worker and beat ------------------------------------------------------------------------
 
 TASK_RUNS = Counter(

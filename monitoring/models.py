@@ -15,6 +15,7 @@ from django.utils import timezone
 class EscalationSubject(models.TextChoices):
     ALERT = "alert", "Critical alert"
     EMERGENCY = "emergency", "Emergency"
+    OPERATIONS = "operations", "Operations alert"  # a critical check of the service itself: no wedding
 
 
 class EscalationStatus(models.TextChoices):
@@ -31,11 +32,17 @@ class Escalation(models.Model):
     """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    wedding = models.ForeignKey("wedsync.Wedding", on_delete=models.CASCADE, related_name="escalations")
+    # None for an operations alert, which concerns the service rather than one wedding.
+    wedding = models.ForeignKey(
+        "wedsync.Wedding", on_delete=models.CASCADE, null=True, blank=True, related_name="escalations"
+    )
     subject = models.CharField(max_length=16, choices=EscalationSubject.choices)
     # One escalation per subject: the unique constraints below settle two beat workers racing.
     alert = models.ForeignKey("presence.Alert", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     event = models.ForeignKey("realtime.Event", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    ops_alert = models.ForeignKey(
+        "monitoring.OpsAlert", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
     payload = models.JSONField(help_text="The webhook body, frozen when the escalation was made.")
     status = models.CharField(max_length=16, choices=EscalationStatus.choices, default=EscalationStatus.PENDING)
     attempts = models.PositiveIntegerField(default=0, help_text="HTTP attempts, all runs together.")
@@ -59,10 +66,27 @@ class Escalation(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["alert"], name="escalation_once_per_alert"),
             models.UniqueConstraint(fields=["event"], name="escalation_once_per_event"),
+            models.UniqueConstraint(fields=["ops_alert"], name="escalation_once_per_ops_alert"),
             models.CheckConstraint(
                 condition=(
-                    models.Q(subject=EscalationSubject.ALERT, event__isnull=True)
-                    | models.Q(subject=EscalationSubject.EMERGENCY, alert__isnull=True)
+                    models.Q(
+                        subject=EscalationSubject.ALERT,
+                        event__isnull=True,
+                        ops_alert__isnull=True,
+                        wedding__isnull=False,
+                    )
+                    | models.Q(
+                        subject=EscalationSubject.EMERGENCY,
+                        alert__isnull=True,
+                        ops_alert__isnull=True,
+                        wedding__isnull=False,
+                    )
+                    | models.Q(
+                        subject=EscalationSubject.OPERATIONS,
+                        alert__isnull=True,
+                        event__isnull=True,
+                        wedding__isnull=True,
+                    )
                 ),
                 name="escalation_subject_matches",
             ),
@@ -70,7 +94,8 @@ class Escalation(models.Model):
         indexes = [models.Index(fields=["status", "next_attempt_at"], name="escalation_pending_idx")]
 
     def __str__(self) -> str:
-        return f"{self.get_subject_display()} in wedding {self.wedding_id} ({self.status})"
+        where = "the service" if self.wedding_id is None else f"wedding {self.wedding_id}"
+        return f"{self.get_subject_display()} in {where} ({self.status})"
 
 
 class EventWebhook(models.Model):
@@ -162,3 +187,77 @@ class DeadLetter(models.Model):
         if self.escalation_id is not None:
             return f"Dead letter for escalation {self.escalation_id} ({self.state})"
         return f"Dead letter for event webhook {self.event_webhook_id} ({self.state})"
+
+
+# --- Checks of the service itself (beat, monitoring/services/ops_checks.py, decision 0037) ---------------
+
+
+class OpsCheck(models.TextChoices):
+    DELIVERY_LATENCY = "delivery_latency", "Event delivery p99"
+    PRESENCE_LATENCY = "presence_latency", "Presence propagation p99"
+    ERROR_CLOSES = "error_closes", "Sockets closed 1011"
+    NODE_MISSING = "node_missing", "Node missing from the registry"
+    REDIS_LATENCY = "redis_latency", "Redis latency"
+    DATABASE_LATENCY = "database_latency", "PostgreSQL latency"
+    TASK_BACKLOG = "task_backlog", "Celery queue backlog"
+    CAPACITY = "capacity", "Forecast above the fleet"  # tomorrow's or Saturday's forecast needs more nodes
+
+
+class OpsSeverity(models.TextChoices):
+    WARNING = "warning", "Warning"
+    CRITICAL = "critical", "Critical"  # escalated to the integrator's webhook
+
+
+class OpsAlertStatus(models.TextChoices):
+    OPEN = "open", "Open"
+    RESOLVED = "resolved", "Resolved"
+
+
+class OpsCheckState(models.Model):
+    """Where one check of one subject stands between beat's runs: since when it breaches (raised
+    once that lasts long enough) or is healthy again (resolved once that lasts), for hysteresis."""
+
+    kind = models.CharField(max_length=32, choices=OpsCheck.choices)
+    subject = models.CharField(max_length=128, blank=True, help_text="A node's name, or empty for the whole service.")
+    breaching_since = models.DateTimeField(null=True, blank=True)
+    healthy_since = models.DateTimeField(null=True, blank=True)
+    value = models.FloatField(null=True, blank=True, help_text="The last value seen.")
+    checked_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["kind", "subject"], name="ops_check_state_once")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.subject}".strip()
+
+
+class OpsAlert(models.Model):
+    """A check that breached for long enough: raised once, resolved once it has been healthy for
+    long enough; a critical one is escalated to the integrator's webhook."""
+
+    kind = models.CharField(max_length=32, choices=OpsCheck.choices)
+    subject = models.CharField(max_length=128, blank=True, help_text="A node's name, or empty for the whole service.")
+    severity = models.CharField(max_length=16, choices=OpsSeverity.choices)
+    status = models.CharField(max_length=16, choices=OpsAlertStatus.choices, default=OpsAlertStatus.OPEN)
+    message = models.TextField()
+    value = models.FloatField(
+        null=True, blank=True, help_text="The value that raised it (the last one seen while open); empty: no answer."
+    )
+    threshold = models.FloatField()
+    raised_at = models.DateTimeField()
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-raised_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["kind", "subject"],
+                condition=models.Q(status=OpsAlertStatus.OPEN),
+                name="ops_alert_open_once",
+            )
+        ]
+        indexes = [models.Index(fields=["status", "raised_at"], name="ops_alert_status_idx")]
+
+    def __str__(self) -> str:
+        where = f" on {self.subject}" if self.subject else ""
+        return f"{self.get_kind_display()}{where} ({self.status})"

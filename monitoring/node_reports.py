@@ -39,6 +39,8 @@ class NodeReport(msgspec.Struct, frozen=True, kw_only=True):
     # The 99th percentile of its delivery latency (commit to frames written) over about the last
     # minute, in ms; None when it delivered nothing meanwhile.
     delivery_p99_ms: float | None = None
+    presence_p99_ms: float | None = None  # the same for presence diffs shown here (change to read)
+    error_closes_last_minute: int = 0  # sockets closed 1011 (our error) over about the last minute
 
 
 _decoder = msgspec.json.Decoder(NodeReport)

@@ -44,6 +44,11 @@ class NodeSerializer(serializers.Serializer[None]):
         help_text="99th percentile of event delivery latency (commit to frames written) over about the last "
         "minute; null when it delivered nothing meanwhile.",
     )
+    presence_p99_ms = serializers.FloatField(
+        allow_null=True,
+        help_text="99th percentile of presence propagation (change to shown here) over about the last minute.",
+    )
+    error_closes_last_minute = serializers.IntegerField(help_text="Sockets it closed 1011 over about the last minute.")
     draining = serializers.BooleanField(help_text="An operator drains it: it closes its sockets and takes no new ones.")
 
 

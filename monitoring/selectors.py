@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -12,8 +12,9 @@ import redis
 import structlog
 from django.conf import settings
 from django.db import connection
-from django.db.models import Exists, F, OuterRef, Q, QuerySet
+from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet
 
+from monitoring.capacity import WeddingLoad, wedding_load
 from monitoring.metrics import READINESS_FAILURES
 from monitoring.models import Escalation, EscalationStatus, EventWebhook
 from monitoring.node_reports import NodeReport, RegistryUnavailable, node_report_decode, registry_client
@@ -21,7 +22,7 @@ from presence.models import Alert, AlertSeverity, Emergency
 from realtime.models import Event, EventAck, WeddingStream
 from realtime.names import EMERGENCY_REPEAT_FIELD, EventType
 from realtime.node.hub import node_drain_problem, node_hubs_problem
-from wedsync.models import Member
+from wedsync.models import Member, Wedding, WeddingStatus
 from wedsync.permissions import Role
 from wedsync.redis_keys import NODE_REGISTRY, node_report_key
 
@@ -211,3 +212,32 @@ def nodes_reported(*, client: redis.Redis | None = None) -> list[NodeReport]:
         except (msgspec.ValidationError, msgspec.DecodeError):
             logger.warning("nodes.report_unreadable", node=name)
     return reports
+
+
+def wedding_loads_between(*, start: datetime, end: datetime) -> list[WeddingLoad]:
+    """The load of every wedding whose peak window may touch [start, end): not cancelled, not
+    archived, with active members, counted by role (one grouped query)."""
+    margin = timedelta(hours=max(settings.CAPACITY_PEAK_BEFORE_HOURS, settings.CAPACITY_PEAK_AFTER_HOURS))
+    weddings = dict(
+        Wedding.objects.filter(
+            ceremony_at__gte=start - margin,
+            ceremony_at__lt=end + margin,
+            archived_at__isnull=True,
+        )
+        .exclude(status=WeddingStatus.CANCELLED)
+        .values_list("pk", "ceremony_at")
+    )
+    counts: dict[int, dict[str, int]] = {wedding_id: {} for wedding_id in weddings}
+    rows = (
+        Member.objects.filter(wedding_id__in=weddings, is_active=True)
+        .values_list("wedding_id", "role")
+        .annotate(count=Count("pk"))
+        .order_by()
+    )
+    for wedding_id, role, count in rows:
+        counts[wedding_id][role] = count
+    return [
+        wedding_load(wedding_id=wedding_id, ceremony_at=ceremony_at, members_by_role=counts[wedding_id])
+        for wedding_id, ceremony_at in sorted(weddings.items())
+        if counts[wedding_id]  # nobody left in it: nobody to connect
+    ]

@@ -5,7 +5,10 @@ from __future__ import annotations
 import uuid
 
 from celery import Task, shared_task
+from django.utils import timezone
 
+from monitoring.node_reports import registry_client
+from monitoring.ops_probes import ops_observations
 from monitoring.services.escalation import (
     DELIVER_ESCALATION_TASK,
     escalation_deliver,
@@ -17,6 +20,7 @@ from monitoring.services.event_webhooks.delivery import (
     event_webhook_deliver,
     event_webhooks_dispatch_due,
 )
+from monitoring.services.ops_checks import ops_checks_record
 
 
 @shared_task(name="monitoring.tasks.escalate_unacknowledged", ignore_result=True)
@@ -54,3 +58,11 @@ def deliver_event_webhook(webhook_id: int, dispatch_id: str) -> str:
     """Deliver one subscription's batches in order, by the message queued with ``dispatch_id`` only.
     A failed attempt is not retried here: the sweep queues the next one when its backoff is over."""
     return event_webhook_deliver(webhook_id=webhook_id, dispatch_id=uuid.UUID(dispatch_id)).outcome
+
+
+@shared_task(name="monitoring.tasks.run_ops_checks", ignore_result=True)
+def run_ops_checks() -> int:
+    """Beat: observe the service (nodes' p99s, missing nodes, Redis, PostgreSQL, the queue) and raise
+    or resolve operations alerts; returns how many it raised."""
+    observed = ops_observations(client=registry_client())
+    return len(ops_checks_record(observed=observed, now=timezone.now()).raised)

@@ -750,12 +750,44 @@ SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 # Health and metrics are probed over plain HTTP by the load balancer and Prometheus.
 SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
-# Who may read /metrics (monitoring/access.py, decision 0024): scrapers presenting this bearer token,
-# and, when METRICS_ALLOWED_IPS is set, only from those addresses or networks. Without a token only
-# a DEBUG process answers (to METRICS_ALLOWED_IPS, loopback by default); production is closed.
+# Beat's checks of the service itself (monitoring/services/ops_checks.py, docs/operations.md).
+OPS_CHECK_SECONDS = env_float("OPS_CHECK_SECONDS", default=30.0, minimum=1.0)
+OPS_DELIVERY_P99_MS = env_float("OPS_DELIVERY_P99_MS", default=100.0, minimum=1.0)
+OPS_PRESENCE_P99_MS = env_float("OPS_PRESENCE_P99_MS", default=200.0, minimum=1.0)
+OPS_ERROR_CLOSES_PER_MINUTE = env_float("OPS_ERROR_CLOSES_PER_MINUTE", default=10.0, minimum=0.0)
+OPS_REDIS_LATENCY_MS = env_float("OPS_REDIS_LATENCY_MS", default=50.0, minimum=1.0)
+OPS_DATABASE_LATENCY_MS = env_float("OPS_DATABASE_LATENCY_MS", default=50.0, minimum=1.0)
+OPS_TASK_BACKLOG = env_int("OPS_TASK_BACKLOG", default=200, minimum=1)
+# How long a latency SLO or error rate must breach to be raised, and any check but a missing node's
+# or the capacity's be healthy to be resolved ...
+OPS_SLO_WINDOW_SECONDS = env_float("OPS_SLO_WINDOW_SECONDS", default=300.0, minimum=0.0)
+# ... and a missing node, a slow Redis or database, a backlog, the capacity to be raised (a missing
+# node and the capacity also resolve after this).
+OPS_QUICK_WINDOW_SECONDS = env_float("OPS_QUICK_WINDOW_SECONDS", default=60.0, minimum=0.0)
+# A node silent for longer than this is forgotten, not missing (a crashed node's name does not return).
+OPS_NODE_FORGET_SECONDS = env_float("OPS_NODE_FORGET_SECONDS", default=3600.0, minimum=60.0)
+# The capacity forecast (monitoring/capacity.py, decision 0038). Per-node capacities default to the
+# full Saturday bench's 10,000 sockets and 10,000 deliveries/s at p99 near 50 ms, less 30 % headroom.
+CAPACITY_SOCKETS_PER_NODE = env_int("CAPACITY_SOCKETS_PER_NODE", default=7000, minimum=1)
+CAPACITY_DELIVERIES_PER_NODE = env_int("CAPACITY_DELIVERIES_PER_NODE", default=7000, minimum=1)
+CAPACITY_SPARE_NODES = env_int("CAPACITY_SPARE_NODES", default=1, minimum=0)
+CAPACITY_GUEST_ONLINE_SHARE = env_float("CAPACITY_GUEST_ONLINE_SHARE", default=0.5, minimum=0.0)
+CAPACITY_SOCKETS_PER_MEMBER = env_float("CAPACITY_SOCKETS_PER_MEMBER", default=1.2, minimum=0.0)
+CAPACITY_EVENTS_PER_WEDDING_PER_SECOND = env_float("CAPACITY_EVENTS_PER_WEDDING_PER_SECOND", default=1.0, minimum=0.0)
+CAPACITY_PEAK_BEFORE_HOURS = env_float("CAPACITY_PEAK_BEFORE_HOURS", default=2.0, minimum=0.0)
+CAPACITY_PEAK_AFTER_HOURS = env_float("CAPACITY_PEAK_AFTER_HOURS", default=6.0, minimum=0.0)
+CELERY_BEAT_SCHEDULE["monitoring-ops-checks"] = {
+    "task": "monitoring.tasks.run_ops_checks",
+    "schedule": OPS_CHECK_SECONDS,
+    # Late rather than lost: behind a backlog it still runs, and sees the backlog.
+    "options": {"expires": max(OPS_CHECK_SECONDS, 300.0)},
+}
 # A Celery worker serves /metrics on this port (0: it does not); daphne nodes serve it on their own port.
 WORKER_METRICS_PORT = env_int("WORKER_METRICS_PORT", default=0, minimum=0, maximum=65535)
 WORKER_METRICS_ADDRESS = env_str("WORKER_METRICS_ADDRESS", default="127.0.0.1")
+# Who may read /metrics (monitoring/access.py, decision 0024): scrapers presenting this bearer token,
+# and, when METRICS_ALLOWED_IPS is set, only from those addresses or networks. Without a token only
+# a DEBUG process answers (to METRICS_ALLOWED_IPS, loopback by default); production is closed.
 METRICS_TOKEN = env_optional_str("METRICS_TOKEN")
 if METRICS_TOKEN is not None and len(METRICS_TOKEN) < 32:
     raise ImproperlyConfigured("METRICS_TOKEN must be at least 32 characters")

@@ -5,6 +5,7 @@ from django.urls import include, path
 from django.views.generic import TemplateView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
+from monitoring.capacity_views import capacity_page
 from monitoring.node_views import NodeListView, node_drain_view, nodes_page
 from monitoring.views import healthz, metrics, readyz
 from monitoring.webhook_views import (
@@ -96,6 +97,7 @@ urlpatterns = [
     path("", TemplateView.as_view(template_name="home.html"), name="home"),
     path("admin/board/", include("web.board.urls")),  # before the admin's own catch-all
     path("admin/nodes/", admin.site.admin_view(nodes_page), name="admin-nodes"),
+    path("admin/capacity/", admin.site.admin_view(capacity_page), name="admin-capacity"),
     path(
         "admin/nodes/<path:node>/drain/",
         admin.site.admin_view(partial(node_drain_view, drain=True)),

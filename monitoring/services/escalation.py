@@ -22,7 +22,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from monitoring.metrics import ESCALATION_DELIVERY_ATTEMPTS, ESCALATIONS_CREATED
-from monitoring.models import DeadLetter, DeadLetterState, Escalation, EscalationStatus, EscalationSubject
+from monitoring.models import DeadLetter, DeadLetterState, Escalation, EscalationStatus, EscalationSubject, OpsAlert
 from monitoring.selectors import (
     alerts_due_for_escalation,
     emergencies_due_for_escalation,
@@ -101,6 +101,7 @@ def _payload(
         "planners": [{"id": planner.pk, "name": planner.name} for planner in wedding_planners(wedding_id=wedding.pk)],
         "alert": alert,
         "emergency": emergency,
+        "operations": None,
     }
 
 
@@ -143,6 +144,34 @@ def escalation_payload_for_emergency(*, escalation_id: uuid.UUID, event: Event, 
     )
 
 
+def escalation_payload_for_ops_alert(*, escalation_id: uuid.UUID, ops_alert: OpsAlert, now: datetime) -> dict[str, Any]:
+    """The webhook body for a critical check of the service itself: no wedding, no member."""
+    where = f" on {ops_alert.subject}" if ops_alert.subject else ""
+    return {
+        "version": PAYLOAD_VERSION,
+        "escalation_id": str(escalation_id),
+        "subject": EscalationSubject.OPERATIONS.value,
+        "severity": ops_alert.severity,
+        "summary": f"{ops_alert.get_kind_display()}{where}: {ops_alert.message}",
+        "occurred_at": iso(ops_alert.raised_at),
+        "escalated_at": iso(now),
+        "unacknowledged_after_seconds": None,
+        "wedding": None,
+        "member": None,
+        "planners": [],
+        "alert": None,
+        "emergency": None,
+        "operations": {
+            "id": ops_alert.pk,
+            "check": ops_alert.kind,
+            "subject": ops_alert.subject,
+            "value": ops_alert.value,
+            "threshold": ops_alert.threshold,
+            "message": ops_alert.message,
+        },
+    }
+
+
 # --- Escalating ---------------------------------------------------------------------------------------
 
 
@@ -156,18 +185,25 @@ def _enqueue_delivery(escalation_id: uuid.UUID, *, dispatch_id: uuid.UUID) -> No
     transaction.on_commit(delivery.delay)
 
 
-def escalation_create(*, alert: Alert | None = None, event: Event | None = None, now: datetime) -> Escalation | None:
-    """Record the escalation of one critical alert or emergency event and queue its delivery; None
-    when it was escalated already (by another beat worker a moment ago: the unique constraint decides)."""
+def escalation_create(
+    *, alert: Alert | None = None, event: Event | None = None, ops_alert: OpsAlert | None = None, now: datetime
+) -> Escalation | None:
+    """Record the escalation of one critical alert, emergency event or critical operations alert
+    and queue its delivery; None when it was escalated already (by another beat worker a moment
+    ago: the unique constraint decides)."""
     escalation_id, dispatch_id = uuid.uuid4(), uuid.uuid4()
+    wedding: Wedding | None
     if alert is not None:
         subject, wedding = EscalationSubject.ALERT, alert.wedding
         payload = escalation_payload_for_alert(escalation_id=escalation_id, alert=alert, now=now)
     elif event is not None:
         subject, wedding = EscalationSubject.EMERGENCY, event.wedding
         payload = escalation_payload_for_emergency(escalation_id=escalation_id, event=event, now=now)
+    elif ops_alert is not None:
+        subject, wedding = EscalationSubject.OPERATIONS, None
+        payload = escalation_payload_for_ops_alert(escalation_id=escalation_id, ops_alert=ops_alert, now=now)
     else:
-        raise ValueError("an escalation needs an alert or an event")
+        raise ValueError("an escalation needs an alert, an event or an operations alert")
     try:
         with transaction.atomic():
             escalation = Escalation.objects.create(
@@ -176,6 +212,7 @@ def escalation_create(*, alert: Alert | None = None, event: Event | None = None,
                 subject=subject,
                 alert=alert,
                 event=event,
+                ops_alert=ops_alert,
                 payload=payload,
                 created_at=now,
                 next_attempt_at=now,
@@ -188,9 +225,10 @@ def escalation_create(*, alert: Alert | None = None, event: Event | None = None,
         "escalation.created",
         escalation=str(escalation.pk),
         subject=subject.value,
-        wedding=wedding.pk,
+        wedding=wedding.pk if wedding else None,
         alert=alert.pk if alert else None,
         event_id=str(event.pk) if event else None,
+        ops_alert=ops_alert.pk if ops_alert else None,
     )
     # after the commit: at once, or when the caller's transaction ends
     _enqueue_delivery(escalation.pk, dispatch_id=dispatch_id)

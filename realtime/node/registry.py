@@ -10,6 +10,8 @@ import asyncio
 import collections
 import os
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 import redis
@@ -22,6 +24,8 @@ from monitoring.metrics import (
     DELIVERY_LATENCY,
     EVENT_LOOP_LAG,
     NODE_DRAINING,
+    PRESENCE_LATENCY,
+    SOCKET_CLOSES,
     SOCKETS_OPEN,
     SUBSCRIPTIONS_OPEN,
     WEDDINGS_HELD,
@@ -85,7 +89,25 @@ def socket_role(*, roles: list[str], observer: bool) -> str:
     return distinct.pop() if distinct else "none"
 
 
-def node_report(hub: Node, *, started_at: float, sample: ProcessSample, latency: LatencyWindow) -> NodeReport:
+@dataclass(frozen=True, slots=True)
+class MinuteWindows:
+    """What a report reads over about the last minute, from this process's metrics."""
+
+    delivery: LatencyWindow
+    presence: LatencyWindow
+    error_closes: CounterWindow
+
+    @classmethod
+    def every(cls, seconds: float) -> MinuteWindows:
+        reports = round(60 / seconds)
+        return cls(
+            delivery=LatencyWindow(histogram=DELIVERY_LATENCY, reports_per_minute=reports),
+            presence=LatencyWindow(histogram=PRESENCE_LATENCY, reports_per_minute=reports),
+            error_closes=CounterWindow(read=_server_error_closes, reports_per_minute=reports),
+        )
+
+
+def node_report(hub: Node, *, started_at: float, sample: ProcessSample, windows: MinuteWindows) -> NodeReport:
     roles: collections.Counter[str] = collections.Counter()
     for feed in hub.feeds.values():
         # A subscription attached ahead of its access check has no role yet: counted once checked.
@@ -110,7 +132,9 @@ def node_report(hub: Node, *, started_at: float, sample: ProcessSample, latency:
         rss_bytes=rss_bytes(),
         loop_lag_ms=loop_lag_ms,
         draining=hub.draining,
-        delivery_p99_ms=latency.p99_ms(),
+        delivery_p99_ms=windows.delivery.p99_ms(),
+        presence_p99_ms=windows.presence.p99_ms(),
+        error_closes_last_minute=windows.error_closes.increase(),
     )
 
 
@@ -141,6 +165,28 @@ class LatencyWindow:
         delta = [(bound, count - before) for (bound, count), (_, before) in zip(newest, oldest, strict=True)]
         seconds = bucket_quantile(0.99, delta)
         return None if seconds is None else round(seconds * 1000, 1)
+
+
+def _server_error_closes() -> float:
+    return sum(
+        sample.value
+        for metric in SOCKET_CLOSES.collect()
+        for sample in metric.samples
+        if sample.name.endswith("_total") and sample.labels.get("code") == "server_error"
+    )
+
+
+class CounterWindow:
+    """A counter's increase over about the last minute: a reading each report, newest minus the
+    one a minute before."""
+
+    def __init__(self, *, read: Callable[[], float], reports_per_minute: int) -> None:
+        self._read = read
+        self._readings: collections.deque[float] = collections.deque(maxlen=max(reports_per_minute, 1) + 1)
+
+    def increase(self) -> int:
+        self._readings.append(self._read())
+        return round(self._readings[-1] - self._readings[0]) if len(self._readings) > 1 else 0
 
 
 def _bucket_counts(histogram: Histogram) -> list[tuple[float, float]]:
@@ -205,7 +251,7 @@ async def report_loop(hub: Node, *, client: redis.Redis, every: float) -> None:
     logged, and the report after it (three chances before the entry expires) tries again."""
     loop = asyncio.get_running_loop()
     started_at, sample, told = time.time(), ProcessSample(), set[str]()
-    latency = LatencyWindow(histogram=DELIVERY_LATENCY, reports_per_minute=round(60 / every))
+    windows = MinuteWindows.every(every)
     pace = DrainPace(per_second=settings.REALTIME_DRAIN_SOCKETS_PER_SECOND)
     failing = False
     tick = min(LAG_TICK_SECONDS, every)
@@ -213,7 +259,7 @@ async def report_loop(hub: Node, *, client: redis.Redis, every: float) -> None:
     while True:
         if loop.time() >= next_report:
             next_report = loop.time() + every
-            report = node_report(hub, started_at=started_at, sample=sample, latency=latency)
+            report = node_report(hub, started_at=started_at, sample=sample, windows=windows)
             try:
                 drain_asked = await sync_to_async(node_report_write, thread_sensitive=False)(
                     client=client, report=report, ttl=every * REPORT_TTL_INTERVALS

@@ -9,7 +9,7 @@ import pytest
 from prometheus_client import REGISTRY, CollectorRegistry, Histogram
 
 from monitoring.worker_metrics import TaskTimer, task_label
-from realtime.node.registry import LatencyWindow, bucket_quantile, socket_role
+from realtime.node.registry import CounterWindow, LatencyWindow, bucket_quantile, socket_role
 from realtime.protocol import close_code_name
 from realtime.socket_budget import SocketBudget
 from records.services import SyncRefused, SyncRequest, actor_for_member, record_sync, records_sync_batch
@@ -42,6 +42,12 @@ def test_a_nodes_p99_covers_about_the_last_minute_only() -> None:
     assert window.p99_ms() == pytest.approx(round((0.25 + 0.25 * 0.99) * 1000, 1))  # the fast ones are older
     assert window.p99_ms() == pytest.approx(497.5)  # a minute back still holds the slow ones
     assert window.p99_ms() is None  # nothing delivered in the last minute
+
+
+def test_a_nodes_error_closes_are_those_of_about_the_last_minute() -> None:
+    readings = iter([5.0, 9.0, 12.0, 12.0, 12.0])
+    window = CounterWindow(read=lambda: next(readings), reports_per_minute=2)
+    assert [window.increase() for _ in range(5)] == [0, 4, 7, 3, 0]
 
 
 def test_labels_come_from_closed_sets_whatever_a_client_sends() -> None:
