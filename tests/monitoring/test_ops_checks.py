@@ -19,7 +19,7 @@ from monitoring.models import Escalation, EscalationSubject, OpsAlert, OpsAlertS
 from monitoring.node_reports import NodeReport, registry_client
 from monitoring.ops_probes import ops_observations
 from monitoring.services.nodes import node_report_write
-from monitoring.services.ops_checks import ObservationRound, ops_checks_record
+from monitoring.services.ops_checks import Observation, ObservationRound, ops_checks_record
 from monitoring.tasks import run_ops_checks
 from tests.personas import WeddingParty, make_coordinator, make_superuser
 from wedsync.redis_keys import NODE_REGISTRY, node_drain_key, node_report_key
@@ -259,3 +259,55 @@ def test_a_gap_in_the_checks_starts_the_clocks_afresh(fleet: redis.Redis) -> Non
             report(fleet, "n-gap", delivery_p99_ms=300.0)
             run_ops_checks()
     assert alerts(OpsCheck.DELIVERY_LATENCY, "n-gap") == [("open", "critical")]
+
+
+def test_a_queue_backlog_is_read_from_the_broker_raised_after_a_minute_and_resolved_after_five(
+    fleet: redis.Redis, settings: Any
+) -> None:
+    settings.OPS_TASK_BACKLOG = 20
+    queue = "celery"  # the default queue's list on the Redis broker
+    try:
+        fleet.delete(queue)  # what other tests queued in this database, with no worker to take it
+        fleet.rpush(queue, *[b"{}"] * 25)  # 25 messages nobody takes
+        with time_machine.travel(T0, tick=False) as clock:
+            for _ in range(2):
+                run_ops_checks()
+                clock.shift(MINUTE)
+            assert alerts(OpsCheck.TASK_BACKLOG, "") == [("open", "warning")]
+            (alert,) = OpsAlert.objects.filter(kind=OpsCheck.TASK_BACKLOG)
+            assert alert.message == "25 Celery tasks wait in the queue (bound 20): the worker is behind or down"
+            fleet.ltrim(queue, 0, 16)  # 17 left: under the bound, above 80 % of it: stays open
+            for _ in range(6):
+                run_ops_checks()
+                clock.shift(MINUTE)
+            assert alerts(OpsCheck.TASK_BACKLOG, "") == [("open", "warning")]
+            fleet.ltrim(queue, 0, 9)  # 10 left: healthy, for five minutes
+            for _ in range(6):
+                run_ops_checks()
+                clock.shift(MINUTE)
+        assert alerts(OpsCheck.TASK_BACKLOG, "") == [("resolved", "warning")]
+    finally:
+        fleet.delete(queue)
+
+
+def test_a_slow_database_is_raised_as_a_warning_and_resolved(fleet: redis.Redis) -> None:
+    def slow_round(milliseconds: float) -> ObservationRound:
+        observed = Observation(
+            check=OpsCheck.DATABASE_LATENCY,
+            subject="",
+            value=milliseconds,
+            threshold=50.0,
+            message=f"PostgreSQL answers SELECT 1 in {milliseconds:.1f} ms (bound 50 ms)",
+        )
+        return ObservationRound([observed], covered=frozenset())
+
+    with time_machine.travel(T0, tick=False) as clock:
+        for milliseconds in (120.0, 140.0):
+            ops_checks_record(observed=slow_round(milliseconds), now=dt.datetime.now(tz=dt.UTC))
+            clock.shift(MINUTE)
+        assert alerts(OpsCheck.DATABASE_LATENCY, "") == [("open", "warning")]
+        for _ in range(6):
+            ops_checks_record(observed=slow_round(3.0), now=dt.datetime.now(tz=dt.UTC))
+            clock.shift(MINUTE)
+    assert alerts(OpsCheck.DATABASE_LATENCY, "") == [("resolved", "warning")]
+    assert not Escalation.objects.filter(subject=EscalationSubject.OPERATIONS).exists()
