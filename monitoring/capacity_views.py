@@ -14,8 +14,7 @@ from django.views.decorators.http import require_GET
 
 from monitoring.capacity import DayForecast
 from monitoring.node_reports import RegistryUnavailable, registry_client
-from monitoring.ops_probes import forecast_from_today
-from monitoring.selectors import nodes_reported
+from monitoring.selectors import forecast_from_today, nodes_reported
 
 CHART_HEIGHT = 160  # px of the tallest bar
 BAR_WIDTH, BAR_GAP = 36, 8

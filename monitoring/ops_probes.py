@@ -4,7 +4,6 @@ reporting without being drained, and Redis's, PostgreSQL's and the Celery queue'
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 import statistics
 import time
@@ -14,12 +13,11 @@ import redis
 import structlog
 from django.conf import settings
 from django.db import connection
-from django.utils import timezone
 
-from monitoring.capacity import DayForecast, capacity_forecast
+from monitoring.capacity import DayForecast
 from monitoring.models import OpsCheck
 from monitoring.node_reports import NodeReport, RegistryUnavailable
-from monitoring.selectors import nodes_reported, wedding_loads_between
+from monitoring.selectors import forecast_from_today, nodes_reported
 from monitoring.services.ops_checks import Observation, ObservationRound
 from wedsync.redis_keys import NODE_REGISTRY, node_drain_key, node_report_key
 
@@ -86,15 +84,6 @@ FLEET_CHECKS = frozenset(
         OpsCheck.CAPACITY,
     }
 )
-FORECAST_DAYS = 14
-
-
-def forecast_from_today() -> list[DayForecast]:
-    """The next ``FORECAST_DAYS`` UTC days' forecast from the wedding calendar."""
-    today = timezone.now().astimezone(dt.UTC).date()
-    start = dt.datetime.combine(today, dt.time(0), tzinfo=dt.UTC)
-    loads = wedding_loads_between(start=start, end=start + dt.timedelta(days=FORECAST_DAYS))
-    return capacity_forecast(loads=loads, today=today, days=FORECAST_DAYS)
 
 
 def capacity_observations(*, forecast: list[DayForecast], registered: int) -> list[Observation]:

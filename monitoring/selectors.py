@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 import msgspec
@@ -13,8 +13,9 @@ import structlog
 from django.conf import settings
 from django.db import connection
 from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet
+from django.utils import timezone
 
-from monitoring.capacity import WeddingLoad, wedding_load
+from monitoring.capacity import DayForecast, WeddingLoad, capacity_forecast, wedding_load
 from monitoring.metrics import READINESS_FAILURES
 from monitoring.models import Escalation, EscalationStatus, EventWebhook
 from monitoring.node_reports import NodeReport, RegistryUnavailable, node_report_decode, registry_client
@@ -241,3 +242,14 @@ def wedding_loads_between(*, start: datetime, end: datetime) -> list[WeddingLoad
         for wedding_id, ceremony_at in sorted(weddings.items())
         if counts[wedding_id]  # nobody left in it: nobody to connect
     ]
+
+
+FORECAST_DAYS = 14
+
+
+def forecast_from_today() -> list[DayForecast]:
+    """The next ``FORECAST_DAYS`` UTC days' capacity forecast from the wedding calendar."""
+    today = timezone.now().astimezone(UTC).date()
+    start = datetime.combine(today, time(0), tzinfo=UTC)
+    loads = wedding_loads_between(start=start, end=start + timedelta(days=FORECAST_DAYS))
+    return capacity_forecast(loads=loads, today=today, days=FORECAST_DAYS)

@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 import structlog
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Count
 
 from monitoring.capacity import DayForecast
 from monitoring.metrics import (
@@ -118,8 +119,11 @@ def ops_checks_record(*, observed: ObservationRound, now: datetime) -> ChecksOut
         if isinstance(outcome, OpsAlert):
             resolved.append(outcome)
     _forecast_publish(observed)
+    open_counts = dict(
+        OpsAlert.objects.filter(status=OpsAlertStatus.OPEN).values_list("kind").annotate(count=Count("pk")).order_by()
+    )
     for check in OpsCheck:
-        OPS_ALERTS_OPEN.labels(check.value).set(OpsAlert.objects.filter(kind=check, status=OpsAlertStatus.OPEN).count())
+        OPS_ALERTS_OPEN.labels(check.value).set(open_counts.get(check.value, 0))
     return ChecksOutcome(raised=raised, resolved=resolved)
 
 
@@ -150,7 +154,7 @@ def _observe(observation: Observation, *, rule: CheckRule, now: datetime) -> Ops
             state.breaching_since, state.healthy_since = None, state.healthy_since or now
         else:
             state.breaching_since = state.healthy_since = None
-        state.value = value if math.isfinite(value) else None
+        state.value = _figure(value)
         state.checked_at = now
         state.save()
         open_alert = OpsAlert.objects.filter(
@@ -166,9 +170,14 @@ def _observe(observation: Observation, *, rule: CheckRule, now: datetime) -> Ops
             logger.info("ops.resolved", check=open_alert.kind, subject=open_alert.subject)
             return open_alert
         if value > threshold:
-            open_alert.value = value if math.isfinite(value) else None
+            open_alert.value = _figure(value)
             open_alert.save(update_fields=["value"])
         return None
+
+
+def _figure(value: float) -> float | None:
+    """A value as stored: None for the infinity of something that did not answer."""
+    return value if math.isfinite(value) else None
 
 
 def _raise(observation: Observation, *, rule: CheckRule, now: datetime) -> OpsAlert | None:
@@ -179,7 +188,7 @@ def _raise(observation: Observation, *, rule: CheckRule, now: datetime) -> OpsAl
                 subject=observation.subject,
                 severity=rule.severity,
                 message=observation.message,
-                value=observation.value if math.isfinite(observation.value) else None,
+                value=_figure(observation.value),
                 threshold=observation.threshold,
                 raised_at=now,
             )

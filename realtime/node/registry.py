@@ -148,8 +148,8 @@ def _gauges_set(gauge: Gauge, counts: collections.Counter[str]) -> None:
 
 
 class LatencyWindow:
-    """The delivery latency's 99th percentile over about the last minute, from the histogram's
-    cumulative buckets: a snapshot each report, the newest minus the one a minute before."""
+    """A latency histogram's 99th percentile over about the last minute, from its cumulative
+    buckets: a snapshot each report, the newest minus the one a minute before."""
 
     def __init__(self, *, histogram: Histogram, reports_per_minute: int) -> None:
         self._histogram = histogram

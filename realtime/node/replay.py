@@ -54,40 +54,35 @@ class Subscribed:
     async def events(self) -> AsyncIterator[ReplayedEvent]:
         """The replay, a page at a time (a 5,000-event replay never sits in memory whole); it ends
         early when the subscription no longer stands. Raises :class:`ReplayInterrupted`."""
-        replayed = 0
+        membership, page, replayed = self.membership, self.replay.first, 0
         try:
-            async for event in self._pages():
-                replayed += 1
-                yield event
+            while True:
+                for event, seq in zip(page.frames, page.seqs, strict=True):
+                    if not self.current():
+                        return
+                    replayed += 1
+                    yield ReplayedEvent(
+                        text=encode(event),
+                        priority=Priority.from_wire(event["priority"]),
+                        seq=seq,
+                        conflate_key=conflation_key(event),
+                    )
+                if page.next_after is None:
+                    return
+                try:
+                    page = await _events_replay_page(
+                        wedding_id=membership.wedding_id,
+                        member_id=membership.member_id,
+                        role=membership.role,
+                        after=page.next_after,
+                        upto=self.replay.upto,
+                        min_priority=int(self.min_priority),
+                    )
+                except Exception as error:
+                    logger.exception("socket.replay_page_failed", connection=self.socket.connection_id)
+                    raise ReplayInterrupted from error
         finally:
             REPLAY_EVENTS.observe(replayed)
-
-    async def _pages(self) -> AsyncIterator[ReplayedEvent]:
-        membership, page = self.membership, self.replay.first
-        while True:
-            for event, seq in zip(page.frames, page.seqs, strict=True):
-                if not self.current():
-                    return
-                yield ReplayedEvent(
-                    text=encode(event),
-                    priority=Priority.from_wire(event["priority"]),
-                    seq=seq,
-                    conflate_key=conflation_key(event),
-                )
-            if page.next_after is None:
-                return
-            try:
-                page = await _events_replay_page(
-                    wedding_id=membership.wedding_id,
-                    member_id=membership.member_id,
-                    role=membership.role,
-                    after=page.next_after,
-                    upto=self.replay.upto,
-                    min_priority=int(self.min_priority),
-                )
-            except Exception as error:
-                logger.exception("socket.replay_page_failed", connection=self.socket.connection_id)
-                raise ReplayInterrupted from error
 
     def go_live(self) -> None:
         self.subscription.go_live(upto=self.replay.upto)

@@ -16,7 +16,7 @@ from prometheus_client import REGISTRY
 
 from monitoring.models import OpsAlert, OpsCheck
 from monitoring.node_reports import registry_client
-from monitoring.ops_probes import forecast_from_today
+from monitoring.selectors import forecast_from_today
 from monitoring.tasks import run_ops_checks
 from tests.factories import MemberFactory, WeddingFactory
 from tests.monitoring.test_ops_checks import report
