@@ -123,6 +123,8 @@ def headline(name: str, figures: Any) -> str:
     lost = figures.get("lost") if isinstance(figures, dict) else None
     duplicated = figures.get("stale" if name == "presence" else "duplicates") if isinstance(figures, dict) else None
     extra = f", lost {lost}, duplicated {duplicated}" if lost is not None else ""
+    if name == "saturday" and figures.get("member_cache_hit_ratio") is not None:  # issue 21: over 0.95
+        extra += f", member cache hit ratio {figures['member_cache_hit_ratio']}"
     return ", ".join(f"{key} {value}" for key, value in flat.items()) + extra
 
 

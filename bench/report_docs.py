@@ -111,6 +111,7 @@ _SCENARIO_COLUMNS = {
         "rss_kb_per_socket",
         "rss_kb_per_added_socket",
         "connects_per_s",
+        "member_cache_hit_ratio",
     ],
     "storm": [
         "dropped",

@@ -21,7 +21,14 @@ import redis
 
 from bench import records
 from bench.loadgen import LoadGenerator, SocketSpec
-from bench.servers import RunningServer, process_cpu_seconds, process_rss_kib, redis_pid, running
+from bench.servers import (
+    RunningServer,
+    member_cache_figures,
+    process_cpu_seconds,
+    process_rss_kib,
+    redis_pid,
+    running,
+)
 
 # "At equal p99": a server's capacity is the highest paced load it carried with everything
 # delivered and a p99 within this budget (PRODUCT.md's wedding-day latency target).
@@ -179,7 +186,7 @@ def saturday_peak(
     with session(kind, env, specs_for(weddings), workers=workers) as live:
         time.sleep(SETTLE_SECONDS)
         step = _paced(live, rate=rate, seconds=seconds, drain=20)
-        return {"weddings": len(weddings), **live.connect, **step}
+        return {"weddings": len(weddings), **live.connect, **step, **member_cache_figures(live.server, env)}
 
 
 def big_room(

@@ -27,6 +27,7 @@ from typing import Any
 
 import psycopg
 import redis
+from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parents[1]
 DB_NAME = os.environ.get("BENCH_DB", "wedsync_bench")
@@ -75,6 +76,8 @@ def environment() -> dict[str, str]:
         # Every simulated phone connects from 127.0.0.1: one address, thousands of sockets.
         "REALTIME_ADDRESS_HANDSHAKES": "0",
         "REALTIME_ADDRESS_CONNECTIONS": "0",
+        # The product's /metrics, read after a scenario (member_cache_figures).
+        "METRICS_TOKEN": secrets.token_urlsafe(40),
     }
 
 
@@ -149,6 +152,7 @@ class RunningServer:
     kind: str
     url: str
     pid: int
+    port: int
 
 
 @contextmanager
@@ -164,7 +168,7 @@ def running(kind: str, env: dict[str, str]) -> Iterator[RunningServer]:
         )
     try:
         _wait_ready(kind, port, server)
-        yield RunningServer(kind=kind, url=f"ws://127.0.0.1:{port}/ws/v1/", pid=server.pid)
+        yield RunningServer(kind=kind, url=f"ws://127.0.0.1:{port}/ws/v1/", pid=server.pid, port=port)
     finally:
         server.send_signal(signal.SIGTERM)
         try:
@@ -190,3 +194,27 @@ def _wait_ready(kind: str, port: int, server: subprocess.Popen[bytes]) -> None:
             time.sleep(0.1)
     server.kill()
     raise RuntimeError(f"the {kind} server did not start within 30 s")
+
+
+def member_cache_figures(server: RunningServer, env: dict[str, str]) -> dict[str, Any]:
+    """The product node's membership cache since it started (realtime.member_cache), from its own
+    /metrics: lookups answered from the cache and read from PostgreSQL. Empty for the others."""
+    if not server.kind.startswith("product"):
+        return {}
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{server.port}/metrics", headers={"Authorization": f"Bearer {env['METRICS_TOKEN']}"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        text = response.read().decode()
+    lookups = {"hit": 0.0, "miss": 0.0}
+    for family in text_string_to_metric_families(text):
+        if family.name == "wedsync_member_cache_lookups":
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    lookups[sample.labels["outcome"]] += sample.value
+    total = lookups["hit"] + lookups["miss"]
+    return {
+        "member_cache_hits": int(lookups["hit"]),
+        "member_cache_misses": int(lookups["miss"]),
+        "member_cache_hit_ratio": round(lookups["hit"] / total, 4) if total else None,
+    }

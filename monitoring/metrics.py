@@ -170,6 +170,20 @@ RATE_LIMIT_REFUSALS = Counter(
     ["op"],
 )
 
+MEMBER_CACHE_LOOKUPS = Counter(
+    "wedsync_member_cache_lookups_total",
+    "Publish and sync ops' membership reads on this node, by outcome: hit (from the node's cache), miss "
+    "(read from PostgreSQL).",
+    ["outcome"],
+)
+
+MEMBER_CACHE_INVALIDATIONS = Counter(
+    "wedsync_member_cache_invalidations_total",
+    "Times this node dropped cached memberships, by source: control (a member change told every node), "
+    "access_check (the node's own check found a change a lost message did not bring).",
+    ["source"],
+)
+
 PRESENCE_CHANGES = Counter(
     "wedsync_presence_changes_total",
     "Presence changes this node told every node, by kind: joins, leaves, updates.",

@@ -15,7 +15,7 @@ import msgspec
 from realtime.names import LAYER_CONTROL, LAYER_EVENT, LAYER_PRESENCE
 
 PresenceKind = Literal["joins", "leaves", "updates"]
-ControlKind = Literal["close_connection", "tokens_revoked", "member_changed", "access_ended"]
+ControlKind = Literal["close_connection", "tokens_revoked", "member_changed", "member_updated", "access_ended"]
 
 
 class EventMessage(msgspec.Struct, frozen=True, tag_field="type", tag=LAYER_EVENT):
@@ -53,7 +53,9 @@ class ControlMessage(msgspec.Struct, frozen=True, omit_defaults=True, tag_field=
 
     ``close_connection``: ``connection`` goes (a device limit); ``tokens_revoked``: sockets
     authenticated before ``generation`` go; ``member_changed``: the subscription to ``wedding`` ends
-    (``reason``); ``access_ended``: the socket goes (``reason``: deactivated, session_ended).
+    (``reason``); ``member_updated``: the member's details changed, their access did not (nodes
+    forget what they cached, sockets stay); ``access_ended``: the socket goes (``reason``:
+    deactivated, session_ended).
     """
 
     kind: ControlKind

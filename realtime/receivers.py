@@ -9,7 +9,7 @@ from django.dispatch import receiver
 
 from realtime.messages import ControlMessage
 from realtime.node.hub import node_control_send
-from wedsync.signals import member_access_changed, tokens_revoked
+from wedsync.signals import member_access_changed, member_details_changed, tokens_revoked
 
 
 @receiver(tokens_revoked)
@@ -25,4 +25,11 @@ def _member_access_changed(
         node_control_send(
             ControlMessage(kind="member_changed", user=user_id, wedding=wedding_id, member=member_id, reason=reason)
         )
+    )
+
+
+@receiver(member_details_changed)
+def _member_details_changed(sender: Any, *, user_id: int, wedding_id: int, member_id: int, **kwargs: Any) -> None:
+    transaction.on_commit(
+        node_control_send(ControlMessage(kind="member_updated", user=user_id, wedding=wedding_id, member=member_id))
     )

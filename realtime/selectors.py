@@ -11,7 +11,7 @@ import zoneinfo
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -87,6 +87,8 @@ _PUBLISHER_USER_FIELDS = tuple(
     field.attname for field in User._meta.concrete_fields if field.attname in ("username", "first_name", "last_name")
 )
 _MEMBER_FIELD_NAMES = [field.attname for field in Member._meta.concrete_fields]
+_MEMBER_ID_INDEX = _MEMBER_FIELD_NAMES.index("id")
+_MEMBER_ROLE_INDEX = _MEMBER_FIELD_NAMES.index("role")
 
 
 @functools.cache
@@ -102,16 +104,41 @@ def _member_for_publish_sql() -> str:
     )
 
 
+class MemberLookup(Protocol):
+    """How a publish finds its sender's membership: :func:`member_for_publish`, or a node's cache."""
+
+    def __call__(self, *, user_id: int, wedding_id: int) -> Member | None: ...
+
+
+# The row :func:`member_row_for_publish` reads: the member's columns, then the user's that its name needs.
+MemberRow = tuple[Any, ...]
+
+
 def member_for_publish(*, user_id: int, wedding_id: int) -> Member | None:
-    """The user's active member of the wedding, with the user fields its ``name`` needs, or None.
-    One hand-written statement read with a plain cursor (``raw()`` resolved its columns to fields on
-    every call, decision 0034); ``from_db`` builds both as the ORM would. The user's other fields
-    are deferred: reading one is a query, so from async code only in a thread, like any ORM access."""
+    """The user's active member of the wedding, with the user fields its ``name`` needs, or None."""
+    row = member_row_for_publish(user_id=user_id, wedding_id=wedding_id)
+    return None if row is None else member_from_row(row)
+
+
+def member_row_for_publish(*, user_id: int, wedding_id: int) -> MemberRow | None:
+    """The row of :func:`member_for_publish`: one hand-written statement read with a plain cursor
+    (``raw()`` resolved its columns to fields on every call, decision 0034). A node's cache keeps
+    rows, not instances, so that no two threads share a model instance (realtime.member_cache)."""
     with connection.cursor() as cursor:
         cursor.execute(_member_for_publish_sql(), [user_id, wedding_id])
-        row = cursor.fetchone()
-    if row is None:
-        return None
+        row: MemberRow | None = cursor.fetchone()
+    return row
+
+
+def member_row_access(row: MemberRow) -> tuple[int, str]:
+    """(member id, role) of a row of :func:`member_row_for_publish`, without building the member."""
+    return row[_MEMBER_ID_INDEX], row[_MEMBER_ROLE_INDEX]
+
+
+def member_from_row(row: MemberRow) -> Member:
+    """A fresh instance of the row's member, its user attached, as the ORM would build both
+    (``from_db``). The user's other fields are deferred: reading one is a query, so from async
+    code only in a thread, like any ORM access."""
     member_values, user_values = row[: len(_MEMBER_FIELD_NAMES)], row[len(_MEMBER_FIELD_NAMES) :]
     member = Member.from_db(connection.alias, _MEMBER_FIELD_NAMES, member_values)
     member.user = User.from_db(connection.alias, ["id", *_PUBLISHER_USER_FIELDS], [member.user_id, *user_values])

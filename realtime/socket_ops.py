@@ -156,6 +156,7 @@ async def op_publish(socket: OpSocket, frame: protocol.Publish) -> None:
             priority_name=frame.priority,
             idempotency_key=frame.idempotency_key,
             client=socket.client,
+            member_lookup=socket.hub.members.member,
         )
     except PublishRefused as refused:
         extra = {} if refused.retry_after is None else {"retry_after": refused.retry_after}
@@ -254,7 +255,12 @@ async def op_sync(socket: OpSocket, frame: protocol.Sync) -> None:
     ]
     try:
         results = await _socket_records_sync(
-            user_id=socket.user_id, wedding_id=wedding_id, requests=requests, atomic=frame.atomic, client=socket.client
+            user_id=socket.user_id,
+            wedding_id=wedding_id,
+            requests=requests,
+            atomic=frame.atomic,
+            client=socket.client,
+            member_lookup=socket.hub.members.member,
         )
     except SyncRefused as refused:
         socket.send_frame(protocol.reply_error(frame.ref, refused.code, refused.message, **refused.details))

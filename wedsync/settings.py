@@ -502,6 +502,12 @@ REALTIME_LISTEN_BACKLOG = env_int("REALTIME_LISTEN_BACKLOG", default=2048, minim
 REALTIME_HANDSHAKE_TIMEOUT = env_int("REALTIME_HANDSHAKE_TIMEOUT", default=15, minimum=1, maximum=120)
 # Threads a node runs its sockets' database and presence calls on (the event loop's default pool).
 REALTIME_THREAD_POOL = env_int("REALTIME_THREAD_POOL", default=24, minimum=1, maximum=256)
+# A node's cache of publishers' memberships (realtime/member_cache.py, decision 0039): entries live
+# this long at most (a change reaches it at once by control message, or within the node's 5 s access
+# check when that message is lost; this bounds the rest, such as a renamed user), and this many at most.
+# 0 seconds turns the cache off.
+REALTIME_MEMBER_CACHE_SECONDS = env_int("REALTIME_MEMBER_CACHE_SECONDS", default=60, minimum=0, maximum=3600)
+REALTIME_MEMBER_CACHE_SIZE = env_int("REALTIME_MEMBER_CACHE_SIZE", default=20_000, minimum=1, maximum=1_000_000)
 # Threads a node runs its HTTP requests on, each request's middleware and view on one of them
 # (wedsync/http_handler.py); more requests at once wait on the event loop for a free one. Few: the
 # node has one GIL, which more threads only queue for beside the loop (decision 0034).

@@ -10,3 +10,6 @@ from django.dispatch import Signal
 tokens_revoked = Signal()
 # kwargs: user_id, wedding_id, member_id, reason ("role_changed", "deactivated", "removed", ...).
 member_access_changed = Signal()
+# kwargs: user_id, wedding_id, member_id. A change that keeps the member's access (a display name,
+# the key-person flag, vendor details): what nodes remember about the member is out of date.
+member_details_changed = Signal()

@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from realtime.limits.devices import DEVICE_REFRESH_SECONDS
 from realtime.limits.node import node_limits
+from realtime.member_cache import MemberCache
 from realtime.messages import ControlMessage
 from realtime.names import Priority
 from realtime.node.feed import WeddingFeed
@@ -34,6 +35,7 @@ class Node(Protocol):
     layer: Any  # the channel layer
     feeds: dict[int, WeddingFeed]
     sockets: dict[str, Socket]
+    members: MemberCache
 
     async def join_groups(self) -> None: ...
 
@@ -173,17 +175,30 @@ async def access_reconcile(hub: Node) -> None:
     # Likewise the sockets: one that connects during the read was checked at its connect, and
     # its session (not among those read) must not be taken for one that ended.
     sockets = list(hub.sockets.values())
-    if not checked and not sockets:
+    # And the publishers' memberships the node's cache holds (realtime.member_cache), read likewise.
+    held = hub.members.held()
+    if not checked and not sockets and not held:
         return
     snapshot = await database_sync_to_async(access_snapshot)(
-        member_ids=sorted({s.member_id for _f, _c, s in checked if s.member_id != OBSERVER_MEMBER_ID}),
-        user_ids=sorted({socket.user_id for socket in sockets}),
+        member_ids=sorted(
+            {s.member_id for _f, _c, s in checked if s.member_id != OBSERVER_MEMBER_ID}
+            | {entry.member_id for entry in held}
+        ),
+        user_ids=sorted({socket.user_id for socket in sockets} | {entry.user_id for entry in held}),
         session_keys=sorted({key for socket in sockets if (key := socket.session_key) is not None}),
         observed=sorted(
             {(s.socket.user_id, f.wedding_id) for f, _c, s in checked if s.member_id == OBSERVER_MEMBER_ID}
         ),
     )
     members = snapshot.members
+    hub.members.forget_stale(
+        [
+            entry
+            for entry in held
+            if members.get(entry.member_id) != (entry.role, entry.wedding_id, entry.user_id, True)
+            or entry.user_id in snapshot.inactive_users
+        ]
+    )
     async for part in in_slices(checked):
         for feed, connection_id, subscription in part:
             if feed.subscriptions.get(connection_id) is not subscription:

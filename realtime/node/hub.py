@@ -31,6 +31,7 @@ from realtime.daphne import patches as daphne_patches
 from realtime.db import per_socket_db
 from realtime.gc_policy import gc_freeze_loop
 from realtime.layer_send import layer_group_send, node_loop_register, node_loop_unregister
+from realtime.member_cache import MemberCache
 from realtime.messages import ControlMessage, EventMessage, PresenceBatch, layer_decode
 from realtime.names import NODES_GROUP, Priority, wedding_group
 from realtime.node import housekeeping
@@ -80,6 +81,9 @@ class NodeHub:
         self.sockets: dict[str, Socket] = {}
         self.sockets_by_user: dict[int, set[str]] = {}
         self.presence = NodePresence(send_batch=self._send_to_nodes)
+        self.members = MemberCache(
+            seconds=settings.REALTIME_MEMBER_CACHE_SECONDS, size=settings.REALTIME_MEMBER_CACHE_SIZE
+        )
         self._feed_locks: dict[int, asyncio.Lock] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._started = asyncio.Event()
@@ -214,6 +218,7 @@ class NodeHub:
             for entry in message.entries:
                 self.presence.offer(entry)
         else:
+            self.members.forget_for(message)
             for connection_id in list(self.sockets_by_user.get(message.user, ())):
                 socket = self.sockets.get(connection_id)
                 if socket is not None:

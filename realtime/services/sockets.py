@@ -1,4 +1,4 @@
-"""Socket-side writes that need the caller's current membership, read fresh from the database."""
+"""Socket-side writes that need the caller's current membership (read through the node's cache, or fresh)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from realtime.names import DEFAULT_PRIORITY, EventType, Priority
 from realtime.protocol import FrameError, event_data_validate
 from realtime.selectors import (
     WEDDING_DAY_HEARTBEAT,
+    MemberLookup,
     MembershipView,
     SubscriptionDenied,
     member_for_publish,
@@ -96,10 +97,12 @@ def socket_event_publish(
     priority_name: str | None,
     idempotency_key: str | None,
     client: ClientInfo,
+    member_lookup: MemberLookup = member_for_publish,
 ) -> PublishedEvent:
     """A ``publish`` frame: as the user's *current* active member of the wedding (a role may have
-    changed since the socket subscribed), idempotent retries first, then the rate limit."""
-    member = member_for_publish(user_id=user_id, wedding_id=wedding_id)
+    changed since the socket subscribed), idempotent retries first, then the rate limit. A node
+    reads the membership through its cache (``member_lookup``, realtime.member_cache)."""
+    member = member_lookup(user_id=user_id, wedding_id=wedding_id)
     if member is None:
         audit_record(
             action=AuditAction.PUBLISH_REFUSE,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from realtime.limits.publish_rate import publish_rate_check
-from realtime.selectors import member_for_publish
+from realtime.selectors import MemberLookup, member_for_publish
 from records.registry import Actor
 from records.services.ops import SyncRefused, SyncRequest, SyncResult, op_result_kept
 from records.services.sync import record_sync, records_sync_batch
@@ -25,11 +25,17 @@ def actor_for_staff(*, user: Any, wedding_id: int) -> Actor:
 
 
 def socket_records_sync(
-    *, user_id: int, wedding_id: int, requests: list[SyncRequest], atomic: bool, client: ClientInfo
+    *,
+    user_id: int,
+    wedding_id: int,
+    requests: list[SyncRequest],
+    atomic: bool,
+    client: ClientInfo,
+    member_lookup: MemberLookup = member_for_publish,
 ) -> list[SyncResult]:
     """A socket's ``sync``: as the user's current active member (a role may have changed since the
-    socket subscribed), through :func:`records_sync_submit`."""
-    member = member_for_publish(user_id=user_id, wedding_id=wedding_id)
+    socket subscribed; a node reads it through its cache), through :func:`records_sync_submit`."""
+    member = member_lookup(user_id=user_id, wedding_id=wedding_id)
     if member is None:
         audit_record(
             action=AuditAction.RECORD_REFUSE,

@@ -14,7 +14,7 @@ from wedsync.refusals import Refused
 from wedsync.selectors import wedding_may_oversee
 from wedsync.services.audit import AuditAction, ClientInfo, audit_record
 from wedsync.services.auth import tokens_revoke_for_user
-from wedsync.signals import member_access_changed
+from wedsync.signals import member_access_changed, member_details_changed
 
 # Changing any of these changes what the member may see or do, so the user's tokens are revoked.
 _ACCESS_FIELDS = ("role", "is_active", "wedding_id", "user_id")
@@ -59,6 +59,10 @@ def member_save(*, member: Member, actor: User | None, client: ClientInfo | None
             )
             for user_id in {before.user_id, member.user_id}:
                 tokens_revoke_for_user(user_id=user_id, reason="member_changed", actor=actor, client=client)
+        elif before is not None and changed:  # what events show of the sender (their name) may have changed
+            member_details_changed.send(
+                sender=Member, user_id=member.user_id, wedding_id=member.wedding_id, member_id=member.pk
+            )
         audit_record(
             action=AuditAction.MEMBER_ADD if before is None else AuditAction.MEMBER_CHANGE,
             outcome=AuditOutcome.SUCCESS,
