@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import structlog
+
+# Balancers and orchestrators probe these every second or so (deploy/haproxy, Kubernetes).
+PROBE_PATHS = frozenset({"/healthz", "/readyz"})
 
 _SHARED_PROCESSORS: list[Any] = [
     structlog.contextvars.merge_contextvars,
@@ -12,6 +16,15 @@ _SHARED_PROCESSORS: list[Any] = [
     structlog.stdlib.add_logger_name,
     structlog.processors.TimeStamper(fmt="iso", utc=True),
 ]
+
+
+class ProbeResponseFilter(logging.Filter):
+    """Drops Django's "Service Unavailable: /readyz" lines. A probe's 503 is an answer, not a fault:
+    a draining node gives it on purpose at every probe, and what is down is logged once per probe
+    as ``readiness.down`` by the readiness check itself (monitoring/selectors.py)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return getattr(getattr(record, "request", None), "path", None) not in PROBE_PATHS
 
 
 def logging_config(*, level: str) -> dict[str, Any]:
@@ -40,10 +53,12 @@ def logging_config(*, level: str) -> dict[str, Any]:
                 "foreign_pre_chain": _SHARED_PROCESSORS,
             },
         },
+        "filters": {"probe_responses": {"()": ProbeResponseFilter}},
         "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json"}},
         "root": {"handlers": ["console"], "level": level},
         "loggers": {
             "django.db.backends": {"level": "INFO"},
+            "django.request": {"filters": ["probe_responses"]},
             "daphne": {"level": "INFO"},
         },
     }

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import logging
+
 import pytest
 from django.conf import settings
 from django.test import Client, override_settings
@@ -24,7 +26,7 @@ def test_readyz_is_ready_with_the_real_services(client: Client) -> None:
     assert response.json()["checks"] == {"database": "ok", "channel_layer": "ok", "socket_hub": "ok", "drain": "ok"}
 
 
-def test_readyz_names_a_stopped_redis() -> None:
+def test_readyz_names_a_stopped_redis(caplog: pytest.LogCaptureFixture) -> None:
     with redis_server() as server:
         layer = {
             "default": {
@@ -35,8 +37,13 @@ def test_readyz_names_a_stopped_redis() -> None:
         with override_settings(CHANNEL_LAYERS=layer):
             assert Client().get("/readyz").status_code == 200
             server.stop()
-            response = Client().get("/readyz")
+            with caplog.at_level(logging.INFO):
+                response = Client().get("/readyz")
     assert response.status_code == 503
+    # Said once, by the check, with what is down; not again as a server error for every probe.
+    assert [
+        (r.name, r.levelname) for r in caplog.records if "readiness" in r.getMessage() or r.name == "django.request"
+    ] == [("monitoring.selectors", "WARNING")]
     body = response.json()
     assert body["status"] == "unavailable"
     assert body["down"] == ["channel_layer"]
