@@ -55,6 +55,10 @@ class ConnectionFinished(Exception):
         self.code = code
 
 
+class RefusedForNow(Exception):
+    """The server refused this connect with a code that asks to come back (not a final one)."""
+
+
 @dataclass
 class TopicState:
     min_priority: str = "low"
@@ -153,7 +157,7 @@ class RealtimeClient:
                 self._finished = finished
                 self._fail_pending(finished)
                 return
-            except (OSError, ConnectionClosed, TimeoutError) as exc:
+            except (OSError, ConnectionClosed, TimeoutError, RefusedForNow) as exc:
                 self._fail_pending(exc)
             finally:
                 self._ws = None
@@ -172,7 +176,11 @@ class RealtimeClient:
             with contextlib.suppress(ConnectionClosed):
                 await ws.recv()
             self.close_codes.append(ws.close_code or code)
-            raise ConnectionFinished(ws.close_code, welcome.get("message", ""))
+            if (ws.close_code or code) in FINAL_CLOSE_CODES:
+                raise ConnectionFinished(ws.close_code, welcome.get("message", ""))
+            # Refused for now (1001 from a draining node, 1013 from a busy one): another try, or
+            # another node behind the balancer, will take it.
+            raise RefusedForNow(welcome.get("message", ""))
         self.welcome = welcome
         reader = asyncio.create_task(self._read(ws))
         heartbeat = asyncio.create_task(self._heartbeat(float(welcome["heartbeat_interval"])))

@@ -27,6 +27,7 @@ _SERVICE_MARKERS = {
     "requires_python27": "python2.7",
     "requires_chromium": "chromium",
     "requires_haproxy": "haproxy",
+    "requires_nginx": "nginx",
     "requires_promtool": "promtool",
 }
 CHROMIUM_LOOKED_FOR = "$WEDSYNC_CHROMIUM, else chromium on PATH (apt-get install chromium)"
@@ -47,6 +48,7 @@ def _service_places() -> dict[str, str]:
         "python2.7": PYTHON27_LOOKED_FOR,
         "chromium": CHROMIUM_LOOKED_FOR,
         "haproxy": "haproxy on PATH (apt-get install haproxy)",
+        "nginx": "nginx on PATH (apt-get install nginx)",
         "promtool": "promtool on PATH (apt-get install prometheus)",
     }
 
@@ -64,6 +66,7 @@ def pytest_configure(config: pytest.Config) -> None:
     _services["python2.7"] = python27() is not None  # the Autobahn testsuite runs on nothing newer
     _services["chromium"] = chromium_executable() is not None
     _services["haproxy"] = shutil.which("haproxy") is not None  # a load balancer in front of nodes
+    _services["nginx"] = shutil.which("nginx") is not None  # the other one deploy/ ships a config for
     _services["promtool"] = shutil.which("promtool") is not None  # checks deploy/'s alert rules
     missing = _missing_services()
     if missing and _services_required():

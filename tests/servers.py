@@ -136,7 +136,15 @@ def haproxy_in_front(ports: list[int], var_dir: Path) -> Iterator[int]:
         f"frontend web\n    bind 127.0.0.1:{port}\n    default_backend nodes\n"
         f"backend nodes\n    balance first\n    option httpchk GET /healthz\n{servers}\n"
     )
-    process = subprocess.Popen([binary, "-db", "-f", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with listening_process([binary, "-db", "-f", str(config)], port=port, log=var_dir / "haproxy.log"):
+        yield port
+
+
+@contextmanager
+def listening_process(command: list[str], *, port: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """``command`` (a balancer, say) started, until it listens on ``port``; stopped by its PID."""
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 10
         while True:
@@ -144,9 +152,13 @@ def haproxy_in_front(ports: list[int], var_dir: Path) -> Iterator[int]:
                 if probe.connect_ex(("127.0.0.1", port)) == 0:
                     break
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"haproxy did not start (exit {process.poll()})")
+                raise RuntimeError(f"{command[0]} did not start (exit {process.poll()}): {log.read_text()[-2000:]}")
             time.sleep(0.05)
-        yield port
+        yield process
     finally:
         process.terminate()
-        process.wait(timeout=10)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
