@@ -56,7 +56,12 @@ class ConnectionFinished(Exception):
 
 
 class RefusedForNow(Exception):
-    """The server refused this connect with a code that asks to come back (not a final one)."""
+    """The server refused this connect with a code that asks to come back (not a final one), maybe
+    saying after how many seconds (``retry_after``)."""
+
+    def __init__(self, message: str, retry_after: float | None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 @dataclass
@@ -141,6 +146,7 @@ class RealtimeClient:
     async def _run(self) -> None:
         attempt = 0
         while True:
+            not_before = 0.0  # seconds a refusal asked to wait (retry_after)
             try:
                 token = await self._token_value()
                 async with connect(
@@ -157,7 +163,13 @@ class RealtimeClient:
                 self._finished = finished
                 self._fail_pending(finished)
                 return
-            except (OSError, ConnectionClosed, TimeoutError, RefusedForNow) as exc:
+            except RefusedForNow as refused:
+                self._fail_pending(refused)
+                if refused.retry_after:  # a little past it: a venue's refused phones would all come back at once
+                    not_before = float(refused.retry_after) + random.uniform(0.1, 0.5)  # noqa: S311 - jitter
+                if not self.reconnect:
+                    self._finished = refused  # what start() raises: the refusal, not a bare "stopped"
+            except (OSError, ConnectionClosed, TimeoutError) as exc:
                 self._fail_pending(exc)
             finally:
                 self._ws = None
@@ -167,7 +179,7 @@ class RealtimeClient:
             self._url_index += 1
             attempt += 1
             self.reconnects += 1
-            await asyncio.sleep(reconnect_delay(attempt, max_backoff=self.max_backoff))
+            await asyncio.sleep(max(reconnect_delay(attempt, max_backoff=self.max_backoff), not_before))
 
     async def _session(self, ws: ClientConnection) -> None:
         welcome = json.loads(await ws.recv())
@@ -180,7 +192,7 @@ class RealtimeClient:
                 raise ConnectionFinished(ws.close_code, welcome.get("message", ""))
             # Refused for now (1001 from a draining node, 1013 from a busy one): another try, or
             # another node behind the balancer, will take it.
-            raise RefusedForNow(welcome.get("message", ""))
+            raise RefusedForNow(welcome.get("message", ""), welcome.get("retry_after"))
         self.welcome = welcome
         reader = asyncio.create_task(self._read(ws))
         heartbeat = asyncio.create_task(self._heartbeat(float(welcome["heartbeat_interval"])))

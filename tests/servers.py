@@ -29,7 +29,9 @@ def wait_until_healthy(port: int, process: subprocess.Popen[bytes], *, within: f
     deadline = time.monotonic() + within
     while True:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as response:
+            # By name, as a browser would ask: a node may serve "localhost" and not its bare address.
+            probe = urllib.request.Request(f"http://127.0.0.1:{port}/healthz", headers={"Host": "localhost"})
+            with urllib.request.urlopen(probe, timeout=1) as response:  # noqa: S310  (loopback)
                 if response.status == 200:
                     return
         except OSError:

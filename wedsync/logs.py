@@ -24,7 +24,9 @@ class ProbeResponseFilter(logging.Filter):
     as ``readiness.down`` by the readiness check itself (monitoring/selectors.py)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return getattr(getattr(record, "request", None), "path", None) not in PROBE_PATHS
+        probe = getattr(getattr(record, "request", None), "path", None) in PROBE_PATHS
+        answered = getattr(record, "status_code", None) == 503 and record.exc_info is None
+        return not (probe and answered)  # a probe that crashed (500, a traceback) is still logged
 
 
 def logging_config(*, level: str) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """The shipped load-balancer configs (deploy/haproxy, deploy/nginx), run as they are by Debian's real
 binaries in front of two daphne nodes: a drained node's sockets move to the other one, a node
-killed under traffic loses nobody, and every reader gets every event once, in order."""
+killed under traffic loses nobody, and every reader gets every event once, in order. And the
+Python client's side of it: a refusal that is not final is tried again, after its retry_after."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import re
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,8 +19,9 @@ from typing import Any
 import pytest
 import redis
 
-from realtime.client import RealtimeClient
+from realtime.client import RealtimeClient, RefusedForNow
 from tests.personas import WeddingParty
+from tests.realtime.conftest import bearer
 from tests.realtime.nodes import Cluster, cluster
 from tests.realtime.test_nodes import client_for, drain, welcome
 from tests.servers import free_port, listening_process
@@ -34,6 +37,8 @@ pytestmark = [
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 NODE_ENV = {
+    # Not the nodes' bare addresses: a balancer's probe must name a host the nodes serve.
+    "ALLOWED_HOSTS": "localhost",
     "TRUSTED_PROXIES": "1",  # as deploy/'s comments tell
     "REALTIME_NODE_REPORT_SECONDS": "0.5",  # a drain is heard within half a second
     "REALTIME_DRAIN_SOCKETS_PER_SECOND": "2",
@@ -45,7 +50,8 @@ def haproxy_config(*, port: int, node_ports: list[int]) -> str:
     text = (DEPLOY / "haproxy" / "wedsync.cfg").read_text()
     text, binds = re.subn(r"(?m)^    bind :80$", f"    bind 127.0.0.1:{port}", text)
     text, servers = re.subn(r"(?m)^    server n\d .*\n", "", text)
-    assert (binds, servers) == (1, 2), "the shipped config's bind and server lines changed: update this test"
+    text, hosts = re.subn(r"hdr Host wedsync\.example\.com$", "hdr Host localhost", text, flags=re.M)
+    assert (binds, servers, hosts) == (1, 2, 1), "the shipped config's bind, server or probe lines changed"
     return text + "".join(f"    server n{i + 1} 127.0.0.1:{p}\n" for i, p in enumerate(node_ports))
 
 
@@ -133,9 +139,10 @@ async def test_a_drained_then_a_killed_node_behind_the_balancer_loses_nobody(
     readers: list[RealtimeClient] = []
     with cluster(tmp_path, extra_env=NODE_ENV) as nodes, balancer(nodes, tmp_path) as port:
         a, b = nodes.nodes
-        through = f"ws://127.0.0.1:{port}/ws/v1/"
+        through = f"ws://localhost:{port}/ws/v1/"
         registry = redis.Redis.from_url(nodes.redis.url)
-        writer = await client_for(party.priya, b.url)  # the publisher stays on the node that survives
+        # The publisher stays on the node that survives.
+        writer = await client_for(party.priya, b.url.replace("127.0.0.1", "localhost"))
         published = 0
         stop = asyncio.Event()
 
@@ -193,3 +200,29 @@ async def test_a_drained_then_a_killed_node_behind_the_balancer_loses_nobody(
             for client in [writer, *readers]:
                 await client.close()
             registry.close()
+
+
+async def test_the_client_waits_out_a_refusal_that_says_when(party: WeddingParty, tmp_path: Path) -> None:
+    """Refused for now (1013, too many handshakes from one address): without reconnecting, start()
+    raises the refusal with its retry_after; reconnecting, it tries again only once that has passed."""
+    window = 4
+    limits = {"REALTIME_ADDRESS_HANDSHAKES": "1", "REALTIME_ADDRESS_HANDSHAKE_WINDOW_SECONDS": str(window)}
+    with cluster(tmp_path, count=1, extra_env=limits) as nodes:
+        node = nodes.nodes[0]
+        tokens = [await bearer(member) for member in (party.ana, party.ana)]
+        await asyncio.sleep(window - time.time() % window + 0.05)  # windows start on multiples of it
+        first = await client_for(party.priya, node.url)
+        once = RealtimeClient(node.url, token=tokens[0], reconnect=False)
+        with pytest.raises(RefusedForNow) as refused:
+            await once.start()
+        assert refused.value.retry_after is not None and refused.value.retry_after > 0
+        assert once.close_codes == [1013]
+        patient = RealtimeClient(node.url, token=tokens[1])
+        started = time.monotonic()
+        try:
+            await asyncio.wait_for(patient.start(), 20)  # the window ends; then it is let in
+            # Refused once: its next try came when told, not early again and again.
+            assert patient.close_codes == [1013] and time.monotonic() - started >= refused.value.retry_after - 0.2
+        finally:
+            for client in (first, once, patient):
+                await client.close()
