@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,6 @@ from channels.layers import channel_layers
 from django.contrib.auth.models import User
 from django.test import override_settings
 from prometheus_client import REGISTRY
-from prometheus_client.parser import text_string_to_metric_families
 
 from realtime.client import ClientError, RealtimeClient
 from realtime.member_cache import MemberCache
@@ -25,6 +23,7 @@ from realtime.messages import ControlMessage
 from realtime.node import housekeeping
 from realtime.node import hub as hub_module
 from realtime.selectors import member_row_for_publish
+from tests.monitoring.test_socket_metrics import scrape
 from tests.personas import WeddingParty, make_wedding_party
 from tests.realtime.conftest import Client, bearer
 from tests.realtime.nodes import Node, cluster
@@ -234,27 +233,13 @@ def layer_of(redis_url: str) -> Iterator[None]:
 
 
 def node_invalidations(node: Node) -> float:
-    return node_metric(node, "wedsync_member_cache_invalidations", "source", "control")
+    found = scrape(node.port, token=METRICS_TOKEN)
+    return found.value("wedsync_member_cache_invalidations_total", source="control")
 
 
 def node_lookups(node: Node) -> dict[str, float]:
-    return {
-        outcome: node_metric(node, "wedsync_member_cache_lookups", "outcome", outcome) for outcome in ("hit", "miss")
-    }
-
-
-def node_metric(node: Node, family_name: str, label: str, value: str) -> float:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{node.port}/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}
-    )
-    with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
-        text = response.read().decode()
-    for family in text_string_to_metric_families(text):
-        if family.name == family_name:
-            for sample in family.samples:
-                if sample.name.endswith("_total") and sample.labels.get(label) == value:
-                    return float(sample.value)
-    return 0.0
+    found = scrape(node.port, token=METRICS_TOKEN)
+    return {outcome: found.value("wedsync_member_cache_lookups_total", outcome=outcome) for outcome in ("hit", "miss")}
 
 
 async def dropped_on(node: Node, *, within: float = 10) -> None:
