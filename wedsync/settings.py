@@ -315,6 +315,8 @@ else:
     for _folder in (*(_broker_dir / name for name in _broker_folders), VAR_DIR / "celery-results"):
         _folder.mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_URL = "filesystem://"
+    # kombu's own filesystem transport lets a reader take a message half written (wedsync/celery_filesystem.py).
+    CELERY_BROKER_TRANSPORT = "wedsync.celery_filesystem:Transport"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "queue"),
         "data_folder_out": str(_broker_dir / "queue"),

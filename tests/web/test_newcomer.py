@@ -48,7 +48,9 @@ def embedded_run(tmp_path: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=5)
-    assert "Traceback" not in log_path.read_text(errors="replace"), log_path.read_text(errors="replace")[-5000:]
+    run_log = log_path.read_text(errors="replace")
+    first_traceback = run_log.find("Traceback")
+    assert first_traceback == -1, run_log[max(0, first_traceback - 2000) : first_traceback + 6000]
     assert stray_before or not stray.exists(), "make run wrote into the checkout, not WEDSYNC_VAR_DIR"
 
 
