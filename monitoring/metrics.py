@@ -104,8 +104,16 @@ WEDDINGS_HELD = Gauge(
 SOCKET_CONNECTS = Counter(
     "wedsync_socket_connects_total",
     "Socket handshakes by outcome: accepted, or refused with its close code's name (try_again: not ready "
-    "or too many from one address; going_away: draining; unauthorized; forbidden; devices).",
+    "or too many from one address, or shed; going_away: draining; unauthorized; forbidden; devices).",
     ["outcome"],
+)
+
+SOCKETS_SHED = Counter(
+    "wedsync_sockets_shed_total",
+    "New sockets a loaded node refused (1013, retry_after) by who they were (tier: guest, vendor) and why "
+    "(cause: budget, the node's open sockets; loop_lag, its event loop running late); plus urgent ones "
+    "closed for raising no emergency within their grace (cause: urgent_unused).",
+    ["tier", "cause"],
 )
 
 SOCKET_CLOSES = Counter(

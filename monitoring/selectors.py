@@ -22,7 +22,7 @@ from monitoring.node_reports import NodeReport, RegistryUnavailable, node_report
 from presence.models import Alert, AlertSeverity, Emergency
 from realtime.models import Event, EventAck, WeddingStream
 from realtime.names import EMERGENCY_REPEAT_FIELD, EventType
-from realtime.node.hub import node_drain_problem, node_hubs_problem
+from realtime.node.hub import node_database_failed, node_database_problem, node_drain_problem, node_hubs_problem
 from wedsync.models import Member, Wedding, WeddingStatus
 from wedsync.permissions import Role
 from wedsync.redis_keys import NODE_REGISTRY, node_report_key
@@ -38,11 +38,17 @@ _probe_clients_lock = threading.Lock()
 
 
 def _database_problem() -> str | None:
+    # While the node's hubs know it is away, say so at once: the pool would wait its whole timeout
+    # for a connection, longer than a load balancer's check waits for the answer.
+    known = node_database_problem()
+    if known is not None:
+        return known
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
             cursor.fetchone()
     except Exception as exc:  # any driver error means "not ready"; the message says which
+        node_database_failed()
         return f"{type(exc).__name__}: {exc}".strip()
     return None
 

@@ -23,6 +23,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -82,8 +83,12 @@ class RealtimeClient:
         reconnect: bool = True,
         max_backoff: float = 10.0,
         request_timeout: float = 10.0,
+        affinity: str | None = None,
     ) -> None:
         self.urls = [url] if isinstance(url, str) else list(url)  # several: try the next on reconnect
+        # ``?u=``: the balancer's key for one person's devices (deploy/haproxy); the user id, learnt
+        # from the first welcome when not given.
+        self.affinity = affinity
         self._url_index = 0
         self._token = token
         self.reconnect = reconnect
@@ -150,7 +155,7 @@ class RealtimeClient:
             try:
                 token = await self._token_value()
                 async with connect(
-                    self.urls[self._url_index % len(self.urls)],
+                    self._url(self.urls[self._url_index % len(self.urls)]),
                     subprotocols=["wedsync.v1", f"bearer.{token}"],  # type: ignore[list-item]
                     max_size=None,
                     open_timeout=10,
@@ -181,6 +186,13 @@ class RealtimeClient:
             self.reconnects += 1
             await asyncio.sleep(max(reconnect_delay(attempt, max_backoff=self.max_backoff), not_before))
 
+    def _url(self, url: str) -> str:
+        if self.affinity is None:
+            return url
+        parts = urlsplit(url)
+        query = "&".join(part for part in (parts.query, urlencode({"u": self.affinity})) if part)
+        return urlunsplit(parts._replace(query=query))
+
     async def _session(self, ws: ClientConnection) -> None:
         welcome = json.loads(await ws.recv())
         if welcome.get("op") != "welcome":
@@ -194,6 +206,8 @@ class RealtimeClient:
             # another node behind the balancer, will take it.
             raise RefusedForNow(welcome.get("message", ""), welcome.get("retry_after"))
         self.welcome = welcome
+        if self.affinity is None:
+            self.affinity = str(welcome["user"]["id"])
         reader = asyncio.create_task(self._read(ws))
         heartbeat = asyncio.create_task(self._heartbeat(float(welcome["heartbeat_interval"])))
         try:

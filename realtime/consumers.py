@@ -21,14 +21,15 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.utils import timezone
 
-from monitoring.metrics import SOCKET_CLOSES, SOCKET_CONNECTS
+from monitoring.metrics import SOCKET_CLOSES, SOCKET_CONNECTS, SOCKETS_SHED
 from realtime import protocol
 from realtime.audit import node_audit
 from realtime.auth import PROTOCOL_NAME, SocketIdentity, SocketRefused
 from realtime.daphne.transport import connection_open, control_frames_heard, frame_writer_for, write_gate_for
-from realtime.db import per_socket_db
+from realtime.db import DATABASE_AWAY, per_socket_db
 from realtime.limits.addresses import AddressAdmission
 from realtime.limits.node import node_limits, socket_address_admit, socket_address_release
+from realtime.limits.shedding import URGENT_GRACE_SECONDS, ShedVerdict, UrgentGrace, shed_tier, shed_verdict, urgent_of
 from realtime.messages import ControlMessage
 from realtime.names import Priority, wedding_topic
 from realtime.node.hub import NodeHub, node_hub
@@ -36,9 +37,10 @@ from realtime.node.registry import socket_role
 from realtime.outbox import Outbox
 from realtime.protocol import CloseCode, close_code_name
 from realtime.services.devices import device_key_of, device_name_of, socket_device_admit, subscribe_floor_for
-from realtime.services.sockets import socket_abuse_audit, socket_open
+from realtime.services.sockets import socket_abuse_audit, socket_open, socket_shed_audit_entry
 from realtime.socket_budget import SocketBudget
-from realtime.socket_ops import OPS, RTT_STORE_MIN_SECONDS
+from realtime.socket_ops import DATABASE_OPS, OPS, RTT_STORE_MIN_SECONDS
+from wedsync.models import AuditLog
 from wedsync.services.audit import ClientInfo
 
 logger = structlog.get_logger(__name__)
@@ -46,6 +48,8 @@ logger = structlog.get_logger(__name__)
 CONTROL_PRIORITY = Priority.EMERGENCY  # replies and notices are never queued behind events
 TRY_AGAIN_SECONDS = 2.0  # the retry_after told with a 1013
 DRAINING_MESSAGE = "This node is draining: reconnect, another node will answer, and resume with since."
+DATABASE_AWAY_MESSAGE = "The database is not answering: try again shortly (a publish with the same idempotency_key)."
+SHED_MESSAGE = "This node is too busy for now: try again after retry_after seconds, and resume with since."
 HUB_READY_WAIT_SECONDS = 5.0  # how long a connect waits for the node's first hub start
 
 # The socket's own thread hops, each wrapped once (realtime.db).
@@ -79,6 +83,9 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     _heard = 0.0  # when the client last sent a frame (epoch seconds)
     _control_heard: Callable[[], float] = staticmethod(lambda: 0.0)  # ... or a ping or pong
     _address: AddressAdmission | None = None  # this socket's place among its address's open sockets
+    _urgent_grace: UrgentGrace | None = (
+        None  # let in past load shedding to raise an emergency (realtime.limits.shedding)
+    )
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # channels' dispatch() hops to a thread before every message to close stale database
@@ -114,6 +121,10 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         if hub.draining:  # its /readyz says so too: the load balancer sends the client elsewhere next time
             await self._refuse(CloseCode.GOING_AWAY, protocol.error_frame("unavailable", DRAINING_MESSAGE))
             return
+        if hub.database.away:  # nobody can be authenticated: come back once it answers
+            error = protocol.error_frame("unavailable", DATABASE_AWAY_MESSAGE, retry_after=TRY_AGAIN_SECONDS)
+            await self._refuse(CloseCode.TRY_AGAIN, error)
+            return
         headers = {name.decode("latin1").lower(): value.decode("latin1") for name, value in self.scope["headers"]}
         scheme = self.scope.get("scheme", "ws")
         try:
@@ -123,8 +134,19 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         except SocketRefused as refused:
             await self._refuse(refused.close_code, protocol.error_frame(refused.code, refused.message))
             return
+        except DATABASE_AWAY:
+            logger.warning("socket.database_unavailable", op="connect")
+            hub.database.failed()
+            error = protocol.error_frame("unavailable", DATABASE_AWAY_MESSAGE, retry_after=TRY_AGAIN_SECONDS)
+            await self._refuse(CloseCode.TRY_AGAIN, error)
+            return
         if not connection_open(self.base_send):
             return  # gone while it was authenticated: never accepted, so nothing to audit
+        tier = shed_tier(memberships=opened.memberships, observer=opened.identity.observer)
+        shed = shed_verdict(tier=tier, sockets=len(hub.sockets), loop_lag=hub.loop_lag.sustained)
+        if shed is not None and not urgent_of(query_string=query, memberships=opened.memberships):
+            await self._shed(shed, accepted_entry=opened.audit_entry)
+            return
         await node_audit().write(opened.audit_entry)
         self.identity, memberships, roles = opened.identity, opened.memberships, [m.role for m in opened.memberships]
         self.user_id, self.connection_id = self.identity.user_id, uuid.uuid4().hex
@@ -169,6 +191,36 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             )
         )
         self.schedule_expiry()
+        if shed is not None:  # let in past the shedding to raise an emergency: it has a while to do so
+            self._urgent_grace = UrgentGrace(
+                verdict=shed,
+                timer=asyncio.get_running_loop().call_later(URGENT_GRACE_SECONDS, self._urgent_unused),
+                refusal_entry=socket_shed_audit_entry(
+                    accepted_entry=opened.audit_entry, verdict=shed, client=self.client, urgent=True
+                ),
+            )
+
+    async def _shed(self, shed: ShedVerdict, *, accepted_entry: AuditLog) -> None:
+        SOCKETS_SHED.labels(tier=shed.tier, cause=shed.cause).inc()
+        await node_audit().write(
+            socket_shed_audit_entry(accepted_entry=accepted_entry, verdict=shed, client=self.client)
+        )
+        error = protocol.error_frame("unavailable", SHED_MESSAGE, retry_after=shed.retry_after)
+        await self._refuse(CloseCode.TRY_AGAIN, error)
+
+    def emergency_raised(self) -> None:
+        """An emergency went out from this socket: one let in past the shedding for it may stay."""
+        if self._urgent_grace is not None:
+            self._urgent_grace.timer.cancel()
+            self._urgent_grace = None
+
+    def _urgent_unused(self) -> None:
+        if self._urgent_grace is None or self.closing:
+            return
+        grace, self._urgent_grace = self._urgent_grace, None
+        SOCKETS_SHED.labels(tier=grace.verdict.tier, cause="urgent_unused").inc()
+        asyncio.get_running_loop().create_task(node_audit().write(grace.refusal_entry))
+        self.close_soon(CloseCode.TRY_AGAIN, "unavailable", SHED_MESSAGE, retry_after=grace.verdict.retry_after)
 
     async def _admit_device(self, roles: list[str]) -> None:
         admitted = await socket_device_admit(
@@ -207,19 +259,24 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 delay, lambda: self.close_soon(CloseCode.UNAUTHORIZED, "unauthorized", "The token expired.")
             )
 
-    def close_soon(self, code: int, error: protocol.ErrorCode, message: str) -> None:
+    def close_soon(
+        self, code: int, error: protocol.ErrorCode, message: str, *, retry_after: float | None = None
+    ) -> None:
         """Close from a synchronous callback: say why, then close once queued frames are written."""
         if self.closing:
             return
         self.closing = True
-        asyncio.get_running_loop().create_task(self._close_with(code, error, message))
+        asyncio.get_running_loop().create_task(self._close_with(code, error, message, retry_after=retry_after))
 
-    async def _close_with(self, code: int, error: protocol.ErrorCode, message: str) -> None:
+    async def _close_with(
+        self, code: int, error: protocol.ErrorCode, message: str, *, retry_after: float | None = None
+    ) -> None:
         if self.outbox is not None:
             if code != CloseCode.SLOW:  # what was answered before still goes out; a slow reader gets nothing more
                 await self.outbox.drain(within=1.0)
             self.outbox.close()
-        await self.send(text_data=protocol.encode(protocol.error_frame(error, message)))
+        extra = {} if retry_after is None else {"retry_after": retry_after}
+        await self.send(text_data=protocol.encode(protocol.error_frame(error, message, **extra)))
         await self.close(code=code)
 
     # --- what the node asks of the socket (realtime.node.socket) -------------------------------------
@@ -304,14 +361,26 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 self.send_frame(protocol.reply_error(ref, "rate_limited", message, retry_after=retry_after))
             await self.refused_for_rate(op)
             return
+        if self.hub.database.away and type(frame) in DATABASE_OPS:
+            self._database_away(frame)
+            return
         handler = OPS[type(frame)]
         try:
             await handler(self, frame)
+        except DATABASE_AWAY:  # each write is one transaction: none, or all of it (then a retry's key finds it)
+            logger.warning("socket.database_unavailable", op=type(frame).__name__, connection=self.connection_id)
+            self.hub.database.failed()
+            self._database_away(frame)
         except Exception:
             logger.exception("socket.handler_failed", op=type(frame).__name__, connection=self.connection_id)
             self.send_frame(
                 protocol.reply_error(getattr(frame, "ref", None), "server_error", "Something went wrong on our side.")
             )
+
+    def _database_away(self, frame: protocol.ClientFrame) -> None:
+        ref = getattr(frame, "ref", None)
+        message, retry_after = DATABASE_AWAY_MESSAGE, TRY_AGAIN_SECONDS
+        self.send_frame(protocol.reply_error(ref, "unavailable", message, retry_after=retry_after))
 
     async def refused_for_rate(self, op: str) -> None:
         """A client that keeps ignoring retry_after (REALTIME_ABUSE_REFUSALS a minute) is closed
@@ -365,6 +434,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         self._released = True
         if self._expiry is not None:
             self._expiry.cancel()
+        if self._urgent_grace is not None:  # gone before its grace ran out: nothing to shed
+            self._urgent_grace.timer.cancel()
         hub: NodeHub | None = getattr(self, "hub", None)
         if self.outbox is not None and hub is not None:
             self.outbox.close()

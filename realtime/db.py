@@ -16,8 +16,9 @@ import time
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
+import psycopg
 from channels.db import database_sync_to_async
-from django.db import close_old_connections, connections
+from django.db import InterfaceError, OperationalError, close_old_connections, connections
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -27,6 +28,10 @@ R = TypeVar("R")
 # (decision 0006). A connection that finished a hop without error
 # this recently is trusted as it is; one idle longer is checked as Django would.
 TRUST_RECENT_SECONDS = 1.0
+
+# What a hop raises while PostgreSQL restarts or is out of reach (the pool's timeout is an
+# OperationalError too): answered ``unavailable``, logged once, never a traceback to a client.
+DATABASE_AWAY = (OperationalError, InterfaceError)
 
 _last_hop = threading.local()  # Django's connections are per thread, so is when each last served
 
@@ -60,3 +65,52 @@ def _trust_recent_health_checks() -> None:
         # (health_check_done is the flag Django's own check sets and close_old_connections() clears.)
         if connection.connection is not None and not connection.errors_occurred:
             connection.health_check_done = True  # type: ignore[attr-defined]
+
+
+class DatabaseWatch:
+    """Whether PostgreSQL is away, as this node last found it (decision 0042). A hop that failed
+    with :data:`DATABASE_AWAY` (PostgreSQL restarting, out of reach, or only the pool out of
+    connections) sets a thread trying a fresh connection outside the pool, at once and then every
+    PROBE_SECONDS: while those fail the database is away, and the socket ops that need it are
+    answered ``unavailable`` at once rather than each waiting out the pool's timeout. A busy pool
+    whose database answers is never taken for an outage. Thread-safe: the socket loop, HTTP
+    threads and ``/readyz`` share it."""
+
+    PROBE_SECONDS = 0.5
+    PROBE_CONNECT_TIMEOUT = 2
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._away = False
+        self._prober: threading.Thread | None = None
+
+    @property
+    def away(self) -> bool:
+        return self._away
+
+    def failed(self) -> None:
+        """A hop failed for want of the database: find out whether it is away, until it is back."""
+        with self._lock:
+            if self._prober is None:
+                self._prober = threading.Thread(target=self._probe_until_back, name="database-watch", daemon=True)
+                self._prober.start()
+
+    def _probe_until_back(self) -> None:
+        while not database_answers(connect_timeout=self.PROBE_CONNECT_TIMEOUT):
+            self._away = True
+            time.sleep(self.PROBE_SECONDS)
+        with self._lock:
+            self._away, self._prober = False, None
+
+
+def database_answers(*, connect_timeout: float) -> bool:
+    """A fresh connection (not the pool's, whose wait is the point of asking) answers ``SELECT 1``."""
+    params = connections["default"].get_connection_params()
+    for pooled_only in ("pool", "cursor_factory", "context"):
+        params.pop(pooled_only, None)
+    try:
+        with psycopg.connect(**params, connect_timeout=max(1, round(connect_timeout))) as probe:
+            probe.execute("SELECT 1")
+    except psycopg.Error:
+        return False
+    return True

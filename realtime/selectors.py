@@ -43,6 +43,7 @@ class MembershipView:
     wedding_id: int
     member_id: int
     role: str
+    key_person: bool = False  # flagged as one of the day's key people (load shedding never refuses them)
 
 
 # The hot reads of a connect and a subscribe are hand-written statements: the ORM spent several
@@ -50,7 +51,7 @@ class MembershipView:
 # the server CPU that a reconnect storm is short of. Names come from the models, never from input.
 _MEMBER, _WEDDING, _STREAM = Member._meta.db_table, Wedding._meta.db_table, WeddingStream._meta.db_table
 _MEMBERSHIPS_SQL = (
-    f"SELECT m.wedding_id, m.id, m.role, w.date, w.time_zone FROM {_MEMBER} m "  # noqa: S608
+    f"SELECT m.wedding_id, m.id, m.role, m.is_key_person, w.date, w.time_zone FROM {_MEMBER} m "  # noqa: S608
     f"JOIN {_WEDDING} w ON w.id = m.wedding_id WHERE m.user_id = %s AND m.is_active "
     "ORDER BY m.wedding_id, m.role, m.id"  # Member's default ordering, which the welcome frame shows
 )
@@ -75,7 +76,10 @@ def memberships_for_user(*, user_id: int) -> tuple[list[MembershipView], int]:
         rows = cursor.fetchall()
     now = timezone.now()
     wedding_day = any(day == now.astimezone(zoneinfo.ZoneInfo(zone)).date() for *_, day, zone in rows)
-    views = [MembershipView(wedding_id=wedding_id, member_id=pk, role=role) for wedding_id, pk, role, *_ in rows]
+    views = [
+        MembershipView(wedding_id=wedding_id, member_id=pk, role=role, key_person=bool(key_person))
+        for wedding_id, pk, role, key_person, *_ in rows
+    ]
     return views, WEDDING_DAY_HEARTBEAT if wedding_day else DEFAULT_HEARTBEAT
 
 

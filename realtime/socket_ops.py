@@ -17,7 +17,7 @@ from presence.state import quality_of
 from realtime import protocol
 from realtime.auth import SocketIdentity, SocketRefused, socket_token_refresh
 from realtime.db import per_socket_db
-from realtime.names import Priority, wedding_id_from_topic
+from realtime.names import EventType, Priority, wedding_id_from_topic
 from realtime.node.hub import NodeHub, SubscribeRequest
 from realtime.node.replay import ReplayInterrupted
 from realtime.node.socket import Socket
@@ -53,6 +53,8 @@ class OpSocket(Socket, Protocol):
     def schedule_expiry(self) -> None: ...
 
     async def refused_for_rate(self, op: str) -> None: ...
+
+    def emergency_raised(self) -> None: ...
 
 
 _socket_event_publish = per_socket_db(socket_event_publish)  # wrapped once (realtime.db)
@@ -165,6 +167,8 @@ async def op_publish(socket: OpSocket, frame: protocol.Publish) -> None:
             await socket.refused_for_rate("publish")
         return
     socket.send_frame(protocol.reply_ok(frame.ref, {"seq": published.seq, "id": str(published.id)}))
+    if frame.type == EventType.EMERGENCY_ALERT:
+        socket.emergency_raised()
 
 
 async def op_ack(socket: OpSocket, frame: protocol.Ack) -> None:
@@ -287,3 +291,8 @@ OPS: dict[type, Callable[[OpSocket, Any], Awaitable[None]]] = {
     protocol.Presence: op_presence,
     protocol.Sync: op_sync,
 }
+# The ops that cannot be answered without PostgreSQL: while a node finds it away
+# (realtime.db.DatabaseWatch) they are answered ``unavailable`` without waiting for it.
+DATABASE_OPS: frozenset[type] = frozenset(
+    {protocol.Subscribe, protocol.Publish, protocol.Ack, protocol.Auth, protocol.Sync}
+)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -89,6 +91,74 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+def postgres_binaries() -> Path | None:
+    """Debian's PostgreSQL server binaries (the newest installed), or None."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda path: int(path.parts[-3]))
+    return found[-1].parent if found else None
+
+
+@dataclass
+class PostgresServer:
+    """A PostgreSQL cluster of a test's own (trust auth, loopback only), started and stopped with
+    pg_ctl; as the ``postgres`` user when the tests run as root (initdb refuses root)."""
+
+    binaries: Path
+    directory: Path
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"postgres://postgres@127.0.0.1:{self.port}/wedsync"
+
+    def _run(self, *command: str) -> None:
+        prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        subprocess.run([*prefix, *command], check=True, capture_output=True, timeout=60)
+
+    def create(self) -> None:
+        self.directory.mkdir(mode=0o700)
+        if os.geteuid() == 0:
+            shutil.chown(self.directory, user="postgres", group="postgres")
+        self._run(
+            str(self.binaries / "initdb"), "-D", str(self.directory), "-A", "trust", "-U", "postgres", "--no-sync"
+        )
+        self.start()
+        self._run(str(self.binaries / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "wedsync")
+
+    def start(self) -> None:
+        options = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.directory} -c fsync=off"
+        )
+        log = str(self.directory / "server.log")
+        self._run(str(self.binaries / "pg_ctl"), "-D", str(self.directory), "-o", options, "-l", log, "-w", "start")
+
+    def stop(self) -> None:
+        """A fast shutdown: open connections are ended, as in a restart or a failover."""
+        self._run(str(self.binaries / "pg_ctl"), "-D", str(self.directory), "-m", "fast", "-w", "stop")
+
+    def running(self) -> bool:
+        return (self.directory / "postmaster.pid").exists()
+
+
+@contextmanager
+def postgres_server() -> Iterator[PostgresServer]:
+    """A private PostgreSQL cluster on a free port with an empty ``wedsync`` database, stopped
+    (pg_ctl, its own postmaster only) and removed when the block ends. Its files go in the system's
+    temporary directory: pytest's own is closed to the ``postgres`` user."""
+    binaries = postgres_binaries()
+    if binaries is None:
+        raise RuntimeError("PostgreSQL's server binaries are not installed (/usr/lib/postgresql/*/bin)")
+    directory = Path(tempfile.mkdtemp(prefix="wedsync-pg-"))
+    directory.rmdir()  # initdb wants to make it, with the owner and mode it checks
+    server = PostgresServer(binaries=binaries, directory=directory, port=free_port())
+    server.create()
+    try:
+        yield server
+    finally:
+        if server.running():
+            server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 @contextmanager

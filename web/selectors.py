@@ -78,7 +78,7 @@ def wedding_day_boot(*, user: AbstractBaseUser | AnonymousUser, wedding_id: int)
             "ceremony_at": wedding.ceremony_at.isoformat(),
             "is_today": _wedding_today(wedding),
         },
-        "me": {"member": me.pk, "role": me.role, "name": me.name, "is_vendor": me.is_vendor},
+        "me": {"member": me.pk, "user": me.user_id, "role": me.role, "name": me.name, "is_vendor": me.is_vendor},
         "may": may,
         "members": [{"id": m.pk, "name": m.name, "role": m.role} for m in people],
         "zones": [{"value": zone.value, "label": zone.label} for zone in LocationZone],

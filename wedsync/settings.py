@@ -485,6 +485,11 @@ WEDSYNC_VERSION = env_str("WEDSYNC_VERSION", default="dev")
 REALTIME_NODE_REPORT_SECONDS = env_float("REALTIME_NODE_REPORT_SECONDS", default=5.0, minimum=0.2)
 # A node an operator drains closes this many sockets a second (1001), so the others take them gradually.
 REALTIME_DRAIN_SOCKETS_PER_SECOND = env_int("REALTIME_DRAIN_SOCKETS_PER_SECOND", default=100, minimum=1)
+# Load shedding (realtime/limits/shedding.py): past 90 % of this many open sockets a node refuses new
+# guests' sockets, past all of it vendors' too (1013 with retry_after); 0 turns it off.
+REALTIME_SOCKET_BUDGET = env_int("REALTIME_SOCKET_BUDGET", default=12000, minimum=0)
+# ... and likewise when its event loop has run this many seconds late lately (vendors at twice it).
+REALTIME_SHED_LOOP_LAG_SECONDS = env_float("REALTIME_SHED_LOOP_LAG_SECONDS", default=0.5, minimum=0.0)
 REALTIME_RETENTION_DAYS = env_int("REALTIME_RETENTION_DAYS", default=7, minimum=1)
 # A resume further behind than this many events reloads over REST instead of replaying.
 REALTIME_REPLAY_MAX = env_int("REALTIME_REPLAY_MAX", default=5000, minimum=100)

@@ -16,6 +16,7 @@ import structlog
 from channels.db import database_sync_to_async
 from django.utils import timezone
 
+from realtime.db import DATABASE_AWAY
 from realtime.limits.devices import DEVICE_REFRESH_SECONDS
 from realtime.limits.node import node_limits
 from realtime.member_cache import MemberCache
@@ -61,14 +62,30 @@ async def poll_loop(hub: Node) -> None:
     next_refresh = loop.time() + refresh_every
     next_device_refresh = loop.time() + DEVICE_REFRESH_SECONDS
     next_resend = loop.time() + RESEND_SECONDS
+    database_away = False
     while True:
         await asyncio.sleep(POLL_INTERVAL)
+        # The database's steps and Redis's apart: a PostgreSQL restart must not let the device
+        # entries and group memberships below expire unrenewed.
         try:
             await heads_poll(hub)
-            idle_feeds_close(hub, now=loop.time())
             if loop.time() >= next_resend:
                 await unacknowledged_resend(hub)
                 next_resend = loop.time() + RESEND_SECONDS
+        except asyncio.CancelledError:
+            raise
+        except DATABASE_AWAY as error:
+            if not database_away:  # once per outage, not every second
+                logger.warning("hub.poll_database_unavailable", error=repr(error))
+            database_away = True
+        except Exception:
+            logger.exception("hub.poll_failed")
+        else:
+            if database_away:
+                logger.info("hub.poll_database_back")
+            database_away = False
+        try:
+            idle_feeds_close(hub, now=loop.time())
             if loop.time() >= next_device_refresh:  # device entries expire unless renewed
                 await node_limits().device_refresh(connection_ids=list(hub.sockets))
                 next_device_refresh = loop.time() + DEVICE_REFRESH_SECONDS
@@ -150,14 +167,21 @@ async def access_loop(hub: Node) -> None:
     """Every ACCESS_CHECK_SECONDS, the access check: a task of its own, since it needs only the
     database and must keep its pace when the housekeeping's Redis steps wait on a Redis that
     does not answer (the very moment revocation messages get lost)."""
+    database_away = False
     while True:
         await asyncio.sleep(ACCESS_CHECK_SECONDS)
         try:
             await access_reconcile(hub)
         except asyncio.CancelledError:
             raise
+        except DATABASE_AWAY as error:  # nothing is judged without the database: sockets stay as they are
+            if not database_away:
+                logger.warning("hub.access_check_database_unavailable", error=repr(error))
+            database_away = True
         except Exception:
             logger.exception("hub.access_check_failed")
+        else:
+            database_away = False
 
 
 async def access_reconcile(hub: Node) -> None:

@@ -28,9 +28,10 @@ from django.conf import settings
 from monitoring.metrics import THREAD_POOL_QUEUE
 from monitoring.node_reports import registry_client
 from realtime.daphne import patches as daphne_patches
-from realtime.db import per_socket_db
+from realtime.db import DatabaseWatch, per_socket_db
 from realtime.gc_policy import gc_freeze_loop
 from realtime.layer_send import layer_group_send, node_loop_register, node_loop_unregister
+from realtime.limits.shedding import LoopLagWatch
 from realtime.member_cache import MemberCache
 from realtime.messages import ControlMessage, EventMessage, PresenceBatch, layer_decode
 from realtime.names import NODES_GROUP, Priority, wedding_group
@@ -92,6 +93,8 @@ class NodeHub:
         self._regroup = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self.draining = False  # an operator asked (realtime.node.registry): no new sockets, the open ones close
+        self.loop_lag = LoopLagWatch()  # read by load shedding (realtime.limits.shedding)
+        self.database = DatabaseWatch()  # PostgreSQL away: database ops answered unavailable at once
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -149,6 +152,7 @@ class NodeHub:
             asyncio.create_task(housekeeping.poll_loop(self), name="hub-poll"),
             asyncio.create_task(housekeeping.access_loop(self), name="hub-access"),
             *self.presence.start(self._loop),
+            asyncio.create_task(self.loop_lag.run(), name="hub-loop-lag"),
         ]
         registry = registry_client()
         if registry is not None:
@@ -436,6 +440,19 @@ def _hubs_now() -> list[NodeHub]:
         except RuntimeError:
             continue
     return []
+
+
+def node_database_problem() -> str | None:
+    """For ``/readyz``: the database as this process's socket hubs last found it, without waiting."""
+    if any(hub.database.away for hub in _hubs_now()):
+        return "the socket hub found the database away and is probing it"
+    return None
+
+
+def node_database_failed() -> None:
+    """``/readyz`` could not reach the database: the hubs answer database ops unavailable until it is back."""
+    for hub in _hubs_now():
+        hub.database.failed()
 
 
 def node_drain_problem() -> str | None:

@@ -11,6 +11,7 @@ from django.contrib.auth.models import AnonymousUser, User
 from realtime.audience import AudienceError, audience_default, audience_narrow
 from realtime.auth import SocketIdentity, socket_identify
 from realtime.limits.publish_rate import publish_rate_check
+from realtime.limits.shedding import ShedVerdict
 from realtime.names import DEFAULT_PRIORITY, EventType, Priority
 from realtime.protocol import FrameError, event_data_validate
 from realtime.selectors import (
@@ -32,7 +33,7 @@ from realtime.services.events import (
 )
 from wedsync.models import AuditLog, AuditOutcome, Member, ServiceAccount, Wedding
 from wedsync.selectors import wedding_may_oversee
-from wedsync.services.audit import AuditAction, ClientInfo, audit_record
+from wedsync.services.audit import AuditAction, ClientInfo, audit_entry_build, audit_record
 from wedsync.services.throttles import auth_attempt_hit
 
 
@@ -56,6 +57,29 @@ def socket_open(
         return SocketOpened(identity=identity, memberships=[], heartbeat=WEDDING_DAY_HEARTBEAT, audit_entry=entry)
     memberships, heartbeat = memberships_for_user(user_id=identity.user_id)
     return SocketOpened(identity=identity, memberships=memberships, heartbeat=heartbeat, audit_entry=entry)
+
+
+def socket_shed_audit_entry(
+    *, accepted_entry: AuditLog, verdict: ShedVerdict, client: ClientInfo, urgent: bool = False
+) -> AuditLog:
+    """The audit of a connect load shedding refused (realtime.limits.shedding), as the user the
+    connect's own entry names; ``urgent``: one let in to raise an emergency that raised none."""
+    entry = audit_entry_build(
+        action=AuditAction.SOCKET_REFUSE,
+        outcome=AuditOutcome.REFUSED,
+        actor_label=accepted_entry.actor_label,
+        client=client,
+        details={
+            "reason": "shed_urgent_unused" if urgent else "shed",
+            "tier": str(verdict.tier),
+            "cause": str(verdict.cause),
+            "retry_after": verdict.retry_after,
+            "sockets": verdict.sockets,
+            "loop_lag": verdict.loop_lag,
+        },
+    )
+    entry.actor_id = accepted_entry.actor_id
+    return entry
 
 
 def socket_subscribe_check(*, user_id: int, wedding_id: int, client: ClientInfo) -> MembershipView:

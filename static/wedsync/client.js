@@ -24,6 +24,7 @@ const POOR_RTT_MS = 1500;
  * @property {(wedding: number) => Promise<any>} loadState GET /api/v1/weddings/{id}/state/
  * @property {import("./outbox.js").OutboxStorage} [storage] where queued ops live (default: memory)
  * @property {boolean} [reportBattery] send the Battery Status API's level with presence
+ * @property {string} [affinity] the user's id, so that a balancer puts one person's devices on one node (learnt from the first welcome otherwise)
  * @property {any} [WebSocket] the WebSocket class (default: the global one)
  * @property {{baseMs?: number, capMs?: number, random?: () => number}} [backoff]
  * @property {any} [environment] navigator/document/window stand-ins (default: the globals)
@@ -64,6 +65,8 @@ export class WedSyncClient extends EventTarget {
     this.flushing = false;
     this.unauthorizedCloses = 0;
     this.retryAfterMs = 0;
+    /** @type {string | null} the balancer's key for this person's devices (`?u=`) */
+    this.affinity = options.affinity ?? null;
     this.battery = null;
     /** @type {Map<string, any[]>} topics being reloaded: their events wait here */
     this.reloading = new Map();
@@ -173,11 +176,15 @@ export class WedSyncClient extends EventTarget {
     this.setStatus(this.welcome || this.attempt > 0 ? "reconnecting" : "connecting");
     const url = urlForAttempt(this.options.urls, this.attempt);
     const protocols = ["wedsync.v1"];
-    let target = url;
+    const params = [];
+    if (this.affinity) params.push(`u=${encodeURIComponent(this.affinity)}`);
+    // An emergency waiting to go out asks a busy node to let this socket in all the same.
+    if (this.outbox.pending().some((entry) => entry.frame.type === "emergency.alert")) params.push("urgent=1");
+    let target = params.length ? `${url}${url.includes("?") ? "&" : "?"}${params.join("&")}` : url;
     try {
       if (this.options.getTicket) {
         const ticket = await this.options.getTicket();
-        target = `${url}${url.includes("?") ? "&" : "?"}ticket=${encodeURIComponent(ticket)}`;
+        target = `${target}${target.includes("?") ? "&" : "?"}ticket=${encodeURIComponent(ticket)}`;
       } else if (this.options.getToken) {
         protocols.push(`bearer.${await this.options.getToken()}`);
       }
@@ -202,7 +209,9 @@ export class WedSyncClient extends EventTarget {
     if (this.status === "stopped") return;
     // Offline, the "online" event reconnects at once: no timer meanwhile.
     if (this.env.navigator && this.env.navigator.onLine === false) return this.setStatus("offline");
-    const delay = Math.max(backoffDelay(this.attempt, this.options.backoff), this.retryAfterMs);
+    // A retry_after is told to every socket a node refuses at once: spread their returns over half as long again.
+    const told = this.retryAfterMs * (1 + 0.5 * Math.random());
+    const delay = Math.max(backoffDelay(this.attempt, this.options.backoff), told);
     this.retryAfterMs = 0;
     this.attempt += 1;
     this.setStatus("reconnecting");
@@ -250,7 +259,8 @@ export class WedSyncClient extends EventTarget {
         this.outbox.forget(frame.topic).then(() => this.outboxChanged());
         return this.emit("unsubscribed", frame);
       case "error":
-        if (frame.code === "rate_limited" && frame.retry_after) this.retryAfterMs = frame.retry_after * 1000;
+        // Told before a close (rate limited, or a busy or starting node): the next try waits as long.
+        if (frame.retry_after) this.retryAfterMs = frame.retry_after * 1000;
         return this.emit("server-error", frame);
       default:
         return undefined;
@@ -259,6 +269,7 @@ export class WedSyncClient extends EventTarget {
 
   async welcomed(frame) {
     this.welcome = frame;
+    this.affinity ??= String(frame.user.id);
     this.attempt = 0;
     this.unauthorizedCloses = 0;
     this.setStatus("online");

@@ -44,6 +44,7 @@ const client = new WedSyncClient({
   loadState: () => apiRequest("GET", boot.endpoints.state, { csrfToken }),
   storage,
   reportBattery: true,
+  affinity: String(boot.me.user),
 });
 
 client.addEventListener("status", () => drawConnection());

@@ -340,3 +340,38 @@ test("ops wait for their wedding's subscription: never sent before it, never blo
   assert.deepEqual(client.outbox.pending().map((e) => e.key), ["k2"], "kept for a page that follows wedding 2");
   client.stop();
 });
+
+test("a busy node's refusal is waited out, and an emergency waiting to go out asks to be let in all the same", async () => {
+  const { client, navigator, window } = makeClient({ online: false });
+  await client.start();
+  await client.publish({ topic: "wedding:1", type: "chat.message", data: { text: "running late" } });
+  navigator.onLine = true;
+  window.dispatchEvent(new Event("online"));
+  await until(() => FakeSocket.opened.length === 1, "a socket");
+  assert.doesNotMatch(socket().url, /urgent/, "a chat message is no reason to skip the queue");
+
+  socket().deliver({ op: "error", code: "unavailable", message: "This node is too busy for now", retry_after: 0.2 });
+  const refusedAt = Date.now();
+  socket().drop(1013);
+  await until(() => FakeSocket.opened.length === 2, "the next try");
+  assert.ok(Date.now() - refusedAt >= 190, "waited for retry_after, not the 2 ms backoff");
+
+  await client.publish({ topic: "wedding:1", type: "emergency.alert", data: { message: "Fire by the arch" } });
+  socket().drop(1013);
+  await until(() => FakeSocket.opened.length === 3, "the try after");
+  assert.match(socket().url, /^ws:\/\/a\/ws\/v1\/\?urgent=1&ticket=t3$/, "no user known yet: no affinity");
+  client.stop();
+});
+
+test("after the first welcome, every reconnect names the user, so a balancer keeps one person's devices together", async () => {
+  const { client } = makeClient();
+  await client.start();
+  await until(() => FakeSocket.opened.length === 1, "a socket");
+  assert.doesNotMatch(socket().url, /u=/, "nobody known before the first welcome");
+  socket().deliver(welcome());
+  await until(() => client.status === "online", "online");
+  socket().drop();
+  await until(() => FakeSocket.opened.length === 2, "a reconnect");
+  assert.match(socket().url, new RegExp(`\\?u=${welcome().user.id}&ticket=t2$`));
+  client.stop();
+});

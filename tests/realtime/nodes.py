@@ -95,6 +95,8 @@ def node_environment(*, redis_url: str, extra: dict[str, str] | None = None) -> 
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "SECURE_SSL_REDIRECT": "0",
         "LOG_LEVEL": "INFO",
+        # A late loop on a loaded machine sheds nobody: load shedding has tests of its own.
+        "REALTIME_SHED_LOOP_LAG_SECONDS": "0",
         # Bursts of hundreds of events from one member: the limits have tests of their own.
         "REALTIME_RATE_LIMITS": '{"planner": 100000, "couple": 100000}',
         # Every test client comes from 127.0.0.1: the address caps, too, have tests of their own.

@@ -60,7 +60,14 @@ def test_a_guest_boots_with_the_crew_and_themselves_never_the_guest_list(party: 
     ids = {m["id"] for m in boot["members"]}
     assert party.gil.pk in ids and party.priya.pk in ids
     assert other_guest.pk not in ids
-    assert boot["me"] == {"member": party.gil.pk, "role": "guest", "name": party.gil.name, "is_vendor": False}
+    me = {
+        "member": party.gil.pk,
+        "user": party.gil.user_id,
+        "role": "guest",
+        "name": party.gil.name,
+        "is_vendor": False,
+    }
+    assert boot["me"] == me
     assert boot["may"]["view_presence"] == "none" and boot["may"]["edit_rsvp"] == "own"
     planner_boot = _boot(_client_for(party.priya).get(f"/weddings/{party.wedding.pk}/").content.decode())
     assert other_guest.pk in {m["id"] for m in planner_boot["members"]}
