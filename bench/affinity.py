@@ -4,7 +4,8 @@ what wedding affinity would buy, each socket's first wedding given as ``u``.
 
 It runs deploy/haproxy/wedsync.cfg (bind and servers replaced) in front of stand-in nodes that only
 say their name (placement is all HAProxy decides; nothing of the product runs), sends one request
-per socket, each held open like a socket, and reports per key:
+per socket (answered and closed at once, so neither ``leastconn`` nor the load bound, which count
+open connections, act as they do among open sockets), and reports per key:
 
 - ``feeds_per_wedding``: nodes holding a subscriber of a wedding, on average: each event crosses
   the channel layer once to each of them, and each decodes it and runs its fan-out;

@@ -76,6 +76,9 @@ def environment() -> dict[str, str]:
         # Every simulated phone connects from 127.0.0.1: one address, thousands of sockets.
         "REALTIME_ADDRESS_HANDSHAKES": "0",
         "REALTIME_ADDRESS_CONNECTIONS": "0",
+        # The bench measures what a node carries, not load shedding (bench.shed_cost measures that).
+        "REALTIME_SOCKET_BUDGET": "0",
+        "REALTIME_SHED_LOOP_LAG_SECONDS": "0",
         # The product's /metrics, read after a scenario (member_cache_figures).
         "METRICS_TOKEN": secrets.token_urlsafe(40),
     }

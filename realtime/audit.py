@@ -6,7 +6,8 @@ large share of a reconnect storm's database time. Here each connect hands its en
 goes into the next one, a single multi-row INSERT. So nothing changes for a client (its ``welcome``
 still follows its committed audit row), nothing is left in memory to lose when the node stops
 (no socket gets further than its entry's write), and under load the rows share commits.
-Refusals are not batched: they are written where they are decided.
+Refusals are mostly written where they are decided; a load-shedding refusal is queued here with
+:meth:`AuditBatcher.write_soon`, so that a loaded node answers before its row is committed.
 """
 
 from __future__ import annotations
@@ -14,10 +15,13 @@ from __future__ import annotations
 import asyncio
 import weakref
 
+import structlog
 from channels.db import database_sync_to_async
 
 from wedsync.models import AuditLog
 from wedsync.services.audit import audit_entries_write
+
+logger = structlog.get_logger(__name__)
 
 
 class AuditBatcher:
@@ -37,6 +41,15 @@ class AuditBatcher:
         # shield: a socket that goes away while waiting does not cancel the batch's write.
         await asyncio.shield(written)
 
+    def write_soon(self, entry: AuditLog) -> None:
+        """Queue ``entry`` for the next batch without waiting for it; a failed write is logged."""
+        loop = asyncio.get_running_loop()
+        written: asyncio.Future[None] = loop.create_future()
+        written.add_done_callback(_logged_if_failed)
+        self._pending.append((entry, written))
+        if self._writer is None or self._writer.done():
+            self._writer = loop.create_task(self._write_pending(), name="audit-writer")
+
     async def _write_pending(self) -> None:
         while self._pending:
             batch, self._pending = self._pending, []
@@ -50,6 +63,11 @@ class AuditBatcher:
                 for _, written in batch:
                     if not written.done():
                         written.set_result(None)
+
+
+def _logged_if_failed(written: asyncio.Future[None]) -> None:
+    if not written.cancelled() and written.exception() is not None:
+        logger.warning("audit.write_failed", error=repr(written.exception()))
 
 
 _per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AuditBatcher] = weakref.WeakKeyDictionary()

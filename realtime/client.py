@@ -89,6 +89,7 @@ class RealtimeClient:
         # ``?u=``: the balancer's key for one person's devices (deploy/haproxy); the user id, learnt
         # from the first welcome when not given.
         self.affinity = affinity
+        self._skip_affinity = False  # after a refusal: one try without it (the balancer would hash it back)
         self._url_index = 0
         self._token = token
         self.reconnect = reconnect
@@ -170,6 +171,7 @@ class RealtimeClient:
                 return
             except RefusedForNow as refused:
                 self._fail_pending(refused)
+                self._skip_affinity = True
                 if refused.retry_after:  # a little past it: a venue's refused phones would all come back at once
                     not_before = float(refused.retry_after) + random.uniform(0.1, 0.5)  # noqa: S311 - jitter
                 if not self.reconnect:
@@ -187,7 +189,8 @@ class RealtimeClient:
             await asyncio.sleep(max(reconnect_delay(attempt, max_backoff=self.max_backoff), not_before))
 
     def _url(self, url: str) -> str:
-        if self.affinity is None:
+        skip, self._skip_affinity = self._skip_affinity, False
+        if self.affinity is None or skip:
             return url
         parts = urlsplit(url)
         query = "&".join(part for part in (parts.query, urlencode({"u": self.affinity})) if part)

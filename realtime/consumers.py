@@ -135,10 +135,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             await self._refuse(refused.close_code, protocol.error_frame(refused.code, refused.message))
             return
         except DATABASE_AWAY:
-            logger.warning("socket.database_unavailable", op="connect")
-            hub.database.failed()
-            error = protocol.error_frame("unavailable", DATABASE_AWAY_MESSAGE, retry_after=TRY_AGAIN_SECONDS)
-            await self._refuse(CloseCode.TRY_AGAIN, error)
+            await self._refuse_database_away(hub)
             return
         if not connection_open(self.base_send):
             return  # gone while it was authenticated: never accepted, so nothing to audit
@@ -147,7 +144,13 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         if shed is not None and not urgent_of(query_string=query, memberships=opened.memberships):
             await self._shed(shed, accepted_entry=opened.audit_entry)
             return
-        await node_audit().write(opened.audit_entry)
+        if shed is not None:  # let in past the shedding to raise an emergency: its audit row says so
+            opened.audit_entry.details = {**opened.audit_entry.details, "urgent": True}
+        try:
+            await node_audit().write(opened.audit_entry)
+        except DATABASE_AWAY:
+            await self._refuse_database_away(hub)
+            return
         self.identity, memberships, roles = opened.identity, opened.memberships, [m.role for m in opened.memberships]
         self.user_id, self.connection_id = self.identity.user_id, uuid.uuid4().hex
         self.connect_weddings = tuple(m.wedding_id for m in memberships)
@@ -200,9 +203,16 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 ),
             )
 
+    async def _refuse_database_away(self, hub: NodeHub) -> None:
+        logger.warning("socket.database_unavailable", op="connect")
+        hub.database.failed()
+        error = protocol.error_frame("unavailable", DATABASE_AWAY_MESSAGE, retry_after=TRY_AGAIN_SECONDS)
+        await self._refuse(CloseCode.TRY_AGAIN, error)
+
     async def _shed(self, shed: ShedVerdict, *, accepted_entry: AuditLog) -> None:
         SOCKETS_SHED.labels(tier=shed.tier, cause=shed.cause).inc()
-        await node_audit().write(
+        # Refused first, audited in the node's next batch: a loaded node must not hold the refusal on a write.
+        node_audit().write_soon(
             socket_shed_audit_entry(accepted_entry=accepted_entry, verdict=shed, client=self.client)
         )
         error = protocol.error_frame("unavailable", SHED_MESSAGE, retry_after=shed.retry_after)
@@ -219,7 +229,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             return
         grace, self._urgent_grace = self._urgent_grace, None
         SOCKETS_SHED.labels(tier=grace.verdict.tier, cause="urgent_unused").inc()
-        asyncio.get_running_loop().create_task(node_audit().write(grace.refusal_entry))
+        node_audit().write_soon(grace.refusal_entry)
         self.close_soon(CloseCode.TRY_AGAIN, "unavailable", SHED_MESSAGE, retry_after=grace.verdict.retry_after)
 
     async def _admit_device(self, roles: list[str]) -> None:
@@ -379,6 +389,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
 
     def _database_away(self, frame: protocol.ClientFrame) -> None:
         ref = getattr(frame, "ref", None)
+        if ref is None and isinstance(frame, protocol.Ack):
+            return  # an ack is answered only when it asks to be
         message, retry_after = DATABASE_AWAY_MESSAGE, TRY_AGAIN_SECONDS
         self.send_frame(protocol.reply_error(ref, "unavailable", message, retry_after=retry_after))
 

@@ -89,28 +89,35 @@ class DatabaseWatch:
         return self._away
 
     def failed(self) -> None:
-        """A hop failed for want of the database: find out whether it is away, until it is back."""
+        """A hop failed for want of the database: find out whether it is away, until it is back.
+        Only PostgreSQL is watched: the embedded profile's SQLite has no server to be away (its
+        "database is locked" passes by itself)."""
+        if connections["default"].vendor != "postgresql":
+            return
         with self._lock:
             if self._prober is None:
                 self._prober = threading.Thread(target=self._probe_until_back, name="database-watch", daemon=True)
                 self._prober.start()
 
     def _probe_until_back(self) -> None:
-        while not database_answers(connect_timeout=self.PROBE_CONNECT_TIMEOUT):
-            self._away = True
-            time.sleep(self.PROBE_SECONDS)
-        with self._lock:
-            self._away, self._prober = False, None
+        try:
+            while not database_answers(connect_timeout=self.PROBE_CONNECT_TIMEOUT):
+                self._away = True
+                time.sleep(self.PROBE_SECONDS)
+        finally:  # whatever ends the probing, the next failure starts it again
+            with self._lock:
+                self._away, self._prober = False, None
 
 
 def database_answers(*, connect_timeout: float) -> bool:
     """A fresh connection (not the pool's, whose wait is the point of asking) answers ``SELECT 1``."""
-    params = connections["default"].get_connection_params()
-    for pooled_only in ("pool", "cursor_factory", "context"):
-        params.pop(pooled_only, None)
     try:
-        with psycopg.connect(**params, connect_timeout=max(1, round(connect_timeout))) as probe:
+        params = connections["default"].get_connection_params()
+        for pooled_only in ("pool", "cursor_factory", "context"):
+            params.pop(pooled_only, None)
+        params["connect_timeout"] = max(1, round(connect_timeout))  # over DATABASE_URL's own, if it has one
+        with psycopg.connect(**params) as probe:
             probe.execute("SELECT 1")
-    except psycopg.Error:
+    except Exception:  # any failure to connect and answer is "not back yet"
         return False
     return True

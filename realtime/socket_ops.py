@@ -167,7 +167,8 @@ async def op_publish(socket: OpSocket, frame: protocol.Publish) -> None:
             await socket.refused_for_rate("publish")
         return
     socket.send_frame(protocol.reply_ok(frame.ref, {"seq": published.seq, "id": str(published.id)}))
-    if frame.type == EventType.EMERGENCY_ALERT:
+    if frame.type == EventType.EMERGENCY_ALERT and not published.duplicate:
+        # A key's replay answers with its first event, whatever that was: only a new alert counts.
         socket.emergency_raised()
 
 

@@ -11,6 +11,7 @@ refuses a kombu release it was not read against (tests/wedsync/test_celery_files
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import uuid
@@ -51,6 +52,8 @@ class Channel(filesystem.Channel):
                 file.write(str_to_bytes(dumps(message)))
             os.replace(writing, final)
         except OSError as error:
+            with contextlib.suppress(OSError):  # nothing half written left behind
+                os.unlink(writing)
             raise ChannelError(f"Cannot add file {final!r} to directory") from error
 
 

@@ -16,7 +16,7 @@ import structlog
 from channels.db import database_sync_to_async
 from django.utils import timezone
 
-from realtime.db import DATABASE_AWAY
+from realtime.db import DATABASE_AWAY, DatabaseWatch
 from realtime.limits.devices import DEVICE_REFRESH_SECONDS
 from realtime.limits.node import node_limits
 from realtime.member_cache import MemberCache
@@ -37,6 +37,7 @@ class Node(Protocol):
     feeds: dict[int, WeddingFeed]
     sockets: dict[str, Socket]
     members: MemberCache
+    database: DatabaseWatch
 
     async def join_groups(self) -> None: ...
 
@@ -68,22 +69,24 @@ async def poll_loop(hub: Node) -> None:
         # The database's steps and Redis's apart: a PostgreSQL restart must not let the device
         # entries and group memberships below expire unrenewed.
         try:
-            await heads_poll(hub)
-            if loop.time() >= next_resend:
-                await unacknowledged_resend(hub)
-                next_resend = loop.time() + RESEND_SECONDS
+            if not hub.database.away:  # else each round would wait out the pool's timeout, holding a thread
+                await heads_poll(hub)
+                if loop.time() >= next_resend:
+                    await unacknowledged_resend(hub)
+                    next_resend = loop.time() + RESEND_SECONDS
         except asyncio.CancelledError:
             raise
         except DATABASE_AWAY as error:
+            hub.database.failed()
             if not database_away:  # once per outage, not every second
                 logger.warning("hub.poll_database_unavailable", error=repr(error))
             database_away = True
         except Exception:
             logger.exception("hub.poll_failed")
         else:
-            if database_away:
+            if database_away and not hub.database.away:
                 logger.info("hub.poll_database_back")
-            database_away = False
+                database_away = False
         try:
             idle_feeds_close(hub, now=loop.time())
             if loop.time() >= next_device_refresh:  # device entries expire unless renewed
@@ -171,17 +174,21 @@ async def access_loop(hub: Node) -> None:
     while True:
         await asyncio.sleep(ACCESS_CHECK_SECONDS)
         try:
-            await access_reconcile(hub)
+            if not hub.database.away:
+                await access_reconcile(hub)
         except asyncio.CancelledError:
             raise
         except DATABASE_AWAY as error:  # nothing is judged without the database: sockets stay as they are
+            hub.database.failed()
             if not database_away:
                 logger.warning("hub.access_check_database_unavailable", error=repr(error))
             database_away = True
         except Exception:
             logger.exception("hub.access_check_failed")
         else:
-            database_away = False
+            if database_away and not hub.database.away:
+                logger.info("hub.access_check_database_back")
+                database_away = False
 
 
 async def access_reconcile(hub: Node) -> None:

@@ -67,6 +67,7 @@ export class WedSyncClient extends EventTarget {
     this.retryAfterMs = 0;
     /** @type {string | null} the balancer's key for this person's devices (`?u=`) */
     this.affinity = options.affinity ?? null;
+    this.skipAffinityOnce = false;
     this.battery = null;
     /** @type {Map<string, any[]>} topics being reloaded: their events wait here */
     this.reloading = new Map();
@@ -177,9 +178,12 @@ export class WedSyncClient extends EventTarget {
     const url = urlForAttempt(this.options.urls, this.attempt);
     const protocols = ["wedsync.v1"];
     const params = [];
-    if (this.affinity) params.push(`u=${encodeURIComponent(this.affinity)}`);
-    // An emergency waiting to go out asks a busy node to let this socket in all the same.
-    if (this.outbox.pending().some((entry) => entry.frame.type === "emergency.alert")) params.push("urgent=1");
+    // After a busy node's refusal, one try without it: the balancer's hashing would send it back there.
+    if (this.affinity && !this.skipAffinityOnce) params.push(`u=${encodeURIComponent(this.affinity)}`);
+    this.skipAffinityOnce = false;
+    // An emergency waiting to go out (for a wedding this page follows) asks a busy node to let this socket in all the same.
+    const urgent = this.outbox.pending().some((entry) => entry.frame.type === "emergency.alert" && this.streams.has(entry.topic));
+    if (urgent) params.push("urgent=1");
     let target = params.length ? `${url}${url.includes("?") ? "&" : "?"}${params.join("&")}` : url;
     try {
       if (this.options.getTicket) {
@@ -223,6 +227,7 @@ export class WedSyncClient extends EventTarget {
     if (socket !== this.socket) return;
     this.socket = null;
     this.ready = false;
+    if (code === 1013 && !this.welcome) this.skipAffinityOnce = true;
     this.welcome = null;
     for (const stream of this.streams.values()) stream.live = false;
     for (const [, waiter] of this.waiting) waiter.reject(new RequestError("disconnected", "The connection was lost."));
@@ -322,6 +327,13 @@ export class WedSyncClient extends EventTarget {
       if (error.code === "forbidden") {
         this.streams.delete(stream.topic);
         this.emit("unsubscribed", { topic: stream.topic, reason: "forbidden" });
+      } else if (error.code === "unavailable" || error.code === "server_error" || error.code === "rate_limited") {
+        // The socket stays open (the database restarting, a busy node): ask again on it later.
+        const socket = this.socket;
+        const wait = error.detail?.retry_after ? error.detail.retry_after * 1000 : backoffDelay(2, this.options.backoff);
+        this.later(wait, () => {
+          if (socket && this.socket === socket && this.streams.get(stream.topic) === stream && !stream.live) this.subscribe(stream);
+        });
       }
       return;
     }

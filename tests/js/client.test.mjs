@@ -344,6 +344,7 @@ test("ops wait for their wedding's subscription: never sent before it, never blo
 test("a busy node's refusal is waited out, and an emergency waiting to go out asks to be let in all the same", async () => {
   const { client, navigator, window } = makeClient({ online: false });
   await client.start();
+  await client.follow(1);
   await client.publish({ topic: "wedding:1", type: "chat.message", data: { text: "running late" } });
   navigator.onLine = true;
   window.dispatchEvent(new Event("online"));
@@ -373,5 +374,29 @@ test("after the first welcome, every reconnect names the user, so a balancer kee
   socket().drop();
   await until(() => FakeSocket.opened.length === 2, "a reconnect");
   assert.match(socket().url, new RegExp(`\\?u=${welcome().user.id}&ticket=t2$`));
+
+  // Refused by a busy node before its welcome: one try without the user, so the balancer may choose another node.
+  socket().deliver({ op: "error", code: "unavailable", message: "busy", retry_after: 0.01 });
+  socket().drop(1013);
+  await until(() => FakeSocket.opened.length === 3, "the try after the refusal");
+  assert.match(socket().url, /\?ticket=t3$/);
+  socket().drop();
+  await until(() => FakeSocket.opened.length === 4, "the next try");
+  assert.match(socket().url, /\?u=3&ticket=t4$/);
+  client.stop();
+});
+
+test("a subscribe answered unavailable (the database restarting) is asked again on the same socket", async () => {
+  const { client } = makeClient();
+  await client.start();
+  await client.follow(1);
+  await until(() => FakeSocket.opened.length > 0, "a socket");
+  socket().deliver(welcome());
+  await until(() => socket().sent.some((f) => f.op === "subscribe" && !f.answered), "subscribe");
+  socket().reply("subscribe", { code: "unavailable", message: "The database is not answering", retry_after: 0.05 }, "error");
+  await until(() => socket().sent.filter((f) => f.op === "subscribe").length === 2, "the subscribe asked again");
+  socket().reply("subscribe", { seq: 10, epoch: "e1", recovered: true, presence: { online: {} } });
+  await until(() => client.ready, "ready");
+  assert.equal(FakeSocket.opened.length, 1, "on the same socket");
   client.stop();
 });

@@ -7,6 +7,7 @@ is let in for as long as it takes to raise it. Each shed is counted and audited.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -122,21 +123,34 @@ async def test_a_loop_running_late_refuses_guests_then_vendors_until_it_catches_
 ) -> None:
     await opened.member(party.priya, device="desk")  # starts the node hub and its lag watch
 
-    async def run_late(seconds: float) -> None:
-        """Hold the loop ``seconds`` at a time, as a node too busy to keep up would."""
-        for _ in range(shedding.LAG_WINDOW_TICKS // 2 + 2):  # most of the window
-            time.sleep(seconds)  # noqa: ASYNC251  the point: the loop is blocked
-            await asyncio.sleep(shedding.LAG_TICK_SECONDS)
+    @contextlib.asynccontextmanager
+    async def running_late(seconds: float) -> AsyncIterator[None]:
+        """Hold the loop ``seconds`` at a time, as a node too busy to keep up would, for as long as
+        the block lasts (the connects inside it run between the holds, as they would on such a node)."""
+        stop = asyncio.Event()
 
-    await run_late(0.35)  # later than the guests' bound, not the vendors' (twice it)
-    _frame, code = await refused(party.gil, device="phone")
-    assert code == 1013
-    await opened.member(party.victor, device="tablet")
+        async def hold() -> None:
+            while not stop.is_set():
+                time.sleep(seconds)  # noqa: ASYNC251  the point: the loop is blocked
+                await asyncio.sleep(shedding.LAG_TICK_SECONDS)
 
-    await run_late(0.6)
-    frame, code = await refused(party.carmen, device="tablet")
-    assert (code, frame["code"]) == (1013, "unavailable")
-    await opened.member(party.ana, device="phone")
+        holding = asyncio.create_task(hold())
+        await asyncio.sleep((seconds + shedding.LAG_TICK_SECONDS) * (shedding.LAG_WINDOW_TICKS // 2 + 2))
+        try:
+            yield
+        finally:
+            stop.set()
+            await holding
+
+    async with running_late(0.35):  # later than the guests' bound, not the vendors' (twice it)
+        _frame, code = await refused(party.gil, device="phone")
+        assert code == 1013
+        await opened.member(party.victor, device="tablet")
+
+    async with running_late(0.6):
+        frame, code = await refused(party.carmen, device="tablet")
+        assert (code, frame["code"]) == (1013, "unavailable")
+        await opened.member(party.ana, device="phone")
 
     rows = await _rows_when(2)
     assert [(row.details["tier"], row.details["cause"]) for row in rows] == [
