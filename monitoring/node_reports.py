@@ -15,6 +15,8 @@ import msgspec
 import redis
 from django.conf import settings
 
+from wedsync.redis_clients import redis_client
+
 REPORT_TTL_INTERVALS = 3  # a report is kept for this many report intervals: then its node is gone
 
 
@@ -59,7 +61,7 @@ def node_report_decode(raw: bytes | str) -> NodeReport:
 @functools.cache
 def _client_for(redis_url: str) -> redis.Redis:
     # Short timeouts: a report or a listing waits for a hung Redis briefly, and the next one tries again.
-    return redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2, health_check_interval=15)
+    return redis_client(socket_timeout=2, health_check_interval=15)
 
 
 def registry_client() -> redis.Redis | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, time, timedelta
@@ -25,6 +26,7 @@ from realtime.names import EMERGENCY_REPEAT_FIELD, EventType
 from realtime.node.hub import node_database_failed, node_database_problem, node_drain_problem, node_hubs_problem
 from wedsync.models import Member, Wedding, WeddingStatus
 from wedsync.permissions import Role
+from wedsync.redis_clients import redis_client
 from wedsync.redis_keys import NODE_REGISTRY, node_report_key
 
 logger = structlog.get_logger(__name__)
@@ -71,12 +73,20 @@ def _probe_client(address: str) -> redis.Redis:
         return client
 
 
+@functools.cache
+def _sentinel_probe_client() -> redis.Redis:
+    """The master the sentinels name (wedsync/redis_clients.py), asked again after a failover."""
+    return redis_client(socket_timeout=_PROBE_TIMEOUT)
+
+
 def _channel_layer_problem() -> str | None:
     layer: dict[str, Any] = settings.CHANNEL_LAYERS["default"]
     for host in layer.get("CONFIG", {}).get("hosts", []):
-        address = host["address"] if isinstance(host, dict) else host
         try:
-            _probe_client(address).ping()
+            if isinstance(host, dict) and "sentinels" in host:
+                _sentinel_probe_client().ping()
+            else:
+                _probe_client(host["address"] if isinstance(host, dict) else host).ping()
         except redis.RedisError as exc:
             return f"{type(exc).__name__}: {exc}".strip()
     return None

@@ -34,6 +34,7 @@ import structlog
 from django.conf import settings
 
 from presence.state import DevicePresence, DiffKind, MemberPresence, member_merge, presence_diff_kind
+from wedsync.redis_clients import redis_client
 from wedsync.redis_keys import (
     PRESENCE_DEADLINES,
     PRESENCE_NODE_PREFIX,
@@ -590,7 +591,7 @@ def _store_for(redis_url: str | None) -> PresenceStore:
     if redis_url is None:
         return MemoryPresenceStore()
     # Short timeouts: presence calls run on the node's thread pool, which a hung Redis must not hold.
-    client = redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2, health_check_interval=15)
+    client = redis_client(socket_timeout=2, health_check_interval=15)
     return RedisPresenceStore(client)
 
 

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -47,6 +48,8 @@ def wait_until_healthy(port: int, process: subprocess.Popen[bytes], *, within: f
 class RedisServer:
     port: int
     process: subprocess.Popen[bytes] | None = None
+    replica_of: int | None = None  # a replica of the server on this port
+    data_dir: Path | None = None  # where it may write (a replica saves the master's snapshot there)
 
     @property
     def url(self) -> str:
@@ -56,8 +59,23 @@ class RedisServer:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed")
+        if self.data_dir is None:
+            self.data_dir = Path(tempfile.mkdtemp(prefix="wedsync-redis-"))
         self.process = subprocess.Popen(
-            [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no"],
+            [
+                binary,
+                "--dir",
+                str(self.data_dir),
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                *(["--replicaof", "127.0.0.1", str(self.replica_of)] if self.replica_of else []),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -81,6 +99,12 @@ class RedisServer:
             self.process.wait(timeout=10)
         self.process = None
 
+    def remove(self) -> None:
+        """Stop it for good, and remove what it wrote."""
+        self.stop()
+        if self.data_dir is not None:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
 
 @contextmanager
 def redis_server() -> Iterator[RedisServer]:
@@ -90,7 +114,91 @@ def redis_server() -> Iterator[RedisServer]:
     try:
         yield server
     finally:
-        server.stop()
+        server.remove()
+
+
+@dataclass
+class SentinelGroup:
+    """A Redis master, its replica and three sentinels watching them as ``master_name``, all on
+    loopback ports of their own: what REDIS_SENTINELS names in production."""
+
+    master: RedisServer
+    replica: RedisServer
+    sentinel_ports: list[int]
+    processes: list[subprocess.Popen[bytes]]
+    master_name: str = "wedsync"
+
+    @property
+    def sentinels(self) -> str:
+        """The REDIS_SENTINELS value."""
+        return ",".join(f"127.0.0.1:{port}" for port in self.sentinel_ports)
+
+    def master_port(self) -> int:
+        """The port the sentinels name as master now."""
+        client = redis.Redis(host="127.0.0.1", port=self.sentinel_ports[0], socket_timeout=2)
+        try:
+            address: Any = client.sentinel_get_master_addr_by_name(self.master_name)
+            return int(address[1])
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.terminate()
+                process.wait(timeout=10)
+        for server in (self.master, self.replica):
+            server.remove()
+
+
+@contextmanager
+def redis_sentinel_group(directory: Path) -> Iterator[SentinelGroup]:
+    """Start the group (the sentinels see the replica before this returns); stop everything (by PID) after."""
+    binary = shutil.which("redis-sentinel")
+    if binary is None:
+        raise RuntimeError("redis-sentinel is not installed (Debian's redis-sentinel package)")
+    master = RedisServer(port=free_port())
+    master.start()
+    replica = RedisServer(port=free_port(), replica_of=master.port)
+    group = SentinelGroup(master=master, replica=replica, sentinel_ports=[], processes=[])
+    try:
+        replica.start()
+        for index in range(3):
+            port = free_port()
+            config = directory / f"sentinel-{index}.conf"  # sentinels rewrite their config: one each
+            config.write_text(
+                f"port {port}\nbind 127.0.0.1\ndir {directory}\nsentinel resolve-hostnames no\n"
+                f"sentinel monitor {group.master_name} 127.0.0.1 {master.port} 2\n"
+                f"sentinel down-after-milliseconds {group.master_name} 1000\n"
+                f"sentinel failover-timeout {group.master_name} 5000\n"
+                f"sentinel parallel-syncs {group.master_name} 1\n"
+            )
+            with (directory / f"sentinel-{index}.log").open("wb") as log:
+                group.processes.append(subprocess.Popen([binary, str(config)], stdout=log, stderr=subprocess.STDOUT))
+            group.sentinel_ports.append(port)
+        deadline = time.monotonic() + 20
+        while True:  # every sentinel knows the replica and the other sentinels: a failover can be voted
+            try:
+                ready = all(_sentinel_sees_all(port, group.master_name) for port in group.sentinel_ports)
+            except redis.RedisError:
+                ready = False
+            if ready:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError("the sentinels did not find the replica and each other within 20 s")
+            time.sleep(0.2)
+        yield group
+    finally:
+        group.stop()
+
+
+def _sentinel_sees_all(port: int, master_name: str) -> bool:
+    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1)
+    try:
+        master: Any = client.sentinel_master(master_name)
+        return int(master.get("num-slaves", 0)) >= 1 and int(master.get("num-other-sentinels", 0)) >= 2
+    finally:
+        client.close()
 
 
 def postgres_binaries() -> Path | None:
@@ -114,7 +222,9 @@ class PostgresServer:
 
     def _run(self, *command: str) -> None:
         prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-        subprocess.run([*prefix, *command], check=True, capture_output=True, timeout=60)
+        done = subprocess.run([*prefix, *command], capture_output=True, text=True, timeout=60, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}): {done.stderr[-2000:]}")
 
     def create(self) -> None:
         self.directory.mkdir(mode=0o700)
@@ -152,8 +262,8 @@ def postgres_server() -> Iterator[PostgresServer]:
     directory = Path(tempfile.mkdtemp(prefix="wedsync-pg-"))
     directory.rmdir()  # initdb wants to make it, with the owner and mode it checks
     server = PostgresServer(binaries=binaries, directory=directory, port=free_port())
-    server.create()
     try:
+        server.create()
         yield server
     finally:
         if server.running():

@@ -24,6 +24,7 @@ from csp.constants import SELF as CSP_SELF
 from csp.constants import UNSAFE_INLINE as CSP_UNSAFE_INLINE
 from django.core.exceptions import ImproperlyConfigured
 from redis import ConnectionPool
+from redis.connection import parse_url as parse_redis_url
 
 from monitoring.webhooks import webhook_url_problem  # standard library only: safe to import here
 from wedsync.env import (
@@ -211,6 +212,22 @@ REDIS_URL = env_optional_str("REDIS_URL")
 if REDIS_URL and urlsplit(REDIS_URL).scheme not in ("redis", "rediss", "unix"):
     raise ImproperlyConfigured("REDIS_URL must be a redis://, rediss:// or unix:// URL")
 
+
+def _sentinel_address(item: str) -> tuple[str, int]:
+    host, _, port = item.rpartition(":")
+    if not host or not port.isdigit():
+        raise ImproperlyConfigured(f"REDIS_SENTINELS: {item!r} is not host:port")
+    return host, int(port)
+
+
+# Redis Sentinel (decision 0044): every Redis use (channel layer, cache, limits, presence, Celery)
+# connects to whichever server these sentinels name master of REDIS_SENTINEL_MASTER; REDIS_URL's
+# database and password still apply, its host and port do not.
+REDIS_SENTINELS = [_sentinel_address(item) for item in env_list("REDIS_SENTINELS", default=[])]
+REDIS_SENTINEL_MASTER = env_str("REDIS_SENTINEL_MASTER", default="wedsync")
+if REDIS_SENTINELS and not REDIS_URL:
+    raise ImproperlyConfigured("REDIS_SENTINELS needs REDIS_URL too: its database number and password still apply")
+
 # redis-py 8 defaults to a 5 s socket timeout, which races channels-redis's 5 s blocking read and
 # kills idle channel-layer readers (channels_redis issue 422); 30 s is safely above the read, and
 # keepalives plus health checks still notice a dead peer. Its pool raises past 100 connections
@@ -248,13 +265,40 @@ REALTIME_LAYER_CAPACITY = env_int("REALTIME_LAYER_CAPACITY", default=1000, minim
 REALTIME_GROUP_EXPIRY = env_int("REALTIME_GROUP_EXPIRY", default=600, minimum=60)
 
 
+def redis_layer_host(*, redis_url: str, sentinels: list[tuple[str, int]], master_name: str) -> dict[str, Any]:
+    """A channels-redis host: the URL, or the sentinels, the master's name and the URL's database and password."""
+    if not sentinels:
+        return {"address": redis_url, **redis_connection_options()}
+    return {
+        "sentinels": sentinels,
+        "master_name": master_name,
+        **redis_url_credentials(redis_url),
+        **redis_connection_options(),
+        "sentinel_kwargs": {"socket_timeout": 5, "socket_connect_timeout": 5},
+    }
+
+
+def redis_url_credentials(url: str) -> dict[str, Any]:
+    """What a Sentinel-found master still takes from REDIS_URL: database, username, password."""
+    parsed: dict[str, Any] = parse_redis_url(url)  # type: ignore[no-untyped-call]
+    return {key: parsed[key] for key in ("db", "username", "password") if parsed.get(key) is not None}
+
+
 def channel_layer_config(
-    *, redis_url: str, kind: Literal["core", "pubsub"], capacity: int = REALTIME_LAYER_CAPACITY
+    *,
+    redis_url: str,
+    kind: Literal["core", "pubsub"],
+    capacity: int = REALTIME_LAYER_CAPACITY,
+    sentinels: list[tuple[str, int]] | None = None,
 ) -> dict[str, Any]:
     """The channels-redis layer of ``kind`` (``core`` or ``pubsub``) on ``redis_url``."""
     if kind not in ("core", "pubsub"):
         raise ImproperlyConfigured(f"the channel layer must be core or pubsub, not {kind!r}")
-    host = {"address": redis_url, **redis_connection_options()}
+    host = redis_layer_host(
+        redis_url=redis_url,
+        sentinels=REDIS_SENTINELS if sentinels is None else sentinels,
+        master_name=REDIS_SENTINEL_MASTER,
+    )
     if kind == "core":
         return {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
@@ -289,6 +333,8 @@ if REDIS_URL:
                 "socket_timeout": 5,
                 "socket_connect_timeout": 5,
                 "health_check_interval": 15,
+                # With sentinels, a pool on the master they name (wedsync/redis_clients.py).
+                **({"pool_class": "wedsync.redis_clients.SentinelCachePool"} if REDIS_SENTINELS else {}),
             },
         }
     }
@@ -305,10 +351,23 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False  # keep our JSON log lines
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {}
-if REDIS_URL:
+if REDIS_URL and REDIS_SENTINELS:
+    # kombu's and Celery's own Sentinel support: one sentinel:// URL per sentinel, the master by name.
+    _credentials = redis_url_credentials(REDIS_URL)
+    _auth = f":{_credentials['password']}@" if _credentials.get("password") else ""
+    CELERY_BROKER_URL = ";".join(
+        f"sentinel://{_auth}{host}:{port}/{_credentials.get('db', 0)}" for host, port in REDIS_SENTINELS
+    )
+    CELERY_RESULT_BACKEND = CELERY_BROKER_URL
+    CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, Any] = {
+        "socket_timeout": REDIS_SOCKET_TIMEOUT,
+        "master_name": REDIS_SENTINEL_MASTER,
+    }
+    CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"master_name": REDIS_SENTINEL_MASTER}
+elif REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
     CELERY_RESULT_BACKEND = REDIS_URL
-    CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, Any] = {"socket_timeout": REDIS_SOCKET_TIMEOUT}
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_timeout": REDIS_SOCKET_TIMEOUT}
 else:
     _broker_dir = VAR_DIR / "celery-broker"
     _broker_folders = ("queue", "processed", "control")

@@ -23,6 +23,7 @@ from realtime.limits.breaker import ScriptCall
 from realtime.limits.counting import WINDOW_COUNT_LUA, RateDecision
 from realtime.limits.devices import DEVICE_TTL_SECONDS
 from realtime.walks import in_slices
+from wedsync.redis_clients import redis_client
 from wedsync.redis_keys import address_api_key, address_handshakes_key, address_sockets_key
 from wedsync.services.audit import ClientInfo
 
@@ -166,7 +167,7 @@ _local_api_requests: dict[tuple[str, int], int] = {}  # embedded mode only (one 
 @functools.cache
 def _api_address_script(redis_url: str) -> Any:
     # Short timeouts: this runs on a request thread, which a hung Redis must not hold.
-    client = redis.Redis.from_url(redis_url, socket_timeout=0.5, socket_connect_timeout=0.5)
+    client = redis_client(socket_timeout=0.5)
     return client.register_script(WINDOW_COUNT_LUA)
 
 

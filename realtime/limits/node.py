@@ -20,6 +20,7 @@ from realtime.limits.counting import RateDecision
 from realtime.limits.devices import DeviceAdmission, DeviceLimits, DevicesCounted
 from realtime.limits.ops import OpBudgets
 from realtime.redis_batch import ScriptBatcher
+from wedsync.redis_clients import redis_async_blocking_client
 from wedsync.services.audit import AuditAction, ClientInfo, audit_refusal_record
 
 logger = structlog.get_logger(__name__)
@@ -39,10 +40,7 @@ class Limits:
             # A pool that waits for a free connection: redis-py's default one raises past 100 in
             # use, which a reconnect storm reaches, and each failure let a device in uncounted or
             # left a closed one counted. Calls go batched per loop turn (realtime/redis_batch.py).
-            pool = aioredis.BlockingConnectionPool.from_url(
-                redis_url, max_connections=DEVICE_REDIS_CONNECTIONS, timeout=5, socket_timeout=5
-            )
-            self._redis = aioredis.Redis.from_pool(pool)
+            self._redis = redis_async_blocking_client(max_connections=DEVICE_REDIS_CONNECTIONS, socket_timeout=5)
             self._scripts = ScriptBatcher(self._redis)
         self._breaker = RedisBreaker(open_seconds=RATE_BREAKER_SECONDS)
         self._ops = OpBudgets(redis=self._redis, call=self._script)

@@ -11,13 +11,14 @@ from dataclasses import dataclass
 import structlog
 from django.conf import settings
 from limits import RateLimitItemPerMinute
-from limits.storage import MemoryStorage, RedisStorage
+from limits.storage import MemoryStorage, storage_from_string
 from limits.strategies import SlidingWindowCounterRateLimiter
 
 from realtime.limits.breaker import RATE_BREAKER_SECONDS, RedisBreaker
 from realtime.limits.counting import RateDecision
 from realtime.names import EventType
 from wedsync.permissions import Permission, role_has_permission
+from wedsync.redis_clients import limits_storage_options, limits_storage_uri
 from wedsync.redis_keys import PUBLISH_RATE_PREFIX
 
 logger = structlog.get_logger(__name__)
@@ -34,7 +35,9 @@ def _rate_limiter(redis_url: str | None) -> _RateLimiter:
     """The limiter for a Redis (or, embedded, this process's memory); built once per process."""
     # Short timeouts: this runs on a thread of the node's pool, which a hung Redis must not hold.
     storage = (
-        RedisStorage(redis_url, key_prefix=PUBLISH_RATE_PREFIX, socket_timeout=0.5, socket_connect_timeout=0.5)
+        storage_from_string(
+            limits_storage_uri(), key_prefix=PUBLISH_RATE_PREFIX, **limits_storage_options(socket_timeout=0.5)
+        )
         if redis_url
         else MemoryStorage()
     )

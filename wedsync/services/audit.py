@@ -29,6 +29,7 @@ from django.http import HttpRequest
 from monitoring.metrics import AUDIT_ENTRIES, AUDIT_REFUSALS_COUNTED
 from wedsync.client_address import request_client_address, scope_client_address, scope_header_values
 from wedsync.models import AuditLog, AuditOutcome
+from wedsync.redis_clients import redis_client
 from wedsync.redis_keys import AUDIT_REFUSALS_PENDING, audit_refusal_window_key
 
 logger = structlog.get_logger(__name__)
@@ -267,7 +268,7 @@ class _Scripts:
 @functools.cache
 def _refusal_scripts(redis_url: str) -> _Scripts:
     # Short timeouts: a refusal is answered on a request thread, which a hung Redis must not hold.
-    client = redis.Redis.from_url(redis_url, socket_timeout=0.5, socket_connect_timeout=0.5)
+    client = redis_client(socket_timeout=0.5)
     return _Scripts(
         record=client.register_script(_RECORD_LUA),
         claim=client.register_script(_CLAIM_LUA),

@@ -25,6 +25,7 @@ from limits import (
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
+from wedsync.redis_clients import limits_storage_options, limits_storage_uri
 from wedsync.redis_keys import AUTH_RATE_PREFIX
 
 logger = structlog.get_logger(__name__)
@@ -40,12 +41,10 @@ _PER: dict[str, type[RateLimitItem]] = {
 @functools.cache
 def _limiter(redis_url: str | None) -> MovingWindowRateLimiter:
     # Short timeouts: a login waits on this, and a hung Redis must not hold the request.
-    options: dict[str, float | str] = {
-        "key_prefix": AUTH_RATE_PREFIX,
-        "socket_timeout": 0.5,
-        "socket_connect_timeout": 0.5,
-    }
-    return MovingWindowRateLimiter(storage_from_string(redis_url or "memory://", **options))
+    if not redis_url:
+        return MovingWindowRateLimiter(storage_from_string("memory://"))
+    options = {"key_prefix": AUTH_RATE_PREFIX, **limits_storage_options(socket_timeout=0.5)}
+    return MovingWindowRateLimiter(storage_from_string(limits_storage_uri(), **options))
 
 
 @functools.cache
