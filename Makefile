@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export HOST PORT
 
-.PHONY: run test lint audit lock format bench conformance conformance-install install install-dev clean
+.PHONY: run cluster test lint audit lock format bench conformance conformance-install install install-dev clean
 
 # Installs come from the locks, every file checked against a hash in them; requirements.txt and
 # requirements-dev.txt are what people edit, `make lock` turns them into the locks (README "Dependencies").
@@ -39,6 +39,11 @@ lock: install-dev
 ## pip-audit over the locked set; says AUDIT NOT RUN where its vulnerability service does not answer.
 audit: install-dev
 	bin/audit
+
+## The deployed layout on this machine (docs/deployment.md): PostgreSQL, Redis with a replica and three
+## sentinels, two nodes, a worker with beat, nginx on http://localhost:8100/; Ctrl-C stops it all.
+cluster: install-dev
+	$(BIN)/python bin/cluster.py
 
 ## Serve on http://$(HOST):$(PORT): daphne plus a Celery worker with beat; Ctrl-C stops both.
 run: install

@@ -28,6 +28,7 @@ _SERVICE_MARKERS = {
     "requires_chromium": "chromium",
     "requires_haproxy": "haproxy",
     "requires_nginx": "nginx",
+    "requires_redis_sentinel": "redis-sentinel",
     "requires_promtool": "promtool",
 }
 CHROMIUM_LOOKED_FOR = "$WEDSYNC_CHROMIUM, else chromium on PATH (apt-get install chromium)"
@@ -49,6 +50,7 @@ def _service_places() -> dict[str, str]:
         "chromium": CHROMIUM_LOOKED_FOR,
         "haproxy": "haproxy on PATH (apt-get install haproxy)",
         "nginx": "nginx on PATH (apt-get install nginx)",
+        "redis-sentinel": "redis-sentinel on PATH (apt-get install redis-sentinel)",
         "promtool": "promtool on PATH (apt-get install prometheus)",
     }
 
@@ -67,6 +69,7 @@ def pytest_configure(config: pytest.Config) -> None:
     _services["chromium"] = chromium_executable() is not None
     _services["haproxy"] = shutil.which("haproxy") is not None  # a load balancer in front of nodes
     _services["nginx"] = shutil.which("nginx") is not None  # the other one deploy/ ships a config for
+    _services["redis-sentinel"] = shutil.which("redis-sentinel") is not None  # Redis failover (decision 0044)
     _services["promtool"] = shutil.which("promtool") is not None  # checks deploy/'s alert rules
     missing = _missing_services()
     if missing and _services_required():

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import signal
 import subprocess
 import sys
@@ -30,7 +29,7 @@ pytestmark = [
     pytest.mark.requires_postgres,
     pytest.mark.requires_redis,
     pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(shutil.which("redis-sentinel") is None, reason="Debian's redis-sentinel is not installed"),
+    pytest.mark.requires_redis_sentinel,
 ]
 
 FLORIST_PER_MINUTE = 5
