@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -114,7 +114,7 @@ def worker_answers(env: dict[str, str], *, within: float) -> None:
         time.sleep(1)
 
 
-async def check(*, port: int, wedding: dict[str, object], kill_master: object) -> None:
+async def check(*, port: int, wedding: dict[str, object], fail_over: Callable[[], None]) -> None:
     members = {member["role"]: member for member in wedding["members"]}  # type: ignore[attr-defined]
     url = f"ws://localhost:{port}/ws/v1/"
     topic = f"wedding:{wedding['id']}"
@@ -125,11 +125,12 @@ async def check(*, port: int, wedding: dict[str, object], kill_master: object) -
             await client.start()
             await client.subscribe(topic)
         nodes = {client.welcome["node"] for client in (planner, couple) if client.welcome}
+        if nodes != {"n1", "n2"}:  # nginx's round robin sends the second socket to the other node
+            raise SystemExit(f"cluster: check failed: the two sockets reached {sorted(nodes)}, not n1 and n2")
         say(f"the planner and the couple came through nginx to {', '.join(sorted(nodes))}")
         for text in ("before", "after"):
             if text == "after":
-                kill_master()  # type: ignore[operator]
-                say("the Redis master is killed; the sentinels promote its replica")
+                await asyncio.to_thread(fail_over)
             sent = await planner.publish(topic, "chat.message", {"text": f"{text} the failover"})
             async with asyncio.timeout(30):
                 while True:
@@ -153,8 +154,20 @@ def main() -> None:
             raise SystemExit(f"cluster: {binary} is not installed (apt-get install nginx redis-sentinel)")
     var_dir = Path(tempfile.mkdtemp(prefix="wedsync-cluster-"))
     fresh_database(options.database_url, keep=not options.check)
-    stop = {"asked": False}
-    signal.signal(signal.SIGTERM, lambda *_: stop.update(asked=True))
+    signal.signal(signal.SIGTERM, _stop_asked)  # as Ctrl-C: every block below stops what it started
+    try:
+        run(options, var_dir)
+    finally:
+        if options.check:  # a proof leaves nothing behind; a rehearsal keeps its database and logs
+            drop_database(options.database_url)
+            shutil.rmtree(var_dir, ignore_errors=True)
+
+
+def _stop_asked(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
+def run(options: argparse.Namespace, var_dir: Path) -> None:
     with redis_sentinel_group(var_dir) as redis:
         env = {
             "PATH": os.environ["PATH"],
@@ -187,28 +200,32 @@ def main() -> None:
                     if not seeded:
                         raise SystemExit("cluster: --check needs a fresh database")
 
-                    def kill_master() -> None:
+                    def fail_over() -> None:
                         if redis.master.process is not None:
                             redis.master.process.send_signal(signal.SIGKILL)
+                        say("the Redis master is killed")
+                        deadline = time.monotonic() + 60
+                        while redis.master_port() != redis.replica.port:
+                            if time.monotonic() > deadline:
+                                raise SystemExit("cluster: check failed: the sentinels promoted no replica in 60 s")
+                            time.sleep(0.2)
+                        say("the sentinels promoted its replica")
 
                     worker_answers(env, within=60)
                     say("the worker answered a ping through the broker")
-                    asyncio.run(check(port=options.port, wedding=seeded[0], kill_master=kill_master))
+                    asyncio.run(check(port=options.port, wedding=seeded[0], fail_over=fail_over))
                     worker_answers(env, within=60)
                     say("the worker answered a ping through the broker after the failover")
                     say("check: ok")
                 else:
                     say("demo users' password: wedsync-demo-2026 (demo1-planner, demo1-couple1, ...); Ctrl-C stops")
                     with contextlib.suppress(KeyboardInterrupt):
-                        while not stop["asked"]:
+                        while True:
                             time.sleep(0.5)
         finally:
             for node in nodes:
                 node.stop()
             say("stopped")
-    if options.check:  # a proof leaves nothing behind; a rehearsal keeps its database and logs
-        drop_database(options.database_url)
-        shutil.rmtree(var_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

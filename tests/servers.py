@@ -134,7 +134,7 @@ class SentinelGroup:
         return ",".join(f"127.0.0.1:{port}" for port in self.sentinel_ports)
 
     def master_port(self) -> int:
-        """The port the sentinels name as master now."""
+        """The port the first sentinel names as master now."""
         client = redis.Redis(host="127.0.0.1", port=self.sentinel_ports[0], socket_timeout=2)
         try:
             address: Any = client.sentinel_get_master_addr_by_name(self.master_name)
@@ -146,7 +146,11 @@ class SentinelGroup:
         for process in self.processes:
             if process.poll() is None:
                 process.terminate()
-                process.wait(timeout=10)
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(timeout=5)
         for server in (self.master, self.replica):
             server.remove()
 
@@ -158,11 +162,12 @@ def redis_sentinel_group(directory: Path) -> Iterator[SentinelGroup]:
     if binary is None:
         raise RuntimeError("redis-sentinel is not installed (Debian's redis-sentinel package)")
     master = RedisServer(port=free_port())
-    master.start()
     replica = RedisServer(port=free_port(), replica_of=master.port)
     group = SentinelGroup(master=master, replica=replica, sentinel_ports=[], processes=[])
     try:
+        master.start()
         replica.start()
+        _until(lambda: _replica_linked(replica.port), within=30, what="the replica's first sync with the master")
         for index in range(3):
             port = free_port()
             config = directory / f"sentinel-{index}.conf"  # sentinels rewrite their config: one each
@@ -176,20 +181,38 @@ def redis_sentinel_group(directory: Path) -> Iterator[SentinelGroup]:
             with (directory / f"sentinel-{index}.log").open("wb") as log:
                 group.processes.append(subprocess.Popen([binary, str(config)], stdout=log, stderr=subprocess.STDOUT))
             group.sentinel_ports.append(port)
-        deadline = time.monotonic() + 20
-        while True:  # every sentinel knows the replica and the other sentinels: a failover can be voted
-            try:
-                ready = all(_sentinel_sees_all(port, group.master_name) for port in group.sentinel_ports)
-            except redis.RedisError:
-                ready = False
-            if ready:
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError("the sentinels did not find the replica and each other within 20 s")
-            time.sleep(0.2)
+        # Every sentinel knows the replica and the other sentinels, so that a failover can be voted
+        # (they poll the master every 10 s, announce themselves every 2 s).
+        _until(
+            lambda: all(_sentinel_sees_all(port, group.master_name) for port in group.sentinel_ports),
+            within=60,
+            what="the sentinels finding the replica and each other",
+        )
         yield group
     finally:
         group.stop()
+
+
+def _until(condition: Callable[[], bool], *, within: float, what: str) -> None:
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            if condition():
+                return
+        except redis.RedisError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"not within {within:.0f} s: {what}")
+        time.sleep(0.2)
+
+
+def _replica_linked(port: int) -> bool:
+    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1)
+    try:
+        info: Any = client.info("replication")
+        return bool(info.get("master_link_status") == "up")
+    finally:
+        client.close()
 
 
 def _sentinel_sees_all(port: int, master_name: str) -> bool:

@@ -85,14 +85,20 @@ def limits_storage_uri() -> str:
     if settings.REDIS_SENTINELS:
         locations = ",".join(f"{host}:{port}" for host, port in settings.REDIS_SENTINELS)
         return f"redis+sentinel://{locations}/{settings.REDIS_SENTINEL_MASTER}"
-    return _url()
+    url = _url()
+    return "redis+unix://" + url.removeprefix("unix://") if url.startswith("unix://") else url
 
 
 def limits_storage_options(*, socket_timeout: float) -> dict[str, Any]:
     options: dict[str, Any] = {"socket_timeout": socket_timeout, "socket_connect_timeout": socket_timeout}
     if settings.REDIS_SENTINELS:
         # Counts are read where they are written: a replica lags, and would let a burst through.
-        options.update(redis_url_credentials(_url()), use_replicas=False, sentinel_kwargs=_sentinel_kwargs())
+        options.update(
+            redis_url_credentials(_url()),
+            use_replicas=False,
+            # limits would send the master's credentials to the sentinels too, which have none.
+            sentinel_kwargs={**_sentinel_kwargs(), "password": None, "username": None},
+        )
     return options
 
 

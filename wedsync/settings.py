@@ -15,7 +15,7 @@ import socket
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal, cast
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import dj_database_url
 import django_stubs_ext
@@ -227,6 +227,10 @@ REDIS_SENTINELS = [_sentinel_address(item) for item in env_list("REDIS_SENTINELS
 REDIS_SENTINEL_MASTER = env_str("REDIS_SENTINEL_MASTER", default="wedsync")
 if REDIS_SENTINELS and not REDIS_URL:
     raise ImproperlyConfigured("REDIS_SENTINELS needs REDIS_URL too: its database number and password still apply")
+if REDIS_SENTINELS and REDIS_URL and urlsplit(REDIS_URL).scheme != "redis":
+    raise ImproperlyConfigured(
+        "with REDIS_SENTINELS, REDIS_URL must be redis:// (TLS and Unix sockets are not supported)"
+    )
 
 # redis-py 8 defaults to a 5 s socket timeout, which races channels-redis's 5 s blocking read and
 # kills idle channel-layer readers (channels_redis issue 422); 30 s is safely above the read, and
@@ -354,7 +358,12 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {}
 if REDIS_URL and REDIS_SENTINELS:
     # kombu's and Celery's own Sentinel support: one sentinel:// URL per sentinel, the master by name.
     _credentials = redis_url_credentials(REDIS_URL)
-    _auth = f":{_credentials['password']}@" if _credentials.get("password") else ""
+    _auth = (
+        f"{quote(_credentials.get('username') or '', safe='')}:{quote(_credentials['password'], safe='')}@"
+        if _credentials.get("password")
+        else ""
+    )
+    _sentinel_timeouts = {"socket_timeout": 5, "socket_connect_timeout": 5}  # asking a sentinel, never forever
     CELERY_BROKER_URL = ";".join(
         f"sentinel://{_auth}{host}:{port}/{_credentials.get('db', 0)}" for host, port in REDIS_SENTINELS
     )
@@ -362,8 +371,12 @@ if REDIS_URL and REDIS_SENTINELS:
     CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, Any] = {
         "socket_timeout": REDIS_SOCKET_TIMEOUT,
         "master_name": REDIS_SENTINEL_MASTER,
+        "sentinel_kwargs": _sentinel_timeouts,
     }
-    CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"master_name": REDIS_SENTINEL_MASTER}
+    CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {
+        "master_name": REDIS_SENTINEL_MASTER,
+        "sentinel_kwargs": _sentinel_timeouts,
+    }
 elif REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
     CELERY_RESULT_BACKEND = REDIS_URL

@@ -67,7 +67,7 @@ async def test_sockets_are_told_to_come_back_until_the_layer_answers(party: Wedd
             hub = hub_module._hubs.get(asyncio.get_running_loop())
             if hub is not None:
                 await hub.stop()
-            redis.stop()
+            redis.remove()
             channel_layers.backends.clear()
 
 
@@ -112,7 +112,7 @@ async def test_a_node_started_without_redis_is_not_ready_until_it_answers(party:
         assert "hub.start_failed" in node.log() and "hub.started" in node.log()
     finally:
         node.stop()
-        redis.stop()
+        redis.remove()
 
 
 @pytest.mark.requires_redis

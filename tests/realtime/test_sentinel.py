@@ -87,7 +87,11 @@ async def test_the_master_killed_under_traffic_fails_over_and_nothing_is_lost(
                         group.master.process.send_signal(signal.SIGKILL)
                     await asyncio.sleep(0.05)
                 assert acknowledged == list(range(1, 61))
-                assert group.master_port() == group.replica.port, "the sentinels promoted the replica"
+
+                async def promoted() -> bool:
+                    return await asyncio.to_thread(group.master_port) == group.replica.port
+
+                await until(promoted, within=30, what="the sentinels naming the replica master")
                 for reader in readers:
                     seqs = [event["seq"] for event in await drain(reader, 60, within=40)]
                     assert seqs == acknowledged

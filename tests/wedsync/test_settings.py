@@ -269,3 +269,55 @@ def test_a_per_thread_connection_age_with_the_pool_is_refused() -> None:
     result = _start_with({**env, "DATABASE_CONN_MAX_AGE": "60"})
     assert result.returncode != 0
     assert "DATABASE_CONN_MAX_AGE keeps a connection per thread, which the pool replaces" in result.stderr
+
+
+def test_sentinels_must_be_host_and_port_and_need_a_plain_redis_url() -> None:
+    base = {**_production_env(), "REDIS_URL": "redis://127.0.0.1:6379/3"}
+    bad = _start_with({**base, "REDIS_SENTINELS": "10.0.0.1:26379,sentinel-two"})
+    assert bad.returncode != 0 and "REDIS_SENTINELS: 'sentinel-two' is not host:port" in bad.stderr
+    tls = _start_with({**base, "REDIS_URL": "rediss://127.0.0.1:6379/3", "REDIS_SENTINELS": "10.0.0.1:26379"})
+    assert tls.returncode != 0 and "REDIS_URL must be redis://" in tls.stderr
+    alone = _start_with({**_production_env(), "REDIS_SENTINELS": "10.0.0.1:26379"})
+    assert alone.returncode != 0 and "REDIS_SENTINELS needs REDIS_URL too" in alone.stderr
+
+
+def test_sentinels_reach_every_redis_use_with_the_urls_database_and_password() -> None:
+    """The password is URL-encoded in Celery's sentinel:// URLs (kombu decodes it), the limits'
+    storage reads the master only and sends the sentinels no password."""
+    env = {
+        **_production_env(),
+        "REDIS_URL": "redis://app:p%40ss%3Bword@127.0.0.1:6379/3",
+        "REDIS_SENTINELS": "10.0.0.1:26379,10.0.0.2:26380",
+        "REDIS_SENTINEL_MASTER": "weddings",
+    }
+    code = (
+        "import django, json; django.setup(); from django.conf import settings as s; "
+        "from wedsync.redis_clients import limits_storage_options, limits_storage_uri; "
+        "host = s.CHANNEL_LAYERS['default']['CONFIG']['hosts'][0]; o = limits_storage_options(socket_timeout=0.5); "
+        "print(json.dumps({'broker': s.CELERY_BROKER_URL, 'master': s.CELERY_BROKER_TRANSPORT_OPTIONS['master_name'], "
+        "'layer': [host['master_name'], host['sentinels'], host['db'], host['password']], "
+        "'cache': s.CACHES['default']['OPTIONS']['pool_class'], 'limits': limits_storage_uri(), "
+        "'limits_options': {k: v for k, v in o.items() if k != 'sentinel_kwargs'}, "
+        "'limits_sentinel_password': o['sentinel_kwargs']['password']}))"
+    )
+    result = _start_with(env, "-c", code)
+    assert result.returncode == 0, result.stderr[-2000:]
+    import json
+
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (
+        seen["broker"] == "sentinel://app:p%40ss%3Bword@10.0.0.1:26379/3;sentinel://app:p%40ss%3Bword@10.0.0.2:26380/3"
+    )
+    assert seen["master"] == "weddings"
+    assert seen["layer"] == ["weddings", [["10.0.0.1", 26379], ["10.0.0.2", 26380]], 3, "p@ss;word"]
+    assert seen["cache"] == "wedsync.redis_clients.SentinelCachePool"
+    assert seen["limits"] == "redis+sentinel://10.0.0.1:26379,10.0.0.2:26380/weddings"
+    assert seen["limits_options"] == {
+        "socket_timeout": 0.5,
+        "socket_connect_timeout": 0.5,
+        "db": 3,
+        "username": "app",
+        "password": "p@ss;word",
+        "use_replicas": False,
+    }
+    assert seen["limits_sentinel_password"] is None
