@@ -140,44 +140,50 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         if not connection_open(self.base_send):
             return  # gone while it was authenticated: never accepted, so nothing to audit
         tier = shed_tier(memberships=opened.memberships, observer=opened.identity.observer)
-        shed = shed_verdict(tier=tier, sockets=len(hub.sockets), loop_lag=hub.loop_lag.sustained)
+        shed = shed_verdict(tier=tier, sockets=hub.sockets_counted(), loop_lag=hub.loop_lag.sustained)
         if shed is not None and not urgent_of(query_string=query, memberships=opened.memberships):
             await self._shed(shed, accepted_entry=opened.audit_entry)
             return
         if shed is not None:  # let in past the shedding to raise an emergency: its audit row says so
             opened.audit_entry.details = {**opened.audit_entry.details, "urgent": True}
-        try:
-            await node_audit().write(opened.audit_entry)
-        except DATABASE_AWAY:
-            await self._refuse_database_away(hub)
-            return
-        self.identity, memberships, roles = opened.identity, opened.memberships, [m.role for m in opened.memberships]
-        self.user_id, self.connection_id = self.identity.user_id, uuid.uuid4().hex
-        self.connect_weddings = tuple(m.wedding_id for m in memberships)
-        self.role = socket_role(roles=roles, observer=self.identity.observer)
-        self.heartbeat_interval, self.client_device = opened.heartbeat, device_name_of(query_string=query)
-        self.budget = SocketBudget(
-            user_id=self.user_id,
-            subscribe_floor=(
-                2 * settings.REALTIME_OBSERVE_MAX_WEDDINGS  # a board's every wedding, twice, as a member's resume
-                if self.identity.observer
-                else subscribe_floor_for(roles=roles, weddings=len(memberships))
-            ),
-        )
-        self._heard, self._control_heard = time.time(), control_frames_heard(self.base_send)
-        await self.accept(subprotocol=PROTOCOL_NAME if PROTOCOL_NAME in subprotocols else None)
-        SOCKET_CONNECTS.labels("accepted").inc()
-        writer = frame_writer_for(self.base_send)
-        self.outbox = Outbox(
-            send_text=self._send_text,
-            gate=write_gate_for(self.base_send, send_buffer=settings.REALTIME_SOCKET_SEND_BUFFER),
-            write_frame=writer.write if writer is not None else None,
-            max_frames=settings.REALTIME_OUTBOX_MAX_FRAMES,
-            max_bytes=settings.REALTIME_OUTBOX_MAX_BYTES,
-            on_overflow=self.too_slow,
-        )
-        self.hub = hub
-        self.hub.register(self)
+        # Counted as the node's from the verdict on, so that a burst of connects cannot all pass one count.
+        with hub.admitting_one():
+            try:
+                await node_audit().write(opened.audit_entry)
+            except DATABASE_AWAY:
+                await self._refuse_database_away(hub)
+                return
+            self.identity, memberships, roles = (
+                opened.identity,
+                opened.memberships,
+                [m.role for m in opened.memberships],
+            )
+            self.user_id, self.connection_id = self.identity.user_id, uuid.uuid4().hex
+            self.connect_weddings = tuple(m.wedding_id for m in memberships)
+            self.role = socket_role(roles=roles, observer=self.identity.observer)
+            self.heartbeat_interval, self.client_device = opened.heartbeat, device_name_of(query_string=query)
+            self.budget = SocketBudget(
+                user_id=self.user_id,
+                subscribe_floor=(
+                    2 * settings.REALTIME_OBSERVE_MAX_WEDDINGS  # a board's every wedding, twice, as a member's resume
+                    if self.identity.observer
+                    else subscribe_floor_for(roles=roles, weddings=len(memberships))
+                ),
+            )
+            self._heard, self._control_heard = time.time(), control_frames_heard(self.base_send)
+            await self.accept(subprotocol=PROTOCOL_NAME if PROTOCOL_NAME in subprotocols else None)
+            SOCKET_CONNECTS.labels("accepted").inc()
+            writer = frame_writer_for(self.base_send)
+            self.outbox = Outbox(
+                send_text=self._send_text,
+                gate=write_gate_for(self.base_send, send_buffer=settings.REALTIME_SOCKET_SEND_BUFFER),
+                write_frame=writer.write if writer is not None else None,
+                max_frames=settings.REALTIME_OUTBOX_MAX_FRAMES,
+                max_bytes=settings.REALTIME_OUTBOX_MAX_BYTES,
+                on_overflow=self.too_slow,
+            )
+            self.hub = hub
+            self.hub.register(self)
         if not self.identity.observer:  # a staff observer is nobody's device: no member's limit to count it in
             await self._admit_device(roles)
             if self.closing:

@@ -15,7 +15,7 @@ import contextlib
 import os
 import random
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -80,6 +80,7 @@ class NodeHub:
         self.channel_name: str | None = None
         self.feeds: dict[int, WeddingFeed] = {}
         self.sockets: dict[str, Socket] = {}
+        self.admitting = 0  # sockets past load shedding's count and not registered yet (sockets_counted)
         self.sockets_by_user: dict[int, set[str]] = {}
         self.presence = NodePresence(send_batch=self._send_to_nodes)
         self.members = MemberCache(
@@ -272,6 +273,20 @@ class NodeHub:
             task.add_done_callback(_log_failure)
 
     # --- sockets ------------------------------------------------------------------------------------
+
+    def sockets_counted(self) -> int:
+        """What load shedding counts: the open sockets and those let in but not registered yet
+        (their audit write, their accept), so that connects arriving together cannot all pass one
+        count and overshoot the budget."""
+        return len(self.sockets) + self.admitting
+
+    @contextlib.contextmanager
+    def admitting_one(self) -> Iterator[None]:
+        self.admitting += 1
+        try:
+            yield
+        finally:
+            self.admitting -= 1
 
     def register(self, socket: Socket) -> None:
         self.sockets[socket.connection_id] = socket

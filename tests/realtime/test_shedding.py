@@ -19,6 +19,7 @@ from django.test import override_settings
 from prometheus_client import REGISTRY
 
 from realtime.limits import shedding
+from tests.factories import MemberFactory
 from tests.personas import WeddingParty
 from tests.realtime.conftest import Client, bearer, communicator, connect_bearer
 from wedsync.models import AuditLog, Member
@@ -209,6 +210,33 @@ async def test_a_socket_let_in_as_urgent_that_raises_nothing_is_closed_like_the_
     assert shed_count("vendor", "urgent_unused") - before == 1
     rows = await _rows_when(1)
     assert [(row.actor_id, row.details["reason"]) for row in rows] == [(party.flora.user_id, "shed_urgent_unused")]
+
+
+@override_settings(REALTIME_SOCKET_BUDGET=10, REALTIME_SHED_LOOP_LAG_SECONDS=0)
+async def test_guests_arriving_together_cannot_all_pass_one_count_of_the_budget(
+    party: WeddingParty, opened: Opened
+) -> None:
+    # After a node loss its sockets arrive at the survivors at once: each must count those let in
+    # before it, even while their audit writes and accepts are still under way.
+    await opened.member(party.priya, device="desk")
+    guests = await database_sync_to_async(
+        lambda: [MemberFactory(wedding=party.wedding, role="guest") for _ in range(16)]
+    )()
+    tokens = [await bearer(guest) for guest in guests]
+    comms = [communicator(path="/ws/v1/?device=phone", subprotocols=["wedsync.v1", f"bearer.{t}"]) for t in tokens]
+
+    async def first_frame(comm: Any) -> str:
+        assert (await comm.connect(timeout=10))[0]
+        return str(json.loads((await comm.receive_output(timeout=10))["text"])["op"])
+
+    firsts = await asyncio.gather(*(first_frame(comm) for comm in comms))
+    try:
+        assert firsts.count("welcome") == 8, firsts  # nine tenths of ten, the planner's socket the first
+        assert firsts.count("error") == 8
+        assert len(_node_sockets()) == 9
+    finally:
+        for comm in comms:
+            await comm.disconnect()
 
 
 async def _rows_when(count: int) -> list[AuditLog]:
