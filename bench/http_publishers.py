@@ -202,7 +202,7 @@ async def publish(worker: Worker, *, rate: float, seconds: float) -> dict[str, A
     staggered over one interval, as their socket publishes are); answers what was stored, by topic,
     with what was refused or not answered and the answers' times."""
     if worker.http_publishers is None:
-        worker.http_publishers = HttpPublishers.for_url(worker.url)
+        worker.http_publishers = HttpPublishers.for_url(worker.urls[0])
     client = worker.http_publishers
     planners = [spec for spec in worker.specs if spec.publisher]
     answer_seconds: list[float] = []

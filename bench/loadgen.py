@@ -55,9 +55,9 @@ class SocketSpec:
         return f"?bench_member={self.member}&bench_role={self.role}" if self.role else ""
 
 
-def _serve_commands(conn: Connection, url: str, specs: list[SocketSpec]) -> None:
+def _serve_commands(conn: Connection, urls: list[str], specs: list[SocketSpec]) -> None:
     async def loop() -> None:
-        worker = Worker(url, specs)
+        worker = Worker(urls, specs)
         running = asyncio.get_running_loop()
         while True:
             number, command, options = await running.run_in_executor(None, conn.recv)
@@ -71,6 +71,8 @@ def _serve_commands(conn: Connection, url: str, specs: list[SocketSpec]) -> None
                 conn.send(await worker.publish(**options))
             elif command == "storm":
                 conn.send(await worker.drop_and_resume(**options))
+            elif command == "lose_node":
+                conn.send(await worker.lose_node(**options))
             elif command == "collect":
                 conn.send(await worker.collect(**options))
             elif command == "presence":
@@ -96,9 +98,12 @@ def _serve_commands(conn: Connection, url: str, specs: list[SocketSpec]) -> None
 
 
 class LoadGenerator:
-    """The main process's handle on its worker processes: each command goes to all, answers merge."""
+    """The main process's handle on its worker processes: each command goes to all, answers merge.
+    With several URLs (nodes), each socket starts on its own node and moves on as
+    :func:`bench.worker.node_order` says when that one refuses connections."""
 
-    def __init__(self, url: str, specs: list[SocketSpec], *, workers: int) -> None:
+    def __init__(self, url: str | list[str], specs: list[SocketSpec], *, workers: int) -> None:
+        urls = [url] if isinstance(url, str) else list(url)
         context = multiprocessing.get_context("spawn")  # a clean interpreter per worker
         self.pipes: list[Connection] = []
         self._numbers = itertools.count(1)
@@ -106,7 +111,7 @@ class LoadGenerator:
         shares = [specs[i::workers] for i in range(workers)]
         for share in shares:
             ours, theirs = context.Pipe()
-            process = context.Process(target=_serve_commands, args=(theirs, url, share), daemon=True)
+            process = context.Process(target=_serve_commands, args=(theirs, urls, share), daemon=True)
             process.start()
             self.pipes.append(ours)
             self.processes.append(process)
@@ -133,8 +138,14 @@ class LoadGenerator:
         return _merge_connects(self._all("connect", concurrency=concurrency, limit=share))
 
     def storm(self, *, deadline: float = 60.0) -> dict[str, Any]:
-        merged = _merge_connects(answers := self._all("storm", deadline=deadline))
-        merged["attempts"] = sum(a["attempts"] for a in answers)
+        """Every socket cut at once and resumed (bench.worker.Worker.drop_and_resume)."""
+        return _merge_resumes(self._all("storm", deadline=deadline))
+
+    def lose_node(self, *, node: int, deadline: float = 60.0) -> dict[str, Any]:
+        """The sockets of the killed node ``node`` resumed elsewhere (Worker.lose_node); ``nodes``:
+        how many sockets each node holds after."""
+        merged = _merge_resumes(answers := self._all("lose_node", node=node, deadline=deadline))
+        merged["nodes"] = {key: sum(a["nodes"].get(key, 0) for a in answers) for key in answers[0]["nodes"]}
         return merged
 
     def reset(self, *, records: bool = False) -> None:
@@ -239,6 +250,15 @@ class LoadGenerator:
                 process.join(timeout=10)
                 if process.is_alive():
                     process.kill()
+
+
+def _merge_resumes(answers: list[dict[str, Any]]) -> dict[str, Any]:
+    merged = _merge_connects(answers)
+    merged["attempts"] = sum(a["attempts"] for a in answers)
+    merged["refusals"] = sum(a["refusals"] for a in answers)
+    noticed = [a["noticed_seconds"] for a in answers if a["noticed_seconds"] is not None]
+    merged["noticed_seconds"] = max(noticed, default=None)
+    return merged
 
 
 def _merge_connects(answers: list[dict[str, Any]]) -> dict[str, Any]:

@@ -276,23 +276,31 @@ def reconnect_storm(
         publisher.join(timeout=seconds + 120)
         figures = live.collect(published, timeout=20)
         figures.pop("last_receipt")
-        times = storm["completion_times"]
         return {
             **live.connect,
             "publisher_error": errors[0] if errors else None,
-            "dropped": storm["connected"] + storm["failed"],
-            "resumed": storm["connected"],
-            "resume_failed": storm["failed"],
-            "resume_attempts": storm["attempts"],
-            "resume_failures": storm["failures"],
-            "all_resumed_seconds": round(storm["seconds"], 2) if storm["seconds"] is not None else None,
-            "resumed_p50_seconds": round(times[len(times) // 2], 2) if times else None,
-            "resumed_p99_seconds": round(times[min(int(len(times) * 0.99), len(times) - 1)], 2) if times else None,
+            **resume_figures(storm),
             # Everything the server did while the sockets resumed (the publishes' fan-out too).
             "storm_server_cpu_cores": round(storm_cpu / storm_wall, 2),
             "server_cpu_ms_per_resume": round(storm_cpu * 1000 / storm["connected"], 2) if storm["connected"] else None,
             **figures,
         }
+
+
+def resume_figures(storm: dict[str, Any]) -> dict[str, Any]:
+    """What a LoadGenerator's ``storm`` or ``lose_node`` answered, as the bench reports it."""
+    times = storm["completion_times"]
+    return {
+        "dropped": storm["connected"] + storm["failed"],
+        "resumed": storm["connected"],
+        "resume_failed": storm["failed"],
+        "resume_attempts": storm["attempts"],
+        "resume_refusals": storm["refusals"],
+        "resume_failures": storm["failures"],
+        "all_resumed_seconds": round(storm["seconds"], 2) if storm["seconds"] is not None else None,
+        "resumed_p50_seconds": round(times[len(times) // 2], 2) if times else None,
+        "resumed_p99_seconds": round(times[min(int(len(times) * 0.99), len(times) - 1)], 2) if times else None,
+    }
 
 
 @contextmanager

@@ -28,6 +28,7 @@ from typing import Any
 import psycopg
 import redis
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 ROOT = Path(__file__).resolve().parents[1]
 DB_NAME = os.environ.get("BENCH_DB", "wedsync_bench")
@@ -159,11 +160,14 @@ class RunningServer:
 
 
 @contextmanager
-def running(kind: str, env: dict[str, str]) -> Iterator[RunningServer]:
+def running(kind: str, env: dict[str, str], *, name: str | None = None, fresh: bool = True) -> Iterator[RunningServer]:
+    """Start a server of ``kind``, logging to ``var/bench-<name>.log``; ``fresh``: empty the
+    bench's Redis database first (not for the second node of several sharing it)."""
     port = _free_port()
-    log = ROOT / "var" / f"bench-{kind}.log"
+    log = ROOT / "var" / f"bench-{name or kind}.log"
     log.parent.mkdir(exist_ok=True)
-    redis.Redis.from_url(env["REDIS_URL"]).flushdb()  # the bench's own database: no state from the last server
+    if fresh:  # the bench's own database: no state from the last server
+        redis.Redis.from_url(env["REDIS_URL"]).flushdb()
     command = [sys.executable, *(part.format(port=port) for part in COMMANDS[kind])]
     with log.open("wb") as out:
         server = subprocess.Popen(  # noqa: S603
@@ -204,20 +208,23 @@ def member_cache_figures(server: RunningServer, env: dict[str, str]) -> dict[str
     /metrics: lookups answered from the cache and read from PostgreSQL. Empty for the others."""
     if not server.kind.startswith("product"):
         return {}
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{server.port}/metrics", headers={"Authorization": f"Bearer {env['METRICS_TOKEN']}"}
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
-        text = response.read().decode()
     lookups = {"hit": 0.0, "miss": 0.0}
-    for family in text_string_to_metric_families(text):
-        if family.name == "wedsync_member_cache_lookups":
-            for sample in family.samples:
-                if sample.name.endswith("_total"):
-                    lookups[sample.labels["outcome"]] += sample.value
+    for sample in product_samples(server, env, "wedsync_member_cache_lookups_total"):
+        lookups[sample.labels["outcome"]] += sample.value
     total = lookups["hit"] + lookups["miss"]
     return {
         "member_cache_hits": int(lookups["hit"]),
         "member_cache_misses": int(lookups["miss"]),
         "member_cache_hit_ratio": round(lookups["hit"] / total, 4) if total else None,
     }
+
+
+def product_samples(server: RunningServer, env: dict[str, str], name: str) -> list[Sample]:
+    """The samples named ``name`` in a product node's own /metrics."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{server.port}/metrics", headers={"Authorization": f"Bearer {env['METRICS_TOKEN']}"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        text = response.read().decode()
+    families = text_string_to_metric_families(text)
+    return [sample for family in families for sample in family.samples if sample.name == name]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import random
 import time
 import traceback
 from collections.abc import Hashable
@@ -42,11 +43,34 @@ class _Incoming(msgspec.Struct):
     data: _Data | None = None
     error: _Data | None = None
     heartbeat_interval: int | None = None  # welcome
+    code: str | None = None  # error
+    retry_after: float | None = None
     joins: dict[str, _Data] | None = None  # presence_diff
     updates: dict[str, _Data] | None = None
 
 
 _decode = msgspec.json.Decoder(_Incoming).decode
+
+
+class RefusedForNow(Exception):
+    """The server answered the handshake with an error frame (shed, draining, rate limited) instead
+    of a welcome; ``retry_after`` is the seconds it asked for."""
+
+    def __init__(self, code: str, retry_after: float | None) -> None:
+        super().__init__(f"refused: {code} (retry_after {retry_after})")
+        self.code = code
+        self.retry_after = retry_after
+
+
+def node_order(member: int, nodes: int) -> list[int]:
+    """The nodes a member's socket tries, in order: its own (``member % nodes``) first, then the
+    others rotated by the member, so that a lost node's sockets spread evenly over the rest, as a
+    balancer's consistent hash by user spreads them (deploy/haproxy, decision 0043)."""
+    first = member % nodes
+    others = [(first + step) % nodes for step in range(1, nodes)]
+    shift = (member // nodes) % max(nodes - 1, 1)
+    return [first, *others[shift:], *others[:shift]]
+
 
 REPLY_WAIT = 30.0  # for the replies to a publisher's last frames, after it sent them
 CATCH_UP_WAIT = 10.0  # for a resumed socket's replay (a server without replay never catches up)
@@ -110,6 +134,8 @@ class BenchSocket(picows.WSListener):
     def on_ws_disconnected(self, transport: picows.WSTransport) -> None:
         if not self.closed.done():
             self.closed.set_result(None)
+        if not self.welcome.done():
+            self.welcome.set_exception(ConnectionError("the server closed the socket before its welcome"))
 
     def on_ws_frame(self, transport: picows.WSTransport, frame: picows.WSFrame) -> None:
         if frame.msg_type != picows.WSMsgType.TEXT:
@@ -143,6 +169,8 @@ class BenchSocket(picows.WSListener):
         elif message.op == "welcome":
             if not self.welcome.done():
                 self.welcome.set_result(message)
+        elif message.op == "error" and not self.welcome.done():
+            self.welcome.set_exception(RefusedForNow(message.code or "", message.retry_after))
         elif message.op == "reply" and message.ref is not None:
             if self.replied is not None:
                 self.replied[message.ref] = time.time()
@@ -190,9 +218,11 @@ class BenchSocket(picows.WSListener):
 class Worker:
     """One process's sockets and the commands the main process sends them."""
 
-    def __init__(self, url: str, specs: list[SocketSpec]) -> None:
-        self.url = url
+    def __init__(self, urls: list[str], specs: list[SocketSpec]) -> None:
+        self.urls = urls
         self.specs = specs
+        self.node_of: dict[int, int] = {}  # member -> index in urls of the node its socket is on
+        self.down: set[int] = set()  # nodes that refused a connection, as a balancer's check marks them
         self.tally = _Tally()
         self.sockets: dict[int, BenchSocket] = {}
         self._connect_next = 0  # specs before this index have been connected (or tried)
@@ -208,13 +238,22 @@ class Worker:
     async def _open(self, spec: SocketSpec, *, resume: bool) -> BenchSocket:
         headers = {"Sec-WebSocket-Protocol": f"wedsync.v1, bearer.{spec.token}"}
         since = self.sockets[spec.member].last_seq if resume and spec.member in self.sockets else None
-        _transport, listener = await picows.ws_connect(
-            lambda: BenchSocket(spec, self.tally),
-            self.url + spec.query,
-            extra_headers=headers,
-            websocket_handshake_timeout=30,
-            max_frame_size=1 << 20,
-        )
+        order = node_order(spec.member, len(self.urls))
+        candidates = [node for node in order if node not in self.down] or order
+        for node in candidates:
+            try:
+                _transport, listener = await picows.ws_connect(
+                    lambda: BenchSocket(spec, self.tally),
+                    self.urls[node] + spec.query,
+                    extra_headers=headers,
+                    websocket_handshake_timeout=30,
+                    max_frame_size=1 << 20,
+                )
+                break
+            except ConnectionRefusedError:
+                if len(self.urls) == 1 or node == candidates[-1]:
+                    raise
+                self.down.add(node)  # and on to the next at once, as a balancer redispatches
         if not isinstance(listener, BenchSocket):  # picows hands back None when the server hung up
             raise ConnectionError("the server closed the connection during the handshake")
         sock = listener
@@ -233,6 +272,7 @@ class Worker:
             if sock.last_seq < current:
                 await asyncio.wait_for(sock.caught_up, CATCH_UP_WAIT)
         self.sockets[spec.member] = sock
+        self.node_of[spec.member] = node
         return sock
 
     async def connect(self, *, concurrency: int, limit: int | None = None) -> dict[str, Any]:
@@ -267,43 +307,80 @@ class Worker:
 
     async def drop_and_resume(self, *, deadline: float) -> dict[str, Any]:
         """Cut every socket at once (no close handshake, like a venue's Wi-Fi going down), then
-        resume each as the project's client does: after ``reconnect_delay`` (backoff with full
-        jitter), again after each failure, until ``deadline`` seconds have passed."""
+        resume each as the project's client does (:meth:`_resume`) until ``deadline`` seconds
+        have passed."""
         for sock in self.sockets.values():
             if sock.transport is not None:
                 sock.transport.disconnect(graceful=False)
+        return await self._resume_all(self.specs, deadline=deadline)
+
+    async def lose_node(self, *, node: int, deadline: float) -> dict[str, Any]:
+        """The node at ``urls[node]`` was killed: each of its sockets, once it has seen its
+        connection go, resumes as the project's client does (:meth:`_resume`). The others stay."""
+        lost = [spec for spec in self.specs if self.node_of.get(spec.member) == node]
+        figures = await self._resume_all(lost, deadline=deadline, notice=True)
+        figures["nodes"] = {str(n): sum(1 for m in self.node_of.values() if m == n) for n in range(len(self.urls))}
+        return figures
+
+    async def _resume_all(self, specs: list[SocketSpec], *, deadline: float, notice: bool = False) -> dict[str, Any]:
         failures: list[str] = []
         done_at: list[float] = []
-        attempts = 0
+        noticed_at: list[float] = []
+        attempts = [0, 0]  # attempts, refusals (an error frame instead of a welcome)
         started = time.perf_counter()
 
         async def one(spec: SocketSpec) -> None:
-            nonlocal attempts
-            for attempt in itertools.count(1):
-                await asyncio.sleep(reconnect_delay(attempt))
-                if time.perf_counter() - started > deadline:
-                    failures.append(f"gave up after {attempt - 1} attempts")
-                    return
-                attempts += 1
-                try:
-                    await self._open(spec, resume=True)
-                except Exception as error:
-                    if len(failures) < 5:
-                        failures.append(f"attempt {attempt}: {type(error).__name__}: {error}"[:200])
-                    continue
+            if notice:  # a killed node's sockets learn it from their own connection, as a phone does
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(self.sockets[spec.member].closed), deadline)
+                    noticed_at.append(time.perf_counter() - started)
+            if await self._resume(spec, started=started, deadline=deadline, failures=failures, attempts=attempts):
                 done_at.append(time.perf_counter() - started)
-                return
 
-        await asyncio.gather(*(one(spec) for spec in self.specs))
+        await asyncio.gather(*(one(spec) for spec in specs))
         done_at.sort()
         return {
             "connected": len(done_at),
-            "failed": len(self.specs) - len(done_at),
+            "failed": len(specs) - len(done_at),
             "failures": failures[:5],
-            "attempts": attempts,
+            "attempts": attempts[0],
+            "refusals": attempts[1],
             "seconds": done_at[-1] if done_at else None,
             "completion_times": done_at,
+            "noticed_seconds": max(noticed_at, default=None),
         }
+
+    async def _resume(
+        self, spec: SocketSpec, *, started: float, deadline: float, failures: list[str], attempts: list[int]
+    ) -> bool:
+        """Reopen ``spec``'s socket with ``since`` as realtime.client does: after ``reconnect_delay``
+        (backoff with full jitter), or a little past the ``retry_after`` of a refusal, again after
+        each failure, until ``deadline`` seconds after ``started``."""
+        wait = None
+        for attempt in itertools.count(1):
+            await asyncio.sleep(reconnect_delay(attempt) if wait is None else wait)
+            if time.perf_counter() - started > deadline:
+                failures.append(f"gave up after {attempt - 1} attempts")
+                return False
+            attempts[0] += 1
+            wait = None
+            try:
+                await self._open(spec, resume=True)
+            except RefusedForNow as refused:
+                attempts[1] += 1
+                if refused.retry_after:  # as the client: a little past it, so refused phones spread out
+                    wait = refused.retry_after + random.uniform(0.1, 0.5)  # noqa: S311 - jitter
+                if len(failures) < 5:
+                    failures.append(f"attempt {attempt}: {refused}"[:200])
+                continue
+            except Exception as error:
+                if len(failures) < 5:
+                    where = traceback.extract_tb(error.__traceback__)[-1]
+                    place = f"{Path(where.filename).name}:{where.lineno}"
+                    failures.append(f"attempt {attempt}: {type(error).__name__}: {error} ({place})"[:300])
+                continue
+            return True
+        raise AssertionError("unreachable")
 
     async def publish(self, *, rate: float, seconds: float, burst: int) -> dict[str, Any]:
         """Each publisher socket sends at ``rate``/s for ``seconds`` (staggered), or ``burst`` at once."""

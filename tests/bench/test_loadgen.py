@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from bench.loadgen import LoadGenerator, SocketSpec
+from bench.worker import node_order
 
 
 @contextmanager
@@ -77,3 +79,36 @@ def test_connecting_in_two_steps_connects_each_socket_once(ceiling_url: str) -> 
         published = publisher.publish(burst=2)
         figures = receivers.collect(expected=published, timeout=1.0)
         assert (figures["expected"], figures["delivered"], figures["duplicates"]) == (5 * 2, 5 * 2, 0)
+
+
+def test_a_member_starts_on_its_own_node_and_a_lost_node_s_members_spread_over_the_rest() -> None:
+    assert node_order(7, 1) == [0]
+    assert node_order(4, 3)[0] == 1
+    orders = [node_order(member, 3) for member in range(300)]
+    assert all(sorted(order) == [0, 1, 2] for order in orders)
+    lost_to = [order[1] for order in orders if order[0] == 0]
+    assert lost_to.count(1) == lost_to.count(2) == 50
+
+
+def test_the_sockets_of_a_killed_node_resume_on_the_others_and_nobody_else_moves(
+    three_ceilings: list[tuple[str, subprocess.Popen[bytes]]],
+) -> None:
+    urls = [url for url, _server in three_ceilings]
+    specs = [SocketSpec(member=n, token="-", topic="wedding:3") for n in range(1, 25)]
+    receivers = LoadGenerator(urls, specs, workers=2)
+    try:
+        assert receivers.connect()["connected"] == 24
+        three_ceilings[0][1].kill()
+        three_ceilings[0][1].wait(timeout=10)
+
+        moved = receivers.lose_node(node=0, deadline=20)
+
+        on_lost_node = [spec.member for spec in specs if node_order(spec.member, 3)[0] == 0]
+        assert (moved["connected"], moved["failed"]) == (len(on_lost_node), 0)
+        assert moved["noticed_seconds"] is not None
+        # Each stays on its own node, or on the lost node's next one in its order.
+        ends_on = [order[1] if order[0] == 0 else order[0] for order in (node_order(s.member, 3) for s in specs)]
+        assert moved["nodes"] == {"0": 0, "1": ends_on.count(1), "2": ends_on.count(2)}
+        assert moved["nodes"]["1"] + moved["nodes"]["2"] == 24
+    finally:
+        receivers.close()
