@@ -60,6 +60,7 @@ class RefusedForNow(Exception):
         super().__init__(f"refused: {code} (retry_after {retry_after})")
         self.code = code
         self.retry_after = retry_after
+        self.node: int | None = None  # which node refused (an index in the worker's URLs)
 
 
 def node_order(member: int, nodes: int) -> list[int]:
@@ -235,11 +236,16 @@ class Worker:
         self.records_state: records.EditState | None = None  # the editors' view of the timeline
         self.http_publishers: HttpPublishers | None = None  # the planners' HTTP connections (issue 20)
 
-    async def _open(self, spec: SocketSpec, *, resume: bool) -> BenchSocket:
+    async def _open(self, spec: SocketSpec, *, resume: bool, refused_by: int | None = None) -> BenchSocket:
+        """Connect, await the welcome, subscribe (with ``since`` when resuming) and catch up.
+        ``refused_by``: the node that refused the last try, tried last now, as the clients' next
+        try after a 1013 goes without the affinity hint and the balancer places it (decision 0043)."""
         headers = {"Sec-WebSocket-Protocol": f"wedsync.v1, bearer.{spec.token}"}
         since = self.sockets[spec.member].last_seq if resume and spec.member in self.sockets else None
         order = node_order(spec.member, len(self.urls))
         candidates = [node for node in order if node not in self.down] or order
+        if refused_by in candidates:
+            candidates = [node for node in candidates if node != refused_by] + [refused_by]
         for node in candidates:
             try:
                 _transport, listener = await picows.ws_connect(
@@ -259,7 +265,11 @@ class Worker:
         sock = listener
         if since is not None:
             sock.last_seq = since
-        await asyncio.wait_for(sock.welcome, 30)
+        try:
+            await asyncio.wait_for(sock.welcome, 30)
+        except RefusedForNow as refused:
+            refused.node = node
+            raise
         reply = await asyncio.wait_for(
             sock.request({"op": "subscribe", "ref": "s", "topic": spec.topic, "since": since, "epoch": None}), 30
         )
@@ -357,6 +367,7 @@ class Worker:
         (backoff with full jitter), or a little past the ``retry_after`` of a refusal, again after
         each failure, until ``deadline`` seconds after ``started``."""
         wait = None
+        refused_by = None
         for attempt in itertools.count(1):
             await asyncio.sleep(reconnect_delay(attempt) if wait is None else wait)
             if time.perf_counter() - started > deadline:
@@ -365,9 +376,10 @@ class Worker:
             attempts[0] += 1
             wait = None
             try:
-                await self._open(spec, resume=True)
+                await self._open(spec, resume=True, refused_by=refused_by)
             except RefusedForNow as refused:
                 attempts[1] += 1
+                refused_by = refused.node
                 if refused.retry_after:  # as the client: a little past it, so refused phones spread out
                     wait = refused.retry_after + random.uniform(0.1, 0.5)  # noqa: S311 - jitter
                 if len(failures) < 5:
