@@ -174,7 +174,7 @@ def running(kind: str, env: dict[str, str], *, name: str | None = None, fresh: b
             command, cwd=ROOT, env={**env, **EXTRA_ENVIRONMENT.get(kind, {})}, stdout=out, stderr=subprocess.STDOUT
         )
     try:
-        _wait_ready(kind, port, server)
+        _wait_ready(kind, port, server, log=log)
         yield RunningServer(kind=kind, url=f"ws://127.0.0.1:{port}/ws/v1/", pid=server.pid, port=port)
     finally:
         server.send_signal(signal.SIGTERM)
@@ -185,11 +185,11 @@ def running(kind: str, env: dict[str, str], *, name: str | None = None, fresh: b
             server.wait()
 
 
-def _wait_ready(kind: str, port: int, server: subprocess.Popen[bytes]) -> None:
+def _wait_ready(kind: str, port: int, server: subprocess.Popen[bytes], *, log: Path) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            raise RuntimeError(f"the {kind} server exited with {server.returncode}; see var/bench-{kind}.log")
+            raise RuntimeError(f"the {kind} server exited with {server.returncode}; see {log}")
         try:
             if kind.startswith("product"):
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):

@@ -63,6 +63,19 @@ class RefusedForNow(Exception):
         self.node: int | None = None  # which node refused (an index in the worker's URLs)
 
 
+class RefusedForGood(Exception):
+    """An error frame instead of a welcome that the clients do not retry (say ``forbidden``)."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(f"refused for good: {code}")
+        self.code = code
+
+
+# Refusals before the welcome that the clients try again after (1013, 1001): shed, not ready,
+# draining, too many handshakes from one address.
+RETRYABLE_REFUSALS = frozenset({"unavailable", "rate_limited"})
+
+
 def node_order(member: int, nodes: int) -> list[int]:
     """The nodes a member's socket tries, in order: its own (``member % nodes``) first, then the
     others rotated by the member, so that a lost node's sockets spread evenly over the rest, as a
@@ -171,7 +184,11 @@ class BenchSocket(picows.WSListener):
             if not self.welcome.done():
                 self.welcome.set_result(message)
         elif message.op == "error" and not self.welcome.done():
-            self.welcome.set_exception(RefusedForNow(message.code or "", message.retry_after))
+            code = message.code or ""
+            if code in RETRYABLE_REFUSALS:
+                self.welcome.set_exception(RefusedForNow(code, message.retry_after))
+            else:  # unauthorized, forbidden...: the clients stop for good (PROTOCOL.md's final codes)
+                self.welcome.set_exception(RefusedForGood(code))
         elif message.op == "reply" and message.ref is not None:
             if self.replied is not None:
                 self.replied[message.ref] = time.time()
@@ -262,7 +279,25 @@ class Worker:
                 self.down.add(node)  # and on to the next at once, as a balancer redispatches
         if not isinstance(listener, BenchSocket):  # picows hands back None when the server hung up
             raise ConnectionError("the server closed the connection during the handshake")
-        sock = listener
+        try:
+            sock = await self._welcome_subscribe(listener, spec, since=since, resume=resume, node=node)
+        except BaseException:
+            # Whatever failed after the handshake, the socket goes: left open it would stay subscribed
+            # and counted on the server, and add to the member's seqs beside the next try.
+            if listener.transport is not None:
+                listener.transport.disconnect(graceful=False)
+            previous = self.sockets.get(spec.member)
+            if previous is not None and listener.last_seq > previous.last_seq:
+                previous.last_seq = listener.last_seq  # what it received counts: the next try resumes after it
+            raise
+        self.sockets[spec.member] = sock
+        self.node_of[spec.member] = node
+        self.down.discard(node)
+        return sock
+
+    async def _welcome_subscribe(
+        self, sock: BenchSocket, spec: SocketSpec, *, since: int | None, resume: bool, node: int
+    ) -> BenchSocket:
         if since is not None:
             sock.last_seq = since
         try:
@@ -281,8 +316,6 @@ class Worker:
             sock.caught_up = asyncio.get_running_loop().create_future()
             if sock.last_seq < current:
                 await asyncio.wait_for(sock.caught_up, CATCH_UP_WAIT)
-        self.sockets[spec.member] = sock
-        self.node_of[spec.member] = node
         return sock
 
     async def connect(self, *, concurrency: int, limit: int | None = None) -> dict[str, Any]:
@@ -333,6 +366,7 @@ class Worker:
         return figures
 
     async def _resume_all(self, specs: list[SocketSpec], *, deadline: float, notice: bool = False) -> dict[str, Any]:
+        self.down.clear()  # learnt afresh by each storm, as a balancer's checks follow the nodes
         failures: list[str] = []
         done_at: list[float] = []
         noticed_at: list[float] = []
@@ -346,6 +380,8 @@ class Worker:
                     noticed_at.append(time.perf_counter() - started)
             if await self._resume(spec, started=started, deadline=deadline, failures=failures, attempts=attempts):
                 done_at.append(time.perf_counter() - started)
+            else:
+                self.node_of.pop(spec.member, None)  # not back on any node
 
         await asyncio.gather(*(one(spec) for spec in specs))
         done_at.sort()
@@ -366,25 +402,28 @@ class Worker:
         """Reopen ``spec``'s socket with ``since`` as realtime.client does: after ``reconnect_delay``
         (backoff with full jitter), or a little past the ``retry_after`` of a refusal, again after
         each failure, until ``deadline`` seconds after ``started``."""
-        wait = None
+        not_before = 0.0  # what a refusal's retry_after asked for
         refused_by = None
         for attempt in itertools.count(1):
-            await asyncio.sleep(reconnect_delay(attempt) if wait is None else wait)
+            await asyncio.sleep(max(reconnect_delay(attempt), not_before))
             if time.perf_counter() - started > deadline:
                 failures.append(f"gave up after {attempt - 1} attempts")
                 return False
             attempts[0] += 1
-            wait = None
+            not_before = 0.0
             try:
                 await self._open(spec, resume=True, refused_by=refused_by)
             except RefusedForNow as refused:
                 attempts[1] += 1
                 refused_by = refused.node
                 if refused.retry_after:  # as the client: a little past it, so refused phones spread out
-                    wait = refused.retry_after + random.uniform(0.1, 0.5)  # noqa: S311 - jitter
+                    not_before = refused.retry_after + random.uniform(0.1, 0.5)  # noqa: S311 - jitter
                 if len(failures) < 5:
                     failures.append(f"attempt {attempt}: {refused}"[:200])
                 continue
+            except RefusedForGood as refused:
+                failures.append(f"attempt {attempt}: {refused}"[:200])
+                return False
             except Exception as error:
                 if len(failures) < 5:
                     where = traceback.extract_tb(error.__traceback__)[-1]

@@ -111,7 +111,8 @@ SOCKET_CONNECTS = Counter(
 SOCKETS_SHED = Counter(
     "wedsync_sockets_shed_total",
     "New sockets a loaded node refused (1013, retry_after) by who they were (tier: guest, vendor) and why "
-    "(cause: budget, the node's open sockets; loop_lag, its event loop running late); plus urgent ones "
+    "(cause: budget, the node's open sockets and those being let in; loop_lag, its event loop running late); "
+    "plus urgent ones "
     "closed for raising no emergency within their grace (cause: urgent_unused).",
     ["tier", "cause"],
 )

@@ -77,7 +77,7 @@ class ShedVerdict:
     tier: ShedTier
     cause: ShedCause
     retry_after: float
-    sockets: int  # the node's open sockets when it refused
+    sockets: int  # the node's open sockets, and those being let in, when it refused
     loop_lag: float  # seconds
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from bench.loadgen import LoadGenerator, SocketSpec
-from bench.worker import node_order
+from bench.worker import RefusedForGood, RefusedForNow, Worker, node_order
 
 
 @contextmanager
@@ -112,3 +114,61 @@ def test_the_sockets_of_a_killed_node_resume_on_the_others_and_nobody_else_moves
         assert moved["nodes"]["1"] + moved["nodes"]["2"] == 24
     finally:
         receivers.close()
+
+
+async def test_a_refused_resume_waits_out_retry_after_then_tries_another_node_first() -> None:
+    spec = SocketSpec(member=3, token="-", topic="wedding:3")
+    worker = Worker(["ws://127.0.0.1:9/a", "ws://127.0.0.1:9/b"], [spec])
+    tries: list[tuple[float, int | None]] = []
+
+    async def open_refused_once(_spec: SocketSpec, *, resume: bool, refused_by: int | None = None) -> None:
+        tries.append((time.perf_counter(), refused_by))
+        if len(tries) == 1:
+            refused = RefusedForNow("unavailable", retry_after=1.5)
+            refused.node = 1
+            raise refused
+
+    worker._open = open_refused_once  # type: ignore[assignment,method-assign]
+    attempts = [0, 0]
+    assert await worker._resume(spec, started=time.perf_counter(), deadline=10, failures=[], attempts=attempts)
+    assert attempts == [2, 1]
+    assert tries[1][1] == 1  # the node that refused goes last
+    assert tries[1][0] - tries[0][0] >= 1.6  # retry_after and a little more (a backoff alone: <= 0.8 s)
+
+
+async def test_a_resume_refused_for_good_is_not_tried_again() -> None:
+    spec = SocketSpec(member=3, token="-", topic="wedding:3")
+    worker = Worker(["ws://127.0.0.1:9/a"], [spec])
+
+    async def open_forbidden(_spec: SocketSpec, *, resume: bool, refused_by: int | None = None) -> None:
+        raise RefusedForGood("forbidden")
+
+    worker._open = open_forbidden  # type: ignore[assignment,method-assign]
+    failures: list[str] = []
+    attempts = [0, 0]
+    started = time.perf_counter()
+    assert not await worker._resume(spec, started=started, deadline=10, failures=failures, attempts=attempts)
+    assert attempts == [1, 0] and failures == ["attempt 1: refused for good: forbidden"]
+
+
+def test_a_socket_refused_by_its_own_node_goes_to_the_next_one_first(
+    three_ceilings: list[tuple[str, subprocess.Popen[bytes]]],
+) -> None:
+    spec = SocketSpec(member=4, token="-", topic="wedding:3")
+    order = node_order(4, 3)
+
+    async def nodes_taken() -> list[int]:
+        worker = Worker([url for url, _server in three_ceilings], [spec])
+        try:
+            await worker._open(spec, resume=False, refused_by=order[0])
+            first = worker.node_of[4]
+            transport = worker.sockets[4].transport
+            assert transport is not None
+            transport.disconnect()
+            await worker._open(spec, resume=True)
+            return [first, worker.node_of[4]]
+        finally:
+            await worker.close()
+
+    # Its own loop, as a worker process has: the ceilings are this test's child processes.
+    assert asyncio.run(nodes_taken()) == [order[1], order[0]]

@@ -60,6 +60,7 @@ async def opened() -> AsyncIterator[Opened]:
         await client.close()
     hub = hub_module._hubs.get(asyncio.get_running_loop())
     if hub is not None:
+        assert hub.admitting == 0, "a connect that ended left itself counted against the budget"
         await hub.stop()
 
 
