@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
-from bench import http_publishers, records
+from bench import http_publishers, records, resume
 from bench.presence_match import SentUpdate
 from bench.worker import Worker
 
@@ -70,9 +70,9 @@ def _serve_commands(conn: Connection, urls: list[str], specs: list[SocketSpec]) 
             elif command == "publish":
                 conn.send(await worker.publish(**options))
             elif command == "storm":
-                conn.send(await worker.drop_and_resume(**options))
+                conn.send(await resume.drop_and_resume(worker, **options))
             elif command == "lose_node":
-                conn.send(await worker.lose_node(**options))
+                conn.send(await resume.lose_node(worker, **options))
             elif command == "collect":
                 conn.send(await worker.collect(**options))
             elif command == "presence":
@@ -100,7 +100,7 @@ def _serve_commands(conn: Connection, urls: list[str], specs: list[SocketSpec]) 
 class LoadGenerator:
     """The main process's handle on its worker processes: each command goes to all, answers merge.
     With several URLs (nodes), each socket starts on its own node and moves on as
-    :func:`bench.worker.node_order` says when that one refuses connections."""
+    :func:`bench.resume.node_order` says when that one refuses connections."""
 
     def __init__(self, url: str | list[str], specs: list[SocketSpec], *, workers: int) -> None:
         urls = [url] if isinstance(url, str) else list(url)
@@ -138,11 +138,11 @@ class LoadGenerator:
         return _merge_connects(self._all("connect", concurrency=concurrency, limit=share))
 
     def storm(self, *, deadline: float = 60.0) -> dict[str, Any]:
-        """Every socket cut at once and resumed (bench.worker.Worker.drop_and_resume)."""
+        """Every socket cut at once and resumed (bench.resume.drop_and_resume)."""
         return _merge_resumes(self._all("storm", deadline=deadline))
 
     def lose_node(self, *, node: int, deadline: float = 60.0) -> dict[str, Any]:
-        """The sockets of the killed node ``node`` resumed elsewhere (Worker.lose_node); ``nodes``:
+        """The sockets of the killed node ``node`` resumed elsewhere (bench.resume.lose_node); ``nodes``:
         how many sockets each node holds after."""
         merged = _merge_resumes(answers := self._all("lose_node", node=node, deadline=deadline))
         merged["nodes"] = {key: sum(a["nodes"].get(key, 0) for a in answers) for key in answers[0]["nodes"]}

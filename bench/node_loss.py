@@ -7,7 +7,7 @@ survivors hold ``--fill`` of it once the lost node's sockets have moved (guests 
 90 % of it), and the event-loop-lag bound at its default. The sockets are ``bench.worker``'s, each
 resuming as the project's clients do: after its own connection drops, with backoff and full
 jitter, ``since`` its last seq, a little past any ``retry_after``; a connection refused by the dead
-node sends it on at once to the next node of its order (``bench.worker.node_order``, spreading
+node sends it on at once to the next node of its order (``bench.resume.node_order``, spreading
 them evenly, as the balancer's consistent hash by user does and its redispatch retries). The
 planners are on the survivors: the scenario is the storm, not publishers losing their own socket.
 
@@ -40,8 +40,8 @@ from typing import Any
 
 from bench import report, scenarios, servers
 from bench.loadgen import LoadGenerator
+from bench.resume import node_order
 from bench.scenarios import SETTLE_SECONDS, STORM_DEADLINE, Session, specs_for
-from bench.worker import node_order
 
 NODES = 3
 STORM_TARGET_SECONDS = 10.0  # PRODUCT.md's reconnect storm: all resumed within 10 s

@@ -7,13 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
-import random
 import time
-import traceback
 from collections.abc import Hashable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -21,7 +17,7 @@ import picows
 
 from bench import records
 from bench.presence_match import PresenceMatch, SentUpdate, presence_match, presence_state, presence_token
-from realtime.client import reconnect_delay
+from bench.resume import RETRYABLE_REFUSALS, RefusedForGood, RefusedForNow, failure_text, node_order
 
 if TYPE_CHECKING:
     from bench.http_publishers import HttpPublishers
@@ -50,40 +46,6 @@ class _Incoming(msgspec.Struct):
 
 
 _decode = msgspec.json.Decoder(_Incoming).decode
-
-
-class RefusedForNow(Exception):
-    """The server answered the handshake with an error frame (shed, draining, rate limited) instead
-    of a welcome; ``retry_after`` is the seconds it asked for."""
-
-    def __init__(self, code: str, retry_after: float | None) -> None:
-        super().__init__(f"refused: {code} (retry_after {retry_after})")
-        self.code = code
-        self.retry_after = retry_after
-        self.node: int | None = None  # which node refused (an index in the worker's URLs)
-
-
-class RefusedForGood(Exception):
-    """An error frame instead of a welcome that the clients do not retry (say ``forbidden``)."""
-
-    def __init__(self, code: str) -> None:
-        super().__init__(f"refused for good: {code}")
-        self.code = code
-
-
-# Refusals before the welcome that the clients try again after (1013, 1001): shed, not ready,
-# draining, too many handshakes from one address.
-RETRYABLE_REFUSALS = frozenset({"unavailable", "rate_limited"})
-
-
-def node_order(member: int, nodes: int) -> list[int]:
-    """The nodes a member's socket tries, in order: its own (``member % nodes``) first, then the
-    others rotated by the member, so that a lost node's sockets spread evenly over the rest, as a
-    balancer's consistent hash by user spreads them (deploy/haproxy, decision 0043)."""
-    first = member % nodes
-    others = [(first + step) % nodes for step in range(1, nodes)]
-    shift = (member // nodes) % max(nodes - 1, 1)
-    return [first, *others[shift:], *others[:shift]]
 
 
 REPLY_WAIT = 30.0  # for the replies to a publisher's last frames, after it sent them
@@ -234,7 +196,8 @@ class BenchSocket(picows.WSListener):
 
 
 class Worker:
-    """One process's sockets and the commands the main process sends them."""
+    """One process's sockets and the commands the main process sends them (resuming them:
+    :mod:`bench.resume`)."""
 
     def __init__(self, urls: list[str], specs: list[SocketSpec]) -> None:
         self.urls = urls
@@ -333,10 +296,7 @@ class Worker:
                     await self._open(spec, resume=False)
                     done_at.append(time.perf_counter() - started)
                 except Exception as error:
-                    where = traceback.extract_tb(error.__traceback__)[-1]
-                    failures.append(
-                        f"{type(error).__name__}: {error} ({Path(where.filename).name}:{where.lineno})"[:300]
-                    )
+                    failures.append(failure_text(error))
 
         await asyncio.gather(*(one(spec) for spec in batch))
         done_at.sort()
@@ -347,91 +307,6 @@ class Worker:
             "seconds": done_at[-1] if done_at else None,
             "completion_times": done_at,
         }
-
-    async def drop_and_resume(self, *, deadline: float) -> dict[str, Any]:
-        """Cut every socket at once (no close handshake, like a venue's Wi-Fi going down), then
-        resume each as the project's client does (:meth:`_resume`) until ``deadline`` seconds
-        have passed."""
-        for sock in self.sockets.values():
-            if sock.transport is not None:
-                sock.transport.disconnect(graceful=False)
-        return await self._resume_all(self.specs, deadline=deadline)
-
-    async def lose_node(self, *, node: int, deadline: float) -> dict[str, Any]:
-        """The node at ``urls[node]`` was killed: each of its sockets, once it has seen its
-        connection go, resumes as the project's client does (:meth:`_resume`). The others stay."""
-        lost = [spec for spec in self.specs if self.node_of.get(spec.member) == node]
-        figures = await self._resume_all(lost, deadline=deadline, notice=True)
-        figures["nodes"] = {str(n): sum(1 for m in self.node_of.values() if m == n) for n in range(len(self.urls))}
-        return figures
-
-    async def _resume_all(self, specs: list[SocketSpec], *, deadline: float, notice: bool = False) -> dict[str, Any]:
-        self.down.clear()  # learnt afresh by each storm, as a balancer's checks follow the nodes
-        failures: list[str] = []
-        done_at: list[float] = []
-        noticed_at: list[float] = []
-        attempts = [0, 0]  # attempts, refusals (an error frame instead of a welcome)
-        started = time.perf_counter()
-
-        async def one(spec: SocketSpec) -> None:
-            if notice:  # a killed node's sockets learn it from their own connection, as a phone does
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(self.sockets[spec.member].closed), deadline)
-                    noticed_at.append(time.perf_counter() - started)
-            if await self._resume(spec, started=started, deadline=deadline, failures=failures, attempts=attempts):
-                done_at.append(time.perf_counter() - started)
-            else:
-                self.node_of.pop(spec.member, None)  # not back on any node
-
-        await asyncio.gather(*(one(spec) for spec in specs))
-        done_at.sort()
-        return {
-            "connected": len(done_at),
-            "failed": len(specs) - len(done_at),
-            "failures": failures[:5],
-            "attempts": attempts[0],
-            "refusals": attempts[1],
-            "seconds": done_at[-1] if done_at else None,
-            "completion_times": done_at,
-            "noticed_seconds": max(noticed_at, default=None),
-        }
-
-    async def _resume(
-        self, spec: SocketSpec, *, started: float, deadline: float, failures: list[str], attempts: list[int]
-    ) -> bool:
-        """Reopen ``spec``'s socket with ``since`` as realtime.client does: after ``reconnect_delay``
-        (backoff with full jitter), or a little past the ``retry_after`` of a refusal, again after
-        each failure, until ``deadline`` seconds after ``started``."""
-        not_before = 0.0  # what a refusal's retry_after asked for
-        refused_by = None
-        for attempt in itertools.count(1):
-            await asyncio.sleep(max(reconnect_delay(attempt), not_before))
-            if time.perf_counter() - started > deadline:
-                failures.append(f"gave up after {attempt - 1} attempts")
-                return False
-            attempts[0] += 1
-            not_before = 0.0
-            try:
-                await self._open(spec, resume=True, refused_by=refused_by)
-            except RefusedForNow as refused:
-                attempts[1] += 1
-                refused_by = refused.node
-                if refused.retry_after:  # as the client: a little past it, so refused phones spread out
-                    not_before = refused.retry_after + random.uniform(0.1, 0.5)  # noqa: S311 - jitter
-                if len(failures) < 5:
-                    failures.append(f"attempt {attempt}: {refused}"[:200])
-                continue
-            except RefusedForGood as refused:
-                failures.append(f"attempt {attempt}: {refused}"[:200])
-                return False
-            except Exception as error:
-                if len(failures) < 5:
-                    where = traceback.extract_tb(error.__traceback__)[-1]
-                    place = f"{Path(where.filename).name}:{where.lineno}"
-                    failures.append(f"attempt {attempt}: {type(error).__name__}: {error} ({place})"[:300])
-                continue
-            return True
-        raise AssertionError("unreachable")
 
     async def publish(self, *, rate: float, seconds: float, burst: int) -> dict[str, Any]:
         """Each publisher socket sends at ``rate``/s for ``seconds`` (staggered), or ``burst`` at once."""

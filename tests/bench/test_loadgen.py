@@ -9,7 +9,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from bench.loadgen import LoadGenerator, SocketSpec
-from bench.worker import RefusedForGood, RefusedForNow, Worker, node_order
+from bench.resume import RefusedForGood, RefusedForNow, Tries, node_order, resume_one
+from bench.worker import Worker
 
 
 @contextmanager
@@ -129,9 +130,9 @@ async def test_a_refused_resume_waits_out_retry_after_then_tries_another_node_fi
             raise refused
 
     worker._open = open_refused_once  # type: ignore[assignment,method-assign]
-    attempts = [0, 0]
-    assert await worker._resume(spec, started=time.perf_counter(), deadline=10, failures=[], attempts=attempts)
-    assert attempts == [2, 1]
+    counted = Tries()
+    assert await resume_one(worker, spec, started=time.perf_counter(), deadline=10, tries=counted)
+    assert (counted.attempts, counted.refusals) == (2, 1)
     assert tries[1][1] == 1  # the node that refused goes last
     assert tries[1][0] - tries[0][0] >= 1.6  # retry_after and a little more (a backoff alone: <= 0.8 s)
 
@@ -144,11 +145,9 @@ async def test_a_resume_refused_for_good_is_not_tried_again() -> None:
         raise RefusedForGood("forbidden")
 
     worker._open = open_forbidden  # type: ignore[assignment,method-assign]
-    failures: list[str] = []
-    attempts = [0, 0]
-    started = time.perf_counter()
-    assert not await worker._resume(spec, started=started, deadline=10, failures=failures, attempts=attempts)
-    assert attempts == [1, 0] and failures == ["attempt 1: refused for good: forbidden"]
+    tries = Tries()
+    assert not await resume_one(worker, spec, started=time.perf_counter(), deadline=10, tries=tries)
+    assert (tries.attempts, tries.refusals) == (1, 0) and tries.failures == ["attempt 1: refused for good: forbidden"]
 
 
 def test_a_socket_refused_by_its_own_node_goes_to_the_next_one_first(
