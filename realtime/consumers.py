@@ -34,6 +34,7 @@ from realtime.messages import ControlMessage
 from realtime.names import Priority, wedding_topic
 from realtime.node.hub import NodeHub, node_hub
 from realtime.node.registry import socket_role
+from realtime.node.replay import ConnectRead
 from realtime.outbox import Outbox
 from realtime.protocol import CloseCode, close_code_name
 from realtime.services.devices import device_key_of, device_name_of, socket_device_admit, subscribe_floor_for
@@ -65,8 +66,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     user_id: int
     identity: SocketIdentity
     client: ClientInfo
-    # The user's weddings when the socket connected: a tuple, the smallest container, as every socket holds one.
-    connect_weddings: tuple[int, ...] = ()
+    connect_read: ConnectRead | None = None  # the memberships its connect read, the subscribes' first check
     hub: NodeHub
     budget: SocketBudget
     outbox: Outbox | None = None
@@ -127,6 +127,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             return
         headers = {name.decode("latin1").lower(): value.decode("latin1") for name, value in self.scope["headers"]}
         scheme = self.scope.get("scheme", "ws")
+        # Before the read: a member change heard from here on makes what it reads untrusted (ConnectRead).
+        generation, read_at = hub.members.generation, time.monotonic()
         try:
             opened = await _socket_open(
                 headers=headers, subprotocols=subprotocols, query_string=query, scheme=scheme, client=self.client
@@ -159,7 +161,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 [m.role for m in opened.memberships],
             )
             self.user_id, self.connection_id = self.identity.user_id, uuid.uuid4().hex
-            self.connect_weddings = tuple(m.wedding_id for m in memberships)
+            self.connect_read = ConnectRead(memberships=tuple(memberships), generation=generation, at=read_at)
             self.role = socket_role(roles=roles, observer=self.identity.observer)
             self.heartbeat_interval, self.client_device = opened.heartbeat, device_name_of(query_string=query)
             self.budget = SocketBudget(

@@ -90,6 +90,11 @@ class MemberCache:
                 self._held.setdefault(user_id, {})[wedding_id] = entry
         return member_from_row(row)
 
+    @property
+    def generation(self) -> int:
+        """One more with every invalidation: a membership read when it had another value may be stale."""
+        return self._generation
+
     def held(self) -> list[HeldMembership]:
         """What the cache holds now, for the access check to compare with the database."""
         rows = self._rows

@@ -282,7 +282,7 @@ class Replay:
     first: ReplayPage  # the replay is read a page at a time (events_replay_page), never all at once
 
 
-_NOTHING = ReplayPage(frames=[], seqs=[], next_after=None)
+NO_PAGE = ReplayPage(frames=[], seqs=[], next_after=None)  # an empty replay
 
 
 def events_replay(
@@ -293,12 +293,12 @@ def events_replay(
     older than retention, or more than ``REALTIME_REPLAY_MAX`` events to go through."""
     upto, current_epoch = stream_head(wedding_id=wedding_id)
     if since is None:
-        return Replay(upto=upto, epoch=current_epoch, recovered=True, first=_NOTHING)
-    gone = Replay(upto=upto, epoch=current_epoch, recovered=False, first=_NOTHING)
+        return Replay(upto=upto, epoch=current_epoch, recovered=True, first=NO_PAGE)
+    gone = Replay(upto=upto, epoch=current_epoch, recovered=False, first=NO_PAGE)
     if (epoch is not None and epoch != current_epoch) or since > upto or upto - since > settings.REALTIME_REPLAY_MAX:
         return gone  # seq is gap-free: upto - since is how many events there are to go through
     if since == upto:
-        return Replay(upto=upto, epoch=current_epoch, recovered=True, first=_NOTHING)
+        return Replay(upto=upto, epoch=current_epoch, recovered=True, first=NO_PAGE)
     retention_start: datetime = timezone.now() - timedelta(days=settings.REALTIME_RETENTION_DAYS)
     chunk = _replay_chunk(wedding_id=wedding_id, after=since, upto=upto)
     if not (chunk and chunk[0].seq == since + 1 and chunk[0].created_at >= retention_start):

@@ -19,7 +19,7 @@ from realtime.auth import SocketIdentity, SocketRefused, socket_token_refresh
 from realtime.db import per_socket_db
 from realtime.names import EventType, Priority, wedding_id_from_topic
 from realtime.node.hub import NodeHub, SubscribeRequest
-from realtime.node.replay import ReplayInterrupted
+from realtime.node.replay import ConnectRead, ReplayInterrupted
 from realtime.node.socket import Socket
 from realtime.outbox import Outbox
 from realtime.protocol import CloseCode
@@ -41,7 +41,7 @@ class OpSocket(Socket, Protocol):
     client: ClientInfo
     hub: NodeHub
     outbox: Outbox | None
-    connect_weddings: tuple[int, ...]
+    connect_read: ConnectRead | None
     closing: bool
     rtt_quality: str | None
     rtt_stored_at: float
@@ -84,7 +84,7 @@ async def op_subscribe(socket: OpSocket, frame: protocol.Subscribe) -> None:
                 min_priority=Priority.from_wire(frame.min_priority),
             ),
             client=socket.client,
-            member_at_connect=wedding_id in socket.connect_weddings,
+            connect=socket.connect_read,
             reply=lambda data: socket.send_frame(protocol.reply_ok(frame.ref, data)),
             observer=observer,
         )

@@ -26,33 +26,16 @@ from monitoring.metrics import (
     FEED_INBOX_DROPPED,
     SOCKET_CUTOFFS,
 )
-from realtime.framing import text_frame
 from realtime.messages import EventMessage
 from realtime.names import Priority
+from realtime.node.recent import FeedEvent, RecentEvents, audience_includes
 from realtime.node.socket import Socket
-from realtime.outbox import conflation_key
-from realtime.protocol import encode
 from realtime.selectors import MembershipView, events_after
 
 logger = structlog.get_logger(__name__)
 
 RETRY_DELAY = 0.5  # a failed read of the log is tried again after this
 HELD_MAX = 2000  # live events held for one subscription while its replay is sent
-
-
-@dataclass(frozen=True, slots=True)
-class FeedEvent:
-    """An event as this node hands it to its sockets: encoded once, shared by every local socket."""
-
-    message: EventMessage
-    text: str
-    framed: bytes
-    conflate_key: str | None
-
-    @classmethod
-    def of(cls, message: EventMessage) -> FeedEvent:
-        text = encode(message.frame)
-        return cls(message, text, text_frame(text.encode()), conflation_key(message.frame))
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,9 +91,7 @@ class Subscription:
 
     def wants(self, message: EventMessage) -> bool:
         """Whether the member is in the event's audience at the subscription's priority floor."""
-        return message.priority >= self.min_priority and (
-            self.role in message.roles or self.member_id in message.members
-        )
+        return audience_includes(message, member_id=self.member_id, role=self.role, min_priority=self.min_priority)
 
     def confirm(self, membership: MembershipView) -> None:
         """The access check passed: take the member's identity and drop held events it may not see."""
@@ -132,9 +113,11 @@ class Subscription:
 class WeddingFeed:
     """One wedding's events on this node, in seq order, gaps repaired from the log."""
 
-    def __init__(self, *, wedding_id: int, last_seq: int) -> None:
+    def __init__(self, *, wedding_id: int, last_seq: int, epoch: str) -> None:
         self.wedding_id = wedding_id
         self.last_seq = last_seq
+        self.epoch = epoch  # the stream's, when the feed opened: only a reset of its history changes it
+        self.recent = RecentEvents(after=last_seq)
         self.subscriptions: dict[str, Subscription] = {}
         # Bounded: on Pub/Sub a node's backlog would otherwise pile up here, in its own memory,
         # where Redis's output-buffer limit never sees it (decision 0014). What does not fit is
@@ -207,6 +190,7 @@ class WeddingFeed:
             logger.error("feed.out_of_order", wedding=self.wedding_id, last=self.last_seq, got=message.seq)
         self.last_seq = message.seq
         event = FeedEvent.of(message)
+        self.recent.add(event)
         delivered = 0
         for subscription in list(self.subscriptions.values()):
             delivered += subscription.offer(event)

@@ -244,6 +244,9 @@ async def access_reconcile(hub: Node) -> None:
             expected = (subscription.role, feed.wedding_id, subscription.socket.user_id, True)
             if state != expected:
                 reason = "removed" if state is None else "deactivated" if not state[3] else "role_changed"
+                # Moves the node's membership generation too: no connect's read of it is trusted now.
+                user_id = subscription.socket.user_id
+                hub.members.forget(user_id=user_id, wedding_id=feed.wedding_id, source="access_check")
                 subscription.socket.on_control(
                     ControlMessage(kind="member_changed", wedding=feed.wedding_id, reason=reason)
                 )

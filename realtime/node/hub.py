@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import os
 import random
+import time
 import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -39,10 +40,12 @@ from realtime.node import housekeeping
 from realtime.node.feed import Subscription, WeddingFeed
 from realtime.node.presence import NodePresence
 from realtime.node.presence_diffs import Viewer
+from realtime.node.recent import ReplayedEvent
 from realtime.node.registry import report_loop as registry_loop
-from realtime.node.replay import Subscribed, access_check, checked_replay_hop
+from realtime.node.replay import ConnectRead, Subscribed, access_check, checked_replay_hop, replay_from_memory
 from realtime.node.socket import Socket
 from realtime.selectors import (
+    NO_PAGE,
     MembershipView,
     Replay,
     SubscriptionDenied,
@@ -255,8 +258,8 @@ class NodeHub:
                 # Join first, then read the head: an event committed in between arrives with a seq
                 # at or below the head and is skipped, and the subscriber's replay covers it.
                 await self.layer.group_add(wedding_group(wedding_id), self._channel)
-                head, _epoch = await database_sync_to_async(stream_head)(wedding_id=wedding_id)
-                feed = self.feeds[wedding_id] = WeddingFeed(wedding_id=wedding_id, last_seq=head)
+                head, epoch = await database_sync_to_async(stream_head)(wedding_id=wedding_id)
+                feed = self.feeds[wedding_id] = WeddingFeed(wedding_id=wedding_id, last_seq=head, epoch=epoch)
                 self.presence.feed_open(wedding_id)
         self._feed_locks.pop(wedding_id, None)
         return feed
@@ -322,7 +325,7 @@ class NodeHub:
         request: SubscribeRequest,
         *,
         client: ClientInfo,
-        member_at_connect: bool,
+        connect: ConnectRead | None,
         reply: Callable[[dict[str, Any]], None],
         observer: bool = False,
     ) -> Subscribed:
@@ -330,23 +333,29 @@ class NodeHub:
         ``reply`` (called with the reply's data, then presence diffs flow), and the replay to send.
         Raises :class:`SubscriptionDenied` (also when access changed while it ran).
 
-        A wedding the user belonged to at connect (``member_at_connect``) is attached ahead of its
-        access check, which runs in the same thread hop as the replay read; any other is checked
-        first, so no feed is made for a stranger's wedding and a refusal keeps what was there.
+        The membership the socket's ``connect`` read is the access check while it is fresh (see
+        :meth:`ConnectRead.membership`), and a replay the wedding's feed holds is sent from memory:
+        a resume then needs no thread hop at all (decision 0046). Otherwise a wedding the user
+        belonged to at connect is attached ahead of its access check, which runs in the same thread
+        hop as the replay read; any other is checked first, so no feed is made for a stranger's
+        wedding and a refusal keeps what was there.
 
         An ``observer`` (a staff socket, decision 0029) is checked against staff scope first and
         only looks at presence: its device joins nobody's."""
         wedding_id = request.wedding_id
         check = None
         membership = None
+        trusted = None if observer else self._trusted(connect, wedding_id=wedding_id)
         if observer:
             membership = await _socket_observe_check(user_id=socket.user_id, wedding_id=wedding_id, client=client)
-        elif member_at_connect and self.subscribed(socket, wedding_id=wedding_id) is None:
+        elif trusted is not None or (
+            connect is not None and connect.holds(wedding_id) and not self.subscribed(socket, wedding_id=wedding_id)
+        ):
             check = access_check(user_id=socket.user_id, wedding_id=wedding_id, client=client)
         else:
             membership = await _socket_subscribe_check(user_id=socket.user_id, wedding_id=wedding_id, client=client)
-        feed, membership, replay, subscription, viewer = await self._attach(
-            socket, request, membership=membership, check=check
+        feed, membership, replay, subscription, viewer, memory = await self._attach(
+            socket, request, membership=membership, check=check, connect=None if trusted is None else connect
         )
         if observer:
             snapshot = await self.presence.look(viewer, wedding_id=wedding_id)
@@ -364,7 +373,18 @@ class NodeHub:
             }
         )
         self.presence.show(viewer, wedding_id=wedding_id, snapshot=snapshot)
-        return Subscribed(feed, socket, membership, replay, subscription, request.min_priority)
+        return Subscribed(feed, socket, membership, replay, subscription, request.min_priority, memory)
+
+    def _trusted(self, connect: ConnectRead | None, *, wedding_id: int) -> MembershipView | None:
+        """The membership the socket's connect read, while no member change heard since may have changed it."""
+        if connect is None:
+            return None
+        return connect.membership(
+            wedding_id=wedding_id,
+            generation=self.members.generation,
+            now=time.monotonic(),
+            seconds=settings.REALTIME_MEMBER_CACHE_SECONDS,
+        )
 
     async def _attach(
         self,
@@ -373,11 +393,13 @@ class NodeHub:
         *,
         membership: MembershipView | None,
         check: Callable[[], MembershipView] | None,
-    ) -> tuple[WeddingFeed, MembershipView, Replay, Subscription, Viewer]:
+        connect: ConnectRead | None = None,
+    ) -> tuple[WeddingFeed, MembershipView, Replay, Subscription, Viewer, tuple[ReplayedEvent, ...] | None]:
         """Attach ``socket`` to the wedding, then read what it missed: every event is in the replay,
         among the ones the subscription held meanwhile, or both, and :meth:`Subscription.go_live`
         sends each exactly once, in order. With a ``check`` instead of a ``membership`` the
-        subscription holds every live event until the check says whose it is."""
+        subscription holds every live event until the check says whose it is. The replay comes
+        from the feed's memory when it holds it all, read in the same step as the attach."""
         wedding_id, topic, since = request.wedding_id, request.topic, request.since
         try:
             feed = await self._feed(wedding_id)
@@ -385,6 +407,8 @@ class NodeHub:
             if check is not None:  # a wedding deleted since connect has no stream to make: say so
                 await database_sync_to_async(check)()
             raise
+        if membership is None and connect is not None:  # asked again after the awaits, in the attach's step
+            membership = self._trusted(connect, wedding_id=wedding_id)
         subscription = Subscription(
             socket=socket,
             topic=topic,
@@ -396,6 +420,18 @@ class NodeHub:
         )
         feed.subscriptions[socket.connection_id] = subscription
         viewer = self.presence.attach(wedding_id=wedding_id, socket=socket, topic=topic)
+        memory = (
+            None
+            if membership is None
+            else replay_from_memory(
+                feed, since=since, epoch=request.epoch, min_priority=request.min_priority, membership=membership
+            )
+        )
+        if membership is not None and memory is not None:
+            subscription.confirm(membership)
+            viewer.confirm(membership)
+            replay = Replay(upto=feed.last_seq, epoch=feed.epoch, recovered=True, first=NO_PAGE)
+            return feed, membership, replay, subscription, viewer, memory
         try:
             membership, replay = await checked_replay_hop(
                 membership=membership,
@@ -412,7 +448,7 @@ class NodeHub:
             raise
         subscription.confirm(membership)
         viewer.confirm(membership)
-        return feed, membership, replay, subscription, viewer
+        return feed, membership, replay, subscription, viewer, None
 
 
 def _log_failure(task: asyncio.Task[Any]) -> None:

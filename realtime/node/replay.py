@@ -1,5 +1,7 @@
 """A subscription's replay: read with its access check in one thread hop, then sent a page at a
-time before the subscription goes live (realtime.node.hub runs the sequence)."""
+time before the subscription goes live (realtime.node.hub runs the sequence); or, when the feed
+holds what was missed and the connect's membership read is still trusted, sent from memory with no
+hop at all (:class:`ConnectRead`, realtime.node.recent, decision 0046)."""
 
 from __future__ import annotations
 
@@ -7,11 +9,13 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import structlog
+from django.conf import settings
 
 from monitoring.metrics import REPLAY_EVENTS
 from realtime.db import per_socket_db
 from realtime.names import Priority
 from realtime.node.feed import Subscription, WeddingFeed
+from realtime.node.recent import ReplayedEvent
 from realtime.node.socket import Socket
 from realtime.outbox import conflation_key
 from realtime.protocol import encode
@@ -29,11 +33,25 @@ class ReplayInterrupted(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class ReplayedEvent:
-    text: str
-    priority: Priority
-    seq: int
-    conflate_key: str | None
+class ConnectRead:
+    """The memberships a socket's connect read, with the node's membership generation
+    (:attr:`MemberCache.generation <realtime.member_cache.MemberCache.generation>`) and the time
+    taken just before it read them."""
+
+    memberships: tuple[MembershipView, ...]
+    generation: int
+    at: float  # monotonic
+
+    def holds(self, wedding_id: int) -> bool:
+        return any(membership.wedding_id == wedding_id for membership in self.memberships)
+
+    def membership(self, *, wedding_id: int, generation: int, now: float, seconds: float) -> MembershipView | None:
+        """The connect's membership of the wedding, while it is as fresh as the node's member cache
+        would hold it: read less than ``seconds`` ago, and no member change heard since (any would
+        have moved the generation; one heard later finds the subscription and ends it)."""
+        if generation != self.generation or now - self.at >= seconds:
+            return None
+        return next((m for m in self.memberships if m.wedding_id == wedding_id), None)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -46,6 +64,7 @@ class Subscribed:
     replay: Replay
     subscription: Subscription
     min_priority: Priority
+    memory: tuple[ReplayedEvent, ...] | None = None  # the whole replay, when the feed held it (decision 0046)
 
     def current(self) -> bool:
         """Whether the subscription still stands (not removed, re-roled or replaced meanwhile)."""
@@ -54,6 +73,10 @@ class Subscribed:
     async def events(self) -> AsyncIterator[ReplayedEvent]:
         """The replay, a page at a time (a 5,000-event replay never sits in memory whole); it ends
         early when the subscription no longer stands. Raises :class:`ReplayInterrupted`."""
+        if self.memory is not None:
+            async for held in self._from_memory(self.memory):
+                yield held
+            return
         membership, page, replayed = self.membership, self.replay.first, 0
         try:
             while True:
@@ -81,6 +104,17 @@ class Subscribed:
                 except Exception as error:
                     logger.exception("socket.replay_page_failed", connection=self.socket.connection_id)
                     raise ReplayInterrupted from error
+        finally:
+            REPLAY_EVENTS.observe(replayed)
+
+    async def _from_memory(self, memory: tuple[ReplayedEvent, ...]) -> AsyncIterator[ReplayedEvent]:
+        replayed = 0
+        try:
+            for held in memory:
+                if not self.current():
+                    return
+                replayed += 1
+                yield held
         finally:
             REPLAY_EVENTS.observe(replayed)
 
@@ -123,3 +157,18 @@ def checked_replay(
 
 
 checked_replay_hop = per_socket_db(checked_replay)  # wrapped once (realtime.db)
+
+
+def replay_from_memory(
+    feed: WeddingFeed, *, since: int | None, epoch: str | None, min_priority: int, membership: MembershipView
+) -> tuple[ReplayedEvent, ...] | None:
+    """What the member missed, from the feed's recent events (nothing for a first subscribe), or
+    None when the log must answer: another epoch, a ``since`` the feed does not hold or past it."""
+    if epoch is not None and epoch != feed.epoch:
+        return None  # the log answers recovered: false
+    after = feed.last_seq if since is None else since
+    if feed.last_seq - after > settings.REALTIME_REPLAY_MAX:
+        return None
+    return feed.recent.replay(
+        since=after, member_id=membership.member_id, role=membership.role, min_priority=int(min_priority)
+    )
