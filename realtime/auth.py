@@ -102,21 +102,6 @@ def connection_secure(*, scheme: str, headers: dict[str, str]) -> bool:
     return forwarded.split(",", 1)[0].strip().lower() == "https"
 
 
-def socket_origin_allowed(*, headers: dict[str, str], scheme: str) -> bool:
-    """No Origin (not a browser), or one :func:`origin_allowed` accepts for this connection."""
-    origin = headers.get("origin")
-    if origin is None:
-        return True
-    return origin_allowed(origin, host=headers.get("host"), secure=connection_secure(scheme=scheme, headers=headers))
-
-
-def bearer_token_of(subprotocols: list[str]) -> str | None:
-    """The access token a socket offers as a ``bearer.`` subprotocol beside ours, if any."""
-    if PROTOCOL_NAME not in subprotocols:
-        return None
-    return next((item[len(BEARER_PREFIX) :] for item in subprotocols if item.startswith(BEARER_PREFIX)), None)
-
-
 def _session_credential(cookie_header: str) -> _Credential | None:
     try:
         cookies = SimpleCookie(cookie_header)
@@ -193,7 +178,9 @@ def socket_identify(
         else ("ticket" if "ticket" in query else "session")
     )
     try:
-        if not socket_origin_allowed(headers=headers, scheme=scheme):
+        origin = headers.get("origin")
+        secure = connection_secure(scheme=scheme, headers=headers)
+        if origin is not None and not origin_allowed(origin, host=headers.get("host"), secure=secure):
             raise SocketRefused(close_code=4403, reason="origin_refused", message="This origin may not connect.")
         credential = _authenticate(headers=headers, subprotocols=subprotocols, query=query)
         observer = query.get("observe") == ["1"]

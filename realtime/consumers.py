@@ -24,7 +24,7 @@ from django.utils import timezone
 from monitoring.metrics import SOCKET_CLOSES, SOCKET_CONNECTS, SOCKETS_SHED
 from realtime import protocol
 from realtime.audit import node_audit
-from realtime.auth import PROTOCOL_NAME, SocketIdentity, SocketRefused, bearer_token_of
+from realtime.auth import PROTOCOL_NAME, SocketIdentity, SocketRefused
 from realtime.daphne.transport import connection_open, control_frames_heard, frame_writer_for, write_gate_for
 from realtime.db import DATABASE_AWAY, per_socket_db
 from realtime.limits.addresses import AddressAdmission
@@ -127,32 +127,18 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             return
         headers = {name.decode("latin1").lower(): value.decode("latin1") for name, value in self.scope["headers"]}
         scheme = self.scope.get("scheme", "ws")
-        token = bearer_token_of(subprotocols)
-        known = hub.connects.opened(
-            token,
-            generation=hub.members.generation,
-            headers=headers,
-            scheme=scheme,
-            query_string=query,
-            client=self.client,
-        )
-        if known is not None:  # this token's last connect, read moments ago: no thread hop
-            opened, generation, read_at = known.opened, known.generation, known.at
-        else:
-            # Before the read: a member change heard from here on makes what it reads untrusted (ConnectRead).
-            generation, read_at = hub.members.generation, time.monotonic()
-            try:
-                opened = await _socket_open(
-                    headers=headers, subprotocols=subprotocols, query_string=query, scheme=scheme, client=self.client
-                )
-            except SocketRefused as refused:
-                await self._refuse(refused.close_code, protocol.error_frame(refused.code, refused.message))
-                return
-            except DATABASE_AWAY:
-                await self._refuse_database_away(hub)
-                return
-            if token is not None:
-                hub.connects.keep(token, opened=opened, generation=generation, at=read_at)
+        # Before the read: a member change heard from here on makes what it reads untrusted (ConnectRead).
+        generation, read_at = hub.members.generation, time.monotonic()
+        try:
+            opened = await _socket_open(
+                headers=headers, subprotocols=subprotocols, query_string=query, scheme=scheme, client=self.client
+            )
+        except SocketRefused as refused:
+            await self._refuse(refused.close_code, protocol.error_frame(refused.code, refused.message))
+            return
+        except DATABASE_AWAY:
+            await self._refuse_database_away(hub)
+            return
         if not connection_open(self.base_send):
             return  # gone while it was authenticated: never accepted, so nothing to audit
         tier = shed_tier(memberships=opened.memberships, observer=opened.identity.observer)

@@ -255,9 +255,6 @@ async def access_reconcile(hub: Node) -> None:
             if hub.sockets.get(socket.connection_id) is not socket:
                 continue  # gone since the read
             generation = snapshot.generations.get(socket.user_id, 0)
-            if socket.user_id in snapshot.inactive_users or generation > socket.token_generation:
-                # Nothing this node read of the user is trusted now (its connects' reads, decision 0046).
-                hub.members.forget(user_id=socket.user_id, source="access_check")
             if socket.user_id in snapshot.inactive_users:
                 socket.on_control(ControlMessage(kind="access_ended", reason="deactivated"))
             elif generation > socket.token_generation:

@@ -38,7 +38,6 @@ from realtime.messages import ControlMessage, EventMessage, PresenceBatch, layer
 from realtime.names import NODES_GROUP, Priority, wedding_group
 from realtime.node import housekeeping
 from realtime.node.feed import Subscription, WeddingFeed
-from realtime.node.known_connects import KnownConnects
 from realtime.node.presence import NodePresence
 from realtime.node.presence_diffs import Viewer
 from realtime.node.recent import ReplayedEvent
@@ -88,10 +87,6 @@ class NodeHub:
         self.sockets_by_user: dict[int, set[str]] = {}
         self.presence = NodePresence(send_batch=self._send_to_nodes)
         self.members = MemberCache(
-            seconds=settings.REALTIME_MEMBER_CACHE_SECONDS, size=settings.REALTIME_MEMBER_CACHE_SIZE
-        )
-        # What bearer-token connects read, for the same token's next connect (decision 0046).
-        self.connects = KnownConnects(
             seconds=settings.REALTIME_MEMBER_CACHE_SECONDS, size=settings.REALTIME_MEMBER_CACHE_SIZE
         )
         self._feed_locks: dict[int, asyncio.Lock] = {}
