@@ -42,7 +42,14 @@ from realtime.node.presence import NodePresence
 from realtime.node.presence_diffs import Viewer
 from realtime.node.recent import ReplayedEvent
 from realtime.node.registry import report_loop as registry_loop
-from realtime.node.replay import ConnectRead, Subscribed, access_check, checked_replay_hop, replay_from_memory
+from realtime.node.replay import (
+    CONNECT_READ_SECONDS,
+    ConnectRead,
+    Subscribed,
+    access_check,
+    checked_replay_hop,
+    replay_from_memory,
+)
 from realtime.node.socket import Socket
 from realtime.selectors import (
     NO_PAGE,
@@ -383,7 +390,7 @@ class NodeHub:
             wedding_id=wedding_id,
             generation=self.members.generation,
             now=time.monotonic(),
-            seconds=settings.REALTIME_MEMBER_CACHE_SECONDS,
+            seconds=min(settings.REALTIME_MEMBER_CACHE_SECONDS, CONNECT_READ_SECONDS),
         )
 
     async def _attach(

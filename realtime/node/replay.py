@@ -27,6 +27,11 @@ logger = structlog.get_logger(__name__)
 
 _events_replay_page = per_socket_db(events_replay_page)  # wrapped once (realtime.db)
 
+# How long a connect's membership read stands in for a subscribe's access check: the subscribes
+# that follow a welcome come within it, and the access check, which never sees the read itself,
+# compares the subscriptions it made within its own round (every 5 s).
+CONNECT_READ_SECONDS = 10.0
+
 
 class ReplayInterrupted(Exception):
     """A replay page could not be read (the database went away): the client resumes from its seq."""

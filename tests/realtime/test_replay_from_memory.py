@@ -14,7 +14,8 @@ from realtime.names import Priority
 from realtime.node import housekeeping
 from realtime.node import hub as hub_module
 from realtime.node.recent import FeedEvent, RecentEvents
-from realtime.node.replay import checked_replay_hop
+from realtime.node.replay import ConnectRead, checked_replay_hop
+from realtime.selectors import MembershipView
 from realtime.services.events import member_event_publish
 from tests.personas import WeddingParty
 from tests.realtime.conftest import Client
@@ -220,3 +221,24 @@ async def test_a_change_heard_while_the_feed_opens_is_checked_in_the_database(
     monkeypatch.setattr(hub, "_feed", feed_opened_meanwhile)
     assert (await guest.subscribe(wedding, since=0))["status"] == "ok"
     assert replay_hops == [wedding]
+
+
+def test_a_connects_read_is_trusted_briefly_and_only_while_nothing_changed() -> None:
+    view = MembershipView(wedding_id=1, member_id=2, role="guest")
+    read = ConnectRead(memberships=(view,), generation=5, at=100.0)
+    assert read.membership(wedding_id=1, generation=5, now=109.9, seconds=10) == view
+    assert read.membership(wedding_id=1, generation=5, now=110.0, seconds=10) is None
+    assert read.membership(wedding_id=1, generation=6, now=100.0, seconds=10) is None
+    assert read.membership(wedding_id=2, generation=5, now=100.0, seconds=10) is None
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_subscribe_long_after_its_connect_is_checked_in_the_database(
+    party: WeddingParty, sockets, replay_hops, monkeypatch
+) -> None:
+    """Past CONNECT_READ_SECONDS (here 0) the connect's read is not the check, however long the
+    member cache keeps its rows."""
+    monkeypatch.setattr(hub_module, "CONNECT_READ_SECONDS", 0.0)
+    guest: Client = await sockets(party.gil)
+    assert (await guest.subscribe(party.wedding.pk, since=0))["status"] == "ok"
+    assert replay_hops == [party.wedding.pk]
