@@ -8,6 +8,7 @@ nor a read of the log (decision 0046). Anything older, or not held, is read from
 
 from __future__ import annotations
 
+import json
 import time
 from collections import deque
 from collections.abc import Callable
@@ -19,8 +20,8 @@ from realtime.names import Priority
 from realtime.outbox import conflation_key
 from realtime.protocol import encode
 
-RECENT_EVENTS = 256  # per wedding feed: minutes of a busy wedding day, hours of a quiet one
-RECENT_SECONDS = 600.0  # older events are read from the log (retention purges by age there)
+RECENT_EVENTS = 128  # per wedding feed: the minutes a blip or a node loss keeps sockets away, on a busy day
+RECENT_SECONDS = 120.0  # older events are read from the log, and not kept in memory
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,11 +39,6 @@ class FeedEvent:
         return cls(message, text, text_frame(text.encode()), conflation_key(message.frame))
 
 
-def audience_includes(message: EventMessage, *, member_id: int, role: str, min_priority: int) -> bool:
-    """Whether a member (``member_id`` as ``role``) who asked for ``min_priority`` gets the event."""
-    return message.priority >= min_priority and (role in message.roles or member_id in message.members)
-
-
 @dataclass(frozen=True, slots=True)
 class ReplayedEvent:
     text: str
@@ -51,26 +47,45 @@ class ReplayedEvent:
     conflate_key: str | None
 
 
+# A live frame's text ends with its ``replay`` field (event_frame's last): a replay's text is the same
+# text with that field true, made without decoding the frame again.
+_LIVE_TAIL = encode({"replay": False})[1:]
+_REPLAY_TAIL = encode({"replay": True})[1:]
+
+
+def replay_text_of(live_text: str) -> str:
+    if live_text.endswith(_LIVE_TAIL):
+        return live_text[: -len(_LIVE_TAIL)] + _REPLAY_TAIL
+    return encode({**json.loads(live_text), "replay": True})
+
+
 @dataclass(slots=True, eq=False)
 class _Held:
-    event: FeedEvent
+    """What a replay needs of an event, and no more: the feed's frame dict and framed bytes are not kept."""
+
+    seq: int
+    priority: int
+    roles: list[str]
+    members: list[int]
+    text: str  # the live frame
+    conflate_key: str | None
     heard: float  # monotonic, when the feed dispatched it
     replay: ReplayedEvent | None = None  # its replay frame, encoded at the first resume that needs it
 
     def replayed(self) -> ReplayedEvent:
         if self.replay is None:
-            message = self.event.message
             self.replay = ReplayedEvent(
-                text=encode({**message.frame, "replay": True}),
-                priority=Priority(message.priority),
-                seq=message.seq,
-                conflate_key=self.event.conflate_key,
+                text=replay_text_of(self.text),
+                priority=Priority(self.priority),
+                seq=self.seq,
+                conflate_key=self.conflate_key,
             )
         return self.replay
 
 
 class RecentEvents:
-    """The feed's last dispatched events, consecutive seqs ending at :attr:`upto`."""
+    """The feed's last dispatched events, consecutive seqs ending at :attr:`upto`, none older than
+    ``seconds`` once a newer one comes."""
 
     def __init__(
         self,
@@ -80,37 +95,47 @@ class RecentEvents:
         seconds: float = RECENT_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._held: deque[_Held] = deque(maxlen=size)
-        self._after = after  # the seq before the first held one, while none is held
+        self._held: deque[_Held] = deque()
+        self._after = after  # the seq before the first held one
+        self._size = size
         self._seconds = seconds
         self._clock = clock
 
     @property
     def upto(self) -> int:
-        return self._held[-1].event.message.seq if self._held else self._after
+        return self._held[-1].seq if self._held else self._after
 
     def add(self, event: FeedEvent) -> None:
-        seq = event.message.seq
-        if seq != self.upto + 1:  # the feed skipped or repeated one: start again from this one
+        message, now = event.message, self._clock()
+        if message.seq != self.upto + 1:  # the feed skipped or repeated one: start again from this one
             self._held.clear()
-            self._after = seq - 1
-        self._held.append(_Held(event, self._clock()))
+            self._after = message.seq - 1
+        held = self._held
+        while held and (len(held) >= self._size or held[0].heard < now - self._seconds):
+            self._after = held.popleft().seq
+        held.append(
+            _Held(
+                seq=message.seq,
+                priority=message.priority,
+                roles=message.roles,
+                members=message.members,
+                text=event.text,
+                conflate_key=event.conflate_key,
+                heard=now,
+            )
+        )
 
     def replay(self, *, since: int, member_id: int, role: str, min_priority: int) -> tuple[ReplayedEvent, ...] | None:
         """The events after ``since`` up to :attr:`upto` that the member may see, or None when they
         are not all held here (older than what is kept, or ``since`` beyond it): read the log then."""
-        upto = self.upto
-        if since > upto:
-            return None
-        first = self._held[0].event.message.seq if self._held else upto + 1
-        if since < first - 1:
-            return None
-        missed = len(self._held) - (since - first + 1)  # how many of the held are after since
-        if missed and self._held[len(self._held) - missed].heard < self._clock() - self._seconds:
-            return None
         held = self._held
+        if since > self.upto or since < self._after:
+            return None
+        missed = self.upto - since  # consecutive seqs: the last ``missed`` held ones
+        if missed and held[len(held) - missed].heard < self._clock() - self._seconds:
+            return None
         return tuple(
-            held[index].replayed()
-            for index in range(len(held) - missed, len(held))  # a deque indexes its ends cheaply
-            if audience_includes(held[index].event.message, member_id=member_id, role=role, min_priority=min_priority)
+            event.replayed()
+            for event in (held[index] for index in range(len(held) - missed, len(held)))  # cheap at a deque's end
+            if event.priority >= min_priority and (role in event.roles or member_id in event.members)
         )

@@ -13,7 +13,7 @@ from realtime.messages import ControlMessage, EventMessage
 from realtime.names import Priority
 from realtime.node import housekeeping
 from realtime.node import hub as hub_module
-from realtime.node.recent import FeedEvent, RecentEvents
+from realtime.node.recent import FeedEvent, RecentEvents, replay_text_of
 from realtime.node.replay import ConnectRead, checked_replay_hop
 from realtime.selectors import MembershipView
 from realtime.services.events import member_event_publish
@@ -90,6 +90,18 @@ def test_recent_events_replay_only_what_the_member_may_see_marked_replay() -> No
     assert first is not None and again is not None
     assert json.loads(first[0].text) == {**json.loads(feed_event(3).text), "replay": True}
     assert first[0].text is again[0].text  # encoded once, for every resume that needs it
+    assert json.loads(replay_text_of('{"replay":false,"op":"event"}')) == {"replay": True, "op": "event"}
+
+
+def test_recent_events_let_go_of_old_ones_as_new_ones_come() -> None:
+    clock = Clock()
+    recent = RecentEvents(after=0, seconds=60, clock=clock)
+    recent.add(feed_event(1))
+    clock.now += 200
+    recent.add(feed_event(2))
+    clock.now -= 200  # were 1 still held, it would be fresh again at this clock
+    assert recent.replay(since=0, member_id=1, role="guest", min_priority=0) is None
+    assert seqs(recent.replay(since=1, member_id=1, role="guest", min_priority=0)) == [2]
 
 
 # --- over the real application ---------------------------------------------------------------------
