@@ -28,7 +28,7 @@ from monitoring.metrics import (
 )
 from realtime.messages import EventMessage
 from realtime.names import Priority
-from realtime.node.recent import FeedEvent, RecentEvents
+from realtime.node.recent import FeedEvent, RecentEvents, audience_includes
 from realtime.node.socket import Socket
 from realtime.selectors import MembershipView, events_after
 
@@ -91,8 +91,13 @@ class Subscription:
 
     def wants(self, message: EventMessage) -> bool:
         """Whether the member is in the event's audience at the subscription's priority floor."""
-        return message.priority >= self.min_priority and (
-            self.role in message.roles or self.member_id in message.members
+        return audience_includes(
+            message.priority,
+            message.roles,
+            message.members,
+            member_id=self.member_id,
+            role=self.role,
+            min_priority=self.min_priority,
         )
 
     def confirm(self, membership: MembershipView) -> None:

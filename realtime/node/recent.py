@@ -20,8 +20,8 @@ from realtime.names import Priority
 from realtime.outbox import conflation_key
 from realtime.protocol import encode
 
-RECENT_EVENTS = 128  # per wedding feed: the minutes a blip or a node loss keeps sockets away, on a busy day
-RECENT_SECONDS = 120.0  # older events are read from the log, and not kept in memory
+RECENT_EVENTS = 128  # per wedding feed: a storm's few seconds at any wedding's rate, minutes on a wedding day
+RECENT_SECONDS = 120.0  # older events are replayed from the log; dropped from memory as newer ones come
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +37,14 @@ class FeedEvent:
     def of(cls, message: EventMessage) -> FeedEvent:
         text = encode(message.frame)
         return cls(message, text, text_frame(text.encode()), conflation_key(message.frame))
+
+
+def audience_includes(
+    priority: int, roles: list[str], members: list[int], *, member_id: int, role: str, min_priority: int
+) -> bool:
+    """Whether a member (``member_id`` as ``role``) who asked for ``min_priority`` gets an event of
+    ``priority`` addressed to ``roles`` and ``members``: live (the feed) and replayed from memory alike."""
+    return priority >= min_priority and (role in roles or member_id in members)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,5 +145,7 @@ class RecentEvents:
         return tuple(
             event.replayed()
             for event in (held[index] for index in range(len(held) - missed, len(held)))  # cheap at a deque's end
-            if event.priority >= min_priority and (role in event.roles or member_id in event.members)
+            if audience_includes(
+                event.priority, event.roles, event.members, member_id=member_id, role=role, min_priority=min_priority
+            )
         )

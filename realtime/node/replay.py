@@ -29,7 +29,7 @@ _events_replay_page = per_socket_db(events_replay_page)  # wrapped once (realtim
 
 # How long a connect's membership read stands in for a subscribe's access check: the subscribes
 # that follow a welcome come within it, and the access check, which never sees the read itself,
-# compares the subscriptions it made within its own round (every 5 s).
+# compares the subscriptions it made within two of its rounds (every 5 s).
 CONNECT_READ_SECONDS = 10.0
 
 
@@ -51,9 +51,9 @@ class ConnectRead:
         return any(membership.wedding_id == wedding_id for membership in self.memberships)
 
     def membership(self, *, wedding_id: int, generation: int, now: float, seconds: float) -> MembershipView | None:
-        """The connect's membership of the wedding, while it is as fresh as the node's member cache
-        would hold it: read less than ``seconds`` ago, and no member change heard since (any would
-        have moved the generation; one heard later finds the subscription and ends it)."""
+        """The connect's membership of the wedding, while it is fresh: read less than ``seconds`` ago
+        (the hub passes :data:`CONNECT_READ_SECONDS` at most), and no member change heard since (any
+        would have moved the generation; one heard later finds the subscription and ends it)."""
         if generation != self.generation or now - self.at >= seconds:
             return None
         return next((m for m in self.memberships if m.wedding_id == wedding_id), None)
@@ -171,6 +171,8 @@ def replay_from_memory(
     None when the log must answer: another epoch, a ``since`` the feed does not hold or past it."""
     if epoch is not None and epoch != feed.epoch:
         return None  # the log answers recovered: false
+    if feed.recent.upto != feed.last_seq:  # an event the feed took but could not keep: the log has it
+        return None
     after = feed.last_seq if since is None else since
     if feed.last_seq - after > settings.REALTIME_REPLAY_MAX:
         return None

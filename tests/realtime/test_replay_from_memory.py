@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -14,7 +15,8 @@ from realtime.names import Priority
 from realtime.node import housekeeping
 from realtime.node import hub as hub_module
 from realtime.node.recent import FeedEvent, RecentEvents, replay_text_of
-from realtime.node.replay import ConnectRead, checked_replay_hop
+from realtime.node.replay import ConnectRead, checked_replay_hop, replay_from_memory
+from realtime.protocol import encode
 from realtime.selectors import MembershipView
 from realtime.services.events import member_event_publish
 from tests.personas import WeddingParty
@@ -77,13 +79,28 @@ def test_recent_events_leave_old_ones_to_the_log() -> None:
     assert recent.replay(since=0, member_id=1, role="guest", min_priority=0) is None
     assert seqs(recent.replay(since=1, member_id=1, role="guest", min_priority=0)) == [2]
     clock.now += 300
-    recent.add(feed_event(3))  # lets go of 1 and 2: they would be fresh again at the clock below
+    recent.add(feed_event(3))  # lets go of 1 and 2: 2 would be fresh again at the clock below
     clock.now -= 300
     assert recent.replay(since=1, member_id=1, role="guest", min_priority=0) is None
     assert seqs(recent.replay(since=2, member_id=1, role="guest", min_priority=0)) == [3]
 
 
-def test_recent_events_replay_only_what_the_member_may_see_marked_replay() -> None:
+def test_a_feed_that_could_not_keep_an_event_sends_resumes_to_the_log() -> None:
+    feed = SimpleNamespace(epoch="e", last_seq=3, recent=RecentEvents(after=0))
+    for seq in (1, 2):
+        feed.recent.add(feed_event(seq))  # 3 was taken (last_seq) but never kept
+    view = MembershipView(wedding_id=1, member_id=1, role="guest")
+    assert replay_from_memory(feed, since=1, epoch=None, min_priority=0, membership=view) is None  # type: ignore[arg-type]
+    feed.last_seq = 2
+    replayed = replay_from_memory(feed, since=1, epoch=None, min_priority=0, membership=view)  # type: ignore[arg-type]
+    assert seqs(replayed) == [2]
+
+
+def test_recent_events_replay_only_what_the_member_may_see_marked_replay(monkeypatch) -> None:
+    def not_decoded(text: str) -> Any:
+        raise AssertionError("a live frame's text is turned into a replay's without decoding it")
+
+    monkeypatch.setattr("realtime.node.recent.json.loads", not_decoded)
     recent = RecentEvents(after=0)
     recent.add(feed_event(1, roles=("planner",)))
     recent.add(feed_event(2, roles=("planner",), members=(7,)))
@@ -93,8 +110,9 @@ def test_recent_events_replay_only_what_the_member_may_see_marked_replay() -> No
     first = recent.replay(since=2, member_id=8, role="guest", min_priority=0)
     again = recent.replay(since=2, member_id=9, role="guest", min_priority=0)
     assert first is not None and again is not None
-    assert json.loads(first[0].text) == {**json.loads(feed_event(3).text), "replay": True}
     assert first[0].text is again[0].text  # encoded once, for every resume that needs it
+    assert first[0].text == encode({**feed_event(3).message.frame, "replay": True})  # the same bytes, not just JSON
+    monkeypatch.undo()
     assert json.loads(replay_text_of('{"replay":false,"op":"event"}')) == {"replay": True, "op": "event"}
 
 
