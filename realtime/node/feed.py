@@ -28,7 +28,7 @@ from monitoring.metrics import (
 )
 from realtime.messages import EventMessage
 from realtime.names import Priority
-from realtime.node.recent import FeedEvent, RecentEvents, audience_includes
+from realtime.node.recent import FeedEvent, RecentEvents, ReplayedEvent, audience_includes
 from realtime.node.socket import Socket
 from realtime.selectors import MembershipView, events_after
 
@@ -134,6 +134,22 @@ class WeddingFeed:
         self.suspected_head = 0
         self.idle_since: float | None = None
         self.task = asyncio.create_task(self._run(), name=f"feed-{wedding_id}")
+
+    def held_replay(
+        self, *, since: int | None, epoch: str | None, min_priority: int, membership: MembershipView
+    ) -> tuple[ReplayedEvent, ...] | None:
+        """What the member missed, from the feed's recent events (nothing for a first subscribe), or
+        None when the log must answer: another epoch, a ``since`` the feed does not hold or past it."""
+        if epoch is not None and epoch != self.epoch:
+            return None  # the log answers recovered: false
+        if self.recent.upto != self.last_seq:  # an event the feed took but could not keep: the log has it
+            return None
+        after = self.last_seq if since is None else since
+        if self.last_seq - after > settings.REALTIME_REPLAY_MAX:
+            return None
+        return self.recent.replay(
+            since=after, member_id=membership.member_id, role=membership.role, min_priority=int(min_priority)
+        )
 
     def offer(self, message: EventMessage) -> None:
         """Queue an event for the feed's task, or drop it if the inbox is full: the next event's seq

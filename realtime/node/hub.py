@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import os
 import random
-import time
 import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -43,12 +42,10 @@ from realtime.node.presence_diffs import Viewer
 from realtime.node.recent import ReplayedEvent
 from realtime.node.registry import report_loop as registry_loop
 from realtime.node.replay import (
-    CONNECT_READ_SECONDS,
     ConnectRead,
     Subscribed,
     access_check,
     checked_replay_hop,
-    replay_from_memory,
 )
 from realtime.node.socket import Socket
 from realtime.selectors import (
@@ -352,7 +349,8 @@ class NodeHub:
         wedding_id = request.wedding_id
         check = None
         membership = None
-        trusted = None if observer else self._trusted(connect, wedding_id=wedding_id)
+        generation = self.members.generation
+        trusted = None if observer or connect is None else connect.trusted(wedding_id=wedding_id, generation=generation)
         if observer:
             membership = await _socket_observe_check(user_id=socket.user_id, wedding_id=wedding_id, client=client)
         elif trusted is not None or (
@@ -382,17 +380,6 @@ class NodeHub:
         self.presence.show(viewer, wedding_id=wedding_id, snapshot=snapshot)
         return Subscribed(feed, socket, membership, replay, subscription, request.min_priority, memory)
 
-    def _trusted(self, connect: ConnectRead | None, *, wedding_id: int) -> MembershipView | None:
-        """The membership the socket's connect read, while no member change heard since may have changed it."""
-        if connect is None:
-            return None
-        return connect.membership(
-            wedding_id=wedding_id,
-            generation=self.members.generation,
-            now=time.monotonic(),
-            seconds=min(settings.REALTIME_MEMBER_CACHE_SECONDS, CONNECT_READ_SECONDS),
-        )
-
     async def _attach(
         self,
         socket: Socket,
@@ -415,7 +402,7 @@ class NodeHub:
                 await database_sync_to_async(check)()
             raise
         if membership is None and connect is not None:  # asked again after the awaits, in the attach's step
-            membership = self._trusted(connect, wedding_id=wedding_id)
+            membership = connect.trusted(wedding_id=wedding_id, generation=self.members.generation)
         subscription = Subscription(
             socket=socket,
             topic=topic,
@@ -430,8 +417,8 @@ class NodeHub:
         memory = (
             None
             if membership is None
-            else replay_from_memory(
-                feed, since=since, epoch=request.epoch, min_priority=request.min_priority, membership=membership
+            else feed.held_replay(
+                since=since, epoch=request.epoch, min_priority=request.min_priority, membership=membership
             )
         )
         if membership is not None and memory is not None:

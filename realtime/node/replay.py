@@ -5,6 +5,7 @@ hop at all (:class:`ConnectRead`, realtime.node.recent, decision 0046)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -57,6 +58,12 @@ class ConnectRead:
         if generation != self.generation or now - self.at >= seconds:
             return None
         return next((m for m in self.memberships if m.wedding_id == wedding_id), None)
+
+    def trusted(self, *, wedding_id: int, generation: int) -> MembershipView | None:
+        """:meth:`membership` now, for the node whose membership generation is ``generation``;
+        ``REALTIME_MEMBER_CACHE_SECONDS=0`` turns the trust off."""
+        seconds = min(settings.REALTIME_MEMBER_CACHE_SECONDS, CONNECT_READ_SECONDS)
+        return self.membership(wedding_id=wedding_id, generation=generation, now=time.monotonic(), seconds=seconds)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -162,20 +169,3 @@ def checked_replay(
 
 
 checked_replay_hop = per_socket_db(checked_replay)  # wrapped once (realtime.db)
-
-
-def replay_from_memory(
-    feed: WeddingFeed, *, since: int | None, epoch: str | None, min_priority: int, membership: MembershipView
-) -> tuple[ReplayedEvent, ...] | None:
-    """What the member missed, from the feed's recent events (nothing for a first subscribe), or
-    None when the log must answer: another epoch, a ``since`` the feed does not hold or past it."""
-    if epoch is not None and epoch != feed.epoch:
-        return None  # the log answers recovered: false
-    if feed.recent.upto != feed.last_seq:  # an event the feed took but could not keep: the log has it
-        return None
-    after = feed.last_seq if since is None else since
-    if feed.last_seq - after > settings.REALTIME_REPLAY_MAX:
-        return None
-    return feed.recent.replay(
-        since=after, member_id=membership.member_id, role=membership.role, min_priority=int(min_priority)
-    )

@@ -14,8 +14,10 @@ from realtime.messages import ControlMessage, EventMessage
 from realtime.names import Priority
 from realtime.node import housekeeping
 from realtime.node import hub as hub_module
+from realtime.node import replay as replay_module
+from realtime.node.feed import WeddingFeed
 from realtime.node.recent import FeedEvent, RecentEvents, replay_text_of
-from realtime.node.replay import ConnectRead, checked_replay_hop, replay_from_memory
+from realtime.node.replay import ConnectRead, checked_replay_hop
 from realtime.protocol import encode
 from realtime.selectors import MembershipView
 from realtime.services.events import member_event_publish
@@ -90,9 +92,9 @@ def test_a_feed_that_could_not_keep_an_event_sends_resumes_to_the_log() -> None:
     for seq in (1, 2):
         feed.recent.add(feed_event(seq))  # 3 was taken (last_seq) but never kept
     view = MembershipView(wedding_id=1, member_id=1, role="guest")
-    assert replay_from_memory(feed, since=1, epoch=None, min_priority=0, membership=view) is None  # type: ignore[arg-type]
+    assert WeddingFeed.held_replay(feed, since=1, epoch=None, min_priority=0, membership=view) is None  # type: ignore[arg-type]
     feed.last_seq = 2
-    replayed = replay_from_memory(feed, since=1, epoch=None, min_priority=0, membership=view)  # type: ignore[arg-type]
+    replayed = WeddingFeed.held_replay(feed, since=1, epoch=None, min_priority=0, membership=view)  # type: ignore[arg-type]
     assert seqs(replayed) == [2]
 
 
@@ -262,7 +264,7 @@ async def test_a_subscribe_long_after_its_connect_is_checked_in_the_database(
 ) -> None:
     """Past CONNECT_READ_SECONDS (here 0) the connect's read is not the check, however long the
     member cache keeps its rows."""
-    monkeypatch.setattr(hub_module, "CONNECT_READ_SECONDS", 0.0)
+    monkeypatch.setattr(replay_module, "CONNECT_READ_SECONDS", 0.0)
     guest: Client = await sockets(party.gil)
     assert (await guest.subscribe(party.wedding.pk, since=0))["status"] == "ok"
     assert replay_hops == [party.wedding.pk]
