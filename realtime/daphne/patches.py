@@ -17,6 +17,8 @@ its server, fixes those at the protocol level:
 - an empty text or binary message is sent as an empty frame (RFC 6455 allows it; Autobahn cases
   1.1.1, 1.2.1, 6.1.1 and 6.1.2 echo one), not dropped;
 - an HTTP POST's body is not parsed as a form by Twisted, since daphne hands the raw body to Django.
+- a WebSocket handshake's HTTP request and channel are unlinked once the socket is handed over, so
+  they are freed without the cyclic collector (decision 0047).
 
 It leans on daphne, autobahn and Twisted internals, so :func:`install` refuses a release of any of
 them that it was not verified against (:data:`VERIFIED_VERSIONS`).
@@ -135,6 +137,7 @@ def install(*, on_running: Callable[[], object] | None = None) -> None:
     patch_sliced_checks(daphne.server.Server, reactor)
     patch_lazy_autobahn_pformat(autobahn_protocol)
     patch_no_form_parsing(daphne.http_protocol)
+    patch_upgraded_request_release(daphne.http_protocol, reactor)
     if on_running is not None:
         # callWhenRunning runs during the reactor's start-up, before its asyncio loop runs: the
         # loop's first turn is the earliest the hub can start on it.
@@ -433,3 +436,37 @@ def patch_no_form_parsing(http_protocol: Any) -> None:
             super().__init__(*args, **kwargs)
 
     http_protocol.WebRequest = WebRequestWithoutFormParsing
+
+
+def patch_upgraded_request_release(http_protocol: Any, reactor: Any) -> None:
+    """Unlink a WebSocket handshake's HTTP request from its channel once the socket is handed over.
+
+    daphne's ``WebRequest.process`` hands the TCP transport to a WebSocket protocol and leaves the
+    request and its Twisted ``HTTPChannel`` pointing at each other (``request.channel``,
+    ``channel.requests``): a reference cycle, with both header sets, both addresses and the body
+    buffer hanging off it, that only the cyclic collector frees, and a reconnect storm made
+    thousands of them (decision 0047). Once the handshake's call stack has unwound (the next
+    reactor turn) the two are unlinked, so reference counting frees them as soon as daphne's
+    connection list and the transport (the channel is its producer until the socket is accepted)
+    let go. Only a request that came with a transport and gave it away is touched: an HTTP/2
+    stream's requests have none from the start.
+    """
+    base = http_protocol.WebRequest
+
+    class UpgradedRequestReleased(base):  # type: ignore[misc, valid-type]
+        def process(self) -> Any:
+            had_transport = self.transport is not None
+            processed = super().process()
+            # getattr: a request finished by an error after the hand-over has no channel left.
+            if had_transport and self.transport is None and getattr(self, "channel", None) is not None:
+                reactor.callLater(0, _release_upgraded_request, self)
+            return processed
+
+    http_protocol.WebRequest = UpgradedRequestReleased
+
+
+def _release_upgraded_request(request: Any) -> None:
+    channel, request.channel = getattr(request, "channel", None), None
+    requests = getattr(channel, "requests", None)
+    if requests is not None and request in requests:
+        requests.remove(request)

@@ -51,6 +51,7 @@ SEAMS = [
     ("autobahn.websocket.protocol", "pformat"),
     ("autobahn.websocket.protocol", "Timings.__str__"),
     ("daphne.http_protocol", "WebRequest"),
+    ("daphne.http_protocol", "WebRequest.process"),
 ]
 # Run in a fresh interpreter, as `python -m daphne` would: install() patches process-wide.
 INSTALL_SCRIPT = """
@@ -341,6 +342,81 @@ def test_twisted_is_told_not_to_parse_post_forms() -> None:
     module.WebRequest("channel", 0)
 
     assert issubclass(module.WebRequest, stock_request) and built == [{"parsePOSTFormSubmission": False}]
+
+
+class _TurnReactor:
+    """Runs what is scheduled only when told to, as the next reactor turn would."""
+
+    def __init__(self) -> None:
+        self.scheduled: list[tuple[float, Any, tuple[Any, ...]]] = []
+
+    def callLater(self, delay: float, call: Any, *args: Any) -> None:  # Twisted's name
+        self.scheduled.append((delay, call, args))
+
+    def turn(self) -> None:
+        scheduled, self.scheduled = self.scheduled, []
+        for _delay, call, args in scheduled:
+            call(*args)
+
+
+def _request_module(*, upgrades: bool) -> SimpleNamespace:
+    class WebRequest:
+        def __init__(self, channel: Any) -> None:
+            self.channel, self.transport = channel, channel.transport  # as Twisted's Request does
+            channel.requests.append(self)
+
+        def process(self) -> str:
+            if upgrades:  # daphne hands the transport to a WebSocket protocol
+                self.transport = None
+            return "processed"
+
+    return SimpleNamespace(WebRequest=WebRequest)
+
+
+@pytest.mark.parametrize(
+    ("upgrades", "transport", "released"),
+    [
+        (True, "tcp", True),  # a WebSocket handshake, handed over
+        (False, "tcp", False),  # an HTTP request keeps its channel, which answers it
+        (False, None, False),  # an HTTP/2 stream's request never had a transport of its own
+    ],
+)
+def test_a_websocket_handshake_request_and_its_channel_are_unlinked_after_the_hand_over(
+    upgrades: bool, transport: str | None, released: bool
+) -> None:
+    module, reactor = _request_module(upgrades=upgrades), _TurnReactor()
+    stock = module.WebRequest
+    patches.patch_upgraded_request_release(module, reactor)
+    channel = SimpleNamespace(requests=[], transport=transport)
+    request = module.WebRequest(channel)
+
+    assert request.process() == "processed"
+    assert request.channel is channel and channel.requests == [request]  # not while its call stack runs
+    assert all(delay == 0 for delay, _call, _args in reactor.scheduled)  # the next turn
+    reactor.turn()
+
+    assert issubclass(module.WebRequest, stock)
+    if released:  # no cycle left for the collector: reference counting frees both
+        assert request.channel is None and channel.requests == []
+    else:
+        assert request.channel is channel and channel.requests == [request]
+
+
+def test_a_handshake_request_finished_by_an_error_after_the_hand_over_is_left_to_twisted() -> None:
+    module, reactor = _request_module(upgrades=True), _TurnReactor()
+    finishing = module.WebRequest.process
+
+    def process_then_fail(self: Any) -> str:  # daphne's basic_error path: Twisted's _cleanup deletes .channel
+        finishing(self)
+        del self.channel
+        return "processed"
+
+    module.WebRequest.process = process_then_fail
+    patches.patch_upgraded_request_release(module, reactor)
+    request = module.WebRequest(SimpleNamespace(requests=[], transport="tcp"))
+
+    assert request.process() == "processed"
+    assert reactor.scheduled == []
 
 
 def test_a_post_that_twisted_would_refuse_as_a_bad_form_is_answered_by_django(tmp_path: Path) -> None:
