@@ -11,8 +11,9 @@ at most (a few ms). The work is the same; only its stalls are gone.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 import structlog
 
@@ -59,17 +60,42 @@ def sweep_in_slices(
     and the sweep goes on: one bad connection must not stop the checks of all the others."""
     if size < 1:
         raise ValueError("size must be at least 1")
+    _Sweep(items, visit, call_soon=call_soon, then=then, size=size, name=name).step(0)
 
-    def step(start: int) -> None:
-        for item in items[start : start + size]:
+
+class _Sweep(Generic[T]):
+    """One sweep's state. Only the callback scheduled next refers to it, so once it has run its
+    last slice, reference counting frees it and its copy of the items: a closure that schedules
+    itself is a reference cycle, which kept a node's every walked connection (and the handshake
+    requests among them, decision 0047) waiting for the cyclic collector."""
+
+    def __init__(
+        self,
+        items: Sequence[T],
+        visit: Callable[[T], None],
+        *,
+        call_soon: Callable[[Callable[[], None]], object],
+        then: Callable[[], None],
+        size: int,
+        name: str,
+    ) -> None:
+        self.items, self.visit, self.call_soon, self.then, self.size, self.name = (
+            items,
+            visit,
+            call_soon,
+            then,
+            size,
+            name,
+        )
+
+    def step(self, start: int) -> None:
+        for item in self.items[start : start + self.size]:
             try:
-                visit(item)
+                self.visit(item)
             except Exception:
-                logger.exception("walk.visit_failed", sweep=name)
-        following = start + size
-        if following < len(items):
-            call_soon(lambda: step(following))
+                logger.exception("walk.visit_failed", sweep=self.name)
+        following = start + self.size
+        if following < len(self.items):
+            self.call_soon(functools.partial(self.step, following))
         else:
-            then()
-
-    step(0)
+            self.then()

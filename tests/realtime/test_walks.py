@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -85,6 +87,26 @@ def test_sweep_of_nothing_calls_then_at_once() -> None:
     done: list[bool] = []
     sweep_in_slices([], lambda item: None, call_soon=ManualLoop().call_soon, then=lambda: done.append(True))
     assert done == [True]
+
+
+class Connections(list[int]):
+    """A list a weak reference can follow."""
+
+
+def test_a_finished_sweep_leaves_nothing_for_the_cyclic_collector() -> None:
+    loop, done = ManualLoop(), list[bool]()
+    items = Connections(range(5))
+    gone = weakref.ref(items)
+    gc.disable()  # only reference counting may free the sweep and its items
+    try:
+        sweep_in_slices(items, lambda item: None, call_soon=loop.call_soon, then=lambda: done.append(True), size=2)
+        del items
+        loop.turn()
+        loop.turn()
+        assert done == [True]
+        assert gone() is None
+    finally:
+        gc.enable()
 
 
 class FakeServer:
