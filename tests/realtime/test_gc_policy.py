@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import weakref
 from collections.abc import Iterator
 
 import pytest
 
-from realtime.gc_policy import gc_freeze_loop, gc_freeze_survivors, gc_full_collect
+from realtime.gc_policy import AUTOMATIC_FULL_AFTER, gc_freeze_loop, gc_freeze_survivors, gc_full_collect
 
 
 @pytest.fixture(autouse=True)
 def _unfrozen() -> Iterator[None]:
+    thresholds = gc.get_threshold()
     yield
     gc.unfreeze()
+    gc.set_threshold(*thresholds)
 
 
 class Node:
@@ -64,3 +67,17 @@ async def test_the_loop_freezes_on_its_interval() -> None:
     finally:
         loop.cancel()
     assert gc.get_freeze_count() > 0
+
+
+async def test_the_loop_holds_back_automatic_full_collections_while_it_runs() -> None:
+    gc.set_threshold(700, 10, 10)  # CPython's defaults
+    loop = asyncio.create_task(gc_freeze_loop(freeze_every=3600, full_every=3600))
+    await asyncio.sleep(0)
+    try:
+        assert gc.get_threshold() == (700, 10, AUTOMATIC_FULL_AFTER)
+        assert AUTOMATIC_FULL_AFTER > 10
+    finally:
+        loop.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop
+    assert gc.get_threshold() == (700, 10, 10)  # a stopped node's process collects as CPython would
