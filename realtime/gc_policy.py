@@ -43,7 +43,7 @@ async def gc_freeze_loop(*, freeze_every: float, full_every: float) -> None:
     """Freeze the survivors every ``freeze_every`` seconds, unfreeze and collect everything every
     ``full_every``; while it runs, CPython's own full collections are held back (decision 0047):
     each walked every object made since the last freeze, which in a reconnect storm is thousands
-    of new sockets' worth several times a second, and this loop already collects them at its freeze."""
+    of new sockets' worth every second or two, and this loop already collects them at its freeze."""
     young, middle, old = gc.get_threshold()
     gc.set_threshold(young, middle, max(old, AUTOMATIC_FULL_AFTER))
     last_full = time.monotonic()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 import structlog
@@ -63,30 +64,19 @@ def sweep_in_slices(
     _Sweep(items, visit, call_soon=call_soon, then=then, size=size, name=name).step(0)
 
 
+@dataclass(frozen=True, slots=True)
 class _Sweep(Generic[T]):
     """One sweep's state. Only the callback scheduled next refers to it, so once it has run its
     last slice, reference counting frees it and its copy of the items: a closure that schedules
     itself is a reference cycle, which kept a node's every walked connection (and the handshake
     requests among them, decision 0047) waiting for the cyclic collector."""
 
-    def __init__(
-        self,
-        items: Sequence[T],
-        visit: Callable[[T], None],
-        *,
-        call_soon: Callable[[Callable[[], None]], object],
-        then: Callable[[], None],
-        size: int,
-        name: str,
-    ) -> None:
-        self.items, self.visit, self.call_soon, self.then, self.size, self.name = (
-            items,
-            visit,
-            call_soon,
-            then,
-            size,
-            name,
-        )
+    items: Sequence[T]
+    visit: Callable[[T], None]
+    call_soon: Callable[[Callable[[], None]], object]
+    then: Callable[[], None]
+    size: int
+    name: str
 
     def step(self, start: int) -> None:
         for item in self.items[start : start + self.size]:

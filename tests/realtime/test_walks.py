@@ -97,6 +97,7 @@ def test_a_finished_sweep_leaves_nothing_for_the_cyclic_collector() -> None:
     loop, done = ManualLoop(), list[bool]()
     items = Connections(range(5))
     gone = weakref.ref(items)
+    was_enabled = gc.isenabled()
     gc.disable()  # only reference counting may free the sweep and its items
     try:
         sweep_in_slices(items, lambda item: None, call_soon=loop.call_soon, then=lambda: done.append(True), size=2)
@@ -106,7 +107,8 @@ def test_a_finished_sweep_leaves_nothing_for_the_cyclic_collector() -> None:
         assert done == [True]
         assert gone() is None
     finally:
-        gc.enable()
+        if was_enabled:
+            gc.enable()
 
 
 class FakeServer:
