@@ -243,8 +243,14 @@ class _Reactor:
         self.when_running: list[Callable[[], None]] = []
         self.stops = 0
 
-    def callLater(self, delay: float, callback: Callable[[], None]) -> None:
-        self.later.append((delay, callback))
+    def callLater(self, delay: float, callback: Callable[..., None], *args: Any) -> None:
+        self.later.append((delay, functools.partial(callback, *args) if args else callback))
+
+    def turn(self) -> None:
+        """Run what was scheduled, as the reactor's next turn would."""
+        later, self.later = self.later, []
+        for _delay, callback in later:
+            callback()
 
     def callWhenRunning(self, callback: Callable[[], None]) -> None:
         self.when_running.append(callback)
@@ -344,21 +350,6 @@ def test_twisted_is_told_not_to_parse_post_forms() -> None:
     assert issubclass(module.WebRequest, stock_request) and built == [{"parsePOSTFormSubmission": False}]
 
 
-class _TurnReactor:
-    """Runs what is scheduled only when told to, as the next reactor turn would."""
-
-    def __init__(self) -> None:
-        self.scheduled: list[tuple[float, Any, tuple[Any, ...]]] = []
-
-    def callLater(self, delay: float, call: Any, *args: Any) -> None:  # Twisted's name
-        self.scheduled.append((delay, call, args))
-
-    def turn(self) -> None:
-        scheduled, self.scheduled = self.scheduled, []
-        for _delay, call, args in scheduled:
-            call(*args)
-
-
 def _request_module(*, upgrades: bool) -> SimpleNamespace:
     class WebRequest:
         def __init__(self, channel: Any) -> None:
@@ -384,7 +375,7 @@ def _request_module(*, upgrades: bool) -> SimpleNamespace:
 def test_a_websocket_handshake_request_and_its_channel_are_unlinked_after_the_hand_over(
     upgrades: bool, transport: str | None, released: bool
 ) -> None:
-    module, reactor = _request_module(upgrades=upgrades), _TurnReactor()
+    module, reactor = _request_module(upgrades=upgrades), _Reactor()
     stock = module.WebRequest
     patches.patch_upgraded_request_release(module, reactor)
     channel = SimpleNamespace(requests=[], transport=transport)
@@ -392,7 +383,7 @@ def test_a_websocket_handshake_request_and_its_channel_are_unlinked_after_the_ha
 
     assert request.process() == "processed"
     assert request.channel is channel and channel.requests == [request]  # not while its call stack runs
-    assert all(delay == 0 for delay, _call, _args in reactor.scheduled)  # the next turn
+    assert all(delay == 0 for delay, _callback in reactor.later)  # the next turn
     reactor.turn()
 
     assert issubclass(module.WebRequest, stock)
@@ -403,7 +394,7 @@ def test_a_websocket_handshake_request_and_its_channel_are_unlinked_after_the_ha
 
 
 def test_a_handshake_request_finished_by_an_error_after_the_hand_over_is_left_to_twisted() -> None:
-    module, reactor = _request_module(upgrades=True), _TurnReactor()
+    module, reactor = _request_module(upgrades=True), _Reactor()
     finishing = module.WebRequest.process
 
     def process_then_fail(self: Any) -> str:  # daphne's basic_error path: Twisted's _cleanup deletes .channel
@@ -416,7 +407,7 @@ def test_a_handshake_request_finished_by_an_error_after_the_hand_over_is_left_to
     request = module.WebRequest(SimpleNamespace(requests=[], transport="tcp"))
 
     assert request.process() == "processed"
-    assert reactor.scheduled == []
+    assert reactor.later == []
 
 
 def test_a_post_that_twisted_would_refuse_as_a_bad_form_is_answered_by_django(tmp_path: Path) -> None:
