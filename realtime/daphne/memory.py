@@ -1,7 +1,8 @@
-"""What a socket node keeps per open socket and per process, trimmed (decision 0016).
+"""What a socket node keeps per open socket and per process, trimmed (decisions 0016 and 0048).
 
-An open socket sheds what it keeps of its opening handshake and makes autobahn's send queue only
-when it is used; the process caps its malloc arenas before its thread pool starts.
+An open socket sheds what it keeps of its opening handshake, makes autobahn's send queue only
+when it is used, and keeps its per-connection state in slots; the process caps its malloc arenas
+before its thread pool starts.
 
 Malloc arenas: glibc gives each new thread that allocates an arena of its own, up to eight per core, and only
 shares arenas past that limit. A node runs its sockets' database and presence calls on a pool of
@@ -74,6 +75,112 @@ class LazySendQueue:
         if self._items is None:
             raise IndexError("pop from an empty send queue")
         return self._items.popleft()
+
+
+# What autobahn's server protocol, daphne's WebSocketProtocol and realtime.daphne.patches set on each
+# socket besides autobahn's options (``CONFIG_ATTRS``, added by :func:`socket_slots`). A name missing
+# here still works, from the instance's dict; a name here that a class defines is left out.
+SOCKET_STATE_ATTRIBUTES: tuple[str, ...] = (
+    # autobahn: the connection, its handshake and its state machine
+    "is_closed",
+    "is_open",
+    "_transport_details",
+    "_perMessageCompress",
+    "trackedTimings",
+    "trafficStats",
+    "state",
+    "send_state",
+    "data",
+    "send_queue",
+    "triggered",
+    "utf8validator",
+    "wasMaxFramePayloadSizeExceeded",
+    "wasMaxMessagePayloadSizeExceeded",
+    "closedByMe",
+    "failedByMe",
+    "droppedByMe",
+    "wasClean",
+    "wasNotCleanReason",
+    "wasServerConnectionDropTimeout",
+    "wasOpenHandshakeTimeout",
+    "wasCloseHandshakeTimeout",
+    "wasServingFlashSocketPolicyFile",
+    "localCloseCode",
+    "localCloseReason",
+    "remoteCloseCode",
+    "remoteCloseReason",
+    "openHandshakeTimeoutCall",
+    "closeHandshakeTimeoutCall",
+    "autoPingTimeoutCall",
+    "autoPingPending",
+    "autoPingPendingCall",
+    "autoPingPendingSeq",
+    "autoPingPendingSent",
+    "http_request_data",
+    "http_status_line",
+    "http_headers",
+    "http_request_uri",
+    "http_request_path",
+    "http_request_params",
+    "http_request_host",
+    "http_response_data",
+    "websocket_version",
+    "websocket_protocols",
+    "websocket_origin",
+    "websocket_extensions",
+    "websocket_protocol_in_use",
+    "websocket_extensions_in_use",
+    "_wskey",
+    # autobahn: frames and messages, received and sent
+    "inside_message",
+    "current_frame",
+    "current_frame_masker",
+    "_isMessageCompressed",
+    "utf8validateIncomingCurrentMessage",
+    "utf8validateLast",
+    "message_is_binary",
+    "message_data",
+    "message_data_total_length",
+    "frame_length",
+    "frame_data",
+    "control_frame_data",
+    "send_compressed",
+    "send_message_opcode",
+    "send_message_frame_length",
+    "send_message_frame_mask",
+    "send_message_frame_masker",
+    # daphne
+    "_raw_query_string",
+    "server",
+    "request",
+    "protocol_to_accept",
+    "root_path",
+    "socket_opened",
+    "last_ping",
+    "clean_headers",
+    "client_addr",
+    "server_addr",
+    "client_scheme",
+    "path",
+    "application_deferred",
+    "application_queue",
+    # realtime.daphne.patches: when the client last sent a ping or a pong
+    "wedsync_heard",
+)
+
+
+def socket_slots(protocol_class: type) -> tuple[str, ...]:
+    """The names a subclass of daphne's ``protocol_class`` keeps in ``__slots__``: autobahn's
+    options and :data:`SOCKET_STATE_ATTRIBUTES`, less any name a class in its MRO defines.
+
+    Each socket's protocol otherwise keeps ~110 attributes in its ``__dict__``, a table sized for
+    170 (decision 0048 has the sizes). A slot is read and written as the attribute was, and reads
+    as missing until set; a class attribute of the same name would be hidden by the slot instead
+    of serving as the default, hence the exclusion.
+    """
+    options: tuple[str, ...] = tuple(getattr(protocol_class, "CONFIG_ATTRS", ()))
+    defined = {name for klass in protocol_class.__mro__ for name in vars(klass)}
+    return tuple(name for name in dict.fromkeys(options + SOCKET_STATE_ATTRIBUTES) if name not in defined)
 
 
 # <malloc.h>: mallopt's parameter for the arena limit.

@@ -41,7 +41,7 @@ from typing import Any
 import structlog
 
 from realtime.daphne.inbox import AppInbox, InboxBounds
-from realtime.daphne.memory import _shed_handshake, malloc_arenas_cap
+from realtime.daphne.memory import _shed_handshake, malloc_arenas_cap, socket_slots
 from realtime.daphne.transport import send_websocket_message
 from realtime.walks import slice_gap, sweep_in_slices
 
@@ -149,6 +149,8 @@ def websocket_factory(factory_class: Any, protocol_class: Any, *, max_frame: int
     """daphne's WebSocket factory, making protocols that speak PROTOCOL.md (see the module's docstring)."""
 
     class ProtocolV1(protocol_class):  # type: ignore[misc]
+        __slots__ = socket_slots(protocol_class)
+
         def _max_message_size_exceeded(self, size: int, limit: int, reason: str) -> None:
             if self.state == self.STATE_OPEN:
                 message = {"op": "error", "code": "too_large", "message": f"Frames are limited to {limit} bytes."}
