@@ -9,7 +9,6 @@ and hands it to :meth:`RealtimeConsumer.push_event` (docs/architecture.md).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -274,7 +273,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         if self.identity.expires_at is not None:
             delay = max(self.identity.expires_at - time.time(), 0)
             self._expiry = asyncio.get_running_loop().call_later(
-                delay, lambda: self.close_soon(CloseCode.UNAUTHORIZED, "unauthorized", "The token expired.")
+                delay, self.close_soon, CloseCode.UNAUTHORIZED, "unauthorized", "The token expired."
             )
 
     def close_soon(
@@ -437,9 +436,10 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         # socket leaves the hub and frees its device place.
         ended = "abnormal"  # daphne cancelled it without a disconnect message
         try:
-            with contextlib.suppress(StopConsumer):
-                while True:
-                    await self.dispatch(await receive())
+            while True:
+                await self.dispatch(await receive())
+        except StopConsumer:  # not contextlib.suppress, whose object each idle socket would keep
+            pass
         except Exception:
             ended = "server_error"  # daphne closes it 1011
             raise

@@ -54,6 +54,26 @@ class Outbox:
     (PRODUCT.md's memory target). Its writer task exists only while frames are queued, and
     waiters are created only by whoever waits."""
 
+    __slots__ = (
+        "_bytes",
+        "_closed",
+        "_conflatable",
+        "_counter",
+        "_emptied",
+        "_frames",
+        "_gate",
+        "_heap",
+        "_max_bytes",
+        "_max_frames",
+        "_on_overflow",
+        "_pending_seqs",
+        "_send_text",
+        "_spaced",
+        "_write_frame",
+        "_writer",
+        "overflowed",
+    )
+
     def __init__(
         self,
         *,

@@ -84,11 +84,14 @@ class AppInbox:
             self._waiter = None
 
     async def get(self) -> Any:
-        # The item stays queued until the getter resumes, so a cancelled get loses nothing.
+        # The item stays queued until the getter resumes, so a cancelled get loses nothing; a
+        # cancelled get cancels its waiter, which the next get replaces. Not asyncio.shield: its
+        # outer future and two callbacks stayed with every idle socket (decision 0048).
         while not self._items:
-            if self._waiter is None:
-                self._waiter = asyncio.get_running_loop().create_future()
-            await asyncio.shield(self._waiter)
+            waiter = self._waiter
+            if waiter is None or waiter.done():
+                waiter = self._waiter = asyncio.get_running_loop().create_future()
+            await waiter
         item = self._items.pop(0)
         if self._bounds is not None and item.get("type") == "websocket.receive":
             self._bytes -= _payload_size(item)

@@ -7,6 +7,7 @@ protocol behind it, and return a harmless default when the socket is not served 
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -150,8 +151,8 @@ def connection_open(send: Callable[..., Any]) -> bool:
 def control_frames_heard(send: Callable[..., Any]) -> Callable[[], float]:
     """When the client behind ``send`` last answered or sent a WebSocket ping (epoch seconds; 0 when
     never, or when not served by daphne)."""
-    protocol = _daphne_protocol(send)
-    return lambda: getattr(protocol, "wedsync_heard", 0.0)
+    # A partial rather than a closure: every open socket keeps it (decision 0048).
+    return functools.partial(getattr, _daphne_protocol(send), "wedsync_heard", 0.0)
 
 
 def write_gate_for(send: Callable[..., Any], *, send_buffer: int) -> WriteGate | None:

@@ -34,6 +34,21 @@ async def test_a_cancelled_get_leaves_the_message_for_the_next_one() -> None:
     assert await asyncio.wait_for(inbox.get(), 1) == {"type": "websocket.receive", "text": "kept"}
 
 
+async def test_a_get_cancelled_while_waiting_does_not_stop_the_next_one_from_waking() -> None:
+    inbox = AppInbox()
+    cancelled = asyncio.ensure_future(inbox.get())
+    await asyncio.sleep(0)
+    cancelled.cancel()  # daphne cancelling an application mid-wait; its waiter goes with it
+    await asyncio.gather(cancelled, return_exceptions=True)
+
+    waiting = asyncio.ensure_future(inbox.get())
+    await asyncio.sleep(0)
+    inbox.put_nowait({"type": "websocket.receive", "text": "after"})
+
+    assert await asyncio.wait_for(waiting, 1) == {"type": "websocket.receive", "text": "after"}
+    assert cancelled.cancelled() and inbox.empty()
+
+
 class _Transport:
     """What AppInbox asks of daphne's TCP transport: stop and start reading."""
 
