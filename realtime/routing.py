@@ -34,24 +34,40 @@ class NodeApplication:
 
     What channels' ``ProtocolTypeRouter``, ``URLRouter`` and ``as_asgi`` do for a socket at
     :data:`PROTOCOL_PATH`, without awaiting: ``__call__`` returns the consumer's own coroutine, so an
-    idle socket keeps one suspended frame and daphne's scope, not four frames and a routed copy of
-    the scope (decision 0048). Any other socket path goes through channels' ``URLRouter`` as before.
+    idle socket keeps one application frame (above its inbox's ``get``) and daphne's scope, not four
+    frames and a routed copy of the scope (decision 0048). Any other socket path goes through
+    channels' ``URLRouter`` as before, and so does every socket if the routes no longer give
+    :data:`PROTOCOL_PATH` to a plain ``RealtimeConsumer``.
     """
 
     def __init__(self, *, http: ASGIApp, websocket_routes: list[URLPattern | URLResolver]) -> None:
         self.http = http
         self.router = URLRouter(websocket_routes)
+        self.protocol_consumer = _protocol_consumer(websocket_routes)
 
     @markcoroutinefunction  # an ASGI 3 application to asgiref, daphne and uvicorn: it returns a coroutine
     def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Awaitable[None]:
         kind = scope["type"]
         if kind == "websocket":
-            if scope["path"] == PROTOCOL_PATH and not scope.get("root_path"):
-                return RealtimeConsumer()(scope, receive, send)
+            consumer = self.protocol_consumer
+            if consumer is not None and scope["path"] == PROTOCOL_PATH and not scope.get("root_path"):
+                return consumer()(scope, receive, send)
             return self.router(scope, receive, send)  # type: ignore[no-any-return]
         if kind == "http":
             return self.http(scope, receive, send)
         return _unsupported(kind)
+
+
+def _protocol_consumer(routes: list[URLPattern | URLResolver]) -> type[RealtimeConsumer] | None:
+    """The consumer class the routes give :data:`PROTOCOL_PATH`, if it is ``RealtimeConsumer`` made
+    with no arguments (what the direct hand-over builds); None otherwise."""
+    for route in routes:
+        if str(route.pattern) == PROTOCOL_PATH.lstrip("/"):
+            callback = getattr(route, "callback", None)
+            if getattr(callback, "consumer_class", None) is RealtimeConsumer and not callback.consumer_initkwargs:  # type: ignore[union-attr]
+                return RealtimeConsumer
+            return None
+    return None
 
 
 async def _unsupported(kind: str) -> None:

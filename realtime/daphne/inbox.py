@@ -85,8 +85,9 @@ class AppInbox:
 
     async def get(self) -> Any:
         # The item stays queued until the getter resumes, so a cancelled get loses nothing; a
-        # cancelled get cancels its waiter, which the next get replaces. Not asyncio.shield: its
-        # outer future and two callbacks stayed with every idle socket (decision 0048).
+        # cancelled get cancels its waiter, which the next get replaces. One reader only (two
+        # would share the waiter). Not asyncio.shield: its outer future and two callbacks stayed
+        # with every idle socket (decision 0048).
         while not self._items:
             waiter = self._waiter
             if waiter is None or waiter.done():

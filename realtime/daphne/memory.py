@@ -176,7 +176,8 @@ def socket_slots(protocol_class: type) -> tuple[str, ...]:
     Each socket's protocol otherwise keeps ~110 attributes in its ``__dict__``, a table sized for
     170 (decision 0048 has the sizes). A slot is read and written as the attribute was, and reads
     as missing until set; a class attribute of the same name would be hidden by the slot instead
-    of serving as the default, hence the exclusion.
+    of serving as the default, hence the exclusion. The subclass's own body must not define a
+    listed name either (Python refuses a slot that conflicts with a class variable).
     """
     options: tuple[str, ...] = tuple(getattr(protocol_class, "CONFIG_ATTRS", ()))
     defined = {name for klass in protocol_class.__mro__ for name in vars(klass)}

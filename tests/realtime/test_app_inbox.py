@@ -43,6 +43,8 @@ async def test_a_get_cancelled_while_waiting_does_not_stop_the_next_one_from_wak
 
     waiting = asyncio.ensure_future(inbox.get())
     await asyncio.sleep(0)
+    # It waits on the waiter itself, not on a wrapper around it (asyncio.shield's, decision 0048).
+    assert waiting._fut_waiter is inbox._waiter  # type: ignore[attr-defined]
     inbox.put_nowait({"type": "websocket.receive", "text": "after"})
 
     assert await asyncio.wait_for(waiting, 1) == {"type": "websocket.receive", "text": "after"}

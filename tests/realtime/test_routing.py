@@ -29,8 +29,9 @@ async def _send(message: dict[str, Any]) -> None:
     return None
 
 
-def test_a_protocol_socket_is_handed_to_the_consumers_own_coroutine() -> None:
-    handed = application(_scope(PROTOCOL_PATH), _receive, _send)
+@pytest.mark.parametrize("extra", [{}, {"root_path": ""}], ids=["as channels' tests scope it", "as daphne does"])
+def test_a_protocol_socket_is_handed_to_the_consumers_own_coroutine(extra: dict[str, Any]) -> None:
+    handed = application(_scope(PROTOCOL_PATH, **extra), _receive, _send)
     try:
         # No router or wrapper frame stays suspended above the consumer for the socket's life.
         assert handed.cr_code is RealtimeConsumer.__call__.__code__  # type: ignore[attr-defined]
@@ -65,14 +66,34 @@ async def test_an_unknown_scope_type_is_refused_when_awaited() -> None:
 def test_it_is_an_asgi3_application_to_asgiref_daphne_and_uvicorn() -> None:
     assert not is_double_callable(application)
     assert guarantee_single_callable(application) is application  # what daphne and channels call
-    config = uvicorn.Config(application, lifespan="off")
+    config = uvicorn.Config(application, lifespan="off", log_config=None)  # leave the tests' logging alone
     config.load()
     assert config.interface == "asgi3"
 
 
+@pytest.mark.parametrize(
+    ("route", "initkwargs"),
+    [("ws/v1/", {"heartbeat_interval": 5}), ("ws/v2/", {})],
+    ids=["consumer made with arguments", "protocol path not routed"],
+)
+def test_no_direct_hand_over_when_the_routes_do_not_give_the_path_a_plain_consumer(
+    route: str, initkwargs: dict[str, Any]
+) -> None:
+    from django.urls import path
+
+    from realtime.routing import NodeApplication
+
+    other = NodeApplication(http=_send, websocket_routes=[path(route, RealtimeConsumer.as_asgi(**initkwargs))])  # type: ignore[arg-type]
+    routed = other(_scope(PROTOCOL_PATH), _receive, _send)
+    try:
+        assert routed.cr_code.co_qualname == "URLRouter.__call__"  # type: ignore[attr-defined]
+    finally:
+        routed.close()  # type: ignore[attr-defined]
+
+
 @pytest.mark.django_db(transaction=True)
 async def test_a_planner_connects_subscribes_and_is_answered_through_it(party: WeddingParty, sockets: Any) -> None:
-    client: Client = await sockets(party.priya)  # the real application, as daphne runs it
+    client: Client = await sockets(party.priya)  # the real application, through channels' WebsocketCommunicator
 
     reply = await client.subscribe(party.wedding.pk, since=None)
 
