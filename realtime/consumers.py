@@ -185,6 +185,9 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             )
             self.hub = hub
             self.hub.register(self)
+            # Read once: the bearer token (a subprotocol) and the query (a ticket) are not kept for
+            # the socket's life, in the scope every holder shares (decision 0048).
+            self.scope["subprotocols"], self.scope["query_string"] = [], b""
         if not self.identity.observer:  # a staff observer is nobody's device: no member's limit to count it in
             await self._admit_device(roles)
             if self.closing:

@@ -36,8 +36,8 @@ def _shed_handshake(protocol: Any) -> None:
     daphne's header list (cookies included). The ASGI scope shares that list; the app reads
     headers only before it accepts (``RealtimeConsumer.websocket_connect``), so emptying it in
     place frees them for every holder of the scope (decision 0016 has the saving). The scope's
-    ``subprotocols`` and query string (a bearer token, a ticket) stay: they are small, and the
-    scope is not ours to rebuild."""
+    ``subprotocols`` and query string (a bearer token, a ticket) are emptied by the consumer once
+    it has read them (decision 0048)."""
     request = getattr(protocol, "request", None)
     if request is not None:
         protocol.request = _OpenedRequest(getattr(request, "path", ""))
@@ -47,6 +47,7 @@ def _shed_handshake(protocol: Any) -> None:
     protocol.http_request_params = {}
     protocol.websocket_protocols = []  # read once, to choose the subprotocol
     protocol.http_response_data = protocol._wskey = ""  # the 101 response we sent, the client's key
+    protocol._raw_query_string = b""  # put in the scope, which the consumer empties once read (a ticket)
     if not getattr(protocol, "send_queue", None):
         protocol.send_queue = LazySendQueue()
     headers = getattr(protocol, "clean_headers", None)

@@ -37,6 +37,7 @@ def test_an_open_socket_sheds_its_handshake_headers_for_every_holder_of_the_scop
         websocket_protocols=["wedsync.v1", "bearer.secret-token"],
         http_response_data="HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Accept: x3JJHMbDL1EzLkh9GBhXDw==\r\n\r\n",
         _wskey="dGhlIHNhbXBsZSBub25jZQ==",
+        _raw_query_string=b"ticket=secret-ticket",
         send_queue=collections.deque(),
     )
 
@@ -47,10 +48,11 @@ def test_an_open_socket_sheds_its_handshake_headers_for_every_holder_of_the_scop
     assert protocol.http_request_data == b"" and protocol.http_headers == {}
     assert (protocol.http_status_line, protocol.http_request_uri, protocol.http_request_params) == ("", "", {})
     assert protocol.websocket_protocols == []
-    assert (protocol.http_response_data, protocol._wskey) == ("", "")
+    assert (protocol.http_response_data, protocol._wskey, protocol._raw_query_string) == ("", "", b"")
     assert isinstance(protocol.send_queue, LazySendQueue) and len(protocol.send_queue) == 0
     assert scope["headers"] == [] and routed_scope["headers"] == []
     assert b"secret-token" not in repr((protocol.__dict__, scope, routed_scope)).encode()
+    assert b"secret-ticket" not in repr(protocol.__dict__).encode()
 
 
 def test_the_lazy_send_queue_keeps_autobahns_order_once_a_send_needs_it() -> None:

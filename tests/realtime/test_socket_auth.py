@@ -37,6 +37,7 @@ async def test_bearer_token_gets_a_welcome(party: WeddingParty, sockets) -> None
     client: Client = await sockets(party.priya)
     welcome = client.welcome
     assert welcome is not None
+    assert client.communicator.scope["subprotocols"] == []  # the token read once, not kept for the socket's life
     assert welcome["user"]["id"] == party.priya.user_id
     assert welcome["memberships"] == [{"wedding": party.wedding.pk, "member": party.priya.pk, "role": "planner"}]
     assert welcome["heartbeat_interval"] == 30
@@ -101,6 +102,7 @@ async def test_a_ticket_works_once(party: WeddingParty, sockets) -> None:
     connected, _ = await first.connect()
     assert connected
     assert (await first.receive_json_from())["op"] == "welcome"
+    assert first.scope["query_string"] == b""  # read once, not kept for the socket's life
     await first.disconnect()
     await refused(communicator(path=f"/ws/v1/?ticket={raw}"), close_code=4401, error="unauthorized")
     assert len(await refusals("ticket_used")) == 1
