@@ -2,13 +2,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
+import txaio
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import User
+from twisted.internet.task import Clock
 
 from realtime.node import hub as hub_module
 from wedsync.asgi import application
@@ -161,3 +163,13 @@ async def _close_connections_of_the_sync_thread() -> AsyncIterator[None]:
     from django.db import connections
 
     await sync_to_async(connections.close_all)()
+
+
+@pytest.fixture
+def txaio_clock() -> Iterator[Clock]:
+    """autobahn's timers and deferred writes run on txaio's loop: a clock only the test advances."""
+    txaio.use_twisted()
+    clock, loop_before = Clock(), txaio.config.loop  # type: ignore[attr-defined]
+    txaio.config.loop = clock  # type: ignore[attr-defined]
+    yield clock
+    txaio.config.loop = loop_before  # type: ignore[attr-defined]

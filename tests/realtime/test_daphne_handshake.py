@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 from autobahn.websocket.types import ConnectionRequest
+from twisted.internet.task import Clock
 
 from realtime.daphne.memory import LazySendQueue, _shed_handshake
 
@@ -70,16 +71,12 @@ def test_the_lazy_send_queue_keeps_autobahns_order_once_a_send_needs_it() -> Non
     assert not queue
 
 
-def test_autobahns_synchronous_sends_go_out_in_order_through_the_lazy_queue() -> None:
+def test_autobahns_synchronous_sends_go_out_in_order_through_the_lazy_queue(txaio_clock: Clock) -> None:
     # autobahn's own send path (sendData -> _trigger -> _send, re-entering the reactor between
     # queued writes), run on a protocol whose queue was shed at open.
     import txaio
     from autobahn.websocket.protocol import TrafficStats, WebSocketProtocol
-    from twisted.internet.task import Clock
 
-    txaio.use_twisted()
-    clock, loop_before = Clock(), txaio.config.loop  # type: ignore[attr-defined]
-    txaio.config.loop = clock  # type: ignore[attr-defined]
     written: list[bytes] = []
     protocol = SimpleNamespace(
         state=WebSocketProtocol.STATE_OPEN,
@@ -95,18 +92,15 @@ def test_autobahns_synchronous_sends_go_out_in_order_through_the_lazy_queue() ->
         setattr(protocol, name, getattr(WebSocketProtocol, name).__get__(protocol))
     _shed_handshake(protocol)
     assert isinstance(protocol.send_queue, LazySendQueue)
-    try:
-        protocol.sendData(b"one", sync=True)  # written now; the next queued write waits a turn
-        protocol.sendData(b"two", sync=True)
-        protocol.sendData(b"three")  # queued behind them, as autobahn keeps the order
-        assert written == [b"one"] and len(protocol.send_queue) == 2
-        clock.advance(1)
-        assert written == [b"one", b"two"]
-        clock.advance(1)
-        clock.advance(1)
-        assert written == [b"one", b"two", b"three"] and not protocol.send_queue
+    protocol.sendData(b"one", sync=True)  # written now; the next queued write waits a turn
+    protocol.sendData(b"two", sync=True)
+    protocol.sendData(b"three")  # queued behind them, as autobahn keeps the order
+    assert written == [b"one"] and len(protocol.send_queue) == 2
+    txaio_clock.advance(1)
+    assert written == [b"one", b"two"]
+    txaio_clock.advance(1)
+    txaio_clock.advance(1)
+    assert written == [b"one", b"two", b"three"] and not protocol.send_queue
 
-        protocol.sendData(b"four")  # nothing queued: straight to the transport
-        assert written[-1] == b"four"
-    finally:
-        txaio.config.loop = loop_before  # type: ignore[attr-defined]
+    protocol.sendData(b"four")  # nothing queued: straight to the transport
+    assert written[-1] == b"four"

@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 import uvicorn
 from asgiref.compatibility import guarantee_single_callable, is_double_callable
+from django.urls import path
 
 from realtime.consumers import RealtimeConsumer
-from realtime.routing import PROTOCOL_PATH
+from realtime.routing import PROTOCOL_PATH, NodeApplication
 from tests.personas import WeddingParty
 from tests.realtime.conftest import Client
 from wedsync.asgi import application
@@ -29,14 +30,17 @@ async def _send(message: dict[str, Any]) -> None:
     return None
 
 
+def _handed_to(app: Any, scope: dict[str, Any]) -> Any:
+    """The code of the coroutine ``app`` returns for ``scope`` (closed unrun)."""
+    handed = app(scope, _receive, _send)
+    handed.close()
+    return handed.cr_code
+
+
 @pytest.mark.parametrize("extra", [{}, {"root_path": ""}], ids=["as channels' tests scope it", "as daphne does"])
 def test_a_protocol_socket_is_handed_to_the_consumers_own_coroutine(extra: dict[str, Any]) -> None:
-    handed = application(_scope(PROTOCOL_PATH, **extra), _receive, _send)
-    try:
-        # No router or wrapper frame stays suspended above the consumer for the socket's life.
-        assert handed.cr_code is RealtimeConsumer.__call__.__code__  # type: ignore[attr-defined]
-    finally:
-        handed.close()  # type: ignore[attr-defined]
+    # No router or wrapper frame stays suspended above the consumer for the socket's life.
+    assert _handed_to(application, _scope(PROTOCOL_PATH, **extra)) is RealtimeConsumer.__call__.__code__
 
 
 @pytest.mark.parametrize(
@@ -45,11 +49,7 @@ def test_a_protocol_socket_is_handed_to_the_consumers_own_coroutine(extra: dict[
     ids=["another path", "behind a root path", "a doubled slash"],
 )
 def test_any_other_socket_path_goes_through_channels_url_router(scope: dict[str, Any]) -> None:
-    routed = application(scope, _receive, _send)
-    try:
-        assert routed.cr_code.co_qualname == "URLRouter.__call__"  # type: ignore[attr-defined]
-    finally:
-        routed.close()  # type: ignore[attr-defined]
+    assert _handed_to(application, scope).co_qualname == "URLRouter.__call__"
 
 
 async def test_a_socket_at_an_unknown_path_is_refused_as_channels_refuses_it() -> None:
@@ -79,16 +79,8 @@ def test_it_is_an_asgi3_application_to_asgiref_daphne_and_uvicorn() -> None:
 def test_no_direct_hand_over_when_the_routes_do_not_give_the_path_a_plain_consumer(
     route: str, initkwargs: dict[str, Any]
 ) -> None:
-    from django.urls import path
-
-    from realtime.routing import NodeApplication
-
     other = NodeApplication(http=_send, websocket_routes=[path(route, RealtimeConsumer.as_asgi(**initkwargs))])  # type: ignore[arg-type]
-    routed = other(_scope(PROTOCOL_PATH), _receive, _send)
-    try:
-        assert routed.cr_code.co_qualname == "URLRouter.__call__"  # type: ignore[attr-defined]
-    finally:
-        routed.close()  # type: ignore[attr-defined]
+    assert _handed_to(other, _scope(PROTOCOL_PATH)).co_qualname == "URLRouter.__call__"
 
 
 @pytest.mark.django_db(transaction=True)

@@ -7,11 +7,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
-import txaio
 from autobahn.websocket.protocol import WebSocketProtocol as AutobahnProtocol
 from daphne.server import Server
 from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
@@ -25,16 +22,6 @@ from realtime.daphne import patches
 from realtime.daphne.memory import SOCKET_STATE_ATTRIBUTES, socket_slots
 
 CLIENT = IPv4Address("TCP", "127.0.0.1", 50000)
-
-
-@pytest.fixture
-def clock() -> Iterator[Clock]:
-    """autobahn's timers (handshake timeouts, pings) run on txaio's loop: a clock nobody advances."""
-    txaio.use_twisted()
-    clock, loop_before = Clock(), txaio.config.loop  # type: ignore[attr-defined]
-    txaio.config.loop = clock  # type: ignore[attr-defined]
-    yield clock
-    txaio.config.loop = loop_before  # type: ignore[attr-defined]
 
 
 def _masked_frame(opcode: int, payload: bytes) -> bytes:
@@ -72,9 +59,9 @@ async def _open_socket(clock: Clock, received: list[dict[str, Any]]) -> tuple[An
     return protocol, transport
 
 
-async def test_an_open_socket_keeps_its_state_in_slots_and_works_as_before(clock: Clock) -> None:
+async def test_an_open_socket_keeps_its_state_in_slots_and_works_as_before(txaio_clock: Clock) -> None:
     received: list[dict[str, Any]] = []
-    protocol, transport = await _open_socket(clock, received)
+    protocol, transport = await _open_socket(txaio_clock, received)
     assert protocol.state == AutobahnProtocol.STATE_OPEN
     assert transport.value().startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
     transport.clear()
