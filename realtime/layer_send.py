@@ -11,6 +11,10 @@ sends still waiting there are bounded in number and in time, past either they ar
 and counted) and the gap repair delivers their events. Elsewhere (a Celery worker, a management
 command, the test client's views) there is no node loop to hand it to, and the send runs here,
 bounded by the same timeout.
+
+The node's hub sees each message on the node loop before its send to Redis, and may hand an event
+straight to its own feed (realtime.node.local): under load each step of the way through Redis
+waited a turn of a busy loop. The copy Redis brings back is a duplicate the feed drops by its seq.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import asyncio
 import functools
 import threading
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
@@ -26,7 +31,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
 from monitoring.metrics import LAYER_SENDS_DROPPED
-from realtime.messages import LayerMessage, layer_encode
+from realtime.messages import EventMessage, LayerMessage, layer_encode
 
 logger = structlog.get_logger(__name__)
 
@@ -34,18 +39,27 @@ SEND_TIMEOUT_SECONDS = 5.0  # a healthy Redis answers in milliseconds
 MAX_PENDING_SENDS = 1000  # per node loop; past it new sends are dropped until some complete
 
 _node_loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, set[asyncio.Task[None]]] = weakref.WeakKeyDictionary()
+# Each node loop's hub sees what this process sends, before Redis does: its own events reach its
+# feeds at once, not after a round trip through Redis under a busy loop (realtime.node.local).
+_local_messages: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Callable[[LayerMessage], None]] = (
+    weakref.WeakKeyDictionary()
+)
 _registry_lock = threading.Lock()
 
 
-def node_loop_register(loop: asyncio.AbstractEventLoop) -> None:
-    """The node hub's loop, which takes the sends of this process's threads from now on."""
+def node_loop_register(loop: asyncio.AbstractEventLoop, *, local: Callable[[LayerMessage], None] | None = None) -> None:
+    """The node hub's loop, which takes the sends of this process's threads from now on;
+    ``local`` is called on it with each message sent, before its send to Redis."""
     with _registry_lock:
         _node_loops.setdefault(loop, set())
+        if local is not None:
+            _local_messages[loop] = local
 
 
 def node_loop_unregister(loop: asyncio.AbstractEventLoop) -> None:
     with _registry_lock:
         _node_loops.pop(loop, None)
+        _local_messages.pop(loop, None)
 
 
 def _node_loop() -> asyncio.AbstractEventLoop | None:
@@ -83,7 +97,16 @@ def _schedule(loop: asyncio.AbstractEventLoop, group: str, message: LayerMessage
     pending = _node_loops.get(loop)
     if pending is None:  # the hub stopped meanwhile: nobody here to fan out to anyway
         pending = set()
-    if len(pending) >= MAX_PENDING_SENDS:
+    sending = len(pending) < MAX_PENDING_SENDS
+    local = _local_messages.get(loop)
+    # An event still reaches this node's own feed when its send is dropped; a control that is not
+    # sent will never be heard back, so the hub must not wait for it.
+    if local is not None and (sending or isinstance(message, EventMessage)):
+        try:
+            local(message)
+        except Exception:  # the send to Redis still goes, and brings the event
+            logger.exception("layer.local_failed", group=group)
+    if not sending:
         _dropped(group, message, reason="overflow", error=None)
         return
     send = _PendingSend(group=group, message=message, task=loop.create_task(_send(group, message), name="layer-send"))

@@ -131,6 +131,7 @@ class WeddingFeed:
         # dropped and read back from the log, like any other gap.
         self.inbox: asyncio.Queue[EventMessage | Repair] = asyncio.Queue(maxsize=settings.REALTIME_FEED_INBOX_MAX)
         self.inbox_dropped = 0
+        self.offered = last_seq  # the highest seq put in the inbox
         self.suspected_head = 0
         self.idle_since: float | None = None
         self.task = asyncio.create_task(self._run(), name=f"feed-{wedding_id}")
@@ -156,11 +157,18 @@ class WeddingFeed:
         gap (or the heads poll, for a last one) has the feed read it from the log instead."""
         try:
             self.inbox.put_nowait(message)
+            self.offered = max(self.offered, message.seq)
         except asyncio.QueueFull:
             FEED_INBOX_DROPPED.inc()
             self.inbox_dropped += 1
             if self.inbox_dropped == 1 or self.inbox_dropped % 1000 == 0:
                 logger.warning("feed.inbox_full", wedding=self.wedding_id, seq=message.seq, dropped=self.inbox_dropped)
+
+    def offer_next(self, message: EventMessage) -> None:
+        """An event committed in this process, taken only when it is the next the feed expects: one
+        that skips ahead is left to Redis, which brings the missing one first (realtime.node.local)."""
+        if message.seq == max(self.offered, self.last_seq) + 1:
+            self.offer(message)
 
     def repair_soon(self, *, upto: int) -> None:
         """Have the feed read the log up to ``upto`` (a full inbox repairs itself from its gaps)."""

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import os
 import random
+import time
 import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -33,10 +34,11 @@ from realtime.gc_policy import gc_freeze_loop
 from realtime.layer_send import layer_group_send, node_loop_register, node_loop_unregister
 from realtime.limits.shedding import LoopLagWatch
 from realtime.member_cache import MemberCache
-from realtime.messages import ControlMessage, EventMessage, PresenceBatch, layer_decode
+from realtime.messages import ControlMessage, EventMessage, LayerMessage, PresenceBatch, layer_decode
 from realtime.names import NODES_GROUP, Priority, wedding_group
 from realtime.node import housekeeping
 from realtime.node.feed import Subscription, WeddingFeed
+from realtime.node.local import LocalHandOver
 from realtime.node.presence import NodePresence
 from realtime.node.presence_diffs import Viewer
 from realtime.node.recent import ReplayedEvent
@@ -103,6 +105,7 @@ class NodeHub:
         self.draining = False  # an operator asked (realtime.node.registry): no new sockets, the open ones close
         self.loop_lag = LoopLagWatch()  # read by load shedding (realtime.limits.shedding)
         self.database = DatabaseWatch()  # PostgreSQL away: database ops answered unavailable at once
+        self.local = LocalHandOver()  # this process's events straight to its feeds (realtime.node.local)
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -171,7 +174,7 @@ class NodeHub:
                 freeze_every=settings.REALTIME_GC_FREEZE_SECONDS, full_every=settings.REALTIME_GC_FULL_SECONDS
             )
             self._tasks.append(asyncio.create_task(freeze, name="hub-gc"))
-        node_loop_register(self._loop)
+        node_loop_register(self._loop, local=self._local_message)
         self._started.set()
 
     @property
@@ -230,11 +233,23 @@ class NodeHub:
             for entry in message.entries:
                 self.presence.offer(entry)
         else:
+            self.local.control_heard(message)  # events committed after it may go straight to feeds again
             self.members.forget_for(message)
             for connection_id in list(self.sockets_by_user.get(message.user, ())):
                 socket = self.sockets.get(connection_id)
                 if socket is not None:
                     socket.on_control(message)
+
+    def _local_message(self, message: LayerMessage) -> None:
+        """What this process is sending to Redis, seen first (realtime.node.local): its events go
+        to this node's feed now when they may, its controls hold the events back until heard."""
+        now = time.monotonic()
+        if isinstance(message, ControlMessage):
+            self.local.control_sent(message, now=now)
+        elif isinstance(message, EventMessage) and self.local.events_may_pass(now=now):
+            feed = self.feeds.get(message.wedding)
+            if feed is not None:
+                feed.offer_next(message)
 
     async def join_groups(self) -> None:
         await self.layer.group_add(NODES_GROUP, self._channel)

@@ -17,7 +17,7 @@ from monitoring.metrics import LAYER_SENDS_DROPPED
 from realtime import layer_send
 from realtime.limits.breaker import RedisBreaker
 from realtime.limits.publish_rate import _rate_limiter, publish_rate_check
-from realtime.messages import EventMessage
+from realtime.messages import ControlMessage, EventMessage
 from tests.servers import redis_server
 from wedsync.settings import channel_layer_config
 
@@ -167,3 +167,28 @@ async def test_a_silent_redis_costs_the_limits_one_bounded_wait_then_none(settin
                 os.kill(redis.process.pid, signal.SIGCONT)
         finally:
             await limits.close()
+
+
+async def test_the_node_loop_gets_an_event_whose_send_is_dropped_but_not_a_dropped_control(monkeypatch) -> None:
+    monkeypatch.setattr(layer_send, "MAX_PENDING_SENDS", 0)  # every send to Redis overflows
+    loop = asyncio.get_running_loop()
+    seen: list[tuple[object, bool]] = []
+    layer_send.node_loop_register(
+        loop, local=lambda message: seen.append((message, asyncio.get_running_loop() is loop))
+    )
+    try:
+        overflows = _dropped("overflow")
+        committed = threading.Thread(target=layer_send.layer_group_send, args=("wedding.1", _event(7)))
+        committed.start()
+        await asyncio.to_thread(committed.join, 5)
+        control = ControlMessage(kind="tokens_revoked", user=1, generation=2)
+        layer_send.layer_group_send("nodes", control)
+        async with asyncio.timeout(5):
+            while _dropped("overflow") < overflows + 2:  # noqa: ASYNC110  a counter, not an event
+                await asyncio.sleep(0.02)
+        # The event on the node's loop, though Redis never got it; the control, never sent, would never
+        # be heard back, so the hub is not told of it.
+        assert seen == [(_event(7), True)]
+    finally:
+        layer_send.node_loop_unregister(loop)
+    assert loop not in layer_send._local_messages
