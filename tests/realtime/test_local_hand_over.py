@@ -18,8 +18,8 @@ from tests.personas import WeddingParty
 REVOKED = ControlMessage(kind="tokens_revoked", user=987654, generation=3)
 
 
-def _event(seq: int, wedding: int = 1) -> EventMessage:
-    return EventMessage(wedding=wedding, seq=seq, priority=2, roles=["guest"], members=[], frame={"op": "event"})
+def _event(seq: int) -> EventMessage:
+    return EventMessage(wedding=1, seq=seq, priority=2, roles=["guest"], members=[], frame={"op": "event"})
 
 
 def test_a_control_holds_events_back_until_heard_from_redis() -> None:
